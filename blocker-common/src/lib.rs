@@ -1,0 +1,114 @@
+//! Types and constants shared by the XDP program (`blocker-ebpf`) and userspace.
+//!
+//! One definition of each thing that crosses the kernel boundary: map names, map
+//! sizes, counter indices, action codes and the layout of map values. The `user`
+//! feature implements `aya::Pod` so userspace can read and write these maps.
+#![no_std]
+
+/// Bumped whenever a map's type, key, value or size changes. It is part of the pin
+/// directory path, so a new layout never silently reuses an incompatible pinned map.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Number of list ids (a list is one deny/allow/monitor source, e.g. one file).
+pub const MAX_LISTS: u32 = 1024;
+/// Capacity of each IPv4 / IPv6 prefix table (per generation).
+pub const MAX_PREFIXES_V4: u32 = 1 << 20;
+pub const MAX_PREFIXES_V6: u32 = 1 << 20;
+
+/// Map names, as declared in the XDP program and pinned by name.
+pub mod map_names {
+    pub const CONFIG: &str = "BLK_CONFIG";
+    pub const POLICY: &str = "BLK_POLICY";
+    pub const V4_GEN0: &str = "BLK_V4_G0";
+    pub const V4_GEN1: &str = "BLK_V4_G1";
+    pub const V6_GEN0: &str = "BLK_V6_G0";
+    pub const V6_GEN1: &str = "BLK_V6_G1";
+    pub const LIST_STATS: &str = "BLK_LIST_STATS";
+    pub const GLOBAL_STATS: &str = "BLK_GLOBAL_STATS";
+    pub const LIST_INFO: &str = "BLK_LIST_INFO";
+}
+
+/// The XDP program's name (its function name in the object file).
+pub const PROGRAM_NAME: &str = "blocker";
+
+/// Slots of the `BLK_CONFIG` array (u32 each). Kept in separate slots so that each
+/// is replaced by one aligned 4-byte store.
+pub mod config {
+    /// Which generation of prefix tables and policy is live: 0 or 1.
+    pub const ACTIVE_GEN: u32 = 0;
+    /// `MODE_ENFORCE` or `MODE_MONITOR`.
+    pub const MODE: u32 = 1;
+    pub const SLOTS: u32 = 2;
+}
+
+pub const MODE_ENFORCE: u32 = 0;
+/// Dry run: nothing is dropped, would-be drops are counted as monitored.
+pub const MODE_MONITOR: u32 = 1;
+
+/// Per-list actions stored in the policy map. 0 is "no action": a list id with no
+/// policy in the live generation passes (it cannot be hit by a well-formed table).
+pub const ACTION_NONE: u32 = 0;
+pub const ACTION_PASS: u32 = 1;
+pub const ACTION_DROP: u32 = 2;
+/// Counted as a would-be drop, then passed.
+pub const ACTION_MONITOR: u32 = 3;
+
+/// Index into the policy array for `list_id` in generation `gen`.
+#[inline(always)]
+pub const fn policy_index(gen: u32, list_id: u32) -> u32 {
+    (gen & 1) * MAX_LISTS + list_id
+}
+
+/// Indices of the per-CPU `BLK_GLOBAL_STATS` array (u64 packet counts).
+pub mod counter {
+    /// IP packets passed (no list hit, an allow list hit, or a monitor hit).
+    pub const PASSED: u32 = 0;
+    pub const DROPPED: u32 = 1;
+    /// Would have been dropped (monitor list, or global monitor mode); passed.
+    pub const MONITORED: u32 = 2;
+    /// Not IPv4/IPv6 (ARP, LLDP, ...): passed untouched.
+    pub const NON_IP: u32 = 3;
+    /// Too short for its headers or an impossible header: passed to the stack,
+    /// which drops it itself.
+    pub const MALFORMED: u32 = 4;
+    pub const COUNT: u32 = 5;
+    pub const NAMES: [&str; COUNT as usize] =
+        ["passed", "dropped", "monitored", "non_ip", "malformed"];
+}
+
+/// Value of the per-CPU `BLK_LIST_STATS` array: traffic that hit a list.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct ListStats {
+    pub packets: u64,
+    /// Whole frame length, Ethernet header included.
+    pub bytes: u64,
+}
+
+pub const LIST_NAME_LEN: usize = 120;
+
+/// Value of the `BLK_LIST_INFO` array: what a list id means, so that `blocker stats`
+/// can name lists from the pins alone, without the daemon. Not read by the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct ListInfo {
+    /// 0 = free slot, 1 = in the live policy, 2 = retired (kept for its counters).
+    pub state: u32,
+    /// The list's action in the live policy (one of `ACTION_*`).
+    pub action: u32,
+    pub name_len: u32,
+    pub name: [u8; LIST_NAME_LEN],
+}
+
+pub const LIST_STATE_FREE: u32 = 0;
+pub const LIST_STATE_LIVE: u32 = 1;
+pub const LIST_STATE_RETIRED: u32 = 2;
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain-old-data, repr(C), no padding (checked by bytemuck's derive).
+    unsafe impl aya::Pod for super::ListStats {}
+    unsafe impl aya::Pod for super::ListInfo {}
+}

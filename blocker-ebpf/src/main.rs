@@ -1,0 +1,93 @@
+//! blocker's XDP program: drop packets whose source address lies in a blocked range.
+//!
+//! parse (parse.rs) -> classify the source (classify.rs) -> policy for the list id
+//! -> verdict and counters. All per-packet state lives in per-CPU maps.
+#![no_std]
+#![no_main]
+
+mod classify;
+mod parse;
+
+use aya_ebpf::{
+    bindings::xdp_action,
+    macros::{map, xdp},
+    maps::{Array, PerCpuArray},
+    programs::XdpContext,
+};
+use aya_log_ebpf::trace;
+use blocker_common::{
+    config, counter, policy_index, ListInfo, ListStats, ACTION_DROP, ACTION_MONITOR,
+    ACTION_PASS, MAX_LISTS, MODE_MONITOR,
+};
+use parse::Packet;
+
+#[map]
+static BLK_CONFIG: Array<u32> = Array::pinned(config::SLOTS, 0);
+/// Action per list id, two generations side by side (see `policy_index`).
+#[map]
+static BLK_POLICY: Array<u32> = Array::pinned(2 * MAX_LISTS, 0);
+#[map]
+static BLK_LIST_STATS: PerCpuArray<ListStats> = PerCpuArray::pinned(MAX_LISTS, 0);
+#[map]
+static BLK_GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::pinned(counter::COUNT, 0);
+/// Names of list ids for userspace; declared here so it is pinned with the rest.
+#[map]
+static BLK_LIST_INFO: Array<ListInfo> = Array::pinned(MAX_LISTS, 0);
+
+#[xdp]
+pub fn blocker(ctx: XdpContext) -> u32 {
+    let frame_len = (ctx.data_end() - ctx.data()) as u64;
+    let gen = match BLK_CONFIG.get(config::ACTIVE_GEN) {
+        Some(g) => *g & 1,
+        None => 0,
+    };
+    let list_id = match parse::parse(&ctx) {
+        Packet::V4 { src } => classify::lookup_v4(gen, src),
+        Packet::V6 { src } => classify::lookup_v6(gen, src),
+        Packet::NonIp => return count(counter::NON_IP, xdp_action::XDP_PASS),
+        Packet::Malformed => return count(counter::MALFORMED, xdp_action::XDP_PASS),
+    };
+    let Some(list_id) = list_id else {
+        return count(counter::PASSED, xdp_action::XDP_PASS);
+    };
+    let action = match BLK_POLICY.get(policy_index(gen, list_id)) {
+        Some(a) => *a,
+        None => return count(counter::PASSED, xdp_action::XDP_PASS),
+    };
+    trace!(&ctx, "list {} action {}", list_id, action);
+    if action != ACTION_DROP && action != ACTION_MONITOR && action != ACTION_PASS {
+        return count(counter::PASSED, xdp_action::XDP_PASS);
+    }
+    if let Some(stats) = BLK_LIST_STATS.get_ptr_mut(list_id) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe {
+            (*stats).packets += 1;
+            (*stats).bytes += frame_len;
+        }
+    }
+    let monitor_mode = matches!(BLK_CONFIG.get(config::MODE), Some(m) if *m == MODE_MONITOR);
+    match action {
+        ACTION_DROP if !monitor_mode => count(counter::DROPPED, xdp_action::XDP_DROP),
+        ACTION_DROP | ACTION_MONITOR => count(counter::MONITORED, xdp_action::XDP_PASS),
+        _ => count(counter::PASSED, xdp_action::XDP_PASS),
+    }
+}
+
+#[inline(always)]
+fn count(index: u32, verdict: u32) -> u32 {
+    if let Some(c) = BLK_GLOBAL_STATS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, see above.
+        unsafe { *c += 1 };
+    }
+    verdict
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

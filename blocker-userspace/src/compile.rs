@@ -1,0 +1,347 @@
+//! The compiler from lists to a table: all lists merge into one non-overlapping,
+//! sorted prefix table per family, each prefix carrying the list it is counted under.
+//!
+//! Precedence where ranges of different lists overlap (resolved here, so the kernel
+//! needs one lookup):
+//! 1. by action: allow (pass) beats deny (drop), which beats monitor;
+//! 2. then the more specific prefix (longer prefix length) wins;
+//! 3. then the list given first on the command line wins.
+//!
+//! Adjacent ranges with the same winner are merged before being cut back into
+//! CIDRs, so the table is as small as the outcome allows.
+
+use std::{cmp::Reverse, collections::BTreeMap};
+
+use blocker_common::{ACTION_DROP, ACTION_MONITOR, ACTION_PASS};
+
+use crate::lists::{Family, Prefix};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Allow list: an exception that wins over deny lists.
+    Pass,
+    Drop,
+    /// Counted as a would-be drop, then passed.
+    Monitor,
+}
+
+impl Action {
+    /// Higher wins where lists overlap.
+    const fn rank(self) -> u8 {
+        match self {
+            Action::Pass => 2,
+            Action::Drop => 1,
+            Action::Monitor => 0,
+        }
+    }
+    pub const fn code(self) -> u32 {
+        match self {
+            Action::Pass => ACTION_PASS,
+            Action::Drop => ACTION_DROP,
+            Action::Monitor => ACTION_MONITOR,
+        }
+    }
+    pub const fn from_code(code: u32) -> Option<Action> {
+        match code {
+            ACTION_PASS => Some(Action::Pass),
+            ACTION_DROP => Some(Action::Drop),
+            ACTION_MONITOR => Some(Action::Monitor),
+            _ => None,
+        }
+    }
+    pub const fn name(self) -> &'static str {
+        match self {
+            Action::Pass => "allow",
+            Action::Drop => "drop",
+            Action::Monitor => "monitor",
+        }
+    }
+}
+
+/// One input list: a name (unique), its action and its prefixes.
+#[derive(Clone, Debug)]
+pub struct ListSpec {
+    pub name: String,
+    pub action: Action,
+    pub prefixes: Vec<Prefix>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompiledList {
+    pub name: String,
+    pub action: Action,
+}
+
+/// The compiled table: disjoint prefixes sorted by address, per family. The `usize`
+/// is an index into `lists`.
+#[derive(Clone, Debug, Default)]
+pub struct CompiledTable {
+    pub lists: Vec<CompiledList>,
+    pub v4: Vec<(Prefix, usize)>,
+    pub v6: Vec<(Prefix, usize)>,
+}
+
+impl CompiledTable {
+    pub fn entries(&self, family: Family) -> &[(Prefix, usize)] {
+        match family {
+            Family::V4 => &self.v4,
+            Family::V6 => &self.v6,
+        }
+    }
+
+    /// Which list (index into `lists`) the address falls in, if any.
+    pub fn lookup(&self, family: Family, addr: u128) -> Option<usize> {
+        let entries = self.entries(family);
+        // Last entry starting at or before addr; entries are disjoint.
+        let i = entries.partition_point(|(p, _)| p.addr <= addr);
+        let (prefix, list) = entries.get(i.checked_sub(1)?)?;
+        prefix.contains(family, addr).then_some(*list)
+    }
+}
+
+/// Precedence key of one input prefix: the greatest key among the prefixes covering
+/// an address decides it.
+type Rank = (u8, u8, Reverse<usize>);
+
+fn rank(list_index: usize, action: Action, prefix: &Prefix) -> Rank {
+    (action.rank(), prefix.len, Reverse(list_index))
+}
+
+/// Reference answer evaluated directly over the raw inputs, for tests: the list
+/// whose covering prefix has the greatest precedence.
+pub fn reference_lookup(lists: &[ListSpec], family: Family, addr: u128) -> Option<usize> {
+    lists
+        .iter()
+        .enumerate()
+        .flat_map(|(i, l)| l.prefixes.iter().map(move |p| (i, l.action, p)))
+        .filter(|(_, _, p)| p.contains(family, addr))
+        .max_by_key(|(i, action, p)| rank(*i, *action, p))
+        .map(|(i, _, _)| i)
+}
+
+pub fn compile(lists: &[ListSpec]) -> CompiledTable {
+    CompiledTable {
+        lists: lists
+            .iter()
+            .map(|l| CompiledList { name: l.name.clone(), action: l.action })
+            .collect(),
+        v4: compile_family(lists, Family::V4),
+        v6: compile_family(lists, Family::V6),
+    }
+}
+
+fn compile_family(lists: &[ListSpec], family: Family) -> Vec<(Prefix, usize)> {
+    // Sweep over range boundaries: +1 where a prefix starts, -1 just after it ends.
+    let mut events: Vec<(u128, bool, Rank)> = Vec::new();
+    for (i, list) in lists.iter().enumerate() {
+        for p in list.prefixes.iter().filter(|p| p.family == family) {
+            let (lo, hi) = p.range();
+            let r = rank(i, list.action, p);
+            events.push((lo, true, r));
+            if let Some(after) = hi.checked_add(1).filter(|a| *a <= family.max_addr()) {
+                events.push((after, false, r));
+            }
+        }
+    }
+    events.sort_unstable_by_key(|e| e.0);
+
+    let mut active: BTreeMap<Rank, u32> = BTreeMap::new();
+    let mut out = Vec::new();
+    // The run being built: (start, winning list).
+    let mut run: Option<(u128, usize)> = None;
+    let mut i = 0;
+    while i < events.len() {
+        let point = events[i].0;
+        while i < events.len() && events[i].0 == point {
+            let (_, start, r) = events[i];
+            if start {
+                *active.entry(r).or_insert(0) += 1;
+            } else if let Some(n) = active.get_mut(&r) {
+                *n -= 1;
+                if *n == 0 {
+                    active.remove(&r);
+                }
+            }
+            i += 1;
+        }
+        let winner = active.last_key_value().map(|((_, _, Reverse(list)), _)| *list);
+        match (run, winner) {
+            (Some((_, cur)), Some(w)) if cur == w => {}
+            _ => {
+                if let Some((start, cur)) = run.take() {
+                    push_range(family, start, point - 1, cur, &mut out);
+                }
+                run = winner.map(|w| (point, w));
+            }
+        }
+    }
+    if let Some((start, cur)) = run {
+        push_range(family, start, family.max_addr(), cur, &mut out);
+    }
+    out
+}
+
+/// Cuts the inclusive range [lo, hi] into the fewest aligned CIDR blocks.
+fn push_range(family: Family, mut lo: u128, hi: u128, list: usize, out: &mut Vec<(Prefix, usize)>) {
+    let bits = u32::from(family.bits());
+    let span = |host: u32| if host >= 128 { u128::MAX } else { (1u128 << host) - 1 };
+    loop {
+        let mut host = if lo == 0 { bits } else { lo.trailing_zeros().min(bits) };
+        // lo is aligned to 2^host, so lo + span(host) == lo | span(host): no overflow.
+        while lo | span(host) > hi {
+            host -= 1;
+        }
+        out.push((Prefix { family, addr: lo, len: (bits - host) as u8 }, list));
+        let end = lo | span(host);
+        if end >= hi {
+            return;
+        }
+        lo = end + 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lists::parse_prefix;
+
+    fn list(name: &str, action: Action, prefixes: &[&str]) -> ListSpec {
+        ListSpec {
+            name: name.into(),
+            action,
+            prefixes: prefixes.iter().map(|p| parse_prefix(p).unwrap()).collect(),
+        }
+    }
+
+    fn strs(t: &[(Prefix, usize)]) -> Vec<(String, usize)> {
+        t.iter().map(|(p, l)| (p.to_string(), *l)).collect()
+    }
+
+    #[test]
+    fn allow_punches_hole_in_deny() {
+        let lists = [
+            list("deny", Action::Drop, &["10.0.0.0/8"]),
+            list("allow", Action::Pass, &["10.1.0.0/16"]),
+        ];
+        let t = compile(&lists);
+        assert_eq!(
+            strs(&t.v4),
+            vec![
+                ("10.0.0.0/16".into(), 0),
+                ("10.1.0.0/16".into(), 1),
+                ("10.2.0.0/15".into(), 0),
+                ("10.4.0.0/14".into(), 0),
+                ("10.8.0.0/13".into(), 0),
+                ("10.16.0.0/12".into(), 0),
+                ("10.32.0.0/11".into(), 0),
+                ("10.64.0.0/10".into(), 0),
+                ("10.128.0.0/9".into(), 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn allow_wins_even_when_less_specific() {
+        let lists = [
+            list("deny", Action::Drop, &["192.0.2.128/25"]),
+            list("allow", Action::Pass, &["192.0.2.0/24"]),
+        ];
+        let t = compile(&lists);
+        assert_eq!(strs(&t.v4), vec![("192.0.2.0/24".into(), 1)]);
+    }
+
+    #[test]
+    fn adjacent_and_duplicate_prefixes_merge() {
+        let lists = [list("d", Action::Drop, &["10.0.0.0/9", "10.128.0.0/9", "10.0.0.0/9", "10.5.0.0/16"])];
+        assert_eq!(strs(&compile(&lists).v4), vec![("10.0.0.0/8".into(), 0)]);
+    }
+
+    #[test]
+    fn whole_address_space() {
+        let lists = [list("all", Action::Drop, &["0.0.0.0/0", "::/0"])];
+        let t = compile(&lists);
+        assert_eq!(strs(&t.v4), vec![("0.0.0.0/0".into(), 0)]);
+        assert_eq!(strs(&t.v6), vec![("::/0".into(), 0)]);
+        assert_eq!(t.lookup(Family::V6, u128::MAX), Some(0));
+    }
+
+    #[test]
+    fn deny_beats_monitor_and_specific_beats_general_and_first_list_breaks_ties() {
+        let lists = [
+            list("mon", Action::Monitor, &["10.0.0.0/8"]),
+            list("d1", Action::Drop, &["10.0.0.0/16"]),
+            list("d2", Action::Drop, &["10.0.0.0/16", "10.0.1.0/24"]),
+        ];
+        let t = compile(&lists);
+        let at = |s: &str| {
+            let p = parse_prefix(s).unwrap();
+            t.lookup(p.family, p.addr)
+        };
+        assert_eq!(at("10.0.0.1"), Some(1)); // tie d1/d2 on /16: first given wins
+        assert_eq!(at("10.0.1.1"), Some(2)); // d2's /24 is more specific
+        assert_eq!(at("10.1.0.0"), Some(0)); // only monitor
+        assert_eq!(at("11.0.0.0"), None);
+    }
+
+    /// Tiny deterministic generator so the test needs no extra crate.
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 >> 11
+        }
+    }
+
+    #[test]
+    fn matches_reference_on_random_overlaps_and_boundaries() {
+        let mut rng = Lcg(7);
+        for round in 0..40 {
+            let mut lists = Vec::new();
+            for l in 0..4 {
+                let action = [Action::Drop, Action::Pass, Action::Monitor][(rng.next() % 3) as usize];
+                let mut prefixes = Vec::new();
+                for _ in 0..(5 + rng.next() % 20) {
+                    for family in [Family::V4, Family::V6] {
+                        let bits = family.bits();
+                        // Cluster addresses in a small region so prefixes overlap.
+                        let len = (bits as u64 - 20 + rng.next() % 20) as u8;
+                        let base: u128 = if family == Family::V4 { 0x0a00_0000 } else { 0x2001_0db8u128 << 96 };
+                        let raw = base + u128::from(rng.next() % (1 << 20));
+                        let host = u32::from(bits - len);
+                        let addr = raw & !((1u128 << host) - 1);
+                        prefixes.push(Prefix { family, addr, len });
+                    }
+                }
+                lists.push(ListSpec { name: format!("l{round}-{l}"), action, prefixes });
+            }
+            let table = compile(&lists);
+            for family in [Family::V4, Family::V6] {
+                let mut probes = Vec::new();
+                for l in &lists {
+                    for p in l.prefixes.iter().filter(|p| p.family == family) {
+                        let (lo, hi) = p.range();
+                        probes.extend([lo.wrapping_sub(1), lo, lo + 1, hi - 1, hi, hi.wrapping_add(1)]);
+                    }
+                }
+                for (p, _) in table.entries(family) {
+                    let (lo, hi) = p.range();
+                    probes.extend([lo, hi]);
+                }
+                for _ in 0..200 {
+                    probes.push(probes[(rng.next() as usize) % probes.len()] ^ u128::from(rng.next() % 4096));
+                }
+                for a in probes.into_iter().filter(|a| *a <= family.max_addr()) {
+                    assert_eq!(
+                        table.lookup(family, a),
+                        reference_lookup(&lists, family, a),
+                        "round {round} {family:?} addr {a:#x}"
+                    );
+                }
+                // Disjoint and sorted.
+                for w in table.entries(family).windows(2) {
+                    assert!(w[0].0.range().1 < w[1].0.range().0);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! `blocker run`: attach to interfaces, keep the tables current, stop on signal.
+
+use std::{collections::HashSet, path::PathBuf, time::Instant};
+
+use anyhow::{bail, Context as _, Result};
+use aya::Ebpf;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{signal, SignalKind},
+};
+
+use crate::{
+    compile::{compile, Action, CompiledTable, ListSpec},
+    lists::{read_list, ListSource},
+    loader::{self, AttachMode, PinLock},
+    maps::DataplaneMaps,
+};
+
+/// The lists a daemon enforces, in command-line order within each action.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    pub deny: Vec<ListSource>,
+    pub allow: Vec<ListSource>,
+    pub monitor: Vec<ListSource>,
+}
+
+impl Policy {
+    fn sources(&self) -> impl Iterator<Item = (&ListSource, Action)> {
+        self.deny
+            .iter()
+            .map(|s| (s, Action::Drop))
+            .chain(self.allow.iter().map(|s| (s, Action::Pass)))
+            .chain(self.monitor.iter().map(|s| (s, Action::Monitor)))
+    }
+}
+
+/// Reads every list and compiles them. Any error aborts before anything is applied.
+pub fn build_table(policy: &Policy) -> Result<CompiledTable> {
+    let mut names = HashSet::new();
+    let mut specs = Vec::new();
+    for (source, action) in policy.sources() {
+        if !names.insert(source.name.clone()) {
+            bail!(
+                "list name {:?} is given twice; name each list uniquely with NAME=FILE",
+                source.name
+            );
+        }
+        let prefixes = read_list(&source.path)?;
+        specs.push(ListSpec { name: source.name.clone(), action, prefixes });
+    }
+    Ok(compile(&specs))
+}
+
+pub struct RunOptions {
+    pub interfaces: Vec<String>,
+    pub policy: Policy,
+    pub monitor_mode: bool,
+    pub attach_mode: AttachMode,
+    pub pin_root: PathBuf,
+    /// aya-log level compiled into the program: 0 = off (no cost), 5 = trace.
+    pub ebpf_log_level: u8,
+}
+
+/// One interface under this daemon's control.
+struct Managed {
+    iface: String,
+    maps: DataplaneMaps,
+    // Held for the daemon's lifetime: the lock keeps other blocker processes away,
+    // the Ebpf keeps the program and log ring buffer open.
+    _lock: PinLock,
+    _ebpf: Ebpf,
+}
+
+fn table_summary(table: &CompiledTable) -> String {
+    format!(
+        "{} IPv4 + {} IPv6 prefixes from {} lists",
+        table.v4.len(),
+        table.v6.len(),
+        table.lists.len()
+    )
+}
+
+fn start_interface(opts: &RunOptions, iface: &str, table: &CompiledTable) -> Result<Managed> {
+    let dir = loader::iface_dir(&opts.pin_root, iface);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let lock = PinLock::acquire(&dir, iface)?;
+    let mut ebpf = loader::load(&dir, opts.ebpf_log_level)?;
+    spawn_ebpf_logger(&mut ebpf, iface);
+    let mut maps = DataplaneMaps::open(&dir)?;
+    // Tables first, then the program on the link: it filters from its first packet.
+    maps.apply(table)?;
+    maps.set_monitor_mode(opts.monitor_mode)?;
+    let how = loader::attach(&mut ebpf, &dir, iface, opts.attach_mode)?;
+    log::info!(
+        "{iface}: {how}; {}; mode {}",
+        table_summary(table),
+        if opts.monitor_mode { "monitor (dry run, nothing dropped)" } else { "enforce" }
+    );
+    Ok(Managed { iface: iface.into(), maps, _lock: lock, _ebpf: ebpf })
+}
+
+fn spawn_ebpf_logger(ebpf: &mut Ebpf, iface: &str) {
+    let logger = match aya_log::EbpfLogger::init(ebpf) {
+        Ok(l) => l,
+        Err(e) => {
+            log::warn!("{iface}: eBPF logs unavailable: {e}");
+            return;
+        }
+    };
+    // SAFETY: the logger owns its ring buffer fd for as long as it lives, and the
+    // AsyncFd owns the logger.
+    let registered = unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) };
+    let mut fd = match registered {
+        Ok(fd) => fd,
+        Err(e) => {
+            log::warn!("{iface}: eBPF logs unavailable: {e}");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else { return };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+}
+
+fn reload(opts: &RunOptions, managed: &mut [Managed]) -> Result<()> {
+    let started = Instant::now();
+    let table = build_table(&opts.policy).context("reload aborted, the running tables are unchanged")?;
+    for m in managed.iter_mut() {
+        let report = m
+            .maps
+            .apply(&table)
+            .with_context(|| format!("{}: reload aborted, the running tables are unchanged", m.iface))?;
+        log::info!(
+            "{}: reloaded {} (generation {}, {} entries written, {} removed, {} unchanged) in {:.0?}",
+            m.iface,
+            table_summary(&table),
+            report.generation,
+            report.written,
+            report.removed,
+            report.unchanged,
+            started.elapsed()
+        );
+    }
+    Ok(())
+}
+
+pub async fn run(opts: RunOptions) -> Result<()> {
+    if opts.interfaces.is_empty() {
+        bail!("no interface given: pass --iface IF");
+    }
+    loader::check_privileges()?;
+    // Bad lists fail here, before the kernel is touched.
+    let table = build_table(&opts.policy)?;
+    loader::ensure_bpffs(&opts.pin_root)?;
+    for iface in &opts.interfaces {
+        loader::ifindex(iface)?;
+    }
+    let mut managed = Vec::new();
+    for iface in &opts.interfaces {
+        managed.push(start_interface(&opts, iface, &table)?);
+    }
+    log::info!("ready: SIGHUP reloads the lists, SIGINT/SIGTERM stops (the program stays attached)");
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                if let Err(e) = reload(&opts, &mut managed) {
+                    log::error!("{e:#}");
+                }
+            }
+            _ = int.recv() => break,
+            _ = term.recv() => break,
+        }
+    }
+    for m in &managed {
+        log::info!(
+            "{}: stopping; the program stays attached and blocking. `blocker detach --iface {}` removes it",
+            m.iface,
+            m.iface
+        );
+    }
+    Ok(())
+}

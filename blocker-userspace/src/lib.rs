@@ -1,0 +1,9 @@
+//! blocker's userspace: list parsing, the compiler from lists to tables, map loading
+//! and swapping, the daemon and the statistics the CLI prints.
+
+pub mod compile;
+pub mod daemon;
+pub mod lists;
+pub mod loader;
+pub mod maps;
+pub mod stats;

@@ -1,0 +1,256 @@
+//! CIDR list files: one IPv4/IPv6 CIDR or bare address per line, `#` comments
+//! (whole-line or trailing), blank lines. The country-ip-blocks files load as they are.
+
+use std::{
+    fmt,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+/// A prefix in either family. `addr` holds the address left-aligned in the family's
+/// width (IPv4 in the low 32 bits of a u128), host bits cleared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Prefix {
+    pub family: Family,
+    pub addr: u128,
+    pub len: u8,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub const fn bits(self) -> u8 {
+        match self {
+            Family::V4 => 32,
+            Family::V6 => 128,
+        }
+    }
+    /// The last address of the family as a u128.
+    pub const fn max_addr(self) -> u128 {
+        match self {
+            Family::V4 => u32::MAX as u128,
+            Family::V6 => u128::MAX,
+        }
+    }
+}
+
+impl Prefix {
+    /// First and last address covered, inclusive.
+    pub fn range(&self) -> (u128, u128) {
+        let host_bits = u32::from(self.family.bits() - self.len);
+        let span = if host_bits == 128 { u128::MAX } else { (1u128 << host_bits) - 1 };
+        (self.addr, self.addr | span)
+    }
+
+    pub fn contains(&self, family: Family, addr: u128) -> bool {
+        let (lo, hi) = self.range();
+        family == self.family && lo <= addr && addr <= hi
+    }
+
+    pub fn to_ip(&self) -> IpAddr {
+        match self.family {
+            Family::V4 => IpAddr::V4((self.addr as u32).into()),
+            Family::V6 => IpAddr::V6(self.addr.into()),
+        }
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.to_ip(), self.len)
+    }
+}
+
+/// Splits an address into its family and numeric value.
+pub fn ip_to_u128(ip: IpAddr) -> (Family, u128) {
+    match ip {
+        IpAddr::V4(a) => (Family::V4, u128::from(u32::from(a))),
+        IpAddr::V6(a) => (Family::V6, u128::from(a)),
+    }
+}
+
+/// Why one line of a list could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    #[error("not an IP address")]
+    BadAddress,
+    #[error("prefix length {len} is larger than {max} for this address family")]
+    LengthTooLarge { len: u32, max: u8 },
+    #[error("prefix length is not a number")]
+    BadLength,
+    #[error("host bits set: did you mean {suggestion}?")]
+    HostBitsSet { suggestion: String },
+}
+
+/// A list that could not be read, naming where and what.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    #[error("{path}: cannot read: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}: {reason}: {text:?}")]
+    Line { path: PathBuf, line: usize, text: String, reason: LineError },
+}
+
+/// Parses one CIDR (`a.b.c.d/n`, `x::/n`) or bare address (a /32 or /128).
+pub fn parse_prefix(text: &str) -> Result<Prefix, LineError> {
+    let (addr_text, len_text) = match text.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (text, None),
+    };
+    let ip: IpAddr = addr_text.parse().map_err(|_| LineError::BadAddress)?;
+    let (family, addr) = ip_to_u128(ip);
+    let max = family.bits();
+    let len = match len_text {
+        None => max,
+        Some(l) => {
+            let l: u32 = l.parse().map_err(|_| LineError::BadLength)?;
+            if l > u32::from(max) {
+                return Err(LineError::LengthTooLarge { len: l, max });
+            }
+            l as u8
+        }
+    };
+    let host_bits = u32::from(max - len);
+    let mask = if host_bits == 128 { 0 } else { !((1u128 << host_bits) - 1) } & family.max_addr();
+    if addr & !mask != 0 {
+        // A typo such as 10.0.0.1/8 is more likely a mistake than an intent to block
+        // the whole /8: refuse it and show the network it would have meant.
+        let network = Prefix { family, addr: addr & mask, len };
+        return Err(LineError::HostBitsSet { suggestion: network.to_string() });
+    }
+    Ok(Prefix { family, addr, len })
+}
+
+/// Parses the text of a list; `path` is only used to name errors.
+pub fn parse_list(path: &Path, text: &str) -> Result<Vec<Prefix>, ListError> {
+    let mut prefixes = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let content = raw.split('#').next().unwrap_or("").trim();
+        if content.is_empty() {
+            continue;
+        }
+        let prefix = parse_prefix(content).map_err(|reason| ListError::Line {
+            path: path.to_owned(),
+            line: i + 1,
+            text: raw.to_owned(),
+            reason,
+        })?;
+        prefixes.push(prefix);
+    }
+    Ok(prefixes)
+}
+
+pub fn read_list(path: &Path) -> Result<Vec<Prefix>, ListError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ListError::Io { path: path.to_owned(), source })?;
+    parse_list(path, &text)
+}
+
+/// Where a list comes from: `NAME=FILE` or just `FILE` (then the path is the name).
+/// The name is what counters are reported under and what keeps them across reloads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListSource {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl std::str::FromStr for ListSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("empty list argument".into());
+        }
+        match s.split_once('=') {
+            Some((name, path))
+                if !name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) =>
+            {
+                if path.is_empty() {
+                    return Err(format!("{s:?}: no file after '='"));
+                }
+                Ok(ListSource { name: name.into(), path: path.into() })
+            }
+            _ => Ok(ListSource { name: s.into(), path: s.into() }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Prefix {
+        parse_prefix(s).unwrap()
+    }
+
+    #[test]
+    fn parses_cidrs_and_bare_addresses() {
+        assert_eq!(p("10.0.0.0/8"), Prefix { family: Family::V4, addr: 0x0a00_0000, len: 8 });
+        assert_eq!(p("192.0.2.7"), Prefix { family: Family::V4, addr: 0xc000_0207, len: 32 });
+        assert_eq!(p("0.0.0.0/0").range(), (0, u32::MAX as u128));
+        assert_eq!(p("2001:db8::/32").range().0, 0x2001_0db8u128 << 96);
+        assert_eq!(p("::/0").range(), (0, u128::MAX));
+        assert_eq!(p("2001:db8::1").len, 128);
+    }
+
+    #[test]
+    fn rejects_bad_prefixes_with_reason() {
+        assert_eq!(parse_prefix("10.0.0.300/8"), Err(LineError::BadAddress));
+        assert_eq!(parse_prefix("hello"), Err(LineError::BadAddress));
+        assert_eq!(parse_prefix("10.0.0.0/33"), Err(LineError::LengthTooLarge { len: 33, max: 32 }));
+        assert_eq!(parse_prefix("::/129"), Err(LineError::LengthTooLarge { len: 129, max: 128 }));
+        assert_eq!(parse_prefix("10.0.0.0/x"), Err(LineError::BadLength));
+        assert_eq!(parse_prefix("10.0.0.0/-1"), Err(LineError::BadLength));
+        assert_eq!(
+            parse_prefix("10.1.2.3/8"),
+            Err(LineError::HostBitsSet { suggestion: "10.0.0.0/8".into() })
+        );
+        assert_eq!(
+            parse_prefix("2001:db8::1/32"),
+            Err(LineError::HostBitsSet { suggestion: "2001:db8::/32".into() })
+        );
+    }
+
+    #[test]
+    fn list_skips_comments_and_blanks() {
+        let text = "# header\n\n10.0.0.0/8\n  192.0.2.0/24  # trailing\n2001:db8::/32\n";
+        let list = parse_list(Path::new("x.txt"), text).unwrap();
+        assert_eq!(list, vec![p("10.0.0.0/8"), p("192.0.2.0/24"), p("2001:db8::/32")]);
+    }
+
+    #[test]
+    fn list_error_names_file_line_and_text() {
+        let text = "10.0.0.0/8\n# ok\n10.0.0.0/88\n";
+        let err = parse_list(Path::new("lists/deny.txt"), text).unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(
+            msg,
+            "lists/deny.txt:3: prefix length 88 is larger than 32 for this address family: \"10.0.0.0/88\""
+        );
+    }
+
+    #[test]
+    fn list_source_names() {
+        let s: ListSource = "cn=/data/cn.txt".parse().unwrap();
+        assert_eq!(s, ListSource { name: "cn".into(), path: "/data/cn.txt".into() });
+        let s: ListSource = "/data/a=b.txt".parse().unwrap();
+        assert_eq!(s, ListSource { name: "/data/a=b.txt".into(), path: "/data/a=b.txt".into() });
+        assert!("cn=".parse::<ListSource>().is_err());
+    }
+
+    #[test]
+    fn real_country_files_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/country-ip-blocks/country/de");
+        if !dir.exists() {
+            panic!("shared data missing at {}", dir.display());
+        }
+        let v4 = read_list(&dir.join("ipv4-aggregated.txt")).unwrap();
+        let v6 = read_list(&dir.join("ipv6-aggregated.txt")).unwrap();
+        assert!(v4.len() > 1000 && v4.iter().all(|p| p.family == Family::V4));
+        assert!(v6.len() > 100 && v6.iter().all(|p| p.family == Family::V6));
+    }
+}

@@ -1,0 +1,251 @@
+//! Loading the XDP program, pinning, attaching and adopting, detaching.
+//!
+//! Pin layout: `<root>/v<LAYOUT_VERSION>/<interface>/` holds every map (pinned by
+//! name) and `link`, the XDP link. The link pin keeps the program attached when the
+//! daemon dies; the next `blocker run` finds it and swaps its own program in with
+//! one BPF_LINK_UPDATE, so the interface is never left unfiltered.
+//! A process that changes an interface's pins holds an exclusive flock on its
+//! directory for as long as it does.
+
+use std::{
+    ffi::CString,
+    fs::File,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::{
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+        Xdp, XdpMode,
+    },
+    Ebpf, EbpfLoader,
+};
+use blocker_common::{LAYOUT_VERSION, PROGRAM_NAME};
+
+/// The XDP object built from blocker-ebpf by build.rs.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/blocker"));
+
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/blocker";
+const LINK_PIN: &str = "link";
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+/// How to attach: `Auto` tries native (driver) mode and falls back to generic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    Auto,
+    Native,
+    Generic,
+}
+
+/// The pin directory of one interface.
+pub fn iface_dir(root: &Path, iface: &str) -> PathBuf {
+    root.join(format!("v{LAYOUT_VERSION}")).join(iface)
+}
+
+/// Refuses early, with what to do, when the process lacks the capabilities.
+pub fn check_privileges() -> Result<()> {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| eff & (1u64 << cap) != 0;
+    if !(has(CAP_NET_ADMIN) && (has(CAP_BPF) || has(CAP_SYS_ADMIN))) {
+        bail!(
+            "blocker needs root, or the capabilities CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN, \
+             to load XDP programs and use pinned maps: run it with sudo"
+        );
+    }
+    Ok(())
+}
+
+fn statfs_type(path: &Path) -> Option<i64> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: c is a valid NUL-terminated path; buf is written by the kernel.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statfs(c.as_ptr(), &mut buf) } == 0).then_some(buf.f_type as i64)
+}
+
+/// Makes sure `root` lives on a bpffs, mounting /sys/fs/bpf if nothing is mounted
+/// there yet (many distributions do not mount it at boot).
+pub fn ensure_bpffs(root: &Path) -> Result<()> {
+    let sys_bpf = Path::new("/sys/fs/bpf");
+    if root.starts_with(sys_bpf) && statfs_type(sys_bpf) != Some(BPF_FS_MAGIC) {
+        let src = CString::new("bpf")?;
+        let dst = CString::new("/sys/fs/bpf")?;
+        // SAFETY: valid NUL-terminated strings, no data argument.
+        let rc = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), src.as_ptr(), 0, std::ptr::null()) };
+        if rc != 0 {
+            bail!("cannot mount bpffs on /sys/fs/bpf: {}", std::io::Error::last_os_error());
+        }
+        log::info!("mounted bpffs on /sys/fs/bpf");
+    }
+    let mut probe = root.to_path_buf();
+    while !probe.exists() {
+        if !probe.pop() {
+            break;
+        }
+    }
+    if statfs_type(&probe) != Some(BPF_FS_MAGIC) {
+        bail!("{} is not on a bpffs: pins need one (mount -t bpf bpf DIR)", root.display());
+    }
+    Ok(())
+}
+
+/// An exclusive lock on an interface's pin directory, held until dropped.
+pub struct PinLock {
+    _dir: File,
+}
+
+impl PinLock {
+    pub fn acquire(dir: &Path, iface: &str) -> Result<Self> {
+        let file = File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                bail!(
+                    "another blocker process is managing {iface} (it holds the lock on {}); \
+                     stop it first",
+                    dir.display()
+                );
+            }
+            return Err(anyhow!(err).context(format!("cannot lock {}", dir.display())));
+        }
+        Ok(Self { _dir: file })
+    }
+}
+
+pub fn ifindex(iface: &str) -> Result<u32> {
+    let c = CString::new(iface).map_err(|_| anyhow!("bad interface name {iface:?}"))?;
+    // SAFETY: valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        bail!("no interface named {iface:?} in this network namespace (see `ip link`)");
+    }
+    Ok(idx)
+}
+
+/// Loads the XDP program with its maps pinned under `dir` (reusing maps already
+/// pinned there). `ebpf_log_level` 0 compiles every aya-log statement out.
+pub fn load(dir: &Path, ebpf_log_level: u8) -> Result<Ebpf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut ebpf = EbpfLoader::new()
+        .default_map_pin_directory(dir)
+        .override_global("AYA_LOG_LEVEL", &ebpf_log_level, false)
+        .load(EBPF_OBJECT)
+        .context("loading the blocker eBPF object")?;
+    let prog = program_mut(&mut ebpf)?;
+    prog.load().context("the kernel refused the XDP program")?;
+    Ok(ebpf)
+}
+
+pub fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .ok_or_else(|| anyhow!("program {PROGRAM_NAME} missing from the eBPF object"))?
+        .try_into()
+        .context("program has the wrong type")
+}
+
+/// How the program ended up on the interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attached {
+    /// A pinned link from an earlier run now runs our program.
+    Adopted,
+    Native,
+    Generic,
+}
+
+impl std::fmt::Display for Attached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Attached::Adopted => "adopted the pinned attachment (program replaced atomically)",
+            Attached::Native => "attached in native (driver) mode",
+            Attached::Generic => "attached in generic (skb) mode",
+        })
+    }
+}
+
+/// Puts the loaded program on `iface`: replaces the program of a pinned link if there
+/// is one, otherwise attaches anew and pins the link.
+pub fn attach(ebpf: &mut Ebpf, dir: &Path, iface: &str, mode: AttachMode) -> Result<Attached> {
+    let link_pin = dir.join(LINK_PIN);
+    let prog = program_mut(ebpf)?;
+    if link_pin.exists() {
+        let pinned = PinnedLink::from_pin(&link_pin)
+            .with_context(|| format!("cannot open pinned link {}", link_pin.display()))?;
+        let link = XdpLink::try_from(FdLink::from(pinned))?;
+        match prog.attach_to_link(link) {
+            Ok(_) => return Ok(Attached::Adopted),
+            Err(e) => {
+                // The interface behind the old link is gone (ENOLINK): start afresh.
+                log::warn!("pinned link on {iface} is stale ({e}); attaching anew");
+                std::fs::remove_file(&link_pin)?;
+            }
+        }
+    }
+    ifindex(iface)?;
+    let tries: &[(XdpMode, Attached)] = match mode {
+        AttachMode::Native => &[(XdpMode::Driver, Attached::Native)],
+        AttachMode::Generic => &[(XdpMode::Skb, Attached::Generic)],
+        AttachMode::Auto => &[(XdpMode::Driver, Attached::Native), (XdpMode::Skb, Attached::Generic)],
+    };
+    let mut last_err = None;
+    for (xdp_mode, result) in tries {
+        match prog.attach(iface, *xdp_mode) {
+            Ok(id) => {
+                let link = prog.take_link(id)?;
+                let fd_link = FdLink::try_from(link).context("XDP attachment is not a bpf_link")?;
+                fd_link
+                    .pin(&link_pin)
+                    .with_context(|| format!("cannot pin link at {}", link_pin.display()))?;
+                return Ok(result.clone());
+            }
+            Err(e) => {
+                log::debug!("attach {xdp_mode:?} on {iface} failed: {e}");
+                last_err = Some(e);
+            }
+        }
+    }
+    Err(anyhow!(last_err.expect("at least one mode tried")).context(format!("cannot attach XDP program to {iface}")))
+}
+
+/// Removes program, link and pins of `iface`.
+pub fn detach(root: &Path, iface: &str) -> Result<()> {
+    let dir = iface_dir(root, iface);
+    if !dir.exists() {
+        bail!("nothing to detach: blocker has no pins for {iface} under {}", dir.display());
+    }
+    let _lock = PinLock::acquire(&dir, iface)?;
+    // Unpinning the link drops the last reference, which detaches the program.
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+    }
+    std::fs::remove_dir(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    Ok(())
+}
+
+/// Interfaces that have pins under `root`.
+pub fn pinned_interfaces(root: &Path) -> Result<Vec<String>> {
+    let dir = root.join(format!("v{LAYOUT_VERSION}"));
+    let mut out = Vec::new();
+    match std::fs::read_dir(&dir) {
+        Ok(rd) => {
+            for e in rd {
+                out.push(e?.file_name().to_string_lossy().into_owned());
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(anyhow!(e).context(format!("cannot read {}", dir.display()))),
+    }
+    out.sort();
+    Ok(out)
+}

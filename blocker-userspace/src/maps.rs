@@ -1,0 +1,334 @@
+//! The data plane's maps, opened from their pins: applying a compiled table with an
+//! atomic generation flip, switching the global mode, reading counters.
+//!
+//! Atomic reload: the prefix tables and the policy exist twice (generation 0 and 1).
+//! A reload rewrites the idle generation completely, then flips the single
+//! `ACTIVE_GEN` slot, so a packet sees either the whole old table or the whole new
+//! one. If anything fails before the flip, the live generation is untouched.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context as _, Result};
+use aya::{
+    maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData, PerCpuArray, PerCpuValues},
+    util::nr_cpus,
+    Pod,
+};
+use blocker_common::{
+    config, counter, map_names, policy_index, ListInfo, ListStats, ACTION_NONE, LIST_NAME_LEN,
+    LIST_STATE_FREE, LIST_STATE_LIVE, LIST_STATE_RETIRED, MAX_LISTS, MAX_PREFIXES_V4,
+    MAX_PREFIXES_V6, MODE_ENFORCE, MODE_MONITOR,
+};
+
+use crate::{
+    compile::{Action, CompiledTable},
+    lists::{Family, Prefix},
+};
+
+/// Errors the operator can act on, with the numbers in them.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("table too large: {count} {family} prefixes after compilation, the maps hold at most {max}; nothing was changed")]
+    TooManyPrefixes { family: &'static str, count: usize, max: u32 },
+    #[error("too many lists: {needed} list ids needed, the maps hold at most {max}; nothing was changed")]
+    TooManyLists { needed: usize, max: u32 },
+}
+
+fn open<T>(dir: &Path, name: &str) -> Result<T>
+where
+    T: TryFrom<Map, Error = aya::maps::MapError>,
+{
+    let path = dir.join(name);
+    let data = MapData::from_pin(&path)
+        .with_context(|| format!("cannot open pinned map {}", path.display()))?;
+    let map = Map::from_map_data(data).with_context(|| format!("map {}", path.display()))?;
+    T::try_from(map).with_context(|| format!("pinned map {} has an unexpected type or size", path.display()))
+}
+
+/// The data plane's maps for one interface.
+pub struct DataplaneMaps {
+    pub dir: PathBuf,
+    config: Array<MapData, u32>,
+    policy: Array<MapData, u32>,
+    v4: [LpmTrie<MapData, [u8; 4], u32>; 2],
+    v6: [LpmTrie<MapData, [u8; 16], u32>; 2],
+    list_stats: PerCpuArray<MapData, ListStats>,
+    global_stats: PerCpuArray<MapData, u64>,
+    list_info: Array<MapData, ListInfo>,
+}
+
+/// What an applied reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyReport {
+    pub generation: u32,
+    pub v4_prefixes: usize,
+    pub v6_prefixes: usize,
+    /// Entries written, removed and left as they were in the idle generation.
+    pub written: usize,
+    pub removed: usize,
+    pub unchanged: usize,
+}
+
+/// Counters of one list id, summed over CPUs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListCounters {
+    pub id: u32,
+    pub name: String,
+    pub action: Option<Action>,
+    pub live: bool,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counters {
+    pub mode_monitor: bool,
+    pub generation: u32,
+    /// Indexed by `blocker_common::counter::*`.
+    pub global: [u64; counter::COUNT as usize],
+    pub lists: Vec<ListCounters>,
+}
+
+impl Counters {
+    pub fn global(&self, index: u32) -> u64 {
+        self.global[index as usize]
+    }
+    pub fn list(&self, name: &str) -> Option<&ListCounters> {
+        self.lists.iter().find(|l| l.name == name)
+    }
+}
+
+impl DataplaneMaps {
+    pub fn open(dir: &Path) -> Result<Self> {
+        Ok(Self {
+            dir: dir.to_owned(),
+            config: open(dir, map_names::CONFIG)?,
+            policy: open(dir, map_names::POLICY)?,
+            v4: [open(dir, map_names::V4_GEN0)?, open(dir, map_names::V4_GEN1)?],
+            v6: [open(dir, map_names::V6_GEN0)?, open(dir, map_names::V6_GEN1)?],
+            list_stats: open(dir, map_names::LIST_STATS)?,
+            global_stats: open(dir, map_names::GLOBAL_STATS)?,
+            list_info: open(dir, map_names::LIST_INFO)?,
+        })
+    }
+
+    pub fn active_generation(&self) -> Result<u32> {
+        Ok(self.config.get(&config::ACTIVE_GEN, 0)? & 1)
+    }
+
+    pub fn set_monitor_mode(&mut self, monitor: bool) -> Result<()> {
+        let mode = if monitor { MODE_MONITOR } else { MODE_ENFORCE };
+        self.config.set(config::MODE, mode, 0)?;
+        Ok(())
+    }
+
+    fn list_infos(&self) -> Result<Vec<ListInfo>> {
+        (0..MAX_LISTS).map(|i| Ok(self.list_info.get(&i, 0)?)).collect()
+    }
+
+    /// Gives each list of the table a list id: a name keeps the id it had (and so its
+    /// counters); new names take free ids, then ids of retired lists.
+    fn assign_ids(&self, table: &CompiledTable, infos: &[ListInfo]) -> Result<Vec<u32>> {
+        let by_name: HashMap<&[u8], u32> = infos
+            .iter()
+            .enumerate()
+            .filter(|(_, info)| info.state != LIST_STATE_FREE)
+            .map(|(id, info)| (&info.name[..info.name_len as usize], id as u32))
+            .collect();
+        let mut taken = vec![false; MAX_LISTS as usize];
+        let mut ids = vec![u32::MAX; table.lists.len()];
+        for (i, list) in table.lists.iter().enumerate() {
+            if let Some(&id) = by_name.get(stored_name(&list.name).as_slice()) {
+                ids[i] = id;
+                taken[id as usize] = true;
+            }
+        }
+        // Free slots first, retired ones (whose counters would be reset) last.
+        let mut candidates: Vec<u32> = (0..MAX_LISTS)
+            .filter(|&id| !taken[id as usize] && infos[id as usize].state == LIST_STATE_FREE)
+            .collect();
+        candidates.extend(
+            (0..MAX_LISTS).filter(|&id| !taken[id as usize] && infos[id as usize].state != LIST_STATE_FREE),
+        );
+        let mut candidates = candidates.into_iter();
+        for id in ids.iter_mut().filter(|id| **id == u32::MAX) {
+            *id = candidates
+                .next()
+                .ok_or(TableError::TooManyLists { needed: table.lists.len(), max: MAX_LISTS })?;
+        }
+        Ok(ids)
+    }
+
+    /// Loads `table` into the idle generation and makes it live in one step.
+    pub fn apply(&mut self, table: &CompiledTable) -> Result<ApplyReport> {
+        if table.v4.len() > MAX_PREFIXES_V4 as usize {
+            bail!(TableError::TooManyPrefixes { family: "IPv4", count: table.v4.len(), max: MAX_PREFIXES_V4 });
+        }
+        if table.v6.len() > MAX_PREFIXES_V6 as usize {
+            bail!(TableError::TooManyPrefixes { family: "IPv6", count: table.v6.len(), max: MAX_PREFIXES_V6 });
+        }
+        if table.lists.len() > MAX_LISTS as usize {
+            bail!(TableError::TooManyLists { needed: table.lists.len(), max: MAX_LISTS });
+        }
+        let infos = self.list_infos()?;
+        let ids = self.assign_ids(table, &infos)?;
+        let live = self.active_generation()?;
+        let idle = live ^ 1;
+
+        let mut report = ApplyReport {
+            generation: idle,
+            v4_prefixes: table.v4.len(),
+            v6_prefixes: table.v6.len(),
+            written: 0,
+            removed: 0,
+            unchanged: 0,
+        };
+        sync_trie(&mut self.v4[idle as usize], &table.v4, &ids, v4_key, &mut report)
+            .context("writing the idle IPv4 table")?;
+        sync_trie(&mut self.v6[idle as usize], &table.v6, &ids, v6_key, &mut report)
+            .context("writing the idle IPv6 table")?;
+
+        let mut actions = vec![ACTION_NONE; MAX_LISTS as usize];
+        for (list, &id) in table.lists.iter().zip(&ids) {
+            actions[id as usize] = list.action.code();
+        }
+        for (id, action) in actions.iter().enumerate() {
+            self.policy
+                .set(policy_index(idle, id as u32), action, 0)
+                .context("writing the idle policy")?;
+        }
+        // An id taken over from a retired list starts from zero, so the old list's
+        // counters are not shown under the new name.
+        let cpus = nr_cpus().map_err(|(_, e)| e)?;
+        for (list, &id) in table.lists.iter().zip(&ids) {
+            let prev = &infos[id as usize];
+            if prev.state != LIST_STATE_FREE && prev.name[..prev.name_len as usize] != stored_name(&list.name)[..] {
+                let zero = PerCpuValues::try_from(vec![ListStats::default(); cpus])?;
+                self.list_stats.set(id, zero, 0)?;
+            }
+        }
+
+        // The flip: from here on packets see the new table.
+        self.config.set(config::ACTIVE_GEN, idle, 0).context("switching generation")?;
+
+        for (list, &id) in table.lists.iter().zip(&ids) {
+            self.list_info.set(id, make_info(LIST_STATE_LIVE, list.action.code(), &list.name), 0)?;
+        }
+        for (id, info) in infos.iter().enumerate() {
+            if info.state == LIST_STATE_LIVE && !ids.contains(&(id as u32)) {
+                let mut retired = *info;
+                retired.state = LIST_STATE_RETIRED;
+                self.list_info.set(id as u32, retired, 0)?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// The list id the live tables give `addr`, as the kernel would find it.
+    pub fn lookup(&self, family: Family, addr: u128) -> Result<Option<(u32, Option<Action>)>> {
+        let gen = self.active_generation()?;
+        let id = match family {
+            Family::V4 => get_lpm(&self.v4[gen as usize], v4_key(Prefix { family, addr, len: 32 }))?,
+            Family::V6 => get_lpm(&self.v6[gen as usize], v6_key(Prefix { family, addr, len: 128 }))?,
+        };
+        let Some(id) = id else { return Ok(None) };
+        let action = Action::from_code(self.policy.get(&policy_index(gen, id), 0)?);
+        Ok(Some((id, action)))
+    }
+
+    pub fn counters(&self) -> Result<Counters> {
+        let mut global = [0u64; counter::COUNT as usize];
+        for (i, slot) in global.iter_mut().enumerate() {
+            *slot = self.global_stats.get(&(i as u32), 0)?.iter().sum();
+        }
+        let mut lists = Vec::new();
+        for (id, info) in self.list_infos()?.into_iter().enumerate() {
+            if info.state == LIST_STATE_FREE {
+                continue;
+            }
+            let per_cpu = self.list_stats.get(&(id as u32), 0)?;
+            lists.push(ListCounters {
+                id: id as u32,
+                name: String::from_utf8_lossy(&info.name[..info.name_len as usize]).into_owned(),
+                action: Action::from_code(info.action),
+                live: info.state == LIST_STATE_LIVE,
+                packets: per_cpu.iter().map(|s| s.packets).sum(),
+                bytes: per_cpu.iter().map(|s| s.bytes).sum(),
+            });
+        }
+        Ok(Counters {
+            mode_monitor: self.config.get(&config::MODE, 0)? == MODE_MONITOR,
+            generation: self.active_generation()?,
+            global,
+            lists,
+        })
+    }
+}
+
+fn get_lpm<K: Pod>(trie: &LpmTrie<MapData, K, u32>, key: Key<K>) -> Result<Option<u32>> {
+    match trie.get(&key, 0) {
+        Ok(v) => Ok(Some(v)),
+        Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Names longer than the map slot keep their end, which is the distinctive part of a path.
+fn stored_name(name: &str) -> Vec<u8> {
+    let bytes = name.as_bytes();
+    bytes[bytes.len().saturating_sub(LIST_NAME_LEN)..].to_vec()
+}
+
+fn make_info(state: u32, action: u32, name: &str) -> ListInfo {
+    let stored = stored_name(name);
+    let mut info = ListInfo { state, action, name_len: stored.len() as u32, name: [0; LIST_NAME_LEN] };
+    info.name[..stored.len()].copy_from_slice(&stored);
+    info
+}
+
+fn v4_key(p: Prefix) -> Key<[u8; 4]> {
+    Key::new(u32::from(p.len), (p.addr as u32).to_be_bytes())
+}
+
+fn v6_key(p: Prefix) -> Key<[u8; 16]> {
+    Key::new(u32::from(p.len), p.addr.to_be_bytes())
+}
+
+/// Makes the trie hold exactly `entries`: removes stale keys first (so the trie
+/// never needs more than its capacity), then writes what is missing or different.
+fn sync_trie<K: Pod + Eq + std::hash::Hash>(
+    trie: &mut LpmTrie<MapData, K, u32>,
+    entries: &[(Prefix, usize)],
+    ids: &[u32],
+    key_of: fn(Prefix) -> Key<K>,
+    report: &mut ApplyReport,
+) -> Result<()> {
+    let wanted: HashMap<(u32, K), u32> = entries
+        .iter()
+        .map(|(p, list)| {
+            let k = key_of(*p);
+            ((k.prefix_len(), k.data()), ids[*list])
+        })
+        .collect();
+    let mut present: HashMap<(u32, K), u32> = HashMap::new();
+    for item in trie.iter() {
+        let (k, v) = item?;
+        present.insert((k.prefix_len(), k.data()), v);
+    }
+    for key in present.keys().filter(|k| !wanted.contains_key(*k)) {
+        trie.remove(&Key::new(key.0, key.1))?;
+        report.removed += 1;
+    }
+    for (key, value) in &wanted {
+        if present.get(key) == Some(value) {
+            report.unchanged += 1;
+            continue;
+        }
+        trie.insert(&Key::new(key.0, key.1), value, 0)?;
+        report.written += 1;
+    }
+    Ok(())
+}

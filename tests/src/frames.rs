@@ -1,0 +1,105 @@
+//! Crafted Ethernet frames for BPF_PROG_TEST_RUN. Checksums are computed so the
+//! same frames are valid on a real wire.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+pub const ETH_P_IPV4: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86DD;
+pub const ETH_P_ARP: u16 = 0x0806;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88A8;
+
+const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
+
+/// Ethernet header with the given VLAN tags (outermost first: (TPID, VID)).
+pub fn ethernet(tags: &[(u16, u16)], ether_type: u16) -> Vec<u8> {
+    let mut f = Vec::with_capacity(64);
+    f.extend_from_slice(&DST_MAC);
+    f.extend_from_slice(&SRC_MAC);
+    for (tpid, vid) in tags {
+        f.extend_from_slice(&tpid.to_be_bytes());
+        f.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
+    }
+    f.extend_from_slice(&ether_type.to_be_bytes());
+    f
+}
+
+fn checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// IPv4 header (with `options` 4-byte words of NOP options) + UDP with `payload`.
+pub fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, options: usize, payload: &[u8]) -> Vec<u8> {
+    let ihl = 5 + options;
+    let total = ihl * 4 + 8 + payload.len();
+    let mut h = vec![0u8; ihl * 4];
+    h[0] = 0x40 | ihl as u8;
+    h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    h[8] = 64;
+    h[9] = 17; // UDP
+    h[12..16].copy_from_slice(&src.octets());
+    h[16..20].copy_from_slice(&dst.octets());
+    for b in &mut h[20..] {
+        *b = 1; // NOP
+    }
+    let c = checksum(&h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h.extend_from_slice(&udp(payload));
+    h
+}
+
+pub fn ipv6_packet(src: Ipv6Addr, dst: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
+    let mut h = vec![0u8; 40];
+    h[0] = 0x60;
+    h[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    h[6] = 17;
+    h[7] = 64;
+    h[8..24].copy_from_slice(&src.octets());
+    h[24..40].copy_from_slice(&dst.octets());
+    h.extend_from_slice(&udp(payload));
+    h
+}
+
+fn udp(payload: &[u8]) -> Vec<u8> {
+    let mut u = vec![0u8; 8];
+    u[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    u[2..4].copy_from_slice(&9u16.to_be_bytes()); // discard
+    u[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(payload);
+    u
+}
+
+/// A whole frame from `src` (either family) with the given VLAN tags.
+pub fn ip_frame(src: IpAddr, tags: &[(u16, u16)]) -> Vec<u8> {
+    let payload = [0xabu8; 18];
+    match src {
+        IpAddr::V4(s) => {
+            let mut f = ethernet(tags, ETH_P_IPV4);
+            f.extend(ipv4_packet(s, Ipv4Addr::new(192, 0, 2, 1), 0, &payload));
+            f
+        }
+        IpAddr::V6(s) => {
+            let mut f = ethernet(tags, ETH_P_IPV6);
+            f.extend(ipv6_packet(s, "2001:db8:1::1".parse().unwrap(), &payload));
+            f
+        }
+    }
+}
+
+pub fn arp_request() -> Vec<u8> {
+    let mut f = ethernet(&[], ETH_P_ARP);
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&SRC_MAC);
+    f.extend_from_slice(&[192, 0, 2, 2]);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&[192, 0, 2, 1]);
+    f
+}

@@ -1,0 +1,34 @@
+//! Test harness shared by blocker's integration tests and `cargo xtask demo`.
+//!
+//! - [`netns`]: two throw-away network namespaces joined by a veth pair, with
+//!   documentation-range addresses (RFC 5737 / RFC 3849) assigned inside them.
+//! - [`daemon`]: `blocker run` as a child process inside a namespace.
+//! - [`frames`]: crafted Ethernet frames for BPF_PROG_TEST_RUN.
+
+pub mod daemon;
+pub mod frames;
+pub mod netns;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A short name unique to this process and call: interface names must stay
+/// within 15 bytes, and tests running in parallel must never collide.
+pub fn unique_tag() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{}{n}", std::process::id() % 100_000)
+}
+
+/// Runs a command, failing with its output when it does not succeed.
+pub fn sh(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new(program).args(args).output()?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "{program} {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

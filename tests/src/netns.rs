@@ -1,0 +1,122 @@
+//! Two network namespaces joined by a veth pair. Traffic only ever flows between
+//! them: every address used is assigned inside one of the two namespaces.
+//!
+//! `rx` is where blocker runs (on `rx_if`); `tx` sends. Besides its own address the
+//! sender owns extra source addresses (`SOURCES_*`); the receiver routes them back
+//! on-link. Neighbours are static, so no ARP/NDP exchange is needed, and none can
+//! be dropped by a blocked source address.
+
+use anyhow::{Context as _, Result};
+
+use crate::{sh, unique_tag};
+
+pub const RX_V4: &str = "192.0.2.1";
+pub const TX_V4: &str = "192.0.2.2";
+pub const RX_V6: &str = "2001:db8:1::1";
+pub const TX_V6: &str = "2001:db8:1::2";
+/// Source addresses the sender may use, with the on-link routes the receiver needs.
+pub const SOURCES_V4: [&str; 3] = ["198.51.100.2", "203.0.113.2", "203.0.113.200"];
+pub const SOURCES_V6: [&str; 3] = ["2001:db8:a::2", "2001:db8:b::2", "2001:db8:b:1::2"];
+const ROUTES: [&str; 4] = ["198.51.100.0/24", "203.0.113.0/24", "2001:db8:a::/48", "2001:db8:b::/48"];
+
+pub struct NetnsPair {
+    pub rx_ns: String,
+    pub tx_ns: String,
+    pub rx_if: String,
+    pub tx_if: String,
+}
+
+fn ip_in(ns: &str, args: &[&str]) -> Result<String> {
+    let mut full = vec!["-n", ns];
+    full.extend_from_slice(args);
+    sh("ip", &full)
+}
+
+fn mac_of(ns: &str, ifname: &str) -> Result<String> {
+    let out = ip_in(ns, &["-o", "link", "show", ifname])?;
+    out.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .map(str::to_owned)
+        .context("no MAC address")
+}
+
+impl NetnsPair {
+    pub fn new() -> Result<Self> {
+        let tag = unique_tag();
+        let pair = NetnsPair {
+            rx_ns: format!("blk-rx-{tag}"),
+            tx_ns: format!("blk-tx-{tag}"),
+            rx_if: format!("bkr{tag}"),
+            tx_if: format!("bkt{tag}"),
+        };
+        // From here on Drop removes whatever was created.
+        pair.setup()?;
+        Ok(pair)
+    }
+
+    fn setup(&self) -> Result<()> {
+        let (rx, tx) = (self.rx_ns.as_str(), self.tx_ns.as_str());
+        sh("ip", &["netns", "add", rx])?;
+        sh("ip", &["netns", "add", tx])?;
+        sh("ip", &["link", "add", &self.rx_if, "netns", rx, "type", "veth", "peer", "name", &self.tx_if, "netns", tx])?;
+        for (ns, ifname) in [(rx, &self.rx_if), (tx, &self.tx_if)] {
+            // Native XDP on veth needs an MTU that fits one page.
+            ip_in(ns, &["link", "set", ifname, "mtu", "1500", "up"])?;
+            ip_in(ns, &["link", "set", "lo", "up"])?;
+        }
+        ip_in(rx, &["addr", "add", &format!("{RX_V4}/24"), "dev", &self.rx_if])?;
+        ip_in(tx, &["addr", "add", &format!("{TX_V4}/24"), "dev", &self.tx_if])?;
+        ip_in(rx, &["addr", "add", &format!("{RX_V6}/64"), "dev", &self.rx_if, "nodad"])?;
+        ip_in(tx, &["addr", "add", &format!("{TX_V6}/64"), "dev", &self.tx_if, "nodad"])?;
+        for a in SOURCES_V4 {
+            ip_in(tx, &["addr", "add", &format!("{a}/32"), "dev", &self.tx_if])?;
+        }
+        for a in SOURCES_V6 {
+            ip_in(tx, &["addr", "add", &format!("{a}/128"), "dev", &self.tx_if, "nodad"])?;
+        }
+        for r in ROUTES {
+            ip_in(rx, &["route", "add", r, "dev", &self.rx_if])?;
+        }
+        let rx_mac = mac_of(rx, &self.rx_if)?;
+        let tx_mac = mac_of(tx, &self.tx_if)?;
+        for a in [RX_V4, RX_V6] {
+            ip_in(tx, &["neigh", "replace", a, "lladdr", &rx_mac, "dev", &self.tx_if, "nud", "permanent"])?;
+        }
+        for a in [TX_V4, TX_V6].into_iter().chain(SOURCES_V4).chain(SOURCES_V6) {
+            ip_in(rx, &["neigh", "replace", a, "lladdr", &tx_mac, "dev", &self.rx_if, "nud", "permanent"])?;
+        }
+        Ok(())
+    }
+
+    /// Pings the receiver from `src` (one of the sender's addresses); returns how
+    /// many replies came back.
+    pub fn ping_from(&self, src: &str, count: u32) -> Result<u32> {
+        let dst = if src.contains(':') { RX_V6 } else { RX_V4 };
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.tx_ns, "ping", "-n", "-q", "-c", &count.to_string()])
+            .args(["-i", "0.05", "-W", "1", "-I", src, dst])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        // "5 packets transmitted, 0 received, 100% packet loss"
+        let received = text
+            .split(',')
+            .find_map(|part| part.trim().strip_suffix(" received").and_then(|n| n.parse().ok()))
+            .with_context(|| format!("unexpected ping output: {text}{}", String::from_utf8_lossy(&out.stderr)))?;
+        Ok(received)
+    }
+
+    /// Whether an XDP program is attached to the receiving interface.
+    pub fn rx_has_xdp(&self) -> Result<bool> {
+        let out = ip_in(&self.rx_ns, &["-d", "link", "show", &self.rx_if])?;
+        Ok(out.contains("prog/xdp"))
+    }
+}
+
+impl Drop for NetnsPair {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes the veth end inside it, and so the pair.
+        let _ = sh("ip", &["netns", "del", &self.rx_ns]);
+        let _ = sh("ip", &["netns", "del", &self.tx_ns]);
+    }
+}
