@@ -1,0 +1,203 @@
+//! End-to-end tests: real packets between two network namespaces joined by a veth
+//! pair, `blocker run` on the receiving end (native XDP), counters read back with
+//! `blocker stats --json`.
+
+use std::path::PathBuf;
+
+use blocker_tests::{
+    daemon::{blocker_in, Daemon, PinRoot},
+    netns::NetnsPair,
+    unique_tag,
+};
+
+const PINGS: u32 = 5;
+/// Ethernet + IPv4 + ICMP header + ping's default 56 bytes of payload.
+const PING4_FRAME: u64 = 14 + 20 + 8 + 56;
+const PING6_FRAME: u64 = 14 + 40 + 8 + 56;
+
+// Sender addresses (see blocker_tests::netns): 203.0.113.2 and 2001:db8:b::2 are
+// denied; 203.0.113.200 and 2001:db8:b:1::2 sit in allow exceptions inside the
+// denied ranges; 198.51.100.2 and 2001:db8:a::2 are in no list.
+const DENY: &str = "# test deny list\n203.0.113.0/24\n2001:db8:b::/48\n";
+const ALLOW: &str = "203.0.113.128/25\n2001:db8:b:1::/64\n";
+
+struct Setup {
+    net: NetnsPair,
+    root: PinRoot,
+    dir: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let tag = unique_tag();
+        let dir = std::env::temp_dir().join(format!("blocker-test-{tag}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("deny.txt"), DENY).unwrap();
+        std::fs::write(dir.join("allow.txt"), ALLOW).unwrap();
+        Setup { net: NetnsPair::new().expect("netns pair"), root: PinRoot::new(&tag), dir }
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.dir.join(name).to_str().unwrap().to_owned()
+    }
+
+    fn start(&self, extra: &[&str], log: &str) -> Daemon {
+        let deny = format!("deny={}", self.file("deny.txt"));
+        let allow = format!("allow={}", self.file("allow.txt"));
+        let mut args = vec!["--pin-root", self.root.as_str(), "run", "--iface", &self.net.rx_if];
+        args.extend(["--deny", &deny, "--allow", &allow, "--xdp-mode", "native"]);
+        args.extend(extra);
+        Daemon::start(&self.net.rx_ns, &args, &self.dir.join(log)).expect("daemon starts")
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        let mut full = vec!["--pin-root", self.root.as_str()];
+        full.extend(args);
+        blocker_in(&self.net.rx_ns, &full).unwrap()
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        let out = self.cli(&["stats", "--iface", &self.net.rx_if, "--json"]);
+        assert!(out.status.success(), "stats failed: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["interfaces"][0].clone()
+    }
+
+    fn list_counter(&self, list: &str, field: &str) -> u64 {
+        let s = self.stats();
+        s["lists"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == list)
+            .unwrap_or_else(|| panic!("list {list} not in stats: {s}"))[field]
+            .as_u64()
+            .unwrap()
+    }
+
+    fn ping(&self, src: &str) -> u32 {
+        self.net.ping_from(src, PINGS).unwrap()
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn blocked_sources_dropped_allowed_delivered_counters_exact() {
+    let s = Setup::new();
+    let _d = s.start(&[], "daemon.log");
+    assert!(s.net.rx_has_xdp().unwrap());
+
+    assert_eq!(s.ping("198.51.100.2"), PINGS, "unlisted IPv4 source delivered");
+    assert_eq!(s.ping("2001:db8:a::2"), PINGS, "unlisted IPv6 source delivered");
+    assert_eq!(s.ping("203.0.113.200"), PINGS, "IPv4 allow exception delivered");
+    assert_eq!(s.ping("2001:db8:b:1::2"), PINGS, "IPv6 allow exception delivered");
+    assert_eq!(s.ping("203.0.113.2"), 0, "denied IPv4 source dropped");
+    assert_eq!(s.ping("2001:db8:b::2"), 0, "denied IPv6 source dropped");
+
+    let n = u64::from(PINGS);
+    assert_eq!(s.list_counter("deny", "packets"), 2 * n);
+    assert_eq!(s.list_counter("deny", "bytes"), n * (PING4_FRAME + PING6_FRAME));
+    assert_eq!(s.list_counter("allow", "packets"), 2 * n);
+    assert_eq!(s.list_counter("allow", "bytes"), n * (PING4_FRAME + PING6_FRAME));
+    let totals = &s.stats()["totals"];
+    assert_eq!(totals["dropped"], 2 * n);
+    assert!(totals["passed"].as_u64().unwrap() >= 4 * n, "{totals}");
+    assert_eq!(s.stats()["mode"], "enforce");
+}
+
+#[test]
+fn monitor_mode_drops_nothing_but_counts() {
+    let s = Setup::new();
+    let _d = s.start(&["--monitor"], "daemon.log");
+    assert_eq!(s.ping("203.0.113.2"), PINGS, "monitor mode delivers denied sources");
+    assert_eq!(s.list_counter("deny", "packets"), u64::from(PINGS));
+    let st = s.stats();
+    assert_eq!(st["mode"], "monitor");
+    assert_eq!(st["totals"]["monitored"], u64::from(PINGS));
+    assert_eq!(st["totals"]["dropped"], 0);
+}
+
+#[test]
+fn sigkill_keeps_blocking_restart_adopts_detach_removes() {
+    let s = Setup::new();
+    let d = s.start(&[], "first.log");
+    assert_eq!(s.ping("203.0.113.2"), 0);
+
+    // A second daemon on the same interface is refused while the first one runs.
+    let second = s.cli(&["run", "--iface", &s.net.rx_if, "--deny", &s.file("deny.txt")]);
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("another blocker process"), "{err}");
+
+    d.stop_with(libc::SIGKILL).unwrap();
+    assert!(s.net.rx_has_xdp().unwrap(), "program stays attached after SIGKILL");
+    assert_eq!(s.ping("203.0.113.2"), 0, "still blocking with no daemon");
+    assert_eq!(s.ping("198.51.100.2"), PINGS);
+    assert_eq!(s.list_counter("deny", "packets"), 2 * u64::from(PINGS), "stats work without a daemon");
+
+    let d = s.start(&[], "second.log");
+    assert!(d.log_text().contains("adopted"), "restart adopts the pinned link:\n{}", d.log_text());
+    assert_eq!(s.ping("203.0.113.2"), 0);
+    assert_eq!(s.list_counter("deny", "packets"), 3 * u64::from(PINGS), "counters survive the restart");
+
+    // Detach is refused while a daemon holds the interface.
+    let out = s.cli(&["detach", "--iface", &s.net.rx_if]);
+    assert!(!out.status.success());
+
+    let log = d.stop_with(libc::SIGTERM).unwrap();
+    assert!(log.contains("stays attached"), "{log}");
+    assert!(s.net.rx_has_xdp().unwrap(), "graceful stop leaves the program attached");
+    assert_eq!(s.ping("203.0.113.2"), 0);
+
+    let out = s.cli(&["detach", "--iface", &s.net.rx_if]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!s.net.rx_has_xdp().unwrap(), "detach removes the program");
+    assert!(!blocker::loader::iface_dir(&s.root.0, &s.net.rx_if).exists(), "detach removes the pins");
+    assert_eq!(s.ping("203.0.113.2"), PINGS, "traffic flows after detach");
+
+    let out = s.cli(&["stats", "--iface", &s.net.rx_if]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not attached"));
+}
+
+#[test]
+fn sighup_reloads_and_bad_lists_change_nothing() {
+    let s = Setup::new();
+    let mut d = s.start(&[], "daemon.log");
+    assert_eq!(s.ping("203.0.113.2"), 0);
+    assert_eq!(s.ping("198.51.100.2"), PINGS);
+
+    std::fs::write(s.file("deny.txt"), "198.51.100.0/24\n").unwrap();
+    d.signal(libc::SIGHUP);
+    d.wait_for_log("reloaded", 1).unwrap();
+    assert_eq!(s.ping("203.0.113.2"), PINGS, "no longer denied after reload");
+    assert_eq!(s.ping("198.51.100.2"), 0, "newly denied after reload");
+
+    std::fs::write(s.file("deny.txt"), "203.0.113.0/24\n10.0.0.0/33\n").unwrap();
+    d.signal(libc::SIGHUP);
+    d.wait_for_log("reload aborted", 1).unwrap();
+    let log = d.log_text();
+    assert!(log.contains("deny.txt:2:") && log.contains("10.0.0.0/33"), "error names file, line and text:\n{log}");
+    assert_eq!(s.ping("203.0.113.2"), PINGS, "running table unchanged");
+    assert_eq!(s.ping("198.51.100.2"), 0, "running table unchanged");
+}
+
+#[test]
+fn bad_list_at_start_is_refused_before_touching_the_kernel() {
+    let s = Setup::new();
+    std::fs::write(s.file("bad.txt"), "203.0.113.0/24\n\n# fine\nnot-an-address\n").unwrap();
+    let out = s.cli(&["run", "--iface", &s.net.rx_if, "--deny", &s.file("bad.txt")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.txt:4:") && err.contains("not-an-address"), "{err}");
+    assert!(!s.net.rx_has_xdp().unwrap());
+    assert!(!s.root.0.exists(), "nothing pinned");
+
+    let out = s.cli(&["run", "--iface", "no-such-if0", "--deny", &s.file("deny.txt")]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no interface named"));
+}
