@@ -28,6 +28,9 @@ pub mod map_names {
     pub const LIST_INFO: &str = "BLK_LIST_INFO";
 }
 
+/// The log target of the XDP program's aya-log records in userspace.
+pub const EBPF_LOG_TARGET: &str = "xdp";
+
 /// The XDP program's name (its function name in the object file).
 pub const PROGRAM_NAME: &str = "blocker";
 

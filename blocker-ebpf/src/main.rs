@@ -16,7 +16,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::trace;
 use blocker_common::{
-    config, counter, policy_index, ListInfo, ListStats, ACTION_DROP, ACTION_MONITOR,
+    config, counter, policy_index, EBPF_LOG_TARGET, ListInfo, ListStats, ACTION_DROP, ACTION_MONITOR,
     ACTION_PASS, MAX_LISTS, MODE_MONITOR,
 };
 use parse::Packet;
@@ -54,7 +54,7 @@ pub fn blocker(ctx: XdpContext) -> u32 {
         Some(a) => *a,
         None => return count(counter::PASSED, xdp_action::XDP_PASS),
     };
-    trace!(&ctx, "list {} action {}", list_id, action);
+    trace!(&ctx, target: EBPF_LOG_TARGET, "list {} action {}", list_id, action);
     if action != ACTION_DROP && action != ACTION_MONITOR && action != ACTION_PASS {
         return count(counter::PASSED, xdp_action::XDP_PASS);
     }

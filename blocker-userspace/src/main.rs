@@ -63,13 +63,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // aya::bpf=error: aya warns on every load that the object's BTF is refused
-    // (aya-log's MaybeUninit<u8> type name, aya issue #1490); nothing here needs BTF.
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,aya::bpf=error"))
-        .format_timestamp(None)
-        .format_target(false)
-        .init();
     let cli = Cli::parse();
+    init_logging(&cli);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -77,6 +72,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn init_logging(cli: &Cli) {
+    // aya::bpf=error: aya warns on every load that the object's BTF is refused
+    // (aya-log's MaybeUninit<u8> type name, aya issue #1490); nothing here needs BTF.
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,aya::bpf=error"));
+    if let Command::Run { ebpf_log_level: level @ 1.., .. } = cli.command {
+        // Let the records the program was loaded to emit through.
+        let filter = ["off", "error", "warn", "info", "debug", "trace"][usize::from(level)];
+        builder.parse_filters(&format!("{}={filter}", blocker_common::EBPF_LOG_TARGET));
+    }
+    builder.format_timestamp(None).format_target(false).init();
 }
 
 fn run(cli: Cli) -> Result<()> {

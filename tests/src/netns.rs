@@ -41,6 +41,14 @@ fn mac_of(ns: &str, ifname: &str) -> Result<String> {
         .context("no MAC address")
 }
 
+/// The reply count of ping's summary: "5 packets transmitted, 0 received, ...".
+fn replies(out: &std::process::Output) -> Result<u32> {
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split(',')
+        .find_map(|part| part.trim().strip_suffix(" received").and_then(|n| n.parse().ok()))
+        .with_context(|| format!("unexpected ping output: {text}{}", String::from_utf8_lossy(&out.stderr)))
+}
+
 impl NetnsPair {
     pub fn new() -> Result<Self> {
         let tag = unique_tag();
@@ -97,13 +105,7 @@ impl NetnsPair {
             .args(["netns", "exec", &self.tx_ns, "ping", "-n", "-q", "-c", &count.to_string()])
             .args(["-i", "0.05", "-W", "1", "-I", src, dst])
             .output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        // "5 packets transmitted, 0 received, 100% packet loss"
-        let received = text
-            .split(',')
-            .find_map(|part| part.trim().strip_suffix(" received").and_then(|n| n.parse().ok()))
-            .with_context(|| format!("unexpected ping output: {text}{}", String::from_utf8_lossy(&out.stderr)))?;
-        Ok(received)
+        replies(&out)
     }
 
     /// Whether an XDP program is attached to the receiving interface.
@@ -117,6 +119,53 @@ impl Drop for NetnsPair {
     fn drop(&mut self) {
         // Deleting a namespace deletes the veth end inside it, and so the pair.
         let _ = sh("ip", &["netns", "del", &self.rx_ns]);
+        let _ = sh("ip", &["netns", "del", &self.tx_ns]);
+    }
+}
+
+/// A second link into the receiving namespace, from a third namespace, on its own
+/// subnet (198.18.0.0/24, the benchmarking range of RFC 2544): for a daemon that
+/// protects two interfaces.
+pub struct ExtraLink {
+    pub tx_ns: String,
+    pub rx_if: String,
+    pub tx_if: String,
+}
+
+pub const EXTRA_RX_V4: &str = "198.18.0.1";
+pub const EXTRA_TX_V4: &str = "198.18.0.2";
+
+impl ExtraLink {
+    pub fn new(pair: &NetnsPair) -> Result<Self> {
+        let tag = unique_tag();
+        let link = ExtraLink { tx_ns: format!("blk-tx2-{tag}"), rx_if: format!("bkR{tag}"), tx_if: format!("bkT{tag}") };
+        sh("ip", &["netns", "add", &link.tx_ns])?;
+        let rx = pair.rx_ns.as_str();
+        let tx = link.tx_ns.as_str();
+        sh("ip", &["link", "add", &link.rx_if, "netns", rx, "type", "veth", "peer", "name", &link.tx_if, "netns", tx])?;
+        ip_in(rx, &["link", "set", &link.rx_if, "up"])?;
+        ip_in(tx, &["link", "set", &link.tx_if, "up"])?;
+        ip_in(rx, &["addr", "add", &format!("{EXTRA_RX_V4}/24"), "dev", &link.rx_if])?;
+        ip_in(tx, &["addr", "add", &format!("{EXTRA_TX_V4}/24"), "dev", &link.tx_if])?;
+        let rx_mac = mac_of(rx, &link.rx_if)?;
+        let tx_mac = mac_of(tx, &link.tx_if)?;
+        ip_in(tx, &["neigh", "replace", EXTRA_RX_V4, "lladdr", &rx_mac, "dev", &link.tx_if, "nud", "permanent"])?;
+        ip_in(rx, &["neigh", "replace", EXTRA_TX_V4, "lladdr", &tx_mac, "dev", &link.rx_if, "nud", "permanent"])?;
+        Ok(link)
+    }
+
+    /// Pings the receiver's address on this link; returns the replies received.
+    pub fn ping(&self, count: u32) -> Result<u32> {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.tx_ns, "ping", "-n", "-q", "-c", &count.to_string()])
+            .args(["-i", "0.05", "-W", "1", EXTRA_RX_V4])
+            .output()?;
+        replies(&out)
+    }
+}
+
+impl Drop for ExtraLink {
+    fn drop(&mut self) {
         let _ = sh("ip", &["netns", "del", &self.tx_ns]);
     }
 }

@@ -201,3 +201,62 @@ fn bad_list_at_start_is_refused_before_touching_the_kernel() {
     let out = s.cli(&["run", "--iface", "no-such-if0", "--deny", &s.file("deny.txt")]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no interface named"));
 }
+
+#[test]
+fn one_daemon_several_interfaces_each_with_counters() {
+    let s = Setup::new();
+    let extra = blocker_tests::netns::ExtraLink::new(&s.net).unwrap();
+    std::fs::write(s.file("extra.txt"), "198.18.0.2\n").unwrap();
+    let extra_deny = format!("extra={}", s.file("extra.txt"));
+    let _d = s.start(&["--iface", &extra.rx_if, "--deny", &extra_deny], "daemon.log");
+    assert_eq!(s.ping("203.0.113.2"), 0);
+    assert_eq!(extra.ping(PINGS).unwrap(), 0, "second interface blocks too");
+
+    let out = s.cli(&["stats", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ifaces = v["interfaces"].as_array().unwrap();
+    assert_eq!(ifaces.len(), 2, "{v}");
+    for i in ifaces {
+        let extra_packets = i["lists"].as_array().unwrap().iter().find(|l| l["name"] == "extra").unwrap()["packets"].clone();
+        let dropped = i["totals"]["dropped"].clone();
+        if i["interface"] == extra.rx_if.as_str() {
+            assert_eq!(extra_packets, u64::from(PINGS), "{i}");
+            assert_eq!(dropped, u64::from(PINGS));
+        } else {
+            assert_eq!(extra_packets, 0, "each interface counts its own traffic: {i}");
+            assert_eq!(dropped, u64::from(PINGS));
+        }
+    }
+    drop(_d);
+    for iface in [&s.net.rx_if, &extra.rx_if] {
+        assert!(s.cli(&["detach", "--iface", iface]).status.success());
+    }
+}
+
+#[test]
+fn ebpf_trace_logs_only_when_enabled() {
+    let s = Setup::new();
+    let mut d = s.start(&["--ebpf-log-level", "5"], "daemon.log");
+    assert_eq!(s.ping("203.0.113.2"), 0);
+    d.wait_for_log("action 2", 1).unwrap();
+    d.stop_with(libc::SIGTERM).unwrap();
+
+    let d = s.start(&[], "quiet.log");
+    assert_eq!(s.ping("203.0.113.2"), 0);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!d.log_text().contains("action 2"), "no per-packet log by default:\n{}", d.log_text());
+}
+
+#[test]
+fn unprivileged_user_is_told_what_to_do() {
+    let s = Setup::new();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(blocker_tests::daemon::blocker_bin())
+        .args(["--pin-root", s.root.as_str(), "run", "--iface", "lo", "--deny", &s.file("deny.txt")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs root") && err.contains("sudo"), "{err}");
+}

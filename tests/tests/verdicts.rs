@@ -239,3 +239,18 @@ fn live_table_answers_like_the_compiled_one() {
         assert_eq!(live, compiled, "{a}");
     }
 }
+
+#[test]
+fn disabled_ebpf_logs_are_removed_at_load_time() {
+    // With AYA_LOG_LEVEL 0 the verifier sees the log branches as dead and drops them,
+    // so the program the kernel runs is smaller than with tracing on.
+    let size = |level: u8| {
+        let root = PinRoot::new(&format!("logsize-{}", unique_tag()));
+        loader::ensure_bpffs(&root.0).unwrap();
+        let mut ebpf = loader::load(&loader::iface_dir(&root.0, "test"), level).unwrap();
+        let prog = loader::program_mut(&mut ebpf).unwrap();
+        prog.info().unwrap().size_translated().unwrap()
+    };
+    let (off, trace) = (size(0), size(5));
+    assert!(off < trace, "translated size with logs off {off} >= with trace {trace}");
+}
