@@ -135,14 +135,14 @@ fn reload(opts: &RunOptions, managed: &mut [Managed]) -> Result<()> {
             .apply(&table)
             .with_context(|| format!("{}: reload aborted, the running tables are unchanged", m.iface))?;
         log::info!(
-            "{}: reloaded {} (generation {}, {} entries written, {} removed, {} unchanged) in {:.0?}",
+            "{}: reloaded {} (generation {}, {} entries written, {} removed, {} unchanged) in {} ms",
             m.iface,
             table_summary(&table),
             report.generation,
             report.written,
             report.removed,
             report.unchanged,
-            started.elapsed()
+            started.elapsed().as_millis()
         );
     }
     Ok(())
@@ -152,9 +152,16 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     if opts.interfaces.is_empty() {
         bail!("no interface given: pass --iface IF");
     }
+    let mut seen = HashSet::new();
+    if let Some(dup) = opts.interfaces.iter().find(|i| !seen.insert(*i)) {
+        bail!("interface {dup} is given twice");
+    }
     loader::check_privileges()?;
     // Bad lists fail here, before the kernel is touched.
     let table = build_table(&opts.policy)?;
+    if table.lists.is_empty() {
+        log::warn!("no lists given: every packet passes (see --deny, --allow, --monitor-list)");
+    }
     loader::ensure_bpffs(&opts.pin_root)?;
     for iface in &opts.interfaces {
         loader::ifindex(iface)?;

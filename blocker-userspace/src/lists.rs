@@ -89,8 +89,9 @@ pub enum LineError {
 /// A list that could not be read, naming where and what.
 #[derive(Debug, thiserror::Error)]
 pub enum ListError {
-    #[error("{path}: cannot read: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    // Not a `source`: the message already says it, and `{:#}` would repeat it.
+    #[error("{path}: cannot read: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{path}:{line}: {reason}: {text:?}")]
     Line { path: PathBuf, line: usize, text: String, reason: LineError },
 }
@@ -146,7 +147,7 @@ pub fn parse_list(path: &Path, text: &str) -> Result<Vec<Prefix>, ListError> {
 
 pub fn read_list(path: &Path) -> Result<Vec<Prefix>, ListError> {
     let text = std::fs::read_to_string(path)
-        .map_err(|source| ListError::Io { path: path.to_owned(), source })?;
+        .map_err(|error| ListError::Io { path: path.to_owned(), error })?;
     parse_list(path, &text)
 }
 
