@@ -2,10 +2,17 @@
 //! sorted prefix table per family, each prefix carrying the list it is counted under.
 //!
 //! Precedence where ranges of different lists overlap (resolved here, so the kernel
-//! needs one lookup):
-//! 1. by action: allow (pass) beats deny (drop), which beats monitor;
-//! 2. then the more specific prefix (longer prefix length) wins;
-//! 3. then the list given first on the command line wins.
+//! needs one lookup), by the role each list plays:
+//! 1. allow exceptions (`--allow FILE`) beat everything;
+//! 2. then deny lists and denied countries;
+//! 3. then, in allowlist mode, the space outside every allowed country (dropped);
+//! 4. then monitor lists;
+//! 5. then allowed countries (passed).
+//!
+//! Between lists of the same role the more specific prefix wins, then the list
+//! given first. So where two denied countries claim the same range, its drops are
+//! counted under the country whose prefix is more specific, or else the one named
+//! first.
 //!
 //! Adjacent ranges with the same winner are merged before being cut back into
 //! CIDRs, so the table is as small as the outcome allows.
@@ -14,7 +21,7 @@ use std::{cmp::Reverse, collections::BTreeMap};
 
 use blocker_common::{ACTION_DROP, ACTION_MONITOR, ACTION_PASS};
 
-use crate::lists::{Family, Prefix};
+use crate::lists::{range_to_prefixes, Family, Prefix};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
@@ -26,14 +33,6 @@ pub enum Action {
 }
 
 impl Action {
-    /// Higher wins where lists overlap.
-    const fn rank(self) -> u8 {
-        match self {
-            Action::Pass => 2,
-            Action::Drop => 1,
-            Action::Monitor => 0,
-        }
-    }
     pub const fn code(self) -> u32 {
         match self {
             Action::Pass => ACTION_PASS,
@@ -58,11 +57,46 @@ impl Action {
     }
 }
 
-/// One input list: a name (unique), its action and its prefixes.
+/// What a list is for; decides its action and its precedence (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// `--allow FILE`: exceptions that pass even inside denied ranges.
+    Exception,
+    /// `--deny FILE`, `--deny-country`.
+    Deny,
+    /// Allowlist mode: everything outside the allowed countries.
+    OutsideAllowed,
+    /// `--monitor-list FILE`: counted as would-be drops, passed.
+    Monitor,
+    /// `--allow-country`: passed, unless a list above says otherwise.
+    AllowedRegion,
+}
+
+impl Role {
+    pub const fn action(self) -> Action {
+        match self {
+            Role::Exception | Role::AllowedRegion => Action::Pass,
+            Role::Deny | Role::OutsideAllowed => Action::Drop,
+            Role::Monitor => Action::Monitor,
+        }
+    }
+    /// Higher wins where lists overlap.
+    const fn rank(self) -> u8 {
+        match self {
+            Role::Exception => 4,
+            Role::Deny => 3,
+            Role::OutsideAllowed => 2,
+            Role::Monitor => 1,
+            Role::AllowedRegion => 0,
+        }
+    }
+}
+
+/// One input list: a name (unique), its role and its prefixes.
 #[derive(Clone, Debug)]
 pub struct ListSpec {
     pub name: String,
-    pub action: Action,
+    pub role: Role,
     pub prefixes: Vec<Prefix>,
 }
 
@@ -103,8 +137,8 @@ impl CompiledTable {
 /// an address decides it.
 type Rank = (u8, u8, Reverse<usize>);
 
-fn rank(list_index: usize, action: Action, prefix: &Prefix) -> Rank {
-    (action.rank(), prefix.len, Reverse(list_index))
+fn rank(list_index: usize, role: Role, prefix: &Prefix) -> Rank {
+    (role.rank(), prefix.len, Reverse(list_index))
 }
 
 /// Reference answer evaluated directly over the raw inputs, for tests: the list
@@ -113,9 +147,9 @@ pub fn reference_lookup(lists: &[ListSpec], family: Family, addr: u128) -> Optio
     lists
         .iter()
         .enumerate()
-        .flat_map(|(i, l)| l.prefixes.iter().map(move |p| (i, l.action, p)))
+        .flat_map(|(i, l)| l.prefixes.iter().map(move |p| (i, l.role, p)))
         .filter(|(_, _, p)| p.contains(family, addr))
-        .max_by_key(|(i, action, p)| rank(*i, *action, p))
+        .max_by_key(|(i, role, p)| rank(*i, *role, p))
         .map(|(i, _, _)| i)
 }
 
@@ -123,7 +157,7 @@ pub fn compile(lists: &[ListSpec]) -> CompiledTable {
     CompiledTable {
         lists: lists
             .iter()
-            .map(|l| CompiledList { name: l.name.clone(), action: l.action })
+            .map(|l| CompiledList { name: l.name.clone(), action: l.role.action() })
             .collect(),
         v4: compile_family(lists, Family::V4),
         v6: compile_family(lists, Family::V6),
@@ -136,7 +170,7 @@ fn compile_family(lists: &[ListSpec], family: Family) -> Vec<(Prefix, usize)> {
     for (i, list) in lists.iter().enumerate() {
         for p in list.prefixes.iter().filter(|p| p.family == family) {
             let (lo, hi) = p.range();
-            let r = rank(i, list.action, p);
+            let r = rank(i, list.role, p);
             events.push((lo, true, r));
             if let Some(after) = hi.checked_add(1).filter(|a| *a <= family.max_addr()) {
                 events.push((after, false, r));
@@ -169,35 +203,16 @@ fn compile_family(lists: &[ListSpec], family: Family) -> Vec<(Prefix, usize)> {
             (Some((_, cur)), Some(w)) if cur == w => {}
             _ => {
                 if let Some((start, cur)) = run.take() {
-                    push_range(family, start, point - 1, cur, &mut out);
+                    out.extend(range_to_prefixes(family, start, point - 1).into_iter().map(|p| (p, cur)));
                 }
                 run = winner.map(|w| (point, w));
             }
         }
     }
     if let Some((start, cur)) = run {
-        push_range(family, start, family.max_addr(), cur, &mut out);
+        out.extend(range_to_prefixes(family, start, family.max_addr()).into_iter().map(|p| (p, cur)));
     }
     out
-}
-
-/// Cuts the inclusive range [lo, hi] into the fewest aligned CIDR blocks.
-fn push_range(family: Family, mut lo: u128, hi: u128, list: usize, out: &mut Vec<(Prefix, usize)>) {
-    let bits = u32::from(family.bits());
-    let span = |host: u32| if host >= 128 { u128::MAX } else { (1u128 << host) - 1 };
-    loop {
-        let mut host = if lo == 0 { bits } else { lo.trailing_zeros().min(bits) };
-        // lo is aligned to 2^host, so lo + span(host) == lo | span(host): no overflow.
-        while lo | span(host) > hi {
-            host -= 1;
-        }
-        out.push((Prefix { family, addr: lo, len: (bits - host) as u8 }, list));
-        let end = lo | span(host);
-        if end >= hi {
-            return;
-        }
-        lo = end + 1;
-    }
 }
 
 #[cfg(test)]
@@ -205,10 +220,10 @@ mod tests {
     use super::*;
     use crate::lists::parse_prefix;
 
-    fn list(name: &str, action: Action, prefixes: &[&str]) -> ListSpec {
+    fn list(name: &str, role: Role, prefixes: &[&str]) -> ListSpec {
         ListSpec {
             name: name.into(),
-            action,
+            role,
             prefixes: prefixes.iter().map(|p| parse_prefix(p).unwrap()).collect(),
         }
     }
@@ -220,8 +235,8 @@ mod tests {
     #[test]
     fn allow_punches_hole_in_deny() {
         let lists = [
-            list("deny", Action::Drop, &["10.0.0.0/8"]),
-            list("allow", Action::Pass, &["10.1.0.0/16"]),
+            list("deny", Role::Deny, &["10.0.0.0/8"]),
+            list("allow", Role::Exception, &["10.1.0.0/16"]),
         ];
         let t = compile(&lists);
         assert_eq!(
@@ -243,8 +258,8 @@ mod tests {
     #[test]
     fn allow_wins_even_when_less_specific() {
         let lists = [
-            list("deny", Action::Drop, &["192.0.2.128/25"]),
-            list("allow", Action::Pass, &["192.0.2.0/24"]),
+            list("deny", Role::Deny, &["192.0.2.128/25"]),
+            list("allow", Role::Exception, &["192.0.2.0/24"]),
         ];
         let t = compile(&lists);
         assert_eq!(strs(&t.v4), vec![("192.0.2.0/24".into(), 1)]);
@@ -252,13 +267,13 @@ mod tests {
 
     #[test]
     fn adjacent_and_duplicate_prefixes_merge() {
-        let lists = [list("d", Action::Drop, &["10.0.0.0/9", "10.128.0.0/9", "10.0.0.0/9", "10.5.0.0/16"])];
+        let lists = [list("d", Role::Deny, &["10.0.0.0/9", "10.128.0.0/9", "10.0.0.0/9", "10.5.0.0/16"])];
         assert_eq!(strs(&compile(&lists).v4), vec![("10.0.0.0/8".into(), 0)]);
     }
 
     #[test]
     fn whole_address_space() {
-        let lists = [list("all", Action::Drop, &["0.0.0.0/0", "::/0"])];
+        let lists = [list("all", Role::Deny, &["0.0.0.0/0", "::/0"])];
         let t = compile(&lists);
         assert_eq!(strs(&t.v4), vec![("0.0.0.0/0".into(), 0)]);
         assert_eq!(strs(&t.v6), vec![("::/0".into(), 0)]);
@@ -268,9 +283,9 @@ mod tests {
     #[test]
     fn deny_beats_monitor_and_specific_beats_general_and_first_list_breaks_ties() {
         let lists = [
-            list("mon", Action::Monitor, &["10.0.0.0/8"]),
-            list("d1", Action::Drop, &["10.0.0.0/16"]),
-            list("d2", Action::Drop, &["10.0.0.0/16", "10.0.1.0/24"]),
+            list("mon", Role::Monitor, &["10.0.0.0/8"]),
+            list("d1", Role::Deny, &["10.0.0.0/16"]),
+            list("d2", Role::Deny, &["10.0.0.0/16", "10.0.1.0/24"]),
         ];
         let t = compile(&lists);
         let at = |s: &str| {
@@ -298,7 +313,8 @@ mod tests {
         for round in 0..40 {
             let mut lists = Vec::new();
             for l in 0..4 {
-                let action = [Action::Drop, Action::Pass, Action::Monitor][(rng.next() % 3) as usize];
+                let role = [Role::Exception, Role::Deny, Role::OutsideAllowed, Role::Monitor, Role::AllowedRegion]
+                    [(rng.next() % 5) as usize];
                 let mut prefixes = Vec::new();
                 for _ in 0..(5 + rng.next() % 20) {
                     for family in [Family::V4, Family::V6] {
@@ -312,7 +328,7 @@ mod tests {
                         prefixes.push(Prefix { family, addr, len });
                     }
                 }
-                lists.push(ListSpec { name: format!("l{round}-{l}"), action, prefixes });
+                lists.push(ListSpec { name: format!("l{round}-{l}"), role, prefixes });
             }
             let table = compile(&lists);
             for family in [Family::V4, Family::V6] {

@@ -10,7 +10,7 @@ use tokio::{
 };
 
 use crate::{
-    compile::{compile, Action, CompiledTable, ListSpec},
+    compile::{compile, CompiledTable, ListSpec, Role},
     lists::{read_list, ListSource},
     loader::{self, AttachMode, PinLock},
     maps::DataplaneMaps,
@@ -25,12 +25,12 @@ pub struct Policy {
 }
 
 impl Policy {
-    fn sources(&self) -> impl Iterator<Item = (&ListSource, Action)> {
+    fn sources(&self) -> impl Iterator<Item = (&ListSource, Role)> {
         self.deny
             .iter()
-            .map(|s| (s, Action::Drop))
-            .chain(self.allow.iter().map(|s| (s, Action::Pass)))
-            .chain(self.monitor.iter().map(|s| (s, Action::Monitor)))
+            .map(|s| (s, Role::Deny))
+            .chain(self.allow.iter().map(|s| (s, Role::Exception)))
+            .chain(self.monitor.iter().map(|s| (s, Role::Monitor)))
     }
 }
 
@@ -38,7 +38,7 @@ impl Policy {
 pub fn build_table(policy: &Policy) -> Result<CompiledTable> {
     let mut names = HashSet::new();
     let mut specs = Vec::new();
-    for (source, action) in policy.sources() {
+    for (source, role) in policy.sources() {
         if !names.insert(source.name.clone()) {
             bail!(
                 "list name {:?} is given twice; name each list uniquely with NAME=FILE",
@@ -46,7 +46,7 @@ pub fn build_table(policy: &Policy) -> Result<CompiledTable> {
             );
         }
         let prefixes = read_list(&source.path)?;
-        specs.push(ListSpec { name: source.name.clone(), action, prefixes });
+        specs.push(ListSpec { name: source.name.clone(), role, prefixes });
     }
     Ok(compile(&specs))
 }

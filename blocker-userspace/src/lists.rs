@@ -73,6 +73,26 @@ pub fn ip_to_u128(ip: IpAddr) -> (Family, u128) {
     }
 }
 
+/// Cuts the inclusive range [lo, hi] into the fewest aligned CIDR blocks.
+pub fn range_to_prefixes(family: Family, mut lo: u128, hi: u128) -> Vec<Prefix> {
+    let bits = u32::from(family.bits());
+    let span = |host: u32| if host >= 128 { u128::MAX } else { (1u128 << host) - 1 };
+    let mut out = Vec::new();
+    loop {
+        let mut host = if lo == 0 { bits } else { lo.trailing_zeros().min(bits) };
+        // lo is aligned to 2^host, so lo + span(host) == lo | span(host): no overflow.
+        while lo | span(host) > hi {
+            host -= 1;
+        }
+        out.push(Prefix { family, addr: lo, len: (bits - host) as u8 });
+        let end = lo | span(host);
+        if end >= hi {
+            return out;
+        }
+        lo = end + 1;
+    }
+}
+
 /// Why one line of a list could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LineError {
@@ -232,6 +252,20 @@ mod tests {
             msg,
             "lists/deny.txt:3: prefix length 88 is larger than 32 for this address family: \"10.0.0.0/88\""
         );
+    }
+
+    #[test]
+    fn ranges_split_into_exact_cidrs() {
+        let strs = |v: Vec<Prefix>| v.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        assert_eq!(strs(range_to_prefixes(Family::V4, 0x0a00_0000, 0x0a00_00ff)), ["10.0.0.0/24"]);
+        // 10.0.0.1 .. 10.0.0.6: not aligned at either end.
+        assert_eq!(
+            strs(range_to_prefixes(Family::V4, 0x0a00_0001, 0x0a00_0006)),
+            ["10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/31", "10.0.0.6/32"]
+        );
+        assert_eq!(strs(range_to_prefixes(Family::V4, 0, u32::MAX as u128)), ["0.0.0.0/0"]);
+        assert_eq!(strs(range_to_prefixes(Family::V6, 0, u128::MAX)), ["::/0"]);
+        assert_eq!(strs(range_to_prefixes(Family::V6, u128::MAX, u128::MAX)), ["ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128"]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use aya::{
     Ebpf,
 };
 use blocker::{
-    compile::{compile, Action, ListSpec},
+    compile::{compile, ListSpec, Role},
     lists::parse_prefix,
     loader,
     maps::{Counters, DataplaneMaps},
@@ -29,10 +29,10 @@ struct Harness {
     _root: PinRoot,
 }
 
-fn list(name: &str, action: Action, prefixes: &[&str]) -> ListSpec {
+fn list(name: &str, role: Role, prefixes: &[&str]) -> ListSpec {
     ListSpec {
         name: name.into(),
-        action,
+        role,
         prefixes: prefixes.iter().map(|p| parse_prefix(p).unwrap()).collect(),
     }
 }
@@ -40,9 +40,9 @@ fn list(name: &str, action: Action, prefixes: &[&str]) -> ListSpec {
 /// deny 203.0.113.0/24 with an allow hole at .128/25; a monitor list; IPv6 alike.
 fn fixture_lists() -> Vec<ListSpec> {
     vec![
-        list("deny-a", Action::Drop, &["203.0.113.0/24", "2001:db8:b::/48"]),
-        list("allow-a", Action::Pass, &["203.0.113.128/25", "2001:db8:b:1::/64"]),
-        list("mon-a", Action::Monitor, &["198.51.100.0/24", "2001:db8:a::/48"]),
+        list("deny-a", Role::Deny, &["203.0.113.0/24", "2001:db8:b::/48"]),
+        list("allow-a", Role::Exception, &["203.0.113.128/25", "2001:db8:b:1::/64"]),
+        list("mon-a", Role::Monitor, &["198.51.100.0/24", "2001:db8:a::/48"]),
     ]
 }
 
@@ -195,7 +195,7 @@ fn reload_flips_generation_and_keeps_list_ids() {
     let id_before = id_of(&h.counters(), "deny-a");
 
     // Version 2: deny-a now covers 198.51.100.0/24 only; mon-a is gone.
-    let v2 = vec![list("deny-a", Action::Drop, &["198.51.100.0/24"])];
+    let v2 = vec![list("deny-a", Role::Deny, &["198.51.100.0/24"])];
     let report = h.maps.apply(&compile(&v2)).unwrap();
     let c = h.counters();
     assert_ne!(c.generation, gen0);
@@ -220,7 +220,7 @@ fn table_too_large_is_refused_and_changes_nothing() {
     let gen = h.counters().generation;
     // More lists than the maps have ids for.
     let too_many: Vec<ListSpec> = (0..blocker_common::MAX_LISTS + 1)
-        .map(|i| ListSpec { name: format!("l{i}"), action: Action::Drop, prefixes: vec![] })
+        .map(|i| ListSpec { name: format!("l{i}"), role: Role::Deny, prefixes: vec![] })
         .collect();
     let err = h.maps.apply(&compile(&too_many)).unwrap_err().to_string();
     assert!(err.contains("1025") && err.contains("1024") && err.contains("nothing was changed"), "{err}");
