@@ -10,46 +10,11 @@ use tokio::{
 };
 
 use crate::{
-    compile::{compile, CompiledTable, ListSpec, Role},
-    lists::{read_list, ListSource},
+    compile::CompiledTable,
     loader::{self, AttachMode, PinLock},
     maps::DataplaneMaps,
+    policy::Policy,
 };
-
-/// The lists a daemon enforces, in command-line order within each action.
-#[derive(Clone, Debug, Default)]
-pub struct Policy {
-    pub deny: Vec<ListSource>,
-    pub allow: Vec<ListSource>,
-    pub monitor: Vec<ListSource>,
-}
-
-impl Policy {
-    fn sources(&self) -> impl Iterator<Item = (&ListSource, Role)> {
-        self.deny
-            .iter()
-            .map(|s| (s, Role::Deny))
-            .chain(self.allow.iter().map(|s| (s, Role::Exception)))
-            .chain(self.monitor.iter().map(|s| (s, Role::Monitor)))
-    }
-}
-
-/// Reads every list and compiles them. Any error aborts before anything is applied.
-pub fn build_table(policy: &Policy) -> Result<CompiledTable> {
-    let mut names = HashSet::new();
-    let mut specs = Vec::new();
-    for (source, role) in policy.sources() {
-        if !names.insert(source.name.clone()) {
-            bail!(
-                "list name {:?} is given twice; name each list uniquely with NAME=FILE",
-                source.name
-            );
-        }
-        let prefixes = read_list(&source.path)?;
-        specs.push(ListSpec { name: source.name.clone(), role, prefixes });
-    }
-    Ok(compile(&specs))
-}
 
 pub struct RunOptions {
     pub interfaces: Vec<String>,
@@ -128,7 +93,7 @@ fn spawn_ebpf_logger(ebpf: &mut Ebpf, iface: &str) {
 
 fn reload(opts: &RunOptions, managed: &mut [Managed]) -> Result<()> {
     let started = Instant::now();
-    let table = build_table(&opts.policy).context("reload aborted, the running tables are unchanged")?;
+    let table = opts.policy.build_table().context("reload aborted, the running tables are unchanged")?;
     for m in managed.iter_mut() {
         let report = m
             .maps
@@ -158,7 +123,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
     loader::check_privileges()?;
     // Bad lists fail here, before the kernel is touched.
-    let table = build_table(&opts.policy)?;
+    let table = opts.policy.build_table()?;
     if table.lists.is_empty() {
         log::warn!("no lists given: every packet passes (see --deny, --allow, --monitor-list)");
     }

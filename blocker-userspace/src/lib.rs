@@ -3,7 +3,10 @@
 
 pub mod compile;
 pub mod daemon;
+pub mod inspect;
 pub mod lists;
 pub mod loader;
 pub mod maps;
+pub mod policy;
+pub mod regions;
 pub mod stats;

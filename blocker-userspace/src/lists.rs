@@ -201,8 +201,15 @@ impl std::str::FromStr for ListSource {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// ../shared/data beside the repository (as on CI), or $BLOCKER_SHARED_DATA.
+    pub(crate) fn shared_data() -> PathBuf {
+        std::env::var_os("BLOCKER_SHARED_DATA")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
+    }
 
     fn p(s: &str) -> Prefix {
         parse_prefix(s).unwrap()
@@ -279,10 +286,7 @@ mod tests {
 
     #[test]
     fn real_country_files_parse() {
-        // ../shared/data beside the repository (as on CI), or $BLOCKER_SHARED_DATA.
-        let data = std::env::var_os("BLOCKER_SHARED_DATA")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+        let data = shared_data();
         let dir = data.join("country-ip-blocks/country/de");
         assert!(dir.exists(), "shared data missing at {} (set BLOCKER_SHARED_DATA)", dir.display());
         let v4 = read_list(&dir.join("ipv4-aggregated.txt")).unwrap();

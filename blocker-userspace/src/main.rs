@@ -4,9 +4,11 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Result;
 use blocker::{
-    daemon::{self, Policy, RunOptions},
-    lists::ListSource,
+    daemon::{self, RunOptions},
+    inspect,
     loader::{self, AttachMode},
+    policy::Policy,
+    regions::{self, RegionDb},
     stats,
 };
 use clap::{Parser, Subcommand};
@@ -23,20 +25,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Attach to interfaces and enforce the lists until SIGINT/SIGTERM (SIGHUP reloads).
+    /// Attach to interfaces and enforce the policy until SIGINT/SIGTERM (SIGHUP reloads).
     Run {
         /// Interface to protect; repeat for several.
         #[arg(long = "iface", required = true)]
         interfaces: Vec<String>,
-        /// CIDR list whose sources are dropped: FILE or NAME=FILE.
-        #[arg(long, value_name = "[NAME=]FILE")]
-        deny: Vec<ListSource>,
-        /// CIDR list of exceptions that pass even inside denied ranges.
-        #[arg(long, value_name = "[NAME=]FILE")]
-        allow: Vec<ListSource>,
-        /// CIDR list counted as would-be drops but passed.
-        #[arg(long = "monitor-list", value_name = "[NAME=]FILE")]
-        monitor_list: Vec<ListSource>,
+        #[command(flatten)]
+        policy: Policy,
         /// Dry run: drop nothing, count what would have been dropped.
         #[arg(long)]
         monitor: bool,
@@ -60,10 +55,71 @@ enum Command {
         #[arg(long)]
         iface: String,
     },
+    /// What happens to these addresses: their regions, the verdict of the policy
+    /// given (same options as `run`), and the verdict of the live maps.
+    Lookup {
+        #[arg(required = true, value_name = "ADDR")]
+        addresses: Vec<std::net::IpAddr>,
+        #[command(flatten)]
+        policy: Policy,
+        /// Only compare with this interface's live maps (default: all attached).
+        #[arg(long)]
+        iface: Option<String>,
+    },
+    /// The countries blocker knows and their prefixes.
+    Regions {
+        #[command(subcommand)]
+        command: RegionsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum RegionsCommand {
+    /// One line per country: code, name, IPv4 and IPv6 prefix counts, source.
+    List {
+        #[command(flatten)]
+        source: CountrySource,
+    },
+    /// A country's details and prefixes.
+    Show {
+        code: String,
+        #[command(flatten)]
+        source: CountrySource,
+    },
+    /// Rebuild the bundled snapshot from a country-ip-blocks directory
+    /// (`cargo xtask snapshot` runs this).
+    #[command(hide = true)]
+    BuildSnapshot {
+        #[arg(long)]
+        from: PathBuf,
+        /// Date of the data, shown by `regions list`.
+        #[arg(long)]
+        date: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct CountrySource {
+    /// Region data to use instead of the bundled snapshot (see `run --help`).
+    #[arg(long, value_name = "DIR")]
+    country_source: Vec<PathBuf>,
+}
+
+impl CountrySource {
+    fn db(self) -> Result<RegionDb> {
+        Policy { country_source: self.country_source, ..Default::default() }.region_db()
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run { .. }) {
+        // `blocker regions list | head` should end quietly, as other CLI tools do.
+        // SAFETY: restoring the default disposition of a signal.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     init_logging(&cli);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -89,10 +145,10 @@ fn init_logging(cli: &Cli) {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run { interfaces, deny, allow, monitor_list, monitor, xdp_mode, ebpf_log_level } => {
+        Command::Run { interfaces, policy, monitor, xdp_mode, ebpf_log_level } => {
             let opts = RunOptions {
                 interfaces,
-                policy: Policy { deny, allow, monitor: monitor_list },
+                policy,
                 monitor_mode: monitor,
                 attach_mode: xdp_mode,
                 pin_root: cli.pin_root,
@@ -138,5 +194,26 @@ fn run(cli: Cli) -> Result<()> {
             println!("{iface}: detached; program, link and pins removed");
             Ok(())
         }
+        Command::Lookup { addresses, policy, iface } => {
+            print!("{}", inspect::lookup(&addresses, &policy, &cli.pin_root, iface.as_deref())?);
+            Ok(())
+        }
+        Command::Regions { command } => match command {
+            RegionsCommand::List { source } => {
+                print!("{}", inspect::regions_list(&source.db()?));
+                Ok(())
+            }
+            RegionsCommand::Show { code, source } => {
+                print!("{}", inspect::region_show(&source.db()?, &code)?);
+                Ok(())
+            }
+            RegionsCommand::BuildSnapshot { from, date, out } => {
+                let db = RegionDb::from_cidr_dir(&from, "ipverse country-ip-blocks (CC0 1.0)")?;
+                let bytes = regions::encode_snapshot(&db, "ipverse country-ip-blocks (CC0 1.0)", &date)?;
+                std::fs::write(&out, &bytes)?;
+                println!("{}: {} countries, {} bytes", out.display(), db.regions.len(), bytes.len());
+                Ok(())
+            }
+        },
     }
 }

@@ -254,3 +254,64 @@ fn disabled_ebpf_logs_are_removed_at_load_time() {
     let (off, trace) = (size(0), size(5));
     assert!(off < trace, "translated size with logs off {off} >= with trace {trace}");
 }
+
+fn policy_harness(policy: &blocker::policy::Policy) -> Harness {
+    let root = PinRoot::new(&format!("verdict-{}", unique_tag()));
+    loader::ensure_bpffs(&root.0).unwrap();
+    let dir = loader::iface_dir(&root.0, "test");
+    let ebpf = loader::load(&dir, 0).expect("load XDP program");
+    let mut maps = DataplaneMaps::open(&dir).unwrap();
+    maps.apply(&policy.build_table().unwrap()).unwrap();
+    Harness { ebpf, maps, _root: root }
+}
+
+/// An address inside the first prefix of `code` in the bundled snapshot.
+fn address_in(code: &str, v6: bool) -> IpAddr {
+    let db = blocker::regions::RegionDb::bundled().unwrap();
+    let fam = if v6 { blocker::lists::Family::V6 } else { blocker::lists::Family::V4 };
+    let p = db.regions[code].prefixes.iter().find(|p| p.family == fam).unwrap();
+    blocker::lists::Prefix { family: fam, addr: p.addr + 1, len: p.family.bits() }.to_ip()
+}
+
+#[test]
+fn deny_country_drops_and_counts_under_the_country() {
+    let policy = blocker::policy::Policy { deny_country: vec!["CN".into(), "RU".into()], ..Default::default() };
+    let mut h = policy_harness(&policy);
+    for v6 in [false, true] {
+        let f = ip_frame(address_in("CN", v6), &[]);
+        assert_eq!(h.run(&f), XDP_DROP);
+        assert_eq!(h.run(&ip_frame(address_in("RU", v6), &[])), XDP_DROP);
+        assert_eq!(h.run(&ip_frame(address_in("DE", v6), &[])), XDP_PASS);
+    }
+    let c = h.counters();
+    assert_eq!(c.list("country:CN").unwrap().packets, 2);
+    assert_eq!(c.list("country:RU").unwrap().packets, 2);
+    assert_eq!(c.global(counter::DROPPED), 4);
+}
+
+#[test]
+fn allowlist_mode_drops_everything_outside_the_allowed_countries() {
+    let dir = std::env::temp_dir().join(format!("blocker-allowlist-{}", unique_tag()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // An explicit exception for one address outside the allowed countries.
+    let exception = address_in("BR", false);
+    std::fs::write(dir.join("exc.txt"), format!("{exception}\n")).unwrap();
+    let policy = blocker::policy::Policy {
+        allow_country: vec!["DE".into(), "US".into()],
+        allow: vec![format!("exc={}", dir.join("exc.txt").display()).parse().unwrap()],
+        ..Default::default()
+    };
+    let mut h = policy_harness(&policy);
+    for v6 in [false, true] {
+        assert_eq!(h.run(&ip_frame(address_in("DE", v6), &[])), XDP_PASS);
+        assert_eq!(h.run(&ip_frame(address_in("US", v6), &[])), XDP_PASS);
+        assert_eq!(h.run(&ip_frame(address_in("CN", v6), &[])), XDP_DROP);
+    }
+    assert_eq!(h.run(&ip_frame(ip("192.0.2.1"), &[])), XDP_DROP, "unallocated space is outside too");
+    assert_eq!(h.run(&ip_frame(exception, &[])), XDP_PASS, "explicit exceptions still pass");
+    let c = h.counters();
+    assert_eq!(c.list(blocker::policy::OUTSIDE_ALLOWED).unwrap().packets, 3);
+    assert_eq!(c.list("country:DE").unwrap().packets, 2);
+    assert_eq!(c.list("exc").unwrap().packets, 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -21,6 +21,15 @@ enum Task {
     Setup,
     /// Build, then show blocker dropping traffic between two throw-away namespaces.
     Demo,
+    /// Rebuild the bundled country snapshot (blocker-userspace/data/countries.snapshot).
+    Snapshot {
+        /// A country-ip-blocks checkout (its `country/<cc>/ipv{4,6}-aggregated.txt`).
+        #[arg(long, default_value = "../shared/data/country-ip-blocks")]
+        from: PathBuf,
+        /// The date of that data, shown by `blocker regions list`.
+        #[arg(long, default_value = "2026-02-01")]
+        date: String,
+    },
     /// Build, then run every test (unit, BPF_PROG_TEST_RUN, network namespaces).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
@@ -44,6 +53,15 @@ fn run() -> Result<()> {
             require_root("the demo")?;
             cargo(&["build", "--bin", "blocker"])?;
             demo::run(&workspace_root())
+        }
+        Task::Snapshot { from, date } => {
+            setup::all()?;
+            let from = from.canonicalize().with_context(|| format!("{}", from.display()))?;
+            let out = workspace_root().join("blocker-userspace/data/countries.snapshot");
+            let (from, out) = (from.to_string_lossy().into_owned(), out.to_string_lossy().into_owned());
+            cargo(&["run", "--quiet", "--bin", "blocker", "--", "regions", "build-snapshot", "--from", &from, "--date", &date, "--out", &out])?;
+            // Rebuild so the binary embeds the new snapshot.
+            cargo(&["build", "--bin", "blocker"])
         }
         Task::Test { args } => {
             setup::all()?;

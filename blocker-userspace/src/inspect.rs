@@ -1,0 +1,110 @@
+//! Read-only answers for the CLI: `blocker lookup` and `blocker regions`.
+
+use std::{fmt::Write as _, net::IpAddr, path::Path};
+
+use anyhow::Result;
+
+use crate::{
+    lists::{ip_to_u128, Family},
+    loader,
+    maps::DataplaneMaps,
+    policy::Policy,
+    regions::RegionDb,
+};
+
+pub fn regions_list(db: &RegionDb) -> String {
+    let mut s = String::new();
+    for src in &db.sources {
+        let _ = writeln!(s, "# source: {}{}", src.name, src.date.as_deref().map(|d| format!(", data of {d}")).unwrap_or_default());
+    }
+    let _ = writeln!(s, "{:<4} {:<40} {:>8} {:>8}  source", "code", "name", "ipv4", "ipv6");
+    for r in db.regions.values() {
+        let _ = writeln!(
+            s,
+            "{:<4} {:<40} {:>8} {:>8}  {}",
+            r.code,
+            r.name.as_deref().unwrap_or("-"),
+            r.count(Family::V4),
+            r.count(Family::V6),
+            r.sources.join(", ")
+        );
+    }
+    s
+}
+
+pub fn region_show(db: &RegionDb, code: &str) -> Result<String> {
+    let r = db.get(code)?;
+    let mut s = String::new();
+    let _ = writeln!(s, "{} {}", r.code, r.name.as_deref().unwrap_or(""));
+    let _ = writeln!(s, "ipv4 prefixes: {}, ipv6 prefixes: {}", r.count(Family::V4), r.count(Family::V6));
+    let _ = writeln!(s, "source: {}", r.sources.join(", "));
+    for p in &r.prefixes {
+        let _ = writeln!(s, "{p}");
+    }
+    Ok(s)
+}
+
+fn policy_given(p: &Policy) -> bool {
+    !p.deny.is_empty() || !p.allow.is_empty() || !p.monitor.is_empty() || p.uses_countries()
+}
+
+pub fn lookup(addresses: &[IpAddr], policy: &Policy, pin_root: &Path, iface: Option<&str>) -> Result<String> {
+    let db = policy.region_db()?;
+    let table = if policy_given(policy) { Some(policy.build_table()?) } else { None };
+    let ifaces = match iface {
+        Some(i) => vec![i.to_owned()],
+        None => loader::pinned_interfaces(pin_root).unwrap_or_default(),
+    };
+    let mut live = Vec::new();
+    for i in ifaces {
+        let dir = loader::iface_dir(pin_root, &i);
+        match DataplaneMaps::open(&dir) {
+            Ok(m) => live.push((i, m.counters().map(|c| c.lists).unwrap_or_default(), m)),
+            Err(e) if iface.is_some() => return Err(e),
+            Err(_) => {}
+        }
+    }
+    let mut s = String::new();
+    for addr in addresses {
+        let (family, value) = ip_to_u128(*addr);
+        let _ = writeln!(s, "{addr}");
+        let regions: Vec<String> = db
+            .containing(family, value)
+            .iter()
+            .map(|r| format!("{}{}", r.code, r.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()))
+            .collect();
+        let _ = writeln!(s, "  regions: {}", if regions.is_empty() { "none".into() } else { regions.join(", ") });
+        let expected = table.as_ref().map(|t| match t.lookup(family, value) {
+            Some(i) => (Some(t.lists[i].name.clone()), t.lists[i].action.name()),
+            None => (None, "pass"),
+        });
+        match &expected {
+            Some((list, action)) => {
+                let _ = writeln!(s, "  policy: {} -> {action}", list.as_deref().map_or("in no list".into(), |l| format!("list {l}")));
+            }
+            None => {
+                let _ = writeln!(s, "  policy: none given (pass the options of `blocker run` to evaluate one)");
+            }
+        }
+        for (iface, lists, maps) in &live {
+            let (list, action) = match maps.lookup(family, value)? {
+                Some((id, action)) => (
+                    lists.iter().find(|l| l.id == id).map(|l| l.name.clone()),
+                    action.map_or("pass", |a| a.name()),
+                ),
+                None => (None, "pass"),
+            };
+            let verdict = match &expected {
+                Some((el, ea)) if *el == list && *ea == action => " (agrees with the policy given)",
+                Some(_) => " (DIFFERS from the policy given: reload the daemon?)",
+                None => "",
+            };
+            let _ = writeln!(
+                s,
+                "  live on {iface}: {} -> {action}{verdict}",
+                list.as_deref().map_or("in no list".into(), |l| format!("list {l}"))
+            );
+        }
+    }
+    Ok(s)
+}

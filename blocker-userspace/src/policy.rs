@@ -1,0 +1,250 @@
+//! The policy a daemon enforces (lists, countries, region data) and how it becomes
+//! a compiled table. Reading and compiling happen before anything is applied, so
+//! any error leaves the running tables as they were.
+
+use std::collections::HashSet;
+
+use anyhow::{bail, Result};
+
+use crate::{
+    compile::{compile, complement, CompiledTable, ListSpec, Role},
+    lists::{read_list, Family, ListSource},
+    regions::RegionDb,
+};
+
+/// Policy options shared by `blocker run` and `blocker lookup`.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct Policy {
+    /// CIDR list whose sources are dropped: FILE or NAME=FILE.
+    #[arg(long, value_name = "[NAME=]FILE")]
+    pub deny: Vec<ListSource>,
+    /// CIDR list of exceptions that pass even inside denied ranges or countries.
+    #[arg(long, value_name = "[NAME=]FILE")]
+    pub allow: Vec<ListSource>,
+    /// CIDR list counted as would-be drops but passed.
+    #[arg(long = "monitor-list", value_name = "[NAME=]FILE")]
+    pub monitor: Vec<ListSource>,
+    /// Countries whose addresses are dropped (ISO codes, comma-separated).
+    #[arg(long, value_name = "CC,CC", value_delimiter = ',')]
+    pub deny_country: Vec<String>,
+    /// Allowlist mode: only these countries pass; every other source is dropped
+    /// (allow exceptions still pass, deny lists still drop).
+    #[arg(long, value_name = "CC,CC", value_delimiter = ',')]
+    pub allow_country: Vec<String>,
+    /// Where country prefixes come from instead of the bundled snapshot: a
+    /// country-ip-blocks style directory. Repeat to merge several.
+    #[arg(long, value_name = "DIR")]
+    pub country_source: Vec<std::path::PathBuf>,
+}
+
+pub const OUTSIDE_ALLOWED: &str = "outside-allowed-countries";
+
+impl Policy {
+    pub fn uses_countries(&self) -> bool {
+        !self.deny_country.is_empty() || !self.allow_country.is_empty()
+    }
+
+    /// The region data this policy refers to: the given sources, or the bundled snapshot.
+    pub fn region_db(&self) -> Result<RegionDb> {
+        if self.country_source.is_empty() {
+            return RegionDb::bundled();
+        }
+        let mut db = RegionDb::default();
+        for dir in &self.country_source {
+            db.merge(RegionDb::from_cidr_dir(dir, &dir.display().to_string())?);
+        }
+        Ok(db)
+    }
+
+    /// Reads every list and compiles them. Any error aborts before anything is applied.
+    pub fn build_table(&self) -> Result<CompiledTable> {
+        let mut names = HashSet::new();
+        let mut specs = Vec::new();
+        let mut push = |spec: ListSpec| -> Result<()> {
+            if !names.insert(spec.name.clone()) {
+                bail!("list name {:?} is given twice; name each list uniquely with NAME=FILE", spec.name);
+            }
+            specs.push(spec);
+            Ok(())
+        };
+        let files = self.deny.iter().map(|s| (s, Role::Deny))
+            .chain(self.allow.iter().map(|s| (s, Role::Exception)))
+            .chain(self.monitor.iter().map(|s| (s, Role::Monitor)));
+        for (source, role) in files {
+            push(ListSpec { name: source.name.clone(), role, prefixes: read_list(&source.path)? })?;
+        }
+        if self.uses_countries() {
+            let db = self.region_db()?;
+            let codes = |given: &[String]| -> Result<Vec<String>> {
+                let mut out: Vec<String> = Vec::new();
+                for c in given {
+                    let code = db.get(c)?.code.clone();
+                    if !out.contains(&code) {
+                        out.push(code);
+                    }
+                }
+                Ok(out)
+            };
+            let deny = codes(&self.deny_country)?;
+            let allow = codes(&self.allow_country)?;
+            if let Some(both) = deny.iter().find(|c| allow.contains(c)) {
+                bail!("country {both} is both denied and allowed");
+            }
+            for code in &deny {
+                push(ListSpec { name: format!("country:{code}"), role: Role::Deny, prefixes: db.regions[code].prefixes.clone() })?;
+            }
+            if !allow.is_empty() {
+                let allowed: Vec<_> = allow.iter().flat_map(|c| db.regions[c].prefixes.iter().copied()).collect();
+                let mut outside = complement(&allowed, Family::V4);
+                outside.extend(complement(&allowed, Family::V6));
+                push(ListSpec { name: OUTSIDE_ALLOWED.into(), role: Role::OutsideAllowed, prefixes: outside })?;
+                for code in &allow {
+                    push(ListSpec {
+                        name: format!("country:{code}"),
+                        role: Role::AllowedRegion,
+                        prefixes: db.regions[code].prefixes.clone(),
+                    })?;
+                }
+            }
+        }
+        Ok(compile(&specs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    use crate::{
+        compile::Action,
+        lists::{parse_prefix, Prefix},
+    };
+
+    fn write(dir: &std::path::Path, name: &str, text: &str) -> ListSource {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        ListSource { name: name.trim_end_matches(".txt").into(), path }
+    }
+
+    fn tmpdir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("blocker-policy-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// The policy's meaning, evaluated directly over the raw inputs.
+    fn reference(p: &Policy, files: &HashMap<String, Vec<Prefix>>, db: &RegionDb, family: Family, addr: u128) -> (Option<String>, Action) {
+        let in_list = |ls: &[ListSource]| {
+            ls.iter().find(|l| files[&l.name].iter().any(|x| x.contains(family, addr))).map(|l| l.name.clone())
+        };
+        let in_country = |cs: &[String]| {
+            cs.iter()
+                .map(|c| db.get(c).unwrap())
+                .filter(|r| r.prefixes.iter().any(|x| x.contains(family, addr)))
+                // Most specific covering prefix wins between countries, then the first given.
+                .max_by_key(|r| {
+                    let len = r.prefixes.iter().filter(|x| x.contains(family, addr)).map(|x| x.len).max();
+                    (len, std::cmp::Reverse(cs.iter().position(|c| c.eq_ignore_ascii_case(&r.code))))
+                })
+                .map(|r| format!("country:{}", r.code))
+        };
+        if let Some(l) = in_list(&p.allow) {
+            return (Some(l), Action::Pass);
+        }
+        let deny_file = in_list(&p.deny);
+        let deny_country = in_country(&p.deny_country);
+        if deny_file.is_some() || deny_country.is_some() {
+            return (deny_file.or(deny_country), Action::Drop);
+        }
+        let allowed = in_country(&p.allow_country);
+        if !p.allow_country.is_empty() && allowed.is_none() {
+            return (Some(OUTSIDE_ALLOWED.into()), Action::Drop);
+        }
+        if let Some(l) = in_list(&p.monitor) {
+            return (Some(l), Action::Monitor);
+        }
+        match allowed {
+            Some(c) => (Some(c), Action::Pass),
+            None => (None, Action::Pass),
+        }
+    }
+
+    #[test]
+    fn country_policies_match_reference_at_every_boundary() {
+        let dir = tmpdir("ref");
+        let db = RegionDb::bundled().unwrap();
+        // A German exception, a deny list inside France, a monitor list across both.
+        let de = &db.regions["DE"].prefixes;
+        let fr = &db.regions["FR"].prefixes;
+        let policy = Policy {
+            allow: vec![write(&dir, "exc.txt", &format!("{}\n", de[10]))],
+            deny: vec![write(&dir, "bad.txt", &format!("{}\n{}\n", fr[5], de[20]))],
+            monitor: vec![write(&dir, "mon.txt", &format!("{}\n{}\n{}\n", fr[7], de[30], db.regions["US"].prefixes[3]))],
+            deny_country: vec!["cn".into(), "HK".into()],
+            allow_country: vec!["DE".into(), "fr".into()],
+            ..Default::default()
+        };
+        let table = policy.build_table().unwrap();
+        let files: HashMap<String, Vec<Prefix>> = policy
+            .allow
+            .iter()
+            .chain(&policy.deny)
+            .chain(&policy.monitor)
+            .map(|l| (l.name.clone(), read_list(&l.path).unwrap()))
+            .collect();
+        let mut probes: Vec<(Family, u128)> = Vec::new();
+        for code in ["DE", "FR", "CN", "HK", "US"] {
+            for p in db.regions[code].prefixes.iter().step_by(53) {
+                let (lo, hi) = p.range();
+                for a in [lo.wrapping_sub(1), lo, hi, hi.wrapping_add(1)] {
+                    if a <= p.family.max_addr() {
+                        probes.push((p.family, a));
+                    }
+                }
+            }
+        }
+        for l in policy.allow.iter().chain(&policy.deny).chain(&policy.monitor) {
+            for p in read_list(&l.path).unwrap() {
+                let (lo, hi) = p.range();
+                probes.extend([(p.family, lo.wrapping_sub(1)), (p.family, lo), (p.family, hi), (p.family, hi + 1)]);
+            }
+        }
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        for _ in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            probes.push((Family::V4, u128::from(x as u32)));
+            probes.push((Family::V6, (0x2000u128 << 112) | (u128::from(x) << 64)));
+        }
+        for (family, a) in probes {
+            let got = table.lookup(family, a).map(|i| table.lists[i].clone());
+            let got = (got.as_ref().map(|l| l.name.clone()), got.map_or(Action::Pass, |l| l.action));
+            assert_eq!(got, reference(&policy, &files, &db, family, a), "{family:?} {a:#x}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn deny_country_drops_its_prefixes() {
+        let p = Policy { deny_country: vec!["de".into()], ..Default::default() };
+        let t = p.build_table().unwrap();
+        let db = RegionDb::bundled().unwrap();
+        let first = db.regions["DE"].prefixes[0];
+        let i = t.lookup(first.family, first.addr).unwrap();
+        assert_eq!((t.lists[i].name.as_str(), t.lists[i].action), ("country:DE", Action::Drop));
+        let google_dns = parse_prefix("8.8.8.8").unwrap();
+        assert_eq!(t.lookup(google_dns.family, google_dns.addr), None);
+    }
+
+    #[test]
+    fn country_errors() {
+        let e = Policy { deny_country: vec!["DE".into(), "XY".into()], ..Default::default() }.build_table().unwrap_err();
+        assert!(e.to_string().contains("unknown country code \"XY\""), "{e}");
+        let e = Policy { deny_country: vec!["DE".into()], allow_country: vec!["de".into()], ..Default::default() }
+            .build_table()
+            .unwrap_err();
+        assert_eq!(e.to_string(), "country DE is both denied and allowed");
+    }
+}
