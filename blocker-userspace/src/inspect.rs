@@ -45,7 +45,7 @@ pub fn region_show(db: &RegionDb, code: &str) -> Result<String> {
 }
 
 fn policy_given(p: &Policy) -> bool {
-    !p.deny.is_empty() || !p.allow.is_empty() || !p.monitor.is_empty() || p.uses_countries()
+    !p.deny.is_empty() || !p.allow.is_empty() || !p.monitor_list.is_empty() || p.uses_countries()
 }
 
 pub fn lookup(addresses: &[IpAddr], policy: &Policy, pin_root: &Path, iface: Option<&str>) -> Result<String> {

@@ -3,10 +3,13 @@
 
 pub mod compile;
 pub mod daemon;
+pub mod fetch;
+pub mod formats;
 pub mod inspect;
 pub mod lists;
 pub mod loader;
 pub mod maps;
+pub mod mmdb;
 pub mod policy;
 pub mod regions;
 pub mod stats;

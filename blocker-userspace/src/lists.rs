@@ -171,21 +171,35 @@ pub fn read_list(path: &Path) -> Result<Vec<Prefix>, ListError> {
     parse_list(path, &text)
 }
 
-/// Where a list comes from: `NAME=FILE` or just `FILE` (then the path is the name).
-/// The name is what counters are reported under and what keeps them across reloads.
+/// Where a list comes from: `[optional:][NAME=]FILE|URL` (without NAME the path or
+/// URL is the name). The name is what counters are reported under and what keeps
+/// them across reloads. An optional list that cannot be read is skipped with a
+/// warning instead of aborting the load.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListSource {
     pub name: String,
     pub path: PathBuf,
+    pub optional: bool,
+}
+
+impl ListSource {
+    pub fn url(&self) -> Option<&str> {
+        let s = self.path.to_str()?;
+        (s.starts_with("http://") || s.starts_with("https://")).then_some(s)
+    }
 }
 
 impl std::str::FromStr for ListSource {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        if s.is_empty() {
+        let (optional, rest) = match s.strip_prefix("optional:") {
+            Some(r) => (true, r),
+            None => (false, s),
+        };
+        if rest.is_empty() {
             return Err("empty list argument".into());
         }
-        match s.split_once('=') {
+        match rest.split_once('=') {
             Some((name, path))
                 if !name.is_empty()
                     && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) =>
@@ -193,9 +207,9 @@ impl std::str::FromStr for ListSource {
                 if path.is_empty() {
                     return Err(format!("{s:?}: no file after '='"));
                 }
-                Ok(ListSource { name: name.into(), path: path.into() })
+                Ok(ListSource { name: name.into(), path: path.into(), optional })
             }
-            _ => Ok(ListSource { name: s.into(), path: s.into() }),
+            _ => Ok(ListSource { name: rest.into(), path: rest.into(), optional }),
         }
     }
 }
@@ -278,9 +292,11 @@ pub(crate) mod tests {
     #[test]
     fn list_source_names() {
         let s: ListSource = "cn=/data/cn.txt".parse().unwrap();
-        assert_eq!(s, ListSource { name: "cn".into(), path: "/data/cn.txt".into() });
+        assert_eq!(s, ListSource { name: "cn".into(), path: "/data/cn.txt".into(), optional: false });
         let s: ListSource = "/data/a=b.txt".parse().unwrap();
-        assert_eq!(s, ListSource { name: "/data/a=b.txt".into(), path: "/data/a=b.txt".into() });
+        assert_eq!(s, ListSource { name: "/data/a=b.txt".into(), path: "/data/a=b.txt".into(), optional: false });
+        let s: ListSource = "optional:x=https://h.invalid/l.txt".parse().unwrap();
+        assert!(s.optional && s.url() == Some("https://h.invalid/l.txt") && s.name == "x");
         assert!("cn=".parse::<ListSource>().is_err());
     }
 

@@ -5,6 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Result;
 use blocker::{
     daemon::{self, RunOptions},
+    formats::RegionSource,
     inspect,
     loader::{self, AttachMode},
     policy::Policy,
@@ -103,13 +104,15 @@ enum RegionsCommand {
 #[derive(clap::Args)]
 struct CountrySource {
     /// Region data to use instead of the bundled snapshot (see `run --help`).
-    #[arg(long, value_name = "DIR")]
-    country_source: Vec<PathBuf>,
+    #[arg(long, value_name = "SOURCE")]
+    country_source: Vec<RegionSource>,
+    #[arg(long, env = "BLOCKER_CACHE_DIR", default_value = blocker::fetch::DEFAULT_CACHE_DIR)]
+    cache_dir: PathBuf,
 }
 
 impl CountrySource {
     fn db(self) -> Result<RegionDb> {
-        Policy { country_source: self.country_source, ..Default::default() }.region_db()
+        Policy { country_source: self.country_source, cache_dir: self.cache_dir, ..Default::default() }.region_db()
     }
 }
 
@@ -215,5 +218,14 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
     }
 }

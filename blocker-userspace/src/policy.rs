@@ -2,18 +2,22 @@
 //! a compiled table. Reading and compiling happen before anything is applied, so
 //! any error leaves the running tables as they were.
 
-use std::collections::HashSet;
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 
 use crate::{
     compile::{compile, complement, CompiledTable, ListSpec, Role},
-    lists::{read_list, Family, ListSource},
+    formats::{load_all, RegionSource},
+    lists::{parse_list, read_list, Family, ListSource, Prefix},
     regions::RegionDb,
 };
 
 /// Policy options shared by `blocker run` and `blocker lookup`.
-#[derive(Clone, Debug, Default, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub struct Policy {
     /// CIDR list whose sources are dropped: FILE or NAME=FILE.
     #[arg(long, value_name = "[NAME=]FILE")]
@@ -23,7 +27,7 @@ pub struct Policy {
     pub allow: Vec<ListSource>,
     /// CIDR list counted as would-be drops but passed.
     #[arg(long = "monitor-list", value_name = "[NAME=]FILE")]
-    pub monitor: Vec<ListSource>,
+    pub monitor_list: Vec<ListSource>,
     /// Countries whose addresses are dropped (ISO codes, comma-separated).
     #[arg(long, value_name = "CC,CC", value_delimiter = ',')]
     pub deny_country: Vec<String>,
@@ -31,10 +35,40 @@ pub struct Policy {
     /// (allow exceptions still pass, deny lists still drop).
     #[arg(long, value_name = "CC,CC", value_delimiter = ',')]
     pub allow_country: Vec<String>,
-    /// Where country prefixes come from instead of the bundled snapshot: a
-    /// country-ip-blocks style directory. Repeat to merge several.
-    #[arg(long, value_name = "DIR")]
-    pub country_source: Vec<std::path::PathBuf>,
+    /// Where country prefixes come from instead of the bundled snapshot:
+    /// `[optional:][rir:|csv:|mmdb:|cidr-dir:]PATH|URL` (format detected when not
+    /// given). Repeat to merge several.
+    #[arg(long, value_name = "SOURCE")]
+    pub country_source: Vec<RegionSource>,
+    /// Where downloaded lists and databases are cached (last good copies).
+    #[arg(long, env = "BLOCKER_CACHE_DIR", default_value = crate::fetch::DEFAULT_CACHE_DIR)]
+    pub cache_dir: PathBuf,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            deny: vec![],
+            allow: vec![],
+            monitor_list: vec![],
+            deny_country: vec![],
+            allow_country: vec![],
+            country_source: vec![],
+            cache_dir: crate::fetch::DEFAULT_CACHE_DIR.into(),
+        }
+    }
+}
+
+/// Reads a list from its file, or from its URL through the cache.
+pub fn read_source(source: &ListSource, cache_dir: &Path) -> Result<Vec<Prefix>> {
+    match source.url() {
+        Some(url) => {
+            let fetched = crate::fetch::fetch(url, cache_dir)?;
+            let text = std::fs::read_to_string(&fetched.path).with_context(|| format!("{url}: cached copy unreadable"))?;
+            Ok(parse_list(Path::new(url), &text)?)
+        }
+        None => Ok(read_list(&source.path)?),
+    }
 }
 
 pub const OUTSIDE_ALLOWED: &str = "outside-allowed-countries";
@@ -49,11 +83,7 @@ impl Policy {
         if self.country_source.is_empty() {
             return RegionDb::bundled();
         }
-        let mut db = RegionDb::default();
-        for dir in &self.country_source {
-            db.merge(RegionDb::from_cidr_dir(dir, &dir.display().to_string())?);
-        }
-        Ok(db)
+        load_all(&self.country_source, &self.cache_dir)
     }
 
     /// Reads every list and compiles them. Any error aborts before anything is applied.
@@ -69,9 +99,17 @@ impl Policy {
         };
         let files = self.deny.iter().map(|s| (s, Role::Deny))
             .chain(self.allow.iter().map(|s| (s, Role::Exception)))
-            .chain(self.monitor.iter().map(|s| (s, Role::Monitor)));
+            .chain(self.monitor_list.iter().map(|s| (s, Role::Monitor)));
         for (source, role) in files {
-            push(ListSpec { name: source.name.clone(), role, prefixes: read_list(&source.path)? })?;
+            let prefixes = match read_source(source, &self.cache_dir) {
+                Ok(p) => p,
+                Err(e) if source.optional => {
+                    log::warn!("optional list {} skipped: {e:#}", source.name);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            push(ListSpec { name: source.name.clone(), role, prefixes })?;
         }
         if self.uses_countries() {
             let db = self.region_db()?;
@@ -116,15 +154,12 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    use crate::{
-        compile::Action,
-        lists::{parse_prefix, Prefix},
-    };
+    use crate::{compile::Action, lists::parse_prefix};
 
     fn write(dir: &std::path::Path, name: &str, text: &str) -> ListSource {
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
-        ListSource { name: name.trim_end_matches(".txt").into(), path }
+        ListSource { name: name.trim_end_matches(".txt").into(), path, optional: false }
     }
 
     fn tmpdir(tag: &str) -> std::path::PathBuf {
@@ -161,7 +196,7 @@ mod tests {
         if !p.allow_country.is_empty() && allowed.is_none() {
             return (Some(OUTSIDE_ALLOWED.into()), Action::Drop);
         }
-        if let Some(l) = in_list(&p.monitor) {
+        if let Some(l) = in_list(&p.monitor_list) {
             return (Some(l), Action::Monitor);
         }
         match allowed {
@@ -180,7 +215,7 @@ mod tests {
         let policy = Policy {
             allow: vec![write(&dir, "exc.txt", &format!("{}\n", de[10]))],
             deny: vec![write(&dir, "bad.txt", &format!("{}\n{}\n", fr[5], de[20]))],
-            monitor: vec![write(&dir, "mon.txt", &format!("{}\n{}\n{}\n", fr[7], de[30], db.regions["US"].prefixes[3]))],
+            monitor_list: vec![write(&dir, "mon.txt", &format!("{}\n{}\n{}\n", fr[7], de[30], db.regions["US"].prefixes[3]))],
             deny_country: vec!["cn".into(), "HK".into()],
             allow_country: vec!["DE".into(), "fr".into()],
             ..Default::default()
@@ -190,7 +225,7 @@ mod tests {
             .allow
             .iter()
             .chain(&policy.deny)
-            .chain(&policy.monitor)
+            .chain(&policy.monitor_list)
             .map(|l| (l.name.clone(), read_list(&l.path).unwrap()))
             .collect();
         let mut probes: Vec<(Family, u128)> = Vec::new();
@@ -204,7 +239,7 @@ mod tests {
                 }
             }
         }
-        for l in policy.allow.iter().chain(&policy.deny).chain(&policy.monitor) {
+        for l in policy.allow.iter().chain(&policy.deny).chain(&policy.monitor_list) {
             for p in read_list(&l.path).unwrap() {
                 let (lo, hi) = p.range();
                 probes.extend([(p.family, lo.wrapping_sub(1)), (p.family, lo), (p.family, hi), (p.family, hi + 1)]);

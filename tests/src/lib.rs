@@ -4,9 +4,11 @@
 //!   documentation-range addresses (RFC 5737 / RFC 3849) assigned inside them.
 //! - [`daemon`]: `blocker run` as a child process inside a namespace.
 //! - [`frames`]: crafted Ethernet frames for BPF_PROG_TEST_RUN.
+//! - [`http`]: a scripted HTTP server on loopback, for URL sources.
 
 pub mod daemon;
 pub mod frames;
+pub mod http;
 pub mod netns;
 
 use std::sync::atomic::{AtomicU32, Ordering};

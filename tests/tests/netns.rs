@@ -260,3 +260,43 @@ fn unprivileged_user_is_told_what_to_do() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("needs root") && err.contains("sudo"), "{err}");
 }
+
+#[test]
+fn country_and_list_sources_from_urls_with_stale_fallback() {
+    use std::sync::{Arc, Mutex};
+
+    use blocker_tests::http::{serve_in_netns, Script};
+
+    let s = Setup::new();
+    // A registry file that puts the denied test range in country "XA", and a plain
+    // list served over HTTP, both on loopback inside the daemon's namespace.
+    let rir = "2|test|20260821|2|19700101|20260821|+0000\n\
+               test|XA|ipv4|203.0.113.0|128|20200101|allocated|A\n\
+               test|XA|ipv6|2001:db8:b::|48|20200101|assigned|A\n";
+    let rir_server = Arc::new(Mutex::new(Script { fallback: Some(rir.as_bytes().to_vec()), ..Default::default() }));
+    let list_server = Arc::new(Mutex::new(Script { fallback: Some(b"198.51.100.0/24\n".to_vec()), ..Default::default() }));
+    let rir_url = format!("{}/delegated-test-latest", serve_in_netns(&s.net.rx_ns, rir_server.clone()).unwrap());
+    let list_url = format!("web={}/list.txt", serve_in_netns(&s.net.rx_ns, list_server.clone()).unwrap());
+    let cache = s.file("cache");
+    let args = [
+        "--pin-root", s.root.as_str(), "run", "--iface", &s.net.rx_if, "--xdp-mode", "native",
+        "--country-source", &rir_url, "--deny-country", "xa", "--deny", &list_url, "--cache-dir", &cache,
+    ];
+    let mut d = Daemon::start(&s.net.rx_ns, &args, &s.dir.join("daemon.log")).unwrap();
+    assert_eq!(s.ping("203.0.113.2"), 0, "denied through the RIR file's country");
+    assert_eq!(s.ping("203.0.113.200"), PINGS, "outside the 128 addresses of the record");
+    assert_eq!(s.ping("2001:db8:b::2"), 0);
+    assert_eq!(s.ping("198.51.100.2"), 0, "denied through the URL list");
+    assert_eq!(s.list_counter("country:XA", "packets"), 2 * u64::from(PINGS));
+    assert_eq!(s.list_counter("web", "packets"), u64::from(PINGS));
+
+    // The servers fail: a reload keeps working from the cached copies and says so.
+    rir_server.lock().unwrap().fallback = None;
+    list_server.lock().unwrap().fallback = None;
+    d.signal(libc::SIGHUP);
+    d.wait_for_log("reloaded", 1).unwrap();
+    assert!(d.log_text().contains("last good copy"), "{}", d.log_text());
+    assert_eq!(s.ping("203.0.113.2"), 0);
+    assert_eq!(s.ping("198.51.100.2"), 0);
+    assert!(rir_server.lock().unwrap().requests.len() >= 2);
+}
