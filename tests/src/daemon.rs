@@ -58,6 +58,11 @@ pub fn blocker_in(ns: &str, args: &[&str]) -> Result<Output> {
         .output()?)
 }
 
+/// Runs `blocker ARGS` in the test's own namespace (for commands that need no interface).
+pub fn blocker_cli(args: &[&str]) -> Result<Output> {
+    Ok(Command::new(blocker_bin()).args(args).output()?)
+}
+
 pub struct Daemon {
     child: Option<Child>,
     pub log: PathBuf,

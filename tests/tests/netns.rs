@@ -300,3 +300,45 @@ fn country_and_list_sources_from_urls_with_stale_fallback() {
     assert_eq!(s.ping("198.51.100.2"), 0);
     assert!(rir_server.lock().unwrap().requests.len() >= 2);
 }
+
+#[test]
+fn lookup_answers_from_policy_and_live_maps() {
+    let s = Setup::new();
+    let d = s.start(&[], "daemon.log");
+    let deny = format!("deny={}", s.file("deny.txt"));
+    let allow = format!("allow={}", s.file("allow.txt"));
+    let run = |extra: &[&str]| {
+        let mut args = vec!["lookup", "203.0.113.7", "203.0.113.200", "2001:db8:a::1", "--iface", &s.net.rx_if];
+        args.extend(extra);
+        let out = s.cli(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Same policy as the daemon: both answers agree.
+    let out = run(&["--deny", &deny, "--allow", &allow]);
+    assert!(out.contains("policy: list deny -> drop"), "{out}");
+    assert!(out.contains("policy: list allow -> allow"), "{out}");
+    assert!(out.contains(&format!("live on {}: list deny -> drop (agrees", s.net.rx_if)), "{out}");
+    assert!(out.contains(&format!("live on {}: in no list -> pass (agrees", s.net.rx_if)), "{out}");
+    assert!(!out.contains("DIFFERS"), "{out}");
+    // A different policy: the live maps disagree, and lookup says so.
+    let out = run(&["--deny", &allow]);
+    assert!(out.contains("DIFFERS"), "{out}");
+    drop(d);
+}
+
+#[test]
+fn regions_list_show_and_unknown_code() {
+    let out = blocker_tests::daemon::blocker_cli(&["regions", "list"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("ipverse country-ip-blocks (CC0 1.0), data of 2026-02-01"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("DE   Germany")), "{text}");
+    assert_eq!(text.lines().filter(|l| l.len() > 3 && l.as_bytes()[2] == b' ' && !l.starts_with('#')).count(), 237);
+    let out = blocker_tests::daemon::blocker_cli(&["regions", "show", "li"]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("LI Liechtenstein\n"), "{text}");
+    let out = blocker_tests::daemon::blocker_cli(&["run", "--iface", "lo", "--deny-country", "CN,GERMANY"]).unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown country code \"GERMANY\"; did you mean DE (Germany)?"), "{err}");
+}
