@@ -5,10 +5,12 @@
 //! - [`daemon`]: `blocker run` as a child process inside a namespace.
 //! - [`frames`]: crafted Ethernet frames for BPF_PROG_TEST_RUN.
 //! - [`http`]: a scripted HTTP server on loopback, for URL sources.
+//! - [`mmdb`]: a small MaxMind DB writer, for the MMDB reader.
 
 pub mod daemon;
 pub mod frames;
 pub mod http;
+pub mod mmdb;
 pub mod netns;
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,0 +1,104 @@
+//! The whole world (every country, IPv4 + IPv6, from ../shared/data) compiled into
+//! one deny table, from each source format: `cargo bench -p blocker-userspace --bench world`.
+//!
+//! Each format is measured twice in the same run: loading the source alone (the
+//! baseline) and loading plus compiling, so the report can give the compiler's share
+//! as a ratio as well as the absolute time.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use blocker::{
+    formats::{load, Format, RegionSource},
+    lists::Family,
+    policy::Policy,
+    regions::RegionDb,
+};
+use blocker_tests::mmdb::{Layout, Writer};
+use criterion::{criterion_group, criterion_main, Criterion};
+
+fn shared_data() -> PathBuf {
+    std::env::var_os("BLOCKER_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
+}
+
+/// The world in every format, written once to a temporary directory.
+fn write_world(dir: &Path, db: &RegionDb) -> Vec<(&'static str, RegionSource)> {
+    std::fs::create_dir_all(dir).unwrap();
+    let (mut rir, mut csv) = (String::from("2|bench|20260201|0|19700101|20260201|+0000\n"), String::new());
+    for r in db.regions.values() {
+        for p in &r.prefixes {
+            let (lo, hi) = p.range();
+            match p.family {
+                Family::V4 => {
+                    let _ = writeln!(rir, "bench|{}|ipv4|{}|{}|20200101|allocated", r.code, p.to_ip(), hi - lo + 1);
+                }
+                Family::V6 => {
+                    let _ = writeln!(rir, "bench|{}|ipv6|{}|{}|20200101|allocated", r.code, p.to_ip(), p.len);
+                }
+            }
+            let end = blocker::lists::Prefix { family: p.family, addr: hi, len: p.family.bits() }.to_ip();
+            let _ = writeln!(csv, "{},{end},{}", p.to_ip(), r.code);
+        }
+    }
+    std::fs::write(dir.join("world.rir"), rir).unwrap();
+    std::fs::write(dir.join("world.csv"), csv).unwrap();
+    // MMDB networks must be disjoint: take the compiled deny-all table's answer.
+    let all: Vec<String> = db.regions.keys().cloned().collect();
+    let table = Policy { deny_country: all, ..Default::default() }.build_table().unwrap();
+    let mut w = Writer::new();
+    for (p, list) in table.v4.iter().chain(&table.v6) {
+        let cc = table.lists[*list].name.trim_start_matches("country:");
+        // IPv4 lives at ::/96 of the IPv6 tree.
+        let len = if p.family == Family::V4 { p.len + 96 } else { p.len };
+        w.insert(p.addr, len, cc, &Layout::GeoIp2);
+    }
+    w.alias_ipv4(0xffffu128 << 32, 96);
+    std::fs::write(dir.join("world.mmdb"), w.finish()).unwrap();
+    let src = |f: Format, name: &str| RegionSource { optional: false, format: Some(f), location: dir.join(name).display().to_string() };
+    vec![
+        ("cidr-dir", RegionSource { optional: false, format: Some(Format::CidrDir), location: shared_data().join("country-ip-blocks").display().to_string() }),
+        ("rir", src(Format::Rir, "world.rir")),
+        ("csv", src(Format::Csv, "world.csv")),
+        ("mmdb", src(Format::Mmdb, "world.mmdb")),
+    ]
+}
+
+fn world(c: &mut Criterion) {
+    let bundled = RegionDb::bundled().unwrap();
+    let codes: Vec<String> = bundled.regions.keys().cloned().collect();
+    let dir = std::env::temp_dir().join(format!("blocker-bench-{}", std::process::id()));
+    let sources = write_world(&dir, &bundled);
+    let cache = dir.join("cache");
+
+    let mut g = c.benchmark_group("world");
+    g.sample_size(10).measurement_time(Duration::from_secs(10)).warm_up_time(Duration::from_secs(1));
+    g.bench_function("bundled/load", |b| b.iter(|| RegionDb::bundled().unwrap()));
+    g.bench_function("bundled/load+compile", |b| {
+        b.iter(|| Policy { deny_country: codes.clone(), ..Default::default() }.build_table().unwrap())
+    });
+    for (name, source) in &sources {
+        // Every format yields the same table (MMDB: the same disjoint outcome).
+        let t = Policy { deny_country: codes.clone(), country_source: vec![source.clone()], cache_dir: cache.clone(), ..Default::default() }
+            .build_table()
+            .unwrap();
+        assert!(t.v4.len() > 100_000 && t.v6.len() > 30_000, "{name}: {} / {}", t.v4.len(), t.v6.len());
+        g.bench_function(format!("{name}/load"), |b| b.iter(|| load(source, &cache).unwrap()));
+        g.bench_function(format!("{name}/load+compile"), |b| {
+            b.iter(|| {
+                Policy { deny_country: codes.clone(), country_source: vec![source.clone()], cache_dir: cache.clone(), ..Default::default() }
+                    .build_table()
+                    .unwrap()
+            })
+        });
+    }
+    g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, world);
+criterion_main!(benches);
