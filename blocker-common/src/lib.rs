@@ -7,13 +7,28 @@
 
 /// Bumped whenever a map's type, key, value or size changes. It is part of the pin
 /// directory path, so a new layout never silently reuses an incompatible pinned map.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Number of list ids (a list is one deny/allow/monitor source, e.g. one file).
 pub const MAX_LISTS: u32 = 1024;
-/// Capacity of each IPv4 / IPv6 prefix table (per generation).
-pub const MAX_PREFIXES_V4: u32 = 1 << 20;
-pub const MAX_PREFIXES_V6: u32 = 1 << 20;
+
+/// The classifier: a multibit trie per family, stored as an array of chunks of
+/// `CHUNK_ENTRIES` u16 entries. Chunks `0..ROOT_CHUNKS` form the root, indexed by
+/// the first 16 bits of the address (chunk = first byte, entry = second byte);
+/// every further level consumes one byte. A lookup reads one entry per level: one
+/// for prefixes up to /16, two up to /24, three up to /32 (IPv4), and at most 16
+/// for IPv6 (three for the /32 allocations, five for /48s).
+pub mod trie {
+    pub const CHUNK_ENTRIES: usize = 256;
+    pub const ROOT_CHUNKS: u32 = 256;
+    /// Entry: 0 = no list; `list_id + 1` = a leaf; `PTR | chunk` = the next level.
+    pub const PTR: u16 = 0x8000;
+    /// Chunks per table (root included), per generation. The world table of
+    /// ../shared/data needs about 7,300 (IPv4) and 17,700 (IPv6).
+    pub const V4_CHUNKS: u32 = 12_288;
+    pub const V6_CHUNKS: u32 = 24_576;
+}
+pub type Chunk = [u16; trie::CHUNK_ENTRIES];
 
 /// Map names, as declared in the XDP program and pinned by name.
 pub mod map_names {
@@ -26,6 +41,9 @@ pub mod map_names {
     pub const LIST_STATS: &str = "BLK_LIST_STATS";
     pub const GLOBAL_STATS: &str = "BLK_GLOBAL_STATS";
     pub const LIST_INFO: &str = "BLK_LIST_INFO";
+    /// Baseline for benchmarks only: the kernel LPM trie classifier (not pinned).
+    pub const LPM_V4: &str = "BLK_LPM_V4";
+    pub const LPM_V6: &str = "BLK_LPM_V6";
 }
 
 /// The log target of the XDP program's aya-log records in userspace.
@@ -33,6 +51,12 @@ pub const EBPF_LOG_TARGET: &str = "xdp";
 
 /// The XDP program's name (its function name in the object file).
 pub const PROGRAM_NAME: &str = "blocker";
+/// Baselines for the benchmark harness, never attached: the same program with the
+/// kernel LPM trie as classifier, and a program that only drops.
+pub const PROGRAM_LPM_BASELINE: &str = "blocker_lpm";
+pub const PROGRAM_DROP_FLOOR: &str = "drop_floor";
+/// Capacity of the baseline LPM tries.
+pub const LPM_BASELINE_ENTRIES: u32 = 1 << 20;
 
 /// Slots of the `BLK_CONFIG` array (u32 each). Kept in separate slots so that each
 /// is replaced by one aligned 4-byte store.

@@ -1,36 +1,80 @@
-//! The classifier: source address -> list id, one longest-prefix-match lookup per
-//! packet in the live generation's table. Replacing the data structure means
-//! replacing this file and its userspace builder (`blocker::maps::tables`).
+//! The classifier: source address -> list id. Replacing the data structure means
+//! replacing this file and its userspace builder (`blocker::classifier`).
+//!
+//! A multibit trie (see `blocker_common::trie`): the root is indexed by the first
+//! 16 bits, each further level by one byte, and the walk stops at the first leaf.
+//! Userspace compiles the disjoint prefix table into chunks and writes them through
+//! mmap into the idle generation's array, then flips BLK_CONFIG[ACTIVE_GEN].
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{lpm_trie::Key, LpmTrie},
+    maps::{lpm_trie::Key, Array, LpmTrie},
 };
-use blocker_common::{MAX_PREFIXES_V4, MAX_PREFIXES_V6};
+use blocker_common::{
+    trie::{PTR, V4_CHUNKS, V6_CHUNKS},
+    Chunk, LPM_BASELINE_ENTRIES,
+};
 
-// Two generations per family: userspace fills the idle one, then flips
-// BLK_CONFIG[ACTIVE_GEN], so a packet never sees a half-loaded table.
 #[map]
-static BLK_V4_G0: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(MAX_PREFIXES_V4, 0);
+static BLK_V4_G0: Array<Chunk> = Array::pinned(V4_CHUNKS, BPF_F_MMAPABLE);
 #[map]
-static BLK_V4_G1: LpmTrie<[u8; 4], u32> = LpmTrie::pinned(MAX_PREFIXES_V4, 0);
+static BLK_V4_G1: Array<Chunk> = Array::pinned(V4_CHUNKS, BPF_F_MMAPABLE);
 #[map]
-static BLK_V6_G0: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(MAX_PREFIXES_V6, 0);
+static BLK_V6_G0: Array<Chunk> = Array::pinned(V6_CHUNKS, BPF_F_MMAPABLE);
 #[map]
-static BLK_V6_G1: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(MAX_PREFIXES_V6, 0);
+static BLK_V6_G1: Array<Chunk> = Array::pinned(V6_CHUNKS, BPF_F_MMAPABLE);
+
+/// Entry `byte` of chunk `chunk`, or None if the chunk index is out of range.
+#[inline(always)]
+fn entry(table: &Array<Chunk>, chunk: u32, byte: u8) -> Option<u16> {
+    table.get(chunk).map(|c| c[byte as usize])
+}
+
+/// Walks the trie over `bytes` (network order); the list id of the leaf reached.
+#[inline(always)]
+fn walk<const N: usize>(table: &Array<Chunk>, bytes: &[u8; N]) -> Option<u32> {
+    let mut e = entry(table, u32::from(bytes[0]), bytes[1])?;
+    let mut i = 2;
+    // A bounded loop: N - 2 further levels at most.
+    while i < N {
+        if e & PTR == 0 {
+            break;
+        }
+        e = entry(table, u32::from(e & !PTR), bytes[i])?;
+        i += 1;
+    }
+    if e == 0 || e & PTR != 0 {
+        None
+    } else {
+        Some(u32::from(e) - 1)
+    }
+}
 
 /// The list id whose range holds `src` in generation `gen`.
 #[inline(always)]
 pub fn lookup_v4(gen: u32, src: [u8; 4]) -> Option<u32> {
-    // LPM keys hold the address in network byte order: the raw header bytes.
-    let key = Key::new(32, src);
-    let table = if gen == 0 { &BLK_V4_G0 } else { &BLK_V4_G1 };
-    table.get(&key).copied()
+    walk(if gen == 0 { &BLK_V4_G0 } else { &BLK_V4_G1 }, &src)
 }
 
 #[inline(always)]
 pub fn lookup_v6(gen: u32, src: [u8; 16]) -> Option<u32> {
-    let key = Key::new(128, src);
-    let table = if gen == 0 { &BLK_V6_G0 } else { &BLK_V6_G1 };
-    table.get(&key).copied()
+    walk(if gen == 0 { &BLK_V6_G0 } else { &BLK_V6_G1 }, &src)
+}
+
+// The kernel LPM trie classifier, kept as the benchmark baseline (one generation,
+// not pinned, filled by the harness).
+#[map]
+static BLK_LPM_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(LPM_BASELINE_ENTRIES, 0);
+#[map]
+static BLK_LPM_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(LPM_BASELINE_ENTRIES, 0);
+
+#[inline(always)]
+pub fn lpm_baseline_v4(src: [u8; 4]) -> Option<u32> {
+    BLK_LPM_V4.get(Key::new(32, src)).copied()
+}
+
+#[inline(always)]
+pub fn lpm_baseline_v6(src: [u8; 16]) -> Option<u32> {
+    BLK_LPM_V6.get(Key::new(128, src)).copied()
 }

@@ -36,14 +36,36 @@ static BLK_LIST_INFO: Array<ListInfo> = Array::pinned(MAX_LISTS, 0);
 
 #[xdp]
 pub fn blocker(ctx: XdpContext) -> u32 {
+    filter(&ctx, classify::lookup_v4, classify::lookup_v6)
+}
+
+/// Benchmark baseline: the same program with the kernel LPM trie as classifier.
+#[xdp]
+pub fn blocker_lpm(ctx: XdpContext) -> u32 {
+    filter(&ctx, |_, src| classify::lpm_baseline_v4(src), |_, src| classify::lpm_baseline_v6(src))
+}
+
+/// Benchmark floor: drops everything, touches nothing.
+#[xdp]
+pub fn drop_floor(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
+}
+
+/// parse -> classify -> policy -> verdict and counters.
+#[inline(always)]
+fn filter(
+    ctx: &XdpContext,
+    lookup_v4: impl Fn(u32, [u8; 4]) -> Option<u32>,
+    lookup_v6: impl Fn(u32, [u8; 16]) -> Option<u32>,
+) -> u32 {
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
     let gen = match BLK_CONFIG.get(config::ACTIVE_GEN) {
         Some(g) => *g & 1,
         None => 0,
     };
-    let list_id = match parse::parse(&ctx) {
-        Packet::V4 { src } => classify::lookup_v4(gen, src),
-        Packet::V6 { src } => classify::lookup_v6(gen, src),
+    let list_id = match parse::parse(ctx) {
+        Packet::V4 { src } => lookup_v4(gen, src),
+        Packet::V6 { src } => lookup_v6(gen, src),
         Packet::NonIp => return count(counter::NON_IP, xdp_action::XDP_PASS),
         Packet::Malformed => return count(counter::MALFORMED, xdp_action::XDP_PASS),
     };
@@ -54,7 +76,7 @@ pub fn blocker(ctx: XdpContext) -> u32 {
         Some(a) => *a,
         None => return count(counter::PASSED, xdp_action::XDP_PASS),
     };
-    trace!(&ctx, target: EBPF_LOG_TARGET, "list {} action {}", list_id, action);
+    trace!(ctx, target: EBPF_LOG_TARGET, "list {} action {}", list_id, action);
     if action != ACTION_DROP && action != ACTION_MONITOR && action != ACTION_PASS {
         return count(counter::PASSED, xdp_action::XDP_PASS);
     }

@@ -100,13 +100,14 @@ fn reload(opts: &RunOptions, managed: &mut [Managed]) -> Result<()> {
             .apply(&table)
             .with_context(|| format!("{}: reload aborted, the running tables are unchanged", m.iface))?;
         log::info!(
-            "{}: reloaded {} (generation {}, {} entries written, {} removed, {} unchanged) in {} ms",
+            "{}: reloaded {} (generation {}, classifier chunks {}/{} IPv4, {}/{} IPv6) in {} ms",
             m.iface,
             table_summary(&table),
             report.generation,
-            report.written,
-            report.removed,
-            report.unchanged,
+            report.v4_chunks,
+            report.v4_capacity,
+            report.v6_chunks,
+            report.v6_capacity,
             started.elapsed().as_millis()
         );
     }

@@ -1,6 +1,7 @@
 //! blocker's userspace: list parsing, the compiler from lists to tables, map loading
 //! and swapping, the daemon and the statistics the CLI prints.
 
+pub mod classifier;
 pub mod compile;
 pub mod daemon;
 pub mod fetch;

@@ -1,38 +1,40 @@
 //! The data plane's maps, opened from their pins: applying a compiled table with an
 //! atomic generation flip, switching the global mode, reading counters.
 //!
-//! Atomic reload: the prefix tables and the policy exist twice (generation 0 and 1).
-//! A reload rewrites the idle generation completely, then flips the single
-//! `ACTIVE_GEN` slot, so a packet sees either the whole old table or the whole new
-//! one. If anything fails before the flip, the live generation is untouched.
+//! Atomic reload: the classifier tables and the policy exist twice (generation 0
+//! and 1). A reload writes the idle generation completely (the tables through
+//! mmap, a memcpy of the compiled trie), then flips the single `ACTIVE_GEN` slot,
+//! so a packet sees either the whole old table or the whole new one. If anything
+//! fails before the flip, the live generation is untouched.
 
 use std::{
     collections::HashMap,
+    os::fd::{AsFd as _, AsRawFd as _},
     path::{Path, PathBuf},
 };
 
 use anyhow::{bail, Context as _, Result};
 use aya::{
-    maps::{lpm_trie::Key, Array, LpmTrie, Map, MapData, PerCpuArray, PerCpuValues},
+    maps::{Array, Map, MapData, PerCpuArray, PerCpuValues},
     util::nr_cpus,
-    Pod,
 };
 use blocker_common::{
-    config, counter, map_names, policy_index, ListInfo, ListStats, ACTION_NONE, LIST_NAME_LEN,
-    LIST_STATE_FREE, LIST_STATE_LIVE, LIST_STATE_RETIRED, MAX_LISTS, MAX_PREFIXES_V4,
-    MAX_PREFIXES_V6, MODE_ENFORCE, MODE_MONITOR,
+    config, counter, map_names, policy_index, Chunk, ListInfo, ListStats, ACTION_NONE,
+    LIST_NAME_LEN, LIST_STATE_FREE, LIST_STATE_LIVE, LIST_STATE_RETIRED, MAX_LISTS, MODE_ENFORCE,
+    MODE_MONITOR,
 };
 
 use crate::{
+    classifier::{walk, TrieImage},
     compile::{Action, CompiledTable},
-    lists::{Family, Prefix},
+    lists::Family,
 };
 
 /// Errors the operator can act on, with the numbers in them.
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
-    #[error("table too large: {count} {family} prefixes after compilation, the maps hold at most {max}; nothing was changed")]
-    TooManyPrefixes { family: &'static str, count: usize, max: u32 },
+    #[error("table too large: the {family} table needs {needed} chunks of 256 entries ({prefixes} prefixes after compilation), the maps hold {max}; nothing was changed")]
+    TooManyChunks { family: &'static str, needed: usize, prefixes: usize, max: u32 },
     #[error("too many lists: {needed} list ids needed, the maps hold at most {max}; nothing was changed")]
     TooManyLists { needed: usize, max: u32 },
 }
@@ -48,13 +50,69 @@ where
     T::try_from(map).with_context(|| format!("pinned map {} has an unexpected type or size", path.display()))
 }
 
+/// A classifier table (an mmapable BPF array of chunks) mapped into this process.
+struct MappedTable {
+    ptr: *mut Chunk,
+    chunks: usize,
+    _map: MapData,
+}
+
+impl MappedTable {
+    fn open(dir: &Path, name: &str) -> Result<Self> {
+        let path = dir.join(name);
+        let map = MapData::from_pin(&path).with_context(|| format!("cannot open pinned map {}", path.display()))?;
+        let info = map.info()?;
+        let chunks = info.max_entries() as usize;
+        if info.value_size() as usize != std::mem::size_of::<Chunk>() {
+            bail!("pinned map {} has an unexpected value size", path.display());
+        }
+        let len = chunks * std::mem::size_of::<Chunk>();
+        // SAFETY: mapping a BPF array created with BPF_F_MMAPABLE; the length is the
+        // array's data size; the mapping is unmapped in Drop.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            bail!("cannot mmap {}: {}", path.display(), std::io::Error::last_os_error());
+        }
+        Ok(MappedTable { ptr: ptr.cast(), chunks, _map: map })
+    }
+
+    fn as_slice(&self) -> &[Chunk] {
+        // SAFETY: ptr maps `chunks` chunks for as long as self lives.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.chunks) }
+    }
+
+    /// Copies a compiled image to the start of the table.
+    fn write(&mut self, image: &TrieImage) {
+        assert!(image.chunks.len() <= self.chunks);
+        // SAFETY: in bounds (checked above); the kernel reads this generation only
+        // after ACTIVE_GEN is flipped to it.
+        unsafe { std::ptr::copy_nonoverlapping(image.chunks.as_ptr(), self.ptr, image.chunks.len()) };
+    }
+}
+
+impl Drop for MappedTable {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what open() mapped.
+        unsafe { libc::munmap(self.ptr.cast(), self.chunks * std::mem::size_of::<Chunk>()) };
+    }
+}
+
 /// The data plane's maps for one interface.
 pub struct DataplaneMaps {
     pub dir: PathBuf,
     config: Array<MapData, u32>,
     policy: Array<MapData, u32>,
-    v4: [LpmTrie<MapData, [u8; 4], u32>; 2],
-    v6: [LpmTrie<MapData, [u8; 16], u32>; 2],
+    v4: [MappedTable; 2],
+    v6: [MappedTable; 2],
     list_stats: PerCpuArray<MapData, ListStats>,
     global_stats: PerCpuArray<MapData, u64>,
     list_info: Array<MapData, ListInfo>,
@@ -66,10 +124,11 @@ pub struct ApplyReport {
     pub generation: u32,
     pub v4_prefixes: usize,
     pub v6_prefixes: usize,
-    /// Entries written, removed and left as they were in the idle generation.
-    pub written: usize,
-    pub removed: usize,
-    pub unchanged: usize,
+    /// Classifier chunks written, and the tables' capacities.
+    pub v4_chunks: usize,
+    pub v6_chunks: usize,
+    pub v4_capacity: usize,
+    pub v6_capacity: usize,
 }
 
 /// Counters of one list id, summed over CPUs.
@@ -107,8 +166,8 @@ impl DataplaneMaps {
             dir: dir.to_owned(),
             config: open(dir, map_names::CONFIG)?,
             policy: open(dir, map_names::POLICY)?,
-            v4: [open(dir, map_names::V4_GEN0)?, open(dir, map_names::V4_GEN1)?],
-            v6: [open(dir, map_names::V6_GEN0)?, open(dir, map_names::V6_GEN1)?],
+            v4: [MappedTable::open(dir, map_names::V4_GEN0)?, MappedTable::open(dir, map_names::V4_GEN1)?],
+            v6: [MappedTable::open(dir, map_names::V6_GEN0)?, MappedTable::open(dir, map_names::V6_GEN1)?],
             list_stats: open(dir, map_names::LIST_STATS)?,
             global_stats: open(dir, map_names::GLOBAL_STATS)?,
             list_info: open(dir, map_names::LIST_INFO)?,
@@ -164,32 +223,34 @@ impl DataplaneMaps {
 
     /// Loads `table` into the idle generation and makes it live in one step.
     pub fn apply(&mut self, table: &CompiledTable) -> Result<ApplyReport> {
-        if table.v4.len() > MAX_PREFIXES_V4 as usize {
-            bail!(TableError::TooManyPrefixes { family: "IPv4", count: table.v4.len(), max: MAX_PREFIXES_V4 });
-        }
-        if table.v6.len() > MAX_PREFIXES_V6 as usize {
-            bail!(TableError::TooManyPrefixes { family: "IPv6", count: table.v6.len(), max: MAX_PREFIXES_V6 });
-        }
         if table.lists.len() > MAX_LISTS as usize {
             bail!(TableError::TooManyLists { needed: table.lists.len(), max: MAX_LISTS });
         }
         let infos = self.list_infos()?;
         let ids = self.assign_ids(table, &infos)?;
+        let v4 = TrieImage::build(Family::V4, &table.v4, |l| ids[l]);
+        let v6 = TrieImage::build(Family::V6, &table.v6, |l| ids[l]);
+        for (family, image, prefixes, cap) in [
+            ("IPv4", &v4, table.v4.len(), self.v4[0].chunks),
+            ("IPv6", &v6, table.v6.len(), self.v6[0].chunks),
+        ] {
+            if image.chunks.len() > cap {
+                bail!(TableError::TooManyChunks { family, needed: image.chunks.len(), prefixes, max: cap as u32 });
+            }
+        }
         let live = self.active_generation()?;
         let idle = live ^ 1;
-
-        let mut report = ApplyReport {
+        self.v4[idle as usize].write(&v4);
+        self.v6[idle as usize].write(&v6);
+        let report = ApplyReport {
             generation: idle,
             v4_prefixes: table.v4.len(),
             v6_prefixes: table.v6.len(),
-            written: 0,
-            removed: 0,
-            unchanged: 0,
+            v4_chunks: v4.chunks.len(),
+            v6_chunks: v6.chunks.len(),
+            v4_capacity: self.v4[0].chunks,
+            v6_capacity: self.v6[0].chunks,
         };
-        sync_trie(&mut self.v4[idle as usize], &table.v4, &ids, v4_key, &mut report)
-            .context("writing the idle IPv4 table")?;
-        sync_trie(&mut self.v6[idle as usize], &table.v6, &ids, v6_key, &mut report)
-            .context("writing the idle IPv6 table")?;
 
         let mut actions = vec![ACTION_NONE; MAX_LISTS as usize];
         for (list, &id) in table.lists.iter().zip(&ids) {
@@ -229,13 +290,13 @@ impl DataplaneMaps {
 
     /// The list id the live tables give `addr`, as the kernel would find it.
     pub fn lookup(&self, family: Family, addr: u128) -> Result<Option<(u32, Option<Action>)>> {
-        let gen = self.active_generation()?;
-        let id = match family {
-            Family::V4 => get_lpm(&self.v4[gen as usize], v4_key(Prefix { family, addr, len: 32 }))?,
-            Family::V6 => get_lpm(&self.v6[gen as usize], v6_key(Prefix { family, addr, len: 128 }))?,
+        let gen = self.active_generation()? as usize;
+        let table = match family {
+            Family::V4 => &self.v4[gen],
+            Family::V6 => &self.v6[gen],
         };
-        let Some(id) = id else { return Ok(None) };
-        let action = Action::from_code(self.policy.get(&policy_index(gen, id), 0)?);
+        let Some(id) = walk(table.as_slice(), family, addr) else { return Ok(None) };
+        let action = Action::from_code(self.policy.get(&policy_index(gen as u32, id), 0)?);
         Ok(Some((id, action)))
     }
 
@@ -268,14 +329,6 @@ impl DataplaneMaps {
     }
 }
 
-fn get_lpm<K: Pod>(trie: &LpmTrie<MapData, K, u32>, key: Key<K>) -> Result<Option<u32>> {
-    match trie.get(&key, 0) {
-        Ok(v) => Ok(Some(v)),
-        Err(aya::maps::MapError::KeyNotFound) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Names longer than the map slot keep their end, which is the distinctive part of a path.
 fn stored_name(name: &str) -> Vec<u8> {
     let bytes = name.as_bytes();
@@ -287,48 +340,4 @@ fn make_info(state: u32, action: u32, name: &str) -> ListInfo {
     let mut info = ListInfo { state, action, name_len: stored.len() as u32, name: [0; LIST_NAME_LEN] };
     info.name[..stored.len()].copy_from_slice(&stored);
     info
-}
-
-fn v4_key(p: Prefix) -> Key<[u8; 4]> {
-    Key::new(u32::from(p.len), (p.addr as u32).to_be_bytes())
-}
-
-fn v6_key(p: Prefix) -> Key<[u8; 16]> {
-    Key::new(u32::from(p.len), p.addr.to_be_bytes())
-}
-
-/// Makes the trie hold exactly `entries`: removes stale keys first (so the trie
-/// never needs more than its capacity), then writes what is missing or different.
-fn sync_trie<K: Pod + Eq + std::hash::Hash>(
-    trie: &mut LpmTrie<MapData, K, u32>,
-    entries: &[(Prefix, usize)],
-    ids: &[u32],
-    key_of: fn(Prefix) -> Key<K>,
-    report: &mut ApplyReport,
-) -> Result<()> {
-    let wanted: HashMap<(u32, K), u32> = entries
-        .iter()
-        .map(|(p, list)| {
-            let k = key_of(*p);
-            ((k.prefix_len(), k.data()), ids[*list])
-        })
-        .collect();
-    let mut present: HashMap<(u32, K), u32> = HashMap::new();
-    for item in trie.iter() {
-        let (k, v) = item?;
-        present.insert((k.prefix_len(), k.data()), v);
-    }
-    for key in present.keys().filter(|k| !wanted.contains_key(*k)) {
-        trie.remove(&Key::new(key.0, key.1))?;
-        report.removed += 1;
-    }
-    for (key, value) in &wanted {
-        if present.get(key) == Some(value) {
-            report.unchanged += 1;
-            continue;
-        }
-        trie.insert(&Key::new(key.0, key.1), value, 0)?;
-        report.written += 1;
-    }
-    Ok(())
 }
