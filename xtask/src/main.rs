@@ -21,6 +21,14 @@ enum Task {
     Setup,
     /// Build, then show blocker dropping traffic between two throw-away namespaces.
     Demo,
+    /// Benchmarks (need root): `dataplane` (per packet through BPF_PROG_TEST_RUN,
+    /// against a bare XDP_DROP and the kernel LPM trie) and `world` (compiling the
+    /// whole world from every source format).
+    Bench {
+        /// Which benchmarks to run (default: all).
+        #[arg(value_parser = ["dataplane", "world"])]
+        only: Vec<String>,
+    },
     /// Rebuild the bundled country snapshot (blocker-userspace/data/countries.snapshot).
     Snapshot {
         /// A country-ip-blocks checkout (its `country/<cc>/ipv{4,6}-aggregated.txt`).
@@ -53,6 +61,16 @@ fn run() -> Result<()> {
             require_root("the demo")?;
             cargo(&["build", "--bin", "blocker"])?;
             demo::run(&workspace_root())
+        }
+        Task::Bench { only } => {
+            setup::all()?;
+            require_root("the benchmarks")?;
+            for bench in ["dataplane", "world"] {
+                if only.is_empty() || only.iter().any(|o| o == bench) {
+                    cargo(&["bench", "-p", "blocker-userspace", "--bench", bench])?;
+                }
+            }
+            Ok(())
         }
         Task::Snapshot { from, date } => {
             setup::all()?;

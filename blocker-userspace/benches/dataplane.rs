@@ -1,0 +1,239 @@
+//! Per-packet cost of the XDP program through BPF_PROG_TEST_RUN, against a program
+//! that only drops (the floor) and the same program with the kernel LPM trie as
+//! classifier (the baseline), all measured in the same run on the same frames.
+//! Needs root. `cargo xtask bench` runs it; it prints a table and writes JSON to
+//! target/bench/dataplane.json.
+//!
+//! Frames: 65,536 distinct Ethernet+IPv4/IPv6+UDP frames per family, half with a
+//! source inside a random prefix of the table (hits), half with a uniformly random
+//! source (IPv6: within 2000::/3). Every frame is run `REPEAT` times and the
+//! kernel's mean per run is taken, so each frame's path is cache-warm: the figures
+//! compare code paths, not cold-cache table effects (see the end-to-end bench).
+//!
+//! BPF_PROG_TEST_RUN with repeat > 1 adds the program to the kernel's XDP
+//! dispatcher and removes it afterwards, each a synchronize_rcu (milliseconds per
+//! call). The harness therefore first attaches each program in native mode to a
+//! veth of a network namespace it creates (and deletes at the end), which keeps the
+//! programs in the dispatcher. No packet is sent on those veths.
+
+use std::{collections::HashMap, fmt::Write as _, net::IpAddr, time::Instant};
+
+use aya::{
+    maps::{lpm_trie::Key, LpmTrie, MapData},
+    programs::{TestRun, TestRunOptions, Xdp},
+    Ebpf,
+};
+use blocker::{
+    compile::CompiledTable,
+    lists::{Family, Prefix},
+    loader,
+    maps::DataplaneMaps,
+    policy::Policy,
+    regions::RegionDb,
+};
+use blocker_common::{map_names, PROGRAM_DROP_FLOOR, PROGRAM_LPM_BASELINE, PROGRAM_NAME};
+use blocker_tests::frames::ip_frame;
+
+const FRAMES_PER_FAMILY: usize = 65_536;
+const REPEAT: u32 = 512;
+
+/// `BLOCKER_BENCH_FRAMES` / `BLOCKER_BENCH_REPEAT` override the defaults.
+fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u128) -> u128 {
+        ((u128::from(self.next()) << 64) | u128::from(self.next())) % n
+    }
+}
+
+fn frames(table: &CompiledTable, family: Family, rng: &mut Rng) -> Vec<Vec<u8>> {
+    let entries = table.entries(family);
+    (0..knob("BLOCKER_BENCH_FRAMES", FRAMES_PER_FAMILY))
+        .map(|i| {
+            let addr = if i % 2 == 0 && !entries.is_empty() {
+                let (p, _) = entries[rng.below(entries.len() as u128) as usize];
+                let (lo, hi) = p.range();
+                lo + rng.below(hi - lo + 1)
+            } else {
+                match family {
+                    Family::V4 => rng.below(1 << 32),
+                    Family::V6 => (1u128 << 125) | rng.below(1u128 << 125),
+                }
+            };
+            let ip: IpAddr = Prefix { family, addr, len: family.bits() }.to_ip();
+            ip_frame(ip, &[])
+        })
+        .collect()
+}
+
+/// Mean ns per packet over all frames, and the verdicts.
+fn measure(prog: &Xdp, frames: &[Vec<u8>]) -> (f64, Vec<u32>) {
+    let mut total = 0f64;
+    let mut verdicts = Vec::with_capacity(frames.len());
+    for f in frames {
+        let r = prog
+            .test_run(TestRunOptions { data_in: Some(f), repeat: knob("BLOCKER_BENCH_REPEAT", REPEAT), ..Default::default() })
+            .expect("BPF_PROG_TEST_RUN");
+        total += r.duration.as_nanos() as f64;
+        verdicts.push(r.return_value);
+    }
+    (total / frames.len() as f64, verdicts)
+}
+
+fn load_extra(ebpf: &mut Ebpf, name: &str) {
+    let prog: &mut Xdp = ebpf.program_mut(name).expect(name).try_into().unwrap();
+    prog.load().unwrap();
+}
+
+/// A namespace with veths to park the programs on (see the module docs). The
+/// process enters it for the rest of the run.
+struct ParkingNetns(String);
+
+impl ParkingNetns {
+    fn enter() -> ParkingNetns {
+        let name = format!("blk-bench-{}", std::process::id());
+        blocker_tests::sh("ip", &["netns", "add", &name]).unwrap();
+        for i in 0..3 {
+            let (a, b) = (format!("bpa{i}"), format!("bpb{i}"));
+            blocker_tests::sh("ip", &["-n", &name, "link", "add", &a, "type", "veth", "peer", "name", &b]).unwrap();
+            blocker_tests::sh("ip", &["-n", &name, "link", "set", &a, "up"]).unwrap();
+            blocker_tests::sh("ip", &["-n", &name, "link", "set", &b, "up"]).unwrap();
+        }
+        let f = std::fs::File::open(format!("/run/netns/{name}")).unwrap();
+        // SAFETY: single-threaded at this point; enters a network namespace we made.
+        assert_eq!(unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) }, 0);
+        ParkingNetns(name)
+    }
+
+    fn park(&self, ebpf: &mut Ebpf, names: &[&str]) {
+        for (i, name) in names.iter().enumerate() {
+            let prog: &mut Xdp = ebpf.program_mut(name).unwrap().try_into().unwrap();
+            prog.attach(&format!("bpa{i}"), aya::programs::XdpMode::Driver).expect("native XDP on veth");
+        }
+    }
+}
+
+impl Drop for ParkingNetns {
+    fn drop(&mut self) {
+        let _ = blocker_tests::sh("ip", &["netns", "del", &self.0]);
+    }
+}
+
+fn fill_lpm(ebpf: &mut Ebpf, maps: &DataplaneMaps, table: &CompiledTable) {
+    let ids: HashMap<String, u32> = maps.counters().unwrap().lists.into_iter().map(|l| (l.name, l.id)).collect();
+    let id = |list: usize| ids[&table.lists[list].name];
+    let mut v4: LpmTrie<&mut MapData, [u8; 4], u32> = ebpf.map_mut(map_names::LPM_V4).unwrap().try_into().unwrap();
+    for (p, l) in &table.v4 {
+        v4.insert(&Key::new(u32::from(p.len), (p.addr as u32).to_be_bytes()), id(*l), 0).unwrap();
+    }
+    let mut v6: LpmTrie<&mut MapData, [u8; 16], u32> = ebpf.map_mut(map_names::LPM_V6).unwrap().try_into().unwrap();
+    for (p, l) in &table.v6 {
+        v6.insert(&Key::new(u32::from(p.len), p.addr.to_be_bytes()), id(*l), 0).unwrap();
+    }
+}
+
+struct Row {
+    mode: &'static str,
+    family: &'static str,
+    floor: f64,
+    lpm: f64,
+    blocker: f64,
+    hits: usize,
+}
+
+fn main() {
+    loader::check_privileges().expect("the dataplane bench needs root");
+    let db = RegionDb::bundled().unwrap();
+    let all: Vec<String> = db.regions.keys().cloned().collect();
+    let modes: [(&str, Policy); 2] = [
+        ("deny-all", Policy { deny_country: all, ..Default::default() }),
+        (
+            "allowlist",
+            Policy { allow_country: ["US", "DE", "FR", "GB", "JP", "CA", "NL"].map(String::from).to_vec(), ..Default::default() },
+        ),
+    ];
+    let mut rows = Vec::new();
+    let started = Instant::now();
+    let parking = ParkingNetns::enter();
+    for (mode, policy) in modes {
+        let table = policy.build_table().unwrap();
+        let root = std::path::PathBuf::from(format!("/sys/fs/bpf/blocker-bench-{}", std::process::id()));
+        loader::ensure_bpffs(&root).unwrap();
+        let dir = loader::iface_dir(&root, "bench");
+        let mut ebpf = loader::load(&dir, 0).unwrap();
+        load_extra(&mut ebpf, PROGRAM_LPM_BASELINE);
+        load_extra(&mut ebpf, PROGRAM_DROP_FLOOR);
+        let mut maps = DataplaneMaps::open(&dir).unwrap();
+        maps.apply(&table).unwrap();
+        fill_lpm(&mut ebpf, &maps, &table);
+        if knob("BLOCKER_BENCH_PARK", 1) == 1 {
+            parking.park(&mut ebpf, &[PROGRAM_NAME, PROGRAM_LPM_BASELINE, PROGRAM_DROP_FLOOR]);
+        }
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for family in [Family::V4, Family::V6] {
+            let fs = frames(&table, family, &mut rng);
+            let prog = |name: &str| -> &Xdp { ebpf.program(name).unwrap().try_into().unwrap() };
+            let (floor, _) = measure(prog(PROGRAM_DROP_FLOOR), &fs);
+            let (lpm, lpm_verdicts) = measure(prog(PROGRAM_LPM_BASELINE), &fs);
+            let (blocker, verdicts) = measure(prog(PROGRAM_NAME), &fs);
+            assert_eq!(verdicts, lpm_verdicts, "the trie and the LPM baseline must agree on every frame");
+            rows.push(Row {
+                mode,
+                family: if family == Family::V4 { "IPv4" } else { "IPv6" },
+                floor,
+                lpm,
+                blocker,
+                hits: verdicts.iter().filter(|v| **v == 1).count(),
+            });
+        }
+        drop(maps);
+        drop(ebpf);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    let mut out = String::new();
+    let (frames_n, repeat) = (knob("BLOCKER_BENCH_FRAMES", FRAMES_PER_FAMILY), knob("BLOCKER_BENCH_REPEAT", REPEAT));
+    let _ = writeln!(out, "per packet through BPF_PROG_TEST_RUN, {frames_n} distinct frames per family, repeat {repeat}, world table ({} countries)", db.regions.len());
+    let _ = writeln!(
+        out,
+        "{:<10} {:<5} {:>9} {:>9} {:>9} {:>11} {:>9} {:>16} {:>7}",
+        "mode", "fam", "floor ns", "lpm ns", "trie ns", "trie/floor", "lpm/trie", "above floor l/t", "drops"
+    );
+    let mut json = Vec::new();
+    for r in &rows {
+        let _ = writeln!(
+            out,
+            "{:<10} {:<5} {:>9.1} {:>9.1} {:>9.1} {:>10.2}x {:>8.2}x {:>15.2}x {:>7}",
+            r.mode,
+            r.family,
+            r.floor,
+            r.lpm,
+            r.blocker,
+            r.blocker / r.floor,
+            r.lpm / r.blocker,
+            (r.lpm - r.floor) / (r.blocker - r.floor),
+            r.hits
+        );
+        json.push(serde_json::json!({
+            "mode": r.mode, "family": r.family, "floor_ns": r.floor, "lpm_ns": r.lpm, "trie_ns": r.blocker,
+            "trie_over_floor": r.blocker / r.floor, "lpm_over_trie": r.lpm / r.blocker,
+            "lpm_over_trie_above_floor": (r.lpm - r.floor) / (r.blocker - r.floor), "frames": frames_n, "repeat": repeat, "drops": r.hits,
+        }));
+    }
+    drop(parking);
+    let _ = writeln!(out, "({:.1} s)", started.elapsed().as_secs_f64());
+    print!("{out}");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("dataplane.json"), serde_json::to_string_pretty(&serde_json::json!({ "per_packet": json })).unwrap()).unwrap();
+    println!("wrote {}", dir.join("dataplane.json").display());
+}
