@@ -106,7 +106,7 @@ impl Daemon {
             if Instant::now() > deadline {
                 bail!("timed out waiting for {needle:?}:\n{text}");
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 

@@ -169,3 +169,44 @@ impl Drop for ExtraLink {
         let _ = sh("ip", &["netns", "del", &self.tx_ns]);
     }
 }
+
+/// A ping running in the background from one of the sender's addresses.
+pub struct BackgroundPing {
+    child: std::process::Child,
+}
+
+impl NetnsPair {
+    /// Starts `count` pings from `src`, one every `interval` seconds.
+    pub fn ping_in_background(&self, src: &str, count: u32, interval: &str) -> Result<BackgroundPing> {
+        let dst = if src.contains(':') { RX_V6 } else { RX_V4 };
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.tx_ns, "ping", "-n", "-q", "-c", &count.to_string()])
+            .args(["-i", interval, "-W", "1", "-I", src, dst])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        Ok(BackgroundPing { child })
+    }
+}
+
+impl BackgroundPing {
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for the pings to finish: (sent, replies received).
+    pub fn finish(self) -> Result<(u32, u32)> {
+        let out = self.child.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |suffix: &str| {
+            text.split(',')
+                .find_map(|part| {
+                    let part = part.trim();
+                    let part = part.rsplit('\n').next().unwrap_or(part);
+                    part.strip_suffix(suffix).and_then(|n| n.trim().parse().ok())
+                })
+                .with_context(|| format!("unexpected ping output: {text}"))
+        };
+        Ok((field(" packets transmitted")?, field(" received")?))
+    }
+}

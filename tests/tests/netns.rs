@@ -342,3 +342,71 @@ fn regions_list_show_and_unknown_code() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown country code \"GERMANY\"; did you mean DE (Germany)?"), "{err}");
 }
+
+/// Replaces a list file atomically, so a reload never reads half a file.
+fn write_atomic(path: &str, text: &str) {
+    let tmp = format!("{path}.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn live_reload_200_times_under_traffic_never_leaks_or_drops_wrongly() {
+    let s = Setup::new();
+    // Version A and B differ (the IPv6 range and an extra range flip), but
+    // 203.0.113.0/25 is denied in both and 198.51.100.0/24 in neither.
+    let a = "203.0.113.0/24\n2001:db8:b::/48\n";
+    let b = "203.0.113.0/25\n192.0.2.128/25\n";
+    write_atomic(&s.file("deny.txt"), a);
+    std::fs::write(s.file("allow.txt"), "").unwrap();
+    let mut d = s.start(&[], "daemon.log");
+
+    // At least 6 s of traffic; 200 reloads take about 2.5 s here.
+    let pings = 1200;
+    let mut blocked = s.net.ping_in_background("203.0.113.2", pings, "0.005").unwrap();
+    let mut allowed = s.net.ping_in_background("198.51.100.2", pings, "0.005").unwrap();
+    let mut flipping = s.net.ping_in_background("2001:db8:b::2", pings, "0.005").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    for i in 1..=200 {
+        write_atomic(&s.file("deny.txt"), if i % 2 == 1 { b } else { a });
+        d.signal(libc::SIGHUP);
+        d.wait_for_log("reloaded", i).unwrap();
+    }
+    assert!(
+        blocked.is_running() && allowed.is_running() && flipping.is_running(),
+        "traffic must outlast the 200 reloads"
+    );
+    eprintln!("200 reloads took {:?}", started.elapsed());
+    let (blocked_sent, blocked_replies) = blocked.finish().unwrap();
+    let (allowed_sent, allowed_replies) = allowed.finish().unwrap();
+    let (flip_sent, flip_replies) = flipping.finish().unwrap();
+    assert!(d.log_text().matches("reloaded").count() >= 200);
+    assert_eq!(blocked_replies, 0, "a packet from a range denied in both versions got through");
+    assert_eq!(allowed_replies, allowed_sent, "a packet from a range allowed in both versions was dropped");
+    assert!(flip_replies > 0 && flip_replies < flip_sent, "the flipping range was both dropped and delivered");
+    // Every drop is counted, under the deny list, once.
+    let dropped_flip = u64::from(flip_sent - flip_replies);
+    assert_eq!(s.list_counter("deny", "packets"), u64::from(blocked_sent) + dropped_flip);
+    assert_eq!(s.stats()["totals"]["dropped"], u64::from(blocked_sent) + dropped_flip);
+    let st = s.stats();
+    assert!(st["totals"]["passed"].as_u64().unwrap() >= u64::from(allowed_sent + flip_replies));
+}
+
+#[test]
+fn restart_under_traffic_leaves_no_unfiltered_window() {
+    let s = Setup::new();
+    let d = s.start(&[], "first.log");
+    let blocked = s.net.ping_in_background("203.0.113.2", 1500, "0.004").unwrap();
+    let allowed = s.net.ping_in_background("198.51.100.2", 1500, "0.004").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    d.stop_with(libc::SIGKILL).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let d = s.start(&[], "second.log");
+    assert!(d.log_text().contains("adopted"));
+    let (sent, replies) = blocked.finish().unwrap();
+    let (allowed_sent, allowed_replies) = allowed.finish().unwrap();
+    assert_eq!(replies, 0, "blocked traffic got through during the restart");
+    assert_eq!(allowed_replies, allowed_sent);
+    assert_eq!(s.list_counter("deny", "packets"), u64::from(sent));
+}
