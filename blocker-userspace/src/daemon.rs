@@ -55,7 +55,7 @@ fn start_interface(opts: &RunOptions, iface: &str, table: &CompiledTable) -> Res
     // Tables first, then the program on the link: it filters from its first packet.
     maps.apply(table)?;
     maps.set_monitor_mode(opts.monitor_mode)?;
-    let how = loader::attach(&mut ebpf, &dir, iface, opts.attach_mode)?;
+    let how = loader::attach(&mut ebpf, &opts.pin_root, iface, opts.attach_mode)?;
     log::info!(
         "{iface}: {how}; {}; mode {}",
         table_summary(table),

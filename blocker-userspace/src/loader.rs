@@ -159,23 +159,32 @@ pub fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
 pub enum Attached {
     /// A pinned link from an earlier run now runs our program.
     Adopted,
+    /// A link pinned by a blocker of another map layout now runs our program (with
+    /// our maps); the old pins are gone.
+    Upgraded { from: String },
     Native,
     Generic,
 }
 
 impl std::fmt::Display for Attached {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Attached::Adopted => "adopted the pinned attachment (program replaced atomically)",
-            Attached::Native => "attached in native (driver) mode",
-            Attached::Generic => "attached in generic (skb) mode",
-        })
+        f.write_str(&match self {
+            Attached::Adopted => "adopted the pinned attachment (program replaced atomically)".into(),
+            Attached::Upgraded { from } => format!(
+                "found pins of map layout {from}: replaced its program and maps atomically \
+                 (one BPF_LINK_UPDATE) and removed the old pins"
+            ),
+            Attached::Native => "attached in native (driver) mode".into(),
+            Attached::Generic => "attached in generic (skb) mode".into(),
+        }.as_str())
     }
 }
 
 /// Puts the loaded program on `iface`: replaces the program of a pinned link if there
-/// is one, otherwise attaches anew and pins the link.
-pub fn attach(ebpf: &mut Ebpf, dir: &Path, iface: &str, mode: AttachMode) -> Result<Attached> {
+/// is one (of this layout, or of another layout, whose pins are then removed),
+/// otherwise attaches anew and pins the link.
+pub fn attach(ebpf: &mut Ebpf, root: &Path, iface: &str, mode: AttachMode) -> Result<Attached> {
+    let dir = iface_dir(root, iface);
     let link_pin = dir.join(LINK_PIN);
     let prog = program_mut(ebpf)?;
     if link_pin.exists() {
@@ -190,6 +199,25 @@ pub fn attach(ebpf: &mut Ebpf, dir: &Path, iface: &str, mode: AttachMode) -> Res
                 std::fs::remove_file(&link_pin)?;
             }
         }
+    }
+    for (version, old_dir) in other_layouts(root, iface)? {
+        // An older (or newer) blocker may still run there: never take it over.
+        let _old_lock = PinLock::acquire(&old_dir, iface)?;
+        let old_link = old_dir.join(LINK_PIN);
+        if old_link.exists() {
+            let pinned = PinnedLink::from_pin(&old_link)
+                .with_context(|| format!("cannot open pinned link {}", old_link.display()))?;
+            match prog.attach_to_link(XdpLink::try_from(FdLink::from(pinned))?) {
+                Ok(id) => {
+                    let fd_link = FdLink::try_from(prog.take_link(id)?).context("XDP attachment is not a bpf_link")?;
+                    fd_link.pin(&link_pin).with_context(|| format!("cannot pin link at {}", link_pin.display()))?;
+                    remove_pins(&old_dir)?;
+                    return Ok(Attached::Upgraded { from: version });
+                }
+                Err(e) => log::warn!("pinned link in {} is stale ({e}); removing it", old_dir.display()),
+            }
+        }
+        remove_pins(&old_dir)?;
     }
     ifindex(iface)?;
     let tries: &[(XdpMode, Attached)] = match mode {
@@ -224,13 +252,35 @@ pub fn detach(root: &Path, iface: &str) -> Result<()> {
         bail!("nothing to detach: blocker has no pins for {iface} under {}", dir.display());
     }
     let _lock = PinLock::acquire(&dir, iface)?;
-    // Unpinning the link drops the last reference, which detaches the program.
-    for entry in std::fs::read_dir(&dir)? {
+    remove_pins(&dir)
+}
+
+/// Deletes a pin directory. Unpinning the link drops its last reference, which
+/// detaches the program (unless another pin holds the link).
+fn remove_pins(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
     }
-    std::fs::remove_dir(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    std::fs::remove_dir(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
     Ok(())
+}
+
+/// Pin directories of `iface` under layout versions other than ours: ("vN", dir).
+fn other_layouts(root: &Path, iface: &str) -> Result<Vec<(String, PathBuf)>> {
+    let ours = format!("v{LAYOUT_VERSION}");
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(root) else { return Ok(out) };
+    for e in entries {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        let is_layout = name.strip_prefix('v').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        let dir = root.join(&name).join(iface);
+        if is_layout && name != ours && dir.is_dir() {
+            out.push((name, dir));
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Interfaces that have pins under `root`.

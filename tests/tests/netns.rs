@@ -410,3 +410,33 @@ fn restart_under_traffic_leaves_no_unfiltered_window() {
     assert_eq!(allowed_replies, allowed_sent);
     assert_eq!(s.list_counter("deny", "packets"), u64::from(sent));
 }
+
+#[test]
+fn pins_of_another_layout_are_replaced_atomically() {
+    let s = Setup::new();
+    let d = s.start(&[], "first.log");
+    d.stop_with(libc::SIGKILL).unwrap();
+    // Make the running attachment look like one made by a blocker whose map layout
+    // differs: move its pins under another layout version.
+    let ours = blocker::loader::iface_dir(&s.root.0, &s.net.rx_if);
+    let layout = ours.parent().unwrap().file_name().unwrap().to_str().unwrap().to_owned();
+    let old = s.root.0.join("v1").join(&s.net.rx_if);
+    assert_ne!(layout, "v1");
+    std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+    std::fs::rename(&ours, &old).unwrap();
+    assert!(s.net.rx_has_xdp().unwrap());
+
+    let blocked = s.net.ping_in_background("203.0.113.2", 400, "0.005").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let d = s.start(&[], "second.log");
+    let (sent, replies) = blocked.finish().unwrap();
+    assert!(d.log_text().contains("found pins of map layout v1"), "{}", d.log_text());
+    assert_eq!(replies, 0, "blocked traffic got through during the upgrade ({sent} sent)");
+    assert!(!old.exists(), "old layout's pins removed");
+    assert!(ours.join("link").exists());
+    assert_eq!(s.ping("203.0.113.2"), 0);
+    assert_eq!(s.ping("198.51.100.2"), PINGS);
+    drop(d);
+    assert!(s.cli(&["detach", "--iface", &s.net.rx_if]).status.success());
+    assert!(!s.net.rx_has_xdp().unwrap(), "one link only: detaching the new pins removes the program");
+}
