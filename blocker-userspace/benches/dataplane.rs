@@ -158,7 +158,11 @@ fn main() {
         ("deny-all", Policy { deny_country: all, ..Default::default() }),
         (
             "allowlist",
-            Policy { allow_country: ["US", "DE", "FR", "GB", "JP", "CA", "NL"].map(String::from).to_vec(), ..Default::default() },
+            Policy {
+                allow_country: ["US", "DE", "FR", "GB", "JP", "CA", "NL"].map(String::from).to_vec(),
+                confirm_allowlist_without_never_block: true,
+                ..Default::default()
+            },
         ),
     ];
     let mut rows = Vec::new();

@@ -3,7 +3,8 @@
 //!
 //! Precedence where ranges of different lists overlap (resolved here, so the kernel
 //! needs one lookup), by the role each list plays:
-//! 1. allow exceptions (`--allow FILE`) beat everything;
+//! 0. never-block ranges (lockout protection) beat everything;
+//! 1. then allow exceptions (`--allow FILE`);
 //! 2. then deny lists and denied countries;
 //! 3. then, in allowlist mode, the space outside every allowed country (dropped);
 //! 4. then monitor lists;
@@ -60,6 +61,9 @@ impl Action {
 /// What a list is for; decides its action and its precedence (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
+    /// Lockout protection: management networks, loopback, link-local, the SSH
+    /// client of the operator who started the daemon. Never dropped.
+    NeverBlock,
     /// `--allow FILE`: exceptions that pass even inside denied ranges.
     Exception,
     /// `--deny FILE`, `--deny-country`.
@@ -75,7 +79,7 @@ pub enum Role {
 impl Role {
     pub const fn action(self) -> Action {
         match self {
-            Role::Exception | Role::AllowedRegion => Action::Pass,
+            Role::NeverBlock | Role::Exception | Role::AllowedRegion => Action::Pass,
             Role::Deny | Role::OutsideAllowed => Action::Drop,
             Role::Monitor => Action::Monitor,
         }
@@ -83,6 +87,7 @@ impl Role {
     /// Higher wins where lists overlap.
     const fn rank(self) -> u8 {
         match self {
+            Role::NeverBlock => 5,
             Role::Exception => 4,
             Role::Deny => 3,
             Role::OutsideAllowed => 2,
@@ -350,8 +355,8 @@ mod tests {
         for round in 0..40 {
             let mut lists = Vec::new();
             for l in 0..4 {
-                let role = [Role::Exception, Role::Deny, Role::OutsideAllowed, Role::Monitor, Role::AllowedRegion]
-                    [(rng.next() % 5) as usize];
+                let role = [Role::NeverBlock, Role::Exception, Role::Deny, Role::OutsideAllowed, Role::Monitor, Role::AllowedRegion]
+                    [(rng.next() % 6) as usize];
                 let mut prefixes = Vec::new();
                 for _ in 0..(5 + rng.next() % 20) {
                     for family in [Family::V4, Family::V6] {

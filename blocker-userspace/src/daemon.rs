@@ -125,8 +125,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     loader::check_privileges()?;
     // Bad lists fail here, before the kernel is touched.
     let table = opts.policy.build_table()?;
-    if table.lists.is_empty() {
-        log::warn!("no lists given: every packet passes (see --deny, --allow, --monitor-list)");
+    if table.lists.iter().all(|l| l.name == crate::policy::NEVER_BLOCK) {
+        log::warn!("no lists given: every packet passes (see --deny, --deny-country, --allow-country)");
+    }
+    for (p, why) in opts.policy.never_block_ranges()? {
+        log::info!("never blocked: {p} ({why})");
     }
     loader::ensure_bpffs(&opts.pin_root)?;
     for iface in &opts.interfaces {

@@ -40,6 +40,18 @@ pub struct Policy {
     /// given). Repeat to merge several.
     #[arg(long, value_name = "SOURCE")]
     pub country_source: Vec<RegionSource>,
+    /// Ranges never dropped, whatever the lists say (management networks). Loopback,
+    /// link-local and the SSH client address of the session that starts blocker
+    /// are added unless --no-default-never-block.
+    #[arg(long, value_name = "CIDR,CIDR", value_delimiter = ',')]
+    pub never_block: Vec<String>,
+    /// Do not add loopback, link-local and the SSH client to the never-block ranges.
+    #[arg(long)]
+    pub no_default_never_block: bool,
+    /// Allowlist mode (--allow-country) drops everything else, including a remote
+    /// operator: it refuses to start without --never-block unless this is given.
+    #[arg(long)]
+    pub confirm_allowlist_without_never_block: bool,
     /// Where downloaded lists and databases are cached (last good copies).
     #[arg(long, env = "BLOCKER_CACHE_DIR", default_value = crate::fetch::DEFAULT_CACHE_DIR)]
     pub cache_dir: PathBuf,
@@ -54,6 +66,9 @@ impl Default for Policy {
             deny_country: vec![],
             allow_country: vec![],
             country_source: vec![],
+            never_block: vec![],
+            no_default_never_block: false,
+            confirm_allowlist_without_never_block: false,
             cache_dir: crate::fetch::DEFAULT_CACHE_DIR.into(),
         }
     }
@@ -72,6 +87,18 @@ pub fn read_source(source: &ListSource, cache_dir: &Path) -> Result<Vec<Prefix>>
 }
 
 pub const OUTSIDE_ALLOWED: &str = "outside-allowed-countries";
+pub const NEVER_BLOCK: &str = "never-block";
+
+/// Loopback and link-local, both families.
+const DEFAULT_NEVER_BLOCK: [&str; 4] = ["127.0.0.0/8", "169.254.0.0/16", "::1/128", "fe80::/10"];
+
+/// The client address of the SSH session this process runs in, if any
+/// (`SSH_CONNECTION="client port server port"`).
+pub fn ssh_client() -> Option<Prefix> {
+    let conn = std::env::var("SSH_CONNECTION").or_else(|_| std::env::var("SSH_CLIENT")).ok()?;
+    let addr = conn.split_whitespace().next()?;
+    crate::lists::parse_prefix(addr).ok()
+}
 
 impl Policy {
     pub fn uses_countries(&self) -> bool {
@@ -86,6 +113,25 @@ impl Policy {
         load_all(&self.country_source, &self.cache_dir)
     }
 
+    /// The never-block ranges in force, each with where it comes from.
+    pub fn never_block_ranges(&self) -> Result<Vec<(Prefix, &'static str)>> {
+        let mut out = Vec::new();
+        for text in &self.never_block {
+            let p = crate::lists::parse_prefix(text.trim())
+                .map_err(|e| anyhow::anyhow!("--never-block {text:?}: {e}"))?;
+            out.push((p, "configured"));
+        }
+        if !self.no_default_never_block {
+            for text in DEFAULT_NEVER_BLOCK {
+                out.push((crate::lists::parse_prefix(text).expect("valid"), "loopback/link-local"));
+            }
+            if let Some(p) = ssh_client() {
+                out.push((p, "SSH client of this session"));
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads every list and compiles them. Any error aborts before anything is applied.
     pub fn build_table(&self) -> Result<CompiledTable> {
         let mut names = HashSet::new();
@@ -97,6 +143,17 @@ impl Policy {
             specs.push(spec);
             Ok(())
         };
+        if !self.allow_country.is_empty() && self.never_block.is_empty() && !self.confirm_allowlist_without_never_block {
+            bail!(
+                "allowlist mode (--allow-country) drops every source outside the allowed countries, \
+                 including your management networks: give them with --never-block CIDR,... \
+                 (or pass --confirm-allowlist-without-never-block if you have console access)"
+            );
+        }
+        let never: Vec<Prefix> = self.never_block_ranges()?.into_iter().map(|(p, _)| p).collect();
+        if !never.is_empty() {
+            push(ListSpec { name: NEVER_BLOCK.into(), role: Role::NeverBlock, prefixes: never })?;
+        }
         let files = self.deny.iter().map(|s| (s, Role::Deny))
             .chain(self.allow.iter().map(|s| (s, Role::Exception)))
             .chain(self.monitor_list.iter().map(|s| (s, Role::Monitor)));
@@ -184,6 +241,10 @@ mod tests {
                 })
                 .map(|r| format!("country:{}", r.code))
         };
+        let never = p.never_block_ranges().unwrap();
+        if never.iter().any(|(x, _)| x.contains(family, addr)) {
+            return (Some(NEVER_BLOCK.into()), Action::Pass);
+        }
         if let Some(l) = in_list(&p.allow) {
             return (Some(l), Action::Pass);
         }
@@ -218,6 +279,8 @@ mod tests {
             monitor_list: vec![write(&dir, "mon.txt", &format!("{}\n{}\n{}\n", fr[7], de[30], db.regions["US"].prefixes[3]))],
             deny_country: vec!["cn".into(), "HK".into()],
             allow_country: vec!["DE".into(), "fr".into()],
+            never_block: vec![format!("{}", de[40])],
+            no_default_never_block: true,
             ..Default::default()
         };
         let table = policy.build_table().unwrap();
@@ -238,6 +301,10 @@ mod tests {
                     }
                 }
             }
+        }
+        for (p, _) in policy.never_block_ranges().unwrap() {
+            let (lo, hi) = p.range();
+            probes.extend([(p.family, lo.wrapping_sub(1)), (p.family, lo), (p.family, hi), (p.family, hi + 1)]);
         }
         for l in policy.allow.iter().chain(&policy.deny).chain(&policy.monitor_list) {
             for p in read_list(&l.path).unwrap() {
@@ -274,10 +341,45 @@ mod tests {
     }
 
     #[test]
+    fn lockout_protection() {
+        let dir = tmpdir("lockout");
+        let all = write(&dir, "all.txt", "0.0.0.0/0\n::/0\n");
+        let p = Policy { deny: vec![all.clone()], never_block: vec!["192.0.2.0/24".into()], ..Default::default() };
+        let t = p.build_table().unwrap();
+        let verdict = |t: &CompiledTable, a: &str| {
+            let x = parse_prefix(a).unwrap();
+            t.lookup(x.family, x.addr).map(|i| (t.lists[i].name.clone(), t.lists[i].action))
+        };
+        for a in ["127.0.0.1", "169.254.1.1", "::1", "fe80::1", "192.0.2.9"] {
+            assert_eq!(verdict(&t, a), Some((NEVER_BLOCK.to_string(), Action::Pass)), "{a}");
+        }
+        assert_eq!(verdict(&t, "198.51.100.1").unwrap().1, Action::Drop);
+        // Explicitly overridden: only the configured range stays exempt.
+        let p = Policy { no_default_never_block: true, ..p };
+        let t = p.build_table().unwrap();
+        assert_eq!(verdict(&t, "127.0.0.1").unwrap().1, Action::Drop);
+        assert_eq!(verdict(&t, "192.0.2.9").unwrap().1, Action::Pass);
+        // Allowlist mode wants a management range or an explicit confirmation.
+        let e = Policy { allow_country: vec!["DE".into()], ..Default::default() }.build_table().unwrap_err();
+        assert!(e.to_string().contains("--never-block"), "{e}");
+        Policy { allow_country: vec!["DE".into()], confirm_allowlist_without_never_block: true, ..Default::default() }
+            .build_table()
+            .unwrap();
+        let e = Policy { never_block: vec!["10.0.0.1/8".into()], ..Default::default() }.build_table().unwrap_err();
+        assert!(e.to_string().contains("--never-block \"10.0.0.1/8\": host bits set"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn country_errors() {
         let e = Policy { deny_country: vec!["DE".into(), "XY".into()], ..Default::default() }.build_table().unwrap_err();
         assert!(e.to_string().contains("unknown country code \"XY\""), "{e}");
-        let e = Policy { deny_country: vec!["DE".into()], allow_country: vec!["de".into()], ..Default::default() }
+        let e = Policy {
+            deny_country: vec!["DE".into()],
+            allow_country: vec!["de".into()],
+            confirm_allowlist_without_never_block: true,
+            ..Default::default()
+        }
             .build_table()
             .unwrap_err();
         assert_eq!(e.to_string(), "country DE is both denied and allowed");

@@ -298,6 +298,7 @@ fn allowlist_mode_drops_everything_outside_the_allowed_countries() {
     std::fs::write(dir.join("exc.txt"), format!("{exception}\n")).unwrap();
     let policy = blocker::policy::Policy {
         allow_country: vec!["DE".into(), "US".into()],
+        never_block: vec!["198.51.100.0/24".into()],
         allow: vec![format!("exc={}", dir.join("exc.txt").display()).parse().unwrap()],
         ..Default::default()
     };
@@ -309,6 +310,8 @@ fn allowlist_mode_drops_everything_outside_the_allowed_countries() {
     }
     assert_eq!(h.run(&ip_frame(ip("192.0.2.1"), &[])), XDP_DROP, "unallocated space is outside too");
     assert_eq!(h.run(&ip_frame(exception, &[])), XDP_PASS, "explicit exceptions still pass");
+    assert_eq!(h.run(&ip_frame(ip("198.51.100.7"), &[])), XDP_PASS, "the management range is never blocked");
+    assert_eq!(h.run(&ip_frame(ip("fe80::1"), &[])), XDP_PASS, "link-local is never blocked");
     let c = h.counters();
     assert_eq!(c.list(blocker::policy::OUTSIDE_ALLOWED).unwrap().packets, 3);
     assert_eq!(c.list("country:DE").unwrap().packets, 2);
