@@ -19,6 +19,7 @@ use crate::{
 pub struct RunOptions {
     pub interfaces: Vec<String>,
     pub policy: Policy,
+    pub detach_on_exit: bool,
     pub monitor_mode: bool,
     pub attach_mode: AttachMode,
     pub pin_root: PathBuf,
@@ -154,6 +155,16 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             _ = int.recv() => break,
             _ = term.recv() => break,
         }
+    }
+    if opts.detach_on_exit {
+        let ifaces: Vec<String> = managed.iter().map(|m| m.iface.clone()).collect();
+        // Release the locks first: detach takes them itself.
+        drop(managed);
+        for iface in ifaces {
+            loader::detach(&opts.pin_root, &iface)?;
+            log::info!("{iface}: stopping; detached (--detach-on-exit): traffic is no longer filtered");
+        }
+        return Ok(());
     }
     for m in &managed {
         log::info!(

@@ -36,6 +36,10 @@ enum Command {
         /// Dry run: drop nothing, count what would have been dropped.
         #[arg(long)]
         monitor: bool,
+        /// Detach from every interface on SIGINT/SIGTERM (default: the program stays
+        /// attached and keeps blocking while no daemon runs).
+        #[arg(long)]
+        detach_on_exit: bool,
         #[arg(long, value_enum, default_value = "auto")]
         xdp_mode: AttachMode,
         /// aya-log level inside the XDP program (0 off .. 5 trace). Per-packet lines
@@ -148,10 +152,11 @@ fn init_logging(cli: &Cli) {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run { interfaces, policy, monitor, xdp_mode, ebpf_log_level } => {
+        Command::Run { interfaces, policy, monitor, detach_on_exit, xdp_mode, ebpf_log_level } => {
             let opts = RunOptions {
                 interfaces,
                 policy,
+                detach_on_exit,
                 monitor_mode: monitor,
                 attach_mode: xdp_mode,
                 pin_root: cli.pin_root,

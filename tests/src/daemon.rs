@@ -71,11 +71,16 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `blocker ARGS` in `ns` and waits until it reports ready.
     pub fn start(ns: &str, args: &[&str], log: &Path) -> Result<Daemon> {
+        Self::start_with_env(ns, args, log, &[])
+    }
+
+    pub fn start_with_env(ns: &str, args: &[&str], log: &Path, env: &[(&str, &str)]) -> Result<Daemon> {
         let out = File::create(log)?;
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{ns}"))
             .arg(blocker_bin())
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)

@@ -440,3 +440,20 @@ fn pins_of_another_layout_are_replaced_atomically() {
     assert!(s.cli(&["detach", "--iface", &s.net.rx_if]).status.success());
     assert!(!s.net.rx_has_xdp().unwrap(), "one link only: detaching the new pins removes the program");
 }
+
+#[test]
+fn detach_on_exit_and_ssh_client_exemption() {
+    let s = Setup::new();
+    let deny = format!("deny={}", s.file("deny.txt"));
+    let args = ["--pin-root", s.root.as_str(), "run", "--iface", &s.net.rx_if, "--deny", &deny, "--detach-on-exit"];
+    // Started from an SSH session whose client is a denied address: it stays reachable.
+    let ssh = [("SSH_CONNECTION", "203.0.113.2 50000 192.0.2.1 22")];
+    let d = Daemon::start_with_env(&s.net.rx_ns, &args, &s.dir.join("daemon.log"), &ssh).unwrap();
+    assert!(d.log_text().contains("never blocked: 203.0.113.2/32 (SSH client of this session)"), "{}", d.log_text());
+    assert_eq!(s.ping("203.0.113.2"), PINGS, "the operator's SSH client is never blocked");
+    assert_eq!(s.ping("2001:db8:b::2"), 0);
+    let log = d.stop_with(libc::SIGTERM).unwrap();
+    assert!(log.contains("detached (--detach-on-exit)"), "{log}");
+    assert!(!s.net.rx_has_xdp().unwrap());
+    assert!(!blocker::loader::iface_dir(&s.root.0, &s.net.rx_if).exists());
+}
