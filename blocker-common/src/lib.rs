@@ -55,6 +55,10 @@ pub const PROGRAM_NAME: &str = "blocker";
 /// kernel LPM trie as classifier, and a program that only drops.
 pub const PROGRAM_LPM_BASELINE: &str = "blocker_lpm";
 pub const PROGRAM_DROP_FLOOR: &str = "drop_floor";
+pub const PROGRAM_PASS_FLOOR: &str = "pass_floor";
+/// Live-frames traffic generator (see blocker-ebpf/src/bench.rs) and its pool.
+pub const PROGRAM_TRAFFICGEN: &str = "trafficgen";
+pub const GEN_POOL_MAP: &str = "GEN_POOL";
 /// Capacity of the baseline LPM tries.
 pub const LPM_BASELINE_ENTRIES: u32 = 1 << 20;
 

@@ -5,6 +5,7 @@
 #![no_std]
 #![no_main]
 
+mod bench;
 mod classify;
 mod parse;
 
@@ -43,12 +44,6 @@ pub fn blocker(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn blocker_lpm(ctx: XdpContext) -> u32 {
     filter(&ctx, |_, src| classify::lpm_baseline_v4(src), |_, src| classify::lpm_baseline_v6(src))
-}
-
-/// Benchmark floor: drops everything, touches nothing.
-#[xdp]
-pub fn drop_floor(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_DROP
 }
 
 /// parse -> classify -> policy -> verdict and counters.

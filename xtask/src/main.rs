@@ -22,11 +22,12 @@ enum Task {
     /// Build, then show blocker dropping traffic between two throw-away namespaces.
     Demo,
     /// Benchmarks (need root): `dataplane` (per packet through BPF_PROG_TEST_RUN,
-    /// against a bare XDP_DROP and the kernel LPM trie) and `world` (compiling the
-    /// whole world from every source format).
+    /// against a bare XDP_DROP and the kernel LPM trie), `endtoend` (packets per
+    /// second on a veth pair against XDP_DROP, the LPM trie, nftables and
+    /// iptables+ipset) and `world` (compiling the whole world from every format).
     Bench {
         /// Which benchmarks to run (default: all).
-        #[arg(value_parser = ["dataplane", "world"])]
+        #[arg(value_parser = ["dataplane", "endtoend", "world"])]
         only: Vec<String>,
     },
     /// Rebuild the bundled country snapshot (blocker-userspace/data/countries.snapshot).
@@ -63,9 +64,9 @@ fn run() -> Result<()> {
             demo::run(&workspace_root())
         }
         Task::Bench { only } => {
-            setup::all()?;
+            setup::bench()?;
             require_root("the benchmarks")?;
-            for bench in ["dataplane", "world"] {
+            for bench in ["dataplane", "endtoend", "world"] {
                 if only.is_empty() || only.iter().any(|o| o == bench) {
                     cargo(&["bench", "-p", "blocker-userspace", "--bench", bench])?;
                 }
@@ -84,8 +85,8 @@ fn run() -> Result<()> {
         Task::Test { args } => {
             setup::all()?;
             require_root("the tests")?;
-            // The integration tests start the `blocker` binary as a daemon.
-            cargo(&["build", "--bins"])?;
+            // `cargo test` also builds the `blocker` binary the namespace tests start
+            // (blocker-userspace has integration tests).
             let mut test_args = vec!["test".to_owned()];
             test_args.extend(args);
             let refs: Vec<&str> = test_args.iter().map(String::as_str).collect();

@@ -11,6 +11,9 @@ const BPF_LINKER_VERSION: &str = "0.10.1";
 
 /// (command the tests run, Debian package that provides it)
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[("ip", "iproute2"), ("ping", "iputils-ping"), ("nsenter", "util-linux")];
+/// What the benchmarks' baselines need besides.
+const BENCH_PACKAGES: &[(&str, &str)] =
+    &[("nft", "nftables"), ("ipset", "ipset"), ("iptables", "iptables"), ("ethtool", "ethtool")];
 
 fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
@@ -32,7 +35,12 @@ fn run(program: &str, args: &[&str]) -> Result<()> {
 pub fn all() -> Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
-    debian_packages()
+    debian_packages(DEBIAN_PACKAGES)
+}
+
+pub fn bench() -> Result<()> {
+    all()?;
+    debian_packages(BENCH_PACKAGES)
 }
 
 fn nightly_rust_src() -> Result<()> {
@@ -58,8 +66,8 @@ fn bpf_linker() -> Result<()> {
     Ok(())
 }
 
-fn debian_packages() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+fn debian_packages(wanted: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = wanted
         .iter()
         .filter(|(cmd, _)| output("sh", &["-c", &format!("command -v {cmd}")]).is_none())
         .map(|(_, pkg)| *pkg)

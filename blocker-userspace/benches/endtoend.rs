@@ -1,0 +1,319 @@
+//! End to end on a veth pair: packets per second through the receiving end, for
+//! blocker and for the baselines, all fed the same traffic in the same run.
+//! Needs root; `cargo xtask bench endtoend` runs it.
+//!
+//! Two network namespaces made for the run (and deleted after it) are joined by a
+//! veth pair. The sender runs the `trafficgen` XDP program through
+//! BPF_PROG_TEST_RUN in live-frames mode: every frame is an Ethernet+IPv4+UDP frame
+//! to the receiver whose source address is drawn from a pool of 65,536 addresses,
+//! half inside the table's prefixes (hits), half uniformly random; the program
+//! fixes the checksum and sends the frame out of the sender's veth (XDP_TX). On this
+//! machine the receiver's NAPI processing runs in the sender's context, so frames
+//! divided by the elapsed time of the run is the receiver's rate. The receiver's
+//! `ethtool -S` XDP counters confirm that every frame arrived.
+//!
+//! Receivers: a bare XDP_DROP (the floor); blocker with the world table (every
+//! country denied); blocker with the kernel LPM trie as classifier; XDP_PASS then
+//! nftables on the netdev ingress hook with an interval set of the same prefixes;
+//! XDP_PASS then iptables raw PREROUTING with an ipset hash:net of the same prefixes.
+//! Control plane figures (time to load the table into each) come from the same run.
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    os::fd::AsRawFd as _,
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use aya::{
+    maps::{lpm_trie::Key, Array, LpmTrie, MapData},
+    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
+    Ebpf,
+};
+use blocker::{compile::CompiledTable, loader, maps::DataplaneMaps, policy::Policy};
+use blocker_common::{
+    map_names, GEN_POOL_MAP, PROGRAM_DROP_FLOOR, PROGRAM_LPM_BASELINE, PROGRAM_NAME, PROGRAM_PASS_FLOOR,
+    PROGRAM_TRAFFICGEN,
+};
+use blocker_tests::sh;
+
+const FRAMES: u32 = 3_000_000;
+const POOL: usize = 65_536;
+
+fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+struct Net {
+    rx: String,
+    tx: String,
+}
+
+impl Net {
+    fn new() -> Net {
+        let id = std::process::id();
+        let net = Net { rx: format!("blk-e2e-rx-{id}"), tx: format!("blk-e2e-tx-{id}") };
+        sh("ip", &["netns", "add", &net.rx]).unwrap();
+        sh("ip", &["netns", "add", &net.tx]).unwrap();
+        sh("ip", &["link", "add", "e2erx", "netns", &net.rx, "type", "veth", "peer", "name", "e2etx", "netns", &net.tx]).unwrap();
+        for (ns, dev) in [(&net.rx, "e2erx"), (&net.tx, "e2etx")] {
+            sh("ip", &["-n", ns, "link", "set", dev, "mtu", "1500", "up"]).unwrap();
+        }
+        sh("ip", &["-n", &net.rx, "addr", "add", "192.0.2.1/24", "dev", "e2erx"]).unwrap();
+        sh("ip", &["-n", &net.tx, "addr", "add", "192.0.2.2/24", "dev", "e2etx"]).unwrap();
+        net
+    }
+
+    fn enter(ns: &str) {
+        let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+        // SAFETY: setns of this (single) thread into a namespace of this run.
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns {ns}");
+    }
+
+    fn in_rx(&self, program: &str, args: &[&str]) -> String {
+        let mut full = vec!["netns", "exec", &self.rx, program];
+        full.extend(args);
+        sh("ip", &full).unwrap()
+    }
+
+    fn rx_xdp_packets(&self) -> u64 {
+        let out = self.in_rx("ethtool", &["-S", "e2erx"]);
+        out.lines()
+            .filter(|l| l.trim_start().starts_with("rx_queue_0_xdp_packets"))
+            .filter_map(|l| l.split(':').nth(1)?.trim().parse::<u64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = sh("ip", &["netns", "del", &self.rx]);
+        let _ = sh("ip", &["netns", "del", &self.tx]);
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Sources for the generator: half inside table prefixes, half random.
+fn pool(table: &CompiledTable) -> Vec<u32> {
+    let mut rng = Rng(0x5851_f42d_4c95_7f2d);
+    (0..POOL)
+        .map(|i| {
+            let a = if i % 2 == 0 {
+                let (p, _) = table.v4[(rng.next() % table.v4.len() as u64) as usize];
+                let (lo, hi) = p.range();
+                (lo + u128::from(rng.next()) % (hi - lo + 1)) as u32
+            } else {
+                rng.next() as u32
+            };
+            // The program copies the value's bytes as they are: network order.
+            u32::from_ne_bytes(a.to_be_bytes())
+        })
+        .collect()
+}
+
+fn frame(rx_mac: [u8; 6], tx_mac: [u8; 6]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&rx_mac);
+    f.extend_from_slice(&tx_mac);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    f.extend(blocker_tests::frames::ipv4_packet("198.51.100.1".parse().unwrap(), "192.0.2.1".parse().unwrap(), 0, &[0u8; 18]));
+    f
+}
+
+fn mac(ns: &str, dev: &str) -> [u8; 6] {
+    let out = sh("ip", &["-n", ns, "-o", "link", "show", dev]).unwrap();
+    let text = out.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).unwrap();
+    let v: Vec<u8> = text.split(':').map(|x| u8::from_str_radix(x, 16).unwrap()).collect();
+    v.try_into().unwrap()
+}
+
+/// Sends `FRAMES` frames from the sender; returns the elapsed time.
+fn send(gen: &Ebpf, tx_ifindex: u32, frame: &[u8], frames: u32) -> Duration {
+    let prog: &Xdp = gen.program(PROGRAM_TRAFFICGEN).unwrap().try_into().unwrap();
+    // struct xdp_md { data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+    // egress_ifindex }: the kernel wants data_end == the frame's length.
+    let mut ctx = [0u8; 24];
+    ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+    ctx[12..16].copy_from_slice(&tx_ifindex.to_ne_bytes());
+    let started = Instant::now();
+    prog.test_run(TestRunOptions {
+        data_in: Some(frame),
+        ctx_in: Some(&ctx),
+        repeat: frames,
+        attrs: TestRunAttrs::new().xdp_live_frames(64),
+        ..Default::default()
+    })
+    .expect("live-frames BPF_PROG_TEST_RUN");
+    started.elapsed()
+}
+
+fn attach(ebpf: &mut Ebpf, name: &str) {
+    let prog: &mut Xdp = ebpf.program_mut(name).unwrap().try_into().unwrap();
+    if prog.fd().is_err() {
+        prog.load().unwrap();
+    }
+    prog.attach("e2erx", XdpMode::Driver).expect("native XDP on the receiving veth");
+}
+
+fn detach_all(ebpf: Ebpf) {
+    drop(ebpf); // links owned by the programs detach on drop
+}
+
+fn main() {
+    loader::check_privileges().expect("the end-to-end bench needs root");
+    let frames = knob("BLOCKER_BENCH_FRAMES", FRAMES);
+    let all: Vec<String> = blocker::regions::RegionDb::bundled().unwrap().regions.keys().cloned().collect();
+    let table = Policy { deny_country: all, no_default_never_block: true, ..Default::default() }.build_table().unwrap();
+    let net = Net::new();
+    let (rx_mac, tx_mac) = (mac(&net.rx, "e2erx"), mac(&net.tx, "e2etx"));
+    let frame = frame(rx_mac, tx_mac);
+    let pins = PathBuf::from(format!("/sys/fs/bpf/blocker-e2e-{}", std::process::id()));
+    loader::ensure_bpffs(&pins).unwrap();
+
+    // The generator, loaded in the sender's namespace.
+    Net::enter(&net.tx);
+    let tx_ifindex = loader::ifindex("e2etx").unwrap();
+    let mut gen = loader::load(&loader::iface_dir(&pins, "gen"), 0).unwrap();
+    {
+        let prog: &mut Xdp = gen.program_mut(PROGRAM_TRAFFICGEN).unwrap().try_into().unwrap();
+        prog.load().unwrap();
+        let mut pool_map: Array<&mut MapData, u32> = gen.map_mut(GEN_POOL_MAP).unwrap().try_into().unwrap();
+        for (i, a) in pool(&table).into_iter().enumerate() {
+            pool_map.set(i as u32, a, 0).unwrap();
+        }
+    }
+    // Every receiver gets one untimed warm-up run, then the measured one.
+    let mut rows: Vec<(String, f64, u64, String)> = Vec::new();
+    let mut measure = |name: &str, setup_note: String, net: &Net| {
+        Net::enter(&net.tx);
+        send(&gen, tx_ifindex, &frame, frames / 10);
+        let before = net.rx_xdp_packets();
+        let elapsed = send(&gen, tx_ifindex, &frame, frames);
+        let arrived = net.rx_xdp_packets() - before;
+        // Rate through the receiver: frames that reached its XDP hook per second.
+        let mpps = arrived.min(u64::from(frames)) as f64 / elapsed.as_secs_f64() / 1e6;
+        eprintln!("{name}: {mpps:.2} Mpps ({arrived} frames arrived)");
+        rows.push((name.to_owned(), mpps, arrived, setup_note));
+    };
+
+    // 1. Bare XDP_DROP.
+    Net::enter(&net.rx);
+    let mut rx = loader::load(&loader::iface_dir(&pins, "rx-floor"), 0).unwrap();
+    attach(&mut rx, PROGRAM_DROP_FLOOR);
+    measure("XDP_DROP only (floor)", String::new(), &net);
+    Net::enter(&net.rx);
+    detach_all(rx);
+
+    // 2. blocker with the world table.
+    let dir = loader::iface_dir(&pins, "rx-blocker");
+    let started = Instant::now();
+    let mut rx = loader::load(&dir, 0).unwrap();
+    let mut maps = DataplaneMaps::open(&dir).unwrap();
+    maps.apply(&table).unwrap();
+    let load_blocker = started.elapsed();
+    attach(&mut rx, PROGRAM_NAME);
+    measure("blocker (trie), world table", format!("compiled table loaded in {:.0} ms", load_blocker.as_secs_f64() * 1e3), &net);
+    let c = maps.counters().unwrap();
+    eprintln!("  blocker counters: dropped {}, passed {}", c.global[1], c.global[0]);
+    Net::enter(&net.rx);
+    let started = Instant::now();
+    maps.apply(&table).unwrap();
+    let reload_blocker = started.elapsed();
+    drop(maps);
+    detach_all(rx);
+
+    // 3. blocker with the kernel LPM trie.
+    let dir = loader::iface_dir(&pins, "rx-lpm");
+    let mut rx = loader::load(&dir, 0).unwrap();
+    let mut maps = DataplaneMaps::open(&dir).unwrap();
+    maps.apply(&table).unwrap();
+    let ids: HashMap<String, u32> = maps.counters().unwrap().lists.into_iter().map(|l| (l.name, l.id)).collect();
+    let started = Instant::now();
+    {
+        let mut v4: LpmTrie<&mut MapData, [u8; 4], u32> = rx.map_mut(map_names::LPM_V4).unwrap().try_into().unwrap();
+        for (p, l) in &table.v4 {
+            v4.insert(&Key::new(u32::from(p.len), (p.addr as u32).to_be_bytes()), ids[&table.lists[*l].name], 0).unwrap();
+        }
+    }
+    let load_lpm = started.elapsed();
+    attach(&mut rx, PROGRAM_LPM_BASELINE);
+    measure("kernel LPM trie, world table", format!("{} IPv4 prefixes inserted in {:.0} ms", table.v4.len(), load_lpm.as_secs_f64() * 1e3), &net);
+    Net::enter(&net.rx);
+    drop(maps);
+    detach_all(rx);
+
+    // 4. XDP_PASS, then nftables netdev ingress with an interval set.
+    let mut nft = String::from("table netdev blk {\n  set deny {\n    type ipv4_addr; flags interval; auto-merge;\n    elements = { ");
+    let v4: Vec<String> = table.v4.iter().map(|(p, _)| p.to_string()).collect();
+    nft.push_str(&v4.join(", "));
+    nft.push_str(" }\n  }\n  chain ingress {\n    type filter hook ingress device \"e2erx\" priority -500; policy accept;\n    ip saddr @deny drop\n  }\n}\n");
+    let nft_file = std::env::temp_dir().join(format!("blocker-e2e-{}.nft", std::process::id()));
+    std::fs::write(&nft_file, nft).unwrap();
+    let started = Instant::now();
+    net.in_rx("nft", &["-f", nft_file.to_str().unwrap()]);
+    let load_nft = started.elapsed();
+    let mut rx = loader::load(&loader::iface_dir(&pins, "rx-pass"), 0).unwrap();
+    attach(&mut rx, PROGRAM_PASS_FLOOR);
+    measure("XDP_PASS + nftables netdev ingress, interval set", format!("nft -f in {:.0} ms", load_nft.as_secs_f64() * 1e3), &net);
+    net.in_rx("nft", &["delete", "table", "netdev", "blk"]);
+
+    // 5. XDP_PASS, then iptables raw PREROUTING with ipset hash:net.
+    let mut restore = String::from("create blkdeny hash:net family inet maxelem 1048576\n");
+    for p in &v4 {
+        let _ = writeln!(restore, "add blkdeny {p}");
+    }
+    let restore_file = std::env::temp_dir().join(format!("blocker-e2e-{}.ipset", std::process::id()));
+    std::fs::write(&restore_file, restore).unwrap();
+    let started = Instant::now();
+    let status = Command::new("ip")
+        .args(["netns", "exec", &net.rx, "sh", "-c", &format!("ipset -exist restore < {}", restore_file.display())])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let load_ipset = started.elapsed();
+    net.in_rx("iptables", &["-t", "raw", "-A", "PREROUTING", "-m", "set", "--match-set", "blkdeny", "src", "-j", "DROP"]);
+    measure("XDP_PASS + iptables raw PREROUTING, ipset hash:net", format!("ipset restore in {:.0} ms", load_ipset.as_secs_f64() * 1e3), &net);
+    net.in_rx("iptables", &["-t", "raw", "-F", "PREROUTING"]);
+
+    // 6. XDP_PASS, no filter: the stack handles every packet.
+    measure("XDP_PASS, no filter", String::new(), &net);
+    Net::enter(&net.rx);
+    detach_all(rx);
+    drop(gen);
+    let _ = std::fs::remove_dir_all(&pins);
+    let _ = std::fs::remove_file(&nft_file);
+    let _ = std::fs::remove_file(&restore_file);
+
+    let floor = rows[0].1;
+    let trie = rows[1].1;
+    let mut out = String::new();
+    let _ = writeln!(out, "end to end on a veth pair, {frames} frames, random IPv4 sources (half in the table), world table {} IPv4 prefixes", table.v4.len());
+    let _ = writeln!(out, "{:<52} {:>7} {:>10} {:>12}  {}", "receiver", "Mpps", "vs floor", "blocker is", "load");
+    let mut json = Vec::new();
+    for (name, mpps, arrived, note) in &rows {
+        let _ = writeln!(out, "{name:<52} {mpps:>7.2} {:>9.0}% {:>11.1}x  {note}", mpps / floor * 100.0, trie / mpps);
+        json.push(serde_json::json!({ "receiver": name, "mpps": mpps, "frames": frames, "arrived": arrived, "load": note }));
+        if *arrived < u64::from(frames) * 99 / 100 {
+            let _ = writeln!(out, "  note: {name}: {arrived} of {frames} frames reached the receiver");
+        }
+    }
+    let _ = writeln!(out, "blocker reload of the same table (idle generation + flip): {:.0} ms", reload_blocker.as_secs_f64() * 1e3);
+    print!("{out}");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let v = serde_json::json!({ "end_to_end": json, "blocker_reload_ms": reload_blocker.as_secs_f64() * 1e3 });
+    std::fs::write(dir.join("endtoend.json"), serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    println!("wrote {}", dir.join("endtoend.json").display());
+    drop(net);
+}
