@@ -16,15 +16,25 @@ use crate::{
     policy::Policy,
 };
 
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceOptions {
+    pub name: String,
+    pub attach_mode: AttachMode,
+    /// Dry run on this interface: nothing dropped, would-be drops counted.
+    pub monitor: bool,
+}
+
+/// Everything a daemon run needs: from the command line or a config file.
+#[derive(Debug)]
 pub struct RunOptions {
-    pub interfaces: Vec<String>,
+    pub interfaces: Vec<InterfaceOptions>,
     pub policy: Policy,
     pub detach_on_exit: bool,
-    pub monitor_mode: bool,
-    pub attach_mode: AttachMode,
     pub pin_root: PathBuf,
     /// aya-log level compiled into the program: 0 = off (no cost), 5 = trace.
     pub ebpf_log_level: u8,
+    /// The config file this came from: a reload reads it again.
+    pub config: Option<PathBuf>,
 }
 
 /// One interface under this daemon's control.
@@ -46,7 +56,16 @@ fn table_summary(table: &CompiledTable) -> String {
     )
 }
 
-fn start_interface(opts: &RunOptions, iface: &str, table: &CompiledTable) -> Result<Managed> {
+fn mode_text(monitor: bool) -> &'static str {
+    if monitor {
+        "monitor (dry run, nothing dropped)"
+    } else {
+        "enforce"
+    }
+}
+
+fn start_interface(opts: &RunOptions, spec: &InterfaceOptions, table: &CompiledTable) -> Result<Managed> {
+    let iface = spec.name.as_str();
     let dir = loader::iface_dir(&opts.pin_root, iface);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let lock = PinLock::acquire(&dir, iface)?;
@@ -55,13 +74,9 @@ fn start_interface(opts: &RunOptions, iface: &str, table: &CompiledTable) -> Res
     let mut maps = DataplaneMaps::open(&dir)?;
     // Tables first, then the program on the link: it filters from its first packet.
     maps.apply(table)?;
-    maps.set_monitor_mode(opts.monitor_mode)?;
-    let how = loader::attach(&mut ebpf, &opts.pin_root, iface, opts.attach_mode)?;
-    log::info!(
-        "{iface}: {how}; {}; mode {}",
-        table_summary(table),
-        if opts.monitor_mode { "monitor (dry run, nothing dropped)" } else { "enforce" }
-    );
+    maps.set_monitor_mode(spec.monitor)?;
+    let how = loader::attach(&mut ebpf, &opts.pin_root, iface, spec.attach_mode)?;
+    log::info!("{iface}: {how}; {}; mode {}", table_summary(table), mode_text(spec.monitor));
     Ok(Managed { iface: iface.into(), maps, _lock: lock, _ebpf: ebpf })
 }
 
@@ -92,14 +107,23 @@ fn spawn_ebpf_logger(ebpf: &mut Ebpf, iface: &str) {
     });
 }
 
-fn reload(opts: &RunOptions, managed: &mut [Managed]) -> Result<()> {
+/// Re-reads the policy (and the config file, if any) and applies it everywhere.
+fn reload(opts: &mut RunOptions, managed: &mut [Managed]) -> Result<()> {
     let started = Instant::now();
-    let table = opts.policy.build_table().context("reload aborted, the running tables are unchanged")?;
-    for m in managed.iter_mut() {
-        let report = m
-            .maps
-            .apply(&table)
-            .with_context(|| format!("{}: reload aborted, the running tables are unchanged", m.iface))?;
+    const ABORTED: &str = "reload aborted, the running tables are unchanged";
+    if let Some(path) = opts.config.clone() {
+        let fresh = crate::config::load(&path).context(ABORTED)?;
+        let names = |o: &[InterfaceOptions]| o.iter().map(|i| i.name.clone()).collect::<Vec<_>>();
+        if names(&fresh.interfaces) != names(&opts.interfaces) || fresh.pin_root != opts.pin_root {
+            bail!("{ABORTED}: the interfaces or the pin root changed in {}; restart blocker to apply that", path.display());
+        }
+        opts.policy = fresh.policy;
+        opts.interfaces = fresh.interfaces;
+    }
+    let table = opts.policy.build_table().context(ABORTED)?;
+    for (m, spec) in managed.iter_mut().zip(&opts.interfaces) {
+        let report = m.maps.apply(&table).with_context(|| format!("{}: {ABORTED}", m.iface))?;
+        m.maps.set_monitor_mode(spec.monitor)?;
         log::info!(
             "{}: reloaded {} (generation {}, classifier chunks {}/{} IPv4, {}/{} IPv6) in {} ms",
             m.iface,
@@ -115,13 +139,13 @@ fn reload(opts: &RunOptions, managed: &mut [Managed]) -> Result<()> {
     Ok(())
 }
 
-pub async fn run(opts: RunOptions) -> Result<()> {
+pub async fn run(mut opts: RunOptions) -> Result<()> {
     if opts.interfaces.is_empty() {
         bail!("no interface given: pass --iface IF");
     }
     let mut seen = HashSet::new();
-    if let Some(dup) = opts.interfaces.iter().find(|i| !seen.insert(*i)) {
-        bail!("interface {dup} is given twice");
+    if let Some(dup) = opts.interfaces.iter().find(|i| !seen.insert(i.name.clone())) {
+        bail!("interface {} is given twice", dup.name);
     }
     loader::check_privileges()?;
     // Bad lists fail here, before the kernel is touched.
@@ -134,7 +158,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     }
     loader::ensure_bpffs(&opts.pin_root)?;
     for iface in &opts.interfaces {
-        loader::ifindex(iface)?;
+        loader::ifindex(&iface.name)?;
     }
     let mut managed = Vec::new();
     for iface in &opts.interfaces {
@@ -148,7 +172,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                if let Err(e) = reload(&opts, &mut managed) {
+                if let Err(e) = reload(&mut opts, &mut managed) {
                     log::error!("{e:#}");
                 }
             }

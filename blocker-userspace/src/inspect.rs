@@ -108,3 +108,46 @@ pub fn lookup(addresses: &[IpAddr], policy: &Policy, pin_root: &Path, iface: Opt
     }
     Ok(s)
 }
+
+/// What `blocker check-config` prints: the run a config file describes, compiled.
+pub fn check_config(opts: &crate::daemon::RunOptions) -> Result<String> {
+    let table = opts.policy.build_table()?;
+    let mut s = String::new();
+    let path = opts.config.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+    let _ = writeln!(s, "{path}: valid");
+    for i in &opts.interfaces {
+        let _ = writeln!(
+            s,
+            "interface {}: xdp mode {:?}, {}",
+            i.name,
+            i.attach_mode,
+            if i.monitor { "monitor (dry run)" } else { "enforce" }
+        );
+    }
+    let _ = writeln!(s, "pins under {}", opts.pin_root.display());
+    for (p, why) in opts.policy.never_block_ranges()? {
+        let _ = writeln!(s, "never blocked: {p} ({why})");
+    }
+    for (i, l) in table.lists.iter().enumerate() {
+        let v4 = table.v4.iter().filter(|(_, x)| *x == i).count();
+        let v6 = table.v6.iter().filter(|(_, x)| *x == i).count();
+        let _ = writeln!(s, "list {}: {} -> {v4} IPv4 + {v6} IPv6 prefixes in the table", l.name, l.action.name());
+    }
+    let v4 = crate::classifier::TrieImage::build(Family::V4, &table.v4, |l| l as u32);
+    let v6 = crate::classifier::TrieImage::build(Family::V6, &table.v6, |l| l as u32);
+    let _ = writeln!(
+        s,
+        "table: {} IPv4 + {} IPv6 prefixes; classifier chunks {}/{} IPv4, {}/{} IPv6",
+        table.v4.len(),
+        table.v6.len(),
+        v4.chunks.len(),
+        blocker_common::trie::V4_CHUNKS,
+        v6.chunks.len(),
+        blocker_common::trie::V6_CHUNKS
+    );
+    let fits = v4.chunks.len() as u32 <= blocker_common::trie::V4_CHUNKS && v6.chunks.len() as u32 <= blocker_common::trie::V6_CHUNKS;
+    if !fits {
+        anyhow::bail!("{s}the table does not fit the classifier maps");
+    }
+    Ok(s)
+}

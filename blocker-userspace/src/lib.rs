@@ -3,6 +3,7 @@
 
 pub mod classifier;
 pub mod compile;
+pub mod config;
 pub mod daemon;
 pub mod fetch;
 pub mod formats;

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Result;
 use blocker::{
-    daemon::{self, RunOptions},
+    daemon::{self, InterfaceOptions, RunOptions},
     formats::RegionSource,
     inspect,
     loader::{self, AttachMode},
@@ -28,9 +28,13 @@ struct Cli {
 enum Command {
     /// Attach to interfaces and enforce the policy until SIGINT/SIGTERM (SIGHUP reloads).
     Run {
-        /// Interface to protect; repeat for several.
-        #[arg(long = "iface", required = true)]
+        /// Interface to protect; repeat for several. Without --iface, the policy
+        /// comes from the config file.
+        #[arg(long = "iface")]
         interfaces: Vec<String>,
+        /// TOML config file (default /etc/blocker/blocker.toml when no --iface is given).
+        #[arg(long, conflicts_with = "interfaces")]
+        config: Option<PathBuf>,
         #[command(flatten)]
         policy: Policy,
         /// Dry run: drop nothing, count what would have been dropped.
@@ -46,6 +50,12 @@ enum Command {
         /// are at trace level: keep it off in production.
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=5))]
         ebpf_log_level: u8,
+    },
+    /// Validate and compile a config file without touching the kernel; print what
+    /// would be loaded.
+    CheckConfig {
+        #[arg(long, default_value = blocker::config::DEFAULT_CONFIG)]
+        config: PathBuf,
     },
     /// Show drop counters per list, read from the pins (no daemon needed).
     Stats {
@@ -137,6 +147,16 @@ fn main() -> ExitCode {
     }
 }
 
+fn policy_given(p: &Policy) -> bool {
+    !(p.deny.is_empty()
+        && p.allow.is_empty()
+        && p.monitor_list.is_empty()
+        && p.deny_country.is_empty()
+        && p.allow_country.is_empty()
+        && p.country_source.is_empty()
+        && p.never_block.is_empty())
+}
+
 fn init_logging(cli: &Cli) {
     // aya::bpf=error: aya warns on every load that the object's BTF is refused
     // (aya-log's MaybeUninit<u8> type name, aya issue #1490); nothing here needs BTF.
@@ -152,20 +172,35 @@ fn init_logging(cli: &Cli) {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run { interfaces, policy, monitor, detach_on_exit, xdp_mode, ebpf_log_level } => {
-            let opts = RunOptions {
-                interfaces,
-                policy,
-                detach_on_exit,
-                monitor_mode: monitor,
-                attach_mode: xdp_mode,
-                pin_root: cli.pin_root,
-                ebpf_log_level,
+        Command::Run { interfaces, config, policy, monitor, detach_on_exit, xdp_mode, ebpf_log_level } => {
+            let opts = if interfaces.is_empty() {
+                if policy_given(&policy) || monitor || detach_on_exit || ebpf_log_level != 0 {
+                    anyhow::bail!("policy options need --iface; with a config file, put them in the file");
+                }
+                let path = config.unwrap_or_else(|| blocker::config::DEFAULT_CONFIG.into());
+                blocker::config::load(&path)?
+            } else {
+                RunOptions {
+                    interfaces: interfaces
+                        .into_iter()
+                        .map(|name| InterfaceOptions { name, attach_mode: xdp_mode, monitor })
+                        .collect(),
+                    policy,
+                    detach_on_exit,
+                    pin_root: cli.pin_root,
+                    ebpf_log_level,
+                    config: None,
+                }
             };
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
                 .block_on(daemon::run(opts))
+        }
+        Command::CheckConfig { config } => {
+            let opts = blocker::config::load(&config)?;
+            print!("{}", inspect::check_config(&opts)?);
+            Ok(())
         }
         Command::Stats { iface, json } => {
             loader::check_privileges()?;

@@ -457,3 +457,42 @@ fn detach_on_exit_and_ssh_client_exemption() {
     assert!(!s.net.rx_has_xdp().unwrap());
     assert!(!blocker::loader::iface_dir(&s.root.0, &s.net.rx_if).exists());
 }
+
+#[test]
+fn config_file_run_reload_and_check() {
+    let s = Setup::new();
+    let config = s.file("blocker.toml");
+    let write_config = |mode: &str, deny: &str| {
+        let text = format!(
+            "[daemon]\npin_root = \"{}\"\ncache_dir = \"{}\"\n\n[[interface]]\nname = \"{}\"\nxdp_mode = \"native\"\nmode = \"{mode}\"\n\n[policy]\ndeny = [\"deny={}\"]\nnever_block = [\"192.0.2.0/24\"]\n",
+            s.root.as_str(),
+            s.file("cache"),
+            s.net.rx_if,
+            deny
+        );
+        write_atomic(&config, &text);
+    };
+    write_config("enforce", &s.file("deny.txt"));
+    let out = blocker_tests::daemon::blocker_cli(&["check-config", "--config", &config]).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("valid") && text.contains("list deny: drop -> 1 IPv4 + 1 IPv6 prefixes"), "{text}");
+    assert!(text.contains("never blocked: 192.0.2.0/24 (configured)"), "{text}");
+
+    let mut d = Daemon::start(&s.net.rx_ns, &["run", "--config", &config], &s.dir.join("daemon.log")).unwrap();
+    assert_eq!(s.ping("203.0.113.2"), 0);
+    // The config changes: monitor mode and another list; SIGHUP applies both.
+    std::fs::write(s.file("deny2.txt"), "198.51.100.0/24\n").unwrap();
+    write_config("monitor", &s.file("deny2.txt"));
+    d.signal(libc::SIGHUP);
+    d.wait_for_log("reloaded", 1).unwrap();
+    assert_eq!(s.ping("203.0.113.2"), PINGS, "no longer denied");
+    assert_eq!(s.ping("198.51.100.2"), PINGS, "denied, but the interface is in monitor mode now");
+    assert_eq!(s.stats()["mode"], "monitor");
+    // A broken config is refused on reload; the running state stays.
+    write_atomic(&config, "[[interface]]\nname = \"x\"\nbogus = 1\n");
+    d.signal(libc::SIGHUP);
+    d.wait_for_log("reload aborted", 1).unwrap();
+    assert!(d.log_text().contains("unknown field `bogus`"), "{}", d.log_text());
+    assert_eq!(s.stats()["mode"], "monitor");
+}

@@ -1,0 +1,179 @@
+//! The TOML configuration file (default /etc/blocker/blocker.toml). Unknown keys
+//! are errors; every key is documented in the README and in
+//! examples/blocker.toml. The file describes the same run as the command line.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use serde::Deserialize;
+
+use crate::{
+    daemon::{InterfaceOptions, RunOptions},
+    formats::RegionSource,
+    lists::ListSource,
+    loader::{AttachMode, DEFAULT_PIN_ROOT},
+    policy::Policy,
+};
+
+pub const DEFAULT_CONFIG: &str = "/etc/blocker/blocker.toml";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    daemon: DaemonSection,
+    #[serde(default, rename = "interface")]
+    interfaces: Vec<InterfaceSection>,
+    #[serde(default)]
+    policy: PolicySection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DaemonSection {
+    pin_root: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    ebpf_log_level: Option<u8>,
+    detach_on_exit: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    #[default]
+    Enforce,
+    Monitor,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InterfaceSection {
+    name: String,
+    #[serde(default)]
+    xdp_mode: Option<String>,
+    #[serde(default)]
+    mode: Mode,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicySection {
+    #[serde(default)]
+    deny: Vec<String>,
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    monitor: Vec<String>,
+    #[serde(default)]
+    deny_countries: Vec<String>,
+    #[serde(default)]
+    allow_countries: Vec<String>,
+    #[serde(default)]
+    country_sources: Vec<String>,
+    #[serde(default)]
+    never_block: Vec<String>,
+    #[serde(default)]
+    no_default_never_block: bool,
+    #[serde(default)]
+    confirm_allowlist_without_never_block: bool,
+}
+
+fn parse_all<T: std::str::FromStr<Err = String>>(path: &Path, key: &str, items: &[String]) -> Result<Vec<T>> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, s)| s.parse::<T>().map_err(|e| anyhow!("{}: policy.{key}[{i}]: {e}", path.display())))
+        .collect()
+}
+
+/// Reads and validates a configuration file (no kernel access).
+pub fn load(path: &Path) -> Result<RunOptions> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!("cannot read {} (give another file with --config, or use command-line options)", path.display())
+    })?;
+    parse(path, &text)
+}
+
+pub fn parse(path: &Path, text: &str) -> Result<RunOptions> {
+    let file: ConfigFile = toml::from_str(text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    if file.interfaces.is_empty() {
+        bail!("{}: no [[interface]] section: name at least one interface", path.display());
+    }
+    let mut interfaces = Vec::new();
+    for (i, s) in file.interfaces.iter().enumerate() {
+        let attach_mode = match s.xdp_mode.as_deref() {
+            None | Some("auto") => AttachMode::Auto,
+            Some("native") => AttachMode::Native,
+            Some("generic") => AttachMode::Generic,
+            Some(other) => bail!(
+                "{}: interface[{i}] ({}): xdp_mode {other:?} is not one of auto, native, generic",
+                path.display(),
+                s.name
+            ),
+        };
+        interfaces.push(InterfaceOptions { name: s.name.clone(), attach_mode, monitor: s.mode == Mode::Monitor });
+    }
+    let p = &file.policy;
+    let d = &file.daemon;
+    if d.ebpf_log_level.is_some_and(|l| l > 5) {
+        bail!("{}: daemon.ebpf_log_level must be 0 to 5", path.display());
+    }
+    let policy = Policy {
+        deny: parse_all::<ListSource>(path, "deny", &p.deny)?,
+        allow: parse_all::<ListSource>(path, "allow", &p.allow)?,
+        monitor_list: parse_all::<ListSource>(path, "monitor", &p.monitor)?,
+        deny_country: p.deny_countries.clone(),
+        allow_country: p.allow_countries.clone(),
+        country_source: parse_all::<RegionSource>(path, "country_sources", &p.country_sources)?,
+        never_block: p.never_block.clone(),
+        no_default_never_block: p.no_default_never_block,
+        confirm_allowlist_without_never_block: p.confirm_allowlist_without_never_block,
+        cache_dir: d.cache_dir.clone().unwrap_or_else(|| crate::fetch::DEFAULT_CACHE_DIR.into()),
+    };
+    Ok(RunOptions {
+        interfaces,
+        policy,
+        detach_on_exit: d.detach_on_exit.unwrap_or(false),
+        pin_root: d.pin_root.clone().unwrap_or_else(|| DEFAULT_PIN_ROOT.into()),
+        ebpf_log_level: d.ebpf_log_level.unwrap_or(0),
+        config: Some(path.to_owned()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<RunOptions> {
+        parse(Path::new("/etc/blocker/blocker.toml"), text)
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/blocker.toml")).unwrap();
+        let o = p(&text).unwrap();
+        assert_eq!(o.interfaces.len(), 2);
+        assert_eq!(o.interfaces[1].attach_mode, AttachMode::Generic);
+        assert!(o.interfaces[1].monitor);
+        assert_eq!(o.policy.deny_country, ["CN", "RU"]);
+        assert_eq!(o.policy.deny[0].name, "attackers");
+    }
+
+    #[test]
+    fn errors_name_the_file_and_key() {
+        let e = p("[[interface]]\nname = \"eth0\"\nmod = \"monitor\"\n").unwrap_err().to_string();
+        assert!(e.contains("/etc/blocker/blocker.toml") && e.contains("unknown field `mod`"), "{e}");
+        let e = p("[[interface]]\nname = \"eth0\"\nmode = \"dry\"\n").unwrap_err().to_string();
+        assert!(e.contains("unknown variant `dry`"), "{e}");
+        let e = p("[[interface]]\nname = \"eth0\"\n[policy]\ndeny = [\"\"]\n").unwrap_err().to_string();
+        assert!(e.contains("policy.deny[0]"), "{e}");
+        let e = p("[policy]\ndeny_countries = [\"CN\"]\n").unwrap_err().to_string();
+        assert!(e.contains("no [[interface]]"), "{e}");
+        let e = p("[daemon]\npin_rot = \"/x\"\n[[interface]]\nname = \"eth0\"\n").unwrap_err().to_string();
+        assert!(e.contains("unknown field `pin_rot`"), "{e}");
+        let e = p("[[interface]]\nname = \"eth0\"\nxdp_mode = \"fast\"\n").unwrap_err().to_string();
+        assert!(e.contains("xdp_mode \"fast\""), "{e}");
+        let e = p("[[interface]]\nname = \"eth0\"\n[policy]\ndeny_countries = \"CN\"\n").unwrap_err().to_string();
+        assert!(e.contains("deny_countries") || e.contains("invalid type"), "{e}");
+    }
+}
