@@ -35,6 +35,7 @@ struct DaemonSection {
     cache_dir: Option<PathBuf>,
     ebpf_log_level: Option<u8>,
     detach_on_exit: Option<bool>,
+    socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
@@ -137,6 +138,7 @@ pub fn parse(path: &Path, text: &str) -> Result<RunOptions> {
         pin_root: d.pin_root.clone().unwrap_or_else(|| DEFAULT_PIN_ROOT.into()),
         ebpf_log_level: d.ebpf_log_level.unwrap_or(0),
         config: Some(path.to_owned()),
+        socket: Some(d.socket.clone().unwrap_or_else(|| crate::control::DEFAULT_SOCKET.into())),
     })
 }
 

@@ -35,6 +35,88 @@ pub struct RunOptions {
     pub ebpf_log_level: u8,
     /// The config file this came from: a reload reads it again.
     pub config: Option<PathBuf>,
+    /// Control socket (None: no socket).
+    pub socket: Option<PathBuf>,
+}
+
+/// What `blocker status` reports besides the live maps.
+struct State {
+    started: std::time::SystemTime,
+    attached: Vec<(String, String, u32)>,
+    table: CompiledTable,
+    last_reload: Option<(std::time::SystemTime, Result<String, String>)>,
+}
+
+fn unix_secs(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl State {
+    fn status(&self, opts: &RunOptions, managed: &[Managed]) -> serde_json::Value {
+        let lists: Vec<serde_json::Value> = self
+            .table
+            .lists
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::json!({
+                    "name": l.name,
+                    "action": l.action.name(),
+                    "ipv4_prefixes": self.table.v4.iter().filter(|(_, x)| *x == i).count(),
+                    "ipv6_prefixes": self.table.v6.iter().filter(|(_, x)| *x == i).count(),
+                })
+            })
+            .collect();
+        let interfaces: Vec<serde_json::Value> = self
+            .attached
+            .iter()
+            .zip(&opts.interfaces)
+            .zip(managed)
+            .map(|(((name, how, prog_id), spec), m)| {
+                serde_json::json!({
+                    "name": name,
+                    "attached": how,
+                    "program_id": prog_id,
+                    "mode": if spec.monitor { "monitor" } else { "enforce" },
+                    "generation": m.maps.active_generation().ok(),
+                })
+            })
+            .collect();
+        let sources: Vec<serde_json::Value> = opts
+            .policy
+            .deny
+            .iter()
+            .chain(&opts.policy.allow)
+            .chain(&opts.policy.monitor_list)
+            .map(|s| s.path.display().to_string())
+            .chain(opts.policy.country_source.iter().map(|s| s.location.clone()))
+            .map(|loc| serde_json::json!({ "source": loc, "age_seconds": source_age(&opts.policy.cache_dir, &loc) }))
+            .collect();
+        serde_json::json!({
+            "ok": true,
+            "started": unix_secs(self.started),
+            "config": opts.config.as_ref().map(|p| p.display().to_string()),
+            "interfaces": interfaces,
+            "lists": lists,
+            "sources": sources,
+            "last_reload": self.last_reload.as_ref().map(|(t, r)| match r {
+                Ok(summary) => serde_json::json!({ "at": unix_secs(*t), "ok": true, "summary": summary }),
+                Err(e) => serde_json::json!({ "at": unix_secs(*t), "ok": false, "error": e }),
+            }),
+        })
+    }
+}
+
+/// Seconds since a source last changed: the file's mtime, or a URL's last good fetch.
+fn source_age(cache_dir: &std::path::Path, location: &str) -> Option<u64> {
+    let path = if location.starts_with("http://") || location.starts_with("https://") {
+        crate::fetch::cached_copy(location, cache_dir)
+    } else {
+        let plain = location.rsplit_once(':').map(|(_, p)| p).filter(|p| p.starts_with('/')).unwrap_or(location);
+        std::path::PathBuf::from(plain)
+    };
+    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+    modified.elapsed().ok().map(|d| d.as_secs())
 }
 
 /// One interface under this daemon's control.
@@ -64,7 +146,7 @@ fn mode_text(monitor: bool) -> &'static str {
     }
 }
 
-fn start_interface(opts: &RunOptions, spec: &InterfaceOptions, table: &CompiledTable) -> Result<Managed> {
+fn start_interface(opts: &RunOptions, spec: &InterfaceOptions, table: &CompiledTable) -> Result<(Managed, String, u32)> {
     let iface = spec.name.as_str();
     let dir = loader::iface_dir(&opts.pin_root, iface);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -77,7 +159,8 @@ fn start_interface(opts: &RunOptions, spec: &InterfaceOptions, table: &CompiledT
     maps.set_monitor_mode(spec.monitor)?;
     let how = loader::attach(&mut ebpf, &opts.pin_root, iface, spec.attach_mode)?;
     log::info!("{iface}: {how}; {}; mode {}", table_summary(table), mode_text(spec.monitor));
-    Ok(Managed { iface: iface.into(), maps, _lock: lock, _ebpf: ebpf })
+    let prog_id = loader::program_mut(&mut ebpf)?.info().map(|i| i.id()).unwrap_or(0);
+    Ok((Managed { iface: iface.into(), maps, _lock: lock, _ebpf: ebpf }, how.to_string(), prog_id))
 }
 
 fn spawn_ebpf_logger(ebpf: &mut Ebpf, iface: &str) {
@@ -108,7 +191,7 @@ fn spawn_ebpf_logger(ebpf: &mut Ebpf, iface: &str) {
 }
 
 /// Re-reads the policy (and the config file, if any) and applies it everywhere.
-fn reload(opts: &mut RunOptions, managed: &mut [Managed]) -> Result<()> {
+fn reload(opts: &mut RunOptions, managed: &mut [Managed], state: &mut State) -> Result<String> {
     let started = Instant::now();
     const ABORTED: &str = "reload aborted, the running tables are unchanged";
     if let Some(path) = opts.config.clone() {
@@ -121,6 +204,7 @@ fn reload(opts: &mut RunOptions, managed: &mut [Managed]) -> Result<()> {
         opts.interfaces = fresh.interfaces;
     }
     let table = opts.policy.build_table().context(ABORTED)?;
+    let summary = table_summary(&table);
     for (m, spec) in managed.iter_mut().zip(&opts.interfaces) {
         let report = m.maps.apply(&table).with_context(|| format!("{}: {ABORTED}", m.iface))?;
         m.maps.set_monitor_mode(spec.monitor)?;
@@ -136,7 +220,58 @@ fn reload(opts: &mut RunOptions, managed: &mut [Managed]) -> Result<()> {
             started.elapsed().as_millis()
         );
     }
-    Ok(())
+    state.table = table;
+    Ok(summary)
+}
+
+async fn accept(listener: &Option<tokio::net::UnixListener>) -> std::io::Result<tokio::net::UnixStream> {
+    match listener {
+        Some(l) => l.accept().await.map(|(s, _)| s),
+        None => std::future::pending().await,
+    }
+}
+
+/// Answers one control request (see `control`). Requests are handled one at a
+/// time on the daemon's task, so a reload never races another change.
+async fn serve(stream: tokio::net::UnixStream, opts: &mut RunOptions, managed: &mut [Managed], state: &mut State) {
+    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(read);
+    let read_line = reader.read_line(&mut line);
+    if tokio::time::timeout(std::time::Duration::from_secs(5), read_line).await.is_err() {
+        return;
+    }
+    let command = serde_json::from_str::<serde_json::Value>(&line)
+        .ok()
+        .and_then(|v| v["command"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let answer = match command.as_str() {
+        "status" => state.status(opts, managed),
+        "reload" => {
+            let result = reload(opts, managed, state).map_err(|e| format!("{e:#}"));
+            if let Err(e) = &result {
+                log::error!("{e}");
+            }
+            state.last_reload = Some((std::time::SystemTime::now(), result.clone()));
+            match result {
+                Ok(summary) => serde_json::json!({ "ok": true, "summary": summary }),
+                Err(e) => serde_json::json!({ "ok": false, "error": e }),
+            }
+        }
+        "stats" => {
+            let mut out = Vec::new();
+            for m in managed.iter() {
+                match m.maps.counters() {
+                    Ok(c) => out.push(crate::stats::to_json(&m.iface, &c)),
+                    Err(e) => out.push(serde_json::json!({ "interface": m.iface, "error": format!("{e:#}") })),
+                }
+            }
+            serde_json::json!({ "ok": true, "interfaces": out })
+        }
+        other => serde_json::json!({ "ok": false, "error": format!("unknown command {other:?} (status, reload, stats)") }),
+    };
+    let _ = write.write_all(format!("{answer}\n").as_bytes()).await;
 }
 
 pub async fn run(mut opts: RunOptions) -> Result<()> {
@@ -160,11 +295,22 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
     for iface in &opts.interfaces {
         loader::ifindex(&iface.name)?;
     }
+    let listener = match &opts.socket {
+        Some(path) => Some(crate::control::bind(path)?),
+        None => None,
+    };
     let mut managed = Vec::new();
+    let mut attached = Vec::new();
     for iface in &opts.interfaces {
-        managed.push(start_interface(&opts, iface, &table)?);
+        let (m, how, prog_id) = start_interface(&opts, iface, &table)?;
+        attached.push((iface.name.clone(), how, prog_id));
+        managed.push(m);
     }
-    log::info!("ready: SIGHUP reloads the lists, SIGINT/SIGTERM stops (the program stays attached)");
+    let mut state = State { started: std::time::SystemTime::now(), attached, table, last_reload: None };
+    log::info!(
+        "ready: SIGHUP{} reloads the lists, SIGINT/SIGTERM stops (the program stays attached)",
+        opts.socket.as_ref().map(|p| format!(" or `blocker reload` (socket {})", p.display())).unwrap_or_default()
+    );
 
     let mut hup = signal(SignalKind::hangup())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -172,8 +318,15 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                if let Err(e) = reload(&mut opts, &mut managed) {
-                    log::error!("{e:#}");
+                let result = reload(&mut opts, &mut managed, &mut state).map_err(|e| format!("{e:#}"));
+                if let Err(e) = &result {
+                    log::error!("{e}");
+                }
+                state.last_reload = Some((std::time::SystemTime::now(), result));
+            }
+            conn = accept(&listener) => {
+                if let Ok(stream) = conn {
+                    serve(stream, &mut opts, &mut managed, &mut state).await;
                 }
             }
             _ = int.recv() => break,
@@ -181,6 +334,9 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
         }
     }
     if opts.detach_on_exit {
+        if let Some(path) = &opts.socket {
+            let _ = std::fs::remove_file(path);
+        }
         let ifaces: Vec<String> = managed.iter().map(|m| m.iface.clone()).collect();
         // Release the locks first: detach takes them itself.
         drop(managed);
@@ -189,6 +345,9 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
             log::info!("{iface}: stopping; detached (--detach-on-exit): traffic is no longer filtered");
         }
         return Ok(());
+    }
+    if let Some(path) = &opts.socket {
+        let _ = std::fs::remove_file(path);
     }
     for m in &managed {
         log::info!(

@@ -89,6 +89,11 @@ pub fn age_text(secs: u64) -> String {
     }
 }
 
+/// Where the cached copy of `url` lives (it may not exist).
+pub fn cached_copy(url: &str, cache_dir: &Path) -> PathBuf {
+    cache_paths(url, cache_dir).0
+}
+
 pub fn fetch(url: &str, cache_dir: &Path) -> Result<Fetched> {
     fetch_with(url, cache_dir, &FetchOptions::default())
 }

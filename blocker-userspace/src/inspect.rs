@@ -151,3 +151,48 @@ pub fn check_config(opts: &crate::daemon::RunOptions) -> Result<String> {
     }
     Ok(s)
 }
+
+/// `blocker status` as text, from the daemon's JSON answer.
+pub fn status_text(v: &serde_json::Value) -> String {
+    let mut s = String::new();
+    if let Some(c) = v["config"].as_str() {
+        let _ = writeln!(s, "config: {c}");
+    }
+    for i in v["interfaces"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "interface {}: {}, program id {}, mode {}, generation {}",
+            i["name"].as_str().unwrap_or("?"),
+            i["attached"].as_str().unwrap_or("?"),
+            i["program_id"],
+            i["mode"].as_str().unwrap_or("?"),
+            i["generation"]
+        );
+    }
+    for l in v["lists"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "list {}: {} ({} IPv4 + {} IPv6 prefixes)",
+            l["name"].as_str().unwrap_or("?"),
+            l["action"].as_str().unwrap_or("?"),
+            l["ipv4_prefixes"],
+            l["ipv6_prefixes"]
+        );
+    }
+    for src in v["sources"].as_array().into_iter().flatten() {
+        let age = src["age_seconds"].as_u64().map_or("unknown".to_string(), crate::fetch::age_text);
+        let _ = writeln!(s, "source {}: last changed {age} ago", src["source"].as_str().unwrap_or("?"));
+    }
+    match v["last_reload"].as_object() {
+        None => {
+            let _ = writeln!(s, "last reload: none since start");
+        }
+        Some(r) if r.get("ok").and_then(|o| o.as_bool()) == Some(true) => {
+            let _ = writeln!(s, "last reload: ok, {}", r.get("summary").and_then(|x| x.as_str()).unwrap_or(""));
+        }
+        Some(r) => {
+            let _ = writeln!(s, "last reload: FAILED, {}", r.get("error").and_then(|x| x.as_str()).unwrap_or(""));
+        }
+    }
+    s
+}

@@ -4,6 +4,7 @@
 pub mod classifier;
 pub mod compile;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod fetch;
 pub mod formats;

@@ -17,6 +17,9 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "blocker", version, about = "Drop traffic from blocked address ranges in XDP")]
 struct Cli {
+    /// The daemon's control socket.
+    #[arg(long, global = true, env = "BLOCKER_SOCKET", default_value = blocker::control::DEFAULT_SOCKET)]
+    socket: PathBuf,
     /// bpffs directory that holds blocker's pinned maps and links.
     #[arg(long, global = true, env = "BLOCKER_PIN_ROOT", default_value = loader::DEFAULT_PIN_ROOT)]
     pin_root: PathBuf,
@@ -57,6 +60,15 @@ enum Command {
         #[arg(long, default_value = blocker::config::DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Ask the running daemon for its state: interfaces, program ids, lists, last
+    /// reload, age of each source.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the running daemon reload its lists (and config file) now; prints the
+    /// result: success, or the error with nothing changed.
+    Reload,
     /// Show drop counters per list, read from the pins (no daemon needed).
     Stats {
         /// Only this interface (default: every interface blocker is attached to).
@@ -190,12 +202,32 @@ fn run(cli: Cli) -> Result<()> {
                     pin_root: cli.pin_root,
                     ebpf_log_level,
                     config: None,
+                    socket: Some(cli.socket.clone()),
                 }
             };
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
                 .block_on(daemon::run(opts))
+        }
+        Command::Status { json } => {
+            let v = blocker::control::request(&cli.socket, "status")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", inspect::status_text(&v));
+            }
+            Ok(())
+        }
+        Command::Reload => {
+            let v = blocker::control::request(&cli.socket, "reload")?;
+            match v["ok"].as_bool() {
+                Some(true) => {
+                    println!("reloaded: {}", v["summary"].as_str().unwrap_or(""));
+                    Ok(())
+                }
+                _ => anyhow::bail!("{}", v["error"].as_str().unwrap_or("the daemon refused the reload")),
+            }
         }
         Command::CheckConfig { config } => {
             let opts = blocker::config::load(&config)?;

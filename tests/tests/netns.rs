@@ -37,6 +37,11 @@ impl Setup {
         Setup { net: NetnsPair::new().expect("netns pair"), root: PinRoot::new(&tag), dir }
     }
 
+    /// The control socket of this test's daemon.
+    fn socket(&self) -> String {
+        self.file("blocker.sock")
+    }
+
     fn file(&self, name: &str) -> String {
         self.dir.join(name).to_str().unwrap().to_owned()
     }
@@ -44,14 +49,16 @@ impl Setup {
     fn start(&self, extra: &[&str], log: &str) -> Daemon {
         let deny = format!("deny={}", self.file("deny.txt"));
         let allow = format!("allow={}", self.file("allow.txt"));
-        let mut args = vec!["--pin-root", self.root.as_str(), "run", "--iface", &self.net.rx_if];
+        let sock = self.socket();
+        let mut args = vec!["--pin-root", self.root.as_str(), "--socket", &sock, "run", "--iface", &self.net.rx_if];
         args.extend(["--deny", &deny, "--allow", &allow, "--xdp-mode", "native"]);
         args.extend(extra);
         Daemon::start(&self.net.rx_ns, &args, &self.dir.join(log)).expect("daemon starts")
     }
 
     fn cli(&self, args: &[&str]) -> std::process::Output {
-        let mut full = vec!["--pin-root", self.root.as_str()];
+        let sock = self.socket();
+        let mut full = vec!["--pin-root", self.root.as_str(), "--socket", &sock];
         full.extend(args);
         blocker_in(&self.net.rx_ns, &full).unwrap()
     }
@@ -132,7 +139,7 @@ fn sigkill_keeps_blocking_restart_adopts_detach_removes() {
     let second = s.cli(&["run", "--iface", &s.net.rx_if, "--deny", &s.file("deny.txt")]);
     assert!(!second.status.success());
     let err = String::from_utf8_lossy(&second.stderr);
-    assert!(err.contains("another blocker process"), "{err}");
+    assert!(err.contains("another blocker"), "{err}");
 
     d.stop_with(libc::SIGKILL).unwrap();
     assert!(s.net.rx_has_xdp().unwrap(), "program stays attached after SIGKILL");
@@ -278,8 +285,9 @@ fn country_and_list_sources_from_urls_with_stale_fallback() {
     let rir_url = format!("{}/delegated-test-latest", serve_in_netns(&s.net.rx_ns, rir_server.clone()).unwrap());
     let list_url = format!("web={}/list.txt", serve_in_netns(&s.net.rx_ns, list_server.clone()).unwrap());
     let cache = s.file("cache");
+    let sock = s.socket();
     let args = [
-        "--pin-root", s.root.as_str(), "run", "--iface", &s.net.rx_if, "--xdp-mode", "native",
+        "--pin-root", s.root.as_str(), "--socket", &sock, "run", "--iface", &s.net.rx_if, "--xdp-mode", "native",
         "--country-source", &rir_url, "--deny-country", "xa", "--deny", &list_url, "--cache-dir", &cache,
     ];
     let mut d = Daemon::start(&s.net.rx_ns, &args, &s.dir.join("daemon.log")).unwrap();
@@ -445,7 +453,8 @@ fn pins_of_another_layout_are_replaced_atomically() {
 fn detach_on_exit_and_ssh_client_exemption() {
     let s = Setup::new();
     let deny = format!("deny={}", s.file("deny.txt"));
-    let args = ["--pin-root", s.root.as_str(), "run", "--iface", &s.net.rx_if, "--deny", &deny, "--detach-on-exit"];
+    let sock = s.socket();
+    let args = ["--pin-root", s.root.as_str(), "--socket", &sock, "run", "--iface", &s.net.rx_if, "--deny", &deny, "--detach-on-exit"];
     // Started from an SSH session whose client is a denied address: it stays reachable.
     let ssh = [("SSH_CONNECTION", "203.0.113.2 50000 192.0.2.1 22")];
     let d = Daemon::start_with_env(&s.net.rx_ns, &args, &s.dir.join("daemon.log"), &ssh).unwrap();
@@ -464,9 +473,10 @@ fn config_file_run_reload_and_check() {
     let config = s.file("blocker.toml");
     let write_config = |mode: &str, deny: &str| {
         let text = format!(
-            "[daemon]\npin_root = \"{}\"\ncache_dir = \"{}\"\n\n[[interface]]\nname = \"{}\"\nxdp_mode = \"native\"\nmode = \"{mode}\"\n\n[policy]\ndeny = [\"deny={}\"]\nnever_block = [\"192.0.2.0/24\"]\n",
+            "[daemon]\npin_root = \"{}\"\ncache_dir = \"{}\"\nsocket = \"{}\"\n\n[[interface]]\nname = \"{}\"\nxdp_mode = \"native\"\nmode = \"{mode}\"\n\n[policy]\ndeny = [\"deny={}\"]\nnever_block = [\"192.0.2.0/24\"]\n",
             s.root.as_str(),
             s.file("cache"),
+            s.socket(),
             s.net.rx_if,
             deny
         );
@@ -495,4 +505,43 @@ fn config_file_run_reload_and_check() {
     d.wait_for_log("reload aborted", 1).unwrap();
     assert!(d.log_text().contains("unknown field `bogus`"), "{}", d.log_text());
     assert_eq!(s.stats()["mode"], "monitor");
+}
+
+#[test]
+fn control_socket_status_and_reload() {
+    let s = Setup::new();
+    let _d = s.start(&[], "daemon.log");
+    let mode = std::fs::metadata(s.socket()).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600, "root-only socket");
+
+    let out = s.cli(&["status"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("interface {}: attached in native (driver) mode, program id", s.net.rx_if)), "{text}");
+    assert!(text.contains("list deny: drop (1 IPv4 + 16 IPv6 prefixes)"), "{text}");
+    assert!(text.contains("last reload: none since start"), "{text}");
+
+    // `blocker reload` applies a changed list and reports it.
+    write_atomic(&s.file("deny.txt"), "198.51.100.0/24\n");
+    let out = s.cli(&["reload"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("reloaded: "));
+    assert_eq!(s.ping("198.51.100.2"), 0);
+    assert_eq!(s.ping("203.0.113.2"), PINGS);
+
+    // A bad list: the reload fails with the reason, nothing changes.
+    write_atomic(&s.file("deny.txt"), "198.51.100.0/24\nbad line\n");
+    let out = s.cli(&["reload"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("reload aborted") && err.contains("deny.txt:2:"), "{err}");
+    assert_eq!(s.ping("198.51.100.2"), 0);
+    let v: serde_json::Value = serde_json::from_slice(&s.cli(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(v["last_reload"]["ok"], false);
+    assert!(v["interfaces"][0]["program_id"].as_u64().unwrap() > 0);
+
+    // With no daemon, the CLI says what to do.
+    drop(_d);
+    let out = s.cli(&["status"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no blocker daemon answers"), "{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -20,12 +20,14 @@ pub fn run(root: &Path) -> Result<()> {
     let net = NetnsPair::new()?;
     let pins = PinRoot::new(&format!("demo-{}", unique_tag()));
     let log = std::env::temp_dir().join(format!("blocker-demo-{}.log", std::process::id()));
+    let sock = std::env::temp_dir().join(format!("blocker-demo-{}.sock", std::process::id()));
+    let sock = sock.to_str().expect("utf-8 temp dir");
     println!("== namespaces {} (blocker on {}) and {} (sender on {})", net.rx_ns, net.rx_if, net.tx_ns, net.tx_if);
     let deny_arg = format!("default-deny={}", deny.display());
     let allow_arg = format!("default-allow={}", allow.display());
     let daemon = Daemon::start(
         &net.rx_ns,
-        &["--pin-root", pins.as_str(), "run", "--iface", &net.rx_if, "--deny", &deny_arg, "--allow", &allow_arg],
+        &["--pin-root", pins.as_str(), "--socket", sock, "run", "--iface", &net.rx_if, "--deny", &deny_arg, "--allow", &allow_arg],
         &log,
     )?;
     print!("{}", daemon.log_text());
