@@ -32,7 +32,7 @@ use blocker::{
     regions::RegionDb,
 };
 use blocker_common::{map_names, PROGRAM_DROP_FLOOR, PROGRAM_LPM_BASELINE, PROGRAM_NAME};
-use blocker_tests::frames::ip_frame;
+use blocker_tests::{frames::ip_frame, Rng};
 
 const FRAMES_PER_FAMILY: usize = 65_536;
 const REPEAT: u32 = 512;
@@ -42,18 +42,6 @@ fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u128) -> u128 {
-        ((u128::from(self.next()) << 64) | u128::from(self.next())) % n
-    }
-}
 
 fn frames(table: &CompiledTable, family: Family, rng: &mut Rng) -> Vec<Vec<u8>> {
     let entries = table.entries(family);

@@ -37,7 +37,7 @@ use blocker_common::{
     map_names, GEN_POOL_MAP, PROGRAM_DROP_FLOOR, PROGRAM_LPM_BASELINE, PROGRAM_NAME, PROGRAM_PASS_FLOOR,
     PROGRAM_TRAFFICGEN,
 };
-use blocker_tests::sh;
+use blocker_tests::{sh, Rng};
 
 const FRAMES: u32 = 3_000_000;
 const POOL: usize = 65_536;
@@ -94,15 +94,6 @@ impl Drop for Net {
     }
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 /// Sources for the generator: half inside table prefixes, half random.
 fn pool(table: &CompiledTable) -> Vec<u32> {

@@ -36,3 +36,21 @@ pub fn sh(program: &str, args: &[&str]) -> anyhow::Result<String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// A small deterministic xorshift generator for tests and benchmarks (no extra crate,
+/// the same sequence on every run).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A value in 0..n (n > 0), from 128 random bits.
+    pub fn below(&mut self, n: u128) -> u128 {
+        ((u128::from(self.next()) << 64) | u128::from(self.next())) % n
+    }
+}
