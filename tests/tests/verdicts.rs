@@ -318,3 +318,25 @@ fn allowlist_mode_drops_everything_outside_the_allowed_countries() {
     assert_eq!(c.list("exc").unwrap().packets, 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn classifier_too_small_for_the_table_is_refused_with_numbers() {
+    let mut h = Harness::new(&fixture_lists());
+    let gen = h.counters().generation;
+    // One /24 in each of 13,000 different /16s: each needs its own chunk, more
+    // than the IPv4 table holds.
+    let prefixes = (0..13_000u128)
+        .map(|i| blocker::lists::Prefix { family: blocker::lists::Family::V4, addr: (i + 1) << 16, len: 24 })
+        .collect();
+    let big = vec![ListSpec { name: "big".into(), role: Role::Deny, prefixes }];
+    let err = h.maps.apply(&compile(&big)).unwrap_err().to_string();
+    assert!(
+        err.contains("IPv4 table needs 13256 chunks")
+            && err.contains("13000 prefixes")
+            && err.contains(&blocker_common::trie::V4_CHUNKS.to_string())
+            && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(h.counters().generation, gen);
+    assert_eq!(h.run(&ip_frame(ip("203.0.113.5"), &[])), XDP_DROP, "the running table still answers");
+}
