@@ -159,13 +159,8 @@ mod tests {
             .map(|r| ListSpec { name: r.code.clone(), role: Role::Deny, prefixes: r.prefixes.clone() })
             .collect();
         let table = compile(&lists);
-        let mut x: u64 = 0x2545f4914f6cdd1d;
-        let mut rnd = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = blocker_tests::Rng(0x2545f4914f6cdd1d);
+        let mut rnd = move || rng.next();
         for family in [Family::V4, Family::V6] {
             let mut probes = boundaries(&table, family);
             for _ in 0..100_000 {

@@ -340,18 +340,9 @@ mod tests {
         assert_eq!(at("11.0.0.0"), None);
     }
 
-    /// Tiny deterministic generator so the test needs no extra crate.
-    struct Lcg(u64);
-    impl Lcg {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            self.0 >> 11
-        }
-    }
-
     #[test]
     fn matches_reference_on_random_overlaps_and_boundaries() {
-        let mut rng = Lcg(7);
+        let mut rng = blocker_tests::Rng(7);
         for round in 0..40 {
             let mut lists = Vec::new();
             for l in 0..4 {

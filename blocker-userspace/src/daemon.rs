@@ -285,7 +285,7 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
     loader::check_privileges()?;
     // Bad lists fail here, before the kernel is touched.
     let table = opts.policy.build_table()?;
-    if table.lists.iter().all(|l| l.name == crate::policy::NEVER_BLOCK) {
+    if !opts.policy.has_rules() {
         log::warn!("no lists given: every packet passes (see --deny, --deny-country, --allow-country)");
     }
     for (p, why) in opts.policy.never_block_ranges()? {
@@ -333,10 +333,10 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
             _ = term.recv() => break,
         }
     }
+    if let Some(path) = &opts.socket {
+        let _ = std::fs::remove_file(path);
+    }
     if opts.detach_on_exit {
-        if let Some(path) = &opts.socket {
-            let _ = std::fs::remove_file(path);
-        }
         let ifaces: Vec<String> = managed.iter().map(|m| m.iface.clone()).collect();
         // Release the locks first: detach takes them itself.
         drop(managed);
@@ -345,9 +345,6 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
             log::info!("{iface}: stopping; detached (--detach-on-exit): traffic is no longer filtered");
         }
         return Ok(());
-    }
-    if let Some(path) = &opts.socket {
-        let _ = std::fs::remove_file(path);
     }
     for m in &managed {
         log::info!(

@@ -44,13 +44,9 @@ pub fn region_show(db: &RegionDb, code: &str) -> Result<String> {
     Ok(s)
 }
 
-fn policy_given(p: &Policy) -> bool {
-    !p.deny.is_empty() || !p.allow.is_empty() || !p.monitor_list.is_empty() || p.uses_countries()
-}
-
 pub fn lookup(addresses: &[IpAddr], policy: &Policy, pin_root: &Path, iface: Option<&str>) -> Result<String> {
     let db = policy.region_db()?;
-    let table = if policy_given(policy) { Some(policy.build_table()?) } else { None };
+    let table = if policy.has_rules() { Some(policy.build_table()?) } else { None };
     let ifaces = match iface {
         Some(i) => vec![i.to_owned()],
         None => loader::pinned_interfaces(pin_root).unwrap_or_default(),

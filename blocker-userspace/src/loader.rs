@@ -188,10 +188,7 @@ pub fn attach(ebpf: &mut Ebpf, root: &Path, iface: &str, mode: AttachMode) -> Re
     let link_pin = dir.join(LINK_PIN);
     let prog = program_mut(ebpf)?;
     if link_pin.exists() {
-        let pinned = PinnedLink::from_pin(&link_pin)
-            .with_context(|| format!("cannot open pinned link {}", link_pin.display()))?;
-        let link = XdpLink::try_from(FdLink::from(pinned))?;
-        match prog.attach_to_link(link) {
+        match swap_into_pinned_link(prog, &link_pin)? {
             Ok(_) => return Ok(Attached::Adopted),
             Err(e) => {
                 // The interface behind the old link is gone (ENOLINK): start afresh.
@@ -205,9 +202,7 @@ pub fn attach(ebpf: &mut Ebpf, root: &Path, iface: &str, mode: AttachMode) -> Re
         let _old_lock = PinLock::acquire(&old_dir, iface)?;
         let old_link = old_dir.join(LINK_PIN);
         if old_link.exists() {
-            let pinned = PinnedLink::from_pin(&old_link)
-                .with_context(|| format!("cannot open pinned link {}", old_link.display()))?;
-            match prog.attach_to_link(XdpLink::try_from(FdLink::from(pinned))?) {
+            match swap_into_pinned_link(prog, &old_link)? {
                 Ok(id) => {
                     let fd_link = FdLink::try_from(prog.take_link(id)?).context("XDP attachment is not a bpf_link")?;
                     fd_link.pin(&link_pin).with_context(|| format!("cannot pin link at {}", link_pin.display()))?;
@@ -243,6 +238,17 @@ pub fn attach(ebpf: &mut Ebpf, root: &Path, iface: &str, mode: AttachMode) -> Re
         }
     }
     Err(anyhow!(last_err.expect("at least one mode tried")).context(format!("cannot attach XDP program to {iface}")))
+}
+
+/// Replaces the program of the XDP link pinned at `pin` with `prog` (one
+/// BPF_LINK_UPDATE). The inner error means the link is stale (its interface is gone).
+fn swap_into_pinned_link(
+    prog: &mut Xdp,
+    pin: &Path,
+) -> Result<Result<aya::programs::xdp::XdpLinkId, aya::programs::ProgramError>> {
+    let pinned = PinnedLink::from_pin(pin).with_context(|| format!("cannot open pinned link {}", pin.display()))?;
+    let link = XdpLink::try_from(FdLink::from(pinned))?;
+    Ok(prog.attach_to_link(link))
 }
 
 /// Removes program, link and pins of `iface`.

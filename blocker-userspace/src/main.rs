@@ -159,16 +159,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn policy_given(p: &Policy) -> bool {
-    !(p.deny.is_empty()
-        && p.allow.is_empty()
-        && p.monitor_list.is_empty()
-        && p.deny_country.is_empty()
-        && p.allow_country.is_empty()
-        && p.country_source.is_empty()
-        && p.never_block.is_empty())
-}
-
 fn init_logging(cli: &Cli) {
     // aya::bpf=error: aya warns on every load that the object's BTF is refused
     // (aya-log's MaybeUninit<u8> type name, aya issue #1490); nothing here needs BTF.
@@ -186,7 +176,9 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Run { interfaces, config, policy, monitor, detach_on_exit, xdp_mode, ebpf_log_level } => {
             let opts = if interfaces.is_empty() {
-                if policy_given(&policy) || monitor || detach_on_exit || ebpf_log_level != 0 {
+                let policy_given =
+                    policy.has_rules() || !policy.country_source.is_empty() || !policy.never_block.is_empty();
+                if policy_given || monitor || detach_on_exit || ebpf_log_level != 0 {
                     anyhow::bail!("policy options need --iface; with a config file, put them in the file");
                 }
                 let path = config.unwrap_or_else(|| blocker::config::DEFAULT_CONFIG.into());

@@ -105,6 +105,12 @@ impl Policy {
         !self.deny_country.is_empty() || !self.allow_country.is_empty()
     }
 
+    /// Whether anything is listed or a country named (never-block ranges alone
+    /// block nothing).
+    pub fn has_rules(&self) -> bool {
+        !self.deny.is_empty() || !self.allow.is_empty() || !self.monitor_list.is_empty() || self.uses_countries()
+    }
+
     /// The region data this policy refers to: the given sources, or the bundled snapshot.
     pub fn region_db(&self) -> Result<RegionDb> {
         if self.country_source.is_empty() {
@@ -312,11 +318,9 @@ mod tests {
                 probes.extend([(p.family, lo.wrapping_sub(1)), (p.family, lo), (p.family, hi), (p.family, hi + 1)]);
             }
         }
-        let mut x: u64 = 0x9e3779b97f4a7c15;
+        let mut rng = blocker_tests::Rng(0x9e3779b97f4a7c15);
         for _ in 0..2000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next();
             probes.push((Family::V4, u128::from(x as u32)));
             probes.push((Family::V6, (0x2000u128 << 112) | (u128::from(x) << 64)));
         }
