@@ -59,12 +59,17 @@ fn write_world(dir: &Path, db: &RegionDb) -> Vec<(&'static str, RegionSource)> {
     }
     w.alias_ipv4(0xffffu128 << 32, 96);
     std::fs::write(dir.join("world.mmdb"), w.finish()).unwrap();
-    let src = |f: Format, name: &str| RegionSource { optional: false, format: Some(f), location: dir.join(name).display().to_string() };
+    let src = |f: Format, path: PathBuf| RegionSource {
+        optional: false,
+        format: Some(f),
+        location: path.display().to_string(),
+        refresh: None,
+    };
     vec![
-        ("cidr-dir", RegionSource { optional: false, format: Some(Format::CidrDir), location: shared_data().join("country-ip-blocks").display().to_string() }),
-        ("rir", src(Format::Rir, "world.rir")),
-        ("csv", src(Format::Csv, "world.csv")),
-        ("mmdb", src(Format::Mmdb, "world.mmdb")),
+        ("cidr-dir", src(Format::CidrDir, shared_data().join("country-ip-blocks"))),
+        ("rir", src(Format::Rir, dir.join("world.rir"))),
+        ("csv", src(Format::Csv, dir.join("world.csv"))),
+        ("mmdb", src(Format::Mmdb, dir.join("world.mmdb"))),
     ]
 }
 

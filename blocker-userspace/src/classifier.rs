@@ -65,9 +65,7 @@ impl TrieImage {
                 let byte = ((p.addr >> (bits - depth - 8)) & 0xff) as usize;
                 if len <= depth + 8 {
                     let span = 1usize << (depth + 8 - len);
-                    for b in byte..byte + span {
-                        chunks[next][b] = value;
-                    }
+                    chunks[next][byte..byte + span].fill(value);
                     break;
                 }
                 slot = (next, byte);

@@ -36,6 +36,8 @@ struct DaemonSection {
     ebpf_log_level: Option<u8>,
     detach_on_exit: Option<bool>,
     socket: Option<PathBuf>,
+    watch_files: Option<bool>,
+    watch_debounce: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
@@ -77,6 +79,7 @@ struct PolicySection {
     no_default_never_block: bool,
     #[serde(default)]
     confirm_allowlist_without_never_block: bool,
+    url_refresh: Option<String>,
 }
 
 fn parse_all<T: std::str::FromStr<Err = String>>(path: &Path, key: &str, items: &[String]) -> Result<Vec<T>> {
@@ -119,6 +122,16 @@ pub fn parse(path: &Path, text: &str) -> Result<RunOptions> {
     if d.ebpf_log_level.is_some_and(|l| l > 5) {
         bail!("{}: daemon.ebpf_log_level must be 0 to 5", path.display());
     }
+    let url_refresh = match &p.url_refresh {
+        None => crate::policy::DEFAULT_URL_REFRESH,
+        Some(text) => text.parse().map_err(|e| anyhow!("{}: policy.url_refresh: {e}", path.display()))?,
+    };
+    let watch_debounce = match &d.watch_debounce {
+        None => crate::daemon::DEFAULT_WATCH_DEBOUNCE,
+        Some(text) => {
+            crate::watch::parse_duration(text).map_err(|e| anyhow!("{}: daemon.watch_debounce: {e}", path.display()))?
+        }
+    };
     let policy = Policy {
         deny: parse_all::<ListSource>(path, "deny", &p.deny)?,
         allow: parse_all::<ListSource>(path, "allow", &p.allow)?,
@@ -129,6 +142,7 @@ pub fn parse(path: &Path, text: &str) -> Result<RunOptions> {
         never_block: p.never_block.clone(),
         no_default_never_block: p.no_default_never_block,
         confirm_allowlist_without_never_block: p.confirm_allowlist_without_never_block,
+        url_refresh,
         cache_dir: d.cache_dir.clone().unwrap_or_else(|| crate::fetch::DEFAULT_CACHE_DIR.into()),
     };
     Ok(RunOptions {
@@ -139,6 +153,7 @@ pub fn parse(path: &Path, text: &str) -> Result<RunOptions> {
         ebpf_log_level: d.ebpf_log_level.unwrap_or(0),
         config: Some(path.to_owned()),
         socket: Some(d.socket.clone().unwrap_or_else(|| crate::control::DEFAULT_SOCKET.into())),
+        watch_debounce: d.watch_files.unwrap_or(true).then_some(watch_debounce),
     })
 }
 
@@ -159,6 +174,8 @@ mod tests {
         assert!(o.interfaces[1].monitor);
         assert_eq!(o.policy.deny_country, ["CN", "RU"]);
         assert_eq!(o.policy.deny[0].name, "attackers");
+        assert_eq!(o.watch_debounce, Some(std::time::Duration::from_secs(2)));
+        assert_eq!(o.policy.url_refresh, crate::watch::Refresh::Every(std::time::Duration::from_secs(6 * 3600)));
     }
 
     #[test]
@@ -177,5 +194,11 @@ mod tests {
         assert!(e.contains("xdp_mode \"fast\""), "{e}");
         let e = p("[[interface]]\nname = \"eth0\"\n[policy]\ndeny_countries = \"CN\"\n").unwrap_err().to_string();
         assert!(e.contains("deny_countries") || e.contains("invalid type"), "{e}");
+        let e = p("[daemon]\nwatch_debounce = \"2 seconds\"\n[[interface]]\nname = \"eth0\"\n").unwrap_err().to_string();
+        assert!(e.contains("daemon.watch_debounce") && e.contains("unknown unit"), "{e}");
+        let e = p("[[interface]]\nname = \"eth0\"\n[policy]\nurl_refresh = \"soon\"\n").unwrap_err().to_string();
+        assert!(e.contains("policy.url_refresh"), "{e}");
+        let e = p("[[interface]]\nname = \"eth0\"\n[policy]\ndeny = [\"refresh=1h:/etc/x.txt\"]\n").unwrap_err().to_string();
+        assert!(e.contains("policy.deny[0]") && e.contains("URL sources only"), "{e}");
     }
 }

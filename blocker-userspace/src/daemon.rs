@@ -1,6 +1,10 @@
 //! `blocker run`: attach to interfaces, keep the tables current, stop on signal.
 
-use std::{collections::HashSet, path::PathBuf, time::Instant};
+use std::{
+    collections::HashSet,
+    path::PathBuf,
+    time::{Duration, Instant, SystemTime},
+};
 
 use anyhow::{bail, Context as _, Result};
 use aya::Ebpf;
@@ -14,7 +18,12 @@ use crate::{
     loader::{self, AttachMode, PinLock},
     maps::DataplaneMaps,
     policy::Policy,
+    watch::{FileWatch, Refresh, UrlSchedule},
 };
+
+/// How often the daemon looks at its interfaces, source files and URL schedule.
+const TICK: Duration = Duration::from_millis(500);
+pub const DEFAULT_WATCH_DEBOUNCE: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InterfaceOptions {
@@ -37,17 +46,20 @@ pub struct RunOptions {
     pub config: Option<PathBuf>,
     /// Control socket (None: no socket).
     pub socket: Option<PathBuf>,
+    /// Reload when a local source file changes, once it has been stable this long
+    /// (None: files are not watched).
+    pub watch_debounce: Option<Duration>,
 }
 
 /// What `blocker status` reports besides the live maps.
 struct State {
-    started: std::time::SystemTime,
-    attached: Vec<(String, String, u32)>,
+    started: SystemTime,
     table: CompiledTable,
-    last_reload: Option<(std::time::SystemTime, Result<String, String>)>,
+    /// When, why (the trigger) and with what result the tables were last reloaded.
+    last_reload: Option<(SystemTime, String, Result<String, String>)>,
 }
 
-fn unix_secs(t: std::time::SystemTime) -> u64 {
+fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
@@ -67,31 +79,39 @@ impl State {
                 })
             })
             .collect();
-        let interfaces: Vec<serde_json::Value> = self
-            .attached
+        let interfaces: Vec<serde_json::Value> = opts
+            .interfaces
             .iter()
-            .zip(&opts.interfaces)
             .zip(managed)
-            .map(|(((name, how, prog_id), spec), m)| {
+            .map(|(spec, m)| {
                 serde_json::json!({
-                    "name": name,
-                    "attached": how,
-                    "program_id": prog_id,
+                    "name": m.iface,
+                    "present": m.ifindex.is_some(),
+                    "attached": if m.ifindex.is_some() { m.attached.as_str() } else { "interface gone: re-attached when it comes back" },
+                    "program_id": m.program_id,
                     "mode": if spec.monitor { "monitor" } else { "enforce" },
                     "generation": m.maps.active_generation().ok(),
                 })
             })
             .collect();
-        let sources: Vec<serde_json::Value> = opts
-            .policy
-            .deny
-            .iter()
-            .chain(&opts.policy.allow)
-            .chain(&opts.policy.monitor_list)
-            .map(|s| s.path.display().to_string())
-            .chain(opts.policy.country_source.iter().map(|s| s.location.clone()))
-            .map(|loc| serde_json::json!({ "source": loc, "age_seconds": source_age(&opts.policy.cache_dir, &loc) }))
+        let mut sources: Vec<serde_json::Value> = crate::watch::local_sources(&opts.policy)
+            .into_iter()
+            .map(|path| {
+                let loc = path.display().to_string();
+                serde_json::json!({
+                    "source": loc,
+                    "age_seconds": source_age(&opts.policy.cache_dir, &loc),
+                    "watched": opts.watch_debounce.is_some(),
+                })
+            })
             .collect();
+        sources.extend(crate::watch::url_sources(&opts.policy).into_iter().map(|(url, refresh)| {
+            serde_json::json!({
+                "source": url,
+                "age_seconds": source_age(&opts.policy.cache_dir, &url),
+                "refresh": refresh.to_string(),
+            })
+        }));
         serde_json::json!({
             "ok": true,
             "started": unix_secs(self.started),
@@ -99,9 +119,9 @@ impl State {
             "interfaces": interfaces,
             "lists": lists,
             "sources": sources,
-            "last_reload": self.last_reload.as_ref().map(|(t, r)| match r {
-                Ok(summary) => serde_json::json!({ "at": unix_secs(*t), "ok": true, "summary": summary }),
-                Err(e) => serde_json::json!({ "at": unix_secs(*t), "ok": false, "error": e }),
+            "last_reload": self.last_reload.as_ref().map(|(t, trigger, r)| match r {
+                Ok(summary) => serde_json::json!({ "at": unix_secs(*t), "trigger": trigger, "ok": true, "summary": summary }),
+                Err(e) => serde_json::json!({ "at": unix_secs(*t), "trigger": trigger, "ok": false, "error": e }),
             }),
         })
     }
@@ -112,8 +132,7 @@ fn source_age(cache_dir: &std::path::Path, location: &str) -> Option<u64> {
     let path = if location.starts_with("http://") || location.starts_with("https://") {
         crate::fetch::cached_copy(location, cache_dir)
     } else {
-        let plain = location.rsplit_once(':').map(|(_, p)| p).filter(|p| p.starts_with('/')).unwrap_or(location);
-        std::path::PathBuf::from(plain)
+        PathBuf::from(location)
     };
     let modified = std::fs::metadata(path).ok()?.modified().ok()?;
     modified.elapsed().ok().map(|d| d.as_secs())
@@ -123,10 +142,15 @@ fn source_age(cache_dir: &std::path::Path, location: &str) -> Option<u64> {
 struct Managed {
     iface: String,
     maps: DataplaneMaps,
-    // Held for the daemon's lifetime: the lock keeps other blocker processes away,
-    // the Ebpf keeps the program and log ring buffer open.
+    /// The interface's index when the program was attached; None while it is gone.
+    ifindex: Option<u32>,
+    /// How the program got onto the interface (for status).
+    attached: String,
+    program_id: u32,
+    /// Held for the daemon's lifetime: the lock keeps other blocker processes away.
     _lock: PinLock,
-    _ebpf: Ebpf,
+    /// Keeps the program and log ring buffer open; re-attaching needs the program.
+    ebpf: Ebpf,
 }
 
 fn table_summary(table: &CompiledTable) -> String {
@@ -146,7 +170,7 @@ fn mode_text(monitor: bool) -> &'static str {
     }
 }
 
-fn start_interface(opts: &RunOptions, spec: &InterfaceOptions, table: &CompiledTable) -> Result<(Managed, String, u32)> {
+fn start_interface(opts: &RunOptions, spec: &InterfaceOptions, table: &CompiledTable) -> Result<Managed> {
     let iface = spec.name.as_str();
     let dir = loader::iface_dir(&opts.pin_root, iface);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -157,10 +181,48 @@ fn start_interface(opts: &RunOptions, spec: &InterfaceOptions, table: &CompiledT
     // Tables first, then the program on the link: it filters from its first packet.
     maps.apply(table)?;
     maps.set_monitor_mode(spec.monitor)?;
+    let ifindex = loader::ifindex(iface)?;
     let how = loader::attach(&mut ebpf, &opts.pin_root, iface, spec.attach_mode)?;
     log::info!("{iface}: {how}; {}; mode {}", table_summary(table), mode_text(spec.monitor));
-    let prog_id = loader::program_mut(&mut ebpf)?.info().map(|i| i.id()).unwrap_or(0);
-    Ok((Managed { iface: iface.into(), maps, _lock: lock, _ebpf: ebpf }, how.to_string(), prog_id))
+    let program_id = loader::program_mut(&mut ebpf)?.info().map(|i| i.id()).unwrap_or(0);
+    Ok(Managed {
+        iface: iface.into(),
+        maps,
+        ifindex: Some(ifindex),
+        attached: how.to_string(),
+        program_id,
+        _lock: lock,
+        ebpf,
+    })
+}
+
+impl Managed {
+    /// Notices the interface going away and coming back (as a new device with a
+    /// new index): the kernel drops an XDP link with its device, so blocker
+    /// attaches again, with the maps (tables, counters) it already has.
+    fn check_presence(&mut self, spec: &InterfaceOptions, pin_root: &std::path::Path) {
+        let now = loader::ifindex(&self.iface).ok();
+        if now == self.ifindex {
+            return;
+        }
+        let Some(index) = now else {
+            log::warn!("{}: interface is gone; blocker attaches again when it comes back", self.iface);
+            self.ifindex = None;
+            return;
+        };
+        // Recorded before trying: a failure is logged once, not on every tick.
+        self.ifindex = Some(index);
+        match loader::attach(&mut self.ebpf, pin_root, &self.iface, spec.attach_mode) {
+            Ok(how) => {
+                log::warn!("{}: interface is back (index {index}): {how}", self.iface);
+                self.attached = how.to_string();
+            }
+            Err(e) => log::error!(
+                "{}: interface is back (index {index}) but attaching failed: {e:#}; restart blocker to retry",
+                self.iface
+            ),
+        }
+    }
 }
 
 fn spawn_ebpf_logger(ebpf: &mut Ebpf, iface: &str) {
@@ -190,38 +252,157 @@ fn spawn_ebpf_logger(ebpf: &mut Ebpf, iface: &str) {
     });
 }
 
-/// Re-reads the policy (and the config file, if any) and applies it everywhere.
-fn reload(opts: &mut RunOptions, managed: &mut [Managed], state: &mut State) -> Result<String> {
-    let started = Instant::now();
-    const ABORTED: &str = "reload aborted, the running tables are unchanged";
-    if let Some(path) = opts.config.clone() {
-        let fresh = crate::config::load(&path).context(ABORTED)?;
-        let names = |o: &[InterfaceOptions]| o.iter().map(|i| i.name.clone()).collect::<Vec<_>>();
-        if names(&fresh.interfaces) != names(&opts.interfaces) || fresh.pin_root != opts.pin_root {
-            bail!("{ABORTED}: the interfaces or the pin root changed in {}; restart blocker to apply that", path.display());
+/// A running daemon: its options, interfaces, and what triggers reloads.
+struct Daemon {
+    opts: RunOptions,
+    managed: Vec<Managed>,
+    state: State,
+    files: Option<FileWatch>,
+    urls: UrlSchedule,
+    /// URL refreshes run off the daemon's task (a slow server must not stall the
+    /// control socket); each reports here whether its content changed.
+    refreshed_tx: tokio::sync::mpsc::UnboundedSender<(String, Result<bool, String>)>,
+    refreshing: HashSet<String>,
+}
+
+impl Daemon {
+    /// Re-reads the policy (and the config file, if any) and applies it everywhere;
+    /// records the result for `status`. Errors leave the running tables unchanged.
+    fn reload(&mut self, trigger: &str) -> Result<String, String> {
+        log::info!("reloading ({trigger})");
+        let sources_before = crate::watch::url_sources(&self.opts.policy);
+        // Files are stamped before they are read: a change during the reload is
+        // seen on the next tick.
+        if let Some(w) = &mut self.files {
+            w.rebase(&self.opts.policy);
         }
-        opts.policy = fresh.policy;
-        opts.interfaces = fresh.interfaces;
+        let result = self.try_reload().map_err(|e| format!("{e:#}"));
+        if let Err(e) = &result {
+            log::error!("{e}");
+        }
+        if let Some(w) = &mut self.files {
+            // A reloaded config file may name other files.
+            if crate::watch::local_sources(&self.opts.policy) != w.paths() {
+                w.rebase(&self.opts.policy);
+            }
+        }
+        if crate::watch::url_sources(&self.opts.policy) != sources_before {
+            self.urls = UrlSchedule::new(&self.opts.policy, Instant::now());
+        }
+        self.state.last_reload = Some((SystemTime::now(), trigger.to_owned(), result.clone()));
+        result
     }
-    let table = opts.policy.build_table().context(ABORTED)?;
-    let summary = table_summary(&table);
-    for (m, spec) in managed.iter_mut().zip(&opts.interfaces) {
-        let report = m.maps.apply(&table).with_context(|| format!("{}: {ABORTED}", m.iface))?;
-        m.maps.set_monitor_mode(spec.monitor)?;
-        log::info!(
-            "{}: reloaded {} (generation {}, classifier chunks {}/{} IPv4, {}/{} IPv6) in {} ms",
-            m.iface,
-            table_summary(&table),
-            report.generation,
-            report.v4_chunks,
-            report.v4_capacity,
-            report.v6_chunks,
-            report.v6_capacity,
-            started.elapsed().as_millis()
-        );
+
+    fn try_reload(&mut self) -> Result<String> {
+        let started = Instant::now();
+        const ABORTED: &str = "reload aborted, the running tables are unchanged";
+        let opts = &mut self.opts;
+        if let Some(path) = opts.config.clone() {
+            let fresh = crate::config::load(&path).context(ABORTED)?;
+            let names = |o: &[InterfaceOptions]| o.iter().map(|i| i.name.clone()).collect::<Vec<_>>();
+            if names(&fresh.interfaces) != names(&opts.interfaces) || fresh.pin_root != opts.pin_root {
+                bail!(
+                    "{ABORTED}: the interfaces or the pin root changed in {}; restart blocker to apply that",
+                    path.display()
+                );
+            }
+            opts.policy = fresh.policy;
+            opts.interfaces = fresh.interfaces;
+        }
+        let table = opts.policy.build_table().context(ABORTED)?;
+        for (m, spec) in self.managed.iter_mut().zip(&opts.interfaces) {
+            let report = m.maps.apply(&table).with_context(|| format!("{}: {ABORTED}", m.iface))?;
+            m.maps.set_monitor_mode(spec.monitor)?;
+            log::info!(
+                "{}: reloaded {} (generation {}, classifier chunks {}/{} IPv4, {}/{} IPv6) in {} ms",
+                m.iface,
+                table_summary(&table),
+                report.generation,
+                report.v4_chunks,
+                report.v4_capacity,
+                report.v6_chunks,
+                report.v6_capacity,
+                started.elapsed().as_millis()
+            );
+        }
+        let summary = table_summary(&table);
+        self.state.table = table;
+        Ok(summary)
     }
-    state.table = table;
-    Ok(summary)
+
+    /// Runs on every tick: interfaces that went or came back, source files that
+    /// changed, URLs due for a refresh.
+    fn tick(&mut self, now: Instant) {
+        for (m, spec) in self.managed.iter_mut().zip(&self.opts.interfaces) {
+            m.check_presence(spec, &self.opts.pin_root);
+        }
+        if let Some(changed) = self.files.as_mut().and_then(|w| w.poll(now)) {
+            let names: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
+            let _ = self.reload(&format!("changed on disk: {}", names.join(", ")));
+        }
+        for url in self.urls.take_due(now) {
+            if !self.refreshing.insert(url.clone()) {
+                continue;
+            }
+            let (tx, cache_dir) = (self.refreshed_tx.clone(), self.opts.policy.cache_dir.clone());
+            tokio::task::spawn_blocking(move || {
+                let result = crate::fetch::fetch(&url, &cache_dir)
+                    .map(|f| f.changed)
+                    .map_err(|e| format!("{e:#}"));
+                let _ = tx.send((url, result));
+            });
+        }
+    }
+
+    /// A URL refresh finished: reload when its content changed.
+    fn refreshed(&mut self, url: String, result: Result<bool, String>) {
+        self.refreshing.remove(&url);
+        match result {
+            Ok(true) => {
+                let _ = self.reload(&format!("refresh of {url}: content changed"));
+            }
+            Ok(false) => log::debug!("refresh of {url}: unchanged"),
+            Err(e) => log::warn!("refresh of {url} failed: {e}; the running tables are unchanged"),
+        }
+    }
+
+    /// Answers one control request (see `control`). Requests are handled one at a
+    /// time on the daemon's task, so a reload never races another change.
+    async fn serve(&mut self, stream: tokio::net::UnixStream) {
+        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
+        let (read, mut write) = stream.into_split();
+        let mut line = String::new();
+        let mut reader = tokio::io::BufReader::new(read);
+        let read_line = reader.read_line(&mut line);
+        if tokio::time::timeout(Duration::from_secs(5), read_line).await.is_err() {
+            return;
+        }
+        let command = serde_json::from_str::<serde_json::Value>(&line)
+            .ok()
+            .and_then(|v| v["command"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let answer = match command.as_str() {
+            "status" => self.state.status(&self.opts, &self.managed),
+            "reload" => match self.reload("blocker reload") {
+                Ok(summary) => serde_json::json!({ "ok": true, "summary": summary }),
+                Err(e) => serde_json::json!({ "ok": false, "error": e }),
+            },
+            "stats" => {
+                let mut out = Vec::new();
+                for m in &self.managed {
+                    match m.maps.counters() {
+                        Ok(c) => out.push(crate::stats::to_json(&m.iface, &c)),
+                        Err(e) => out.push(serde_json::json!({ "interface": m.iface, "error": format!("{e:#}") })),
+                    }
+                }
+                serde_json::json!({ "ok": true, "interfaces": out })
+            }
+            other => {
+                serde_json::json!({ "ok": false, "error": format!("unknown command {other:?} (status, reload, stats)") })
+            }
+        };
+        let _ = write.write_all(format!("{answer}\n").as_bytes()).await;
+    }
 }
 
 async fn accept(listener: &Option<tokio::net::UnixListener>) -> std::io::Result<tokio::net::UnixStream> {
@@ -231,50 +412,7 @@ async fn accept(listener: &Option<tokio::net::UnixListener>) -> std::io::Result<
     }
 }
 
-/// Answers one control request (see `control`). Requests are handled one at a
-/// time on the daemon's task, so a reload never races another change.
-async fn serve(stream: tokio::net::UnixStream, opts: &mut RunOptions, managed: &mut [Managed], state: &mut State) {
-    use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
-    let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    let mut reader = tokio::io::BufReader::new(read);
-    let read_line = reader.read_line(&mut line);
-    if tokio::time::timeout(std::time::Duration::from_secs(5), read_line).await.is_err() {
-        return;
-    }
-    let command = serde_json::from_str::<serde_json::Value>(&line)
-        .ok()
-        .and_then(|v| v["command"].as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let answer = match command.as_str() {
-        "status" => state.status(opts, managed),
-        "reload" => {
-            let result = reload(opts, managed, state).map_err(|e| format!("{e:#}"));
-            if let Err(e) = &result {
-                log::error!("{e}");
-            }
-            state.last_reload = Some((std::time::SystemTime::now(), result.clone()));
-            match result {
-                Ok(summary) => serde_json::json!({ "ok": true, "summary": summary }),
-                Err(e) => serde_json::json!({ "ok": false, "error": e }),
-            }
-        }
-        "stats" => {
-            let mut out = Vec::new();
-            for m in managed.iter() {
-                match m.maps.counters() {
-                    Ok(c) => out.push(crate::stats::to_json(&m.iface, &c)),
-                    Err(e) => out.push(serde_json::json!({ "interface": m.iface, "error": format!("{e:#}") })),
-                }
-            }
-            serde_json::json!({ "ok": true, "interfaces": out })
-        }
-        other => serde_json::json!({ "ok": false, "error": format!("unknown command {other:?} (status, reload, stats)") }),
-    };
-    let _ = write.write_all(format!("{answer}\n").as_bytes()).await;
-}
-
-pub async fn run(mut opts: RunOptions) -> Result<()> {
+pub async fn run(opts: RunOptions) -> Result<()> {
     if opts.interfaces.is_empty() {
         bail!("no interface given: pass --iface IF");
     }
@@ -300,39 +438,64 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
         None => None,
     };
     let mut managed = Vec::new();
-    let mut attached = Vec::new();
     for iface in &opts.interfaces {
-        let (m, how, prog_id) = start_interface(&opts, iface, &table)?;
-        attached.push((iface.name.clone(), how, prog_id));
-        managed.push(m);
+        managed.push(start_interface(&opts, iface, &table)?);
     }
-    let mut state = State { started: std::time::SystemTime::now(), attached, table, last_reload: None };
+    let files = opts.watch_debounce.map(|d| FileWatch::new(&opts.policy, d));
+    let urls = UrlSchedule::new(&opts.policy, Instant::now());
+    let (refreshed_tx, mut refreshed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut triggers = vec!["SIGHUP".to_string()];
+    if let Some(p) = &opts.socket {
+        triggers.push(format!("`blocker reload` (socket {})", p.display()));
+    }
+    if let (Some(w), Some(d)) = (&files, opts.watch_debounce) {
+        if !w.paths().is_empty() {
+            triggers.push(format!("a change to a source file ({} ms debounce)", d.as_millis()));
+        }
+    }
+    let refreshes = crate::watch::url_sources(&opts.policy)
+        .into_iter()
+        .filter(|(_, r)| *r != Refresh::Never)
+        .count();
+    if refreshes > 0 {
+        triggers.push(format!("the refresh of {refreshes} URL source(s)"));
+    }
     log::info!(
-        "ready: SIGHUP{} reloads the lists, SIGINT/SIGTERM stops (the program stays attached)",
-        opts.socket.as_ref().map(|p| format!(" or `blocker reload` (socket {})", p.display())).unwrap_or_default()
+        "ready: {} reload the lists; SIGINT/SIGTERM stops (the program stays attached)",
+        triggers.join(", ")
     );
+    let mut daemon = Daemon {
+        state: State { started: SystemTime::now(), table, last_reload: None },
+        opts,
+        managed,
+        files,
+        urls,
+        refreshed_tx,
+        refreshing: HashSet::new(),
+    };
 
     let mut hup = signal(SignalKind::hangup())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
+    let mut ticks = tokio::time::interval(TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                let result = reload(&mut opts, &mut managed, &mut state).map_err(|e| format!("{e:#}"));
-                if let Err(e) = &result {
-                    log::error!("{e}");
-                }
-                state.last_reload = Some((std::time::SystemTime::now(), result));
+                let _ = daemon.reload("SIGHUP");
             }
             conn = accept(&listener) => {
                 if let Ok(stream) = conn {
-                    serve(stream, &mut opts, &mut managed, &mut state).await;
+                    daemon.serve(stream).await;
                 }
             }
+            at = ticks.tick() => daemon.tick(at.into_std()),
+            Some((url, result)) = refreshed_rx.recv() => daemon.refreshed(url, result),
             _ = int.recv() => break,
             _ = term.recv() => break,
         }
     }
+    let Daemon { opts, managed, .. } = daemon;
     if let Some(path) = &opts.socket {
         let _ = std::fs::remove_file(path);
     }

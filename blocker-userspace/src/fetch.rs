@@ -35,6 +35,8 @@ pub struct Fetched {
     /// What happened, for status output: fresh, not modified, or stale and why.
     pub note: Option<String>,
     pub stale: bool,
+    /// Whether the content differs from the copy cached before this fetch.
+    pub changed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -76,7 +78,15 @@ fn read_meta(path: &Path) -> Option<Meta> {
 
 fn write_meta(path: &Path, url: &str, m: &Meta) -> Result<()> {
     let v = serde_json::json!({ "url": url, "etag": m.etag, "last_modified": m.last_modified, "fetched_at": m.fetched_at });
-    std::fs::write(path, serde_json::to_vec_pretty(&v)?)?;
+    write_atomically(path, &serde_json::to_vec_pretty(&v)?)
+}
+
+/// Write-then-rename, through a name of this process and thread: a crash never
+/// leaves a truncated copy, and a refresh running beside a reload never mixes two.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}-{:?}", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
     Ok(())
 }
 
@@ -103,19 +113,31 @@ pub fn fetch_with(url: &str, cache_dir: &Path, opts: &FetchOptions) -> Result<Fe
     let (data, meta_path) = cache_paths(url, cache_dir);
     let cached = data.exists().then(|| read_meta(&meta_path).unwrap_or_default());
     match download(url, &data, &meta_path, cached.as_ref(), opts) {
-        Ok(note) => Ok(Fetched { path: data, note: Some(note), stale: false }),
+        Ok((note, changed)) => Ok(Fetched { path: data, note: Some(note), stale: false, changed }),
         Err(e) => match cached {
             Some(m) => {
                 let age = age_text(now().saturating_sub(m.fetched_at));
                 log::warn!("{url}: fetch failed ({e:#}); using the last good copy, {age} old");
-                Ok(Fetched { path: data, note: Some(format!("fetch failed, last good copy {age} old")), stale: true })
+                Ok(Fetched {
+                    path: data,
+                    note: Some(format!("fetch failed, last good copy {age} old")),
+                    stale: true,
+                    changed: false,
+                })
             }
             None => Err(e.context(format!("{url}: fetch failed and there is no cached copy"))),
         },
     }
 }
 
-fn download(url: &str, data: &Path, meta_path: &Path, cached: Option<&Meta>, opts: &FetchOptions) -> Result<String> {
+/// Fetches `url` into the cache: (what happened, whether the content changed).
+fn download(
+    url: &str,
+    data: &Path,
+    meta_path: &Path,
+    cached: Option<&Meta>,
+    opts: &FetchOptions,
+) -> Result<(String, bool)> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(opts.timeout))
         .http_status_as_error(false)
@@ -137,7 +159,7 @@ fn download(url: &str, data: &Path, meta_path: &Path, cached: Option<&Meta>, opt
         let mut m = read_meta(meta_path).unwrap_or_default();
         m.fetched_at = now();
         write_meta(meta_path, url, &m)?;
-        return Ok("not modified since the cached copy".into());
+        return Ok(("not modified since the cached copy".into(), false));
     }
     if status != 200 {
         bail!("HTTP status {status}");
@@ -153,12 +175,10 @@ fn download(url: &str, data: &Path, meta_path: &Path, cached: Option<&Meta>, opt
     if body.len() as u64 > opts.max_bytes {
         bail!("response is over the {} byte cap", opts.max_bytes);
     }
-    // Write-then-rename: a crash never leaves a truncated "last good copy".
-    let tmp = data.with_extension("tmp");
-    std::fs::write(&tmp, &body)?;
-    std::fs::rename(&tmp, data)?;
+    let changed = std::fs::read(data).map_or(true, |old| old != body);
+    write_atomically(data, &body)?;
     write_meta(meta_path, url, &Meta { etag, last_modified, fetched_at: now() })?;
-    Ok(format!("fetched {} bytes", body.len()))
+    Ok((format!("fetched {} bytes", body.len()), changed))
 }
 
 #[cfg(test)]
@@ -184,7 +204,7 @@ mod tests {
         script.lock().unwrap().responses.push((200, vec![("ETag".into(), "\"v1\"".into()), ("Last-Modified".into(), "Wed, 21 Oct 2026 07:28:00 GMT".into())], b"192.0.2.0/24\n".to_vec()));
         let f = fetch(&url, &dir).unwrap();
         assert_eq!(std::fs::read(&f.path).unwrap(), b"192.0.2.0/24\n");
-        assert!(!f.stale);
+        assert!(!f.stale && f.changed);
 
         // Second fetch is conditional; 304 keeps the cached copy.
         script.lock().unwrap().responses.push((304, vec![], vec![]));
@@ -193,12 +213,13 @@ mod tests {
         assert!(req.contains("if-none-match: \"v1\""), "{req}");
         assert!(req.contains("if-modified-since: wed, 21 oct 2026"), "{req}");
         assert_eq!(f.note.as_deref(), Some("not modified since the cached copy"));
+        assert!(!f.changed);
         assert_eq!(std::fs::read(&f.path).unwrap(), b"192.0.2.0/24\n");
 
         // A server error falls back to the last good copy and says how old it is.
         script.lock().unwrap().responses.push((500, vec![], vec![]));
         let f = fetch(&url, &dir).unwrap();
-        assert!(f.stale);
+        assert!(f.stale && !f.changed);
         assert!(f.note.as_deref().unwrap().contains("last good copy") && f.note.as_deref().unwrap().contains(" s old"), "{:?}", f.note);
         assert_eq!(std::fs::read(&f.path).unwrap(), b"192.0.2.0/24\n");
 
@@ -206,6 +227,10 @@ mod tests {
         script.lock().unwrap().responses.push((200, vec![], b"198.51.100.0/24\n".to_vec()));
         let f = fetch(&url, &dir).unwrap();
         assert_eq!(std::fs::read(&f.path).unwrap(), b"198.51.100.0/24\n");
+        assert!(f.changed);
+        // The same body again (a server without conditional requests): not a change.
+        script.lock().unwrap().responses.push((200, vec![], b"198.51.100.0/24\n".to_vec()));
+        assert!(!fetch(&url, &dir).unwrap().changed);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -49,6 +49,8 @@ pub struct RegionSource {
     pub optional: bool,
     pub format: Option<Format>,
     pub location: String,
+    /// URL sources only: how often the daemon fetches it again (None: the policy's default).
+    pub refresh: Option<crate::watch::Refresh>,
 }
 
 impl FromStr for RegionSource {
@@ -57,10 +59,16 @@ impl FromStr for RegionSource {
         let mut rest = s;
         let mut optional = false;
         let mut format = None;
+        let mut refresh = None;
         loop {
             if let Some(r) = rest.strip_prefix("optional:") {
                 optional = true;
                 rest = r;
+                continue;
+            }
+            if let (Some(r), tail) = crate::watch::strip_refresh(rest)? {
+                refresh = Some(r);
+                rest = tail;
                 continue;
             }
             if let Some((head, tail)) = rest.split_once(':') {
@@ -75,7 +83,11 @@ impl FromStr for RegionSource {
         if rest.is_empty() {
             return Err(format!("{s:?}: no path or URL"));
         }
-        Ok(RegionSource { optional, format, location: rest.to_owned() })
+        let source = RegionSource { optional, format, location: rest.to_owned(), refresh };
+        if refresh.is_some() && !source.is_url() {
+            return Err(format!("{s:?}: refresh= applies to URL sources only (files are watched for changes)"));
+        }
+        Ok(source)
     }
 }
 
@@ -384,7 +396,7 @@ mod tests {
     #[test]
     fn source_syntax() {
         let s: RegionSource = "optional:rir:/data/afrinic.txt".parse().unwrap();
-        assert_eq!(s, RegionSource { optional: true, format: Some(Format::Rir), location: "/data/afrinic.txt".into() });
+        assert_eq!(s, RegionSource { optional: true, format: Some(Format::Rir), location: "/data/afrinic.txt".into(), refresh: None });
         let s: RegionSource = "https://example.invalid/x.csv".parse().unwrap();
         assert_eq!(s.format, None);
         assert!(s.is_url());

@@ -121,6 +121,16 @@ pub fn check_config(opts: &crate::daemon::RunOptions) -> Result<String> {
         );
     }
     let _ = writeln!(s, "pins under {}", opts.pin_root.display());
+    for path in crate::watch::local_sources(&opts.policy) {
+        let how = match opts.watch_debounce {
+            Some(d) => format!("reloaded {} ms after it changes", d.as_millis()),
+            None => "not watched (reload with SIGHUP or `blocker reload`)".into(),
+        };
+        let _ = writeln!(s, "source {}: {how}", path.display());
+    }
+    for (url, refresh) in crate::watch::url_sources(&opts.policy) {
+        let _ = writeln!(s, "source {url}: refreshed every {refresh}");
+    }
     for (p, why) in opts.policy.never_block_ranges()? {
         let _ = writeln!(s, "never blocked: {p} ({why})");
     }
@@ -177,17 +187,30 @@ pub fn status_text(v: &serde_json::Value) -> String {
     }
     for src in v["sources"].as_array().into_iter().flatten() {
         let age = src["age_seconds"].as_u64().map_or("unknown".to_string(), crate::fetch::age_text);
-        let _ = writeln!(s, "source {}: last changed {age} ago", src["source"].as_str().unwrap_or("?"));
+        let how = match (src["watched"].as_bool(), src["refresh"].as_str()) {
+            (Some(true), _) => ", reloaded when it changes".to_string(),
+            (_, Some("off")) => ", not refreshed".to_string(),
+            (_, Some(r)) => format!(", refreshed every {r}"),
+            _ => String::new(),
+        };
+        let _ = writeln!(s, "source {}: last changed {age} ago{how}", src["source"].as_str().unwrap_or("?"));
     }
     match v["last_reload"].as_object() {
         None => {
             let _ = writeln!(s, "last reload: none since start");
         }
-        Some(r) if r.get("ok").and_then(|o| o.as_bool()) == Some(true) => {
-            let _ = writeln!(s, "last reload: ok, {}", r.get("summary").and_then(|x| x.as_str()).unwrap_or(""));
-        }
         Some(r) => {
-            let _ = writeln!(s, "last reload: FAILED, {}", r.get("error").and_then(|x| x.as_str()).unwrap_or(""));
+            let field = |k: &str| r.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
+            let ago = r.get("at").and_then(|x| x.as_u64()).map(|at| {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                crate::fetch::age_text(now.saturating_sub(at))
+            });
+            let when = format!("{} ago, on {}", ago.unwrap_or_else(|| "?".into()), field("trigger"));
+            if r.get("ok").and_then(|o| o.as_bool()) == Some(true) {
+                let _ = writeln!(s, "last reload: ok ({when}): {}", field("summary"));
+            } else {
+                let _ = writeln!(s, "last reload: FAILED ({when}): {}", field("error"));
+            }
         }
     }
     s

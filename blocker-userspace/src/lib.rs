@@ -16,3 +16,4 @@ pub mod mmdb;
 pub mod policy;
 pub mod regions;
 pub mod stats;
+pub mod watch;

@@ -171,7 +171,7 @@ pub fn read_list(path: &Path) -> Result<Vec<Prefix>, ListError> {
     parse_list(path, &text)
 }
 
-/// Where a list comes from: `[optional:][NAME=]FILE|URL` (without NAME the path or
+/// Where a list comes from: `[optional:][refresh=DURATION:][NAME=]FILE|URL` (without NAME the path or
 /// URL is the name). The name is what counters are reported under and what keeps
 /// them across reloads. An optional list that cannot be read is skipped with a
 /// warning instead of aborting the load.
@@ -180,6 +180,8 @@ pub struct ListSource {
     pub name: String,
     pub path: PathBuf,
     pub optional: bool,
+    /// URL sources only: how often the daemon fetches it again (None: the policy's default).
+    pub refresh: Option<crate::watch::Refresh>,
 }
 
 impl ListSource {
@@ -196,6 +198,17 @@ impl std::str::FromStr for ListSource {
             Some(r) => (true, r),
             None => (false, s),
         };
+        let (refresh, rest) = crate::watch::strip_refresh(rest)?;
+        let source = Self::named(s, rest, optional)?;
+        if refresh.is_some() && source.url().is_none() {
+            return Err(format!("{s:?}: refresh= applies to URL sources only (files are watched for changes)"));
+        }
+        Ok(ListSource { refresh, ..source })
+    }
+}
+
+impl ListSource {
+    fn named(s: &str, rest: &str, optional: bool) -> Result<Self, String> {
         if rest.is_empty() {
             return Err("empty list argument".into());
         }
@@ -207,9 +220,9 @@ impl std::str::FromStr for ListSource {
                 if path.is_empty() {
                     return Err(format!("{s:?}: no file after '='"));
                 }
-                Ok(ListSource { name: name.into(), path: path.into(), optional })
+                Ok(ListSource { name: name.into(), path: path.into(), optional, refresh: None })
             }
-            _ => Ok(ListSource { name: rest.into(), path: rest.into(), optional }),
+            _ => Ok(ListSource { name: rest.into(), path: rest.into(), optional, refresh: None }),
         }
     }
 }
@@ -292,12 +305,17 @@ pub(crate) mod tests {
     #[test]
     fn list_source_names() {
         let s: ListSource = "cn=/data/cn.txt".parse().unwrap();
-        assert_eq!(s, ListSource { name: "cn".into(), path: "/data/cn.txt".into(), optional: false });
+        assert_eq!(s, ListSource { name: "cn".into(), path: "/data/cn.txt".into(), optional: false, refresh: None });
         let s: ListSource = "/data/a=b.txt".parse().unwrap();
-        assert_eq!(s, ListSource { name: "/data/a=b.txt".into(), path: "/data/a=b.txt".into(), optional: false });
+        assert_eq!(s, ListSource { name: "/data/a=b.txt".into(), path: "/data/a=b.txt".into(), optional: false, refresh: None });
         let s: ListSource = "optional:x=https://h.invalid/l.txt".parse().unwrap();
         assert!(s.optional && s.url() == Some("https://h.invalid/l.txt") && s.name == "x");
         assert!("cn=".parse::<ListSource>().is_err());
+        let s: ListSource = "optional:refresh=15m:x=https://h.invalid/l.txt".parse().unwrap();
+        assert!(s.optional && s.name == "x");
+        assert_eq!(s.refresh, Some(crate::watch::Refresh::Every(std::time::Duration::from_secs(900))));
+        let e = "refresh=15m:/etc/blocker/deny.txt".parse::<ListSource>().unwrap_err();
+        assert!(e.contains("URL sources only"), "{e}");
     }
 
     #[test]

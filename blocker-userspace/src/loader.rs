@@ -49,6 +49,7 @@ pub fn iface_dir(root: &Path, iface: &str) -> PathBuf {
 pub fn check_privileges() -> Result<()> {
     const CAP_NET_ADMIN: u32 = 12;
     const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let eff = status
@@ -57,9 +58,11 @@ pub fn check_privileges() -> Result<()> {
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .unwrap_or(0);
     let has = |cap: u32| eff & (1u64 << cap) != 0;
-    if !(has(CAP_NET_ADMIN) && (has(CAP_BPF) || has(CAP_SYS_ADMIN))) {
+    // CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON; the verifier allows the
+    // program's packet pointer arithmetic only with CAP_PERFMON.
+    if !(has(CAP_NET_ADMIN) && (has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)))) {
         bail!(
-            "blocker needs root, or the capabilities CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN, \
+            "blocker needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, \
              to load XDP programs and use pinned maps: run it with sudo"
         );
     }
@@ -83,7 +86,11 @@ pub fn ensure_bpffs(root: &Path) -> Result<()> {
         // SAFETY: valid NUL-terminated strings, no data argument.
         let rc = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), src.as_ptr(), 0, std::ptr::null()) };
         if rc != 0 {
-            bail!("cannot mount bpffs on /sys/fs/bpf: {}", std::io::Error::last_os_error());
+            bail!(
+                "no bpffs on /sys/fs/bpf and mounting one failed ({}): mount it \
+                 (`mount -t bpf bpf /sys/fs/bpf`) or give blocker CAP_SYS_ADMIN",
+                std::io::Error::last_os_error()
+            );
         }
         log::info!("mounted bpffs on /sys/fs/bpf");
     }
@@ -168,7 +175,7 @@ pub enum Attached {
 
 impl std::fmt::Display for Attached {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&match self {
+        let text = match self {
             Attached::Adopted => "adopted the pinned attachment (program replaced atomically)".into(),
             Attached::Upgraded { from } => format!(
                 "found pins of map layout {from}: replaced its program and maps atomically \
@@ -176,7 +183,8 @@ impl std::fmt::Display for Attached {
             ),
             Attached::Native => "attached in native (driver) mode".into(),
             Attached::Generic => "attached in generic (skb) mode".into(),
-        }.as_str())
+        };
+        f.write_str(&text)
     }
 }
 

@@ -53,6 +53,13 @@ enum Command {
         /// are at trace level: keep it off in production.
         #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=5))]
         ebpf_log_level: u8,
+        /// Do not reload when a source file changes on disk.
+        #[arg(long)]
+        no_watch: bool,
+        /// How long a changed source file must stay unchanged before it is read
+        /// (a file written in several steps is read once).
+        #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = blocker::watch::parse_duration)]
+        watch_debounce: std::time::Duration,
     },
     /// Validate and compile a config file without touching the kernel; print what
     /// would be loaded.
@@ -169,16 +176,53 @@ fn init_logging(cli: &Cli) {
         let filter = ["off", "error", "warn", "info", "debug", "trace"][usize::from(level)];
         builder.parse_filters(&format!("{}={filter}", blocker_common::EBPF_LOG_TARGET));
     }
-    builder.format_timestamp(None).format_target(false).init();
+    if stderr_is_journal() {
+        // journald stamps and ranks each line itself: "<N>" is the syslog priority
+        // prefix it understands (sd-daemon(3)), so `journalctl -p warning` works.
+        builder.format(|buf, record| {
+            use std::io::Write as _;
+            let priority = match record.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            writeln!(buf, "<{priority}>{}", record.args())
+        });
+    } else {
+        builder.format_timestamp_secs().format_target(false);
+    }
+    builder.init();
+}
+
+/// Whether stderr is connected to the journal: systemd sets JOURNAL_STREAM to the
+/// "device:inode" of the stream it gives the service (systemd.exec(5)).
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd as _;
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else { return false };
+    let Ok(file) = std::io::stderr().as_fd().try_clone_to_owned().map(std::fs::File::from) else { return false };
+    let Ok(meta) = file.metadata() else { return false };
+    use std::os::unix::fs::MetadataExt as _;
+    value.to_str() == Some(format!("{}:{}", meta.dev(), meta.ino()).as_str())
 }
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Run { interfaces, config, policy, monitor, detach_on_exit, xdp_mode, ebpf_log_level } => {
+        Command::Run {
+            interfaces,
+            config,
+            policy,
+            monitor,
+            detach_on_exit,
+            xdp_mode,
+            ebpf_log_level,
+            no_watch,
+            watch_debounce,
+        } => {
             let opts = if interfaces.is_empty() {
                 let policy_given =
                     policy.has_rules() || !policy.country_source.is_empty() || !policy.never_block.is_empty();
-                if policy_given || monitor || detach_on_exit || ebpf_log_level != 0 {
+                if policy_given || monitor || detach_on_exit || ebpf_log_level != 0 || no_watch {
                     anyhow::bail!("policy options need --iface; with a config file, put them in the file");
                 }
                 let path = config.unwrap_or_else(|| blocker::config::DEFAULT_CONFIG.into());
@@ -195,6 +239,7 @@ fn run(cli: Cli) -> Result<()> {
                     ebpf_log_level,
                     config: None,
                     socket: Some(cli.socket.clone()),
+                    watch_debounce: (!no_watch).then_some(watch_debounce),
                 }
             };
             tokio::runtime::Builder::new_current_thread()

@@ -36,7 +36,7 @@ pub struct Policy {
     #[arg(long, value_name = "CC,CC", value_delimiter = ',')]
     pub allow_country: Vec<String>,
     /// Where country prefixes come from instead of the bundled snapshot:
-    /// `[optional:][rir:|csv:|mmdb:|cidr-dir:]PATH|URL` (format detected when not
+    /// `[optional:][refresh=DURATION:][rir:|csv:|mmdb:|cidr-dir:]PATH|URL` (format detected when not
     /// given). Repeat to merge several.
     #[arg(long, value_name = "SOURCE")]
     pub country_source: Vec<RegionSource>,
@@ -52,6 +52,11 @@ pub struct Policy {
     /// operator: it refuses to start without --never-block unless this is given.
     #[arg(long)]
     pub confirm_allowlist_without_never_block: bool,
+    /// How often the daemon fetches URL sources again ("off", or like 30m, 6h, 1d);
+    /// a source can set its own with a `refresh=DURATION:` prefix. Content that did
+    /// not change triggers no reload.
+    #[arg(long, value_name = "DURATION", default_value = "6h")]
+    pub url_refresh: crate::watch::Refresh,
     /// Where downloaded lists and databases are cached (last good copies).
     #[arg(long, env = "BLOCKER_CACHE_DIR", default_value = crate::fetch::DEFAULT_CACHE_DIR)]
     pub cache_dir: PathBuf,
@@ -69,6 +74,7 @@ impl Default for Policy {
             never_block: vec![],
             no_default_never_block: false,
             confirm_allowlist_without_never_block: false,
+            url_refresh: DEFAULT_URL_REFRESH,
             cache_dir: crate::fetch::DEFAULT_CACHE_DIR.into(),
         }
     }
@@ -85,6 +91,8 @@ pub fn read_source(source: &ListSource, cache_dir: &Path) -> Result<Vec<Prefix>>
         None => Ok(read_list(&source.path)?),
     }
 }
+
+pub const DEFAULT_URL_REFRESH: crate::watch::Refresh = crate::watch::Refresh::Every(std::time::Duration::from_secs(6 * 3600));
 
 pub const OUTSIDE_ALLOWED: &str = "outside-allowed-countries";
 pub const NEVER_BLOCK: &str = "never-block";
@@ -222,7 +230,7 @@ mod tests {
     fn write(dir: &std::path::Path, name: &str, text: &str) -> ListSource {
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
-        ListSource { name: name.trim_end_matches(".txt").into(), path, optional: false }
+        ListSource { name: name.trim_end_matches(".txt").into(), path, optional: false, refresh: None }
     }
 
     fn tmpdir(tag: &str) -> std::path::PathBuf {

@@ -75,9 +75,15 @@ impl Daemon {
     }
 
     pub fn start_with_env(ns: &str, args: &[&str], log: &Path, env: &[(&str, &str)]) -> Result<Daemon> {
+        Self::start_wrapped(ns, &[], args, log, env)
+    }
+
+    /// Starts `WRAPPER... blocker ARGS` in `ns` (a wrapper such as setpriv).
+    pub fn start_wrapped(ns: &str, wrapper: &[&str], args: &[&str], log: &Path, env: &[(&str, &str)]) -> Result<Daemon> {
         let out = File::create(log)?;
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{ns}"))
+            .args(wrapper)
             .arg(blocker_bin())
             .args(args)
             .envs(env.iter().copied())

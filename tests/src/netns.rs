@@ -64,9 +64,20 @@ impl NetnsPair {
     }
 
     fn setup(&self) -> Result<()> {
+        sh("ip", &["netns", "add", &self.rx_ns])?;
+        sh("ip", &["netns", "add", &self.tx_ns])?;
+        self.add_link()
+    }
+
+    /// Deletes the veth pair (both ends), as when a device goes away.
+    pub fn delete_link(&self) -> Result<()> {
+        ip_in(&self.rx_ns, &["link", "del", &self.rx_if]).map(drop)
+    }
+
+    /// Creates the veth pair, with the same names and addresses (new devices, new
+    /// interface indexes).
+    pub fn add_link(&self) -> Result<()> {
         let (rx, tx) = (self.rx_ns.as_str(), self.tx_ns.as_str());
-        sh("ip", &["netns", "add", rx])?;
-        sh("ip", &["netns", "add", tx])?;
         sh("ip", &["link", "add", &self.rx_if, "netns", rx, "type", "veth", "peer", "name", &self.tx_if, "netns", tx])?;
         for (ns, ifname) in [(rx, &self.rx_if), (tx, &self.tx_if)] {
             // Native XDP on veth needs an MTU that fits one page.

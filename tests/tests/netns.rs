@@ -545,3 +545,158 @@ fn control_socket_status_and_reload() {
     let out = s.cli(&["status"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no blocker daemon answers"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn source_file_changes_and_url_refreshes_reload_by_themselves() {
+    use std::sync::{Arc, Mutex};
+
+    use blocker_tests::http::{serve_in_netns, Script};
+
+    let s = Setup::new();
+    let server = Arc::new(Mutex::new(Script { fallback: Some(b"198.18.0.0/15\n".to_vec()), ..Default::default() }));
+    let url = format!("refresh=1s:web={}/list.txt", serve_in_netns(&s.net.rx_ns, server.clone()).unwrap());
+    let cache = s.file("cache");
+    let mut d = s.start(&["--watch-debounce", "300ms", "--deny", &url, "--cache-dir", &cache], "daemon.log");
+    assert!(d.log_text().contains("a change to a source file (300 ms debounce)"), "{}", d.log_text());
+    assert_eq!(s.ping("198.51.100.2"), PINGS);
+
+    // A list file changes on disk: reloaded with no signal.
+    write_atomic(&s.file("deny.txt"), &format!("{DENY}198.51.100.0/24\n"));
+    d.wait_for_log("reloading (changed on disk: ", 1).unwrap();
+    d.wait_for_log("reloaded", 1).unwrap();
+    assert!(d.log_text().contains(&s.file("deny.txt")), "the trigger names the file:\n{}", d.log_text());
+    assert_eq!(s.ping("198.51.100.2"), 0, "denied by the changed file");
+
+    // A broken edit is refused with file:line, and nothing changes; the fix applies.
+    std::fs::write(s.file("deny.txt"), format!("{DENY}198.51.100.0/24\n198.51.100.300\n")).unwrap();
+    d.wait_for_log("reload aborted", 1).unwrap();
+    assert!(d.log_text().contains("deny.txt:5:"), "{}", d.log_text());
+    assert_eq!(s.ping("198.51.100.2"), 0, "running table unchanged");
+    let status = s.cli(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("last reload: FAILED") && text.contains("on changed on disk"), "{text}");
+    write_atomic(&s.file("deny.txt"), DENY);
+    d.wait_for_log("reloaded", 2).unwrap();
+    assert_eq!(s.ping("198.51.100.2"), PINGS);
+
+    // The URL is fetched again every second; unchanged content reloads nothing.
+    let reloads = d.log_text().matches("reloading (").count();
+    let requests = server.lock().unwrap().requests.len();
+    std::thread::sleep(std::time::Duration::from_millis(3000));
+    assert!(server.lock().unwrap().requests.len() >= requests + 2, "refreshed every second");
+    assert_eq!(d.log_text().matches("reloading (").count(), reloads, "no reload for unchanged content");
+    // New content: reloaded.
+    server.lock().unwrap().fallback = Some(b"198.51.100.0/24\n".to_vec());
+    d.wait_for_log("list.txt: content changed", 1).unwrap();
+    d.wait_for_log("reloaded", 3).unwrap();
+    assert_eq!(s.ping("198.51.100.2"), 0, "denied by the refreshed URL list");
+    assert_eq!(s.list_counter("web", "packets"), u64::from(PINGS));
+    let status = s.cli(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("refreshed every 1s") && text.contains("reloaded when it changes"), "{text}");
+}
+
+#[test]
+fn interface_that_goes_and_comes_back_is_attached_again() {
+    let s = Setup::new();
+    let mut d = s.start(&[], "daemon.log");
+    assert_eq!(s.ping("203.0.113.2"), 0);
+
+    s.net.delete_link().unwrap();
+    d.wait_for_log("interface is gone", 1).unwrap();
+    let status = s.cli(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(v["interfaces"][0]["present"], false, "{v}");
+
+    s.net.add_link().unwrap();
+    d.wait_for_log("interface is back", 1).unwrap();
+    assert!(s.net.rx_has_xdp().unwrap(), "attached to the new device");
+    assert_eq!(s.ping("203.0.113.2"), 0, "blocking again");
+    assert_eq!(s.ping("198.51.100.2"), PINGS);
+    assert_eq!(s.list_counter("deny", "packets"), 2 * u64::from(PINGS), "counters kept across the re-attach");
+    let status = s.cli(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(v["interfaces"][0]["present"], true, "{v}");
+}
+
+/// The shipped systemd unit: systemd accepts it, and the capabilities it grants
+/// (CapabilityBoundingSet=, for a root service) are enough to attach, reload,
+/// restart and adopt, while any one fewer is refused.
+#[test]
+fn systemd_unit_verifies_and_its_capabilities_are_enough() {
+    let s = Setup::new();
+    let unit_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/blocker.service");
+    let unit = std::fs::read_to_string(&unit_path).unwrap();
+    let bin = blocker_tests::daemon::blocker_bin();
+    let local = s.dir.join("blocker.service");
+    std::fs::write(&local, unit.replace("/usr/local/bin/blocker", bin.to_str().unwrap())).unwrap();
+    let out = std::process::Command::new("systemd-analyze").arg("verify").arg(&local).output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify: {said}");
+
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit limits capabilities")
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_ascii_lowercase())
+        .collect();
+    assert_eq!(caps.len(), 3, "{caps:?}");
+    let bounding = |caps: &[&String]| {
+        let mut arg = "--bounding-set=-all".to_string();
+        for c in caps {
+            arg.push_str(&format!(",+{c}"));
+        }
+        arg
+    };
+    let deny = format!("deny={}", s.file("deny.txt"));
+    let sock = s.socket();
+    let args = ["--pin-root", s.root.as_str(), "--socket", &sock, "run", "--iface", &s.net.rx_if, "--deny", &deny];
+    for missing in &caps {
+        let fewer: Vec<&String> = caps.iter().filter(|c| c != &missing).collect();
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", s.net.rx_ns))
+            .args(["setpriv", &bounding(&fewer), "--inh-caps=-all", "--"])
+            .arg(&bin)
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN"), "without {missing}: {err}");
+    }
+    let all: Vec<&String> = caps.iter().collect();
+    let wrapper = ["setpriv", &bounding(&all), "--inh-caps=-all", "--"];
+    let d = Daemon::start_wrapped(&s.net.rx_ns, &wrapper, &args, &s.dir.join("daemon.log"), &[]).unwrap();
+    assert_eq!(s.ping("203.0.113.2"), 0);
+    assert_eq!(s.ping("198.51.100.2"), PINGS);
+    let out = s.cli(&["reload"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    d.stop_with(libc::SIGTERM).unwrap();
+    let mut d = Daemon::start_wrapped(&s.net.rx_ns, &wrapper, &args, &s.dir.join("daemon2.log"), &[]).unwrap();
+    d.wait_for_log("adopted the pinned attachment", 1).unwrap();
+    assert_eq!(s.ping("203.0.113.2"), 0);
+    assert_eq!(s.list_counter("deny", "packets"), 2 * u64::from(PINGS));
+}
+
+#[test]
+fn logs_carry_journald_priorities_under_systemd() {
+    let s = Setup::new();
+    // JOURNAL_STREAM names the stream systemd connected to stderr (device:inode);
+    // the daemon's log file stands in for it.
+    let log = s.dir.join("journal.log");
+    std::fs::write(&log, "").unwrap();
+    let meta = std::fs::metadata(&log).unwrap();
+    use std::os::unix::fs::MetadataExt as _;
+    let stream = format!("{}:{}", meta.dev(), meta.ino());
+    let deny = format!("deny={}", s.file("deny.txt"));
+    let sock = s.socket();
+    let args = ["--pin-root", s.root.as_str(), "--socket", &sock, "run", "--iface", &s.net.rx_if, "--deny", &deny];
+    let mut d = Daemon::start_wrapped(&s.net.rx_ns, &[], &args, &log, &[("JOURNAL_STREAM", &stream)]).unwrap();
+    std::fs::write(s.file("deny.txt"), "not-a-prefix\n").unwrap();
+    d.signal(libc::SIGHUP);
+    d.wait_for_log("reload aborted", 1).unwrap();
+    let text = d.log_text();
+    assert!(text.lines().any(|l| l.starts_with("<6>ready:")), "info lines carry <6>:\n{text}");
+    assert!(text.lines().any(|l| l.starts_with("<3>reload aborted")), "errors carry <3>:\n{text}");
+    assert!(!text.contains("INFO"), "no level words or timestamps: journald adds its own:\n{text}");
+}

@@ -10,7 +10,14 @@ use anyhow::{bail, Context as _, Result};
 const BPF_LINKER_VERSION: &str = "0.10.1";
 
 /// (command the tests run, Debian package that provides it)
-const DEBIAN_PACKAGES: &[(&str, &str)] = &[("ip", "iproute2"), ("ping", "iputils-ping"), ("nsenter", "util-linux")];
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("ping", "iputils-ping"),
+    ("nsenter", "util-linux"),
+    ("setpriv", "util-linux"),
+    // systemd-analyze checks the shipped unit file.
+    ("systemd-analyze", "systemd"),
+];
 /// What the benchmarks' baselines need besides.
 const BENCH_PACKAGES: &[(&str, &str)] =
     &[("nft", "nftables"), ("ipset", "ipset"), ("iptables", "iptables"), ("ethtool", "ethtool")];

@@ -1,0 +1,292 @@
+//! Automatic reload triggers: local source files that change on disk (debounced,
+//! so a file written in several steps is read once, when it has settled) and URL
+//! sources that are due for their refresh. The daemon polls both on its timer;
+//! polling a few `stat`s per tick survives editors that replace files by rename
+//! and directories that are re-created, which inotify watches do not.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::{Duration, Instant, UNIX_EPOCH},
+};
+
+use crate::policy::Policy;
+
+/// Parses "500ms", "90s", "15m", "6h", "1d" (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a duration (like 90s, 15m, 6h, 1d)"))?;
+    let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h, d)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// How often a URL source is fetched again while the daemon runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refresh {
+    Never,
+    Every(Duration),
+}
+
+impl FromStr for Refresh {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if matches!(s, "off" | "never" | "0") {
+            return Ok(Refresh::Never);
+        }
+        let d = parse_duration(s)?;
+        if d < Duration::from_secs(1) {
+            return Err(format!("refresh interval {s:?} is under one second (use \"off\" to disable)"));
+        }
+        Ok(Refresh::Every(d))
+    }
+}
+
+impl std::fmt::Display for Refresh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refresh::Never => f.write_str("off"),
+            Refresh::Every(d) => write!(f, "{}s", d.as_secs()),
+        }
+    }
+}
+
+/// Strips a leading `refresh=DURATION:` from a source argument.
+pub fn strip_refresh(s: &str) -> Result<(Option<Refresh>, &str), String> {
+    let Some(rest) = s.strip_prefix("refresh=") else { return Ok((None, s)) };
+    let (value, rest) = rest.split_once(':').ok_or_else(|| format!("{s:?}: expected refresh=DURATION:SOURCE"))?;
+    let refresh = value.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    Ok((Some(refresh), rest))
+}
+
+/// What identifies a file's content cheaply: (mtime ns, size, inode), None if missing.
+type Stamp = Option<(u128, u64, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path).ok()?;
+    let mtime = m.modified().ok()?.duration_since(UNIX_EPOCH).ok()?.as_nanos();
+    Some((mtime, m.len(), m.ino()))
+}
+
+/// The stamps of every file a path stands for: the file, or each file in a directory.
+fn stamps(path: &Path, out: &mut Vec<(PathBuf, Stamp)>) {
+    match std::fs::read_dir(path) {
+        Ok(rd) => {
+            let mut files: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            files.sort();
+            out.push((path.to_owned(), stamp(path)));
+            out.extend(files.into_iter().map(|f| {
+                let s = stamp(&f);
+                (f, s)
+            }));
+        }
+        Err(_) => out.push((path.to_owned(), stamp(path))),
+    }
+}
+
+/// Local files and directories the policy reads.
+pub fn local_sources(policy: &Policy) -> Vec<PathBuf> {
+    let lists = policy.deny.iter().chain(&policy.allow).chain(&policy.monitor_list);
+    let mut out: Vec<PathBuf> = lists.filter(|s| s.url().is_none()).map(|s| s.path.clone()).collect();
+    out.extend(policy.country_source.iter().filter(|s| !s.is_url()).map(|s| PathBuf::from(&s.location)));
+    out
+}
+
+/// URL sources with their refresh interval (the source's own, or the policy default).
+pub fn url_sources(policy: &Policy) -> Vec<(String, Refresh)> {
+    let lists = policy.deny.iter().chain(&policy.allow).chain(&policy.monitor_list);
+    let mut out: Vec<(String, Refresh)> = lists
+        .filter_map(|s| s.url().map(|u| (u.to_owned(), s.refresh.unwrap_or(policy.url_refresh))))
+        .collect();
+    out.extend(
+        policy.country_source.iter().filter(|s| s.is_url()).map(|s| (s.location.clone(), s.refresh.unwrap_or(policy.url_refresh))),
+    );
+    out
+}
+
+/// Watches the policy's local source files for changes.
+pub struct FileWatch {
+    paths: Vec<PathBuf>,
+    /// The stamps when the running tables were last built (or last tried).
+    applied: Vec<(PathBuf, Stamp)>,
+    /// Stamps seen changing, and when they last changed.
+    pending: Option<(Vec<(PathBuf, Stamp)>, Instant)>,
+    debounce: Duration,
+}
+
+impl FileWatch {
+    pub fn new(policy: &Policy, debounce: Duration) -> Self {
+        let paths = local_sources(policy);
+        let applied = Self::read(&paths);
+        FileWatch { paths, applied, pending: None, debounce }
+    }
+
+    /// The files and directories watched.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    fn read(paths: &[PathBuf]) -> Vec<(PathBuf, Stamp)> {
+        let mut out = Vec::new();
+        for p in paths {
+            stamps(p, &mut out);
+        }
+        out
+    }
+
+    /// Called on every tick. Returns the changed files once they have been stable
+    /// for the debounce time: the caller reloads, then calls `rebase`.
+    pub fn poll(&mut self, now: Instant) -> Option<Vec<PathBuf>> {
+        if self.paths.is_empty() {
+            return None;
+        }
+        let current = Self::read(&self.paths);
+        if current == self.applied {
+            self.pending = None;
+            return None;
+        }
+        match &self.pending {
+            Some((seen, since)) if *seen == current => {
+                if now.duration_since(*since) < self.debounce {
+                    return None;
+                }
+            }
+            _ => {
+                self.pending = Some((current, now));
+                return None;
+            }
+        }
+        let old: HashMap<&PathBuf, &Stamp> = self.applied.iter().map(|(p, s)| (p, s)).collect();
+        let changed = current.iter().filter(|(p, s)| old.get(p) != Some(&s)).map(|(p, _)| p.clone());
+        let mut changed: Vec<PathBuf> = changed.collect();
+        let new: Vec<&PathBuf> = current.iter().map(|(p, _)| p).collect();
+        changed.extend(self.applied.iter().filter(|(p, _)| !new.contains(&p)).map(|(p, _)| p.clone()));
+        Some(changed)
+    }
+
+    /// After a reload attempt (successful or not): watch the policy's files as they
+    /// are now, so a failed reload is retried only when a file changes again.
+    pub fn rebase(&mut self, policy: &Policy) {
+        self.paths = local_sources(policy);
+        self.applied = Self::read(&self.paths);
+        self.pending = None;
+    }
+}
+
+/// When each URL source is next due.
+pub struct UrlSchedule {
+    due: Vec<(String, Duration, Instant)>,
+}
+
+impl UrlSchedule {
+    pub fn new(policy: &Policy, now: Instant) -> Self {
+        let due = url_sources(policy)
+            .into_iter()
+            .filter_map(|(url, r)| match r {
+                Refresh::Never => None,
+                Refresh::Every(d) => Some((url, d, now + d)),
+            })
+            .collect();
+        UrlSchedule { due }
+    }
+
+    /// URLs due now; each is scheduled again one interval later.
+    pub fn take_due(&mut self, now: Instant) -> Vec<String> {
+        let mut out = Vec::new();
+        for (url, every, next) in &mut self.due {
+            if *next <= now {
+                out.push(url.clone());
+                *next = now + *every;
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_refresh() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("6h").unwrap(), Duration::from_secs(21_600));
+        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_duration("6 hours").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("h").unwrap_err().contains("not a duration"));
+        assert_eq!("off".parse::<Refresh>().unwrap(), Refresh::Never);
+        assert!("500ms".parse::<Refresh>().unwrap_err().contains("under one second"));
+        assert_eq!(strip_refresh("refresh=1h:https://x/y").unwrap(), (Some(Refresh::Every(Duration::from_secs(3600))), "https://x/y"));
+        assert_eq!(strip_refresh("/etc/x").unwrap(), (None, "/etc/x"));
+        assert!(strip_refresh("refresh=1h").unwrap_err().contains("refresh=DURATION:SOURCE"));
+    }
+
+    #[test]
+    fn file_changes_are_debounced_and_reported_once() {
+        let dir = std::env::temp_dir().join(format!("blocker-watch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("cidr")).unwrap();
+        let list = dir.join("deny.txt");
+        std::fs::write(&list, "192.0.2.0/24\n").unwrap();
+        std::fs::write(dir.join("cidr/de.cidr"), "198.51.100.0/24\n").unwrap();
+        let policy = Policy {
+            deny: vec![list.to_str().unwrap().parse().unwrap()],
+            country_source: vec![format!("cidr-dir:{}", dir.join("cidr").display()).parse().unwrap()],
+            ..Policy::default()
+        };
+        let debounce = Duration::from_secs(2);
+        let mut w = FileWatch::new(&policy, debounce);
+        let t0 = Instant::now();
+        assert_eq!(w.poll(t0), None, "nothing changed");
+
+        // Each write changes the size: mtimes may tick coarser than the writes.
+        std::fs::write(&list, "192.0.2.0/25\n# v2\n").unwrap();
+        assert_eq!(w.poll(t0), None, "change seen, debounce starts");
+        assert_eq!(w.poll(t0 + Duration::from_secs(1)), None, "still settling");
+        // Another write restarts the debounce.
+        std::fs::write(&list, "192.0.2.0/26\n# version 3\n").unwrap();
+        assert_eq!(w.poll(t0 + Duration::from_secs(1)), None);
+        assert_eq!(w.poll(t0 + Duration::from_millis(2500)), None, "restarted at 1 s");
+        assert_eq!(w.poll(t0 + Duration::from_secs(3)), Some(vec![list.clone()]));
+        w.rebase(&policy);
+        assert_eq!(w.poll(t0 + Duration::from_secs(10)), None, "reported once");
+
+        // A new file in a watched directory, and a removed one.
+        std::fs::write(dir.join("cidr/fr.cidr"), "203.0.113.0/24\n").unwrap();
+        std::fs::remove_file(dir.join("cidr/de.cidr")).unwrap();
+        assert_eq!(w.poll(t0), None);
+        let mut changed = w.poll(t0 + debounce).unwrap();
+        changed.sort();
+        assert!(changed.contains(&dir.join("cidr/fr.cidr")) && changed.contains(&dir.join("cidr/de.cidr")), "{changed:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn url_schedule() {
+        let policy = Policy {
+            deny: vec!["refresh=10s:a=http://192.0.2.1/a".parse().unwrap(), "b=http://192.0.2.1/b".parse().unwrap()],
+            allow: vec!["refresh=off:http://192.0.2.1/c".parse().unwrap()],
+            url_refresh: Refresh::Every(Duration::from_secs(60)),
+            ..Policy::default()
+        };
+        let t0 = Instant::now();
+        let mut s = UrlSchedule::new(&policy, t0);
+        assert!(s.take_due(t0 + Duration::from_secs(9)).is_empty());
+        assert_eq!(s.take_due(t0 + Duration::from_secs(10)), ["http://192.0.2.1/a"]);
+        assert!(s.take_due(t0 + Duration::from_secs(11)).is_empty());
+        assert_eq!(s.take_due(t0 + Duration::from_secs(60)), ["http://192.0.2.1/a", "http://192.0.2.1/b"]);
+    }
+}
