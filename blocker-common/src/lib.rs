@@ -7,28 +7,47 @@
 
 /// Bumped whenever a map's type, key, value or size changes. It is part of the pin
 /// directory path, so a new layout never silently reuses an incompatible pinned map.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Number of list ids (a list is one deny/allow/monitor source, e.g. one file).
 pub const MAX_LISTS: u32 = 1024;
 
-/// The classifier: a multibit trie per family, stored as an array of chunks of
-/// `CHUNK_ENTRIES` u16 entries. Chunks `0..ROOT_CHUNKS` form the root, indexed by
-/// the first 16 bits of the address (chunk = first byte, entry = second byte);
-/// every further level consumes one byte. A lookup reads one entry per level: one
-/// for prefixes up to /16, two up to /24, three up to /32 (IPv4), and at most 16
-/// for IPv6 (three for the /32 allocations, five for /48s).
+/// The classifier: a multibit trie per family, stored as an array of nodes of 256
+/// u16 entries. Nodes `0..ROOT_NODES` form the root, a direct table indexed by the
+/// first 16 bits of the address; every further level consumes the next byte. A
+/// lookup reads one entry per level: one for prefixes up to /16, two up to /24
+/// (most of the IPv4 data), three up to /32; for IPv6 three for a /32 allocation
+/// and five for a /48.
 pub mod trie {
-    pub const CHUNK_ENTRIES: usize = 256;
-    pub const ROOT_CHUNKS: u32 = 256;
-    /// Entry: 0 = no list; `list_id + 1` = a leaf; `PTR | chunk` = the next level.
-    pub const PTR: u16 = 0x8000;
-    /// Chunks per table (root included), per generation. The world table of
-    /// ../shared/data needs about 7,300 (IPv4) and 17,700 (IPv6).
-    pub const V4_CHUNKS: u32 = 12_288;
-    pub const V6_CHUNKS: u32 = 24_576;
+    /// An entry below `LEAF_LIMIT` is a leaf: 0 = no list, `list_id + 1` = a list.
+    /// From `LEAF_LIMIT` up it points to node `ROOT_NODES + (entry - LEAF_LIMIT)`.
+    pub const LEAF_LIMIT: u16 = 2048;
+    const _: () = assert!(crate::MAX_LISTS < LEAF_LIMIT as u32);
+    /// The most nodes below the root an entry can point to.
+    pub const MAX_CHILD_NODES: u32 = 65_536 - LEAF_LIMIT as u32;
+    /// Bits of the address that index the root.
+    pub const ROOT_BITS: u32 = 16;
+
+    pub mod v4 {
+        pub const STRIDE: u32 = 8;
+        pub const NODE_ENTRIES: usize = 1 << STRIDE;
+        pub const ROOT_NODES: u32 = (1 << super::ROOT_BITS) / NODE_ENTRIES as u32;
+        /// Nodes per table (root included), per generation (6.3 MB). The world table
+        /// of ../shared/data needs about 7,100.
+        pub const NODES: u32 = 12_288;
+    }
+
+    pub mod v6 {
+        pub const STRIDE: u32 = 8;
+        pub const NODE_ENTRIES: usize = 1 << STRIDE;
+        pub const ROOT_NODES: u32 = (1 << super::ROOT_BITS) / NODE_ENTRIES as u32;
+        /// Nodes per table (root included), per generation (12.6 MB). The world
+        /// table of ../shared/data needs about 17,700.
+        pub const NODES: u32 = 24_576;
+    }
 }
-pub type Chunk = [u16; trie::CHUNK_ENTRIES];
+pub type V4Node = [u16; trie::v4::NODE_ENTRIES];
+pub type V6Node = [u16; trie::v6::NODE_ENTRIES];
 
 /// Map names, as declared in the XDP program and pinned by name.
 pub mod map_names {

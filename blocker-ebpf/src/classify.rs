@@ -2,9 +2,9 @@
 //! replacing this file and its userspace builder (`blocker::classifier`).
 //!
 //! A multibit trie (see `blocker_common::trie`): the root is indexed by the first
-//! 16 bits, each further level by one byte, and the walk stops at the first leaf.
-//! Userspace compiles the disjoint prefix table into chunks and writes them through
-//! mmap into the idle generation's array, then flips BLK_CONFIG[ACTIVE_GEN].
+//! 16 bits, each further level by one byte, and the walk stops at the first leaf. Userspace compiles the disjoint prefix
+//! table into nodes and writes them through mmap into the idle generation's array,
+//! then flips BLK_CONFIG[ACTIVE_GEN].
 
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
@@ -12,54 +12,53 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, Array, LpmTrie},
 };
 use blocker_common::{
-    trie::{PTR, V4_CHUNKS, V6_CHUNKS},
-    Chunk, LPM_BASELINE_ENTRIES,
+    trie::{v4, v6, LEAF_LIMIT},
+    V4Node, V6Node, LPM_BASELINE_ENTRIES,
 };
 
 #[map]
-static BLK_V4_G0: Array<Chunk> = Array::pinned(V4_CHUNKS, BPF_F_MMAPABLE);
+static BLK_V4_G0: Array<V4Node> = Array::pinned(v4::NODES, BPF_F_MMAPABLE);
 #[map]
-static BLK_V4_G1: Array<Chunk> = Array::pinned(V4_CHUNKS, BPF_F_MMAPABLE);
+static BLK_V4_G1: Array<V4Node> = Array::pinned(v4::NODES, BPF_F_MMAPABLE);
 #[map]
-static BLK_V6_G0: Array<Chunk> = Array::pinned(V6_CHUNKS, BPF_F_MMAPABLE);
+static BLK_V6_G0: Array<V6Node> = Array::pinned(v6::NODES, BPF_F_MMAPABLE);
 #[map]
-static BLK_V6_G1: Array<Chunk> = Array::pinned(V6_CHUNKS, BPF_F_MMAPABLE);
+static BLK_V6_G1: Array<V6Node> = Array::pinned(v6::NODES, BPF_F_MMAPABLE);
 
-/// Entry `byte` of chunk `chunk`, or None if the chunk index is out of range.
+/// The list id of a leaf entry (None for "no list").
 #[inline(always)]
-fn entry(table: &Array<Chunk>, chunk: u32, byte: u8) -> Option<u16> {
-    table.get(chunk).map(|c| c[byte as usize])
-}
-
-/// Walks the trie over `bytes` (network order); the list id of the leaf reached.
-#[inline(always)]
-fn walk<const N: usize>(table: &Array<Chunk>, bytes: &[u8; N]) -> Option<u32> {
-    let mut e = entry(table, u32::from(bytes[0]), bytes[1])?;
-    let mut i = 2;
-    // A bounded loop: N - 2 further levels at most.
-    while i < N {
-        if e & PTR == 0 {
-            break;
-        }
-        e = entry(table, u32::from(e & !PTR), bytes[i])?;
-        i += 1;
-    }
-    if e == 0 || e & PTR != 0 {
+fn leaf(e: u16) -> Option<u32> {
+    if e == 0 || e >= LEAF_LIMIT {
         None
     } else {
         Some(u32::from(e) - 1)
     }
 }
 
+/// Walks the trie over `bytes` (network order): the root entry of the first two
+/// bytes, then one byte per level; the list id of the leaf reached.
+#[inline(always)]
+fn walk<const N: usize>(table: &Array<[u16; 256]>, root_nodes: u32, bytes: &[u8; N]) -> Option<u32> {
+    let mut e = table.get(u32::from(bytes[0]))?[bytes[1] as usize];
+    let mut i = 2;
+    // A bounded loop: N - 2 further levels at most.
+    while i < N && e >= LEAF_LIMIT {
+        let node = root_nodes + u32::from(e - LEAF_LIMIT);
+        e = table.get(node)?[bytes[i] as usize];
+        i += 1;
+    }
+    leaf(e)
+}
+
 /// The list id whose range holds `src` in generation `gen`.
 #[inline(always)]
 pub fn lookup_v4(gen: u32, src: [u8; 4]) -> Option<u32> {
-    walk(if gen == 0 { &BLK_V4_G0 } else { &BLK_V4_G1 }, &src)
+    walk(if gen == 0 { &BLK_V4_G0 } else { &BLK_V4_G1 }, v4::ROOT_NODES, &src)
 }
 
 #[inline(always)]
 pub fn lookup_v6(gen: u32, src: [u8; 16]) -> Option<u32> {
-    walk(if gen == 0 { &BLK_V6_G0 } else { &BLK_V6_G1 }, &src)
+    walk(if gen == 0 { &BLK_V6_G0 } else { &BLK_V6_G1 }, v6::ROOT_NODES, &src)
 }
 
 // The kernel LPM trie classifier, kept as the benchmark baseline (one generation,

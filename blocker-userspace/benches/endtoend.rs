@@ -95,13 +95,14 @@ impl Drop for Net {
 }
 
 
-/// Sources for the generator: half inside table prefixes, half random.
-fn pool(table: &CompiledTable) -> Vec<u32> {
+/// Sources for the generator: `hit_percent` of them inside table prefixes (drawn
+/// from the first `spread` prefixes), the rest uniformly random.
+fn pool(table: &CompiledTable, hit_percent: u64, spread: usize) -> Vec<u32> {
     let mut rng = Rng(0x5851_f42d_4c95_7f2d);
     (0..POOL)
         .map(|i| {
-            let a = if i % 2 == 0 {
-                let (p, _) = table.v4[(rng.next() % table.v4.len() as u64) as usize];
+            let a = if (i as u64 * 100 / POOL as u64) < hit_percent {
+                let (p, _) = table.v4[(rng.next() % spread as u64) as usize];
                 let (lo, hi) = p.range();
                 (lo + u128::from(rng.next()) % (hi - lo + 1)) as u32
             } else {
@@ -111,6 +112,32 @@ fn pool(table: &CompiledTable) -> Vec<u32> {
             u32::from_ne_bytes(a.to_be_bytes())
         })
         .collect()
+}
+
+fn fill_pool(gen: &mut Ebpf, pool: &[u32]) {
+    let mut pool_map: Array<&mut MapData, u32> = gen.map_mut(GEN_POOL_MAP).unwrap().try_into().unwrap();
+    for (i, a) in pool.iter().enumerate() {
+        pool_map.set(i as u32, *a, 0).unwrap();
+    }
+}
+
+/// Waits for a child with wait4(2): its exit status and peak resident set (KiB).
+fn wait_measured(child: std::process::Child) -> (i32, u64) {
+    let mut status = 0;
+    // SAFETY: zeroed rusage is valid; wait4 on our own child's pid.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert!(pid > 0, "wait4: {}", std::io::Error::last_os_error());
+    (status, usage.ru_maxrss as u64)
+}
+
+/// Runs a command to completion: (wall time, peak RSS in KiB).
+fn run_measured(cmd: &mut Command) -> (Duration, u64) {
+    let started = Instant::now();
+    let child = cmd.spawn().unwrap();
+    let (status, rss) = wait_measured(child);
+    assert_eq!(status, 0, "{cmd:?} failed");
+    (started.elapsed(), rss)
 }
 
 fn frame(rx_mac: [u8; 6], tx_mac: [u8; 6]) -> Vec<u8> {
@@ -161,16 +188,29 @@ fn detach_all(ebpf: Ebpf) {
     drop(ebpf); // links owned by the programs detach on drop
 }
 
+/// The traffic mixes every receiver is measured with.
+const MIXES: [(&str, u64); 2] = [("all sources in the table (all dropped)", 100), ("half in the table, half random", 50)];
+
+struct Receiver {
+    name: String,
+    /// Mpps per mix (MIXES order).
+    mpps: Vec<f64>,
+    arrived: Vec<u64>,
+    note: String,
+}
+
 fn main() {
     loader::check_privileges().expect("the end-to-end bench needs root");
     let frames = knob("BLOCKER_BENCH_FRAMES", FRAMES);
     let all: Vec<String> = blocker::regions::RegionDb::bundled().unwrap().regions.keys().cloned().collect();
-    let table = Policy { deny_country: all, no_default_never_block: true, ..Default::default() }.build_table().unwrap();
+    let table =
+        Policy { deny_country: all.clone(), no_default_never_block: true, ..Default::default() }.build_table().unwrap();
     let net = Net::new();
     let (rx_mac, tx_mac) = (mac(&net.rx, "e2erx"), mac(&net.tx, "e2etx"));
     let frame = frame(rx_mac, tx_mac);
     let pins = PathBuf::from(format!("/sys/fs/bpf/blocker-e2e-{}", std::process::id()));
     loader::ensure_bpffs(&pins).unwrap();
+    let pools: Vec<Vec<u32>> = MIXES.iter().map(|(_, hits)| pool(&table, *hits, table.v4.len())).collect();
 
     // The generator, loaded in the sender's namespace.
     Net::enter(&net.tx);
@@ -179,48 +219,50 @@ fn main() {
     {
         let prog: &mut Xdp = gen.program_mut(PROGRAM_TRAFFICGEN).unwrap().try_into().unwrap();
         prog.load().unwrap();
-        let mut pool_map: Array<&mut MapData, u32> = gen.map_mut(GEN_POOL_MAP).unwrap().try_into().unwrap();
-        for (i, a) in pool(&table).into_iter().enumerate() {
-            pool_map.set(i as u32, a, 0).unwrap();
-        }
     }
-    // Every receiver gets one untimed warm-up run, then the measured one.
-    let mut rows: Vec<(String, f64, u64, String)> = Vec::new();
-    let mut measure = |name: &str, setup_note: String, net: &Net| {
-        Net::enter(&net.tx);
-        send(&gen, tx_ifindex, &frame, frames / 10);
-        let before = net.rx_xdp_packets();
-        let elapsed = send(&gen, tx_ifindex, &frame, frames);
-        let arrived = net.rx_xdp_packets() - before;
-        // Rate through the receiver: frames that reached its XDP hook per second.
-        let mpps = arrived.min(u64::from(frames)) as f64 / elapsed.as_secs_f64() / 1e6;
-        eprintln!("{name}: {mpps:.2} Mpps ({arrived} frames arrived)");
-        rows.push((name.to_owned(), mpps, arrived, setup_note));
+    let mut rows: Vec<Receiver> = Vec::new();
+    // Every receiver and mix gets one untimed warm-up run, then the measured one.
+    let mut measure = |name: &str, note: String, net: &Net, pools: &[Vec<u32>]| {
+        let mut r = Receiver { name: name.to_owned(), mpps: vec![], arrived: vec![], note };
+        for pool in pools {
+            Net::enter(&net.tx);
+            fill_pool(&mut gen, pool);
+            send(&gen, tx_ifindex, &frame, frames / 10);
+            let before = net.rx_xdp_packets();
+            let elapsed = send(&gen, tx_ifindex, &frame, frames);
+            let arrived = net.rx_xdp_packets() - before;
+            // Rate through the receiver: frames that reached its XDP hook per second.
+            let mpps = arrived.min(u64::from(frames)) as f64 / elapsed.as_secs_f64() / 1e6;
+            eprintln!("{name}: {mpps:.2} Mpps ({arrived} frames arrived)");
+            r.mpps.push(mpps);
+            r.arrived.push(arrived);
+        }
+        rows.push(r);
     };
 
     // 1. Bare XDP_DROP.
     Net::enter(&net.rx);
     let mut rx = loader::load(&loader::iface_dir(&pins, "rx-floor"), 0).unwrap();
     attach(&mut rx, PROGRAM_DROP_FLOOR);
-    measure("XDP_DROP only (floor)", String::new(), &net);
+    measure("XDP_DROP only (floor)", String::new(), &net, &pools);
     Net::enter(&net.rx);
     detach_all(rx);
 
-    // 2. blocker with the world table.
+    // 2. blocker with the world table; then the same with every source drawn from
+    // 64 prefixes, a working set that stays in cache: the difference is the cost
+    // of the table's memory.
     let dir = loader::iface_dir(&pins, "rx-blocker");
-    let started = Instant::now();
     let mut rx = loader::load(&dir, 0).unwrap();
     let mut maps = DataplaneMaps::open(&dir).unwrap();
     maps.apply(&table).unwrap();
-    let load_blocker = started.elapsed();
     attach(&mut rx, PROGRAM_NAME);
-    measure("blocker (trie), world table", format!("compiled table loaded in {:.0} ms", load_blocker.as_secs_f64() * 1e3), &net);
-    let c = maps.counters().unwrap();
-    eprintln!("  blocker counters: dropped {}, passed {}", c.global[1], c.global[0]);
+    let before = maps.counters().unwrap();
+    measure("blocker (trie), world table", String::new(), &net, &pools);
+    let after = maps.counters().unwrap();
+    let (dropped, passed) = (after.global[1] - before.global[1], after.global[0] - before.global[0]);
+    measure("blocker, sources from 64 prefixes only (hot cache)", String::new(), &net, &[pool(&table, 100, 64)]);
+    let map_memory = blocker::maps::pinned_map_memory(&dir).unwrap();
     Net::enter(&net.rx);
-    let started = Instant::now();
-    maps.apply(&table).unwrap();
-    let reload_blocker = started.elapsed();
     drop(maps);
     detach_all(rx);
 
@@ -239,7 +281,7 @@ fn main() {
     }
     let load_lpm = started.elapsed();
     attach(&mut rx, PROGRAM_LPM_BASELINE);
-    measure("kernel LPM trie, world table", format!("{} IPv4 prefixes inserted in {:.0} ms", table.v4.len(), load_lpm.as_secs_f64() * 1e3), &net);
+    measure("kernel LPM trie, world table", String::new(), &net, &pools);
     Net::enter(&net.rx);
     drop(maps);
     detach_all(rx);
@@ -251,12 +293,11 @@ fn main() {
     nft.push_str(" }\n  }\n  chain ingress {\n    type filter hook ingress device \"e2erx\" priority -500; policy accept;\n    ip saddr @deny drop\n  }\n}\n");
     let nft_file = std::env::temp_dir().join(format!("blocker-e2e-{}.nft", std::process::id()));
     std::fs::write(&nft_file, nft).unwrap();
-    let started = Instant::now();
-    net.in_rx("nft", &["-f", nft_file.to_str().unwrap()]);
-    let load_nft = started.elapsed();
+    let (load_nft, rss_nft) =
+        run_measured(Command::new("ip").args(["netns", "exec", &net.rx, "nft", "-f", nft_file.to_str().unwrap()]));
     let mut rx = loader::load(&loader::iface_dir(&pins, "rx-pass"), 0).unwrap();
     attach(&mut rx, PROGRAM_PASS_FLOOR);
-    measure("XDP_PASS + nftables netdev ingress, interval set", format!("nft -f in {:.0} ms", load_nft.as_secs_f64() * 1e3), &net);
+    measure("XDP_PASS + nftables netdev ingress, interval set", String::new(), &net, &pools);
     net.in_rx("nft", &["delete", "table", "netdev", "blk"]);
 
     // 5. XDP_PASS, then iptables raw PREROUTING with ipset hash:net.
@@ -266,44 +307,118 @@ fn main() {
     }
     let restore_file = std::env::temp_dir().join(format!("blocker-e2e-{}.ipset", std::process::id()));
     std::fs::write(&restore_file, restore).unwrap();
-    let started = Instant::now();
-    let status = Command::new("ip")
-        .args(["netns", "exec", &net.rx, "sh", "-c", &format!("ipset -exist restore < {}", restore_file.display())])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let load_ipset = started.elapsed();
+    let (load_ipset, rss_ipset) = run_measured(
+        Command::new("ip")
+            .args(["netns", "exec", &net.rx, "ipset", "-exist", "restore"])
+            .stdin(std::fs::File::open(&restore_file).unwrap()),
+    );
     net.in_rx("iptables", &["-t", "raw", "-A", "PREROUTING", "-m", "set", "--match-set", "blkdeny", "src", "-j", "DROP"]);
-    measure("XDP_PASS + iptables raw PREROUTING, ipset hash:net", format!("ipset restore in {:.0} ms", load_ipset.as_secs_f64() * 1e3), &net);
+    measure("XDP_PASS + iptables raw PREROUTING, ipset hash:net", String::new(), &net, &pools);
     net.in_rx("iptables", &["-t", "raw", "-F", "PREROUTING"]);
+    net.in_rx("ipset", &["destroy", "blkdeny"]);
 
     // 6. XDP_PASS, no filter: the stack handles every packet.
-    measure("XDP_PASS, no filter", String::new(), &net);
+    measure("XDP_PASS, no filter", String::new(), &net, &pools);
     Net::enter(&net.rx);
     detach_all(rx);
+
+    // Control plane: the real daemon, started with the whole world denied (read,
+    // compile, load, attach), reloaded once (SIGHUP), stopped; time and peak memory.
+    let daemon_pins = pins.join("daemon");
+    let log_path = std::env::temp_dir().join(format!("blocker-e2e-{}.log", std::process::id()));
+    let countries = all.join(",");
+    let socket = std::env::temp_dir().join(format!("blocker-e2e-{}.sock", std::process::id()));
+    let started = Instant::now();
+    let child = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", net.rx))
+        .arg(env!("CARGO_BIN_EXE_blocker"))
+        .args(["--pin-root", daemon_pins.to_str().unwrap(), "--socket", socket.to_str().unwrap()])
+        .args(["run", "--iface", "e2erx", "--xdp-mode", "native", "--no-watch", "--no-default-never-block"])
+        .args(["--deny-country", &countries])
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .env("RUST_LOG", "info")
+        .spawn()
+        .unwrap();
+    let wait_for = |needle: &str, times: usize| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::fs::read_to_string(&log_path).unwrap_or_default().matches(needle).count() < times {
+            assert!(Instant::now() < deadline, "daemon: no {needle:?}: {}", std::fs::read_to_string(&log_path).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    wait_for("ready:", 1);
+    let start_daemon = started.elapsed();
+    let started = Instant::now();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    wait_for("reloaded", 1);
+    let reload_daemon = started.elapsed();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (_, rss_daemon) = wait_measured(child);
+    Net::enter(&net.rx);
+    loader::detach(&daemon_pins, "e2erx").unwrap();
+
     drop(gen);
     let _ = std::fs::remove_dir_all(&pins);
     let _ = std::fs::remove_file(&nft_file);
     let _ = std::fs::remove_file(&restore_file);
+    let _ = std::fs::remove_file(&log_path);
 
-    let floor = rows[0].1;
-    let trie = rows[1].1;
     let mut out = String::new();
-    let _ = writeln!(out, "end to end on a veth pair, {frames} frames, random IPv4 sources (half in the table), world table {} IPv4 prefixes", table.v4.len());
-    let _ = writeln!(out, "{:<52} {:>7} {:>10} {:>12}  {}", "receiver", "Mpps", "vs floor", "blocker is", "load");
+    let _ = writeln!(
+        out,
+        "end to end on a veth pair, {frames} frames per run, random IPv4 sources from a pool of {POOL}, world table {} IPv4 prefixes",
+        table.v4.len()
+    );
+    let _ = writeln!(out, "{:<52} {:>22} {:>22}", "", "all in table (drops)", "half in table");
+    let _ = writeln!(out, "{:<52} {:>7} {:>6} {:>7}  {:>7} {:>6} {:>7}", "receiver", "Mpps", "floor", "blk is", "Mpps", "floor", "blk is");
     let mut json = Vec::new();
-    for (name, mpps, arrived, note) in &rows {
-        let _ = writeln!(out, "{name:<52} {mpps:>7.2} {:>9.0}% {:>11.1}x  {note}", mpps / floor * 100.0, trie / mpps);
-        json.push(serde_json::json!({ "receiver": name, "mpps": mpps, "frames": frames, "arrived": arrived, "load": note }));
-        if *arrived < u64::from(frames) * 99 / 100 {
-            let _ = writeln!(out, "  note: {name}: {arrived} of {frames} frames reached the receiver");
+    for r in &rows {
+        let _ = write!(out, "{:<52}", r.name);
+        for (i, mpps) in r.mpps.iter().enumerate() {
+            let _ = write!(out, " {mpps:>7.2} {:>5.0}% {:>6.1}x ", mpps / rows[0].mpps[i] * 100.0, rows[1].mpps[i] / mpps);
+        }
+        let _ = writeln!(out);
+        for (i, arrived) in r.arrived.iter().enumerate() {
+            if *arrived < u64::from(frames) * 99 / 100 {
+                let _ = writeln!(out, "  note: {} ({}): {arrived} of {frames} frames reached the receiver", r.name, MIXES[i].0);
+            }
+        }
+        json.push(serde_json::json!({ "receiver": r.name, "mpps": r.mpps, "arrived": r.arrived, "frames": frames, "note": r.note }));
+    }
+    let _ = writeln!(out, "blocker's own counters over both mixes: {dropped} dropped, {passed} passed");
+    let _ = writeln!(out, "\ncontrol plane, whole world ({} IPv4 + {} IPv6 prefixes)", table.v4.len(), table.v6.len());
+    let _ = writeln!(out, "{:<62} {:>9} {:>14}", "", "wall ms", "peak RSS MiB");
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let control = [
+        ("blocker run: read + compile + load + attach, to ready", start_daemon, Some(rss_daemon)),
+        ("blocker reload (SIGHUP: read + compile + swap)", reload_daemon, None),
+        ("kernel LPM trie: element-by-element inserts (IPv4 only)", load_lpm, None),
+        ("nft -f (interval set, IPv4 only)", load_nft, Some(rss_nft)),
+        ("ipset restore (hash:net, IPv4 only)", load_ipset, Some(rss_ipset)),
+    ];
+    let mut control_json = Vec::new();
+    for (name, wall, rss) in control {
+        let rss_text = rss.map_or("(same process)".to_string(), |k| format!("{:.1}", mib(k)));
+        let _ = writeln!(out, "{name:<62} {:>9.0} {rss_text:>14}", wall.as_secs_f64() * 1e3);
+        control_json.push(serde_json::json!({ "what": name, "wall_ms": wall.as_secs_f64() * 1e3, "peak_rss_kib": rss }));
+    }
+    let total: u64 = map_memory.iter().map(|(_, b)| b).sum();
+    let _ = writeln!(out, "kernel memory of blocker's maps (fdinfo memlock): {:.1} MiB", total as f64 / (1u64 << 20) as f64);
+    for (name, bytes) in &map_memory {
+        if *bytes >= 1 << 20 {
+            let _ = writeln!(out, "  {name:<20} {:>6.1} MiB", *bytes as f64 / (1u64 << 20) as f64);
         }
     }
-    let _ = writeln!(out, "blocker reload of the same table (idle generation + flip): {:.0} ms", reload_blocker.as_secs_f64() * 1e3);
     print!("{out}");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir).unwrap();
-    let v = serde_json::json!({ "end_to_end": json, "blocker_reload_ms": reload_blocker.as_secs_f64() * 1e3 });
+    let v = serde_json::json!({
+        "mixes": MIXES.iter().map(|m| m.0).collect::<Vec<_>>(),
+        "end_to_end": json,
+        "control_plane": control_json,
+        "map_memory_bytes": total,
+    });
     std::fs::write(dir.join("endtoend.json"), serde_json::to_string_pretty(&v).unwrap()).unwrap();
     println!("wrote {}", dir.join("endtoend.json").display());
     drop(net);

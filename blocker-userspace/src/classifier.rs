@@ -2,95 +2,117 @@
 //! multibit trie the XDP program walks (see `blocker_common::trie` and
 //! blocker-ebpf/src/classify.rs), and walks it the same way for `lookup` and tests.
 
-use blocker_common::{
-    trie::{CHUNK_ENTRIES, PTR, ROOT_CHUNKS},
-    Chunk,
-};
+use blocker_common::trie::{self, LEAF_LIMIT, ROOT_BITS};
 
 use crate::lists::{Family, Prefix};
 
-/// A compiled trie: chunk 0..ROOT_CHUNKS is the root, the rest are allocated in order.
-#[derive(Clone, Debug)]
-pub struct TrieImage {
-    pub chunks: Vec<Chunk>,
+/// The trie shape of one family: bits per level below the root, and so the node size.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub stride: u32,
+    pub root_nodes: u32,
+    /// Nodes the kernel's array holds per generation.
+    pub capacity: u32,
 }
 
-fn bytes_of(family: Family, addr: u128) -> ([u8; 16], usize) {
-    let all = addr.to_be_bytes();
-    match family {
-        Family::V4 => {
-            let mut b = [0u8; 16];
-            b[..4].copy_from_slice(&all[12..]);
-            (b, 4)
+impl Shape {
+    pub fn of(family: Family) -> Shape {
+        match family {
+            Family::V4 => Shape { stride: trie::v4::STRIDE, root_nodes: trie::v4::ROOT_NODES, capacity: trie::v4::NODES },
+            Family::V6 => Shape { stride: trie::v6::STRIDE, root_nodes: trie::v6::ROOT_NODES, capacity: trie::v6::NODES },
         }
-        Family::V6 => (all, 16),
     }
+
+    pub fn node_entries(&self) -> usize {
+        1 << self.stride
+    }
+}
+
+/// A compiled trie: nodes stored one after another (`entries` holds
+/// `nodes() * node_entries` u16s, the layout of the kernel's array); nodes
+/// 0..root_nodes are the root, the rest are allocated in order.
+#[derive(Clone, Debug)]
+pub struct TrieImage {
+    pub shape: Shape,
+    pub entries: Vec<u16>,
 }
 
 impl TrieImage {
     /// Builds the trie for `entries` (disjoint prefixes, as the compiler produces);
     /// `leaf(list)` is the list id the kernel counts a hit under.
     pub fn build(family: Family, entries: &[(Prefix, usize)], leaf: impl Fn(usize) -> u32) -> TrieImage {
-        let mut chunks: Vec<Chunk> = vec![[0u16; CHUNK_ENTRIES]; ROOT_CHUNKS as usize];
+        let shape = Shape::of(family);
+        let width = shape.node_entries();
         let bits = u32::from(family.bits());
+        let mut out = vec![0u16; 1 << ROOT_BITS];
         for (p, list) in entries {
-            let value = u16::try_from(leaf(*list) + 1).expect("list ids fit below PTR");
-            debug_assert!(value & PTR == 0);
+            let value = u16::try_from(leaf(*list) + 1).expect("list ids fit below LEAF_LIMIT");
+            debug_assert!(value < LEAF_LIMIT);
             let len = u32::from(p.len);
-            // Root: 65,536 entries indexed by the first 16 bits.
-            let root = (p.addr >> (bits - 16)) as usize;
-            if len <= 16 {
-                let span = 1usize << (16 - len);
-                for r in root..root + span {
-                    chunks[r >> 8][r & 0xff] = value;
-                }
+            // The root: 65,536 entries indexed by the first 16 bits.
+            let root = (p.addr >> (bits - ROOT_BITS)) as usize;
+            if len <= ROOT_BITS {
+                out[root..root + (1usize << (ROOT_BITS - len))].fill(value);
                 continue;
             }
-            let mut slot = (root >> 8, root & 0xff);
-            let mut depth = 16;
+            let mut slot = root;
+            let mut depth = ROOT_BITS;
             loop {
-                // Descend into the chunk behind `slot`, creating it if needed.
-                let e = chunks[slot.0][slot.1];
-                let next = if e & PTR != 0 {
-                    usize::from(e & !PTR)
+                // Descend into the node behind `slot`, creating it if needed.
+                let e = out[slot];
+                let node = if e >= LEAF_LIMIT {
+                    shape.root_nodes as usize + usize::from(e - LEAF_LIMIT)
                 } else {
-                    // A new chunk inherits the entry it replaces (disjoint input: 0).
-                    chunks.push([e; CHUNK_ENTRIES]);
-                    let n = chunks.len() - 1;
-                    // Past 0x7fff chunks the pointer would not fit; such an image is
-                    // larger than any table's capacity and is refused before use.
-                    chunks[slot.0][slot.1] = PTR | (n as u16 & !PTR);
-                    n
+                    // A new node inherits the entry it replaces (disjoint input: 0).
+                    let node = out.len() / width;
+                    out.resize(out.len() + width, e);
+                    // Past MAX_CHILD_NODES the entry would not fit: such an image is
+                    // larger than every table's capacity and is refused before use.
+                    let child = (node - shape.root_nodes as usize) as u32;
+                    out[slot] = (u32::from(LEAF_LIMIT) + child.min(trie::MAX_CHILD_NODES - 1)) as u16;
+                    node
                 };
-                let byte = ((p.addr >> (bits - depth - 8)) & 0xff) as usize;
-                if len <= depth + 8 {
-                    let span = 1usize << (depth + 8 - len);
-                    chunks[next][byte..byte + span].fill(value);
+                let index = ((p.addr >> (bits - depth - shape.stride)) as usize) & (width - 1);
+                let base = node * width;
+                if len <= depth + shape.stride {
+                    let span = 1usize << (depth + shape.stride - len);
+                    out[base + index..base + index + span].fill(value);
                     break;
                 }
-                slot = (next, byte);
-                depth += 8;
+                slot = base + index;
+                depth += shape.stride;
             }
         }
-        TrieImage { chunks }
+        TrieImage { shape, entries: out }
+    }
+
+    /// Nodes in the image, root included.
+    pub fn nodes(&self) -> usize {
+        self.entries.len() / self.shape.node_entries()
+    }
+
+    pub fn fits(&self) -> bool {
+        self.nodes() <= self.shape.capacity as usize
     }
 
     pub fn lookup(&self, family: Family, addr: u128) -> Option<u32> {
-        walk(&self.chunks, family, addr)
+        walk(&self.entries, family, addr)
     }
 }
 
-/// The walk of blocker-ebpf/src/classify.rs, over chunks in memory.
-pub fn walk(chunks: &[Chunk], family: Family, addr: u128) -> Option<u32> {
-    let (bytes, n) = bytes_of(family, addr);
-    let mut e = chunks.get(usize::from(bytes[0]))?[usize::from(bytes[1])];
-    for b in &bytes[2..n] {
-        if e & PTR == 0 {
-            break;
-        }
-        e = chunks.get(usize::from(e & !PTR))?[usize::from(*b)];
+/// The walk of blocker-ebpf/src/classify.rs, over a table's entries in memory.
+pub fn walk(entries: &[u16], family: Family, addr: u128) -> Option<u32> {
+    let shape = Shape::of(family);
+    let bits = u32::from(family.bits());
+    let mut e = *entries.get((addr >> (bits - ROOT_BITS)) as usize)?;
+    let mut depth = ROOT_BITS;
+    while depth < bits && e >= LEAF_LIMIT {
+        let node = shape.root_nodes as usize + usize::from(e - LEAF_LIMIT);
+        let index = ((addr >> (bits - depth - shape.stride)) as usize) & (shape.node_entries() - 1);
+        e = *entries.get(node * shape.node_entries() + index)?;
+        depth += shape.stride;
     }
-    (e != 0 && e & PTR == 0).then(|| u32::from(e) - 1)
+    (e != 0 && e < LEAF_LIMIT).then(|| u32::from(e) - 1)
 }
 
 #[cfg(test)]
@@ -170,11 +192,7 @@ mod tests {
             }
             check_equal(&table, family, probes);
             let image = TrieImage::build(family, table.entries(family), |l| l as u32);
-            let cap = match family {
-                Family::V4 => blocker_common::trie::V4_CHUNKS,
-                Family::V6 => blocker_common::trie::V6_CHUNKS,
-            };
-            assert!(image.chunks.len() as u32 <= cap, "{family:?}: {} chunks", image.chunks.len());
+            assert!(image.fits(), "{family:?}: {} nodes", image.nodes());
         }
     }
 }

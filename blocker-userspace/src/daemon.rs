@@ -91,6 +91,9 @@ impl State {
                     "program_id": m.program_id,
                     "mode": if spec.monitor { "monitor" } else { "enforce" },
                     "generation": m.maps.active_generation().ok(),
+                    "map_memory_bytes": crate::maps::pinned_map_memory(&m.maps.dir)
+                        .map(|maps| maps.iter().map(|(_, bytes)| bytes).sum::<u64>())
+                        .ok(),
                 })
             })
             .collect();
@@ -314,13 +317,13 @@ impl Daemon {
             let report = m.maps.apply(&table).with_context(|| format!("{}: {ABORTED}", m.iface))?;
             m.maps.set_monitor_mode(spec.monitor)?;
             log::info!(
-                "{}: reloaded {} (generation {}, classifier chunks {}/{} IPv4, {}/{} IPv6) in {} ms",
+                "{}: reloaded {} (generation {}, classifier nodes {}/{} IPv4, {}/{} IPv6) in {} ms",
                 m.iface,
                 table_summary(&table),
                 report.generation,
-                report.v4_chunks,
+                report.v4_nodes,
                 report.v4_capacity,
-                report.v6_chunks,
+                report.v6_nodes,
                 report.v6_capacity,
                 started.elapsed().as_millis()
             );

@@ -143,16 +143,15 @@ pub fn check_config(opts: &crate::daemon::RunOptions) -> Result<String> {
     let v6 = crate::classifier::TrieImage::build(Family::V6, &table.v6, |l| l as u32);
     let _ = writeln!(
         s,
-        "table: {} IPv4 + {} IPv6 prefixes; classifier chunks {}/{} IPv4, {}/{} IPv6",
+        "table: {} IPv4 + {} IPv6 prefixes; classifier nodes {}/{} IPv4, {}/{} IPv6",
         table.v4.len(),
         table.v6.len(),
-        v4.chunks.len(),
-        blocker_common::trie::V4_CHUNKS,
-        v6.chunks.len(),
-        blocker_common::trie::V6_CHUNKS
+        v4.nodes(),
+        v4.shape.capacity,
+        v6.nodes(),
+        v6.shape.capacity
     );
-    let fits = v4.chunks.len() as u32 <= blocker_common::trie::V4_CHUNKS && v6.chunks.len() as u32 <= blocker_common::trie::V6_CHUNKS;
-    if !fits {
+    if !(v4.fits() && v6.fits()) {
         anyhow::bail!("{s}the table does not fit the classifier maps");
     }
     Ok(s)
@@ -167,12 +166,13 @@ pub fn status_text(v: &serde_json::Value) -> String {
     for i in v["interfaces"].as_array().into_iter().flatten() {
         let _ = writeln!(
             s,
-            "interface {}: {}, program id {}, mode {}, generation {}",
+            "interface {}: {}, program id {}, mode {}, generation {}, maps {:.1} MiB of kernel memory",
             i["name"].as_str().unwrap_or("?"),
             i["attached"].as_str().unwrap_or("?"),
             i["program_id"],
             i["mode"].as_str().unwrap_or("?"),
-            i["generation"]
+            i["generation"],
+            i["map_memory_bytes"].as_u64().unwrap_or(0) as f64 / (1u64 << 20) as f64
         );
     }
     for l in v["lists"].as_array().into_iter().flatten() {

@@ -19,13 +19,13 @@ use aya::{
     util::nr_cpus,
 };
 use blocker_common::{
-    config, counter, map_names, policy_index, Chunk, ListInfo, ListStats, ACTION_NONE,
+    config, counter, map_names, policy_index, ListInfo, ListStats, ACTION_NONE,
     LIST_NAME_LEN, LIST_STATE_FREE, LIST_STATE_LIVE, LIST_STATE_RETIRED, MAX_LISTS, MODE_ENFORCE,
     MODE_MONITOR,
 };
 
 use crate::{
-    classifier::{walk, TrieImage},
+    classifier::{walk, Shape, TrieImage},
     compile::{Action, CompiledTable},
     lists::Family,
 };
@@ -33,8 +33,8 @@ use crate::{
 /// Errors the operator can act on, with the numbers in them.
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
-    #[error("table too large: the {family} table needs {needed} chunks of 256 entries ({prefixes} prefixes after compilation), the maps hold {max}; nothing was changed")]
-    TooManyChunks { family: &'static str, needed: usize, prefixes: usize, max: u32 },
+    #[error("table too large: the {family} table needs {needed} classifier nodes of {node_entries} entries ({prefixes} prefixes after compilation), the maps hold {max}; nothing was changed")]
+    TooManyNodes { family: &'static str, needed: usize, node_entries: usize, prefixes: usize, max: u32 },
     #[error("too many lists: {needed} list ids needed, the maps hold at most {max}; nothing was changed")]
     TooManyLists { needed: usize, max: u32 },
 }
@@ -50,29 +50,32 @@ where
     T::try_from(map).with_context(|| format!("pinned map {} has an unexpected type or size", path.display()))
 }
 
-/// A classifier table (an mmapable BPF array of chunks) mapped into this process.
+/// A classifier table (an mmapable BPF array of trie nodes) mapped into this process.
 struct MappedTable {
-    ptr: *mut Chunk,
-    chunks: usize,
+    ptr: *mut u16,
+    /// u16 entries in the mapping (nodes * entries per node).
+    len: usize,
+    nodes: usize,
     _map: MapData,
 }
 
 impl MappedTable {
-    fn open(dir: &Path, name: &str) -> Result<Self> {
+    fn open(dir: &Path, name: &str, family: Family) -> Result<Self> {
         let path = dir.join(name);
         let map = MapData::from_pin(&path).with_context(|| format!("cannot open pinned map {}", path.display()))?;
         let info = map.info()?;
-        let chunks = info.max_entries() as usize;
-        if info.value_size() as usize != std::mem::size_of::<Chunk>() {
+        let nodes = info.max_entries() as usize;
+        let node_bytes = Shape::of(family).node_entries() * 2;
+        if info.value_size() as usize != node_bytes {
             bail!("pinned map {} has an unexpected value size", path.display());
         }
-        let len = chunks * std::mem::size_of::<Chunk>();
+        let bytes = nodes * node_bytes;
         // SAFETY: mapping a BPF array created with BPF_F_MMAPABLE; the length is the
         // array's data size; the mapping is unmapped in Drop.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                len,
+                bytes,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 map.fd().as_fd().as_raw_fd(),
@@ -82,28 +85,48 @@ impl MappedTable {
         if ptr == libc::MAP_FAILED {
             bail!("cannot mmap {}: {}", path.display(), std::io::Error::last_os_error());
         }
-        Ok(MappedTable { ptr: ptr.cast(), chunks, _map: map })
+        Ok(MappedTable { ptr: ptr.cast(), len: bytes / 2, nodes, _map: map })
     }
 
-    fn as_slice(&self) -> &[Chunk] {
-        // SAFETY: ptr maps `chunks` chunks for as long as self lives.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.chunks) }
+    fn as_slice(&self) -> &[u16] {
+        // SAFETY: ptr maps `len` entries for as long as self lives.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 
     /// Copies a compiled image to the start of the table.
     fn write(&mut self, image: &TrieImage) {
-        assert!(image.chunks.len() <= self.chunks);
+        assert!(image.entries.len() <= self.len);
         // SAFETY: in bounds (checked above); the kernel reads this generation only
         // after ACTIVE_GEN is flipped to it.
-        unsafe { std::ptr::copy_nonoverlapping(image.chunks.as_ptr(), self.ptr, image.chunks.len()) };
+        unsafe { std::ptr::copy_nonoverlapping(image.entries.as_ptr(), self.ptr, image.entries.len()) };
     }
 }
 
 impl Drop for MappedTable {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly what open() mapped.
-        unsafe { libc::munmap(self.ptr.cast(), self.chunks * std::mem::size_of::<Chunk>()) };
+        unsafe { libc::munmap(self.ptr.cast(), self.len * 2) };
     }
+}
+
+/// Kernel memory charged for each map pinned in `dir` (the `memlock` the kernel
+/// reports in the map fd's fdinfo), by name.
+pub fn pinned_map_memory(dir: &Path) -> Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        let Ok(map) = MapData::from_pin(&path) else { continue }; // the link pin
+        let fdinfo = format!("/proc/self/fdinfo/{}", map.fd().as_fd().as_raw_fd());
+        let text = std::fs::read_to_string(&fdinfo).with_context(|| format!("cannot read {fdinfo}"))?;
+        let bytes = text
+            .lines()
+            .find_map(|l| l.strip_prefix("memlock:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        out.push((path.file_name().unwrap_or_default().to_string_lossy().into_owned(), bytes));
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// The data plane's maps for one interface.
@@ -124,9 +147,9 @@ pub struct ApplyReport {
     pub generation: u32,
     pub v4_prefixes: usize,
     pub v6_prefixes: usize,
-    /// Classifier chunks written, and the tables' capacities.
-    pub v4_chunks: usize,
-    pub v6_chunks: usize,
+    /// Classifier nodes written, and the tables' capacities.
+    pub v4_nodes: usize,
+    pub v6_nodes: usize,
     pub v4_capacity: usize,
     pub v6_capacity: usize,
 }
@@ -166,8 +189,14 @@ impl DataplaneMaps {
             dir: dir.to_owned(),
             config: open(dir, map_names::CONFIG)?,
             policy: open(dir, map_names::POLICY)?,
-            v4: [MappedTable::open(dir, map_names::V4_GEN0)?, MappedTable::open(dir, map_names::V4_GEN1)?],
-            v6: [MappedTable::open(dir, map_names::V6_GEN0)?, MappedTable::open(dir, map_names::V6_GEN1)?],
+            v4: [
+                MappedTable::open(dir, map_names::V4_GEN0, Family::V4)?,
+                MappedTable::open(dir, map_names::V4_GEN1, Family::V4)?,
+            ],
+            v6: [
+                MappedTable::open(dir, map_names::V6_GEN0, Family::V6)?,
+                MappedTable::open(dir, map_names::V6_GEN1, Family::V6)?,
+            ],
             list_stats: open(dir, map_names::LIST_STATS)?,
             global_stats: open(dir, map_names::GLOBAL_STATS)?,
             list_info: open(dir, map_names::LIST_INFO)?,
@@ -231,11 +260,17 @@ impl DataplaneMaps {
         let v4 = TrieImage::build(Family::V4, &table.v4, |l| ids[l]);
         let v6 = TrieImage::build(Family::V6, &table.v6, |l| ids[l]);
         for (family, image, prefixes, cap) in [
-            ("IPv4", &v4, table.v4.len(), self.v4[0].chunks),
-            ("IPv6", &v6, table.v6.len(), self.v6[0].chunks),
+            ("IPv4", &v4, table.v4.len(), self.v4[0].nodes),
+            ("IPv6", &v6, table.v6.len(), self.v6[0].nodes),
         ] {
-            if image.chunks.len() > cap {
-                bail!(TableError::TooManyChunks { family, needed: image.chunks.len(), prefixes, max: cap as u32 });
+            if image.nodes() > cap {
+                bail!(TableError::TooManyNodes {
+                    family,
+                    needed: image.nodes(),
+                    node_entries: image.shape.node_entries(),
+                    prefixes,
+                    max: cap as u32,
+                });
             }
         }
         let live = self.active_generation()?;
@@ -246,10 +281,10 @@ impl DataplaneMaps {
             generation: idle,
             v4_prefixes: table.v4.len(),
             v6_prefixes: table.v6.len(),
-            v4_chunks: v4.chunks.len(),
-            v6_chunks: v6.chunks.len(),
-            v4_capacity: self.v4[0].chunks,
-            v6_capacity: self.v6[0].chunks,
+            v4_nodes: v4.nodes(),
+            v6_nodes: v6.nodes(),
+            v4_capacity: self.v4[0].nodes,
+            v6_capacity: self.v6[0].nodes,
         };
 
         let mut actions = vec![ACTION_NONE; MAX_LISTS as usize];

@@ -323,17 +323,18 @@ fn allowlist_mode_drops_everything_outside_the_allowed_countries() {
 fn classifier_too_small_for_the_table_is_refused_with_numbers() {
     let mut h = Harness::new(&fixture_lists());
     let gen = h.counters().generation;
-    // One /24 in each of 13,000 different /16s: each needs its own chunk, more
-    // than the IPv4 table holds.
-    let prefixes = (0..13_000u128)
-        .map(|i| blocker::lists::Prefix { family: blocker::lists::Family::V4, addr: (i + 1) << 16, len: 24 })
+    // One /32 in each of 16,000 different /16s: each needs two nodes below the
+    // root, 32,000 in all, more than the IPv4 table holds.
+    let prefixes = (0..16_000u128)
+        .map(|i| blocker::lists::Prefix { family: blocker::lists::Family::V4, addr: ((i + 1) << 16) | 1, len: 32 })
         .collect();
     let big = vec![ListSpec { name: "big".into(), role: Role::Deny, prefixes }];
     let err = h.maps.apply(&compile(&big)).unwrap_err().to_string();
+    let needed = blocker_common::trie::v4::ROOT_NODES + 2 * 16_000;
     assert!(
-        err.contains("IPv4 table needs 13256 chunks")
-            && err.contains("13000 prefixes")
-            && err.contains(&blocker_common::trie::V4_CHUNKS.to_string())
+        err.contains(&format!("IPv4 table needs {needed} classifier nodes of 256 entries"))
+            && err.contains("16000 prefixes")
+            && err.contains(&blocker_common::trie::v4::NODES.to_string())
             && err.contains("nothing was changed"),
         "{err}"
     );
