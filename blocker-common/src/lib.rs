@@ -78,6 +78,11 @@ pub const PROGRAM_PASS_FLOOR: &str = "pass_floor";
 /// Live-frames traffic generator (see blocker-ebpf/src/bench.rs) and its pool.
 pub const PROGRAM_TRAFFICGEN: &str = "trafficgen";
 pub const GEN_POOL_MAP: &str = "GEN_POOL";
+/// The same for Ethernet+IPv6 frames.
+pub const PROGRAM_TRAFFICGEN6: &str = "trafficgen6";
+pub const GEN_POOL6_MAP: &str = "GEN_POOL6";
+/// Entries of each generator pool (a power of two).
+pub const GEN_POOL_SIZE: u32 = 65_536;
 /// Capacity of the baseline LPM tries.
 pub const LPM_BASELINE_ENTRIES: u32 = 1 << 20;
 

@@ -5,6 +5,8 @@
 //! - `trafficgen`: a traffic generator for BPF_PROG_TEST_RUN live-frames mode: it
 //!   rewrites the IPv4 source address of an Ethernet+IPv4 frame with a random entry
 //!   of GEN_POOL, fixes the header checksum and sends the frame back out (XDP_TX).
+//! - `trafficgen6`: the same for Ethernet+IPv6 frames, from GEN_POOL6 (IPv6 has no
+//!   header checksum).
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -13,12 +15,14 @@ use aya_ebpf::{
     maps::Array,
     programs::XdpContext,
 };
+use blocker_common::GEN_POOL_SIZE;
 
-/// Source addresses (raw network-order bytes as u32); the size is a power of two.
-pub const GEN_POOL_SIZE: u32 = 65_536;
-
+/// Source addresses (raw network-order bytes as u32).
 #[map]
 static GEN_POOL: Array<u32> = Array::with_max_entries(GEN_POOL_SIZE, 0);
+/// IPv6 source addresses for `trafficgen6`.
+#[map]
+static GEN_POOL6: Array<[u8; 16]> = Array::with_max_entries(GEN_POOL_SIZE, 0);
 
 #[xdp]
 pub fn drop_floor(_ctx: XdpContext) -> u32 {
@@ -63,5 +67,23 @@ pub fn trafficgen(ctx: XdpContext) -> u32 {
         h[10..12].copy_from_slice(&c.to_be_bytes());
         core::ptr::write_unaligned(ip, h);
     }
+    xdp_action::XDP_TX
+}
+
+const IP6_SRC_OFFSET: usize = IP_OFFSET + 8;
+
+#[xdp]
+pub fn trafficgen6(ctx: XdpContext) -> u32 {
+    let start = ctx.data();
+    if start + IP6_SRC_OFFSET + 16 > ctx.data_end() {
+        return xdp_action::XDP_ABORTED;
+    }
+    // SAFETY: random index masked into the pool's bounds.
+    let index = unsafe { bpf_get_prandom_u32() } & (GEN_POOL_SIZE - 1);
+    let Some(src) = GEN_POOL6.get(index) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: the 16-byte source address lies inside the frame (checked above).
+    unsafe { core::ptr::write_unaligned((start + IP6_SRC_OFFSET) as *mut [u8; 16], *src) };
     xdp_action::XDP_TX
 }
