@@ -34,7 +34,13 @@ use aya::{
     programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
     Ebpf,
 };
-use blocker::{compile::CompiledTable, lists::Family, loader, maps::DataplaneMaps, policy::Policy};
+use blocker::{
+    compile::{compile, CompiledTable, ListSpec, Role},
+    lists::{Family, Prefix},
+    loader,
+    maps::DataplaneMaps,
+    policy::Policy,
+};
 use blocker_common::{
     map_names, GEN_POOL6_MAP, GEN_POOL_MAP, PROGRAM_DROP_FLOOR, PROGRAM_LPM_BASELINE, PROGRAM_NAME,
     PROGRAM_PASS_FLOOR, PROGRAM_TRAFFICGEN, PROGRAM_TRAFFICGEN6,
@@ -341,11 +347,27 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     rows.push(median_of(floor_rounds));
     rows.push(median_of(blocker_rounds));
     attach(&mut rx, PROGRAM_NAME);
-    rows.push(sender.measure("blocker, sources from 64 prefixes only (cache-hot)", &[pool(table, family, 100, 64)]));
+    // Profiling knob: how many prefixes the working-set row draws from.
+    let hot = knob("BLOCKER_BENCH_HOT_PREFIXES", 64usize);
+    let name = format!("blocker, sources from {hot} prefixes only (cache-hot)");
+    rows.push(sender.measure(&name, &[pool(table, family, 100, hot)]));
+    // Profile: the same sources against the table cut to /16 (every prefix widened to
+    // its /16), so that every lookup is one read of the root: what each further
+    // dependent read costs shows as the difference to the world-table row.
+    maps.apply(&widened_to_16(table)).unwrap();
+    rows.push(sender.measure("blocker, table cut to /16 (one read per lookup)", &pools[..1]));
     let map_memory = blocker::maps::pinned_map_memory(&dir).unwrap();
     drop(maps);
     detach_all(rx);
     detach_all(floor);
+    let (dropped, passed) = (after.global[1] - before.global[1], after.global[0] - before.global[0]);
+    if std::env::var_os("BLOCKER_BENCH_QUICK").is_some() {
+        // Profiling knob: floor and blocker only.
+        let none = (Duration::ZERO, 0);
+        let (load_lpm, load_nft, load_ipset) = (Duration::ZERO, none, none);
+        let prefixes = table.entries(family).len();
+        return FamilyRun { family, prefixes, rows, dropped, passed, load_lpm, load_nft, load_ipset, map_memory };
+    }
 
     // blocker with the kernel LPM trie.
     let dir = loader::iface_dir(pins, &format!("rx-lpm-{tag}"));
@@ -417,13 +439,37 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
         family,
         prefixes: prefixes.len(),
         rows,
-        dropped: after.global[1] - before.global[1],
-        passed: after.global[0] - before.global[0],
+        dropped,
+        passed,
         load_lpm,
         load_nft,
         load_ipset,
         map_memory,
     }
+}
+
+/// `table` with every prefix longer than /16 widened to its /16 (overlaps resolved
+/// by the compiler), every list denied: a table whose lookups all end at the root.
+fn widened_to_16(table: &CompiledTable) -> CompiledTable {
+    let specs: Vec<ListSpec> = table
+        .lists
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let prefixes = table
+                .v4
+                .iter()
+                .chain(&table.v6)
+                .filter(|(_, list)| *list == i)
+                .map(|(p, _)| {
+                    let host = u32::from(p.family.bits()) - 16;
+                    if p.len <= 16 { *p } else { Prefix { family: p.family, addr: (p.addr >> host) << host, len: 16 } }
+                })
+                .collect();
+            ListSpec { name: l.name.clone(), role: Role::Deny, prefixes }
+        })
+        .collect();
+    compile(&specs)
 }
 
 /// The real daemon on the receiving veth with every country denied: time to

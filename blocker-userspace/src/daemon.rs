@@ -340,7 +340,11 @@ impl Daemon {
             m.check_presence(spec, &self.opts.pin_root);
         }
         if let Some(changed) = self.files.as_mut().and_then(|w| w.poll(now)) {
-            let names: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
+            // A refreshed data directory can change hundreds of files: name a few.
+            let mut names: Vec<String> = changed.iter().take(3).map(|p| p.display().to_string()).collect();
+            if changed.len() > 3 {
+                names.push(format!("and {} more", changed.len() - 3));
+            }
             let _ = self.reload(&format!("changed on disk: {}", names.join(", ")));
         }
         for url in self.urls.take_due(now) {

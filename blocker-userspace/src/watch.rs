@@ -78,19 +78,23 @@ fn stamp(path: &Path) -> Stamp {
     Some((mtime, m.len(), m.ino()))
 }
 
-/// The stamps of every file a path stands for: the file, or each file in a directory.
+/// The stamps of every file a path stands for: the file, or every file under a
+/// directory (a cidr-dir source nests `country/<cc>/*.txt`), in a stable order.
 fn stamps(path: &Path, out: &mut Vec<(PathBuf, Stamp)>) {
-    match std::fs::read_dir(path) {
-        Ok(rd) => {
-            let mut files: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-            files.sort();
-            out.push((path.to_owned(), stamp(path)));
-            out.extend(files.into_iter().map(|f| {
-                let s = stamp(&f);
-                (f, s)
-            }));
+    out.push((path.to_owned(), stamp(path)));
+    let Ok(rd) = std::fs::read_dir(path) else { return };
+    let mut children: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    children.sort();
+    for child in children {
+        // Symlinked directories are followed by metadata() but not recursed into,
+        // so a link loop cannot stall the daemon.
+        let is_dir = std::fs::symlink_metadata(&child).is_ok_and(|m| m.is_dir());
+        if is_dir {
+            stamps(&child, out);
+        } else {
+            let s = stamp(&child);
+            out.push((child, s));
         }
-        Err(_) => out.push((path.to_owned(), stamp(path))),
     }
 }
 
@@ -238,10 +242,12 @@ mod tests {
     fn file_changes_are_debounced_and_reported_once() {
         let dir = std::env::temp_dir().join(format!("blocker-watch-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("cidr")).unwrap();
+        std::fs::create_dir_all(dir.join("cidr/country/de")).unwrap();
         let list = dir.join("deny.txt");
         std::fs::write(&list, "192.0.2.0/24\n").unwrap();
         std::fs::write(dir.join("cidr/de.cidr"), "198.51.100.0/24\n").unwrap();
+        let nested = dir.join("cidr/country/de/ipv4-aggregated.txt");
+        std::fs::write(&nested, "198.51.100.0/24\n").unwrap();
         let policy = Policy {
             deny: vec![list.to_str().unwrap().parse().unwrap()],
             country_source: vec![format!("cidr-dir:{}", dir.join("cidr").display()).parse().unwrap()],
@@ -271,6 +277,13 @@ mod tests {
         let mut changed = w.poll(t0 + debounce).unwrap();
         changed.sort();
         assert!(changed.contains(&dir.join("cidr/fr.cidr")) && changed.contains(&dir.join("cidr/de.cidr")), "{changed:?}");
+        w.rebase(&policy);
+
+        // A file nested in a country directory, rewritten in place (the directories'
+        // own mtimes do not change).
+        std::fs::write(&nested, "198.51.100.0/24\n203.0.113.0/24\n").unwrap();
+        assert_eq!(w.poll(t0), None);
+        assert_eq!(w.poll(t0 + debounce), Some(vec![nested.clone()]));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
