@@ -74,6 +74,8 @@ pub const PROGRAM_NAME: &str = "blocker";
 /// kernel LPM trie as classifier, and a program that only drops.
 pub const PROGRAM_LPM_BASELINE: &str = "blocker_lpm";
 pub const PROGRAM_DROP_FLOOR: &str = "drop_floor";
+/// The program with a classifier that reads no memory (benchmark profile).
+pub const PROGRAM_NO_LOOKUP: &str = "blocker_no_lookup";
 pub const PROGRAM_PASS_FLOOR: &str = "pass_floor";
 /// Live-frames traffic generator (see blocker-ebpf/src/bench.rs) and its pool.
 pub const PROGRAM_TRAFFICGEN: &str = "trafficgen";

@@ -46,6 +46,14 @@ pub fn blocker_lpm(ctx: XdpContext) -> u32 {
     filter(&ctx, |_, src| classify::lpm_baseline_v4(src), |_, src| classify::lpm_baseline_v6(src))
 }
 
+/// Benchmark profile: the same program with a classifier that reads no memory
+/// (every source is list id 1), so the harness can tell the classifier's cost from
+/// the rest of the program's.
+#[xdp]
+pub fn blocker_no_lookup(ctx: XdpContext) -> u32 {
+    filter(&ctx, |_, _| Some(1), |_, _| Some(1))
+}
+
 /// parse -> classify -> policy -> verdict and counters.
 #[inline(always)]
 fn filter(

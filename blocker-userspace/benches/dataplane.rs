@@ -4,6 +4,10 @@
 //! Needs root. `cargo xtask bench` runs it; it prints a table and writes JSON to
 //! target/bench/dataplane.json.
 //!
+//! A fourth program, `blocker_no_lookup`, is the same program with a classifier
+//! that reads no memory (every source a hit of list 1): LPM / no-lookup is the most
+//! any classifier could gain over the LPM trie inside this program.
+//!
 //! Frames: 65,536 distinct Ethernet+IPv4/IPv6+UDP frames per family, half with a
 //! source inside a random prefix of the table (hits), half with a uniformly random
 //! source (IPv6: within 2000::/3). Every frame is run `REPEAT` times and the
@@ -31,7 +35,7 @@ use blocker::{
     policy::Policy,
     regions::RegionDb,
 };
-use blocker_common::{map_names, PROGRAM_DROP_FLOOR, PROGRAM_LPM_BASELINE, PROGRAM_NAME};
+use blocker_common::{map_names, PROGRAM_DROP_FLOOR, PROGRAM_LPM_BASELINE, PROGRAM_NAME, PROGRAM_NO_LOOKUP};
 use blocker_tests::{frames::ip_frame, Rng};
 
 const FRAMES_PER_FAMILY: usize = 65_536;
@@ -86,11 +90,14 @@ fn load_extra(ebpf: &mut Ebpf, name: &str) {
 /// process enters it for the rest of the run.
 struct ParkingNetns(String);
 
+/// Programs parked at once: one veth each.
+const PARKING_SPOTS: usize = 4;
+
 impl ParkingNetns {
     fn enter() -> ParkingNetns {
         let name = format!("blk-bench-{}", std::process::id());
         blocker_tests::sh("ip", &["netns", "add", &name]).unwrap();
-        for i in 0..3 {
+        for i in 0..PARKING_SPOTS {
             let (a, b) = (format!("bpa{i}"), format!("bpb{i}"));
             blocker_tests::sh("ip", &["-n", &name, "link", "add", &a, "type", "veth", "peer", "name", &b]).unwrap();
             blocker_tests::sh("ip", &["-n", &name, "link", "set", &a, "up"]).unwrap();
@@ -103,6 +110,7 @@ impl ParkingNetns {
     }
 
     fn park(&self, ebpf: &mut Ebpf, names: &[&str]) {
+        assert!(names.len() <= PARKING_SPOTS);
         for (i, name) in names.iter().enumerate() {
             let prog: &mut Xdp = ebpf.program_mut(name).unwrap().try_into().unwrap();
             prog.attach(&format!("bpa{i}"), aya::programs::XdpMode::Driver).expect("native XDP on veth");
@@ -133,6 +141,8 @@ struct Row {
     mode: &'static str,
     family: &'static str,
     floor: f64,
+    /// The program with a classifier that reads no memory: parse, policy, counters.
+    no_lookup: f64,
     lpm: f64,
     blocker: f64,
     hits: usize,
@@ -164,17 +174,19 @@ fn main() {
         let mut ebpf = loader::load(&dir, 0).unwrap();
         load_extra(&mut ebpf, PROGRAM_LPM_BASELINE);
         load_extra(&mut ebpf, PROGRAM_DROP_FLOOR);
+        load_extra(&mut ebpf, PROGRAM_NO_LOOKUP);
         let mut maps = DataplaneMaps::open(&dir).unwrap();
         maps.apply(&table).unwrap();
         fill_lpm(&mut ebpf, &maps, &table);
         if knob("BLOCKER_BENCH_PARK", 1) == 1 {
-            parking.park(&mut ebpf, &[PROGRAM_NAME, PROGRAM_LPM_BASELINE, PROGRAM_DROP_FLOOR]);
+            parking.park(&mut ebpf, &[PROGRAM_NAME, PROGRAM_LPM_BASELINE, PROGRAM_DROP_FLOOR, PROGRAM_NO_LOOKUP]);
         }
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for family in [Family::V4, Family::V6] {
             let fs = frames(&table, family, &mut rng);
             let prog = |name: &str| -> &Xdp { ebpf.program(name).unwrap().try_into().unwrap() };
             let (floor, _) = measure(prog(PROGRAM_DROP_FLOOR), &fs);
+            let (no_lookup, _) = measure(prog(PROGRAM_NO_LOOKUP), &fs);
             let (lpm, lpm_verdicts) = measure(prog(PROGRAM_LPM_BASELINE), &fs);
             let (blocker, verdicts) = measure(prog(PROGRAM_NAME), &fs);
             assert_eq!(verdicts, lpm_verdicts, "the trie and the LPM baseline must agree on every frame");
@@ -182,6 +194,7 @@ fn main() {
                 mode,
                 family: if family == Family::V4 { "IPv4" } else { "IPv6" },
                 floor,
+                no_lookup,
                 lpm,
                 blocker,
                 hits: verdicts.iter().filter(|v| **v == 1).count(),
@@ -197,26 +210,29 @@ fn main() {
     let _ = writeln!(out, "per packet through BPF_PROG_TEST_RUN, {frames_n} distinct frames per family, repeat {repeat}, world table ({} countries)", db.regions.len());
     let _ = writeln!(
         out,
-        "{:<10} {:<5} {:>9} {:>9} {:>9} {:>11} {:>9} {:>16} {:>7}",
-        "mode", "fam", "floor ns", "lpm ns", "trie ns", "trie/floor", "lpm/trie", "above floor l/t", "drops"
+        "{:<10} {:<5} {:>9} {:>10} {:>9} {:>9} {:>11} {:>9} {:>16} {:>15} {:>7}",
+        "mode", "fam", "floor ns", "no-lookup", "lpm ns", "trie ns", "trie/floor", "lpm/trie", "above floor l/t", "lpm/no-lookup", "drops"
     );
     let mut json = Vec::new();
     for r in &rows {
         let _ = writeln!(
             out,
-            "{:<10} {:<5} {:>9.1} {:>9.1} {:>9.1} {:>10.2}x {:>8.2}x {:>15.2}x {:>7}",
+            "{:<10} {:<5} {:>9.1} {:>10.1} {:>9.1} {:>9.1} {:>10.2}x {:>8.2}x {:>15.2}x {:>14.2}x {:>7}",
             r.mode,
             r.family,
             r.floor,
+            r.no_lookup,
             r.lpm,
             r.blocker,
             r.blocker / r.floor,
             r.lpm / r.blocker,
             (r.lpm - r.floor) / (r.blocker - r.floor),
+            r.lpm / r.no_lookup,
             r.hits
         );
         json.push(serde_json::json!({
-            "mode": r.mode, "family": r.family, "floor_ns": r.floor, "lpm_ns": r.lpm, "trie_ns": r.blocker,
+            "mode": r.mode, "family": r.family, "floor_ns": r.floor, "no_lookup_ns": r.no_lookup, "lpm_ns": r.lpm, "trie_ns": r.blocker,
+            "lpm_over_no_lookup": r.lpm / r.no_lookup,
             "trie_over_floor": r.blocker / r.floor, "lpm_over_trie": r.lpm / r.blocker,
             "lpm_over_trie_above_floor": (r.lpm - r.floor) / (r.blocker - r.floor), "frames": frames_n, "repeat": repeat, "drops": r.hits,
         }));
