@@ -47,9 +47,10 @@ fn write_world(dir: &Path, db: &RegionDb) -> Vec<(&'static str, RegionSource)> {
     }
     std::fs::write(dir.join("world.rir"), rir).unwrap();
     std::fs::write(dir.join("world.csv"), csv).unwrap();
-    // MMDB networks must be disjoint: take the compiled deny-all table's answer.
+    // MMDB networks must be disjoint: take the compiled deny-all table's answer
+    // (countries only: the never-block ranges are not a country).
     let all: Vec<String> = db.regions.keys().cloned().collect();
-    let table = Policy { deny_country: all, ..Default::default() }.build_table().unwrap();
+    let table = Policy { deny_country: all, no_default_never_block: true, ..Default::default() }.build_table().unwrap();
     let mut w = Writer::new();
     for (p, list) in table.v4.iter().chain(&table.v6) {
         let cc = table.lists[*list].name.trim_start_matches("country:");
