@@ -299,21 +299,24 @@ impl Daemon {
     fn try_reload(&mut self) -> Result<String> {
         let started = Instant::now();
         const ABORTED: &str = "reload aborted, the running tables are unchanged";
-        let opts = &mut self.opts;
-        if let Some(path) = opts.config.clone() {
-            let fresh = crate::config::load(&path).context(ABORTED)?;
-            let names = |o: &[InterfaceOptions]| o.iter().map(|i| i.name.clone()).collect::<Vec<_>>();
-            if names(&fresh.interfaces) != names(&opts.interfaces) || fresh.pin_root != opts.pin_root {
-                bail!(
-                    "{ABORTED}: the interfaces or the pin root changed in {}; restart blocker to apply that",
-                    path.display()
-                );
+        // The new policy is adopted only once it is applied, so `status` never
+        // describes a configuration that is not running.
+        let (policy, interfaces) = match self.opts.config.clone() {
+            Some(path) => {
+                let fresh = crate::config::load(&path).context(ABORTED)?;
+                let names = |o: &[InterfaceOptions]| o.iter().map(|i| i.name.clone()).collect::<Vec<_>>();
+                if names(&fresh.interfaces) != names(&self.opts.interfaces) || fresh.pin_root != self.opts.pin_root {
+                    bail!(
+                        "{ABORTED}: the interfaces or the pin root changed in {}; restart blocker to apply that",
+                        path.display()
+                    );
+                }
+                (fresh.policy, fresh.interfaces)
             }
-            opts.policy = fresh.policy;
-            opts.interfaces = fresh.interfaces;
-        }
-        let table = opts.policy.build_table().context(ABORTED)?;
-        for (m, spec) in self.managed.iter_mut().zip(&opts.interfaces) {
+            None => (self.opts.policy.clone(), self.opts.interfaces.clone()),
+        };
+        let table = policy.build_table().context(ABORTED)?;
+        for (m, spec) in self.managed.iter_mut().zip(&interfaces) {
             let report = m.maps.apply(&table).with_context(|| format!("{}: {ABORTED}", m.iface))?;
             m.maps.set_monitor_mode(spec.monitor)?;
             log::info!(
@@ -329,6 +332,8 @@ impl Daemon {
             );
         }
         let summary = table_summary(&table);
+        self.opts.policy = policy;
+        self.opts.interfaces = interfaces;
         self.state.table = table;
         Ok(summary)
     }

@@ -505,6 +505,17 @@ fn config_file_run_reload_and_check() {
     d.wait_for_log("reload aborted", 1).unwrap();
     assert!(d.log_text().contains("unknown field `bogus`"), "{}", d.log_text());
     assert_eq!(s.stats()["mode"], "monitor");
+    // A valid config whose list is broken: refused too, and `status` keeps
+    // describing what runs (monitor mode, the deny2 list), not the refused file.
+    std::fs::write(s.file("deny3.txt"), "198.51.100.0/33\n").unwrap();
+    write_config("enforce", &s.file("deny3.txt"));
+    d.signal(libc::SIGHUP);
+    d.wait_for_log("reload aborted", 2).unwrap();
+    let out = s.cli(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["interfaces"][0]["mode"], "monitor", "{v}");
+    assert!(v["sources"].to_string().contains("deny2.txt") && !v["sources"].to_string().contains("deny3.txt"), "{v}");
+    assert_eq!(s.stats()["mode"], "monitor");
 }
 
 #[test]
