@@ -129,8 +129,7 @@ pub mod counter {
     /// which drops it itself.
     pub const MALFORMED: u32 = 4;
     pub const COUNT: u32 = 5;
-    pub const NAMES: [&str; COUNT as usize] =
-        ["passed", "dropped", "monitored", "non_ip", "malformed"];
+    pub const NAMES: [&str; COUNT as usize] = ["passed", "dropped", "monitored", "non_ip", "malformed"];
 }
 
 /// Value of the per-CPU `BLK_LIST_STATS` array: traffic that hit a list.

@@ -17,8 +17,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::trace;
 use blocker_common::{
-    config, counter, policy_index, EBPF_LOG_TARGET, ListInfo, ListStats, ACTION_DROP, ACTION_MONITOR,
-    ACTION_PASS, MAX_LISTS, MODE_MONITOR,
+    config, counter, policy_index, ListInfo, ListStats, ACTION_DROP, ACTION_MONITOR, ACTION_PASS, EBPF_LOG_TARGET,
+    MAX_LISTS, MODE_MONITOR,
 };
 use parse::Packet;
 

@@ -18,8 +18,12 @@ const IPV6_SRC_OFFSET: usize = 8;
 const MAX_VLAN_TAGS: usize = 2;
 
 pub enum Packet {
-    V4 { src: [u8; 4] },
-    V6 { src: [u8; 16] },
+    V4 {
+        src: [u8; 4],
+    },
+    V6 {
+        src: [u8; 16],
+    },
     /// Not IP (ARP, LLDP, a third VLAN tag, ...): not ours to judge.
     NonIp,
     /// Too short for the headers it announces, or an impossible IP header.

@@ -46,7 +46,6 @@ fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-
 fn frames(table: &CompiledTable, family: Family, rng: &mut Rng) -> Vec<Vec<u8>> {
     let entries = table.entries(family);
     (0..knob("BLOCKER_BENCH_FRAMES", FRAMES_PER_FAMILY))
@@ -73,7 +72,11 @@ fn measure(prog: &Xdp, frames: &[Vec<u8>]) -> (f64, Vec<u32>) {
     let mut verdicts = Vec::with_capacity(frames.len());
     for f in frames {
         let r = prog
-            .test_run(TestRunOptions { data_in: Some(f), repeat: knob("BLOCKER_BENCH_REPEAT", REPEAT), ..Default::default() })
+            .test_run(TestRunOptions {
+                data_in: Some(f),
+                repeat: knob("BLOCKER_BENCH_REPEAT", REPEAT),
+                ..Default::default()
+            })
             .expect("BPF_PROG_TEST_RUN");
         total += r.duration.as_nanos() as f64;
         verdicts.push(r.return_value);
@@ -211,7 +214,17 @@ fn main() {
     let _ = writeln!(
         out,
         "{:<10} {:<5} {:>9} {:>10} {:>9} {:>9} {:>11} {:>9} {:>16} {:>15} {:>7}",
-        "mode", "fam", "floor ns", "no-lookup", "lpm ns", "trie ns", "trie/floor", "lpm/trie", "above floor l/t", "lpm/no-lookup", "drops"
+        "mode",
+        "fam",
+        "floor ns",
+        "no-lookup",
+        "lpm ns",
+        "trie ns",
+        "trie/floor",
+        "lpm/trie",
+        "above floor l/t",
+        "lpm/no-lookup",
+        "drops"
     );
     let mut json = Vec::new();
     for r in &rows {
@@ -242,6 +255,10 @@ fn main() {
     print!("{out}");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("dataplane.json"), serde_json::to_string_pretty(&serde_json::json!({ "per_packet": json })).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("dataplane.json"),
+        serde_json::to_string_pretty(&serde_json::json!({ "per_packet": json })).unwrap(),
+    )
+    .unwrap();
     println!("wrote {}", dir.join("dataplane.json").display());
 }

@@ -42,8 +42,8 @@ use blocker::{
     policy::Policy,
 };
 use blocker_common::{
-    map_names, GEN_POOL6_MAP, GEN_POOL_MAP, PROGRAM_DROP_FLOOR, PROGRAM_LPM_BASELINE, PROGRAM_NAME,
-    PROGRAM_PASS_FLOOR, PROGRAM_TRAFFICGEN, PROGRAM_TRAFFICGEN6,
+    map_names, GEN_POOL6_MAP, GEN_POOL_MAP, PROGRAM_DROP_FLOOR, PROGRAM_LPM_BASELINE, PROGRAM_NAME, PROGRAM_PASS_FLOOR,
+    PROGRAM_TRAFFICGEN, PROGRAM_TRAFFICGEN6,
 };
 use blocker_tests::{sh, Rng};
 
@@ -65,7 +65,11 @@ impl Net {
         let net = Net { rx: format!("blk-e2e-rx-{id}"), tx: format!("blk-e2e-tx-{id}") };
         sh("ip", &["netns", "add", &net.rx]).unwrap();
         sh("ip", &["netns", "add", &net.tx]).unwrap();
-        sh("ip", &["link", "add", "e2erx", "netns", &net.rx, "type", "veth", "peer", "name", "e2etx", "netns", &net.tx]).unwrap();
+        sh(
+            "ip",
+            &["link", "add", "e2erx", "netns", &net.rx, "type", "veth", "peer", "name", "e2etx", "netns", &net.tx],
+        )
+        .unwrap();
         for (ns, dev) in [(&net.rx, "e2erx"), (&net.tx, "e2etx")] {
             sh("ip", &["-n", ns, "link", "set", dev, "mtu", "1500", "up"]).unwrap();
         }
@@ -119,9 +123,9 @@ fn pool(table: &CompiledTable, family: Family, hit_percent: u64, spread: usize) 
     let mut rng = Rng(0x5851_f42d_4c95_7f2d);
     (0..POOL)
         .map(|i| {
-            let random = (u128::from(rng.next()) << 64) | u128::from(rng.next());
+            let random = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
             if (i as u64 * 100 / POOL as u64) < hit_percent {
-                let (p, _) = entries[(rng.next() % spread.min(entries.len()) as u64) as usize];
+                let (p, _) = entries[(rng.next_u64() % spread.min(entries.len()) as u64) as usize];
                 let (lo, hi) = p.range();
                 lo + random % (hi - lo + 1)
             } else {
@@ -179,11 +183,20 @@ fn frame(family: Family, rx_mac: [u8; 6], tx_mac: [u8; 6]) -> Vec<u8> {
     match family {
         Family::V4 => {
             f.extend_from_slice(&0x0800u16.to_be_bytes());
-            f.extend(blocker_tests::frames::ipv4_packet("198.51.100.1".parse().unwrap(), "192.0.2.1".parse().unwrap(), 0, &payload));
+            f.extend(blocker_tests::frames::ipv4_packet(
+                "198.51.100.1".parse().unwrap(),
+                "192.0.2.1".parse().unwrap(),
+                0,
+                &payload,
+            ));
         }
         Family::V6 => {
             f.extend_from_slice(&0x86ddu16.to_be_bytes());
-            f.extend(blocker_tests::frames::ipv6_packet("2001:db8:a::1".parse().unwrap(), "2001:db8:1::1".parse().unwrap(), &payload));
+            f.extend(blocker_tests::frames::ipv6_packet(
+                "2001:db8:a::1".parse().unwrap(),
+                "2001:db8:1::1".parse().unwrap(),
+                &payload,
+            ));
         }
     }
     f
@@ -234,7 +247,8 @@ fn detach_all(ebpf: Ebpf) {
 }
 
 /// The traffic mixes every receiver is measured with.
-const MIXES: [(&str, u64); 2] = [("all sources in the table (all dropped)", 100), ("half in the table, half random", 50)];
+const MIXES: [(&str, u64); 2] =
+    [("all sources in the table (all dropped)", 100), ("half in the table, half random", 50)];
 
 struct Receiver {
     name: String,
@@ -378,13 +392,16 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     let started = Instant::now();
     match family {
         Family::V4 => {
-            let mut lpm: LpmTrie<&mut MapData, [u8; 4], u32> = rx.map_mut(map_names::LPM_V4).unwrap().try_into().unwrap();
+            let mut lpm: LpmTrie<&mut MapData, [u8; 4], u32> =
+                rx.map_mut(map_names::LPM_V4).unwrap().try_into().unwrap();
             for (p, l) in &table.v4 {
-                lpm.insert(&Key::new(u32::from(p.len), (p.addr as u32).to_be_bytes()), ids[&table.lists[*l].name], 0).unwrap();
+                lpm.insert(&Key::new(u32::from(p.len), (p.addr as u32).to_be_bytes()), ids[&table.lists[*l].name], 0)
+                    .unwrap();
             }
         }
         Family::V6 => {
-            let mut lpm: LpmTrie<&mut MapData, [u8; 16], u32> = rx.map_mut(map_names::LPM_V6).unwrap().try_into().unwrap();
+            let mut lpm: LpmTrie<&mut MapData, [u8; 16], u32> =
+                rx.map_mut(map_names::LPM_V6).unwrap().try_into().unwrap();
             for (p, l) in &table.v6 {
                 lpm.insert(&Key::new(u32::from(p.len), p.addr.to_be_bytes()), ids[&table.lists[*l].name], 0).unwrap();
             }
@@ -406,7 +423,8 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     );
     let nft_file = std::env::temp_dir().join(format!("blocker-e2e-{}-{tag}.nft", std::process::id()));
     std::fs::write(&nft_file, nft).unwrap();
-    let load_nft = run_measured(Command::new("ip").args(["netns", "exec", &net.rx, "nft", "-f", nft_file.to_str().unwrap()]));
+    let load_nft =
+        run_measured(Command::new("ip").args(["netns", "exec", &net.rx, "nft", "-f", nft_file.to_str().unwrap()]));
     let mut rx = loader::load(&loader::iface_dir(pins, &format!("rx-pass-{tag}")), 0).unwrap();
     attach(&mut rx, PROGRAM_PASS_FLOOR);
     rows.push(sender.measure("XDP_PASS + nftables netdev ingress, interval set", &pools));
@@ -435,17 +453,7 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     detach_all(rx);
     let _ = std::fs::remove_file(&nft_file);
     let _ = std::fs::remove_file(&restore_file);
-    FamilyRun {
-        family,
-        prefixes: prefixes.len(),
-        rows,
-        dropped,
-        passed,
-        load_lpm,
-        load_nft,
-        load_ipset,
-        map_memory,
-    }
+    FamilyRun { family, prefixes: prefixes.len(), rows, dropped, passed, load_lpm, load_nft, load_ipset, map_memory }
 }
 
 /// `table` with every prefix longer than /16 widened to its /16 (overlaps resolved
@@ -463,7 +471,11 @@ fn widened_to_16(table: &CompiledTable) -> CompiledTable {
                 .filter(|(_, list)| *list == i)
                 .map(|(p, _)| {
                     let host = u32::from(p.family.bits()) - 16;
-                    if p.len <= 16 { *p } else { Prefix { family: p.family, addr: (p.addr >> host) << host, len: 16 } }
+                    if p.len <= 16 {
+                        *p
+                    } else {
+                        Prefix { family: p.family, addr: (p.addr >> host) << host, len: 16 }
+                    }
                 })
                 .collect();
             ListSpec { name: l.name.clone(), role: Role::Deny, prefixes }
@@ -492,7 +504,11 @@ fn daemon_start_and_reload(net: &Net, pins: &std::path::Path, countries: &str) -
     let wait_for = |needle: &str| {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !std::fs::read_to_string(&log_path).unwrap_or_default().contains(needle) {
-            assert!(Instant::now() < deadline, "daemon: no {needle:?}: {}", std::fs::read_to_string(&log_path).unwrap_or_default());
+            assert!(
+                Instant::now() < deadline,
+                "daemon: no {needle:?}: {}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
     };
@@ -539,24 +555,45 @@ fn main() {
             run.prefixes
         );
         let _ = writeln!(out, "{:<52} {:>22} {:>22}", "", "all in table (drops)", "half in table");
-        let _ = writeln!(out, "{:<52} {:>7} {:>6} {:>7}  {:>7} {:>6} {:>7}", "receiver", "Mpps", "floor", "blk is", "Mpps", "floor", "blk is");
+        let _ = writeln!(
+            out,
+            "{:<52} {:>7} {:>6} {:>7}  {:>7} {:>6} {:>7}",
+            "receiver", "Mpps", "floor", "blk is", "Mpps", "floor", "blk is"
+        );
         let mut rows_json = Vec::new();
         for r in &run.rows {
             let _ = write!(out, "{:<52}", r.name);
             for (i, mpps) in r.mpps.iter().enumerate() {
-                let _ = write!(out, " {mpps:>7.2} {:>5.0}% {:>6.1}x ", mpps / run.rows[0].mpps[i] * 100.0, run.rows[1].mpps[i] / mpps);
+                let _ = write!(
+                    out,
+                    " {mpps:>7.2} {:>5.0}% {:>6.1}x ",
+                    mpps / run.rows[0].mpps[i] * 100.0,
+                    run.rows[1].mpps[i] / mpps
+                );
             }
             let _ = writeln!(out);
             for (i, arrived) in r.arrived.iter().enumerate() {
                 if *arrived < u64::from(frames) * 99 / 100 {
-                    let _ = writeln!(out, "  note: {} ({}): {arrived} of {frames} frames reached the receiver", r.name, MIXES[i].0);
+                    let _ = writeln!(
+                        out,
+                        "  note: {} ({}): {arrived} of {frames} frames reached the receiver",
+                        r.name, MIXES[i].0
+                    );
                 }
             }
             rows_json.push(serde_json::json!({ "receiver": r.name, "mpps": r.mpps, "arrived": r.arrived, "frames": frames, "rounds": r.rounds }));
         }
-        let _ = writeln!(out, "floor and blocker: median of {} alternating rounds; the other rows one round each", run.rows[0].rounds);
-        let _ = writeln!(out, "blocker's own counters over its rounds: {} dropped, {} passed\n", run.dropped, run.passed);
-        json.insert(fam.to_owned(), serde_json::json!({ "mixes": MIXES.iter().map(|m| m.0).collect::<Vec<_>>(), "receivers": rows_json }));
+        let _ = writeln!(
+            out,
+            "floor and blocker: median of {} alternating rounds; the other rows one round each",
+            run.rows[0].rounds
+        );
+        let _ =
+            writeln!(out, "blocker's own counters over its rounds: {} dropped, {} passed\n", run.dropped, run.passed);
+        json.insert(
+            fam.to_owned(),
+            serde_json::json!({ "mixes": MIXES.iter().map(|m| m.0).collect::<Vec<_>>(), "receivers": rows_json }),
+        );
     }
 
     let _ = writeln!(out, "control plane, whole world ({} IPv4 + {} IPv6 prefixes)", table.v4.len(), table.v6.len());
@@ -576,11 +613,16 @@ fn main() {
     for (name, wall, rss) in &control {
         let rss_text = rss.map_or("(same process)".to_string(), |k| format!("{:.1}", mib(k)));
         let _ = writeln!(out, "{name:<62} {:>9.0} {rss_text:>14}", wall.as_secs_f64() * 1e3);
-        control_json.push(serde_json::json!({ "what": name, "wall_ms": wall.as_secs_f64() * 1e3, "peak_rss_kib": rss }));
+        control_json
+            .push(serde_json::json!({ "what": name, "wall_ms": wall.as_secs_f64() * 1e3, "peak_rss_kib": rss }));
     }
     let map_memory = &runs[0].map_memory;
     let total: u64 = map_memory.iter().map(|(_, b)| b).sum();
-    let _ = writeln!(out, "kernel memory of blocker's maps (fdinfo memlock): {:.1} MiB", total as f64 / (1u64 << 20) as f64);
+    let _ = writeln!(
+        out,
+        "kernel memory of blocker's maps (fdinfo memlock): {:.1} MiB",
+        total as f64 / (1u64 << 20) as f64
+    );
     for (name, bytes) in map_memory {
         if *bytes >= 1 << 20 {
             let _ = writeln!(out, "  {name:<20} {:>6.1} MiB", *bytes as f64 / (1u64 << 20) as f64);
@@ -591,7 +633,8 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     json.insert("control_plane".into(), serde_json::Value::Array(control_json));
     json.insert("map_memory_bytes".into(), total.into());
-    std::fs::write(dir.join("endtoend.json"), serde_json::to_string_pretty(&serde_json::Value::Object(json)).unwrap()).unwrap();
+    std::fs::write(dir.join("endtoend.json"), serde_json::to_string_pretty(&serde_json::Value::Object(json)).unwrap())
+        .unwrap();
     println!("wrote {}", dir.join("endtoend.json").display());
     drop(net);
 }

@@ -89,16 +89,26 @@ fn world(c: &mut Criterion) {
     });
     for (name, source) in &sources {
         // Every format yields the same table (MMDB: the same disjoint outcome).
-        let t = Policy { deny_country: codes.clone(), country_source: vec![source.clone()], cache_dir: cache.clone(), ..Default::default() }
-            .build_table()
-            .unwrap();
+        let t = Policy {
+            deny_country: codes.clone(),
+            country_source: vec![source.clone()],
+            cache_dir: cache.clone(),
+            ..Default::default()
+        }
+        .build_table()
+        .unwrap();
         assert!(t.v4.len() > 100_000 && t.v6.len() > 30_000, "{name}: {} / {}", t.v4.len(), t.v6.len());
         g.bench_function(format!("{name}/load"), |b| b.iter(|| load(source, &cache).unwrap()));
         g.bench_function(format!("{name}/load+compile"), |b| {
             b.iter(|| {
-                Policy { deny_country: codes.clone(), country_source: vec![source.clone()], cache_dir: cache.clone(), ..Default::default() }
-                    .build_table()
-                    .unwrap()
+                Policy {
+                    deny_country: codes.clone(),
+                    country_source: vec![source.clone()],
+                    cache_dir: cache.clone(),
+                    ..Default::default()
+                }
+                .build_table()
+                .unwrap()
             })
         });
     }

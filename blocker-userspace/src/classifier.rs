@@ -18,8 +18,12 @@ pub struct Shape {
 impl Shape {
     pub fn of(family: Family) -> Shape {
         match family {
-            Family::V4 => Shape { stride: trie::v4::STRIDE, root_nodes: trie::v4::ROOT_NODES, capacity: trie::v4::NODES },
-            Family::V6 => Shape { stride: trie::v6::STRIDE, root_nodes: trie::v6::ROOT_NODES, capacity: trie::v6::NODES },
+            Family::V4 => {
+                Shape { stride: trie::v4::STRIDE, root_nodes: trie::v4::ROOT_NODES, capacity: trie::v4::NODES }
+            }
+            Family::V6 => {
+                Shape { stride: trie::v6::STRIDE, root_nodes: trie::v6::ROOT_NODES, capacity: trie::v6::NODES }
+            }
         }
     }
 
@@ -166,7 +170,11 @@ mod tests {
         for family in [Family::V4, Family::V6] {
             check_equal(&table, family, boundaries(&table, family));
         }
-        let zero = compile(&[ListSpec { name: "all".into(), role: Role::Deny, prefixes: vec![parse_prefix("0.0.0.0/0").unwrap()] }]);
+        let zero = compile(&[ListSpec {
+            name: "all".into(),
+            role: Role::Deny,
+            prefixes: vec![parse_prefix("0.0.0.0/0").unwrap()],
+        }]);
         check_equal(&zero, Family::V4, [0, 1, 0xffff_ffff]);
     }
 
@@ -180,7 +188,7 @@ mod tests {
             .collect();
         let table = compile(&lists);
         let mut rng = blocker_tests::Rng(0x2545f4914f6cdd1d);
-        let mut rnd = move || rng.next();
+        let mut rnd = move || rng.next_u64();
         for family in [Family::V4, Family::V6] {
             let mut probes = boundaries(&table, family);
             for _ in 0..100_000 {

@@ -182,10 +182,7 @@ pub fn reference_lookup(lists: &[ListSpec], family: Family, addr: u128) -> Optio
 
 pub fn compile(lists: &[ListSpec]) -> CompiledTable {
     CompiledTable {
-        lists: lists
-            .iter()
-            .map(|l| CompiledList { name: l.name.clone(), action: l.role.action() })
-            .collect(),
+        lists: lists.iter().map(|l| CompiledList { name: l.name.clone(), action: l.role.action() }).collect(),
         v4: compile_family(lists, Family::V4),
         v6: compile_family(lists, Family::V6),
     }
@@ -248,11 +245,7 @@ mod tests {
     use crate::lists::parse_prefix;
 
     fn list(name: &str, role: Role, prefixes: &[&str]) -> ListSpec {
-        ListSpec {
-            name: name.into(),
-            role,
-            prefixes: prefixes.iter().map(|p| parse_prefix(p).unwrap()).collect(),
-        }
+        ListSpec { name: name.into(), role, prefixes: prefixes.iter().map(|p| parse_prefix(p).unwrap()).collect() }
     }
 
     fn strs(t: &[(Prefix, usize)]) -> Vec<(String, usize)> {
@@ -261,10 +254,7 @@ mod tests {
 
     #[test]
     fn allow_punches_hole_in_deny() {
-        let lists = [
-            list("deny", Role::Deny, &["10.0.0.0/8"]),
-            list("allow", Role::Exception, &["10.1.0.0/16"]),
-        ];
+        let lists = [list("deny", Role::Deny, &["10.0.0.0/8"]), list("allow", Role::Exception, &["10.1.0.0/16"])];
         let t = compile(&lists);
         assert_eq!(
             strs(&t.v4),
@@ -284,10 +274,7 @@ mod tests {
 
     #[test]
     fn allow_wins_even_when_less_specific() {
-        let lists = [
-            list("deny", Role::Deny, &["192.0.2.128/25"]),
-            list("allow", Role::Exception, &["192.0.2.0/24"]),
-        ];
+        let lists = [list("deny", Role::Deny, &["192.0.2.128/25"]), list("allow", Role::Exception, &["192.0.2.0/24"])];
         let t = compile(&lists);
         assert_eq!(strs(&t.v4), vec![("192.0.2.0/24".into(), 1)]);
     }
@@ -300,9 +287,19 @@ mod tests {
 
     #[test]
     fn complement_covers_exactly_the_rest() {
-        let ps: Vec<Prefix> = ["10.0.0.0/8", "10.1.0.0/16", "192.0.2.0/24", "::/1"].iter().map(|p| parse_prefix(p).unwrap()).collect();
+        let ps: Vec<Prefix> =
+            ["10.0.0.0/8", "10.1.0.0/16", "192.0.2.0/24", "::/1"].iter().map(|p| parse_prefix(p).unwrap()).collect();
         let c = complement(&ps, Family::V4);
-        for probe in ["9.255.255.255", "10.0.0.0", "10.255.255.255", "11.0.0.0", "192.0.2.7", "192.0.3.0", "0.0.0.0", "255.255.255.255"] {
+        for probe in [
+            "9.255.255.255",
+            "10.0.0.0",
+            "10.255.255.255",
+            "11.0.0.0",
+            "192.0.2.7",
+            "192.0.3.0",
+            "0.0.0.0",
+            "255.255.255.255",
+        ] {
             let a = parse_prefix(probe).unwrap();
             let inside = ps.iter().any(|p| p.contains(Family::V4, a.addr));
             let in_c = c.iter().any(|p| p.contains(Family::V4, a.addr));
@@ -346,16 +343,22 @@ mod tests {
         for round in 0..40 {
             let mut lists = Vec::new();
             for l in 0..4 {
-                let role = [Role::NeverBlock, Role::Exception, Role::Deny, Role::OutsideAllowed, Role::Monitor, Role::AllowedRegion]
-                    [(rng.next() % 6) as usize];
+                let role = [
+                    Role::NeverBlock,
+                    Role::Exception,
+                    Role::Deny,
+                    Role::OutsideAllowed,
+                    Role::Monitor,
+                    Role::AllowedRegion,
+                ][(rng.next_u64() % 6) as usize];
                 let mut prefixes = Vec::new();
-                for _ in 0..(5 + rng.next() % 20) {
+                for _ in 0..(5 + rng.next_u64() % 20) {
                     for family in [Family::V4, Family::V6] {
                         let bits = family.bits();
                         // Cluster addresses in a small region so prefixes overlap.
-                        let len = (bits as u64 - 20 + rng.next() % 20) as u8;
+                        let len = (bits as u64 - 20 + rng.next_u64() % 20) as u8;
                         let base: u128 = if family == Family::V4 { 0x0a00_0000 } else { 0x2001_0db8u128 << 96 };
-                        let raw = base + u128::from(rng.next() % (1 << 20));
+                        let raw = base + u128::from(rng.next_u64() % (1 << 20));
                         let host = u32::from(bits - len);
                         let addr = raw & !((1u128 << host) - 1);
                         prefixes.push(Prefix { family, addr, len });
@@ -377,7 +380,7 @@ mod tests {
                     probes.extend([lo, hi]);
                 }
                 for _ in 0..200 {
-                    probes.push(probes[(rng.next() as usize) % probes.len()] ^ u128::from(rng.next() % 4096));
+                    probes.push(probes[(rng.next_u64() as usize) % probes.len()] ^ u128::from(rng.next_u64() % 4096));
                 }
                 for a in probes.into_iter().filter(|a| *a <= family.max_addr()) {
                     assert_eq!(

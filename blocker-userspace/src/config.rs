@@ -167,7 +167,8 @@ mod tests {
 
     #[test]
     fn full_example_parses() {
-        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/blocker.toml")).unwrap();
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/blocker.toml")).unwrap();
         let o = p(&text).unwrap();
         assert_eq!(o.interfaces.len(), 2);
         assert_eq!(o.interfaces[1].attach_mode, AttachMode::Generic);
@@ -194,11 +195,14 @@ mod tests {
         assert!(e.contains("xdp_mode \"fast\""), "{e}");
         let e = p("[[interface]]\nname = \"eth0\"\n[policy]\ndeny_countries = \"CN\"\n").unwrap_err().to_string();
         assert!(e.contains("deny_countries") || e.contains("invalid type"), "{e}");
-        let e = p("[daemon]\nwatch_debounce = \"2 seconds\"\n[[interface]]\nname = \"eth0\"\n").unwrap_err().to_string();
+        let e =
+            p("[daemon]\nwatch_debounce = \"2 seconds\"\n[[interface]]\nname = \"eth0\"\n").unwrap_err().to_string();
         assert!(e.contains("daemon.watch_debounce") && e.contains("unknown unit"), "{e}");
         let e = p("[[interface]]\nname = \"eth0\"\n[policy]\nurl_refresh = \"soon\"\n").unwrap_err().to_string();
         assert!(e.contains("policy.url_refresh"), "{e}");
-        let e = p("[[interface]]\nname = \"eth0\"\n[policy]\ndeny = [\"refresh=1h:/etc/x.txt\"]\n").unwrap_err().to_string();
+        let e = p("[[interface]]\nname = \"eth0\"\n[policy]\ndeny = [\"refresh=1h:/etc/x.txt\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("policy.deny[0]") && e.contains("URL sources only"), "{e}");
     }
 }

@@ -157,12 +157,7 @@ struct Managed {
 }
 
 fn table_summary(table: &CompiledTable) -> String {
-    format!(
-        "{} IPv4 + {} IPv6 prefixes from {} lists",
-        table.v4.len(),
-        table.v6.len(),
-        table.lists.len()
-    )
+    format!("{} IPv4 + {} IPv6 prefixes from {} lists", table.v4.len(), table.v6.len(), table.lists.len())
 }
 
 fn mode_text(monitor: bool) -> &'static str {
@@ -358,9 +353,7 @@ impl Daemon {
             }
             let (tx, cache_dir) = (self.refreshed_tx.clone(), self.opts.policy.cache_dir.clone());
             tokio::task::spawn_blocking(move || {
-                let result = crate::fetch::fetch(&url, &cache_dir)
-                    .map(|f| f.changed)
-                    .map_err(|e| format!("{e:#}"));
+                let result = crate::fetch::fetch(&url, &cache_dir).map(|f| f.changed).map_err(|e| format!("{e:#}"));
                 let _ = tx.send((url, result));
             });
         }
@@ -465,17 +458,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             triggers.push(format!("a change to a source file ({} ms debounce)", d.as_millis()));
         }
     }
-    let refreshes = crate::watch::url_sources(&opts.policy)
-        .into_iter()
-        .filter(|(_, r)| *r != Refresh::Never)
-        .count();
+    let refreshes = crate::watch::url_sources(&opts.policy).into_iter().filter(|(_, r)| *r != Refresh::Never).count();
     if refreshes > 0 {
         triggers.push(format!("the refresh of {refreshes} URL source(s)"));
     }
-    log::info!(
-        "ready: {} reload the lists; SIGINT/SIGTERM stops (the program stays attached)",
-        triggers.join(", ")
-    );
+    log::info!("ready: {} reload the lists; SIGINT/SIGTERM stops (the program stays attached)", triggers.join(", "));
     let mut daemon = Daemon {
         state: State { started: SystemTime::now(), table, last_reload: None },
         opts,

@@ -77,14 +77,17 @@ fn read_meta(path: &Path) -> Option<Meta> {
 }
 
 fn write_meta(path: &Path, url: &str, m: &Meta) -> Result<()> {
-    let v = serde_json::json!({ "url": url, "etag": m.etag, "last_modified": m.last_modified, "fetched_at": m.fetched_at });
+    let v =
+        serde_json::json!({ "url": url, "etag": m.etag, "last_modified": m.last_modified, "fetched_at": m.fetched_at });
     write_atomically(path, &serde_json::to_vec_pretty(&v)?)
 }
 
 /// Write-then-rename, through a name of this process and thread: a crash never
 /// leaves a truncated copy, and a refresh running beside a reload never mixes two.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}-{:?}", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""));
+    let tmp = path.with_extension(
+        format!("tmp-{}-{:?}", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""),
+    );
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
     Ok(())
@@ -109,7 +112,8 @@ pub fn fetch(url: &str, cache_dir: &Path) -> Result<Fetched> {
 }
 
 pub fn fetch_with(url: &str, cache_dir: &Path, opts: &FetchOptions) -> Result<Fetched> {
-    std::fs::create_dir_all(cache_dir).with_context(|| format!("cannot create cache directory {}", cache_dir.display()))?;
+    std::fs::create_dir_all(cache_dir)
+        .with_context(|| format!("cannot create cache directory {}", cache_dir.display()))?;
     let (data, meta_path) = cache_paths(url, cache_dir);
     let cached = data.exists().then(|| read_meta(&meta_path).unwrap_or_default());
     match download(url, &data, &meta_path, cached.as_ref(), opts) {
@@ -138,11 +142,8 @@ fn download(
     cached: Option<&Meta>,
     opts: &FetchOptions,
 ) -> Result<(String, bool)> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(opts.timeout))
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_global(Some(opts.timeout)).http_status_as_error(false).build().into();
     let mut req = agent.get(url);
     if let Some(m) = cached {
         if let Some(etag) = &m.etag {
@@ -201,7 +202,11 @@ mod tests {
         let base = serve(script.clone());
         let url = format!("{base}/list.txt");
         let dir = cache("cond");
-        script.lock().unwrap().responses.push((200, vec![("ETag".into(), "\"v1\"".into()), ("Last-Modified".into(), "Wed, 21 Oct 2026 07:28:00 GMT".into())], b"192.0.2.0/24\n".to_vec()));
+        script.lock().unwrap().responses.push((
+            200,
+            vec![("ETag".into(), "\"v1\"".into()), ("Last-Modified".into(), "Wed, 21 Oct 2026 07:28:00 GMT".into())],
+            b"192.0.2.0/24\n".to_vec(),
+        ));
         let f = fetch(&url, &dir).unwrap();
         assert_eq!(std::fs::read(&f.path).unwrap(), b"192.0.2.0/24\n");
         assert!(!f.stale && f.changed);
@@ -220,7 +225,11 @@ mod tests {
         script.lock().unwrap().responses.push((500, vec![], vec![]));
         let f = fetch(&url, &dir).unwrap();
         assert!(f.stale && !f.changed);
-        assert!(f.note.as_deref().unwrap().contains("last good copy") && f.note.as_deref().unwrap().contains(" s old"), "{:?}", f.note);
+        assert!(
+            f.note.as_deref().unwrap().contains("last good copy") && f.note.as_deref().unwrap().contains(" s old"),
+            "{:?}",
+            f.note
+        );
         assert_eq!(std::fs::read(&f.path).unwrap(), b"192.0.2.0/24\n");
 
         // New content replaces the copy.

@@ -396,7 +396,15 @@ mod tests {
     #[test]
     fn source_syntax() {
         let s: RegionSource = "optional:rir:/data/afrinic.txt".parse().unwrap();
-        assert_eq!(s, RegionSource { optional: true, format: Some(Format::Rir), location: "/data/afrinic.txt".into(), refresh: None });
+        assert_eq!(
+            s,
+            RegionSource {
+                optional: true,
+                format: Some(Format::Rir),
+                location: "/data/afrinic.txt".into(),
+                refresh: None
+            }
+        );
         let s: RegionSource = "https://example.invalid/x.csv".parse().unwrap();
         assert_eq!(s.format, None);
         assert!(s.is_url());

@@ -15,7 +15,12 @@ use crate::{
 pub fn regions_list(db: &RegionDb) -> String {
     let mut s = String::new();
     for src in &db.sources {
-        let _ = writeln!(s, "# source: {}{}", src.name, src.date.as_deref().map(|d| format!(", data of {d}")).unwrap_or_default());
+        let _ = writeln!(
+            s,
+            "# source: {}{}",
+            src.name,
+            src.date.as_deref().map(|d| format!(", data of {d}")).unwrap_or_default()
+        );
     }
     let _ = writeln!(s, "{:<4} {:<40} {:>8} {:>8}  source", "code", "name", "ipv4", "ipv6");
     for r in db.regions.values() {
@@ -76,7 +81,11 @@ pub fn lookup(addresses: &[IpAddr], policy: &Policy, pin_root: &Path, iface: Opt
         });
         match &expected {
             Some((list, action)) => {
-                let _ = writeln!(s, "  policy: {} -> {action}", list.as_deref().map_or("in no list".into(), |l| format!("list {l}")));
+                let _ = writeln!(
+                    s,
+                    "  policy: {} -> {action}",
+                    list.as_deref().map_or("in no list".into(), |l| format!("list {l}"))
+                );
             }
             None => {
                 let _ = writeln!(s, "  policy: none given (pass the options of `blocker run` to evaluate one)");
@@ -84,10 +93,9 @@ pub fn lookup(addresses: &[IpAddr], policy: &Policy, pin_root: &Path, iface: Opt
         }
         for (iface, lists, maps) in &live {
             let (list, action) = match maps.lookup(family, value)? {
-                Some((id, action)) => (
-                    lists.iter().find(|l| l.id == id).map(|l| l.name.clone()),
-                    action.map_or("pass", |a| a.name()),
-                ),
+                Some((id, action)) => {
+                    (lists.iter().find(|l| l.id == id).map(|l| l.name.clone()), action.map_or("pass", |a| a.name()))
+                }
                 None => (None, "pass"),
             };
             let verdict = match &expected {

@@ -166,8 +166,7 @@ pub fn parse_list(path: &Path, text: &str) -> Result<Vec<Prefix>, ListError> {
 }
 
 pub fn read_list(path: &Path) -> Result<Vec<Prefix>, ListError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| ListError::Io { path: path.to_owned(), error })?;
+    let text = std::fs::read_to_string(path).map_err(|error| ListError::Io { path: path.to_owned(), error })?;
     parse_list(path, &text)
 }
 
@@ -214,8 +213,7 @@ impl ListSource {
         }
         match rest.split_once('=') {
             Some((name, path))
-                if !name.is_empty()
-                    && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) =>
+                if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) =>
             {
                 if path.is_empty() {
                     return Err(format!("{s:?}: no file after '='"));
@@ -260,14 +258,8 @@ pub(crate) mod tests {
         assert_eq!(parse_prefix("::/129"), Err(LineError::LengthTooLarge { len: 129, max: 128 }));
         assert_eq!(parse_prefix("10.0.0.0/x"), Err(LineError::BadLength));
         assert_eq!(parse_prefix("10.0.0.0/-1"), Err(LineError::BadLength));
-        assert_eq!(
-            parse_prefix("10.1.2.3/8"),
-            Err(LineError::HostBitsSet { suggestion: "10.0.0.0/8".into() })
-        );
-        assert_eq!(
-            parse_prefix("2001:db8::1/32"),
-            Err(LineError::HostBitsSet { suggestion: "2001:db8::/32".into() })
-        );
+        assert_eq!(parse_prefix("10.1.2.3/8"), Err(LineError::HostBitsSet { suggestion: "10.0.0.0/8".into() }));
+        assert_eq!(parse_prefix("2001:db8::1/32"), Err(LineError::HostBitsSet { suggestion: "2001:db8::/32".into() }));
     }
 
     #[test]
@@ -299,7 +291,10 @@ pub(crate) mod tests {
         );
         assert_eq!(strs(range_to_prefixes(Family::V4, 0, u32::MAX as u128)), ["0.0.0.0/0"]);
         assert_eq!(strs(range_to_prefixes(Family::V6, 0, u128::MAX)), ["::/0"]);
-        assert_eq!(strs(range_to_prefixes(Family::V6, u128::MAX, u128::MAX)), ["ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128"]);
+        assert_eq!(
+            strs(range_to_prefixes(Family::V6, u128::MAX, u128::MAX)),
+            ["ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128"]
+        );
     }
 
     #[test]
@@ -307,7 +302,10 @@ pub(crate) mod tests {
         let s: ListSource = "cn=/data/cn.txt".parse().unwrap();
         assert_eq!(s, ListSource { name: "cn".into(), path: "/data/cn.txt".into(), optional: false, refresh: None });
         let s: ListSource = "/data/a=b.txt".parse().unwrap();
-        assert_eq!(s, ListSource { name: "/data/a=b.txt".into(), path: "/data/a=b.txt".into(), optional: false, refresh: None });
+        assert_eq!(
+            s,
+            ListSource { name: "/data/a=b.txt".into(), path: "/data/a=b.txt".into(), optional: false, refresh: None }
+        );
         let s: ListSource = "optional:x=https://h.invalid/l.txt".parse().unwrap();
         assert!(s.optional && s.url() == Some("https://h.invalid/l.txt") && s.name == "x");
         assert!("cn=".parse::<ListSource>().is_err());

@@ -168,7 +168,9 @@ pub enum Attached {
     Adopted,
     /// A link pinned by a blocker of another map layout now runs our program (with
     /// our maps); the old pins are gone.
-    Upgraded { from: String },
+    Upgraded {
+        from: String,
+    },
     Native,
     Generic,
 }
@@ -234,9 +236,7 @@ pub fn attach(ebpf: &mut Ebpf, root: &Path, iface: &str, mode: AttachMode) -> Re
             Ok(id) => {
                 let link = prog.take_link(id)?;
                 let fd_link = FdLink::try_from(link).context("XDP attachment is not a bpf_link")?;
-                fd_link
-                    .pin(&link_pin)
-                    .with_context(|| format!("cannot pin link at {}", link_pin.display()))?;
+                fd_link.pin(&link_pin).with_context(|| format!("cannot pin link at {}", link_pin.display()))?;
                 return Ok(result.clone());
             }
             Err(e) => {

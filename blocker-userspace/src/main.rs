@@ -242,10 +242,7 @@ fn run(cli: Cli) -> Result<()> {
                     watch_debounce: (!no_watch).then_some(watch_debounce),
                 }
             };
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?
-                .block_on(daemon::run(opts))
+            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(daemon::run(opts))
         }
         Command::Status { json } => {
             let v = blocker::control::request(&cli.socket, "status")?;
@@ -278,10 +275,7 @@ fn run(cli: Cli) -> Result<()> {
                 None => {
                     let all = loader::pinned_interfaces(&cli.pin_root)?;
                     if all.is_empty() {
-                        anyhow::bail!(
-                            "blocker is not attached anywhere (no pins under {})",
-                            cli.pin_root.display()
-                        );
+                        anyhow::bail!("blocker is not attached anywhere (no pins under {})", cli.pin_root.display());
                     }
                     all
                 }

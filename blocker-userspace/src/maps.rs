@@ -19,9 +19,8 @@ use aya::{
     util::nr_cpus,
 };
 use blocker_common::{
-    config, counter, map_names, policy_index, ListInfo, ListStats, ACTION_NONE,
-    LIST_NAME_LEN, LIST_STATE_FREE, LIST_STATE_LIVE, LIST_STATE_RETIRED, MAX_LISTS, MODE_ENFORCE,
-    MODE_MONITOR,
+    config, counter, map_names, policy_index, ListInfo, ListStats, ACTION_NONE, LIST_NAME_LEN, LIST_STATE_FREE,
+    LIST_STATE_LIVE, LIST_STATE_RETIRED, MAX_LISTS, MODE_ENFORCE, MODE_MONITOR,
 };
 
 use crate::{
@@ -44,8 +43,7 @@ where
     T: TryFrom<Map, Error = aya::maps::MapError>,
 {
     let path = dir.join(name);
-    let data = MapData::from_pin(&path)
-        .with_context(|| format!("cannot open pinned map {}", path.display()))?;
+    let data = MapData::from_pin(&path).with_context(|| format!("cannot open pinned map {}", path.display()))?;
     let map = Map::from_map_data(data).with_context(|| format!("map {}", path.display()))?;
     T::try_from(map).with_context(|| format!("pinned map {} has an unexpected type or size", path.display()))
 }
@@ -118,11 +116,8 @@ pub fn pinned_map_memory(dir: &Path) -> Result<Vec<(String, u64)>> {
         let Ok(map) = MapData::from_pin(&path) else { continue }; // the link pin
         let fdinfo = format!("/proc/self/fdinfo/{}", map.fd().as_fd().as_raw_fd());
         let text = std::fs::read_to_string(&fdinfo).with_context(|| format!("cannot read {fdinfo}"))?;
-        let bytes = text
-            .lines()
-            .find_map(|l| l.strip_prefix("memlock:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
+        let bytes =
+            text.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
         out.push((path.file_name().unwrap_or_default().to_string_lossy().into_owned(), bytes));
     }
     out.sort();
@@ -235,17 +230,13 @@ impl DataplaneMaps {
             }
         }
         // Free slots first, retired ones (whose counters would be reset) last.
-        let mut candidates: Vec<u32> = (0..MAX_LISTS)
-            .filter(|&id| !taken[id as usize] && infos[id as usize].state == LIST_STATE_FREE)
-            .collect();
-        candidates.extend(
-            (0..MAX_LISTS).filter(|&id| !taken[id as usize] && infos[id as usize].state != LIST_STATE_FREE),
-        );
+        let mut candidates: Vec<u32> =
+            (0..MAX_LISTS).filter(|&id| !taken[id as usize] && infos[id as usize].state == LIST_STATE_FREE).collect();
+        candidates
+            .extend((0..MAX_LISTS).filter(|&id| !taken[id as usize] && infos[id as usize].state != LIST_STATE_FREE));
         let mut candidates = candidates.into_iter();
         for id in ids.iter_mut().filter(|id| **id == u32::MAX) {
-            *id = candidates
-                .next()
-                .ok_or(TableError::TooManyLists { needed: table.lists.len(), max: MAX_LISTS })?;
+            *id = candidates.next().ok_or(TableError::TooManyLists { needed: table.lists.len(), max: MAX_LISTS })?;
         }
         Ok(ids)
     }
@@ -259,10 +250,9 @@ impl DataplaneMaps {
         let ids = self.assign_ids(table, &infos)?;
         let v4 = TrieImage::build(Family::V4, &table.v4, |l| ids[l]);
         let v6 = TrieImage::build(Family::V6, &table.v6, |l| ids[l]);
-        for (family, image, prefixes, cap) in [
-            ("IPv4", &v4, table.v4.len(), self.v4[0].nodes),
-            ("IPv6", &v6, table.v6.len(), self.v6[0].nodes),
-        ] {
+        for (family, image, prefixes, cap) in
+            [("IPv4", &v4, table.v4.len(), self.v4[0].nodes), ("IPv6", &v6, table.v6.len(), self.v6[0].nodes)]
+        {
             if image.nodes() > cap {
                 bail!(TableError::TooManyNodes {
                     family,
@@ -292,9 +282,7 @@ impl DataplaneMaps {
             actions[id as usize] = list.action.code();
         }
         for (id, action) in actions.iter().enumerate() {
-            self.policy
-                .set(policy_index(idle, id as u32), action, 0)
-                .context("writing the idle policy")?;
+            self.policy.set(policy_index(idle, id as u32), action, 0).context("writing the idle policy")?;
         }
         // An id taken over from a retired list starts from zero, so the old list's
         // counters are not shown under the new name.

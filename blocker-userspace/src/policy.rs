@@ -85,14 +85,16 @@ pub fn read_source(source: &ListSource, cache_dir: &Path) -> Result<Vec<Prefix>>
     match source.url() {
         Some(url) => {
             let fetched = crate::fetch::fetch(url, cache_dir)?;
-            let text = std::fs::read_to_string(&fetched.path).with_context(|| format!("{url}: cached copy unreadable"))?;
+            let text =
+                std::fs::read_to_string(&fetched.path).with_context(|| format!("{url}: cached copy unreadable"))?;
             Ok(parse_list(Path::new(url), &text)?)
         }
         None => Ok(read_list(&source.path)?),
     }
 }
 
-pub const DEFAULT_URL_REFRESH: crate::watch::Refresh = crate::watch::Refresh::Every(std::time::Duration::from_secs(6 * 3600));
+pub const DEFAULT_URL_REFRESH: crate::watch::Refresh =
+    crate::watch::Refresh::Every(std::time::Duration::from_secs(6 * 3600));
 
 pub const OUTSIDE_ALLOWED: &str = "outside-allowed-countries";
 pub const NEVER_BLOCK: &str = "never-block";
@@ -131,8 +133,8 @@ impl Policy {
     pub fn never_block_ranges(&self) -> Result<Vec<(Prefix, &'static str)>> {
         let mut out = Vec::new();
         for text in &self.never_block {
-            let p = crate::lists::parse_prefix(text.trim())
-                .map_err(|e| anyhow::anyhow!("--never-block {text:?}: {e}"))?;
+            let p =
+                crate::lists::parse_prefix(text.trim()).map_err(|e| anyhow::anyhow!("--never-block {text:?}: {e}"))?;
             out.push((p, "configured"));
         }
         if !self.no_default_never_block {
@@ -157,7 +159,8 @@ impl Policy {
             specs.push(spec);
             Ok(())
         };
-        if !self.allow_country.is_empty() && self.never_block.is_empty() && !self.confirm_allowlist_without_never_block {
+        if !self.allow_country.is_empty() && self.never_block.is_empty() && !self.confirm_allowlist_without_never_block
+        {
             bail!(
                 "allowlist mode (--allow-country) drops every source outside the allowed countries, \
                  including your management networks: give them with --never-block CIDR,... \
@@ -168,7 +171,10 @@ impl Policy {
         if !never.is_empty() {
             push(ListSpec { name: NEVER_BLOCK.into(), role: Role::NeverBlock, prefixes: never })?;
         }
-        let files = self.deny.iter().map(|s| (s, Role::Deny))
+        let files = self
+            .deny
+            .iter()
+            .map(|s| (s, Role::Deny))
             .chain(self.allow.iter().map(|s| (s, Role::Exception)))
             .chain(self.monitor_list.iter().map(|s| (s, Role::Monitor)));
         for (source, role) in files {
@@ -200,7 +206,11 @@ impl Policy {
                 bail!("country {both} is both denied and allowed");
             }
             for code in &deny {
-                push(ListSpec { name: format!("country:{code}"), role: Role::Deny, prefixes: db.regions[code].prefixes.clone() })?;
+                push(ListSpec {
+                    name: format!("country:{code}"),
+                    role: Role::Deny,
+                    prefixes: db.regions[code].prefixes.clone(),
+                })?;
             }
             if !allow.is_empty() {
                 let allowed: Vec<_> = allow.iter().flat_map(|c| db.regions[c].prefixes.iter().copied()).collect();
@@ -240,7 +250,13 @@ mod tests {
     }
 
     /// The policy's meaning, evaluated directly over the raw inputs.
-    fn reference(p: &Policy, files: &HashMap<String, Vec<Prefix>>, db: &RegionDb, family: Family, addr: u128) -> (Option<String>, Action) {
+    fn reference(
+        p: &Policy,
+        files: &HashMap<String, Vec<Prefix>>,
+        db: &RegionDb,
+        family: Family,
+        addr: u128,
+    ) -> (Option<String>, Action) {
         let in_list = |ls: &[ListSource]| {
             ls.iter().find(|l| files[&l.name].iter().any(|x| x.contains(family, addr))).map(|l| l.name.clone())
         };
@@ -290,7 +306,11 @@ mod tests {
         let policy = Policy {
             allow: vec![write(&dir, "exc.txt", &format!("{}\n", de[10]))],
             deny: vec![write(&dir, "bad.txt", &format!("{}\n{}\n", fr[5], de[20]))],
-            monitor_list: vec![write(&dir, "mon.txt", &format!("{}\n{}\n{}\n", fr[7], de[30], db.regions["US"].prefixes[3]))],
+            monitor_list: vec![write(
+                &dir,
+                "mon.txt",
+                &format!("{}\n{}\n{}\n", fr[7], de[30], db.regions["US"].prefixes[3]),
+            )],
             deny_country: vec!["cn".into(), "HK".into()],
             allow_country: vec!["DE".into(), "fr".into()],
             never_block: vec![format!("{}", de[40])],
@@ -328,7 +348,7 @@ mod tests {
         }
         let mut rng = blocker_tests::Rng(0x9e3779b97f4a7c15);
         for _ in 0..2000 {
-            let x = rng.next();
+            let x = rng.next_u64();
             probes.push((Family::V4, u128::from(x as u32)));
             probes.push((Family::V6, (0x2000u128 << 112) | (u128::from(x) << 64)));
         }
@@ -384,7 +404,8 @@ mod tests {
 
     #[test]
     fn country_errors() {
-        let e = Policy { deny_country: vec!["DE".into(), "XY".into()], ..Default::default() }.build_table().unwrap_err();
+        let e =
+            Policy { deny_country: vec!["DE".into(), "XY".into()], ..Default::default() }.build_table().unwrap_err();
         assert!(e.to_string().contains("unknown country code \"XY\""), "{e}");
         let e = Policy {
             deny_country: vec!["DE".into()],
@@ -392,8 +413,8 @@ mod tests {
             confirm_allowlist_without_never_block: true,
             ..Default::default()
         }
-            .build_table()
-            .unwrap_err();
+        .build_table()
+        .unwrap_err();
         assert_eq!(e.to_string(), "country DE is both denied and allowed");
     }
 }

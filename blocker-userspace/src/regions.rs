@@ -350,6 +350,9 @@ mod tests {
 
     #[test]
     fn name_from_header() {
-        assert_eq!(country_name_from_header("# Country: Korea (the Republic of) (KR)\n"), Some("Korea (the Republic of)".into()));
+        assert_eq!(
+            country_name_from_header("# Country: Korea (the Republic of) (KR)\n"),
+            Some("Korea (the Republic of)".into())
+        );
     }
 }

@@ -29,11 +29,7 @@ pub fn to_text(iface: &str, c: &Counters) -> String {
         if c.mode_monitor { "monitor (dry run)" } else { "enforce" },
         c.generation
     );
-    let totals: Vec<String> = counter::NAMES
-        .iter()
-        .zip(c.global)
-        .map(|(name, v)| format!("{name} {v}"))
-        .collect();
+    let totals: Vec<String> = counter::NAMES.iter().zip(c.global).map(|(name, v)| format!("{name} {v}")).collect();
     let _ = writeln!(s, "  totals (packets): {}", totals.join(", "));
     if c.lists.is_empty() {
         let _ = writeln!(s, "  no lists");
@@ -57,11 +53,8 @@ pub fn to_text(iface: &str, c: &Counters) -> String {
 }
 
 pub fn to_json(iface: &str, c: &Counters) -> serde_json::Value {
-    let totals: serde_json::Map<String, serde_json::Value> = counter::NAMES
-        .iter()
-        .zip(c.global)
-        .map(|(name, v)| (name.to_string(), v.into()))
-        .collect();
+    let totals: serde_json::Map<String, serde_json::Value> =
+        counter::NAMES.iter().zip(c.global).map(|(name, v)| (name.to_string(), v.into())).collect();
     serde_json::json!({
         "interface": iface,
         "mode": if c.mode_monitor { "monitor" } else { "enforce" },

@@ -109,11 +109,14 @@ pub fn local_sources(policy: &Policy) -> Vec<PathBuf> {
 /// URL sources with their refresh interval (the source's own, or the policy default).
 pub fn url_sources(policy: &Policy) -> Vec<(String, Refresh)> {
     let lists = policy.deny.iter().chain(&policy.allow).chain(&policy.monitor_list);
-    let mut out: Vec<(String, Refresh)> = lists
-        .filter_map(|s| s.url().map(|u| (u.to_owned(), s.refresh.unwrap_or(policy.url_refresh))))
-        .collect();
+    let mut out: Vec<(String, Refresh)> =
+        lists.filter_map(|s| s.url().map(|u| (u.to_owned(), s.refresh.unwrap_or(policy.url_refresh)))).collect();
     out.extend(
-        policy.country_source.iter().filter(|s| s.is_url()).map(|s| (s.location.clone(), s.refresh.unwrap_or(policy.url_refresh))),
+        policy
+            .country_source
+            .iter()
+            .filter(|s| s.is_url())
+            .map(|s| (s.location.clone(), s.refresh.unwrap_or(policy.url_refresh))),
     );
     out
 }
@@ -233,7 +236,10 @@ mod tests {
         assert!(parse_duration("h").unwrap_err().contains("not a duration"));
         assert_eq!("off".parse::<Refresh>().unwrap(), Refresh::Never);
         assert!("500ms".parse::<Refresh>().unwrap_err().contains("under one second"));
-        assert_eq!(strip_refresh("refresh=1h:https://x/y").unwrap(), (Some(Refresh::Every(Duration::from_secs(3600))), "https://x/y"));
+        assert_eq!(
+            strip_refresh("refresh=1h:https://x/y").unwrap(),
+            (Some(Refresh::Every(Duration::from_secs(3600))), "https://x/y")
+        );
         assert_eq!(strip_refresh("/etc/x").unwrap(), (None, "/etc/x"));
         assert!(strip_refresh("refresh=1h").unwrap_err().contains("refresh=DURATION:SOURCE"));
     }
@@ -276,7 +282,10 @@ mod tests {
         assert_eq!(w.poll(t0), None);
         let mut changed = w.poll(t0 + debounce).unwrap();
         changed.sort();
-        assert!(changed.contains(&dir.join("cidr/fr.cidr")) && changed.contains(&dir.join("cidr/de.cidr")), "{changed:?}");
+        assert!(
+            changed.contains(&dir.join("cidr/fr.cidr")) && changed.contains(&dir.join("cidr/de.cidr")),
+            "{changed:?}"
+        );
         w.rebase(&policy);
 
         // A file nested in a country directory, rewritten in place (the directories'

@@ -51,11 +51,7 @@ impl Drop for PinRoot {
 
 /// Runs `blocker ARGS` inside network namespace `ns` and waits for it to finish.
 pub fn blocker_in(ns: &str, args: &[&str]) -> Result<Output> {
-    Ok(Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{ns}"))
-        .arg(blocker_bin())
-        .args(args)
-        .output()?)
+    Ok(Command::new("nsenter").arg(format!("--net=/run/netns/{ns}")).arg(blocker_bin()).args(args).output()?)
 }
 
 /// Runs `blocker ARGS` in the test's own namespace (for commands that need no interface).
@@ -79,7 +75,13 @@ impl Daemon {
     }
 
     /// Starts `WRAPPER... blocker ARGS` in `ns` (a wrapper such as setpriv).
-    pub fn start_wrapped(ns: &str, wrapper: &[&str], args: &[&str], log: &Path, env: &[(&str, &str)]) -> Result<Daemon> {
+    pub fn start_wrapped(
+        ns: &str,
+        wrapper: &[&str],
+        args: &[&str],
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Result<Daemon> {
         let out = File::create(log)?;
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{ns}"))

@@ -9,11 +9,14 @@ use std::{
     time::Duration,
 };
 
+/// One scripted answer: status, headers, body.
+pub type Response = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// What the server answers next (status, headers, body; 500 when empty), and
 /// the request heads it saw.
 #[derive(Default)]
 pub struct Script {
-    pub responses: Vec<(u16, Vec<(String, String)>, Vec<u8>)>,
+    pub responses: Vec<Response>,
     /// Answer every request with this (status 200) when `responses` is empty.
     pub fallback: Option<Vec<u8>>,
     pub requests: Vec<String>,

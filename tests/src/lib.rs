@@ -42,7 +42,7 @@ pub fn sh(program: &str, args: &[&str]) -> anyhow::Result<String> {
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -51,6 +51,6 @@ impl Rng {
 
     /// A value in 0..n (n > 0), from 128 random bits.
     pub fn below(&mut self, n: u128) -> u128 {
-        ((u128::from(self.next()) << 64) | u128::from(self.next())) % n
+        ((u128::from(self.next_u64()) << 64) | u128::from(self.next_u64())) % n
     }
 }

@@ -34,11 +34,7 @@ fn ip_in(ns: &str, args: &[&str]) -> Result<String> {
 
 fn mac_of(ns: &str, ifname: &str) -> Result<String> {
     let out = ip_in(ns, &["-o", "link", "show", ifname])?;
-    out.split_whitespace()
-        .skip_while(|w| *w != "link/ether")
-        .nth(1)
-        .map(str::to_owned)
-        .context("no MAC address")
+    out.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).map(str::to_owned).context("no MAC address")
 }
 
 /// The reply count of ping's summary: "5 packets transmitted, 0 received, ...".
@@ -149,7 +145,8 @@ pub const EXTRA_TX_V4: &str = "198.18.0.2";
 impl ExtraLink {
     pub fn new(pair: &NetnsPair) -> Result<Self> {
         let tag = unique_tag();
-        let link = ExtraLink { tx_ns: format!("blk-tx2-{tag}"), rx_if: format!("bkR{tag}"), tx_if: format!("bkT{tag}") };
+        let link =
+            ExtraLink { tx_ns: format!("blk-tx2-{tag}"), rx_if: format!("bkR{tag}"), tx_if: format!("bkT{tag}") };
         sh("ip", &["netns", "add", &link.tx_ns])?;
         let rx = pair.rx_ns.as_str();
         let tx = link.tx_ns.as_str();

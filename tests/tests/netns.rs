@@ -224,7 +224,8 @@ fn one_daemon_several_interfaces_each_with_counters() {
     let ifaces = v["interfaces"].as_array().unwrap();
     assert_eq!(ifaces.len(), 2, "{v}");
     for i in ifaces {
-        let extra_packets = i["lists"].as_array().unwrap().iter().find(|l| l["name"] == "extra").unwrap()["packets"].clone();
+        let extra_packets =
+            i["lists"].as_array().unwrap().iter().find(|l| l["name"] == "extra").unwrap()["packets"].clone();
         let dropped = i["totals"]["dropped"].clone();
         if i["interface"] == extra.rx_if.as_str() {
             assert_eq!(extra_packets, u64::from(PINGS), "{i}");
@@ -281,14 +282,30 @@ fn country_and_list_sources_from_urls_with_stale_fallback() {
                test|XA|ipv4|203.0.113.0|128|20200101|allocated|A\n\
                test|XA|ipv6|2001:db8:b::|48|20200101|assigned|A\n";
     let rir_server = Arc::new(Mutex::new(Script { fallback: Some(rir.as_bytes().to_vec()), ..Default::default() }));
-    let list_server = Arc::new(Mutex::new(Script { fallback: Some(b"198.51.100.0/24\n".to_vec()), ..Default::default() }));
+    let list_server =
+        Arc::new(Mutex::new(Script { fallback: Some(b"198.51.100.0/24\n".to_vec()), ..Default::default() }));
     let rir_url = format!("{}/delegated-test-latest", serve_in_netns(&s.net.rx_ns, rir_server.clone()).unwrap());
     let list_url = format!("web={}/list.txt", serve_in_netns(&s.net.rx_ns, list_server.clone()).unwrap());
     let cache = s.file("cache");
     let sock = s.socket();
     let args = [
-        "--pin-root", s.root.as_str(), "--socket", &sock, "run", "--iface", &s.net.rx_if, "--xdp-mode", "native",
-        "--country-source", &rir_url, "--deny-country", "xa", "--deny", &list_url, "--cache-dir", &cache,
+        "--pin-root",
+        s.root.as_str(),
+        "--socket",
+        &sock,
+        "run",
+        "--iface",
+        &s.net.rx_if,
+        "--xdp-mode",
+        "native",
+        "--country-source",
+        &rir_url,
+        "--deny-country",
+        "xa",
+        "--deny",
+        &list_url,
+        "--cache-dir",
+        &cache,
     ];
     let mut d = Daemon::start(&s.net.rx_ns, &args, &s.dir.join("daemon.log")).unwrap();
     assert_eq!(s.ping("203.0.113.2"), 0, "denied through the RIR file's country");
@@ -454,7 +471,18 @@ fn detach_on_exit_and_ssh_client_exemption() {
     let s = Setup::new();
     let deny = format!("deny={}", s.file("deny.txt"));
     let sock = s.socket();
-    let args = ["--pin-root", s.root.as_str(), "--socket", &sock, "run", "--iface", &s.net.rx_if, "--deny", &deny, "--detach-on-exit"];
+    let args = [
+        "--pin-root",
+        s.root.as_str(),
+        "--socket",
+        &sock,
+        "run",
+        "--iface",
+        &s.net.rx_if,
+        "--deny",
+        &deny,
+        "--detach-on-exit",
+    ];
     // Started from an SSH session whose client is a denied address: it stays reachable.
     let ssh = [("SSH_CONNECTION", "203.0.113.2 50000 192.0.2.1 22")];
     let d = Daemon::start_with_env(&s.net.rx_ns, &args, &s.dir.join("daemon.log"), &ssh).unwrap();
@@ -528,7 +556,10 @@ fn control_socket_status_and_reload() {
     let out = s.cli(&["status"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(&format!("interface {}: attached in native (driver) mode, program id", s.net.rx_if)), "{text}");
+    assert!(
+        text.contains(&format!("interface {}: attached in native (driver) mode, program id", s.net.rx_if)),
+        "{text}"
+    );
     assert!(text.contains("list deny: drop (1 IPv4 + 16 IPv6 prefixes)"), "{text}");
     assert!(text.contains("last reload: none since start"), "{text}");
     let out = s.cli(&["status", "--json"]);
@@ -560,7 +591,11 @@ fn control_socket_status_and_reload() {
     // With no daemon, the CLI says what to do.
     drop(_d);
     let out = s.cli(&["status"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no blocker daemon answers"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no blocker daemon answers"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -679,7 +714,10 @@ fn systemd_unit_verifies_and_its_capabilities_are_enough() {
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains("CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN"), "without {missing}: {err}");
+        assert!(
+            !out.status.success() && err.contains("CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN"),
+            "without {missing}: {err}"
+        );
     }
     let all: Vec<&String> = caps.iter().collect();
     let wrapper = ["setpriv", &bounding(&all), "--inh-caps=-all", "--"];

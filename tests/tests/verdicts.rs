@@ -30,11 +30,7 @@ struct Harness {
 }
 
 fn list(name: &str, role: Role, prefixes: &[&str]) -> ListSpec {
-    ListSpec {
-        name: name.into(),
-        role,
-        prefixes: prefixes.iter().map(|p| parse_prefix(p).unwrap()).collect(),
-    }
+    ListSpec { name: name.into(), role, prefixes: prefixes.iter().map(|p| parse_prefix(p).unwrap()).collect() }
 }
 
 /// deny 203.0.113.0/24 with an allow hole at .128/25; a monitor list; IPv6 alike.
@@ -107,11 +103,23 @@ fn fixture_rows() -> Vec<Row> {
     v6_wrong_version[14] = 0x45;
     vec![
         row("ipv4 denied", v4_blocked.clone(), XDP_DROP, counter::DROPPED, Some("deny-a")),
-        row("ipv4 allow exception inside deny", ip_frame(ip("203.0.113.200"), &[]), XDP_PASS, counter::PASSED, Some("allow-a")),
+        row(
+            "ipv4 allow exception inside deny",
+            ip_frame(ip("203.0.113.200"), &[]),
+            XDP_PASS,
+            counter::PASSED,
+            Some("allow-a"),
+        ),
         row("ipv4 monitor list", ip_frame(ip("198.51.100.7"), &[]), XDP_PASS, counter::MONITORED, Some("mon-a")),
         row("ipv4 in no list", ip_frame(ip("192.0.2.9"), &[]), XDP_PASS, counter::PASSED, None),
         row("ipv4 denied with options", v4_options, XDP_DROP, counter::DROPPED, Some("deny-a")),
-        row("ipv4 denied, last address", ip_frame(ip("203.0.113.127"), &[]), XDP_DROP, counter::DROPPED, Some("deny-a")),
+        row(
+            "ipv4 denied, last address",
+            ip_frame(ip("203.0.113.127"), &[]),
+            XDP_DROP,
+            counter::DROPPED,
+            Some("deny-a"),
+        ),
         row("ipv4 just past the list", ip_frame(ip("203.0.114.0"), &[]), XDP_PASS, counter::PASSED, None),
         row("ipv6 denied", v6_blocked.clone(), XDP_DROP, counter::DROPPED, Some("deny-a")),
         row("ipv6 allow exception", ip_frame(ip("2001:db8:b:1::9"), &[]), XDP_PASS, counter::PASSED, Some("allow-a")),
@@ -121,20 +129,50 @@ fn fixture_rows() -> Vec<Row> {
         row("802.1Q ipv6 allowed", ip_frame(ip("2001:db8:b:1::9"), &[q]), XDP_PASS, counter::PASSED, Some("allow-a")),
         row("QinQ ipv4 denied", ip_frame(ip("203.0.113.5"), &[ad, q]), XDP_DROP, counter::DROPPED, Some("deny-a")),
         row("QinQ ipv6 denied", ip_frame(ip("2001:db8:b::1"), &[ad, q]), XDP_DROP, counter::DROPPED, Some("deny-a")),
-        row("double 802.1Q ipv4 denied", ip_frame(ip("203.0.113.5"), &[q, q]), XDP_DROP, counter::DROPPED, Some("deny-a")),
+        row(
+            "double 802.1Q ipv4 denied",
+            ip_frame(ip("203.0.113.5"), &[q, q]),
+            XDP_DROP,
+            counter::DROPPED,
+            Some("deny-a"),
+        ),
         row("three VLAN tags: not parsed", ip_frame(ip("203.0.113.5"), &[ad, q, q]), XDP_PASS, counter::NON_IP, None),
         row("ARP", arp_request(), XDP_PASS, counter::NON_IP, None),
         row("unknown ethertype", ethernet(&[], 0x88cc), XDP_PASS, counter::NON_IP, None),
         row("ethernet only, IPv4 type", ethernet(&[], ETH_P_IPV4), XDP_PASS, counter::MALFORMED, None),
         row("ethernet only, IPv6 type", ethernet(&[], ETH_P_IPV6), XDP_PASS, counter::MALFORMED, None),
         row("VLAN tag truncated", truncated(ip_frame(ip("203.0.113.5"), &[q]), 16), XDP_PASS, counter::MALFORMED, None),
-        row("inner VLAN tag truncated", truncated(ip_frame(ip("203.0.113.5"), &[ad, q]), 20), XDP_PASS, counter::MALFORMED, None),
-        row("ipv4 header truncated at 19 bytes", truncated(v4_blocked.clone(), 14 + 19), XDP_PASS, counter::MALFORMED, None),
+        row(
+            "inner VLAN tag truncated",
+            truncated(ip_frame(ip("203.0.113.5"), &[ad, q]), 20),
+            XDP_PASS,
+            counter::MALFORMED,
+            None,
+        ),
+        row(
+            "ipv4 header truncated at 19 bytes",
+            truncated(v4_blocked.clone(), 14 + 19),
+            XDP_PASS,
+            counter::MALFORMED,
+            None,
+        ),
         row("ipv4 truncated inside source", truncated(v4_blocked.clone(), 14 + 14), XDP_PASS, counter::MALFORMED, None),
-        row("ipv4 under VLAN truncated", truncated(ip_frame(ip("203.0.113.5"), &[q]), 18 + 19), XDP_PASS, counter::MALFORMED, None),
+        row(
+            "ipv4 under VLAN truncated",
+            truncated(ip_frame(ip("203.0.113.5"), &[q]), 18 + 19),
+            XDP_PASS,
+            counter::MALFORMED,
+            None,
+        ),
         row("ipv4 ihl 4", ihl4, XDP_PASS, counter::MALFORMED, None),
         row("ipv4 ethertype, version 6", wrong_version, XDP_PASS, counter::MALFORMED, None),
-        row("ipv6 header truncated at 39 bytes", truncated(v6_blocked.clone(), 14 + 39), XDP_PASS, counter::MALFORMED, None),
+        row(
+            "ipv6 header truncated at 39 bytes",
+            truncated(v6_blocked.clone(), 14 + 39),
+            XDP_PASS,
+            counter::MALFORMED,
+            None,
+        ),
         row("ipv6 ethertype, version 4", v6_wrong_version, XDP_PASS, counter::MALFORMED, None),
         row("ipv4 header exactly 20 bytes", truncated(v4_blocked, 14 + 20), XDP_DROP, counter::DROPPED, Some("deny-a")),
         row("ipv6 header exactly 40 bytes", truncated(v6_blocked, 14 + 40), XDP_DROP, counter::DROPPED, Some("deny-a")),
@@ -173,11 +211,8 @@ fn fixture_table_monitor_mode_drops_nothing() {
     h.maps.set_monitor_mode(true).unwrap();
     for r in fixture_rows() {
         // In monitor mode every would-be drop passes and counts as monitored.
-        let (verdict, global) = if r.verdict == XDP_DROP {
-            (XDP_PASS, counter::MONITORED)
-        } else {
-            (r.verdict, r.global)
-        };
+        let (verdict, global) =
+            if r.verdict == XDP_DROP { (XDP_PASS, counter::MONITORED) } else { (r.verdict, r.global) };
         check_row(&mut h, &r, verdict, global);
     }
     h.maps.set_monitor_mode(false).unwrap();
@@ -232,7 +267,15 @@ fn table_too_large_is_refused_and_changes_nothing() {
 fn live_table_answers_like_the_compiled_one() {
     let h = Harness::new(&fixture_lists());
     let table = compile(&fixture_lists());
-    for a in ["203.0.113.5", "203.0.113.200", "198.51.100.1", "192.0.2.1", "2001:db8:b::1", "2001:db8:b:1::1", "2001:db8:ff::"] {
+    for a in [
+        "203.0.113.5",
+        "203.0.113.200",
+        "198.51.100.1",
+        "192.0.2.1",
+        "2001:db8:b::1",
+        "2001:db8:b:1::1",
+        "2001:db8:ff::",
+    ] {
         let (family, addr) = blocker::lists::ip_to_u128(ip(a));
         let live = h.maps.lookup(family, addr).unwrap().map(|(_, action)| action.unwrap());
         let compiled = table.lookup(family, addr).map(|i| table.lists[i].action);

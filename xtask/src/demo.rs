@@ -27,7 +27,19 @@ pub fn run(root: &Path) -> Result<()> {
     let allow_arg = format!("default-allow={}", allow.display());
     let daemon = Daemon::start(
         &net.rx_ns,
-        &["--pin-root", pins.as_str(), "--socket", sock, "run", "--iface", &net.rx_if, "--deny", &deny_arg, "--allow", &allow_arg],
+        &[
+            "--pin-root",
+            pins.as_str(),
+            "--socket",
+            sock,
+            "run",
+            "--iface",
+            &net.rx_if,
+            "--deny",
+            &deny_arg,
+            "--allow",
+            &allow_arg,
+        ],
         &log,
     )?;
     print!("{}", daemon.log_text());

@@ -78,7 +78,21 @@ fn run() -> Result<()> {
             let from = from.canonicalize().with_context(|| format!("{}", from.display()))?;
             let out = workspace_root().join("blocker-userspace/data/countries.snapshot");
             let (from, out) = (from.to_string_lossy().into_owned(), out.to_string_lossy().into_owned());
-            cargo(&["run", "--quiet", "--bin", "blocker", "--", "regions", "build-snapshot", "--from", &from, "--date", &date, "--out", &out])?;
+            cargo(&[
+                "run",
+                "--quiet",
+                "--bin",
+                "blocker",
+                "--",
+                "regions",
+                "build-snapshot",
+                "--from",
+                &from,
+                "--date",
+                &date,
+                "--out",
+                &out,
+            ])?;
             // Rebuild so the binary embeds the new snapshot.
             cargo(&["build", "--bin", "blocker"])
         }
