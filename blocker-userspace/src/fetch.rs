@@ -177,7 +177,10 @@ fn download(
         bail!("response is over the {} byte cap", opts.max_bytes);
     }
     let changed = std::fs::read(data).map_or(true, |old| old != body);
-    write_atomically(data, &body)?;
+    // Unchanged content keeps its file (and mtime: `status` shows when it changed).
+    if changed {
+        write_atomically(data, &body)?;
+    }
     write_meta(meta_path, url, &Meta { etag, last_modified, fetched_at: now() })?;
     Ok((format!("fetched {} bytes", body.len()), changed))
 }
@@ -239,7 +242,11 @@ mod tests {
         assert!(f.changed);
         // The same body again (a server without conditional requests): not a change.
         script.lock().unwrap().responses.push((200, vec![], b"198.51.100.0/24\n".to_vec()));
+        let modified = || std::fs::metadata(&f.path).unwrap().modified().unwrap();
+        let before = modified();
+        std::thread::sleep(Duration::from_millis(20));
         assert!(!fetch(&url, &dir).unwrap().changed);
+        assert_eq!(modified(), before, "unchanged content keeps its mtime (status shows when it changed)");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

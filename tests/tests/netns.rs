@@ -646,6 +646,11 @@ fn source_file_changes_and_url_refreshes_reload_by_themselves() {
     let status = s.cli(&["status"]);
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains("refreshed every 1s") && text.contains("reloaded when it changes"), "{text}");
+
+    // The server fails: the refresh says so, and the running table stays.
+    server.lock().unwrap().fallback = None;
+    d.wait_for_log("fetch failed (HTTP status 500); using the last good copy", 1).unwrap();
+    assert_eq!(s.ping("198.51.100.2"), 0, "still denied from the last good copy");
 }
 
 #[test]
