@@ -326,7 +326,7 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     Net::enter(&net.tx);
     let tx_ifindex = loader::ifindex("e2etx").unwrap();
     let program = if family == Family::V4 { PROGRAM_TRAFFICGEN } else { PROGRAM_TRAFFICGEN6 };
-    let mut gen = loader::load(&loader::iface_dir(pins, &format!("gen-{tag}")), 0).unwrap();
+    let mut gen = loader::load_traffic_generator(&loader::iface_dir(pins, &format!("gen-{tag}"))).unwrap();
     {
         let prog: &mut Xdp = gen.program_mut(program).unwrap().try_into().unwrap();
         prog.load().unwrap();

@@ -23,7 +23,7 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use blocker_common::{LAYOUT_VERSION, PROGRAM_NAME};
+use blocker_common::{GEN_POOL6_MAP, GEN_POOL_MAP, LAYOUT_VERSION, PROGRAM_NAME};
 
 /// The XDP object built from blocker-ebpf by build.rs.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/blocker"));
@@ -141,14 +141,28 @@ pub fn ifindex(iface: &str) -> Result<u32> {
 }
 
 /// Loads the XDP program with its maps pinned under `dir` (reusing maps already
-/// pinned there). `ebpf_log_level` 0 compiles every aya-log statement out.
+/// pinned there). `ebpf_log_level` 0 compiles every aya-log statement out. The
+/// benchmark generator's address pools, which only `load_traffic_generator` needs,
+/// are created with one entry instead of 1.25 MiB.
 pub fn load(dir: &Path, ebpf_log_level: u8) -> Result<Ebpf> {
+    load_object(dir, ebpf_log_level, true)
+}
+
+/// `load` for the benchmark's traffic generator: its address pools at full size.
+pub fn load_traffic_generator(dir: &Path) -> Result<Ebpf> {
+    load_object(dir, 0, false)
+}
+
+fn load_object(dir: &Path, ebpf_log_level: u8, shrink_generator_pools: bool) -> Result<Ebpf> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut ebpf = EbpfLoader::new()
-        .default_map_pin_directory(dir)
-        .override_global("AYA_LOG_LEVEL", &ebpf_log_level, false)
-        .load(EBPF_OBJECT)
-        .context("loading the blocker eBPF object")?;
+    let mut loader = EbpfLoader::new();
+    loader.default_map_pin_directory(dir).override_global("AYA_LOG_LEVEL", &ebpf_log_level, false);
+    if shrink_generator_pools {
+        for map in [GEN_POOL_MAP, GEN_POOL6_MAP] {
+            loader.set_max_entries(map, 1);
+        }
+    }
+    let mut ebpf = loader.load(EBPF_OBJECT).context("loading the blocker eBPF object")?;
     let prog = program_mut(&mut ebpf)?;
     prog.load().context("the kernel refused the XDP program")?;
     Ok(ebpf)
