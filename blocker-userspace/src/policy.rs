@@ -115,6 +115,11 @@ impl Policy {
         !self.deny_country.is_empty() || !self.allow_country.is_empty()
     }
 
+    /// Every CIDR list source: deny, allow, then monitor lists.
+    pub fn lists(&self) -> impl Iterator<Item = &ListSource> {
+        self.deny.iter().chain(&self.allow).chain(&self.monitor_list)
+    }
+
     /// Whether anything is listed or a country named (never-block ranges alone
     /// block nothing).
     pub fn has_rules(&self) -> bool {

@@ -100,17 +100,17 @@ fn stamps(path: &Path, out: &mut Vec<(PathBuf, Stamp)>) {
 
 /// Local files and directories the policy reads.
 pub fn local_sources(policy: &Policy) -> Vec<PathBuf> {
-    let lists = policy.deny.iter().chain(&policy.allow).chain(&policy.monitor_list);
-    let mut out: Vec<PathBuf> = lists.filter(|s| s.url().is_none()).map(|s| s.path.clone()).collect();
+    let mut out: Vec<PathBuf> = policy.lists().filter(|s| s.url().is_none()).map(|s| s.path.clone()).collect();
     out.extend(policy.country_source.iter().filter(|s| !s.is_url()).map(|s| PathBuf::from(&s.location)));
     out
 }
 
 /// URL sources with their refresh interval (the source's own, or the policy default).
 pub fn url_sources(policy: &Policy) -> Vec<(String, Refresh)> {
-    let lists = policy.deny.iter().chain(&policy.allow).chain(&policy.monitor_list);
-    let mut out: Vec<(String, Refresh)> =
-        lists.filter_map(|s| s.url().map(|u| (u.to_owned(), s.refresh.unwrap_or(policy.url_refresh)))).collect();
+    let mut out: Vec<(String, Refresh)> = policy
+        .lists()
+        .filter_map(|s| s.url().map(|u| (u.to_owned(), s.refresh.unwrap_or(policy.url_refresh))))
+        .collect();
     out.extend(
         policy
             .country_source

@@ -3,6 +3,7 @@
 //! the host's), and one-shot CLI calls.
 
 use std::{
+    ffi::OsStr,
     fs::File,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
@@ -66,11 +67,11 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `blocker ARGS` in `ns` and waits until it reports ready.
-    pub fn start(ns: &str, args: &[&str], log: &Path) -> Result<Daemon> {
+    pub fn start(ns: &str, args: &[impl AsRef<OsStr>], log: &Path) -> Result<Daemon> {
         Self::start_with_env(ns, args, log, &[])
     }
 
-    pub fn start_with_env(ns: &str, args: &[&str], log: &Path, env: &[(&str, &str)]) -> Result<Daemon> {
+    pub fn start_with_env(ns: &str, args: &[impl AsRef<OsStr>], log: &Path, env: &[(&str, &str)]) -> Result<Daemon> {
         Self::start_wrapped(ns, &[], args, log, env)
     }
 
@@ -78,7 +79,7 @@ impl Daemon {
     pub fn start_wrapped(
         ns: &str,
         wrapper: &[&str],
-        args: &[&str],
+        args: &[impl AsRef<OsStr>],
         log: &Path,
         env: &[(&str, &str)],
     ) -> Result<Daemon> {

@@ -46,13 +46,23 @@ impl Setup {
         self.dir.join(name).to_str().unwrap().to_owned()
     }
 
+    /// `blocker --pin-root R --socket S run --iface RX EXTRA...`: a daemon of this test.
+    fn run_args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args =
+            vec!["--pin-root", self.root.as_str(), "--socket", &self.socket(), "run", "--iface", &self.net.rx_if]
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    }
+
+    /// A daemon with the deny and allow lists of this test, native mode.
     fn start(&self, extra: &[&str], log: &str) -> Daemon {
         let deny = format!("deny={}", self.file("deny.txt"));
         let allow = format!("allow={}", self.file("allow.txt"));
-        let sock = self.socket();
-        let mut args = vec!["--pin-root", self.root.as_str(), "--socket", &sock, "run", "--iface", &self.net.rx_if];
-        args.extend(["--deny", &deny, "--allow", &allow, "--xdp-mode", "native"]);
-        args.extend(extra);
+        let mut args = self.run_args(&["--deny", &deny, "--allow", &allow, "--xdp-mode", "native"]);
+        args.extend(extra.iter().map(|a| a.to_string()));
         Daemon::start(&self.net.rx_ns, &args, &self.dir.join(log)).expect("daemon starts")
     }
 
@@ -287,15 +297,7 @@ fn country_and_list_sources_from_urls_with_stale_fallback() {
     let rir_url = format!("{}/delegated-test-latest", serve_in_netns(&s.net.rx_ns, rir_server.clone()).unwrap());
     let list_url = format!("web={}/list.txt", serve_in_netns(&s.net.rx_ns, list_server.clone()).unwrap());
     let cache = s.file("cache");
-    let sock = s.socket();
-    let args = [
-        "--pin-root",
-        s.root.as_str(),
-        "--socket",
-        &sock,
-        "run",
-        "--iface",
-        &s.net.rx_if,
+    let args = s.run_args(&[
         "--xdp-mode",
         "native",
         "--country-source",
@@ -306,7 +308,7 @@ fn country_and_list_sources_from_urls_with_stale_fallback() {
         &list_url,
         "--cache-dir",
         &cache,
-    ];
+    ]);
     let mut d = Daemon::start(&s.net.rx_ns, &args, &s.dir.join("daemon.log")).unwrap();
     assert_eq!(s.ping("203.0.113.2"), 0, "denied through the RIR file's country");
     assert_eq!(s.ping("203.0.113.200"), PINGS, "outside the 128 addresses of the record");
@@ -470,19 +472,7 @@ fn pins_of_another_layout_are_replaced_atomically() {
 fn detach_on_exit_and_ssh_client_exemption() {
     let s = Setup::new();
     let deny = format!("deny={}", s.file("deny.txt"));
-    let sock = s.socket();
-    let args = [
-        "--pin-root",
-        s.root.as_str(),
-        "--socket",
-        &sock,
-        "run",
-        "--iface",
-        &s.net.rx_if,
-        "--deny",
-        &deny,
-        "--detach-on-exit",
-    ];
+    let args = s.run_args(&["--deny", &deny, "--detach-on-exit"]);
     // Started from an SSH session whose client is a denied address: it stays reachable.
     let ssh = [("SSH_CONNECTION", "203.0.113.2 50000 192.0.2.1 22")];
     let d = Daemon::start_with_env(&s.net.rx_ns, &args, &s.dir.join("daemon.log"), &ssh).unwrap();
@@ -707,15 +697,14 @@ fn systemd_unit_verifies_and_its_capabilities_are_enough() {
         arg
     };
     let deny = format!("deny={}", s.file("deny.txt"));
-    let sock = s.socket();
-    let args = ["--pin-root", s.root.as_str(), "--socket", &sock, "run", "--iface", &s.net.rx_if, "--deny", &deny];
+    let args = s.run_args(&["--deny", &deny]);
     for missing in &caps {
         let fewer: Vec<&String> = caps.iter().filter(|c| c != &missing).collect();
         let out = std::process::Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", s.net.rx_ns))
             .args(["setpriv", &bounding(&fewer), "--inh-caps=-all", "--"])
             .arg(&bin)
-            .args(args)
+            .args(&args)
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
@@ -749,8 +738,7 @@ fn logs_carry_journald_priorities_under_systemd() {
     use std::os::unix::fs::MetadataExt as _;
     let stream = format!("{}:{}", meta.dev(), meta.ino());
     let deny = format!("deny={}", s.file("deny.txt"));
-    let sock = s.socket();
-    let args = ["--pin-root", s.root.as_str(), "--socket", &sock, "run", "--iface", &s.net.rx_if, "--deny", &deny];
+    let args = s.run_args(&["--deny", &deny]);
     let mut d = Daemon::start_wrapped(&s.net.rx_ns, &[], &args, &log, &[("JOURNAL_STREAM", &stream)]).unwrap();
     std::fs::write(s.file("deny.txt"), "not-a-prefix\n").unwrap();
     d.signal(libc::SIGHUP);
