@@ -159,7 +159,7 @@ fn load_object(dir: &Path, ebpf_log_level: u8, shrink_generator_pools: bool) -> 
     loader.default_map_pin_directory(dir).override_global("AYA_LOG_LEVEL", &ebpf_log_level, false);
     if shrink_generator_pools {
         for map in [GEN_POOL_MAP, GEN_POOL6_MAP] {
-            loader.set_max_entries(map, 1);
+            loader.map_max_entries(map, 1);
         }
     }
     let mut ebpf = loader.load(EBPF_OBJECT).context("loading the blocker eBPF object")?;
