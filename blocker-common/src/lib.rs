@@ -7,59 +7,28 @@
 
 /// Bumped whenever a map's type, key, value or size changes. It is part of the pin
 /// directory path, so a new layout never silently reuses an incompatible pinned map.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Number of list ids (a list is one deny/allow/monitor source, e.g. one file).
 pub const MAX_LISTS: u32 = 1024;
 
-/// The classifier: a multibit trie per family, stored as an array of nodes of 256
-/// u16 entries. Nodes `0..ROOT_NODES` form the root, a direct table indexed by the
-/// first 16 bits of the address; every further level consumes the next byte. A
-/// lookup reads one entry per level: one for prefixes up to /16, two up to /24
-/// (most of the IPv4 data), three up to /32; for IPv6 three for a /32 allocation
-/// and five for a /48.
-pub mod trie {
-    /// An entry below `LEAF_LIMIT` is a leaf: 0 = no list, `list_id + 1` = a list.
-    /// From `LEAF_LIMIT` up it points to node `ROOT_NODES + (entry - LEAF_LIMIT)`.
-    pub const LEAF_LIMIT: u16 = 2048;
-    const _: () = assert!(crate::MAX_LISTS < LEAF_LIMIT as u32);
-    /// The most nodes below the root an entry can point to.
-    pub const MAX_CHILD_NODES: u32 = 65_536 - LEAF_LIMIT as u32;
-    /// Bits of the address that index the root.
-    pub const ROOT_BITS: u32 = 16;
-
-    pub mod v4 {
-        pub const STRIDE: u32 = 8;
-        pub const NODE_ENTRIES: usize = 1 << STRIDE;
-        pub const ROOT_NODES: u32 = (1 << super::ROOT_BITS) / NODE_ENTRIES as u32;
-        /// Nodes per table (root included), per generation (6.3 MB). The world table
-        /// of ../shared/data needs about 7,100.
-        pub const NODES: u32 = 12_288;
-    }
-
-    pub mod v6 {
-        pub const STRIDE: u32 = 8;
-        pub const NODE_ENTRIES: usize = 1 << STRIDE;
-        pub const ROOT_NODES: u32 = (1 << super::ROOT_BITS) / NODE_ENTRIES as u32;
-        /// Nodes per table (root included), per generation (12.6 MB). The world
-        /// table of ../shared/data needs about 17,700.
-        pub const NODES: u32 = 24_576;
-    }
-}
-pub type V4Node = [u16; trie::v4::NODE_ENTRIES];
-pub type V6Node = [u16; trie::v6::NODE_ENTRIES];
+pub mod classifier;
 
 /// Map names, as declared in the XDP program and pinned by name.
 pub mod map_names {
     pub const CONFIG: &str = "BLK_CONFIG";
-    pub const POLICY: &str = "BLK_POLICY";
-    pub const V4_GEN0: &str = "BLK_V4_G0";
-    pub const V4_GEN1: &str = "BLK_V4_G1";
-    pub const V6_GEN0: &str = "BLK_V6_G0";
-    pub const V6_GEN1: &str = "BLK_V6_G1";
     pub const LIST_STATS: &str = "BLK_LIST_STATS";
     pub const GLOBAL_STATS: &str = "BLK_GLOBAL_STATS";
     pub const LIST_INFO: &str = "BLK_LIST_INFO";
+    /// The classifier's maps (see `classifier`): made for each table, sized to it.
+    pub const V4_DIR: &str = "BLK_V4_DIR";
+    pub const V4_RANGES: &str = "BLK_V4_RANGES";
+    pub const V6_DIR: &str = "BLK_V6_DIR";
+    pub const V6_RANGES: &str = "BLK_V6_RANGES";
+    pub const V6_EXT: &str = "BLK_V6_EXT";
+    pub const V6_HOST_KEYS: &str = "BLK_V6_HKEYS";
+    pub const V6_HOST_VALUES: &str = "BLK_V6_HVALS";
+    pub const CLASSIFIER: [&str; 7] = [V4_DIR, V4_RANGES, V6_DIR, V6_RANGES, V6_EXT, V6_HOST_KEYS, V6_HOST_VALUES];
     /// Baseline for benchmarks only: the kernel LPM trie classifier (not pinned).
     pub const LPM_V4: &str = "BLK_LPM_V4";
     pub const LPM_V6: &str = "BLK_LPM_V6";
@@ -84,37 +53,28 @@ pub const GEN_POOL_MAP: &str = "GEN_POOL";
 pub const PROGRAM_TRAFFICGEN6: &str = "trafficgen6";
 pub const GEN_POOL6_MAP: &str = "GEN_POOL6";
 /// Entries of each generator pool (a power of two).
-pub const GEN_POOL_SIZE: u32 = 65_536;
+pub const GEN_POOL_SIZE: u32 = 1 << 21;
 /// Capacity of the baseline LPM tries.
-pub const LPM_BASELINE_ENTRIES: u32 = 1 << 20;
+pub const LPM_BASELINE_ENTRIES: u32 = 1 << 22;
 
-/// Slots of the `BLK_CONFIG` array (u32 each). Kept in separate slots so that each
-/// is replaced by one aligned 4-byte store.
+/// Slots of the `BLK_CONFIG` array (u32 each), each replaced by one aligned store.
 pub mod config {
-    /// Which generation of prefix tables and policy is live: 0 or 1.
-    pub const ACTIVE_GEN: u32 = 0;
     /// `MODE_ENFORCE` or `MODE_MONITOR`.
-    pub const MODE: u32 = 1;
-    pub const SLOTS: u32 = 2;
+    pub const MODE: u32 = 0;
+    pub const SLOTS: u32 = 1;
 }
 
 pub const MODE_ENFORCE: u32 = 0;
 /// Dry run: nothing is dropped, would-be drops are counted as monitored.
 pub const MODE_MONITOR: u32 = 1;
 
-/// Per-list actions stored in the policy map. 0 is "no action": a list id with no
-/// policy in the live generation passes (it cannot be hit by a well-formed table).
+/// Per-list actions, carried in the classifier's leaves (see `classifier::leaf`).
+/// 0 is "no action": such a leaf passes (a well-formed table never holds one).
 pub const ACTION_NONE: u32 = 0;
 pub const ACTION_PASS: u32 = 1;
 pub const ACTION_DROP: u32 = 2;
 /// Counted as a would-be drop, then passed.
 pub const ACTION_MONITOR: u32 = 3;
-
-/// Index into the policy array for `list_id` in generation `gen`.
-#[inline(always)]
-pub const fn policy_index(gen: u32, list_id: u32) -> u32 {
-    (gen & 1) * MAX_LISTS + list_id
-}
 
 /// Indices of the per-CPU `BLK_GLOBAL_STATS` array (u64 packet counts).
 pub mod counter {

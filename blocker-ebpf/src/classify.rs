@@ -1,10 +1,6 @@
-//! The classifier: source address -> list id. Replacing the data structure means
-//! replacing this file and its userspace builder (`blocker::classifier`).
-//!
-//! A multibit trie (see `blocker_common::trie`): the root is indexed by the first
-//! 16 bits, each further level by one byte, and the walk stops at the first leaf. Userspace compiles the disjoint prefix
-//! table into nodes and writes them through mmap into the idle generation's array,
-//! then flips BLK_CONFIG[ACTIVE_GEN].
+//! The classifier's maps and its walk (`blocker_common::classifier`, shared with
+//! userspace). The maps are created for each table, sized to it, and filled by
+//! userspace before the program that uses them is swapped onto the interface.
 
 use aya_ebpf::{
     bindings::BPF_F_MMAPABLE,
@@ -12,68 +8,87 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, Array, LpmTrie},
 };
 use blocker_common::{
-    trie::{v4, v6, LEAF_LIMIT},
-    V4Node, V6Node, LPM_BASELINE_ENTRIES,
+    classifier::{self, Block16, Block32, Block64, Memory},
+    LPM_BASELINE_ENTRIES,
 };
 
+// Sizes here are placeholders: the loader sets each map's size to its table's.
 #[map]
-static BLK_V4_G0: Array<V4Node> = Array::pinned(v4::NODES, BPF_F_MMAPABLE);
+static BLK_V4_DIR: Array<Block32> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map]
-static BLK_V4_G1: Array<V4Node> = Array::pinned(v4::NODES, BPF_F_MMAPABLE);
+static BLK_V4_RANGES: Array<Block32> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map]
-static BLK_V6_G0: Array<V6Node> = Array::pinned(v6::NODES, BPF_F_MMAPABLE);
+static BLK_V6_DIR: Array<Block32> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map]
-static BLK_V6_G1: Array<V6Node> = Array::pinned(v6::NODES, BPF_F_MMAPABLE);
+static BLK_V6_RANGES: Array<Block64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map]
+static BLK_V6_EXT: Array<Block32> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map]
+static BLK_V6_HKEYS: Array<Block64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+#[map]
+static BLK_V6_HVALS: Array<Block16> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-/// The list id of a leaf entry (None for "no list").
-#[inline(always)]
-fn leaf(e: u16) -> Option<u32> {
-    if e == 0 || e >= LEAF_LIMIT {
-        None
-    } else {
-        Some(u32::from(e) - 1)
+/// The classifier's memory as the program sees it: element i of a map is slot
+/// `i % per_block` of block `i / per_block` (the masks keep the verifier's bounds).
+struct Maps;
+
+impl Memory for Maps {
+    #[inline(always)]
+    fn v4_dir(&self, i: u32) -> Option<u32> {
+        BLK_V4_DIR.get(i >> 4).map(|b| b[(i & 15) as usize])
+    }
+    #[inline(always)]
+    fn v4_range(&self, i: u32) -> Option<u32> {
+        BLK_V4_RANGES.get(i >> 4).map(|b| b[(i & 15) as usize])
+    }
+    #[inline(always)]
+    fn v6_dir(&self, i: u32) -> Option<u32> {
+        BLK_V6_DIR.get(i >> 4).map(|b| b[(i & 15) as usize])
+    }
+    #[inline(always)]
+    fn v6_range(&self, i: u32) -> Option<u64> {
+        BLK_V6_RANGES.get(i >> 3).map(|b| b[(i & 7) as usize])
+    }
+    #[inline(always)]
+    fn v6_ext(&self, i: u32) -> Option<u32> {
+        BLK_V6_EXT.get(i >> 4).map(|b| b[(i & 15) as usize])
+    }
+    #[inline(always)]
+    fn v6_host_key(&self, i: u32) -> Option<u64> {
+        BLK_V6_HKEYS.get(i >> 3).map(|b| b[(i & 7) as usize])
+    }
+    #[inline(always)]
+    fn v6_host_value(&self, i: u32) -> Option<u16> {
+        BLK_V6_HVALS.get(i >> 5).map(|b| b[(i & 31) as usize])
     }
 }
 
-/// Walks the trie over `bytes` (network order): the root entry of the first two
-/// bytes, then one byte per level; the list id of the leaf reached.
+/// The leaf whose range holds `src` (network-order bytes).
 #[inline(always)]
-fn walk<const N: usize>(table: &Array<[u16; 256]>, root_nodes: u32, bytes: &[u8; N]) -> Option<u32> {
-    let mut e = table.get(u32::from(bytes[0]))?[bytes[1] as usize];
-    let mut i = 2;
-    // A bounded loop: N - 2 further levels at most.
-    while i < N && e >= LEAF_LIMIT {
-        let node = root_nodes + u32::from(e - LEAF_LIMIT);
-        e = table.get(node)?[bytes[i] as usize];
-        i += 1;
-    }
-    leaf(e)
-}
-
-/// The list id whose range holds `src` in generation `gen`.
-#[inline(always)]
-pub fn lookup_v4(gen: u32, src: [u8; 4]) -> Option<u32> {
-    walk(if gen == 0 { &BLK_V4_G0 } else { &BLK_V4_G1 }, v4::ROOT_NODES, &src)
+pub fn lookup_v4(src: [u8; 4]) -> Option<u16> {
+    classifier::lookup_v4(&Maps, u32::from_be_bytes(src))
 }
 
 #[inline(always)]
-pub fn lookup_v6(gen: u32, src: [u8; 16]) -> Option<u32> {
-    walk(if gen == 0 { &BLK_V6_G0 } else { &BLK_V6_G1 }, v6::ROOT_NODES, &src)
+pub fn lookup_v6(src: [u8; 16]) -> Option<u16> {
+    let hi = u64::from_be_bytes([src[0], src[1], src[2], src[3], src[4], src[5], src[6], src[7]]);
+    let lo = u64::from_be_bytes([src[8], src[9], src[10], src[11], src[12], src[13], src[14], src[15]]);
+    classifier::lookup_v6(&Maps, hi, lo)
 }
 
-// The kernel LPM trie classifier, kept as the benchmark baseline (one generation,
-// not pinned, filled by the harness).
+// The kernel LPM trie classifier, kept as the benchmark baseline (filled by the
+// harness with the same leaves).
 #[map]
 static BLK_LPM_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(LPM_BASELINE_ENTRIES, 0);
 #[map]
 static BLK_LPM_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(LPM_BASELINE_ENTRIES, 0);
 
 #[inline(always)]
-pub fn lpm_baseline_v4(src: [u8; 4]) -> Option<u32> {
-    BLK_LPM_V4.get(Key::new(32, src)).copied()
+pub fn lpm_baseline_v4(src: [u8; 4]) -> Option<u16> {
+    BLK_LPM_V4.get(Key::new(32, src)).map(|l| *l as u16)
 }
 
 #[inline(always)]
-pub fn lpm_baseline_v6(src: [u8; 16]) -> Option<u32> {
-    BLK_LPM_V6.get(Key::new(128, src)).copied()
+pub fn lpm_baseline_v6(src: [u8; 16]) -> Option<u16> {
+    BLK_LPM_V6.get(Key::new(128, src)).map(|l| *l as u16)
 }

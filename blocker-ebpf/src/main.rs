@@ -17,16 +17,17 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::trace;
 use blocker_common::{
-    config, counter, policy_index, ListInfo, ListStats, ACTION_DROP, ACTION_MONITOR, ACTION_PASS, EBPF_LOG_TARGET,
-    MAX_LISTS, MODE_MONITOR,
+    classifier::{leaf_action, leaf_list, LEAF_NONE},
+    config, counter, ListInfo, ListStats, ACTION_DROP, ACTION_MONITOR, ACTION_PASS, EBPF_LOG_TARGET, MAX_LISTS,
+    MODE_MONITOR,
 };
 use parse::Packet;
 
+// Shared by every program instance of an interface (pinned): the mode, the
+// counters and the names of list ids. The classifier maps are per table
+// (classify.rs).
 #[map]
 static BLK_CONFIG: Array<u32> = Array::pinned(config::SLOTS, 0);
-/// Action per list id, two generations side by side (see `policy_index`).
-#[map]
-static BLK_POLICY: Array<u32> = Array::pinned(2 * MAX_LISTS, 0);
 #[map]
 static BLK_LIST_STATS: PerCpuArray<ListStats> = PerCpuArray::pinned(MAX_LISTS, 0);
 #[map]
@@ -43,42 +44,37 @@ pub fn blocker(ctx: XdpContext) -> u32 {
 /// Benchmark baseline: the same program with the kernel LPM trie as classifier.
 #[xdp]
 pub fn blocker_lpm(ctx: XdpContext) -> u32 {
-    filter(&ctx, |_, src| classify::lpm_baseline_v4(src), |_, src| classify::lpm_baseline_v6(src))
+    filter(&ctx, classify::lpm_baseline_v4, classify::lpm_baseline_v6)
 }
 
 /// Benchmark profile: the same program with a classifier that reads no memory
-/// (every source is list id 1), so the harness can tell the classifier's cost from
-/// the rest of the program's.
+/// (every source hits list 1, dropped), so the harness can tell the classifier's
+/// cost from the rest of the program's.
 #[xdp]
 pub fn blocker_no_lookup(ctx: XdpContext) -> u32 {
-    filter(&ctx, |_, _| Some(1), |_, _| Some(1))
+    const HIT: u16 = blocker_common::classifier::leaf(ACTION_DROP, 1);
+    filter(&ctx, |_| Some(HIT), |_| Some(HIT))
 }
 
-/// parse -> classify -> policy -> verdict and counters.
+/// parse -> classify (a leaf: list id and action) -> verdict and counters.
 #[inline(always)]
 fn filter(
     ctx: &XdpContext,
-    lookup_v4: impl Fn(u32, [u8; 4]) -> Option<u32>,
-    lookup_v6: impl Fn(u32, [u8; 16]) -> Option<u32>,
+    lookup_v4: impl Fn([u8; 4]) -> Option<u16>,
+    lookup_v6: impl Fn([u8; 16]) -> Option<u16>,
 ) -> u32 {
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
-    let gen = match BLK_CONFIG.get(config::ACTIVE_GEN) {
-        Some(g) => *g & 1,
-        None => 0,
-    };
-    let list_id = match parse::parse(ctx) {
-        Packet::V4 { src } => lookup_v4(gen, src),
-        Packet::V6 { src } => lookup_v6(gen, src),
+    let leaf = match parse::parse(ctx) {
+        Packet::V4 { src } => lookup_v4(src),
+        Packet::V6 { src } => lookup_v6(src),
         Packet::NonIp => return count(counter::NON_IP, xdp_action::XDP_PASS),
         Packet::Malformed => return count(counter::MALFORMED, xdp_action::XDP_PASS),
     };
-    let Some(list_id) = list_id else {
+    let leaf = leaf.unwrap_or(LEAF_NONE);
+    let (list_id, action) = (leaf_list(leaf), leaf_action(leaf));
+    if leaf == LEAF_NONE || list_id >= MAX_LISTS {
         return count(counter::PASSED, xdp_action::XDP_PASS);
-    };
-    let action = match BLK_POLICY.get(policy_index(gen, list_id)) {
-        Some(a) => *a,
-        None => return count(counter::PASSED, xdp_action::XDP_PASS),
-    };
+    }
     trace!(ctx, target: EBPF_LOG_TARGET, "list {} action {}", list_id, action);
     if action != ACTION_DROP && action != ACTION_MONITOR && action != ACTION_PASS {
         return count(counter::PASSED, xdp_action::XDP_PASS);

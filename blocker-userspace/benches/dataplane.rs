@@ -8,6 +8,13 @@
 //! that reads no memory (every source a hit of list 1): LPM / no-lookup is the most
 //! any classifier could gain over the LPM trie inside this program.
 //!
+//! Tables: the world (bundled countries) in deny-all and allowlist modes; a threat
+//! list of 2,000,000 random IPv4 hosts, 1,000,000 IPv6 hosts and 1,000,000 IPv6
+//! /64s; a geo-like table (the countries cut into finer interleaved pieces, over
+//! 450k networks per family) denied whole and in allowlist mode with 10 countries;
+//! and the threat list with the geo table. The LPM baseline is filled only where
+//! the table is at most `LPM_LIMIT` CIDRs (its fill is element by element).
+//!
 //! Frames: 65,536 distinct Ethernet+IPv4/IPv6+UDP frames per family, half with a
 //! source inside a random prefix of the table (hits), half with a uniformly random
 //! source (IPv6: within 2000::/3). Every frame is run `REPEAT` times and the
@@ -28,15 +35,18 @@ use aya::{
     Ebpf,
 };
 use blocker::{
-    compile::CompiledTable,
-    lists::{Family, Prefix},
+    compile::{compile, complement, CompiledTable, ListSpec, Role},
+    lists::{parse_list, Family, Prefix},
     loader,
-    maps::DataplaneMaps,
+    maps::{DataplaneMaps, DEFAULT_TABLE_MEMORY},
     policy::Policy,
     regions::RegionDb,
 };
 use blocker_common::{map_names, PROGRAM_DROP_FLOOR, PROGRAM_LPM_BASELINE, PROGRAM_NAME, PROGRAM_NO_LOOKUP};
-use blocker_tests::{frames::ip_frame, Rng};
+use blocker_tests::{frames::ip_frame, tables, Rng};
+
+/// Largest table (in CIDRs) the LPM baseline is filled with.
+const LPM_LIMIT: usize = 1_500_000;
 
 const FRAMES_PER_FAMILY: usize = 65_536;
 const REPEAT: u32 = 512;
@@ -51,9 +61,9 @@ fn frames(table: &CompiledTable, family: Family, rng: &mut Rng) -> Vec<Vec<u8>> 
     (0..knob("BLOCKER_BENCH_FRAMES", FRAMES_PER_FAMILY))
         .map(|i| {
             let addr = if i % 2 == 0 && !entries.is_empty() {
-                let (p, _) = entries[rng.below(entries.len() as u128) as usize];
-                let (lo, hi) = p.range();
-                lo + rng.below(hi - lo + 1)
+                let r = entries[rng.below(entries.len() as u128) as usize];
+                let span = r.hi - r.lo;
+                r.lo + if span == u128::MAX { rng.below(span) } else { rng.below(span + 1) }
             } else {
                 match family {
                     Family::V4 => rng.below(1 << 32),
@@ -127,22 +137,94 @@ impl Drop for ParkingNetns {
     }
 }
 
-fn fill_lpm(ebpf: &mut Ebpf, maps: &DataplaneMaps, table: &CompiledTable) {
-    let ids: HashMap<String, u32> = maps.counters().unwrap().lists.into_iter().map(|l| (l.name, l.id)).collect();
-    let id = |list: usize| ids[&table.lists[list].name];
-    let mut v4: LpmTrie<&mut MapData, [u8; 4], u32> = ebpf.map_mut(map_names::LPM_V4).unwrap().try_into().unwrap();
-    for (p, l) in &table.v4 {
-        v4.insert(&Key::new(u32::from(p.len), (p.addr as u32).to_be_bytes()), id(*l), 0).unwrap();
+/// The table as CIDRs with their leaves, or None past `LPM_LIMIT`.
+fn lpm_entries(table: &CompiledTable, ids: &HashMap<String, u32>) -> Option<Vec<(Prefix, u32)>> {
+    let mut out = Vec::new();
+    for family in [Family::V4, Family::V6] {
+        for r in table.entries(family) {
+            let list = &table.lists[r.list];
+            let leaf = u32::from(blocker_common::classifier::leaf(list.action.code(), ids[&list.name]));
+            out.extend(r.prefixes(family).into_iter().map(|p| (p, leaf)));
+            if out.len() > LPM_LIMIT {
+                return None;
+            }
+        }
     }
-    let mut v6: LpmTrie<&mut MapData, [u8; 16], u32> = ebpf.map_mut(map_names::LPM_V6).unwrap().try_into().unwrap();
-    for (p, l) in &table.v6 {
-        v6.insert(&Key::new(u32::from(p.len), p.addr.to_be_bytes()), id(*l), 0).unwrap();
+    Some(out)
+}
+
+fn fill_lpm(ebpf: &mut Ebpf, entries: &[(Prefix, u32)]) {
+    let mut v4: LpmTrie<MapData, [u8; 4], u32> = ebpf.take_map(map_names::LPM_V4).unwrap().try_into().unwrap();
+    let mut v6: LpmTrie<MapData, [u8; 16], u32> = ebpf.take_map(map_names::LPM_V6).unwrap().try_into().unwrap();
+    for (p, leaf) in entries {
+        match p.family {
+            Family::V4 => v4.insert(&Key::new(u32::from(p.len), (p.addr as u32).to_be_bytes()), leaf, 0).unwrap(),
+            Family::V6 => v6.insert(&Key::new(u32::from(p.len), p.addr.to_be_bytes()), leaf, 0).unwrap(),
+        }
     }
+}
+
+/// The benchmark's tables: (name, lists).
+fn tables_to_measure() -> Vec<(&'static str, CompiledTable)> {
+    let db = RegionDb::bundled().unwrap();
+    let all: Vec<String> = db.regions.keys().cloned().collect();
+    let world_deny = Policy { deny_country: all, ..Default::default() };
+    let world_allow = Policy {
+        allow_country: ["US", "DE", "FR", "GB", "JP", "CA", "NL"].map(String::from).to_vec(),
+        confirm_allowlist_without_never_block: true,
+        ..Default::default()
+    };
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let text = tables::list_text(
+        &tables::random_v4_hosts(&mut rng, 2_000_000),
+        &tables::random_v6_hosts(&mut rng, 1_000_000),
+        &tables::random_v6_nets64(&mut rng, 1_000_000),
+    );
+    let threats = ListSpec {
+        name: "threats".into(),
+        role: Role::Deny,
+        prefixes: parse_list(std::path::Path::new("threats.txt"), &text).unwrap(),
+    };
+    let countries: Vec<(String, Vec<tables::Net>)> = db
+        .regions
+        .values()
+        .map(|r| (r.code.clone(), r.prefixes.iter().map(|p| (p.family == Family::V6, p.addr, p.len)).collect()))
+        .collect();
+    let mut geo = RegionDb::default();
+    blocker::formats::parse_csv(
+        "geo.csv",
+        &tables::geo_csv(&tables::geo_like(&countries, &mut rng, 2, 3, 60)),
+        &mut geo,
+    )
+    .unwrap();
+    let geo_lists = |role| -> Vec<ListSpec> {
+        geo.regions
+            .values()
+            .map(|r| ListSpec { name: format!("country:{}", r.code), role, prefixes: r.prefixes.clone() })
+            .collect()
+    };
+    let mut geo_allow10: Vec<ListSpec> = geo_lists(Role::AllowedRegion).into_iter().take(10).collect();
+    let allowed: Vec<Prefix> = geo_allow10.iter().flat_map(|l| l.prefixes.iter().copied()).collect();
+    let mut outside = complement(&allowed, Family::V4);
+    outside.extend(complement(&allowed, Family::V6));
+    geo_allow10.push(ListSpec { name: "outside".into(), role: Role::OutsideAllowed, prefixes: outside });
+    let mut together = vec![threats.clone()];
+    together.extend(geo_lists(Role::Deny));
+    vec![
+        ("world deny-all", world_deny.build_table().unwrap()),
+        ("world allowlist", world_allow.build_table().unwrap()),
+        ("threats 4M", compile(&[threats])),
+        ("geo deny-all", compile(&geo_lists(Role::Deny))),
+        ("geo allow 10", compile(&geo_allow10)),
+        ("threats+geo", compile(&together)),
+    ]
 }
 
 struct Row {
     mode: &'static str,
     family: &'static str,
+    ranges: usize,
+    table_mib: f64,
     floor: f64,
     /// The program with a classifier that reads no memory: parse, policy, counters.
     no_lookup: f64,
@@ -153,75 +235,73 @@ struct Row {
 
 fn main() {
     loader::check_privileges().expect("the dataplane bench needs root");
-    let db = RegionDb::bundled().unwrap();
-    let all: Vec<String> = db.regions.keys().cloned().collect();
-    let modes: [(&str, Policy); 2] = [
-        ("deny-all", Policy { deny_country: all, ..Default::default() }),
-        (
-            "allowlist",
-            Policy {
-                allow_country: ["US", "DE", "FR", "GB", "JP", "CA", "NL"].map(String::from).to_vec(),
-                confirm_allowlist_without_never_block: true,
-                ..Default::default()
-            },
-        ),
-    ];
     let mut rows = Vec::new();
     let started = Instant::now();
+    let tables = tables_to_measure();
     let parking = ParkingNetns::enter();
-    for (mode, policy) in modes {
-        let table = policy.build_table().unwrap();
+    for (mode, table) in &tables {
         let root = std::path::PathBuf::from(format!("/sys/fs/bpf/blocker-bench-{}", std::process::id()));
         loader::ensure_bpffs(&root).unwrap();
         let dir = loader::iface_dir(&root, "bench");
-        let mut ebpf = loader::load(&dir, 0).unwrap();
-        load_extra(&mut ebpf, PROGRAM_LPM_BASELINE);
-        load_extra(&mut ebpf, PROGRAM_DROP_FLOOR);
-        load_extra(&mut ebpf, PROGRAM_NO_LOOKUP);
-        let mut maps = DataplaneMaps::open(&dir).unwrap();
-        maps.apply(&table).unwrap();
-        fill_lpm(&mut ebpf, &maps, &table);
+        let mut maps = DataplaneMaps::load(&dir, 0).unwrap();
+        let report = maps.apply(table, DEFAULT_TABLE_MEMORY).unwrap();
+        let ids: HashMap<String, u32> = maps.counters().unwrap().lists.into_iter().map(|l| (l.name, l.id)).collect();
+        let lpm = lpm_entries(table, &ids);
+        let ebpf = maps.ebpf_mut().unwrap();
+        load_extra(ebpf, PROGRAM_LPM_BASELINE);
+        load_extra(ebpf, PROGRAM_DROP_FLOOR);
+        load_extra(ebpf, PROGRAM_NO_LOOKUP);
+        if let Some(entries) = &lpm {
+            fill_lpm(ebpf, entries);
+        }
         if knob("BLOCKER_BENCH_PARK", 1) == 1 {
-            parking.park(&mut ebpf, &[PROGRAM_NAME, PROGRAM_LPM_BASELINE, PROGRAM_DROP_FLOOR, PROGRAM_NO_LOOKUP]);
+            parking.park(ebpf, &[PROGRAM_NAME, PROGRAM_LPM_BASELINE, PROGRAM_DROP_FLOOR, PROGRAM_NO_LOOKUP]);
         }
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for family in [Family::V4, Family::V6] {
-            let fs = frames(&table, family, &mut rng);
+            let fs = frames(table, family, &mut rng);
+            let ebpf = maps.ebpf_mut().unwrap();
             let prog = |name: &str| -> &Xdp { ebpf.program(name).unwrap().try_into().unwrap() };
             let (floor, _) = measure(prog(PROGRAM_DROP_FLOOR), &fs);
             let (no_lookup, _) = measure(prog(PROGRAM_NO_LOOKUP), &fs);
-            let (lpm, lpm_verdicts) = measure(prog(PROGRAM_LPM_BASELINE), &fs);
             let (blocker, verdicts) = measure(prog(PROGRAM_NAME), &fs);
-            assert_eq!(verdicts, lpm_verdicts, "the trie and the LPM baseline must agree on every frame");
+            let lpm_ns = lpm.as_ref().map(|_| {
+                let (lpm_ns, lpm_verdicts) = measure(prog(PROGRAM_LPM_BASELINE), &fs);
+                assert_eq!(verdicts, lpm_verdicts, "the classifier and the LPM baseline must agree on every frame");
+                lpm_ns
+            });
             rows.push(Row {
                 mode,
                 family: if family == Family::V4 { "IPv4" } else { "IPv6" },
+                ranges: table.entries(family).len(),
+                table_mib: report.table_bytes as f64 / f64::from(1 << 20),
                 floor,
                 no_lookup,
-                lpm,
+                lpm: lpm_ns.unwrap_or(f64::NAN),
                 blocker,
                 hits: verdicts.iter().filter(|v| **v == 1).count(),
             });
         }
         drop(maps);
-        drop(ebpf);
         let _ = std::fs::remove_dir_all(&root);
     }
-
     let mut out = String::new();
     let (frames_n, repeat) = (knob("BLOCKER_BENCH_FRAMES", FRAMES_PER_FAMILY), knob("BLOCKER_BENCH_REPEAT", REPEAT));
-    let _ = writeln!(out, "per packet through BPF_PROG_TEST_RUN, {frames_n} distinct frames per family, repeat {repeat}, world table ({} countries)", db.regions.len());
+    let _ =
+        writeln!(out, "per packet through BPF_PROG_TEST_RUN, {frames_n} distinct frames per family, repeat {repeat}");
     let _ = writeln!(
         out,
-        "{:<10} {:<5} {:>9} {:>10} {:>9} {:>9} {:>11} {:>9} {:>16} {:>15} {:>7}",
-        "mode",
+        "{:<16} {:<5} {:>9} {:>8} {:>9} {:>10} {:>9} {:>9} {:>11} {:>9} {:>16} {:>15} {:>7}",
+        "table",
         "fam",
+        "ranges",
+        "MiB",
         "floor ns",
         "no-lookup",
         "lpm ns",
-        "trie ns",
-        "trie/floor",
-        "lpm/trie",
+        "blocker ns",
+        "blk/floor",
+        "lpm/blk",
         "above floor l/t",
         "lpm/no-lookup",
         "drops"
@@ -230,9 +310,11 @@ fn main() {
     for r in &rows {
         let _ = writeln!(
             out,
-            "{:<10} {:<5} {:>9.1} {:>10.1} {:>9.1} {:>9.1} {:>10.2}x {:>8.2}x {:>15.2}x {:>14.2}x {:>7}",
+            "{:<16} {:<5} {:>9} {:>8.1} {:>9.1} {:>10.1} {:>9.1} {:>9.1} {:>10.2}x {:>8.2}x {:>15.2}x {:>14.2}x {:>7}",
             r.mode,
             r.family,
+            r.ranges,
+            r.table_mib,
             r.floor,
             r.no_lookup,
             r.lpm,
@@ -244,10 +326,10 @@ fn main() {
             r.hits
         );
         json.push(serde_json::json!({
-            "mode": r.mode, "family": r.family, "floor_ns": r.floor, "no_lookup_ns": r.no_lookup, "lpm_ns": r.lpm, "trie_ns": r.blocker,
+            "table": r.mode, "family": r.family, "ranges": r.ranges, "table_mib": r.table_mib, "floor_ns": r.floor, "no_lookup_ns": r.no_lookup, "lpm_ns": r.lpm, "blocker_ns": r.blocker,
             "lpm_over_no_lookup": r.lpm / r.no_lookup,
-            "trie_over_floor": r.blocker / r.floor, "lpm_over_trie": r.lpm / r.blocker,
-            "lpm_over_trie_above_floor": (r.lpm - r.floor) / (r.blocker - r.floor), "frames": frames_n, "repeat": repeat, "drops": r.hits,
+            "blocker_over_floor": r.blocker / r.floor, "lpm_over_blocker": r.lpm / r.blocker,
+            "lpm_over_blocker_above_floor": (r.lpm - r.floor) / (r.blocker - r.floor), "frames": frames_n, "repeat": repeat, "drops": r.hits,
         }));
     }
     drop(parking);

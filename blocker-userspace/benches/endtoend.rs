@@ -38,7 +38,7 @@ use blocker::{
     compile::{compile, CompiledTable, ListSpec, Role},
     lists::{Family, Prefix},
     loader,
-    maps::DataplaneMaps,
+    maps::{DataplaneMaps, DEFAULT_TABLE_MEMORY},
     policy::Policy,
 };
 use blocker_common::{
@@ -125,9 +125,9 @@ fn pool(table: &CompiledTable, family: Family, hit_percent: u64, spread: usize) 
         .map(|i| {
             let random = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
             if (i as u64 * 100 / POOL as u64) < hit_percent {
-                let (p, _) = entries[(rng.next_u64() % spread.min(entries.len()) as u64) as usize];
-                let (lo, hi) = p.range();
-                lo + random % (hi - lo + 1)
+                let r = entries[(rng.next_u64() % spread.min(entries.len()) as u64) as usize];
+                let span = r.hi - r.lo;
+                r.lo + if span == u128::MAX { random } else { random % (span + 1) }
             } else {
                 match family {
                     Family::V4 => random & 0xffff_ffff,
@@ -242,10 +242,6 @@ fn detach(ebpf: &mut Ebpf, name: &str, link: aya::programs::xdp::XdpLinkId) {
     prog.detach(link).unwrap();
 }
 
-fn detach_all(ebpf: Ebpf) {
-    drop(ebpf); // links owned by the programs detach on drop
-}
-
 /// The traffic mixes every receiver is measured with.
 const MIXES: [(&str, u64); 2] =
     [("all sources in the table (all dropped)", 100), ("half in the table, half random", 50)];
@@ -341,26 +337,27 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     // 64 prefixes, a working set that stays in cache: the difference is the cost of
     // the table's memory.
     Net::enter(&net.rx);
-    let mut floor = loader::load(&loader::iface_dir(pins, &format!("rx-floor-{tag}")), 0).unwrap();
+    let mut floor_maps = DataplaneMaps::load(&loader::iface_dir(pins, &format!("rx-floor-{tag}")), 0).unwrap();
+    let floor = floor_maps.ebpf_mut().unwrap();
     let dir = loader::iface_dir(pins, &format!("rx-blocker-{tag}"));
-    let mut rx = loader::load(&dir, 0).unwrap();
-    let mut maps = DataplaneMaps::open(&dir).unwrap();
-    maps.apply(table).unwrap();
+    let mut maps = DataplaneMaps::load(&dir, 0).unwrap();
+    let report = maps.apply(table, DEFAULT_TABLE_MEMORY).unwrap();
     let rounds = knob("BLOCKER_BENCH_ROUNDS", 3usize).max(1);
     let (mut floor_rounds, mut blocker_rounds) = (Vec::new(), Vec::new());
     let before = maps.counters().unwrap();
     for _ in 0..rounds {
-        let link = attach(&mut floor, PROGRAM_DROP_FLOOR);
+        let link = attach(floor, PROGRAM_DROP_FLOOR);
         floor_rounds.push(sender.measure("XDP_DROP only (floor)", &pools));
-        detach(&mut floor, PROGRAM_DROP_FLOOR, link);
-        let link = attach(&mut rx, PROGRAM_NAME);
-        blocker_rounds.push(sender.measure("blocker (trie), world table", &pools));
-        detach(&mut rx, PROGRAM_NAME, link);
+        detach(floor, PROGRAM_DROP_FLOOR, link);
+        let rx = maps.ebpf_mut().unwrap();
+        let link = attach(rx, PROGRAM_NAME);
+        blocker_rounds.push(sender.measure("blocker, world table", &pools));
+        detach(rx, PROGRAM_NAME, link);
     }
     let after = maps.counters().unwrap();
     rows.push(median_of(floor_rounds));
     rows.push(median_of(blocker_rounds));
-    attach(&mut rx, PROGRAM_NAME);
+    let link = attach(maps.ebpf_mut().unwrap(), PROGRAM_NAME);
     // Profiling knob: how many prefixes the working-set row draws from.
     let hot = knob("BLOCKER_BENCH_HOT_PREFIXES", 64usize);
     let name = format!("blocker, sources from {hot} prefixes only (cache-hot)");
@@ -368,12 +365,14 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     // Profile: the same sources against the table cut to /16 (every prefix widened to
     // its /16), so that every lookup is one read of the root: what each further
     // dependent read costs shows as the difference to the world-table row.
-    maps.apply(&widened_to_16(table)).unwrap();
+    detach(maps.ebpf_mut().unwrap(), PROGRAM_NAME, link);
+    maps.apply(&widened_to_16(table), DEFAULT_TABLE_MEMORY).unwrap();
+    attach(maps.ebpf_mut().unwrap(), PROGRAM_NAME);
     rows.push(sender.measure("blocker, table cut to /16 (one read per lookup)", &pools[..1]));
-    let map_memory = blocker::maps::pinned_map_memory(&dir).unwrap();
+    let mut map_memory = blocker::maps::pinned_map_memory(&dir).unwrap();
+    map_memory.push(("classifier maps of the table".into(), report.table_bytes));
     drop(maps);
-    detach_all(rx);
-    detach_all(floor);
+    drop(floor_maps);
     let (dropped, passed) = (after.global[1] - before.global[1], after.global[0] - before.global[0]);
     if std::env::var_os("BLOCKER_BENCH_QUICK").is_some() {
         // Profiling knob: floor and blocker only.
@@ -385,37 +384,44 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
 
     // blocker with the kernel LPM trie.
     let dir = loader::iface_dir(pins, &format!("rx-lpm-{tag}"));
-    let mut rx = loader::load(&dir, 0).unwrap();
-    let mut maps = DataplaneMaps::open(&dir).unwrap();
-    maps.apply(table).unwrap();
+    let mut maps = DataplaneMaps::load(&dir, 0).unwrap();
+    maps.apply(table, DEFAULT_TABLE_MEMORY).unwrap();
     let ids: HashMap<String, u32> = maps.counters().unwrap().lists.into_iter().map(|l| (l.name, l.id)).collect();
+    let rx = maps.ebpf_mut().unwrap();
+    let leaf = |list: usize| {
+        let l = &table.lists[list];
+        u32::from(blocker_common::classifier::leaf(l.action.code(), ids[&l.name]))
+    };
     let started = Instant::now();
     match family {
         Family::V4 => {
             let mut lpm: LpmTrie<&mut MapData, [u8; 4], u32> =
                 rx.map_mut(map_names::LPM_V4).unwrap().try_into().unwrap();
-            for (p, l) in &table.v4 {
-                lpm.insert(&Key::new(u32::from(p.len), (p.addr as u32).to_be_bytes()), ids[&table.lists[*l].name], 0)
-                    .unwrap();
+            for r in &table.v4 {
+                for p in r.prefixes(family) {
+                    lpm.insert(&Key::new(u32::from(p.len), (p.addr as u32).to_be_bytes()), leaf(r.list), 0).unwrap();
+                }
             }
         }
         Family::V6 => {
             let mut lpm: LpmTrie<&mut MapData, [u8; 16], u32> =
                 rx.map_mut(map_names::LPM_V6).unwrap().try_into().unwrap();
-            for (p, l) in &table.v6 {
-                lpm.insert(&Key::new(u32::from(p.len), p.addr.to_be_bytes()), ids[&table.lists[*l].name], 0).unwrap();
+            for r in &table.v6 {
+                for p in r.prefixes(family) {
+                    lpm.insert(&Key::new(u32::from(p.len), p.addr.to_be_bytes()), leaf(r.list), 0).unwrap();
+                }
             }
         }
     }
     let load_lpm = started.elapsed();
-    attach(&mut rx, PROGRAM_LPM_BASELINE);
+    attach(rx, PROGRAM_LPM_BASELINE);
     rows.push(sender.measure("kernel LPM trie, world table", &pools));
     drop(maps);
-    detach_all(rx);
 
     // XDP_PASS, then nftables netdev ingress with an interval set.
     let (addr_type, match_kw) = if family == Family::V4 { ("ipv4_addr", "ip") } else { ("ipv6_addr", "ip6") };
-    let prefixes: Vec<String> = table.entries(family).iter().map(|(p, _)| p.to_string()).collect();
+    let prefixes: Vec<String> =
+        table.entries(family).iter().flat_map(|r| r.prefixes(family)).map(|p| p.to_string()).collect();
     let nft = format!(
         "table netdev blk {{\n  set deny {{\n    type {addr_type}; flags interval; auto-merge;\n    elements = {{ {} }}\n  }}\n  \
          chain ingress {{\n    type filter hook ingress device \"e2erx\" priority -500; policy accept;\n    {match_kw} saddr @deny drop\n  }}\n}}\n",
@@ -425,8 +431,9 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     std::fs::write(&nft_file, nft).unwrap();
     let load_nft =
         run_measured(Command::new("ip").args(["netns", "exec", &net.rx, "nft", "-f", nft_file.to_str().unwrap()]));
-    let mut rx = loader::load(&loader::iface_dir(pins, &format!("rx-pass-{tag}")), 0).unwrap();
-    attach(&mut rx, PROGRAM_PASS_FLOOR);
+    let mut pass_maps = DataplaneMaps::load(&loader::iface_dir(pins, &format!("rx-pass-{tag}")), 0).unwrap();
+    let rx = pass_maps.ebpf_mut().unwrap();
+    attach(rx, PROGRAM_PASS_FLOOR);
     rows.push(sender.measure("XDP_PASS + nftables netdev ingress, interval set", &pools));
     net.in_rx("nft", &["delete", "table", "netdev", "blk"]);
 
@@ -450,7 +457,7 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
 
     // XDP_PASS, no filter: the stack handles every packet.
     rows.push(sender.measure("XDP_PASS, no filter", &pools));
-    detach_all(rx);
+    drop(pass_maps);
     let _ = std::fs::remove_file(&nft_file);
     let _ = std::fs::remove_file(&restore_file);
     FamilyRun { family, prefixes: prefixes.len(), rows, dropped, passed, load_lpm, load_nft, load_ipset, map_memory }
@@ -464,15 +471,13 @@ fn widened_to_16(table: &CompiledTable) -> CompiledTable {
         .iter()
         .enumerate()
         .map(|(i, l)| {
-            let prefixes = table
-                .v4
-                .iter()
-                .chain(&table.v6)
-                .filter(|(_, list)| *list == i)
-                .map(|(p, _)| {
+            let prefixes = [Family::V4, Family::V6]
+                .into_iter()
+                .flat_map(|f| table.entries(f).iter().filter(|r| r.list == i).flat_map(move |r| r.prefixes(f)))
+                .map(|p| {
                     let host = u32::from(p.family.bits()) - 16;
                     if p.len <= 16 {
-                        *p
+                        p
                     } else {
                         Prefix { family: p.family, addr: (p.addr >> host) << host, len: 16 }
                     }

@@ -52,11 +52,15 @@ fn write_world(dir: &Path, db: &RegionDb) -> Vec<(&'static str, RegionSource)> {
     let all: Vec<String> = db.regions.keys().cloned().collect();
     let table = Policy { deny_country: all, no_default_never_block: true, ..Default::default() }.build_table().unwrap();
     let mut w = Writer::new();
-    for (p, list) in table.v4.iter().chain(&table.v6) {
-        let cc = table.lists[*list].name.trim_start_matches("country:");
-        // IPv4 lives at ::/96 of the IPv6 tree.
-        let len = if p.family == Family::V4 { p.len + 96 } else { p.len };
-        w.insert(p.addr, len, cc, &Layout::GeoIp2);
+    for family in [Family::V4, Family::V6] {
+        for r in table.entries(family) {
+            let cc = table.lists[r.list].name.trim_start_matches("country:");
+            for p in r.prefixes(family) {
+                // IPv4 lives at ::/96 of the IPv6 tree.
+                let len = if p.family == Family::V4 { p.len + 96 } else { p.len };
+                w.insert(p.addr, len, cc, &Layout::GeoIp2);
+            }
+        }
     }
     w.alias_ipv4(0xffffu128 << 32, 96);
     std::fs::write(dir.join("world.mmdb"), w.finish()).unwrap();

@@ -1,206 +1,553 @@
-//! The classifier's userspace half: compiles a disjoint prefix table into the
-//! multibit trie the XDP program walks (see `blocker_common::trie` and
-//! blocker-ebpf/src/classify.rs), and walks it the same way for `lookup` and tests.
+//! The classifier's userspace half: builds the range tables the XDP program
+//! searches (format and walk: `blocker_common::classifier`) from a compiled table,
+//! and answers lookups over them with the same walk.
 
-use blocker_common::trie::{self, LEAF_LIMIT, ROOT_BITS};
+use blocker_common::{
+    classifier::{
+        self as format, Block16, Block32, Block64, Memory, BLOCK_BYTES, DIR_ENTRIES, DIR_LEAF, LEAF_HOSTS, LEAF_NONE,
+    },
+    map_names,
+};
 
-use crate::lists::{Family, Prefix};
+use crate::{compile::Range, lists::Family};
 
-/// The trie shape of one family: bits per level below the root, and so the node size.
+/// Why a table cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(
+        "the {family} table needs {needed} entries in {map}, more than its format addresses ({max}); nothing was changed"
+    )]
+    TooLarge { family: &'static str, map: &'static str, needed: usize, max: usize },
+}
+
+/// A built table: the content of each classifier map, element by element.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Image {
+    pub v4_dir: Vec<u32>,
+    pub v4_ranges: Vec<u32>,
+    pub v6_dir: Vec<u32>,
+    pub v6_ranges: Vec<u64>,
+    pub v6_ext: Vec<u32>,
+    pub v6_host_keys: Vec<u64>,
+    pub v6_host_values: Vec<u16>,
+}
+
+/// Elements per 64-byte block of each element size.
+const fn per_block(elem_bytes: usize) -> usize {
+    BLOCK_BYTES / elem_bytes
+}
+
+/// Blocks (at least one: a map cannot be empty) for `elements` elements.
+pub fn blocks(elements: usize, elem_bytes: usize) -> usize {
+    elements.div_ceil(per_block(elem_bytes)).max(1)
+}
+
+/// The element sizes of the classifier maps, in `map_names::CLASSIFIER` order.
+pub const ELEMENT_BYTES: [usize; 7] = [4, 4, 4, 8, 4, 8, 2];
+const _: () = {
+    assert!(std::mem::size_of::<Block32>() == BLOCK_BYTES);
+    assert!(std::mem::size_of::<Block64>() == BLOCK_BYTES);
+    assert!(std::mem::size_of::<Block16>() == BLOCK_BYTES);
+};
+
+impl Image {
+    /// Builds the range tables for `v4` and `v6` (disjoint ranges sorted by
+    /// address, as the compiler produces them); `leaf(list)` is the leaf a hit of
+    /// that list carries (`format::leaf(action, list_id)`).
+    pub fn build(v4: &[Range], v6: &[Range], leaf: impl Fn(usize) -> u16) -> Result<Image, BuildError> {
+        let mut image = Image::default();
+        build_v4(&mut image, v4, &leaf);
+        build_v6(&mut image, v6, &leaf);
+        // Indices are u32 in the walk, and a direct-table entry has 31 bits.
+        for (map, len) in [
+            (map_names::V4_RANGES, image.v4_ranges.len()),
+            (map_names::V6_RANGES, image.v6_ranges.len()),
+            (map_names::V6_HOST_KEYS, image.v6_host_keys.len()),
+        ] {
+            if len >= DIR_LEAF as usize {
+                let family = if map == map_names::V4_RANGES { "IPv4" } else { "IPv6" };
+                return Err(BuildError::TooLarge { family, map, needed: len, max: DIR_LEAF as usize - 1 });
+            }
+        }
+        Ok(image)
+    }
+
+    /// Elements of each map, in `map_names::CLASSIFIER` order.
+    pub fn lengths(&self) -> [usize; 7] {
+        [
+            self.v4_dir.len(),
+            self.v4_ranges.len(),
+            self.v6_dir.len(),
+            self.v6_ranges.len(),
+            self.v6_ext.len(),
+            self.v6_host_keys.len(),
+            self.v6_host_values.len(),
+        ]
+    }
+
+    /// Blocks of each map, in `map_names::CLASSIFIER` order: the maps' sizes.
+    pub fn map_blocks(&self) -> [usize; 7] {
+        let lengths = self.lengths();
+        std::array::from_fn(|i| blocks(lengths[i], ELEMENT_BYTES[i]))
+    }
+
+    /// Bytes of the maps' contents (what the memory budget counts).
+    pub fn bytes(&self) -> u64 {
+        self.map_blocks().iter().map(|b| (*b * BLOCK_BYTES) as u64).sum()
+    }
+
+    /// Each map's content as bytes, padded to whole blocks, in `CLASSIFIER` order.
+    pub fn map_bytes(&self) -> [&[u8]; 7] {
+        [
+            bytemuck::cast_slice(&self.v4_dir),
+            bytemuck::cast_slice(&self.v4_ranges),
+            bytemuck::cast_slice(&self.v6_dir),
+            bytemuck::cast_slice(&self.v6_ranges),
+            bytemuck::cast_slice(&self.v6_ext),
+            bytemuck::cast_slice(&self.v6_host_keys),
+            bytemuck::cast_slice(&self.v6_host_values),
+        ]
+    }
+
+    pub fn view(&self) -> Tables<'_> {
+        Tables {
+            v4_dir: &self.v4_dir,
+            v4_ranges: &self.v4_ranges,
+            v6_dir: &self.v6_dir,
+            v6_ranges: &self.v6_ranges,
+            v6_ext: &self.v6_ext,
+            v6_host_keys: &self.v6_host_keys,
+            v6_host_values: &self.v6_host_values,
+        }
+    }
+}
+
+/// Read-only view of a table's memory: a built image, or the kernel's maps
+/// mapped into this process.
 #[derive(Clone, Copy, Debug)]
-pub struct Shape {
-    pub stride: u32,
-    pub root_nodes: u32,
-    /// Nodes the kernel's array holds per generation.
-    pub capacity: u32,
+pub struct Tables<'a> {
+    pub v4_dir: &'a [u32],
+    pub v4_ranges: &'a [u32],
+    pub v6_dir: &'a [u32],
+    pub v6_ranges: &'a [u64],
+    pub v6_ext: &'a [u32],
+    pub v6_host_keys: &'a [u64],
+    pub v6_host_values: &'a [u16],
 }
 
-impl Shape {
-    pub fn of(family: Family) -> Shape {
-        match family {
-            Family::V4 => {
-                Shape { stride: trie::v4::STRIDE, root_nodes: trie::v4::ROOT_NODES, capacity: trie::v4::NODES }
-            }
-            Family::V6 => {
-                Shape { stride: trie::v6::STRIDE, root_nodes: trie::v6::ROOT_NODES, capacity: trie::v6::NODES }
-            }
+impl Memory for Tables<'_> {
+    fn v4_dir(&self, i: u32) -> Option<u32> {
+        self.v4_dir.get(i as usize).copied()
+    }
+    fn v4_range(&self, i: u32) -> Option<u32> {
+        self.v4_ranges.get(i as usize).copied()
+    }
+    fn v6_dir(&self, i: u32) -> Option<u32> {
+        self.v6_dir.get(i as usize).copied()
+    }
+    fn v6_range(&self, i: u32) -> Option<u64> {
+        self.v6_ranges.get(i as usize).copied()
+    }
+    fn v6_ext(&self, i: u32) -> Option<u32> {
+        self.v6_ext.get(i as usize).copied()
+    }
+    fn v6_host_key(&self, i: u32) -> Option<u64> {
+        self.v6_host_keys.get(i as usize).copied()
+    }
+    fn v6_host_value(&self, i: u32) -> Option<u16> {
+        self.v6_host_values.get(i as usize).copied()
+    }
+}
+
+impl Tables<'_> {
+    /// The leaf the XDP program finds for `addr` (`LEAF_NONE`: no list).
+    pub fn lookup(&self, family: Family, addr: u128) -> u16 {
+        let leaf = match family {
+            Family::V4 => format::lookup_v4(self, addr as u32),
+            Family::V6 => format::lookup_v6(self, (addr >> 64) as u64, addr as u64),
+        };
+        leaf.unwrap_or(LEAF_NONE)
+    }
+}
+
+/// The boundaries of a disjoint sorted range table: (first address, leaf) for
+/// every run of equal leaves, starting at address 0 and covering the family.
+struct Boundaries<'a, I, F> {
+    entries: I,
+    family: Family,
+    leaf: &'a F,
+    /// First address after the last prefix (None: past the family's end).
+    next: Option<u128>,
+    /// The leaf of the last boundary given out.
+    current: Option<u16>,
+    queue: [Option<(u128, u16)>; 2],
+    finished: bool,
+}
+
+fn boundaries<'a, F: Fn(usize) -> u16>(
+    entries: &'a [Range],
+    family: Family,
+    leaf: &'a F,
+) -> Boundaries<'a, std::slice::Iter<'a, Range>, F> {
+    Boundaries {
+        entries: entries.iter(),
+        family,
+        leaf,
+        next: Some(0),
+        current: None,
+        queue: [None; 2],
+        finished: false,
+    }
+}
+
+impl<'a, I: Iterator<Item = &'a Range>, F: Fn(usize) -> u16> Boundaries<'a, I, F> {
+    fn offer(&mut self, start: u128, value: u16) {
+        if self.current != Some(value) {
+            self.current = Some(value);
+            let slot = if self.queue[0].is_none() { 0 } else { 1 };
+            self.queue[slot] = Some((start, value));
         }
     }
-
-    pub fn node_entries(&self) -> usize {
-        1 << self.stride
-    }
 }
 
-/// A compiled trie: nodes stored one after another (`entries` holds
-/// `nodes() * node_entries` u16s, the layout of the kernel's array); nodes
-/// 0..root_nodes are the root, the rest are allocated in order.
-#[derive(Clone, Debug)]
-pub struct TrieImage {
-    pub shape: Shape,
-    pub entries: Vec<u16>,
-}
+impl<'a, I: Iterator<Item = &'a Range>, F: Fn(usize) -> u16> Iterator for Boundaries<'a, I, F> {
+    type Item = (u128, u16);
 
-impl TrieImage {
-    /// Builds the trie for `entries` (disjoint prefixes, as the compiler produces);
-    /// `leaf(list)` is the list id the kernel counts a hit under.
-    pub fn build(family: Family, entries: &[(Prefix, usize)], leaf: impl Fn(usize) -> u32) -> TrieImage {
-        let shape = Shape::of(family);
-        let width = shape.node_entries();
-        let bits = u32::from(family.bits());
-        let mut out = vec![0u16; 1 << ROOT_BITS];
-        for (p, list) in entries {
-            let value = u16::try_from(leaf(*list) + 1).expect("list ids fit below LEAF_LIMIT");
-            debug_assert!(value < LEAF_LIMIT);
-            let len = u32::from(p.len);
-            // The root: 65,536 entries indexed by the first 16 bits.
-            let root = (p.addr >> (bits - ROOT_BITS)) as usize;
-            if len <= ROOT_BITS {
-                out[root..root + (1usize << (ROOT_BITS - len))].fill(value);
-                continue;
+    fn next(&mut self) -> Option<(u128, u16)> {
+        loop {
+            if let Some(b) = self.queue[0].take() {
+                self.queue[0] = self.queue[1].take();
+                return Some(b);
             }
-            let mut slot = root;
-            let mut depth = ROOT_BITS;
-            loop {
-                // Descend into the node behind `slot`, creating it if needed.
-                let e = out[slot];
-                let node = if e >= LEAF_LIMIT {
-                    shape.root_nodes as usize + usize::from(e - LEAF_LIMIT)
-                } else {
-                    // A new node inherits the entry it replaces (disjoint input: 0).
-                    let node = out.len() / width;
-                    out.resize(out.len() + width, e);
-                    // Past MAX_CHILD_NODES the entry would not fit: such an image is
-                    // larger than every table's capacity and is refused before use.
-                    let child = (node - shape.root_nodes as usize) as u32;
-                    out[slot] = (u32::from(LEAF_LIMIT) + child.min(trie::MAX_CHILD_NODES - 1)) as u16;
-                    node
-                };
-                let index = ((p.addr >> (bits - depth - shape.stride)) as usize) & (width - 1);
-                let base = node * width;
-                if len <= depth + shape.stride {
-                    let span = 1usize << (depth + shape.stride - len);
-                    out[base + index..base + index + span].fill(value);
-                    break;
+            if self.finished {
+                return None;
+            }
+            match self.entries.next() {
+                Some(&Range { lo, hi, list }) => {
+                    if let Some(gap) = self.next.filter(|n| lo > *n) {
+                        self.offer(gap, LEAF_NONE);
+                    }
+                    self.offer(lo, (self.leaf)(list));
+                    self.next = hi.checked_add(1).filter(|a| *a <= self.family.max_addr());
                 }
-                slot = base + index;
-                depth += shape.stride;
+                None => {
+                    self.finished = true;
+                    if let Some(n) = self.next {
+                        self.offer(n, LEAF_NONE);
+                    }
+                }
             }
         }
-        TrieImage { shape, entries: out }
-    }
-
-    /// Nodes in the image, root included.
-    pub fn nodes(&self) -> usize {
-        self.entries.len() / self.shape.node_entries()
-    }
-
-    pub fn fits(&self) -> bool {
-        self.nodes() <= self.shape.capacity as usize
-    }
-
-    pub fn lookup(&self, family: Family, addr: u128) -> Option<u32> {
-        walk(&self.entries, family, addr)
     }
 }
 
-/// The walk of blocker-ebpf/src/classify.rs, over a table's entries in memory.
-pub fn walk(entries: &[u16], family: Family, addr: u128) -> Option<u32> {
-    let shape = Shape::of(family);
-    let bits = u32::from(family.bits());
-    let mut e = *entries.get((addr >> (bits - ROOT_BITS)) as usize)?;
-    let mut depth = ROOT_BITS;
-    while depth < bits && e >= LEAF_LIMIT {
-        let node = shape.root_nodes as usize + usize::from(e - LEAF_LIMIT);
-        let index = ((addr >> (bits - depth - shape.stride)) as usize) & (shape.node_entries() - 1);
-        e = *entries.get(node * shape.node_entries() + index)?;
-        depth += shape.stride;
+fn build_v4(image: &mut Image, entries: &[Range], leaf: &impl Fn(usize) -> u16) {
+    let mut bounds = boundaries(entries, Family::V4, leaf).peekable();
+    let mut current = LEAF_NONE;
+    image.v4_dir.reserve(DIR_ENTRIES as usize);
+    for d in 0..DIR_ENTRIES {
+        let base = u128::from(d) << 16;
+        let start = image.v4_ranges.len();
+        // The chunk's first range starts at key 0 with the leaf in effect there.
+        image.v4_ranges.push(u32::from(current));
+        while let Some(&(s, value)) = bounds.peek().filter(|(s, _)| *s >> 16 == u128::from(d)) {
+            if s == base {
+                image.v4_ranges[start] = u32::from(value);
+            } else {
+                image.v4_ranges.push(((s - base) as u32) << 16 | u32::from(value));
+            }
+            current = value;
+            bounds.next();
+        }
+        let n = image.v4_ranges.len() - start;
+        if n == 1 {
+            let only = image.v4_ranges.pop().unwrap_or_default();
+            image.v4_dir.push(DIR_LEAF | only);
+        } else {
+            // The first key holds the chunk length minus one (its real key is 0).
+            image.v4_ranges[start] |= ((n - 1) as u32) << 16;
+            image.v4_dir.push(start as u32);
+        }
     }
-    (e != 0 && e < LEAF_LIMIT).then(|| u32::from(e) - 1)
+}
+
+fn build_v6(image: &mut Image, entries: &[Range], leaf: &impl Fn(usize) -> u16) {
+    const UNITS: u64 = 1 << format::V6_KEY_BITS;
+    let mut bounds = boundaries(entries, Family::V6, leaf).peekable();
+    let mut current = LEAF_NONE;
+    image.v6_dir.reserve(DIR_ENTRIES as usize);
+    for d in 0..DIR_ENTRIES {
+        let start = image.v6_ranges.len();
+        let mut chunk = V6Chunk { image: &mut *image, start, open_hosts: None };
+        chunk.push_range(0, current);
+        while let Some(&(s, value)) = bounds.peek().filter(|(s, _)| (*s >> 112) as u32 == d) {
+            let unit = ((s >> 64) as u64) & (UNITS - 1);
+            let low = s as u64;
+            chunk.close_hosts_before(unit, current, UNITS);
+            if low == 0 {
+                chunk.push_range(unit, value);
+            } else {
+                chunk.push_host(unit, low, value, current);
+            }
+            current = value;
+            bounds.next();
+        }
+        chunk.close_hosts_before(UNITS, current, UNITS);
+        let n = image.v6_ranges.len() - start;
+        if n == 1 && image.v6_ranges[start] as u16 != LEAF_HOSTS {
+            let only = image.v6_ranges.pop().unwrap_or_default();
+            image.v6_ext.pop();
+            image.v6_dir.push(DIR_LEAF | u32::from(only as u16));
+        } else {
+            image.v6_ranges[start] |= ((n - 1) as u64) << 16;
+            image.v6_dir.push(start as u32);
+        }
+    }
+}
+
+/// One IPv6 /16 chunk under construction.
+struct V6Chunk<'a> {
+    image: &'a mut Image,
+    start: usize,
+    /// The /64 unit whose host chunk is open (it takes further in-unit boundaries).
+    open_hosts: Option<u64>,
+}
+
+impl V6Chunk<'_> {
+    fn last_range(&self) -> Option<(u64, u16)> {
+        (self.image.v6_ranges.len() > self.start).then(|| {
+            let e = self.image.v6_ranges[self.image.v6_ranges.len() - 1];
+            (e >> 16, e as u16)
+        })
+    }
+
+    /// A /64-level range starting at `unit` (merged with an equal predecessor).
+    fn push_range(&mut self, unit: u64, value: u16) {
+        match self.last_range() {
+            Some((u, _)) if u == unit && self.image.v6_ranges.len() - 1 == self.start && unit == 0 => {
+                // The chunk's first range: its key field is patched at the end.
+                let last = self.image.v6_ranges.len() - 1;
+                self.image.v6_ranges[last] = u64::from(value);
+            }
+            Some((u, _)) if u == unit => {
+                let last = self.image.v6_ranges.len() - 1;
+                self.image.v6_ranges[last] = unit << 16 | u64::from(value);
+            }
+            Some((_, v)) if v == value && v != LEAF_HOSTS => {}
+            _ => {
+                self.image.v6_ranges.push(unit << 16 | u64::from(value));
+                self.image.v6_ext.push(0);
+            }
+        }
+    }
+
+    /// A boundary inside the /64 `unit`: the unit becomes a host chunk, which
+    /// starts with the leaf in effect at the unit's start.
+    fn push_host(&mut self, unit: u64, low: u64, value: u16, current: u16) {
+        if self.open_hosts != Some(unit) {
+            let first = match self.last_range() {
+                Some((u, v)) if u == unit => v,
+                _ => current,
+            };
+            let h = self.image.v6_host_keys.len();
+            self.image.v6_host_keys.push(0);
+            self.image.v6_host_values.push(first);
+            match self.last_range() {
+                Some((u, _)) if u == unit => {
+                    let last = self.image.v6_ranges.len() - 1;
+                    self.image.v6_ranges[last] = (self.image.v6_ranges[last] & !0xffff) | u64::from(LEAF_HOSTS);
+                    self.image.v6_ext[last] = h as u32;
+                }
+                _ => {
+                    self.image.v6_ranges.push(unit << 16 | u64::from(LEAF_HOSTS));
+                    self.image.v6_ext.push(h as u32);
+                }
+            }
+            self.open_hosts = Some(unit);
+        }
+        self.image.v6_host_keys.push(low);
+        self.image.v6_host_values.push(value);
+        let last = self.image.v6_ext[self.image.v6_ext.len() - 1] as usize;
+        self.image.v6_host_keys[last] += 1;
+    }
+
+    /// Closes an open host chunk before a boundary in a later unit: the unit after
+    /// it starts with the leaf in effect at its end.
+    fn close_hosts_before(&mut self, unit: u64, current: u16, units: u64) {
+        match self.open_hosts {
+            Some(open) if open != unit => {
+                self.open_hosts = None;
+                if open + 1 < units {
+                    self.image.v6_ranges.push((open + 1) << 16 | u64::from(current));
+                    self.image.v6_ext.push(0);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
     use crate::{
-        compile::{compile, ListSpec, Role},
-        lists::parse_prefix,
+        compile::{compile, CompiledTable, ListSpec, Role},
+        lists::Prefix,
         regions::RegionDb,
     };
 
-    fn check_equal(table: &crate::compile::CompiledTable, family: Family, probes: impl IntoIterator<Item = u128>) {
-        let image = TrieImage::build(family, table.entries(family), |l| l as u32);
-        for a in probes {
-            assert_eq!(image.lookup(family, a), table.lookup(family, a).map(|l| l as u32), "{family:?} {a:#x}");
+    /// The image answers every probe like the compiled table's own lookup.
+    fn check_equal(table: &CompiledTable, probes: impl IntoIterator<Item = (Family, u128)>) {
+        let image =
+            Image::build(&table.v4, &table.v6, |l| format::leaf(table.lists[l].action.code(), l as u32)).unwrap();
+        let view = image.view();
+        for (family, a) in probes {
+            let want =
+                table.lookup(family, a).map_or(LEAF_NONE, |l| format::leaf(table.lists[l].action.code(), l as u32));
+            assert_eq!(view.lookup(family, a), want, "{family:?} {a:#x}");
         }
     }
 
-    fn boundaries(table: &crate::compile::CompiledTable, family: Family) -> Vec<u128> {
+    /// Every range boundary of the table, and its neighbours.
+    fn boundaries(table: &CompiledTable) -> Vec<(Family, u128)> {
         let mut v = Vec::new();
-        for (p, _) in table.entries(family) {
-            let (lo, hi) = p.range();
-            v.extend([lo.wrapping_sub(1), lo, lo.wrapping_add(1), hi.wrapping_sub(1), hi, hi.wrapping_add(1)]);
+        for family in [Family::V4, Family::V6] {
+            for &Range { lo, hi, .. } in table.entries(family) {
+                for a in [lo.wrapping_sub(1), lo, lo.wrapping_add(1), hi.wrapping_sub(1), hi, hi.wrapping_add(1)] {
+                    if a <= family.max_addr() {
+                        v.push((family, a));
+                    }
+                }
+            }
+            v.extend([(family, 0), (family, family.max_addr())]);
         }
-        v.retain(|a| *a <= family.max_addr());
         v
+    }
+
+    fn deny(name: &str, prefixes: Vec<Prefix>) -> ListSpec {
+        ListSpec { name: name.into(), role: Role::Deny, prefixes }
+    }
+
+    fn prefix(family: Family, addr: u128, len: u8) -> Prefix {
+        let host = u32::from(family.bits() - len);
+        let mask = if host >= 128 { 0 } else { !((1u128 << host) - 1) };
+        Prefix { family, addr: addr & mask & family.max_addr(), len }
     }
 
     #[test]
     fn every_prefix_length_and_boundary() {
-        let mut prefixes = Vec::new();
+        let mut lists = Vec::new();
         for len in 0..=32u8 {
-            // Disjoint by construction: one prefix per length in its own /8.
-            let addr = (u128::from(len) + 1) << 24;
-            let host = 32 - u32::from(len);
-            prefixes.push(Prefix { family: Family::V4, addr: addr & !((1u128 << host) - 1) & 0xffff_ffff, len });
+            lists.push(deny(
+                &format!("v4-{len}"),
+                vec![prefix(Family::V4, (u128::from(len) + 1) << 24 | 0xabcdef, len)],
+            ));
         }
-        for len in [1u8, 15, 16, 17, 24, 31, 32, 33, 47, 48, 49, 64, 65, 100, 127, 128] {
-            let addr = (0x2001_0db8u128 << 96) | (u128::from(len) << 64);
-            let host = 128 - u32::from(len);
-            let mask = if host == 128 { 0 } else { !((1u128 << host) - 1) };
-            prefixes.push(Prefix { family: Family::V6, addr: addr & mask, len });
+        for len in 0..=128u8 {
+            let addr = (0x2001_0db8u128 << 96) | (u128::from(len) << 64) | 0x1234_5678_9abc_def0;
+            lists.push(deny(&format!("v6-{len}"), vec![prefix(Family::V6, addr, len)]));
         }
-        // Overlaps are resolved by the compiler first.
-        let lists: Vec<ListSpec> = prefixes
-            .iter()
-            .enumerate()
-            .map(|(i, p)| ListSpec { name: format!("l{i}"), role: Role::Deny, prefixes: vec![*p] })
-            .collect();
         let table = compile(&lists);
-        for family in [Family::V4, Family::V6] {
-            check_equal(&table, family, boundaries(&table, family));
-        }
-        let zero = compile(&[ListSpec {
-            name: "all".into(),
-            role: Role::Deny,
-            prefixes: vec![parse_prefix("0.0.0.0/0").unwrap()],
-        }]);
-        check_equal(&zero, Family::V4, [0, 1, 0xffff_ffff]);
+        check_equal(&table, boundaries(&table));
+        let empty = compile(&[]);
+        check_equal(&empty, [(Family::V4, 0), (Family::V4, u128::from(u32::MAX)), (Family::V6, 1)]);
+    }
+
+    #[test]
+    fn hosts_at_the_edges_of_units_and_chunks() {
+        // /128s and /127s at the first and last address of a /64 and of a /16,
+        // adjacent /64s, and a host inside a deny /48 with an allow /96 around it.
+        let v6 = |a: u128, len| prefix(Family::V6, a, len);
+        let base = 0x2001_0db8_0000_0000u128 << 64;
+        let lists = vec![
+            deny(
+                "hosts",
+                vec![
+                    v6(base, 128),
+                    v6(base | u128::from(u64::MAX), 128),
+                    v6(base + (1 << 64), 127),
+                    v6((0x2001_ffffu128 << 96) | ((1u128 << 96) - 1), 128),
+                    v6(0x2002u128 << 112, 128),
+                    v6(u128::MAX, 128),
+                    v6(0, 128),
+                    v6(base + (5 << 64), 64),
+                    v6(base + (6 << 64), 64),
+                    v6(base + (6 << 64) + 7, 128),
+                ],
+            ),
+            ListSpec { name: "allow".into(), role: Role::Exception, prefixes: vec![v6(base + (9 << 64), 96)] },
+            deny("outer", vec![v6(base, 48)]),
+            deny("v4", vec![prefix(Family::V4, 0, 32), prefix(Family::V4, u128::from(u32::MAX), 32)]),
+        ];
+        let table = compile(&lists);
+        check_equal(&table, boundaries(&table));
     }
 
     #[test]
     fn world_table_matches_the_compiled_table() {
         let db = RegionDb::bundled().unwrap();
-        let lists: Vec<ListSpec> = db
-            .regions
-            .values()
-            .map(|r| ListSpec { name: r.code.clone(), role: Role::Deny, prefixes: r.prefixes.clone() })
-            .collect();
+        let lists: Vec<ListSpec> = db.regions.values().map(|r| deny(&r.code, r.prefixes.clone())).collect();
         let table = compile(&lists);
         let mut rng = blocker_tests::Rng(0x2545f4914f6cdd1d);
-        let mut rnd = move || rng.next_u64();
-        for family in [Family::V4, Family::V6] {
-            let mut probes = boundaries(&table, family);
-            for _ in 0..100_000 {
-                probes.push(match family {
-                    Family::V4 => u128::from(rnd() as u32),
-                    // Mostly inside 2000::/3, where the allocations are.
-                    Family::V6 => (u128::from(rnd()) << 64 | u128::from(rnd())) >> 3 | (1u128 << 125),
-                });
+        let mut probes = boundaries(&table);
+        for _ in 0..100_000 {
+            probes.push((Family::V4, u128::from(rng.next_u64() as u32)));
+            // Mostly inside 2000::/3, where the allocations are.
+            let a = (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())) >> 3 | (1u128 << 125);
+            probes.push((Family::V6, a));
+        }
+        check_equal(&table, probes);
+    }
+
+    /// Random lists of every role: nested, adjacent and sparse prefixes, hosts,
+    /// clustered in a few regions of the space so that they interact.
+    fn arb_lists() -> impl Strategy<Value = Vec<ListSpec>> {
+        let roles =
+            [Role::NeverBlock, Role::Exception, Role::Deny, Role::OutsideAllowed, Role::Monitor, Role::AllowedRegion];
+        let arb_prefix = (any::<bool>(), 0usize..4, any::<u128>(), 0u8..=128).prop_map(|(v6, region, bits, len)| {
+            if v6 {
+                // Regions: a /16, a /64 and a /120 neighbourhood, or anywhere.
+                let bases = [0x2001u128 << 112, 0x2001_0db8u128 << 96, (0x2a00u128 << 112) | 0xff00, 0];
+                let spans = [112u32, 64, 8, 128];
+                let noise = if spans[region] >= 128 { bits } else { bits & ((1u128 << spans[region]) - 1) };
+                prefix(Family::V6, bases[region] | noise, len)
+            } else {
+                let bases = [0xc000_0000u128, 0xc633_6400, 0x0a00_0000, 0];
+                let spans = [16u32, 8, 24, 32];
+                let noise = bits & ((1u128 << spans[region]) - 1);
+                prefix(Family::V4, bases[region] | noise, len % 33)
             }
-            check_equal(&table, family, probes);
-            let image = TrieImage::build(family, table.entries(family), |l| l as u32);
-            assert!(image.fits(), "{family:?}: {} nodes", image.nodes());
+        });
+        prop::collection::vec((0usize..6, prop::collection::vec(arb_prefix, 0..40)), 1..8).prop_map(move |lists| {
+            lists
+                .into_iter()
+                .enumerate()
+                .map(|(i, (role, prefixes))| ListSpec { name: format!("l{i}"), role: roles[role], prefixes })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+        #[test]
+        fn random_tables_match_the_reference(lists in arb_lists(), extra in prop::collection::vec(any::<u128>(), 64)) {
+            let table = compile(&lists);
+            let mut probes = boundaries(&table);
+            for list in &lists {
+                for p in &list.prefixes {
+                    let (lo, hi) = p.range();
+                    for a in [lo.wrapping_sub(1), lo, hi, hi.wrapping_add(1)] {
+                        if a <= p.family.max_addr() {
+                            probes.push((p.family, a));
+                        }
+                    }
+                }
+            }
+            probes.extend(extra.iter().map(|a| (Family::V6, *a)));
+            probes.extend(extra.iter().map(|a| (Family::V4, *a & 0xffff_ffff)));
+            check_equal(&table, probes);
         }
     }
 }

@@ -18,7 +18,7 @@
 //! Adjacent ranges with the same winner are merged before being cut back into
 //! CIDRs, so the table is as small as the outcome allows.
 
-use std::{cmp::Reverse, collections::BTreeMap};
+use std::collections::BTreeMap;
 
 use blocker_common::{ACTION_DROP, ACTION_MONITOR, ACTION_PASS};
 
@@ -111,17 +111,34 @@ pub struct CompiledList {
     pub action: Action,
 }
 
-/// The compiled table: disjoint prefixes sorted by address, per family. The `usize`
-/// is an index into `lists`.
+/// A range of addresses (inclusive) and the list (index into `lists`) it is
+/// counted under.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Range {
+    pub lo: u128,
+    pub hi: u128,
+    pub list: usize,
+}
+
+impl Range {
+    /// The range as the fewest CIDRs (for tools that only know prefixes).
+    pub fn prefixes(&self, family: Family) -> Vec<Prefix> {
+        range_to_prefixes(family, self.lo, self.hi)
+    }
+}
+
+/// The compiled table: disjoint ranges sorted by address, per family; adjacent
+/// ranges always belong to different lists. Ranges, not CIDRs: a host inside a
+/// country would cut the country's range into up to 64 CIDRs, but into 3 ranges.
 #[derive(Clone, Debug, Default)]
 pub struct CompiledTable {
     pub lists: Vec<CompiledList>,
-    pub v4: Vec<(Prefix, usize)>,
-    pub v6: Vec<(Prefix, usize)>,
+    pub v4: Vec<Range>,
+    pub v6: Vec<Range>,
 }
 
 impl CompiledTable {
-    pub fn entries(&self, family: Family) -> &[(Prefix, usize)] {
+    pub fn entries(&self, family: Family) -> &[Range] {
         match family {
             Family::V4 => &self.v4,
             Family::V6 => &self.v6,
@@ -131,10 +148,22 @@ impl CompiledTable {
     /// Which list (index into `lists`) the address falls in, if any.
     pub fn lookup(&self, family: Family, addr: u128) -> Option<usize> {
         let entries = self.entries(family);
-        // Last entry starting at or before addr; entries are disjoint.
-        let i = entries.partition_point(|(p, _)| p.addr <= addr);
-        let (prefix, list) = entries.get(i.checked_sub(1)?)?;
-        prefix.contains(family, addr).then_some(*list)
+        // Last range starting at or before addr; ranges are disjoint.
+        let i = entries.partition_point(|r| r.lo <= addr);
+        let r = entries.get(i.checked_sub(1)?)?;
+        (addr <= r.hi).then_some(r.list)
+    }
+
+    /// Ranges of each list: (IPv4, IPv6), indexed like `lists`.
+    pub fn ranges_per_list(&self) -> Vec<(usize, usize)> {
+        let mut out = vec![(0, 0); self.lists.len()];
+        for r in &self.v4 {
+            out[r.list].0 += 1;
+        }
+        for r in &self.v6 {
+            out[r.list].1 += 1;
+        }
+        out
     }
 }
 
@@ -161,11 +190,19 @@ pub fn complement(prefixes: &[Prefix], family: Family) -> Vec<Prefix> {
 }
 
 /// Precedence key of one input prefix: the greatest key among the prefixes covering
-/// an address decides it.
-type Rank = (u8, u8, Reverse<usize>);
+/// an address decides it. Packed for a small sweep: role rank, then prefix length,
+/// then the earlier list (the low bits, inverted).
+type Rank = u32;
+const RANK_LIST_BITS: u32 = 16;
 
 fn rank(list_index: usize, role: Role, prefix: &Prefix) -> Rank {
-    (role.rank(), prefix.len, Reverse(list_index))
+    (u32::from(role.rank()) << 24)
+        | (u32::from(prefix.len) << RANK_LIST_BITS)
+        | (0xffff - list_index.min(0xffff) as u32)
+}
+
+fn rank_list(r: Rank) -> usize {
+    (0xffff - (r & 0xffff)) as usize
 }
 
 /// Reference answer evaluated directly over the raw inputs, for tests: the list
@@ -188,31 +225,34 @@ pub fn compile(lists: &[ListSpec]) -> CompiledTable {
     }
 }
 
-fn compile_family(lists: &[ListSpec], family: Family) -> Vec<(Prefix, usize)> {
-    // Sweep over range boundaries: +1 where a prefix starts, -1 just after it ends.
-    let mut events: Vec<(u128, bool, Rank)> = Vec::new();
+fn compile_family(lists: &[ListSpec], family: Family) -> Vec<Range> {
+    // Sweep over range boundaries: a prefix starts (rank with the top bit clear)
+    // or ends just before the point (top bit set).
+    const END: u32 = 1 << 31;
+    let mut events: Vec<(u128, u32)> = Vec::new();
     for (i, list) in lists.iter().enumerate() {
         for p in list.prefixes.iter().filter(|p| p.family == family) {
             let (lo, hi) = p.range();
             let r = rank(i, list.role, p);
-            events.push((lo, true, r));
+            events.push((lo, r));
             if let Some(after) = hi.checked_add(1).filter(|a| *a <= family.max_addr()) {
-                events.push((after, false, r));
+                events.push((after, r | END));
             }
         }
     }
     events.sort_unstable_by_key(|e| e.0);
 
     let mut active: BTreeMap<Rank, u32> = BTreeMap::new();
-    let mut out = Vec::new();
+    let mut out: Vec<Range> = Vec::new();
     // The run being built: (start, winning list).
     let mut run: Option<(u128, usize)> = None;
     let mut i = 0;
     while i < events.len() {
         let point = events[i].0;
         while i < events.len() && events[i].0 == point {
-            let (_, start, r) = events[i];
-            if start {
+            let (_, e) = events[i];
+            let r = e & !END;
+            if e & END == 0 {
                 *active.entry(r).or_insert(0) += 1;
             } else if let Some(n) = active.get_mut(&r) {
                 *n -= 1;
@@ -222,19 +262,19 @@ fn compile_family(lists: &[ListSpec], family: Family) -> Vec<(Prefix, usize)> {
             }
             i += 1;
         }
-        let winner = active.last_key_value().map(|((_, _, Reverse(list)), _)| *list);
+        let winner = active.last_key_value().map(|(r, _)| rank_list(*r));
         match (run, winner) {
             (Some((_, cur)), Some(w)) if cur == w => {}
             _ => {
                 if let Some((start, cur)) = run.take() {
-                    out.extend(range_to_prefixes(family, start, point - 1).into_iter().map(|p| (p, cur)));
+                    out.push(Range { lo: start, hi: point - 1, list: cur });
                 }
                 run = winner.map(|w| (point, w));
             }
         }
     }
     if let Some((start, cur)) = run {
-        out.extend(range_to_prefixes(family, start, family.max_addr()).into_iter().map(|p| (p, cur)));
+        out.push(Range { lo: start, hi: family.max_addr(), list: cur });
     }
     out
 }
@@ -248,8 +288,9 @@ mod tests {
         ListSpec { name: name.into(), role, prefixes: prefixes.iter().map(|p| parse_prefix(p).unwrap()).collect() }
     }
 
-    fn strs(t: &[(Prefix, usize)]) -> Vec<(String, usize)> {
-        t.iter().map(|(p, l)| (p.to_string(), *l)).collect()
+    /// The table as CIDRs, to compare with what an operator would write.
+    fn strs(t: &CompiledTable, family: Family) -> Vec<(String, usize)> {
+        t.entries(family).iter().flat_map(|r| r.prefixes(family).into_iter().map(|p| (p.to_string(), r.list))).collect()
     }
 
     #[test]
@@ -257,7 +298,7 @@ mod tests {
         let lists = [list("deny", Role::Deny, &["10.0.0.0/8"]), list("allow", Role::Exception, &["10.1.0.0/16"])];
         let t = compile(&lists);
         assert_eq!(
-            strs(&t.v4),
+            strs(&t, Family::V4),
             vec![
                 ("10.0.0.0/16".into(), 0),
                 ("10.1.0.0/16".into(), 1),
@@ -276,13 +317,13 @@ mod tests {
     fn allow_wins_even_when_less_specific() {
         let lists = [list("deny", Role::Deny, &["192.0.2.128/25"]), list("allow", Role::Exception, &["192.0.2.0/24"])];
         let t = compile(&lists);
-        assert_eq!(strs(&t.v4), vec![("192.0.2.0/24".into(), 1)]);
+        assert_eq!(strs(&t, Family::V4), vec![("192.0.2.0/24".into(), 1)]);
     }
 
     #[test]
     fn adjacent_and_duplicate_prefixes_merge() {
         let lists = [list("d", Role::Deny, &["10.0.0.0/9", "10.128.0.0/9", "10.0.0.0/9", "10.5.0.0/16"])];
-        assert_eq!(strs(&compile(&lists).v4), vec![("10.0.0.0/8".into(), 0)]);
+        assert_eq!(strs(&compile(&lists), Family::V4), vec![("10.0.0.0/8".into(), 0)]);
     }
 
     #[test]
@@ -314,8 +355,8 @@ mod tests {
     fn whole_address_space() {
         let lists = [list("all", Role::Deny, &["0.0.0.0/0", "::/0"])];
         let t = compile(&lists);
-        assert_eq!(strs(&t.v4), vec![("0.0.0.0/0".into(), 0)]);
-        assert_eq!(strs(&t.v6), vec![("::/0".into(), 0)]);
+        assert_eq!(strs(&t, Family::V4), vec![("0.0.0.0/0".into(), 0)]);
+        assert_eq!(strs(&t, Family::V6), vec![("::/0".into(), 0)]);
         assert_eq!(t.lookup(Family::V6, u128::MAX), Some(0));
     }
 
@@ -375,9 +416,8 @@ mod tests {
                         probes.extend([lo.wrapping_sub(1), lo, lo + 1, hi - 1, hi, hi.wrapping_add(1)]);
                     }
                 }
-                for (p, _) in table.entries(family) {
-                    let (lo, hi) = p.range();
-                    probes.extend([lo, hi]);
+                for r in table.entries(family) {
+                    probes.extend([r.lo, r.hi]);
                 }
                 for _ in 0..200 {
                     probes.push(probes[(rng.next_u64() as usize) % probes.len()] ^ u128::from(rng.next_u64() % 4096));
@@ -391,7 +431,7 @@ mod tests {
                 }
                 // Disjoint and sorted.
                 for w in table.entries(family).windows(2) {
-                    assert!(w[0].0.range().1 < w[1].0.range().0);
+                    assert!(w[0].hi < w[1].lo && w[0].list != w[1].list);
                 }
             }
         }

@@ -38,6 +38,7 @@ struct DaemonSection {
     socket: Option<PathBuf>,
     watch_files: Option<bool>,
     watch_debounce: Option<String>,
+    table_memory: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
@@ -132,6 +133,10 @@ pub fn parse(path: &Path, text: &str) -> Result<RunOptions> {
             crate::watch::parse_duration(text).map_err(|e| anyhow!("{}: daemon.watch_debounce: {e}", path.display()))?
         }
     };
+    let table_memory = match &d.table_memory {
+        None => crate::maps::DEFAULT_TABLE_MEMORY,
+        Some(text) => parse_size(text).map_err(|e| anyhow!("{}: daemon.table_memory: {e}", path.display()))?,
+    };
     let policy = Policy {
         deny: parse_all::<ListSource>(path, "deny", &p.deny)?,
         allow: parse_all::<ListSource>(path, "allow", &p.allow)?,
@@ -154,7 +159,24 @@ pub fn parse(path: &Path, text: &str) -> Result<RunOptions> {
         config: Some(path.to_owned()),
         socket: Some(d.socket.clone().unwrap_or_else(|| crate::control::DEFAULT_SOCKET.into())),
         watch_debounce: d.watch_files.unwrap_or(true).then_some(watch_debounce),
+        table_memory,
     })
+}
+
+/// A size such as `256MiB`, `1GiB`, `300M`, `65536` (bytes; K/M/G are binary).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a size (e.g. 256MiB, 1GiB)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        other => return Err(format!("unknown unit {other:?} in {text:?} (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(1 << shift).filter(|b| *b > 0).ok_or_else(|| format!("{text:?} is out of range"))
 }
 
 #[cfg(test)]

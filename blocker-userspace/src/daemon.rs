@@ -49,6 +49,8 @@ pub struct RunOptions {
     /// Reload when a local source file changes, once it has been stable this long
     /// (None: files are not watched).
     pub watch_debounce: Option<Duration>,
+    /// The most bytes of classifier maps a table may take, per interface.
+    pub table_memory: u64,
 }
 
 /// What `blocker status` reports besides the live maps.
@@ -70,12 +72,13 @@ impl State {
             .lists
             .iter()
             .enumerate()
-            .map(|(i, l)| {
+            .zip(self.table.ranges_per_list())
+            .map(|((_, l), (v4, v6))| {
                 serde_json::json!({
                     "name": l.name,
                     "action": l.action.name(),
-                    "ipv4_prefixes": self.table.v4.iter().filter(|(_, x)| *x == i).count(),
-                    "ipv6_prefixes": self.table.v6.iter().filter(|(_, x)| *x == i).count(),
+                    "ipv4_ranges": v4,
+                    "ipv6_ranges": v6,
                 })
             })
             .collect();
@@ -88,12 +91,10 @@ impl State {
                     "name": m.iface,
                     "present": m.ifindex.is_some(),
                     "attached": if m.ifindex.is_some() { m.attached.as_str() } else { "interface gone: re-attached when it comes back" },
-                    "program_id": m.program_id,
+                    "program_id": loader::linked_program_id(&m.maps.dir).ok().flatten(),
                     "mode": if spec.monitor { "monitor" } else { "enforce" },
-                    "generation": m.maps.active_generation().ok(),
-                    "map_memory_bytes": crate::maps::pinned_map_memory(&m.maps.dir)
-                        .map(|maps| maps.iter().map(|(_, bytes)| bytes).sum::<u64>())
-                        .ok(),
+                    "table_bytes": m.maps.table_bytes(),
+                    "map_memory_bytes": m.maps.memory().ok(),
                 })
             })
             .collect();
@@ -149,15 +150,16 @@ struct Managed {
     ifindex: Option<u32>,
     /// How the program got onto the interface (for status).
     attached: String,
-    program_id: u32,
     /// Held for the daemon's lifetime: the lock keeps other blocker processes away.
     _lock: PinLock,
-    /// Keeps the program and log ring buffer open; re-attaching needs the program.
-    ebpf: Ebpf,
 }
 
 fn table_summary(table: &CompiledTable) -> String {
-    format!("{} IPv4 + {} IPv6 prefixes from {} lists", table.v4.len(), table.v6.len(), table.lists.len())
+    format!("{} IPv4 + {} IPv6 ranges from {} lists", table.v4.len(), table.v6.len(), table.lists.len())
+}
+
+fn memory_text(bytes: u64) -> String {
+    format!("classifier maps {:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
 
 fn mode_text(monitor: bool) -> &'static str {
@@ -173,25 +175,23 @@ fn start_interface(opts: &RunOptions, spec: &InterfaceOptions, table: &CompiledT
     let dir = loader::iface_dir(&opts.pin_root, iface);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let lock = PinLock::acquire(&dir, iface)?;
-    let mut ebpf = loader::load(&dir, opts.ebpf_log_level)?;
-    spawn_ebpf_logger(&mut ebpf, iface);
-    let mut maps = DataplaneMaps::open(&dir)?;
+    let mut maps = DataplaneMaps::load(&dir, opts.ebpf_log_level)?;
+    if opts.ebpf_log_level > 0 {
+        spawn_ebpf_logger(maps.ebpf_mut()?, iface);
+    }
     // Tables first, then the program on the link: it filters from its first packet.
-    maps.apply(table)?;
+    // (A link an earlier run pinned gets the new program here already.)
+    let report = maps.apply(table, opts.table_memory)?;
     maps.set_monitor_mode(spec.monitor)?;
     let ifindex = loader::ifindex(iface)?;
-    let how = loader::attach(&mut ebpf, &opts.pin_root, iface, spec.attach_mode)?;
-    log::info!("{iface}: {how}; {}; mode {}", table_summary(table), mode_text(spec.monitor));
-    let program_id = loader::program_mut(&mut ebpf)?.info().map(|i| i.id()).unwrap_or(0);
-    Ok(Managed {
-        iface: iface.into(),
-        maps,
-        ifindex: Some(ifindex),
-        attached: how.to_string(),
-        program_id,
-        _lock: lock,
-        ebpf,
-    })
+    let how = loader::attach(maps.ebpf_mut()?, &opts.pin_root, iface, spec.attach_mode)?;
+    log::info!(
+        "{iface}: {how}; {}, {}; mode {}",
+        table_summary(table),
+        memory_text(report.table_bytes),
+        mode_text(spec.monitor)
+    );
+    Ok(Managed { iface: iface.into(), maps, ifindex: Some(ifindex), attached: how.to_string(), _lock: lock })
 }
 
 impl Managed {
@@ -210,7 +210,9 @@ impl Managed {
         };
         // Recorded before trying: a failure is logged once, not on every tick.
         self.ifindex = Some(index);
-        match loader::attach(&mut self.ebpf, pin_root, &self.iface, spec.attach_mode) {
+        let attached =
+            self.maps.ebpf_mut().and_then(|ebpf| loader::attach(ebpf, pin_root, &self.iface, spec.attach_mode));
+        match attached {
             Ok(how) => {
                 log::warn!("{}: interface is back (index {index}): {how}", self.iface);
                 self.attached = how.to_string();
@@ -296,7 +298,7 @@ impl Daemon {
         const ABORTED: &str = "reload aborted, the running tables are unchanged";
         // The new policy is adopted only once it is applied, so `status` never
         // describes a configuration that is not running.
-        let (policy, interfaces) = match self.opts.config.clone() {
+        let (policy, interfaces, table_memory) = match self.opts.config.clone() {
             Some(path) => {
                 let fresh = crate::config::load(&path).context(ABORTED)?;
                 let names = |o: &[InterfaceOptions]| o.iter().map(|i| i.name.clone()).collect::<Vec<_>>();
@@ -306,29 +308,27 @@ impl Daemon {
                         path.display()
                     );
                 }
-                (fresh.policy, fresh.interfaces)
+                (fresh.policy, fresh.interfaces, fresh.table_memory)
             }
-            None => (self.opts.policy.clone(), self.opts.interfaces.clone()),
+            None => (self.opts.policy.clone(), self.opts.interfaces.clone(), self.opts.table_memory),
         };
         let table = policy.build_table().context(ABORTED)?;
         for (m, spec) in self.managed.iter_mut().zip(&interfaces) {
-            let report = m.maps.apply(&table).with_context(|| format!("{}: {ABORTED}", m.iface))?;
+            let report = m.maps.apply(&table, table_memory).with_context(|| format!("{}: {ABORTED}", m.iface))?;
             m.maps.set_monitor_mode(spec.monitor)?;
             log::info!(
-                "{}: reloaded {} (generation {}, classifier nodes {}/{} IPv4, {}/{} IPv6) in {} ms",
+                "{}: reloaded {} ({}, program {}) in {} ms",
                 m.iface,
                 table_summary(&table),
-                report.generation,
-                report.v4_nodes,
-                report.v4_capacity,
-                report.v6_nodes,
-                report.v6_capacity,
+                memory_text(report.table_bytes),
+                report.program_id,
                 started.elapsed().as_millis()
             );
         }
         let summary = table_summary(&table);
         self.opts.policy = policy;
         self.opts.interfaces = interfaces;
+        self.opts.table_memory = table_memory;
         self.state.table = table;
         Ok(summary)
     }

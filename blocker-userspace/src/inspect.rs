@@ -142,25 +142,23 @@ pub fn check_config(opts: &crate::daemon::RunOptions) -> Result<String> {
     for (p, why) in opts.policy.never_block_ranges()? {
         let _ = writeln!(s, "never blocked: {p} ({why})");
     }
-    for (i, l) in table.lists.iter().enumerate() {
-        let v4 = table.v4.iter().filter(|(_, x)| *x == i).count();
-        let v6 = table.v6.iter().filter(|(_, x)| *x == i).count();
-        let _ = writeln!(s, "list {}: {} -> {v4} IPv4 + {v6} IPv6 prefixes in the table", l.name, l.action.name());
+    for (l, (v4, v6)) in table.lists.iter().zip(table.ranges_per_list()) {
+        let _ = writeln!(s, "list {}: {} -> {v4} IPv4 + {v6} IPv6 ranges in the table", l.name, l.action.name());
     }
-    let v4 = crate::classifier::TrieImage::build(Family::V4, &table.v4, |l| l as u32);
-    let v6 = crate::classifier::TrieImage::build(Family::V6, &table.v6, |l| l as u32);
+    // The same build and budget check as the daemon's reload (list ids in order).
+    let image = crate::classifier::Image::build(&table.v4, &table.v6, |l| {
+        blocker_common::classifier::leaf(table.lists[l].action.code(), l as u32)
+    })?;
     let _ = writeln!(
         s,
-        "table: {} IPv4 + {} IPv6 prefixes; classifier nodes {}/{} IPv4, {}/{} IPv6",
+        "table: {} IPv4 + {} IPv6 ranges; classifier maps {:.1} MiB of the {:.1} MiB budget (table_memory)",
         table.v4.len(),
         table.v6.len(),
-        v4.nodes(),
-        v4.shape.capacity,
-        v6.nodes(),
-        v6.shape.capacity
+        image.bytes() as f64 / f64::from(1 << 20),
+        opts.table_memory as f64 / f64::from(1 << 20),
     );
-    if !(v4.fits() && v6.fits()) {
-        anyhow::bail!("{s}the table does not fit the classifier maps");
+    if image.bytes() > opts.table_memory {
+        anyhow::bail!("{s}the table is over the table memory budget: raise daemon.table_memory or shorten the lists");
     }
     Ok(s)
 }
@@ -174,23 +172,23 @@ pub fn status_text(v: &serde_json::Value) -> String {
     for i in v["interfaces"].as_array().into_iter().flatten() {
         let _ = writeln!(
             s,
-            "interface {}: {}, program id {}, mode {}, generation {}, maps {:.1} MiB of kernel memory",
+            "interface {}: {}, program id {}, mode {}, table {:.1} MiB, maps {:.1} MiB of kernel memory",
             i["name"].as_str().unwrap_or("?"),
             i["attached"].as_str().unwrap_or("?"),
             i["program_id"],
             i["mode"].as_str().unwrap_or("?"),
-            i["generation"],
+            i["table_bytes"].as_u64().unwrap_or(0) as f64 / (1u64 << 20) as f64,
             i["map_memory_bytes"].as_u64().unwrap_or(0) as f64 / (1u64 << 20) as f64
         );
     }
     for l in v["lists"].as_array().into_iter().flatten() {
         let _ = writeln!(
             s,
-            "list {}: {} ({} IPv4 + {} IPv6 prefixes)",
+            "list {}: {} ({} IPv4 + {} IPv6 ranges)",
             l["name"].as_str().unwrap_or("?"),
             l["action"].as_str().unwrap_or("?"),
-            l["ipv4_prefixes"],
-            l["ipv6_prefixes"]
+            l["ipv4_ranges"],
+            l["ipv6_ranges"]
         );
     }
     for src in v["sources"].as_array().into_iter().flatten() {

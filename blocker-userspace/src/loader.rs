@@ -23,13 +23,15 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use blocker_common::{GEN_POOL6_MAP, GEN_POOL_MAP, LAYOUT_VERSION, PROGRAM_NAME};
+use blocker_common::{map_names, GEN_POOL6_MAP, GEN_POOL_MAP, LAYOUT_VERSION, PROGRAM_NAME};
 
 /// The XDP object built from blocker-ebpf by build.rs.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/blocker"));
 
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/blocker";
-const LINK_PIN: &str = "link";
+pub const LINK_PIN: &str = "link";
+/// aya-log's ring buffer.
+const EBPF_LOG_MAP: &str = "AYA_LOGS";
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 /// How to attach: `Auto` tries native (driver) mode and falls back to generic.
@@ -140,32 +142,64 @@ pub fn ifindex(iface: &str) -> Result<u32> {
     Ok(idx)
 }
 
-/// Loads the XDP program with its maps pinned under `dir` (reusing maps already
-/// pinned there). `ebpf_log_level` 0 compiles every aya-log statement out. The
-/// benchmark generator's address pools, which only `load_traffic_generator` needs,
-/// are created with one entry instead of 1.25 MiB.
-pub fn load(dir: &Path, ebpf_log_level: u8) -> Result<Ebpf> {
-    load_object(dir, ebpf_log_level, true)
+/// Loads the XDP program with its shared maps pinned under `dir` (reusing maps
+/// already pinned there) and its classifier maps created at `table_blocks` blocks
+/// each (`map_names::CLASSIFIER` order). `ebpf_log_level` 0 compiles every aya-log
+/// statement out. The benchmark generator's address pools, which only
+/// `load_traffic_generator` needs, are created with one entry.
+pub fn load(dir: &Path, ebpf_log_level: u8, table_blocks: &[usize; 7]) -> Result<Ebpf> {
+    load_object(dir, ebpf_log_level, Some(table_blocks))
 }
 
 /// `load` for the benchmark's traffic generator: its address pools at full size.
 pub fn load_traffic_generator(dir: &Path) -> Result<Ebpf> {
-    load_object(dir, 0, false)
+    load_object(dir, 0, None)
 }
 
-fn load_object(dir: &Path, ebpf_log_level: u8, shrink_generator_pools: bool) -> Result<Ebpf> {
+fn load_object(dir: &Path, ebpf_log_level: u8, table_blocks: Option<&[usize; 7]>) -> Result<Ebpf> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut loader = EbpfLoader::new();
     loader.default_map_pin_directory(dir).override_global("AYA_LOG_LEVEL", &ebpf_log_level, false);
-    if shrink_generator_pools {
+    // Every program instance of the interface logs into the same ring buffer.
+    let log_pin = dir.join(EBPF_LOG_MAP);
+    loader.map_pin_path(EBPF_LOG_MAP, log_pin.as_path());
+    if let Some(blocks) = table_blocks {
         for map in [GEN_POOL_MAP, GEN_POOL6_MAP] {
             loader.map_max_entries(map, 1);
+        }
+        for (map, n) in map_names::CLASSIFIER.iter().zip(blocks) {
+            let n = u32::try_from(*n).map_err(|_| anyhow!("classifier map {map}: {n} blocks is too many"))?;
+            loader.map_max_entries(map, n);
         }
     }
     let mut ebpf = loader.load(EBPF_OBJECT).context("loading the blocker eBPF object")?;
     let prog = program_mut(&mut ebpf)?;
     prog.load().context("the kernel refused the XDP program")?;
     Ok(ebpf)
+}
+
+/// Puts the loaded program onto the XDP link pinned in `dir`, if there is one (one
+/// BPF_LINK_UPDATE: atomic for every packet). A link whose interface is gone is
+/// left for `attach` to replace.
+pub fn swap_program(ebpf: &mut Ebpf, dir: &Path) -> Result<()> {
+    let pin = dir.join(LINK_PIN);
+    if !pin.exists() {
+        return Ok(());
+    }
+    if let Err(e) = swap_into_pinned_link(program_mut(ebpf)?, &pin)? {
+        log::debug!("pinned link {} is stale ({e}); the next attach replaces it", pin.display());
+    }
+    Ok(())
+}
+
+/// The id of the program running on the XDP link pinned in `dir`, if any.
+pub fn linked_program_id(dir: &Path) -> Result<Option<u32>> {
+    let pin = dir.join(LINK_PIN);
+    if !pin.exists() {
+        return Ok(None);
+    }
+    let link = FdLink::from(PinnedLink::from_pin(&pin).with_context(|| format!("cannot open {}", pin.display()))?);
+    Ok(Some(link.info()?.program_id()))
 }
 
 pub fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {

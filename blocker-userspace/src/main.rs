@@ -60,6 +60,10 @@ enum Command {
         /// (a file written in several steps is read once).
         #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = blocker::watch::parse_duration)]
         watch_debounce: std::time::Duration,
+        /// The most kernel memory the classifier maps of a table may take, per
+        /// interface; a larger table is refused and the running one kept.
+        #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = blocker::config::parse_size)]
+        table_memory: u64,
     },
     /// Validate and compile a config file without touching the kernel; print what
     /// would be loaded.
@@ -218,6 +222,7 @@ fn run(cli: Cli) -> Result<()> {
             ebpf_log_level,
             no_watch,
             watch_debounce,
+            table_memory,
         } => {
             let opts = if interfaces.is_empty() {
                 let policy_given =
@@ -240,6 +245,7 @@ fn run(cli: Cli) -> Result<()> {
                     config: None,
                     socket: Some(cli.socket.clone()),
                     watch_debounce: (!no_watch).then_some(watch_debounce),
+                    table_memory,
                 }
             };
             tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(daemon::run(opts))

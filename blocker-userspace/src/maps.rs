@@ -1,39 +1,56 @@
-//! The data plane's maps, opened from their pins: applying a compiled table with an
-//! atomic generation flip, switching the global mode, reading counters.
+//! The data plane's maps: applying a compiled table with an atomic swap, switching
+//! the global mode, reading counters and the live tables.
 //!
-//! Atomic reload: the classifier tables and the policy exist twice (generation 0
-//! and 1). A reload writes the idle generation completely (the tables through
-//! mmap, a memcpy of the compiled trie), then flips the single `ACTIVE_GEN` slot,
-//! so a packet sees either the whole old table or the whole new one. If anything
-//! fails before the flip, the live generation is untouched.
+//! Atomic reload across sizes: every table gets its own program instance whose
+//! classifier maps are created at the table's size. Userspace fills them (mmap,
+//! a memcpy per map) before the program is used, then swaps the instance onto the
+//! interface's pinned XDP link with one BPF_LINK_UPDATE: a packet runs either the
+//! old program with the old table or the new one with the new table. The old
+//! instance's maps are freed by the kernel once nothing references them, so kernel
+//! memory follows the live table. Counters, list names and the mode are pinned
+//! maps that every instance of the interface shares. If anything fails before the
+//! swap, the running program and table are untouched.
 
 use std::{
     collections::HashMap,
-    os::fd::{AsFd as _, AsRawFd as _},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
     path::{Path, PathBuf},
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::{Array, Map, MapData, PerCpuArray, PerCpuValues},
+    programs::links::{FdLink, PinnedLink},
     util::nr_cpus,
+    Ebpf,
 };
 use blocker_common::{
-    config, counter, map_names, policy_index, ListInfo, ListStats, ACTION_NONE, LIST_NAME_LEN, LIST_STATE_FREE,
-    LIST_STATE_LIVE, LIST_STATE_RETIRED, MAX_LISTS, MODE_ENFORCE, MODE_MONITOR,
+    classifier::{leaf, leaf_action, leaf_list, BLOCK_BYTES, LEAF_NONE},
+    config, counter, map_names, ListInfo, ListStats, LIST_NAME_LEN, LIST_STATE_FREE, LIST_STATE_LIVE,
+    LIST_STATE_RETIRED, MAX_LISTS, MODE_ENFORCE, MODE_MONITOR,
 };
 
 use crate::{
-    classifier::{walk, Shape, TrieImage},
+    classifier::{Image, Tables, ELEMENT_BYTES},
     compile::{Action, CompiledTable},
     lists::Family,
+    loader,
 };
+
+/// Default for `--table-memory`: fits 2M random IPv4 hosts, 1M IPv6 hosts, 1M
+/// IPv6 /64s and a fine-grained country table of both families together (about
+/// 110 MiB), with room to grow.
+pub const DEFAULT_TABLE_MEMORY: u64 = 256 << 20;
 
 /// Errors the operator can act on, with the numbers in them.
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
-    #[error("table too large: the {family} table needs {needed} classifier nodes of {node_entries} entries ({prefixes} prefixes after compilation), the maps hold {max}; nothing was changed")]
-    TooManyNodes { family: &'static str, needed: usize, node_entries: usize, prefixes: usize, max: u32 },
+    #[error(
+        "table too large: {v4_ranges} IPv4 + {v6_ranges} IPv6 ranges need {needed_mib:.1} MiB of classifier \
+         memory ({v4_mib:.1} MiB IPv4, {v6_mib:.1} MiB IPv6), over the table memory budget of {budget_mib:.1} MiB: \
+         raise it (--table-memory / [daemon] table_memory) or shorten the lists; nothing was changed"
+    )]
+    OverBudget { v4_ranges: usize, v6_ranges: usize, needed_mib: f64, v4_mib: f64, v6_mib: f64, budget_mib: f64 },
     #[error("too many lists: {needed} list ids needed, the maps hold at most {max}; nothing was changed")]
     TooManyLists { needed: usize, max: u32 },
 }
@@ -48,63 +65,95 @@ where
     T::try_from(map).with_context(|| format!("pinned map {} has an unexpected type or size", path.display()))
 }
 
-/// A classifier table (an mmapable BPF array of trie nodes) mapped into this process.
-struct MappedTable {
-    ptr: *mut u16,
-    /// u16 entries in the mapping (nodes * entries per node).
-    len: usize,
-    nodes: usize,
-    _map: MapData,
+/// One classifier map (an mmapable BPF array of 64-byte blocks) mapped into this
+/// process.
+struct Mapping {
+    ptr: *mut u8,
+    bytes: usize,
 }
 
-impl MappedTable {
-    fn open(dir: &Path, name: &str, family: Family) -> Result<Self> {
-        let path = dir.join(name);
-        let map = MapData::from_pin(&path).with_context(|| format!("cannot open pinned map {}", path.display()))?;
-        let info = map.info()?;
-        let nodes = info.max_entries() as usize;
-        let node_bytes = Shape::of(family).node_entries() * 2;
-        if info.value_size() as usize != node_bytes {
-            bail!("pinned map {} has an unexpected value size", path.display());
-        }
-        let bytes = nodes * node_bytes;
-        // SAFETY: mapping a BPF array created with BPF_F_MMAPABLE; the length is the
-        // array's data size; the mapping is unmapped in Drop.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
+impl Mapping {
+    fn new(fd: BorrowedFd<'_>, blocks: usize, writable: bool, name: &str) -> Result<Self> {
+        let bytes = blocks * BLOCK_BYTES;
+        let prot = if writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
+        // SAFETY: mapping a BPF array created with BPF_F_MMAPABLE; the length is at
+        // most the array's data size; unmapped in Drop.
+        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), bytes, prot, libc::MAP_SHARED, fd.as_raw_fd(), 0) };
         if ptr == libc::MAP_FAILED {
-            bail!("cannot mmap {}: {}", path.display(), std::io::Error::last_os_error());
+            bail!("cannot mmap classifier map {name}: {}", std::io::Error::last_os_error());
         }
-        Ok(MappedTable { ptr: ptr.cast(), len: bytes / 2, nodes, _map: map })
+        Ok(Mapping { ptr: ptr.cast(), bytes })
     }
 
-    fn as_slice(&self) -> &[u16] {
-        // SAFETY: ptr maps `len` entries for as long as self lives.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    fn slice<T: bytemuck::Pod>(&self) -> &[T] {
+        // SAFETY: ptr maps `bytes` bytes, page-aligned, for as long as self lives.
+        let bytes = unsafe { std::slice::from_raw_parts(self.ptr, self.bytes) };
+        bytemuck::cast_slice(bytes)
     }
 
-    /// Copies a compiled image to the start of the table.
-    fn write(&mut self, image: &TrieImage) {
-        assert!(image.entries.len() <= self.len);
-        // SAFETY: in bounds (checked above); the kernel reads this generation only
-        // after ACTIVE_GEN is flipped to it.
-        unsafe { std::ptr::copy_nonoverlapping(image.entries.as_ptr(), self.ptr, image.entries.len()) };
+    fn write(&mut self, content: &[u8]) {
+        assert!(content.len() <= self.bytes);
+        // SAFETY: in bounds (checked above); no program uses this map yet.
+        unsafe { std::ptr::copy_nonoverlapping(content.as_ptr(), self.ptr, content.len()) };
     }
 }
 
-impl Drop for MappedTable {
+impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: unmapping exactly what open() mapped.
-        unsafe { libc::munmap(self.ptr.cast(), self.len * 2) };
+        // SAFETY: unmapping exactly what new() mapped.
+        unsafe { libc::munmap(self.ptr.cast(), self.bytes) };
     }
+}
+
+/// The seven classifier maps of one table, mapped, with their element counts.
+struct MappedTables {
+    maps: Vec<Mapping>,
+    lengths: [usize; 7],
+}
+
+impl MappedTables {
+    /// Maps `fds` (in `map_names::CLASSIFIER` order) whose content is `lengths`
+    /// elements each.
+    fn new(fds: &[(BorrowedFd<'_>, usize)], lengths: [usize; 7], writable: bool) -> Result<Self> {
+        let mut maps = Vec::new();
+        for ((fd, blocks), name) in fds.iter().zip(map_names::CLASSIFIER) {
+            maps.push(Mapping::new(*fd, *blocks, writable, name)?);
+        }
+        Ok(MappedTables { maps, lengths })
+    }
+
+    fn view(&self) -> Tables<'_> {
+        let l = self.lengths;
+        Tables {
+            v4_dir: &self.maps[0].slice()[..l[0]],
+            v4_ranges: &self.maps[1].slice()[..l[1]],
+            v6_dir: &self.maps[2].slice()[..l[2]],
+            v6_ranges: &self.maps[3].slice()[..l[3]],
+            v6_ext: &self.maps[4].slice()[..l[4]],
+            v6_host_keys: &self.maps[5].slice()[..l[5]],
+            v6_host_values: &self.maps[6].slice()[..l[6]],
+        }
+    }
+}
+
+/// The classifier maps of a loaded instance: fd and size in blocks, in
+/// `map_names::CLASSIFIER` order.
+fn instance_maps(ebpf: &Ebpf) -> Result<Vec<(BorrowedFd<'_>, usize)>> {
+    map_names::CLASSIFIER
+        .iter()
+        .map(|name| match ebpf.map(name) {
+            Some(Map::Array(data)) => Ok((data.fd().as_fd(), data.info()?.max_entries() as usize)),
+            _ => Err(anyhow!("classifier map {name} missing from the eBPF object")),
+        })
+        .collect()
+}
+
+/// A program instance with its table: the program that is (or will be) on the
+/// interface and the classifier maps it reads.
+struct Instance {
+    ebpf: Ebpf,
+    tables: MappedTables,
+    bytes: u64,
 }
 
 /// Kernel memory charged for each map pinned in `dir` (the `memlock` the kernel
@@ -114,39 +163,91 @@ pub fn pinned_map_memory(dir: &Path) -> Result<Vec<(String, u64)>> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
         let path = entry?.path();
         let Ok(map) = MapData::from_pin(&path) else { continue }; // the link pin
-        let fdinfo = format!("/proc/self/fdinfo/{}", map.fd().as_fd().as_raw_fd());
-        let text = std::fs::read_to_string(&fdinfo).with_context(|| format!("cannot read {fdinfo}"))?;
-        let bytes =
-            text.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
-        out.push((path.file_name().unwrap_or_default().to_string_lossy().into_owned(), bytes));
+        out.push((path.file_name().unwrap_or_default().to_string_lossy().into_owned(), map_memory(&map)?));
     }
     out.sort();
     Ok(out)
 }
 
-/// The data plane's maps for one interface.
-pub struct DataplaneMaps {
-    pub dir: PathBuf,
+/// The kernel's `memlock` figure for a map.
+pub fn map_memory(map: &MapData) -> Result<u64> {
+    let fdinfo = format!("/proc/self/fdinfo/{}", map.fd().as_fd().as_raw_fd());
+    let text = std::fs::read_to_string(&fdinfo).with_context(|| format!("cannot read {fdinfo}"))?;
+    Ok(text.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0))
+}
+
+/// The classifier maps of the program on the XDP link pinned in `dir`, found from
+/// the kernel (link -> program -> its maps), and their kernel memory.
+struct LinkTables {
+    tables: MappedTables,
+    memory: u64,
+}
+
+impl LinkTables {
+    fn open(dir: &Path) -> Result<Option<LinkTables>> {
+        let pin = dir.join(loader::LINK_PIN);
+        if !pin.exists() {
+            return Ok(None);
+        }
+        let link = FdLink::from(PinnedLink::from_pin(&pin).with_context(|| format!("cannot open {}", pin.display()))?);
+        let program_id = link.info()?.program_id();
+        let program = aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .find(|p| p.id() == program_id)
+            .ok_or_else(|| anyhow!("the program {program_id} of {} is gone", pin.display()))?;
+        let mut found: HashMap<String, MapData> = HashMap::new();
+        for id in program.map_ids()?.unwrap_or_default() {
+            let map = MapData::from_id(id)?;
+            let name = map.info()?.name_as_str().unwrap_or_default().to_owned();
+            found.insert(name, map);
+        }
+        let mut maps = Vec::new();
+        let mut memory = 0;
+        for name in map_names::CLASSIFIER {
+            let map = found.remove(name).ok_or_else(|| anyhow!("program {program_id} has no map {name}"))?;
+            memory += map_memory(&map)?;
+            maps.push(map);
+        }
+        let fds: Vec<(BorrowedFd<'_>, usize)> =
+            maps.iter().map(|m| Ok((m.fd().as_fd(), m.info()?.max_entries() as usize))).collect::<Result<_>>()?;
+        // The maps hold whole blocks; the walk never reads past a chunk's length.
+        let lengths = std::array::from_fn(|i| fds[i].1 * BLOCK_BYTES / ELEMENT_BYTES[i]);
+        Ok(Some(LinkTables { tables: MappedTables::new(&fds, lengths, false)?, memory }))
+    }
+}
+
+/// The pinned maps every program instance of an interface shares.
+struct Shared {
     config: Array<MapData, u32>,
-    policy: Array<MapData, u32>,
-    v4: [MappedTable; 2],
-    v6: [MappedTable; 2],
     list_stats: PerCpuArray<MapData, ListStats>,
     global_stats: PerCpuArray<MapData, u64>,
     list_info: Array<MapData, ListInfo>,
 }
 
+impl Shared {
+    fn open(dir: &Path) -> Result<Self> {
+        Ok(Shared {
+            config: open(dir, map_names::CONFIG)?,
+            list_stats: open(dir, map_names::LIST_STATS)?,
+            global_stats: open(dir, map_names::GLOBAL_STATS)?,
+            list_info: open(dir, map_names::LIST_INFO)?,
+        })
+    }
+
+    fn list_infos(&self) -> Result<Vec<ListInfo>> {
+        (0..MAX_LISTS).map(|i| Ok(self.list_info.get(&i, 0)?)).collect()
+    }
+}
+
 /// What an applied reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyReport {
-    pub generation: u32,
-    pub v4_prefixes: usize,
-    pub v6_prefixes: usize,
-    /// Classifier nodes written, and the tables' capacities.
-    pub v4_nodes: usize,
-    pub v6_nodes: usize,
-    pub v4_capacity: usize,
-    pub v6_capacity: usize,
+    pub v4_ranges: usize,
+    pub v6_ranges: usize,
+    /// Bytes of classifier maps the new table uses.
+    pub table_bytes: u64,
+    /// The id the kernel gave the new program instance.
+    pub program_id: u32,
 }
 
 /// Counters of one list id, summed over CPUs.
@@ -163,7 +264,8 @@ pub struct ListCounters {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counters {
     pub mode_monitor: bool,
-    pub generation: u32,
+    /// The program running the live table (None: not attached, not loaded).
+    pub program_id: Option<u32>,
     /// Indexed by `blocker_common::counter::*`.
     pub global: [u64; counter::COUNT as usize],
     pub lists: Vec<ListCounters>,
@@ -178,43 +280,44 @@ impl Counters {
     }
 }
 
+/// The data plane of one interface: its pinned maps, and the live program
+/// instance when this process loaded it.
+pub struct DataplaneMaps {
+    pub dir: PathBuf,
+    shared: Shared,
+    live: Option<Instance>,
+    /// What the XDP program logs (0: nothing, compiled out).
+    log_level: u8,
+}
+
 impl DataplaneMaps {
+    /// Opens the maps of an interface that has pins (for `stats`, `lookup`).
     pub fn open(dir: &Path) -> Result<Self> {
-        Ok(Self {
-            dir: dir.to_owned(),
-            config: open(dir, map_names::CONFIG)?,
-            policy: open(dir, map_names::POLICY)?,
-            v4: [
-                MappedTable::open(dir, map_names::V4_GEN0, Family::V4)?,
-                MappedTable::open(dir, map_names::V4_GEN1, Family::V4)?,
-            ],
-            v6: [
-                MappedTable::open(dir, map_names::V6_GEN0, Family::V6)?,
-                MappedTable::open(dir, map_names::V6_GEN1, Family::V6)?,
-            ],
-            list_stats: open(dir, map_names::LIST_STATS)?,
-            global_stats: open(dir, map_names::GLOBAL_STATS)?,
-            list_info: open(dir, map_names::LIST_INFO)?,
-        })
+        Ok(Self { dir: dir.to_owned(), shared: Shared::open(dir)?, live: None, log_level: 0 })
     }
 
-    pub fn active_generation(&self) -> Result<u32> {
-        Ok(self.config.get(&config::ACTIVE_GEN, 0)? & 1)
+    /// Loads the program for `dir` with an empty table, creating the shared pins
+    /// (or reusing those an earlier run left): ready for `apply` and `attach`.
+    pub fn load(dir: &Path, log_level: u8) -> Result<Self> {
+        let empty = Image::build(&[], &[], |_| LEAF_NONE)?;
+        let instance = load_instance(dir, log_level, &empty)?;
+        Ok(Self { dir: dir.to_owned(), shared: Shared::open(dir)?, live: Some(instance), log_level })
+    }
+
+    /// The loaded program instance (to attach it, or to run it in tests).
+    pub fn ebpf_mut(&mut self) -> Result<&mut Ebpf> {
+        self.live.as_mut().map(|i| &mut i.ebpf).ok_or_else(|| anyhow!("no program loaded for {}", self.dir.display()))
     }
 
     pub fn set_monitor_mode(&mut self, monitor: bool) -> Result<()> {
         let mode = if monitor { MODE_MONITOR } else { MODE_ENFORCE };
-        self.config.set(config::MODE, mode, 0)?;
+        self.shared.config.set(config::MODE, mode, 0)?;
         Ok(())
-    }
-
-    fn list_infos(&self) -> Result<Vec<ListInfo>> {
-        (0..MAX_LISTS).map(|i| Ok(self.list_info.get(&i, 0)?)).collect()
     }
 
     /// Gives each list of the table a list id: a name keeps the id it had (and so its
     /// counters); new names take free ids, then ids of retired lists.
-    fn assign_ids(&self, table: &CompiledTable, infos: &[ListInfo]) -> Result<Vec<u32>> {
+    fn assign_ids(table: &CompiledTable, infos: &[ListInfo]) -> Result<Vec<u32>> {
         let by_name: HashMap<&[u8], u32> = infos
             .iter()
             .enumerate()
@@ -241,49 +344,19 @@ impl DataplaneMaps {
         Ok(ids)
     }
 
-    /// Loads `table` into the idle generation and makes it live in one step.
-    pub fn apply(&mut self, table: &CompiledTable) -> Result<ApplyReport> {
+    /// Builds `table` into a new program instance sized to it and swaps it onto the
+    /// interface's link (if attached) in one step. `budget`: the most bytes of
+    /// classifier memory the table may take.
+    pub fn apply(&mut self, table: &CompiledTable, budget: u64) -> Result<ApplyReport> {
         if table.lists.len() > MAX_LISTS as usize {
             bail!(TableError::TooManyLists { needed: table.lists.len(), max: MAX_LISTS });
         }
-        let infos = self.list_infos()?;
-        let ids = self.assign_ids(table, &infos)?;
-        let v4 = TrieImage::build(Family::V4, &table.v4, |l| ids[l]);
-        let v6 = TrieImage::build(Family::V6, &table.v6, |l| ids[l]);
-        for (family, image, prefixes, cap) in
-            [("IPv4", &v4, table.v4.len(), self.v4[0].nodes), ("IPv6", &v6, table.v6.len(), self.v6[0].nodes)]
-        {
-            if image.nodes() > cap {
-                bail!(TableError::TooManyNodes {
-                    family,
-                    needed: image.nodes(),
-                    node_entries: image.shape.node_entries(),
-                    prefixes,
-                    max: cap as u32,
-                });
-            }
-        }
-        let live = self.active_generation()?;
-        let idle = live ^ 1;
-        self.v4[idle as usize].write(&v4);
-        self.v6[idle as usize].write(&v6);
-        let report = ApplyReport {
-            generation: idle,
-            v4_prefixes: table.v4.len(),
-            v6_prefixes: table.v6.len(),
-            v4_nodes: v4.nodes(),
-            v6_nodes: v6.nodes(),
-            v4_capacity: self.v4[0].nodes,
-            v6_capacity: self.v6[0].nodes,
-        };
+        let infos = self.shared.list_infos()?;
+        let ids = Self::assign_ids(table, &infos)?;
+        let image = Image::build(&table.v4, &table.v6, |l| leaf(table.lists[l].action.code(), ids[l]))?;
+        check_budget(table, &image, budget)?;
+        let instance = load_instance(&self.dir, self.log_level, &image)?;
 
-        let mut actions = vec![ACTION_NONE; MAX_LISTS as usize];
-        for (list, &id) in table.lists.iter().zip(&ids) {
-            actions[id as usize] = list.action.code();
-        }
-        for (id, action) in actions.iter().enumerate() {
-            self.policy.set(policy_index(idle, id as u32), action, 0).context("writing the idle policy")?;
-        }
         // An id taken over from a retired list starts from zero, so the old list's
         // counters are not shown under the new name.
         let cpus = nr_cpus().map_err(|(_, e)| e)?;
@@ -291,49 +364,80 @@ impl DataplaneMaps {
             let prev = &infos[id as usize];
             if prev.state != LIST_STATE_FREE && prev.name[..prev.name_len as usize] != stored_name(&list.name)[..] {
                 let zero = PerCpuValues::try_from(vec![ListStats::default(); cpus])?;
-                self.list_stats.set(id, zero, 0)?;
+                self.shared.list_stats.set(id, zero, 0)?;
             }
         }
-
-        // The flip: from here on packets see the new table.
-        self.config.set(config::ACTIVE_GEN, idle, 0).context("switching generation")?;
+        let mut instance = instance;
+        // The swap: from here on packets see the new table.
+        loader::swap_program(&mut instance.ebpf, &self.dir)?;
+        let program_id = loader::program_mut(&mut instance.ebpf)?.info()?.id();
+        let report = ApplyReport {
+            v4_ranges: table.v4.len(),
+            v6_ranges: table.v6.len(),
+            table_bytes: instance.bytes,
+            program_id,
+        };
+        self.live = Some(instance);
 
         for (list, &id) in table.lists.iter().zip(&ids) {
-            self.list_info.set(id, make_info(LIST_STATE_LIVE, list.action.code(), &list.name), 0)?;
+            self.shared.list_info.set(id, make_info(LIST_STATE_LIVE, list.action.code(), &list.name), 0)?;
         }
         for (id, info) in infos.iter().enumerate() {
             if info.state == LIST_STATE_LIVE && !ids.contains(&(id as u32)) {
                 let mut retired = *info;
                 retired.state = LIST_STATE_RETIRED;
-                self.list_info.set(id as u32, retired, 0)?;
+                self.shared.list_info.set(id as u32, retired, 0)?;
             }
         }
         Ok(report)
     }
 
-    /// The list id the live tables give `addr`, as the kernel would find it.
+    /// The list id and action the live table gives `addr`, as the kernel finds it:
+    /// the table of the program on the interface's link, or of the program this
+    /// process loaded when nothing is attached.
     pub fn lookup(&self, family: Family, addr: u128) -> Result<Option<(u32, Option<Action>)>> {
-        let gen = self.active_generation()? as usize;
-        let table = match family {
-            Family::V4 => &self.v4[gen],
-            Family::V6 => &self.v6[gen],
+        let linked = LinkTables::open(&self.dir)?;
+        let found = match (&linked, &self.live) {
+            (Some(l), _) => l.tables.view().lookup(family, addr),
+            (None, Some(i)) => i.tables.view().lookup(family, addr),
+            (None, None) => bail!("no program is attached for {}", self.dir.display()),
         };
-        let Some(id) = walk(table.as_slice(), family, addr) else { return Ok(None) };
-        let action = Action::from_code(self.policy.get(&policy_index(gen as u32, id), 0)?);
-        Ok(Some((id, action)))
+        Ok((found != LEAF_NONE).then(|| (leaf_list(found), Action::from_code(leaf_action(found)))))
+    }
+
+    /// Kernel memory of the interface's maps: the pinned ones and the live table's.
+    pub fn memory(&self) -> Result<u64> {
+        let pinned: u64 = pinned_map_memory(&self.dir)?.iter().map(|(_, b)| b).sum();
+        let table = match (LinkTables::open(&self.dir)?, &self.live) {
+            (Some(l), _) => l.memory,
+            (None, Some(i)) => map_names::CLASSIFIER
+                .iter()
+                .map(|name| match i.ebpf.map(name) {
+                    Some(Map::Array(d)) => map_memory(d),
+                    _ => Ok(0),
+                })
+                .sum::<Result<u64>>()?,
+            (None, None) => 0,
+        };
+        Ok(pinned + table)
+    }
+
+    /// Bytes of classifier maps of the table this process loaded last.
+    pub fn table_bytes(&self) -> Option<u64> {
+        self.live.as_ref().map(|i| i.bytes)
     }
 
     pub fn counters(&self) -> Result<Counters> {
         let mut global = [0u64; counter::COUNT as usize];
         for (i, slot) in global.iter_mut().enumerate() {
-            *slot = self.global_stats.get(&(i as u32), 0)?.iter().sum();
+            *slot = self.shared.global_stats.get(&(i as u32), 0)?.iter().sum();
         }
         let mut lists = Vec::new();
-        for (id, info) in self.list_infos()?.into_iter().enumerate() {
+        for (id, info) in self.shared.list_infos()?.into_iter().enumerate() {
             if info.state == LIST_STATE_FREE {
                 continue;
             }
-            let per_cpu = self.list_stats.get(&(id as u32), 0)?;
+            let per_cpu = self.shared.list_stats.get(&(id as u32), 0)?;
             lists.push(ListCounters {
                 id: id as u32,
                 name: String::from_utf8_lossy(&info.name[..info.name_len as usize]).into_owned(),
@@ -343,13 +447,52 @@ impl DataplaneMaps {
                 bytes: per_cpu.iter().map(|s| s.bytes).sum(),
             });
         }
+        let program_id = match loader::linked_program_id(&self.dir)? {
+            Some(id) => Some(id),
+            None => match &self.live {
+                Some(i) => i.ebpf.program(blocker_common::PROGRAM_NAME).and_then(|p| p.info().ok()).map(|i| i.id()),
+                None => None,
+            },
+        };
         Ok(Counters {
-            mode_monitor: self.config.get(&config::MODE, 0)? == MODE_MONITOR,
-            generation: self.active_generation()?,
+            mode_monitor: self.shared.config.get(&config::MODE, 0)? == MODE_MONITOR,
+            program_id,
             global,
             lists,
         })
     }
+}
+
+/// Refuses a table whose classifier maps would take more than `budget` bytes.
+fn check_budget(table: &CompiledTable, image: &Image, budget: u64) -> Result<(), TableError> {
+    let needed = image.bytes();
+    if needed <= budget {
+        return Ok(());
+    }
+    let blocks = image.map_blocks();
+    let mib = |b: usize| (b * BLOCK_BYTES) as f64 / (1 << 20) as f64;
+    Err(TableError::OverBudget {
+        v4_ranges: table.v4.len(),
+        v6_ranges: table.v6.len(),
+        needed_mib: needed as f64 / (1 << 20) as f64,
+        v4_mib: mib(blocks[0] + blocks[1]),
+        v6_mib: mib(blocks[2..].iter().sum()),
+        budget_mib: budget as f64 / (1 << 20) as f64,
+    })
+}
+
+/// Loads a program instance whose classifier maps are sized to `image`, and fills
+/// them. Nothing uses it until it is swapped onto a link.
+fn load_instance(dir: &Path, log_level: u8, image: &Image) -> Result<Instance> {
+    let blocks = image.map_blocks();
+    let ebpf = loader::load(dir, log_level, &blocks)?;
+    let fds = instance_maps(&ebpf)?;
+    let mut tables = MappedTables::new(&fds, image.lengths(), true)?;
+    for (mapping, content) in tables.maps.iter_mut().zip(image.map_bytes()) {
+        mapping.write(content);
+    }
+    drop(fds);
+    Ok(Instance { ebpf, tables, bytes: image.bytes() })
 }
 
 /// Names longer than the map slot keep their end, which is the distinctive part of a path.

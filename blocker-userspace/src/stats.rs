@@ -25,9 +25,9 @@ pub fn to_text(iface: &str, c: &Counters) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{iface}: mode {}, table generation {}",
+        "{iface}: mode {}, program {}",
         if c.mode_monitor { "monitor (dry run)" } else { "enforce" },
-        c.generation
+        c.program_id.map_or("none".into(), |id| id.to_string())
     );
     let totals: Vec<String> = counter::NAMES.iter().zip(c.global).map(|(name, v)| format!("{name} {v}")).collect();
     let _ = writeln!(s, "  totals (packets): {}", totals.join(", "));
@@ -58,7 +58,7 @@ pub fn to_json(iface: &str, c: &Counters) -> serde_json::Value {
     serde_json::json!({
         "interface": iface,
         "mode": if c.mode_monitor { "monitor" } else { "enforce" },
-        "generation": c.generation,
+        "program_id": c.program_id,
         "totals": totals,
         "lists": c.lists.iter().map(|l| serde_json::json!({
             "id": l.id,

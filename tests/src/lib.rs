@@ -6,12 +6,14 @@
 //! - [`frames`]: crafted Ethernet frames for BPF_PROG_TEST_RUN.
 //! - [`http`]: a scripted HTTP server on loopback, for URL sources.
 //! - [`mmdb`]: a small MaxMind DB writer, for the MMDB reader.
+//! - [`tables`]: generators of large realistic tables (threat lists, geo tables).
 
 pub mod daemon;
 pub mod frames;
 pub mod http;
 pub mod mmdb;
 pub mod netns;
+pub mod tables;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -202,6 +202,13 @@ impl BackgroundPing {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Stops the pings now (SIGINT: ping prints its summary): (sent, replies).
+    pub fn stop(self) -> Result<(u32, u32)> {
+        // SAFETY: signalling our own child, which has not been waited for yet.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.finish()
+    }
+
     /// Waits for the pings to finish: (sent, replies received).
     pub fn finish(self) -> Result<(u32, u32)> {
         let out = self.child.wait_with_output()?;

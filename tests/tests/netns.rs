@@ -380,44 +380,58 @@ fn write_atomic(path: &str, text: &str) {
 #[test]
 fn live_reload_200_times_under_traffic_never_leaks_or_drops_wrongly() {
     let s = Setup::new();
-    // Version A and B differ (the IPv6 range and an extra range flip), but
-    // 203.0.113.0/25 is denied in both and 198.51.100.0/24 in neither.
-    let a = "203.0.113.0/24\n2001:db8:b::/48\n";
-    let b = "203.0.113.0/25\n192.0.2.128/25\n";
-    write_atomic(&s.file("deny.txt"), a);
+    // Version A (small) and B (a million prefixes) differ (the IPv6 range and an
+    // extra range flip), but 203.0.113.0/25 is denied in both and 198.51.100.0/24
+    // in neither. Every reload changes the table's size, and so its maps.
+    let a = "203.0.113.0/24\n2001:db8:b::/48\n".to_string();
+    let mut rng = blocker_tests::Rng(0x5eed);
+    let hosts: Vec<u32> = blocker_tests::tables::random_v4_hosts(&mut rng, 1_000_100)
+        .into_iter()
+        .filter(|h| h >> 8 != 0xc633_64 && h >> 8 != 0xcb00_71 && h >> 8 != 0xc000_02)
+        .take(1_000_000)
+        .collect();
+    let b = format!("203.0.113.0/25\n192.0.2.128/25\n{}", blocker_tests::tables::list_text(&hosts, &[], &[]));
+    write_atomic(&s.file("deny.txt"), &a);
     std::fs::write(s.file("allow.txt"), "").unwrap();
     let mut d = s.start(&[], "daemon.log");
 
-    // At least 6 s of traffic; 200 reloads take about 2.5 s here.
-    let pings = 1200;
+    // Traffic runs until the reloads are done.
+    let pings = 1_000_000;
     let mut blocked = s.net.ping_in_background("203.0.113.2", pings, "0.005").unwrap();
     let mut allowed = s.net.ping_in_background("198.51.100.2", pings, "0.005").unwrap();
     let mut flipping = s.net.ping_in_background("2001:db8:b::2", pings, "0.005").unwrap();
     std::thread::sleep(std::time::Duration::from_millis(200));
     let started = std::time::Instant::now();
     for i in 1..=200 {
-        write_atomic(&s.file("deny.txt"), if i % 2 == 1 { b } else { a });
+        write_atomic(&s.file("deny.txt"), if i % 2 == 1 { &b } else { &a });
         d.signal(libc::SIGHUP);
         d.wait_for_log("reloaded", i).unwrap();
     }
-    assert!(
-        blocked.is_running() && allowed.is_running() && flipping.is_running(),
-        "traffic must outlast the 200 reloads"
-    );
     eprintln!("200 reloads took {:?}", started.elapsed());
-    let (blocked_sent, blocked_replies) = blocked.finish().unwrap();
-    let (allowed_sent, allowed_replies) = allowed.finish().unwrap();
-    let (flip_sent, flip_replies) = flipping.finish().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(blocked.is_running() && allowed.is_running() && flipping.is_running());
+    let (blocked_sent, blocked_replies) = blocked.stop().unwrap();
+    let (allowed_sent, allowed_replies) = allowed.stop().unwrap();
+    let (flip_sent, flip_replies) = flipping.stop().unwrap();
     assert!(d.log_text().matches("reloaded").count() >= 200);
+    let largest = d
+        .log_text()
+        .lines()
+        .filter_map(|l| l.split("reloaded ").nth(1)?.split(" IPv4").next()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    assert!(largest >= 990_000, "the large table was loaded: {largest} IPv4 ranges at most");
     assert_eq!(blocked_replies, 0, "a packet from a range denied in both versions got through");
-    assert_eq!(allowed_replies, allowed_sent, "a packet from a range allowed in both versions was dropped");
+    // The last echo may be cut off by the stop: allow one unanswered.
+    assert!(allowed_replies + 1 >= allowed_sent, "a packet from a range allowed in both versions was dropped");
     assert!(flip_replies > 0 && flip_replies < flip_sent, "the flipping range was both dropped and delivered");
     // Every drop is counted, under the deny list, once.
     let dropped_flip = u64::from(flip_sent - flip_replies);
-    assert_eq!(s.list_counter("deny", "packets"), u64::from(blocked_sent) + dropped_flip);
-    assert_eq!(s.stats()["totals"]["dropped"], u64::from(blocked_sent) + dropped_flip);
+    let counted = s.list_counter("deny", "packets");
+    assert!((u64::from(blocked_sent) + dropped_flip).abs_diff(counted) <= 1, "{counted}");
+    assert_eq!(s.stats()["totals"]["dropped"], counted);
     let st = s.stats();
-    assert!(st["totals"]["passed"].as_u64().unwrap() >= u64::from(allowed_sent + flip_replies));
+    assert!(st["totals"]["passed"].as_u64().unwrap() + 1 >= u64::from(allowed_sent + flip_replies));
 }
 
 #[test]
@@ -504,7 +518,7 @@ fn config_file_run_reload_and_check() {
     let out = blocker_tests::daemon::blocker_cli(&["check-config", "--config", &config]).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("valid") && text.contains("list deny: drop -> 1 IPv4 + 1 IPv6 prefixes"), "{text}");
+    assert!(text.contains("valid") && text.contains("list deny: drop -> 1 IPv4 + 1 IPv6 ranges"), "{text}");
     assert!(text.contains("never blocked: 192.0.2.0/24 (configured)"), "{text}");
 
     let mut d = Daemon::start(&s.net.rx_ns, &["run", "--config", &config], &s.dir.join("daemon.log")).unwrap();
@@ -550,14 +564,17 @@ fn control_socket_status_and_reload() {
         text.contains(&format!("interface {}: attached in native (driver) mode, program id", s.net.rx_if)),
         "{text}"
     );
-    assert!(text.contains("list deny: drop (1 IPv4 + 16 IPv6 prefixes)"), "{text}");
+    assert!(text.contains("list deny: drop (1 IPv4 + 2 IPv6 ranges)"), "{text}");
     assert!(text.contains("last reload: none since start"), "{text}");
     let out = s.cli(&["status", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    // Two generations of both classifier tables, from the kernel's own accounting.
-    let two_generations = 2 * 2 * 256 * u64::from(blocker_common::trie::v4::NODES + blocker_common::trie::v6::NODES);
+    // A small policy's maps, from the kernel's own accounting (fdinfo memlock of
+    // the pinned maps and of the maps of the program on the link): the two direct
+    // tables (256 KiB each) and a few blocks, under 1 MiB in all.
     let memory = v["interfaces"][0]["map_memory_bytes"].as_u64().unwrap();
-    assert!(memory >= two_generations && memory < two_generations + (1 << 20), "{memory} vs {two_generations}");
+    let table = v["interfaces"][0]["table_bytes"].as_u64().unwrap();
+    assert!((512 << 10..520 << 10).contains(&table), "{table}");
+    assert!(memory > table && memory < 1 << 20, "{memory}");
 
     // `blocker reload` applies a changed list and reports it.
     write_atomic(&s.file("deny.txt"), "198.51.100.0/24\n");

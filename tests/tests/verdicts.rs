@@ -3,15 +3,12 @@
 
 use std::net::IpAddr;
 
-use aya::{
-    programs::{TestRun, TestRunOptions},
-    Ebpf,
-};
+use aya::programs::{TestRun, TestRunOptions};
 use blocker::{
     compile::{compile, ListSpec, Role},
     lists::parse_prefix,
     loader,
-    maps::{Counters, DataplaneMaps},
+    maps::{Counters, DataplaneMaps, DEFAULT_TABLE_MEMORY},
 };
 use blocker_common::counter;
 use blocker_tests::{
@@ -24,7 +21,6 @@ const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 
 struct Harness {
-    ebpf: Ebpf,
     maps: DataplaneMaps,
     _root: PinRoot,
 }
@@ -47,14 +43,18 @@ impl Harness {
         let root = PinRoot::new(&format!("verdict-{}", unique_tag()));
         loader::ensure_bpffs(&root.0).unwrap();
         let dir = loader::iface_dir(&root.0, "test");
-        let ebpf = loader::load(&dir, 0).expect("load XDP program");
-        let mut maps = DataplaneMaps::open(&dir).unwrap();
-        maps.apply(&compile(lists)).unwrap();
-        Harness { ebpf, maps, _root: root }
+        let mut maps = DataplaneMaps::load(&dir, 0).expect("load XDP program");
+        maps.apply(&compile(lists), DEFAULT_TABLE_MEMORY).unwrap();
+        Harness { maps, _root: root }
     }
 
+    fn apply(&mut self, lists: &[ListSpec]) -> anyhow::Result<blocker::maps::ApplyReport> {
+        self.maps.apply(&compile(lists), DEFAULT_TABLE_MEMORY)
+    }
+
+    /// Runs the program instance that holds the live table.
     fn run(&mut self, frame: &[u8]) -> u32 {
-        let prog = loader::program_mut(&mut self.ebpf).unwrap();
+        let prog = loader::program_mut(self.maps.ebpf_mut().unwrap()).unwrap();
         prog.test_run(TestRunOptions { data_in: Some(frame), ..Default::default() })
             .expect("BPF_PROG_TEST_RUN")
             .return_value
@@ -220,21 +220,21 @@ fn fixture_table_monitor_mode_drops_nothing() {
 }
 
 #[test]
-fn reload_flips_generation_and_keeps_list_ids() {
+fn reload_swaps_the_program_and_keeps_list_ids() {
     let mut h = Harness::new(&fixture_lists());
     let blocked_a = ip_frame(ip("203.0.113.5"), &[]);
     let blocked_b = ip_frame(ip("198.51.100.5"), &[]);
     assert_eq!(h.run(&blocked_a), XDP_DROP);
-    let gen0 = h.counters().generation;
+    let program0 = h.counters().program_id;
     let id_of = |c: &Counters, n: &str| c.list(n).map(|l| l.id);
     let id_before = id_of(&h.counters(), "deny-a");
 
     // Version 2: deny-a now covers 198.51.100.0/24 only; mon-a is gone.
     let v2 = vec![list("deny-a", Role::Deny, &["198.51.100.0/24"])];
-    let report = h.maps.apply(&compile(&v2)).unwrap();
+    let report = h.apply(&v2).unwrap();
     let c = h.counters();
-    assert_ne!(c.generation, gen0);
-    assert_eq!(report.generation, c.generation);
+    assert_ne!(c.program_id, program0, "each table runs in a new program instance");
+    assert_eq!(Some(report.program_id), c.program_id);
     assert_eq!(h.run(&blocked_a), XDP_PASS);
     assert_eq!(h.run(&blocked_b), XDP_DROP);
     let c = h.counters();
@@ -242,24 +242,24 @@ fn reload_flips_generation_and_keeps_list_ids() {
     assert_eq!(c.list("deny-a").unwrap().packets, 2, "counter continues: one hit before, one after");
     assert!(!c.list("mon-a").unwrap().live, "lists no longer configured are kept as retired");
 
-    // Back to version 1: the idle generation is brought up to date again.
-    h.maps.apply(&compile(&fixture_lists())).unwrap();
+    // Back to version 1.
+    h.apply(&fixture_lists()).unwrap();
     assert_eq!(h.run(&blocked_a), XDP_DROP);
     assert_eq!(h.run(&blocked_b), XDP_PASS);
-    assert_eq!(h.counters().generation, gen0);
+    assert_eq!(id_of(&h.counters(), "deny-a"), id_before);
 }
 
 #[test]
 fn table_too_large_is_refused_and_changes_nothing() {
     let mut h = Harness::new(&fixture_lists());
-    let gen = h.counters().generation;
+    let program = h.counters().program_id;
     // More lists than the maps have ids for.
     let too_many: Vec<ListSpec> = (0..blocker_common::MAX_LISTS + 1)
         .map(|i| ListSpec { name: format!("l{i}"), role: Role::Deny, prefixes: vec![] })
         .collect();
-    let err = h.maps.apply(&compile(&too_many)).unwrap_err().to_string();
+    let err = h.apply(&too_many).unwrap_err().to_string();
     assert!(err.contains("1025") && err.contains("1024") && err.contains("nothing was changed"), "{err}");
-    assert_eq!(h.counters().generation, gen);
+    assert_eq!(h.counters().program_id, program);
     assert_eq!(h.run(&ip_frame(ip("203.0.113.5"), &[])), XDP_DROP);
 }
 
@@ -290,8 +290,8 @@ fn disabled_ebpf_logs_are_removed_at_load_time() {
     let size = |level: u8| {
         let root = PinRoot::new(&format!("logsize-{}", unique_tag()));
         loader::ensure_bpffs(&root.0).unwrap();
-        let mut ebpf = loader::load(&loader::iface_dir(&root.0, "test"), level).unwrap();
-        let prog = loader::program_mut(&mut ebpf).unwrap();
+        let mut maps = DataplaneMaps::load(&loader::iface_dir(&root.0, "test"), level).unwrap();
+        let prog = loader::program_mut(maps.ebpf_mut().unwrap()).unwrap();
         prog.info().unwrap().size_translated().unwrap()
     };
     let (off, trace) = (size(0), size(5));
@@ -302,10 +302,9 @@ fn policy_harness(policy: &blocker::policy::Policy) -> Harness {
     let root = PinRoot::new(&format!("verdict-{}", unique_tag()));
     loader::ensure_bpffs(&root.0).unwrap();
     let dir = loader::iface_dir(&root.0, "test");
-    let ebpf = loader::load(&dir, 0).expect("load XDP program");
-    let mut maps = DataplaneMaps::open(&dir).unwrap();
-    maps.apply(&policy.build_table().unwrap()).unwrap();
-    Harness { ebpf, maps, _root: root }
+    let mut maps = DataplaneMaps::load(&dir, 0).expect("load XDP program");
+    maps.apply(&policy.build_table().unwrap(), DEFAULT_TABLE_MEMORY).unwrap();
+    Harness { maps, _root: root }
 }
 
 /// An address inside the first prefix of `code` in the bundled snapshot.
@@ -363,24 +362,25 @@ fn allowlist_mode_drops_everything_outside_the_allowed_countries() {
 }
 
 #[test]
-fn classifier_too_small_for_the_table_is_refused_with_numbers() {
+fn table_over_the_memory_budget_is_refused_with_numbers() {
     let mut h = Harness::new(&fixture_lists());
-    let gen = h.counters().generation;
-    // One /32 in each of 16,000 different /16s: each needs two nodes below the
-    // root, 32,000 in all, more than the IPv4 table holds.
-    let prefixes = (0..16_000u128)
-        .map(|i| blocker::lists::Prefix { family: blocker::lists::Family::V4, addr: ((i + 1) << 16) | 1, len: 32 })
+    let program = h.counters().program_id;
+    // 100,000 IPv4 hosts spread over the space: about 0.8 MiB of ranges.
+    let prefixes = (0..100_000u128)
+        .map(|i| blocker::lists::Prefix { family: blocker::lists::Family::V4, addr: (i * 42_947) | 1, len: 32 })
         .collect();
-    let big = vec![ListSpec { name: "big".into(), role: Role::Deny, prefixes }];
-    let err = h.maps.apply(&compile(&big)).unwrap_err().to_string();
-    let needed = blocker_common::trie::v4::ROOT_NODES + 2 * 16_000;
+    let big = compile(&[ListSpec { name: "big".into(), role: Role::Deny, prefixes }]);
+    let err = h.maps.apply(&big, 1 << 20).unwrap_err().to_string();
     assert!(
-        err.contains(&format!("IPv4 table needs {needed} classifier nodes of 256 entries"))
-            && err.contains("16000 prefixes")
-            && err.contains(&blocker_common::trie::v4::NODES.to_string())
+        err.contains("100000 IPv4 + 0 IPv6 ranges")
+            && err.contains("over the table memory budget of 1.0 MiB")
+            && err.contains("--table-memory")
             && err.contains("nothing was changed"),
         "{err}"
     );
-    assert_eq!(h.counters().generation, gen);
+    assert_eq!(h.counters().program_id, program);
     assert_eq!(h.run(&ip_frame(ip("203.0.113.5"), &[])), XDP_DROP, "the running table still answers");
+    // The same table within a large enough budget loads.
+    h.maps.apply(&big, 16 << 20).unwrap();
+    assert_eq!(h.run(&ip_frame(ip("0.0.167.195"), &[])), XDP_DROP);
 }
