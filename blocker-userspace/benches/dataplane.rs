@@ -62,8 +62,7 @@ fn frames(table: &CompiledTable, family: Family, rng: &mut Rng) -> Vec<Vec<u8>> 
         .map(|i| {
             let addr = if i % 2 == 0 && !entries.is_empty() {
                 let r = entries[rng.below(entries.len() as u128) as usize];
-                let span = r.hi - r.lo;
-                r.lo + if span == u128::MAX { rng.below(span) } else { rng.below(span + 1) }
+                rng.in_range(r.lo, r.hi)
             } else {
                 match family {
                     Family::V4 => rng.below(1 << 32),

@@ -51,6 +51,12 @@ impl Rng {
         self.0
     }
 
+    /// A value in lo..=hi (inclusive; the whole u128 space allowed).
+    pub fn in_range(&mut self, lo: u128, hi: u128) -> u128 {
+        let span = hi - lo;
+        lo + if span == u128::MAX { self.below(span) } else { self.below(span + 1) }
+    }
+
     /// A value in 0..n (n > 0), from 128 random bits.
     pub fn below(&mut self, n: u128) -> u128 {
         ((u128::from(self.next_u64()) << 64) | u128::from(self.next_u64())) % n

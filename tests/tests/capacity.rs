@@ -96,8 +96,7 @@ fn check(table: &CompiledTable, probes_per_family: usize, rng: &mut Rng) {
         for i in 0..probes_per_family {
             let addr = if i % 2 == 0 && !entries.is_empty() {
                 let r = entries[rng.below(entries.len() as u128) as usize];
-                let span = r.hi - r.lo;
-                r.lo + if span == u128::MAX { rng.below(span) } else { rng.below(span + 1) }
+                rng.in_range(r.lo, r.hi)
             } else {
                 match family {
                     Family::V4 => u128::from(rng.next_u64() as u32),
