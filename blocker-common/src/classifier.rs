@@ -3,11 +3,14 @@
 //! by userspace (over a built image, or over the kernel's maps mapped in).
 //!
 //! A DXR-style range table per family, sized to its content:
-//! - `DIR`: a direct table of 65,536 u32, indexed by the address's first 16 bits.
-//!   An entry with `DIR_LEAF` set is the leaf for the whole /16; otherwise it is
-//!   the index in `RANGES` of the /16's chunk.
+//! - `DIR`: a direct table of 2^b u32, indexed by the address's first b bits,
+//!   where b (16..=24, per family and per table) grows with the table so that
+//!   chunks stay short: about one entry per range. An entry with `DIR_LEAF` set is
+//!   the leaf for the whole /b; otherwise it is the index in `RANGES` of the /b's
+//!   chunk. The program reads b from a read-only global set when it is loaded,
+//!   which the verifier treats as a constant.
 //! - `RANGES`: chunks of sorted range starts, each entry `key << 16 | leaf`, where
-//!   `key` is the start within the /16 (IPv4: the low 16 bits; IPv6: bits 16..63,
+//!   `key` is the start within the /b (IPv4: the low 32-b bits; IPv6: bits b..63,
 //!   a /64 unit). A chunk's first range always starts at key 0, so its key field
 //!   holds the chunk's length minus one instead. A lookup is a bounded binary
 //!   search for the last start at or below the address.
@@ -15,13 +18,19 @@
 //!   `LEAF_HOSTS`; `EXT` (parallel to `RANGES`) gives its chunk in `HOST_KEYS` /
 //!   `HOST_VALUES`, the same search over the low 64 bits.
 //!
-//! Memory: 256 KiB per family for `DIR`, then 4 bytes per IPv4 range, 12 per IPv6
-//! /64-level range and 10 per range inside a cut /64. Every map is an array of
+//! A chunk that fits in one 64-byte block never straddles two (the builder pads
+//! before it), so its whole search reads one block.
+//!
+//! Memory: 4 bytes per `DIR` entry (at least 256 KiB per family, at most one
+//! entry per range of the table above that), then 4 bytes per IPv4 range, 12 per
+//! IPv6 /64-level range and 10 per range inside a cut /64. Every map is an array of
 //! 64-byte blocks (one cache line; arrays round each value up to 8 bytes, so
 //! smaller values would waste memory).
 
-/// Entries of each family's direct table (the first 16 bits of the address).
-pub const DIR_ENTRIES: u32 = 1 << 16;
+/// Bits of the address that index a family's direct table: at least
+/// `MIN_DIR_BITS` (256 KiB), at most `MAX_DIR_BITS` (64 MiB).
+pub const MIN_DIR_BITS: u32 = 16;
+pub const MAX_DIR_BITS: u32 = 24;
 /// A direct-table entry that is a leaf rather than a chunk index.
 pub const DIR_LEAF: u32 = 1 << 31;
 
@@ -52,72 +61,160 @@ pub const fn leaf_action(leaf: u16) -> u32 {
     leaf as u32 >> LEAF_LIST_BITS
 }
 
-/// Bits of the IPv6 range keys (bits 16..63 of the address).
-pub const V6_KEY_BITS: u32 = 48;
-const V6_KEY_MASK: u64 = (1 << V6_KEY_BITS) - 1;
 /// Binary search steps: a chunk of n ranges needs ceil(log2 n). IPv4 chunks hold
-/// at most 65,536 ranges; the others at most 2^32 (the builder refuses more).
-pub const V4_STEPS: u32 = 16;
+/// at most 2^(32 - MIN_DIR_BITS) ranges; the others at most 2^32 (the builder
+/// refuses more).
+pub const V4_STEPS: u32 = 32 - MIN_DIR_BITS;
 pub const WIDE_STEPS: u32 = 32;
 
-/// Read access to a table's memory, by element index across its blocks.
-pub trait Memory {
-    fn v4_dir(&self, i: u32) -> Option<u32>;
-    fn v4_range(&self, i: u32) -> Option<u32>;
-    fn v6_dir(&self, i: u32) -> Option<u32>;
-    fn v6_range(&self, i: u32) -> Option<u64>;
-    fn v6_ext(&self, i: u32) -> Option<u32>;
-    fn v6_host_key(&self, i: u32) -> Option<u64>;
-    fn v6_host_value(&self, i: u32) -> Option<u16>;
+/// A 64-byte block of elements.
+pub trait Slots {
+    type Elem: Copy;
+    /// log2 of the elements per block.
+    const SHIFT: u32;
+    /// Element `i` of the map, given the block that holds it (`i >> SHIFT`).
+    fn slot(&self, i: u32) -> Self::Elem;
 }
 
-/// The last index in `start .. start + n` whose key is at or below `key`; the key
-/// of `start` itself is never read (it is 0 by construction).
+impl Slots for Block32 {
+    type Elem = u32;
+    const SHIFT: u32 = 4;
+    #[inline(always)]
+    fn slot(&self, i: u32) -> u32 {
+        self[(i & 15) as usize]
+    }
+}
+
+impl Slots for Block64 {
+    type Elem = u64;
+    const SHIFT: u32 = 3;
+    #[inline(always)]
+    fn slot(&self, i: u32) -> u64 {
+        self[(i & 7) as usize]
+    }
+}
+
+impl Slots for Block16 {
+    type Elem = u16;
+    const SHIFT: u32 = 5;
+    #[inline(always)]
+    fn slot(&self, i: u32) -> u16 {
+        self[(i & 31) as usize]
+    }
+}
+
+/// Read access to a table's memory, block by block (`None` past a map's end).
+pub trait Memory {
+    /// b of each family's direct table.
+    fn v4_dir_bits(&self) -> u32;
+    fn v6_dir_bits(&self) -> u32;
+    fn v4_dir(&self, block: u32) -> Option<&Block32>;
+    fn v4_ranges(&self, block: u32) -> Option<&Block32>;
+    fn v6_dir(&self, block: u32) -> Option<&Block32>;
+    fn v6_ranges(&self, block: u32) -> Option<&Block64>;
+    fn v6_ext(&self, block: u32) -> Option<&Block32>;
+    fn v6_host_keys(&self, block: u32) -> Option<&Block64>;
+    fn v6_host_values(&self, block: u32) -> Option<&Block16>;
+}
+
+/// Element `i` of a map read through `block_at`.
 #[inline(always)]
-fn search(key_at: impl Fn(u32) -> Option<u64>, start: u32, n: u64, key: u64, steps: u32) -> Option<u32> {
+fn element<'a, B: Slots + 'a>(block_at: impl Fn(u32) -> Option<&'a B>, i: u32) -> Option<B::Elem> {
+    block_at(i >> B::SHIFT).map(|b| b.slot(i))
+}
+
+/// Searches the chunk `start .. start + n` for the last element whose key is at
+/// or below `key`, and returns its index and the element. `first` is the block
+/// holding `start`; the key of `start` itself is never read (it is 0 by
+/// construction; the slot holds the chunk's length instead).
+///
+/// The builder never lets a chunk that fits in one block straddle two, so such a
+/// chunk is searched inside `first` without another map access: the common case
+/// once the direct table is sized to the table. Larger chunks read one block per
+/// step. The answer lies in `lo .. lo + len`; each step halves `len` whatever the
+/// comparison, so the steps are ceil(log2 n) and only the comparison depends on
+/// the data.
+#[inline(always)]
+fn search<'a, B: Slots + 'a>(
+    block_at: impl Fn(u32) -> Option<&'a B>,
+    key_of: impl Fn(B::Elem) -> u64,
+    first: &'a B,
+    start: u32,
+    n: u64,
+    key: u64,
+    steps: u32,
+) -> Option<(u32, B::Elem)> {
     let mut lo = start;
+    let mut found = first.slot(start);
     let mut len = n;
     let mut step = 0;
+    if u64::from(start & ((1 << B::SHIFT) - 1)) + n <= 1 << B::SHIFT {
+        while step < B::SHIFT && len > 1 {
+            let half = len / 2;
+            let e = first.slot(lo.wrapping_add(half as u32));
+            if key_of(e) <= key {
+                lo = lo.wrapping_add(half as u32);
+                found = e;
+            }
+            len -= half;
+            step += 1;
+        }
+        return Some((lo, found));
+    }
     while step < steps && len > 1 {
         let half = len / 2;
-        if key_at(lo.wrapping_add(half as u32))? <= key {
-            lo = lo.wrapping_add(half as u32);
-            len -= half;
-        } else {
-            len = half;
+        let mid = lo.wrapping_add(half as u32);
+        let e = element(&block_at, mid)?;
+        if key_of(e) <= key {
+            lo = mid;
+            found = e;
         }
+        len -= half;
         step += 1;
     }
-    Some(lo)
+    Some((lo, found))
 }
 
 /// The leaf of an IPv4 address (host order). None only for a damaged table.
 #[inline(always)]
 pub fn lookup_v4(m: &impl Memory, addr: u32) -> Option<u16> {
-    let d = m.v4_dir(addr >> 16)?;
+    let bits = m.v4_dir_bits();
+    if !(MIN_DIR_BITS..=MAX_DIR_BITS).contains(&bits) {
+        return None;
+    }
+    let d = element(|b| m.v4_dir(b), addr >> (32 - bits))?;
     if d & DIR_LEAF != 0 {
         return Some(d as u16);
     }
-    let n = u64::from(m.v4_range(d)? >> 16) + 1;
-    let i = search(|i| m.v4_range(i).map(|e| u64::from(e >> 16)), d, n, u64::from(addr & 0xffff), V4_STEPS)?;
-    m.v4_range(i).map(|e| e as u16)
+    let first = m.v4_ranges(d >> Block32::SHIFT)?;
+    let n = u64::from(first.slot(d) >> 16) + 1;
+    let key = u64::from(addr & ((1 << (32 - bits)) - 1));
+    let (_, e) = search(|b| m.v4_ranges(b), |e| u64::from(e >> 16), first, d, n, key, V4_STEPS)?;
+    Some(e as u16)
 }
 
 /// The leaf of an IPv6 address given as its upper and lower 64 bits.
 #[inline(always)]
 pub fn lookup_v6(m: &impl Memory, hi: u64, lo: u64) -> Option<u16> {
-    let d = m.v6_dir((hi >> 48) as u32)?;
+    let bits = m.v6_dir_bits();
+    if !(MIN_DIR_BITS..=MAX_DIR_BITS).contains(&bits) {
+        return None;
+    }
+    let d = element(|b| m.v6_dir(b), (hi >> (64 - bits)) as u32)?;
     if d & DIR_LEAF != 0 {
         return Some(d as u16);
     }
-    let n = (m.v6_range(d)? >> 16) + 1;
-    let i = search(|i| m.v6_range(i).map(|e| e >> 16), d, n, hi & V6_KEY_MASK, WIDE_STEPS)?;
-    let leaf = m.v6_range(i)? as u16;
+    let first = m.v6_ranges(d >> Block64::SHIFT)?;
+    let n = (first.slot(d) >> 16) + 1;
+    let key = hi & ((1 << (64 - bits)) - 1);
+    let (i, e) = search(|b| m.v6_ranges(b), |e| e >> 16, first, d, n, key, WIDE_STEPS)?;
+    let leaf = e as u16;
     if leaf != LEAF_HOSTS {
         return Some(leaf);
     }
-    let h = m.v6_ext(i)?;
-    let n = m.v6_host_key(h)?.wrapping_add(1);
-    let j = search(|i| m.v6_host_key(i), h, n, lo, WIDE_STEPS)?;
-    m.v6_host_value(j)
+    let h = element(|b| m.v6_ext(b), i)?;
+    let first = m.v6_host_keys(h >> Block64::SHIFT)?;
+    let n = first.slot(h).wrapping_add(1);
+    let (j, _) = search(|b| m.v6_host_keys(b), |e| e, first, h, n, lo, WIDE_STEPS)?;
+    element(|b| m.v6_host_values(b), j)
 }

@@ -28,38 +28,55 @@ static BLK_V6_HKEYS: Array<Block64> = Array::with_max_entries(1, BPF_F_MMAPABLE)
 #[map]
 static BLK_V6_HVALS: Array<Block16> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
-/// The classifier's memory as the program sees it: element i of a map is slot
-/// `i % per_block` of block `i / per_block` (the masks keep the verifier's bounds).
+// The bits of the direct tables, set by the loader for each table. Read-only data
+// of a loaded program is frozen, so the verifier knows them as constants.
+#[unsafe(no_mangle)]
+static BLK_V4_DIR_BITS: u32 = classifier::MIN_DIR_BITS;
+#[unsafe(no_mangle)]
+static BLK_V6_DIR_BITS: u32 = classifier::MIN_DIR_BITS;
+
+/// The classifier's memory as the program sees it: blocks of the maps.
 struct Maps;
 
 impl Memory for Maps {
     #[inline(always)]
-    fn v4_dir(&self, i: u32) -> Option<u32> {
-        BLK_V4_DIR.get(i >> 4).map(|b| b[(i & 15) as usize])
+    fn v4_dir_bits(&self) -> u32 {
+        // SAFETY: a plain read of a static; volatile so that the compiler does not
+        // fold in the placeholder value the loader replaces.
+        unsafe { core::ptr::read_volatile(&BLK_V4_DIR_BITS) }
     }
     #[inline(always)]
-    fn v4_range(&self, i: u32) -> Option<u32> {
-        BLK_V4_RANGES.get(i >> 4).map(|b| b[(i & 15) as usize])
+    fn v6_dir_bits(&self) -> u32 {
+        // SAFETY: as above.
+        unsafe { core::ptr::read_volatile(&BLK_V6_DIR_BITS) }
     }
     #[inline(always)]
-    fn v6_dir(&self, i: u32) -> Option<u32> {
-        BLK_V6_DIR.get(i >> 4).map(|b| b[(i & 15) as usize])
+    fn v4_dir(&self, block: u32) -> Option<&Block32> {
+        BLK_V4_DIR.get(block)
     }
     #[inline(always)]
-    fn v6_range(&self, i: u32) -> Option<u64> {
-        BLK_V6_RANGES.get(i >> 3).map(|b| b[(i & 7) as usize])
+    fn v4_ranges(&self, block: u32) -> Option<&Block32> {
+        BLK_V4_RANGES.get(block)
     }
     #[inline(always)]
-    fn v6_ext(&self, i: u32) -> Option<u32> {
-        BLK_V6_EXT.get(i >> 4).map(|b| b[(i & 15) as usize])
+    fn v6_dir(&self, block: u32) -> Option<&Block32> {
+        BLK_V6_DIR.get(block)
     }
     #[inline(always)]
-    fn v6_host_key(&self, i: u32) -> Option<u64> {
-        BLK_V6_HKEYS.get(i >> 3).map(|b| b[(i & 7) as usize])
+    fn v6_ranges(&self, block: u32) -> Option<&Block64> {
+        BLK_V6_RANGES.get(block)
     }
     #[inline(always)]
-    fn v6_host_value(&self, i: u32) -> Option<u16> {
-        BLK_V6_HVALS.get(i >> 5).map(|b| b[(i & 31) as usize])
+    fn v6_ext(&self, block: u32) -> Option<&Block32> {
+        BLK_V6_EXT.get(block)
+    }
+    #[inline(always)]
+    fn v6_host_keys(&self, block: u32) -> Option<&Block64> {
+        BLK_V6_HKEYS.get(block)
+    }
+    #[inline(always)]
+    fn v6_host_values(&self, block: u32) -> Option<&Block16> {
+        BLK_V6_HVALS.get(block)
     }
 }
 

@@ -4,7 +4,8 @@
 
 use blocker_common::{
     classifier::{
-        self as format, Block16, Block32, Block64, Memory, BLOCK_BYTES, DIR_ENTRIES, DIR_LEAF, LEAF_HOSTS, LEAF_NONE,
+        self as format, Block16, Block32, Block64, Memory, BLOCK_BYTES, DIR_LEAF, LEAF_HOSTS, LEAF_NONE, MAX_DIR_BITS,
+        MIN_DIR_BITS,
     },
     map_names,
 };
@@ -55,9 +56,38 @@ impl Image {
     /// address, as the compiler produces them); `leaf(list)` is the leaf a hit of
     /// that list carries (`format::leaf(action, list_id)`).
     pub fn build(v4: &[Range], v6: &[Range], leaf: impl Fn(usize) -> u16) -> Result<Image, BuildError> {
+        Image::build_with_dir_bits(v4, v6, leaf, dir_bits(v4.len()), dir_bits(v6.len()))
+    }
+
+    /// `build`, falling back to the smallest direct tables when the table would
+    /// not fit in `budget` bytes otherwise: they trade speed for memory, and the
+    /// budget comes first. The caller still checks the result against the budget.
+    pub fn build_for_budget(
+        v4: &[Range],
+        v6: &[Range],
+        leaf: impl Fn(usize) -> u16,
+        budget: u64,
+    ) -> Result<Image, BuildError> {
+        let image = Image::build(v4, v6, &leaf)?;
+        if image.bytes() <= budget || image.dir_bits() == (MIN_DIR_BITS, MIN_DIR_BITS) {
+            return Ok(image);
+        }
+        Image::build_with_dir_bits(v4, v6, leaf, MIN_DIR_BITS, MIN_DIR_BITS)
+    }
+
+    /// `build` with the direct tables' bits given (`MIN_DIR_BITS..=MAX_DIR_BITS`).
+    pub fn build_with_dir_bits(
+        v4: &[Range],
+        v6: &[Range],
+        leaf: impl Fn(usize) -> u16,
+        v4_bits: u32,
+        v6_bits: u32,
+    ) -> Result<Image, BuildError> {
+        assert!((MIN_DIR_BITS..=MAX_DIR_BITS).contains(&v4_bits) && (MIN_DIR_BITS..=MAX_DIR_BITS).contains(&v6_bits));
         let mut image = Image::default();
-        build_v4(&mut image, v4, &leaf);
-        build_v6(&mut image, v6, &leaf);
+        build_v4(&mut image, v4, &leaf, v4_bits);
+        build_v6(&mut image, v6, &leaf, v6_bits);
+        image.pad_to_blocks();
         // Indices are u32 in the walk, and a direct-table entry has 31 bits.
         for (map, len) in [
             (map_names::V4_RANGES, image.v4_ranges.len()),
@@ -70,6 +100,21 @@ impl Image {
             }
         }
         Ok(image)
+    }
+
+    /// Fills each map's last block, so that every map is whole blocks.
+    fn pad_to_blocks(&mut self) {
+        fn pad<T: Default + Clone>(v: &mut Vec<T>) {
+            let per = BLOCK_BYTES / std::mem::size_of::<T>();
+            v.resize(blocks(v.len(), std::mem::size_of::<T>()) * per, T::default());
+        }
+        pad(&mut self.v4_dir);
+        pad(&mut self.v4_ranges);
+        pad(&mut self.v6_dir);
+        pad(&mut self.v6_ranges);
+        pad(&mut self.v6_ext);
+        pad(&mut self.v6_host_keys);
+        pad(&mut self.v6_host_values);
     }
 
     /// Elements of each map, in `map_names::CLASSIFIER` order.
@@ -109,6 +154,11 @@ impl Image {
         ]
     }
 
+    /// The bits of each family's direct table (its length is a power of two).
+    pub fn dir_bits(&self) -> (u32, u32) {
+        (self.v4_dir.len().trailing_zeros(), self.v6_dir.len().trailing_zeros())
+    }
+
     pub fn view(&self) -> Tables<'_> {
         Tables {
             v4_dir: &self.v4_dir,
@@ -135,27 +185,49 @@ pub struct Tables<'a> {
     pub v6_host_values: &'a [u16],
 }
 
+/// The bits of a direct table of `len` entries; 0 (no lookup succeeds) if `len` is
+/// not a power of two.
+fn bits_of(len: usize) -> u32 {
+    if len.is_power_of_two() {
+        len.trailing_zeros()
+    } else {
+        0
+    }
+}
+
+/// Block `block` of a map given as elements (whole blocks).
+fn block_of<T, const N: usize>(elements: &[T], block: u32) -> Option<&[T; N]> {
+    let start = (block as usize).checked_mul(N)?;
+    elements.get(start..start.checked_add(N)?)?.try_into().ok()
+}
+
 impl Memory for Tables<'_> {
-    fn v4_dir(&self, i: u32) -> Option<u32> {
-        self.v4_dir.get(i as usize).copied()
+    fn v4_dir_bits(&self) -> u32 {
+        bits_of(self.v4_dir.len())
     }
-    fn v4_range(&self, i: u32) -> Option<u32> {
-        self.v4_ranges.get(i as usize).copied()
+    fn v6_dir_bits(&self) -> u32 {
+        bits_of(self.v6_dir.len())
     }
-    fn v6_dir(&self, i: u32) -> Option<u32> {
-        self.v6_dir.get(i as usize).copied()
+    fn v4_dir(&self, block: u32) -> Option<&Block32> {
+        block_of(self.v4_dir, block)
     }
-    fn v6_range(&self, i: u32) -> Option<u64> {
-        self.v6_ranges.get(i as usize).copied()
+    fn v4_ranges(&self, block: u32) -> Option<&Block32> {
+        block_of(self.v4_ranges, block)
     }
-    fn v6_ext(&self, i: u32) -> Option<u32> {
-        self.v6_ext.get(i as usize).copied()
+    fn v6_dir(&self, block: u32) -> Option<&Block32> {
+        block_of(self.v6_dir, block)
     }
-    fn v6_host_key(&self, i: u32) -> Option<u64> {
-        self.v6_host_keys.get(i as usize).copied()
+    fn v6_ranges(&self, block: u32) -> Option<&Block64> {
+        block_of(self.v6_ranges, block)
     }
-    fn v6_host_value(&self, i: u32) -> Option<u16> {
-        self.v6_host_values.get(i as usize).copied()
+    fn v6_ext(&self, block: u32) -> Option<&Block32> {
+        block_of(self.v6_ext, block)
+    }
+    fn v6_host_keys(&self, block: u32) -> Option<&Block64> {
+        block_of(self.v6_host_keys, block)
+    }
+    fn v6_host_values(&self, block: u32) -> Option<&Block16> {
+        block_of(self.v6_host_values, block)
     }
 }
 
@@ -241,16 +313,24 @@ impl<'a, I: Iterator<Item = &'a Range>, F: Fn(usize) -> u16> Iterator for Bounda
     }
 }
 
-fn build_v4(image: &mut Image, entries: &[Range], leaf: &impl Fn(usize) -> u16) {
+/// The bits of a family's direct table for `ranges` compiled ranges: about one
+/// entry per range, so that a chunk holds a few boundaries and the search takes
+/// one or two steps, while the direct table costs at most as much as the ranges.
+pub fn dir_bits(ranges: usize) -> u32 {
+    ranges.max(1).ilog2().clamp(MIN_DIR_BITS, MAX_DIR_BITS)
+}
+
+fn build_v4(image: &mut Image, entries: &[Range], leaf: &impl Fn(usize) -> u16, bits: u32) {
+    let shift = 32 - bits;
     let mut bounds = boundaries(entries, Family::V4, leaf).peekable();
     let mut current = LEAF_NONE;
-    image.v4_dir.reserve(DIR_ENTRIES as usize);
-    for d in 0..DIR_ENTRIES {
-        let base = u128::from(d) << 16;
+    image.v4_dir.reserve(1 << bits);
+    for d in 0..1u32 << bits {
+        let base = u128::from(d) << shift;
         let start = image.v4_ranges.len();
         // The chunk's first range starts at key 0 with the leaf in effect there.
         image.v4_ranges.push(u32::from(current));
-        while let Some(&(s, value)) = bounds.peek().filter(|(s, _)| *s >> 16 == u128::from(d)) {
+        while let Some(&(s, value)) = bounds.peek().filter(|(s, _)| *s >> shift == u128::from(d)) {
             if s == base {
                 image.v4_ranges[start] = u32::from(value);
             } else {
@@ -264,6 +344,7 @@ fn build_v4(image: &mut Image, entries: &[Range], leaf: &impl Fn(usize) -> u16) 
             let only = image.v4_ranges.pop().unwrap_or_default();
             image.v4_dir.push(DIR_LEAF | only);
         } else {
+            let start = start + pad_chunk(&mut image.v4_ranges, start, None::<&mut Vec<u32>>);
             // The first key holds the chunk length minus one (its real key is 0).
             image.v4_ranges[start] |= ((n - 1) as u32) << 16;
             image.v4_dir.push(start as u32);
@@ -271,19 +352,20 @@ fn build_v4(image: &mut Image, entries: &[Range], leaf: &impl Fn(usize) -> u16) 
     }
 }
 
-fn build_v6(image: &mut Image, entries: &[Range], leaf: &impl Fn(usize) -> u16) {
-    const UNITS: u64 = 1 << format::V6_KEY_BITS;
+fn build_v6(image: &mut Image, entries: &[Range], leaf: &impl Fn(usize) -> u16, bits: u32) {
+    // /64 units per direct-table entry.
+    let units: u64 = 1 << (64 - bits);
     let mut bounds = boundaries(entries, Family::V6, leaf).peekable();
     let mut current = LEAF_NONE;
-    image.v6_dir.reserve(DIR_ENTRIES as usize);
-    for d in 0..DIR_ENTRIES {
+    image.v6_dir.reserve(1 << bits);
+    for d in 0..1u32 << bits {
         let start = image.v6_ranges.len();
         let mut chunk = V6Chunk { image: &mut *image, start, open_hosts: None };
         chunk.push_range(0, current);
-        while let Some(&(s, value)) = bounds.peek().filter(|(s, _)| (*s >> 112) as u32 == d) {
-            let unit = ((s >> 64) as u64) & (UNITS - 1);
+        while let Some(&(s, value)) = bounds.peek().filter(|(s, _)| (*s >> (128 - bits)) as u32 == d) {
+            let unit = ((s >> 64) as u64) & (units - 1);
             let low = s as u64;
-            chunk.close_hosts_before(unit, current, UNITS);
+            chunk.close_hosts_before(unit, current, units);
             if low == 0 {
                 chunk.push_range(unit, value);
             } else {
@@ -292,20 +374,44 @@ fn build_v6(image: &mut Image, entries: &[Range], leaf: &impl Fn(usize) -> u16) 
             current = value;
             bounds.next();
         }
-        chunk.close_hosts_before(UNITS, current, UNITS);
+        chunk.close_hosts_before(units, current, units);
         let n = image.v6_ranges.len() - start;
         if n == 1 && image.v6_ranges[start] as u16 != LEAF_HOSTS {
             let only = image.v6_ranges.pop().unwrap_or_default();
             image.v6_ext.pop();
             image.v6_dir.push(DIR_LEAF | u32::from(only as u16));
         } else {
+            let start = start + pad_chunk(&mut image.v6_ranges, start, Some(&mut image.v6_ext));
             image.v6_ranges[start] |= ((n - 1) as u64) << 16;
             image.v6_dir.push(start as u32);
         }
     }
 }
 
-/// One IPv6 /16 chunk under construction.
+/// Moves the chunk that runs from `start` to the end of `chunks` to the next block
+/// when it fits in one block but would straddle two, so that the walk searches it
+/// in the one block it reads (`classifier::search`). `parallel`, indexed like
+/// `chunks`, moves with it. Returns the padding put before the chunk.
+fn pad_chunk<T: Default + Clone, U: Default + Clone>(
+    chunks: &mut Vec<T>,
+    start: usize,
+    parallel: Option<&mut Vec<U>>,
+) -> usize {
+    let per = BLOCK_BYTES / std::mem::size_of::<T>();
+    let n = chunks.len() - start;
+    let offset = start % per;
+    if n > per || offset + n <= per {
+        return 0;
+    }
+    let pad = per - offset;
+    chunks.splice(start..start, std::iter::repeat_n(T::default(), pad));
+    if let Some(p) = parallel {
+        p.splice(start..start, std::iter::repeat_n(U::default(), pad));
+    }
+    pad
+}
+
+/// One IPv6 chunk (a direct-table entry's /b) under construction.
 struct V6Chunk<'a> {
     image: &'a mut Image,
     start: usize,
@@ -377,6 +483,11 @@ impl V6Chunk<'_> {
         match self.open_hosts {
             Some(open) if open != unit => {
                 self.open_hosts = None;
+                // The open unit's range is the last one; its host chunk the last.
+                let last = self.image.v6_ext.len() - 1;
+                let h = self.image.v6_ext[last] as usize;
+                let pad = pad_chunk(&mut self.image.v6_host_keys, h, Some(&mut self.image.v6_host_values));
+                self.image.v6_ext[last] = (h + pad) as u32;
                 if open + 1 < units {
                     self.image.v6_ranges.push((open + 1) << 16 | u64::from(current));
                     self.image.v6_ext.push(0);
@@ -400,8 +511,15 @@ mod tests {
 
     /// The image answers every probe like the compiled table's own lookup.
     fn check_equal(table: &CompiledTable, probes: impl IntoIterator<Item = (Family, u128)>) {
-        let image =
-            Image::build(&table.v4, &table.v6, |l| format::leaf(table.lists[l].action.code(), l as u32)).unwrap();
+        let bits = (dir_bits(table.v4.len()), dir_bits(table.v6.len()));
+        check_equal_at(table, probes, bits);
+    }
+
+    /// `check_equal` with the direct tables' bits given.
+    fn check_equal_at(table: &CompiledTable, probes: impl IntoIterator<Item = (Family, u128)>, bits: (u32, u32)) {
+        let leaf = |l: usize| format::leaf(table.lists[l].action.code(), l as u32);
+        let image = Image::build_with_dir_bits(&table.v4, &table.v6, leaf, bits.0, bits.1).unwrap();
+        assert_eq!(image.dir_bits(), bits);
         let view = image.view();
         for (family, a) in probes {
             let want =
@@ -450,7 +568,9 @@ mod tests {
             lists.push(deny(&format!("v6-{len}"), vec![prefix(Family::V6, addr, len)]));
         }
         let table = compile(&lists);
-        check_equal(&table, boundaries(&table));
+        for bits in [(16, 16), (19, 17), (24, 24)] {
+            check_equal_at(&table, boundaries(&table), bits);
+        }
         let empty = compile(&[]);
         check_equal(&empty, [(Family::V4, 0), (Family::V4, u128::from(u32::MAX)), (Family::V6, 1)]);
     }
@@ -482,7 +602,35 @@ mod tests {
             deny("v4", vec![prefix(Family::V4, 0, 32), prefix(Family::V4, u128::from(u32::MAX), 32)]),
         ];
         let table = compile(&lists);
-        check_equal(&table, boundaries(&table));
+        for bits in [(16, 16), (20, 18), (24, 24)] {
+            check_equal_at(&table, boundaries(&table), bits);
+        }
+        let image =
+            Image::build(&table.v4, &table.v6, |l| format::leaf(table.lists[l].action.code(), l as u32)).unwrap();
+        assert_eq!(straddling(&image), (0, 0, 0));
+    }
+
+    /// Chunks that fit in one block but straddle two (each would cost a map
+    /// access per search step): (IPv4, IPv6 /64-level, IPv6 host) counts.
+    fn straddling(image: &Image) -> (usize, usize, usize) {
+        let straddles = |start: usize, n: usize, per: usize| n <= per && start % per + n > per;
+        let chunks = |dir: &[u32]| dir.iter().filter(|d| *d & DIR_LEAF == 0).map(|d| *d as usize).collect::<Vec<_>>();
+        let v4 = chunks(&image.v4_dir)
+            .into_iter()
+            .filter(|&d| straddles(d, (image.v4_ranges[d] >> 16) as usize + 1, 16))
+            .count();
+        let v6 = chunks(&image.v6_dir)
+            .into_iter()
+            .filter(|&d| straddles(d, (image.v6_ranges[d] >> 16) as usize + 1, 8))
+            .count();
+        let hosts = image
+            .v6_ranges
+            .iter()
+            .zip(&image.v6_ext)
+            .filter(|(r, _)| **r as u16 == LEAF_HOSTS)
+            .filter(|(_, h)| straddles(**h as usize, image.v6_host_keys[**h as usize] as usize + 1, 8))
+            .count();
+        (v4, v6, hosts)
     }
 
     #[test]
@@ -490,6 +638,9 @@ mod tests {
         let db = RegionDb::bundled().unwrap();
         let lists: Vec<ListSpec> = db.regions.values().map(|r| deny(&r.code, r.prefixes.clone())).collect();
         let table = compile(&lists);
+        let image =
+            Image::build(&table.v4, &table.v6, |l| format::leaf(table.lists[l].action.code(), l as u32)).unwrap();
+        assert_eq!(straddling(&image), (0, 0, 0), "a chunk that fits in a block straddles two");
         let mut rng = blocker_tests::Rng(0x2545f4914f6cdd1d);
         let mut probes = boundaries(&table);
         for _ in 0..100_000 {
@@ -532,7 +683,11 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
         #[test]
-        fn random_tables_match_the_reference(lists in arb_lists(), extra in prop::collection::vec(any::<u128>(), 64)) {
+        fn random_tables_match_the_reference(
+            lists in arb_lists(),
+            extra in prop::collection::vec(any::<u128>(), 64),
+            bits in (MIN_DIR_BITS..=18, MIN_DIR_BITS..=18),
+        ) {
             let table = compile(&lists);
             let mut probes = boundaries(&table);
             for list in &lists {
@@ -547,7 +702,7 @@ mod tests {
             }
             probes.extend(extra.iter().map(|a| (Family::V6, *a)));
             probes.extend(extra.iter().map(|a| (Family::V4, *a & 0xffff_ffff)));
-            check_equal(&table, probes);
+            check_equal_at(&table, probes, bits);
         }
     }
 }

@@ -146,9 +146,12 @@ pub fn check_config(opts: &crate::daemon::RunOptions) -> Result<String> {
         let _ = writeln!(s, "list {}: {} -> {v4} IPv4 + {v6} IPv6 ranges in the table", l.name, l.action.name());
     }
     // The same build and budget check as the daemon's reload (list ids in order).
-    let image = crate::classifier::Image::build(&table.v4, &table.v6, |l| {
-        blocker_common::classifier::leaf(table.lists[l].action.code(), l as u32)
-    })?;
+    let image = crate::classifier::Image::build_for_budget(
+        &table.v4,
+        &table.v6,
+        |l| blocker_common::classifier::leaf(table.lists[l].action.code(), l as u32),
+        opts.table_memory,
+    )?;
     let _ = writeln!(
         s,
         "table: {} IPv4 + {} IPv6 ranges; classifier maps {:.1} MiB of the {:.1} MiB budget (table_memory)",

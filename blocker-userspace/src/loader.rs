@@ -144,11 +144,12 @@ pub fn ifindex(iface: &str) -> Result<u32> {
 
 /// Loads the XDP program with its shared maps pinned under `dir` (reusing maps
 /// already pinned there) and its classifier maps created at `table_blocks` blocks
-/// each (`map_names::CLASSIFIER` order). `ebpf_log_level` 0 compiles every aya-log
-/// statement out. The benchmark generator's address pools, which only
-/// `load_traffic_generator` needs, are created with one entry.
-pub fn load(dir: &Path, ebpf_log_level: u8, table_blocks: &[usize; 7]) -> Result<Ebpf> {
-    load_object(dir, ebpf_log_level, Some(table_blocks))
+/// each (`map_names::CLASSIFIER` order), and the bits of its IPv4 and IPv6
+/// direct tables. `ebpf_log_level` 0 compiles every aya-log statement out. The
+/// benchmark generator's address pools, which only `load_traffic_generator`
+/// needs, are created with one entry.
+pub fn load(dir: &Path, ebpf_log_level: u8, table_blocks: &[usize; 7], dir_bits: (u32, u32)) -> Result<Ebpf> {
+    load_object(dir, ebpf_log_level, Some((table_blocks, dir_bits)))
 }
 
 /// `load` for the benchmark's traffic generator: its address pools at full size.
@@ -156,14 +157,20 @@ pub fn load_traffic_generator(dir: &Path) -> Result<Ebpf> {
     load_object(dir, 0, None)
 }
 
-fn load_object(dir: &Path, ebpf_log_level: u8, table_blocks: Option<&[usize; 7]>) -> Result<Ebpf> {
+fn load_object(dir: &Path, ebpf_log_level: u8, table: Option<(&[usize; 7], (u32, u32))>) -> Result<Ebpf> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Outlive the loader, which borrows them.
+    let dir_bits = table.map(|(_, bits)| bits);
     let mut loader = EbpfLoader::new();
     loader.default_map_pin_directory(dir).override_global("AYA_LOG_LEVEL", &ebpf_log_level, false);
     // Every program instance of the interface logs into the same ring buffer.
     let log_pin = dir.join(EBPF_LOG_MAP);
     loader.map_pin_path(EBPF_LOG_MAP, log_pin.as_path());
-    if let Some(blocks) = table_blocks {
+    if let Some((v4_bits, v6_bits)) = &dir_bits {
+        loader.override_global(map_names::V4_DIR_BITS, v4_bits, true);
+        loader.override_global(map_names::V6_DIR_BITS, v6_bits, true);
+    }
+    if let Some((blocks, _)) = table {
         for map in [GEN_POOL_MAP, GEN_POOL6_MAP] {
             loader.map_max_entries(map, 1);
         }

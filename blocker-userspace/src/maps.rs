@@ -353,7 +353,8 @@ impl DataplaneMaps {
         }
         let infos = self.shared.list_infos()?;
         let ids = Self::assign_ids(table, &infos)?;
-        let image = Image::build(&table.v4, &table.v6, |l| leaf(table.lists[l].action.code(), ids[l]))?;
+        let image =
+            Image::build_for_budget(&table.v4, &table.v6, |l| leaf(table.lists[l].action.code(), ids[l]), budget)?;
         check_budget(table, &image, budget)?;
         let instance = load_instance(&self.dir, self.log_level, &image)?;
 
@@ -485,7 +486,7 @@ fn check_budget(table: &CompiledTable, image: &Image, budget: u64) -> Result<(),
 /// them. Nothing uses it until it is swapped onto a link.
 fn load_instance(dir: &Path, log_level: u8, image: &Image) -> Result<Instance> {
     let blocks = image.map_blocks();
-    let ebpf = loader::load(dir, log_level, &blocks)?;
+    let ebpf = loader::load(dir, log_level, &blocks, image.dir_bits())?;
     let fds = instance_maps(&ebpf)?;
     let mut tables = MappedTables::new(&fds, image.lengths(), true)?;
     for (mapping, content) in tables.maps.iter_mut().zip(image.map_bytes()) {
