@@ -45,7 +45,7 @@ use blocker_common::{
     map_names, GEN_POOL6_MAP, GEN_POOL_MAP, PROGRAM_DROP_FLOOR, PROGRAM_LPM_BASELINE, PROGRAM_NAME, PROGRAM_PASS_FLOOR,
     PROGRAM_TRAFFICGEN, PROGRAM_TRAFFICGEN6,
 };
-use blocker_tests::{sh, Rng};
+use blocker_tests::{sh, tables, Rng};
 
 const FRAMES: u32 = 3_000_000;
 const POOL: usize = blocker_common::GEN_POOL_SIZE as usize;
@@ -156,23 +156,34 @@ fn fill_pool(gen: &mut Ebpf, family: Family, pool: &[u128]) {
     }
 }
 
-/// Waits for a child with wait4(2): its exit status and peak resident set (KiB).
-fn wait_measured(child: std::process::Child) -> (i32, u64) {
-    let mut status = 0;
-    // SAFETY: zeroed rusage is valid; wait4 on our own child's pid.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert!(pid > 0, "wait4: {}", std::io::Error::last_os_error());
-    (status, usage.ru_maxrss as u64)
+/// Runs a command to completion under GNU time: (wall time, peak RSS in KiB).
+/// Not wait4(2)'s figure: a child spawned from this process starts with its
+/// memory, and Linux carries that high-water mark across exec.
+fn run_measured(cmd: &mut Command, stdin: Option<&std::path::Path>) -> (Duration, u64) {
+    let report = std::env::temp_dir().join(format!("blocker-e2e-{}.time", std::process::id()));
+    let mut timed = Command::new("/usr/bin/time");
+    timed.args(["-f", "%M", "-o"]).arg(&report).arg(cmd.get_program()).args(cmd.get_args());
+    if let Some(path) = stdin {
+        timed.stdin(std::fs::File::open(path).unwrap());
+    }
+    let started = Instant::now();
+    let status = timed.status().unwrap();
+    let elapsed = started.elapsed();
+    assert!(status.success(), "{cmd:?} failed");
+    let kib = std::fs::read_to_string(&report).unwrap().trim().parse().unwrap();
+    let _ = std::fs::remove_file(&report);
+    (elapsed, kib)
 }
 
-/// Runs a command to completion: (wall time, peak RSS in KiB).
-fn run_measured(cmd: &mut Command) -> (Duration, u64) {
-    let started = Instant::now();
-    let child = cmd.spawn().unwrap();
-    let (status, rss) = wait_measured(child);
-    assert_eq!(status, 0, "{cmd:?} failed");
-    (started.elapsed(), rss)
+/// A process's peak resident set (KiB) from /proc: `VmHWM`, which a new program
+/// image starts afresh.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
 }
 
 fn frame(family: Family, rx_mac: [u8; 6], tx_mac: [u8; 6]) -> Vec<u8> {
@@ -429,8 +440,10 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     );
     let nft_file = std::env::temp_dir().join(format!("blocker-e2e-{}-{tag}.nft", std::process::id()));
     std::fs::write(&nft_file, nft).unwrap();
-    let load_nft =
-        run_measured(Command::new("ip").args(["netns", "exec", &net.rx, "nft", "-f", nft_file.to_str().unwrap()]));
+    let load_nft = run_measured(
+        Command::new("ip").args(["netns", "exec", &net.rx, "nft", "-f", nft_file.to_str().unwrap()]),
+        None,
+    );
     let mut pass_maps = DataplaneMaps::load(&loader::iface_dir(pins, &format!("rx-pass-{tag}")), 0).unwrap();
     let rx = pass_maps.ebpf_mut().unwrap();
     attach(rx, PROGRAM_PASS_FLOOR);
@@ -445,11 +458,9 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     }
     let restore_file = std::env::temp_dir().join(format!("blocker-e2e-{}-{tag}.ipset", std::process::id()));
     std::fs::write(&restore_file, restore).unwrap();
-    let load_ipset = run_measured(
-        Command::new("ip")
-            .args(["netns", "exec", &net.rx, "ipset", "-exist", "restore"])
-            .stdin(std::fs::File::open(&restore_file).unwrap()),
-    );
+    let mut restore_cmd = Command::new("ip");
+    restore_cmd.args(["netns", "exec", &net.rx, "ipset", "-exist", "restore"]);
+    let load_ipset = run_measured(&mut restore_cmd, Some(&restore_file));
     net.in_rx(iptables, &["-t", "raw", "-A", "PREROUTING", "-m", "set", "--match-set", "blkdeny", "src", "-j", "DROP"]);
     rows.push(sender.measure(&format!("XDP_PASS + {iptables} raw PREROUTING, ipset hash:net"), &pools));
     net.in_rx(iptables, &["-t", "raw", "-F", "PREROUTING"]);
@@ -491,7 +502,7 @@ fn widened_to_16(table: &CompiledTable) -> CompiledTable {
 
 /// The real daemon on the receiving veth with every country denied: time to
 /// "ready" (read, compile, load, attach), time of one SIGHUP reload, peak RSS.
-fn daemon_start_and_reload(net: &Net, pins: &std::path::Path, countries: &str) -> (Duration, Duration, u64) {
+fn daemon_start_and_reload(net: &Net, pins: &std::path::Path, policy: &[&str]) -> (Duration, Duration, u64) {
     let daemon_pins = pins.join("daemon");
     let log_path = std::env::temp_dir().join(format!("blocker-e2e-{}.log", std::process::id()));
     let socket = std::env::temp_dir().join(format!("blocker-e2e-{}.sock", std::process::id()));
@@ -501,7 +512,7 @@ fn daemon_start_and_reload(net: &Net, pins: &std::path::Path, countries: &str) -
         .arg(env!("CARGO_BIN_EXE_blocker"))
         .args(["--pin-root", daemon_pins.to_str().unwrap(), "--socket", socket.to_str().unwrap()])
         .args(["run", "--iface", "e2erx", "--xdp-mode", "native", "--no-watch", "--no-default-never-block"])
-        .args(["--deny-country", countries])
+        .args(policy)
         .stderr(std::fs::File::create(&log_path).unwrap())
         .env("RUST_LOG", "info")
         .spawn()
@@ -524,12 +535,265 @@ fn daemon_start_and_reload(net: &Net, pins: &std::path::Path, countries: &str) -
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
     wait_for("reloaded");
     let reload = started.elapsed();
+    let rss = peak_rss_kib(child.id());
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let (_, rss) = wait_measured(child);
+    let mut child = child;
+    child.wait().unwrap();
     Net::enter(&net.rx);
     loader::detach(&daemon_pins, "e2erx").unwrap();
     let _ = std::fs::remove_file(&log_path);
     (start, reload, rss)
+}
+
+/// `BLOCKER_BENCH_PARTS=world,attack,million` runs only those parts (default: all).
+fn wanted_part(part: &str) -> bool {
+    match std::env::var("BLOCKER_BENCH_PARTS") {
+        Ok(parts) if !parts.is_empty() => parts.split(',').any(|p| p.trim() == part),
+        _ => true,
+    }
+}
+
+/// A deny list of random IPv4 hosts, as a compiled table and as text.
+fn threat_list(n: usize, seed: u64) -> (CompiledTable, Vec<u32>) {
+    let hosts = tables::random_v4_hosts(&mut Rng(seed), n);
+    let prefixes = hosts.iter().map(|a| Prefix { family: Family::V4, addr: u128::from(*a), len: 32 }).collect();
+    (compile(&[ListSpec { name: "threats".into(), role: Role::Deny, prefixes }]), hosts)
+}
+
+const ATTACK_LIST: usize = 2_000_000;
+const ATTACK_MIXES: [&str; 2] = ["every source from the list (attack)", "random sources (almost all pass)"];
+
+/// An attack from listed addresses: a deny list of 2,000,000 random IPv4 hosts,
+/// every source drawn from it; and random sources against the same list.
+struct AttackRun {
+    rows: Vec<Receiver>,
+    load_nft: (Duration, u64),
+}
+
+fn run_attack(net: &Net, pins: &std::path::Path, frames: u32) -> AttackRun {
+    let (table, hosts) = threat_list(ATTACK_LIST, 0x2545_f491_4f6c_dd1d);
+    let attack: Vec<u128> = {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        (0..POOL).map(|_| u128::from(hosts[rng.below(hosts.len() as u128) as usize])).collect()
+    };
+    let random = pool(&table, Family::V4, 0, 1);
+    let pools = [attack, random];
+    Net::enter(&net.tx);
+    let tx_ifindex = loader::ifindex("e2etx").unwrap();
+    let mut gen = loader::load_traffic_generator(&loader::iface_dir(pins, "gen-attack")).unwrap();
+    {
+        let prog: &mut Xdp = gen.program_mut(PROGRAM_TRAFFICGEN).unwrap().try_into().unwrap();
+        prog.load().unwrap();
+    }
+    let frame = frame(Family::V4, mac(&net.rx, "e2erx"), mac(&net.tx, "e2etx"));
+    let mut sender = Sender { net, gen, family: Family::V4, program: PROGRAM_TRAFFICGEN, tx_ifindex, frame, frames };
+
+    Net::enter(&net.rx);
+    let mut floor_maps = DataplaneMaps::load(&loader::iface_dir(pins, "rx-floor-attack"), 0).unwrap();
+    let mut maps = DataplaneMaps::load(&loader::iface_dir(pins, "rx-blocker-attack"), 0).unwrap();
+    maps.apply(&table, DEFAULT_TABLE_MEMORY).unwrap();
+    let (mut floor_rounds, mut blocker_rounds) = (Vec::new(), Vec::new());
+    for _ in 0..knob("BLOCKER_BENCH_ROUNDS", 3usize).max(1) {
+        let floor = floor_maps.ebpf_mut().unwrap();
+        let link = attach(floor, PROGRAM_DROP_FLOOR);
+        floor_rounds.push(sender.measure("XDP_DROP only (floor)", &pools));
+        detach(floor, PROGRAM_DROP_FLOOR, link);
+        let rx = maps.ebpf_mut().unwrap();
+        let link = attach(rx, PROGRAM_NAME);
+        blocker_rounds.push(sender.measure("blocker, 2M-address list", &pools));
+        detach(rx, PROGRAM_NAME, link);
+    }
+    let mut rows = vec![median_of(floor_rounds), median_of(blocker_rounds)];
+    drop(maps);
+
+    // XDP_PASS, then nftables netdev ingress with a set of the same addresses
+    // (a hash set: the fastest nftables set for hosts).
+    let mut nft = String::with_capacity(16 * hosts.len());
+    nft.push_str("table netdev blk {\n  set deny {\n    type ipv4_addr;\n    elements = { ");
+    for (i, a) in hosts.iter().enumerate() {
+        let _ = write!(nft, "{}{}", if i == 0 { "" } else { ", " }, std::net::Ipv4Addr::from(*a));
+    }
+    nft.push_str(" }\n  }\n  chain ingress {\n    type filter hook ingress device \"e2erx\" priority -500; policy accept;\n    ip saddr @deny drop\n  }\n}\n");
+    let nft_file = std::env::temp_dir().join(format!("blocker-e2e-{}-attack.nft", std::process::id()));
+    std::fs::write(&nft_file, nft).unwrap();
+    let load_nft = run_measured(
+        Command::new("ip").args(["netns", "exec", &net.rx, "nft", "-f", nft_file.to_str().unwrap()]),
+        None,
+    );
+    let _ = std::fs::remove_file(&nft_file);
+    let rx = floor_maps.ebpf_mut().unwrap();
+    let link = attach(rx, PROGRAM_PASS_FLOOR);
+    rows.push(sender.measure("XDP_PASS + nftables netdev ingress, same set", &pools));
+    detach(rx, PROGRAM_PASS_FLOOR, link);
+    net.in_rx("nft", &["delete", "table", "netdev", "blk"]);
+    AttackRun { rows, load_nft }
+}
+
+impl AttackRun {
+    fn report(&self, out: &mut String, json: &mut serde_json::Map<String, serde_json::Value>, frames: u32) {
+        let _ =
+            writeln!(out, "end to end, IPv4, a deny list of {ATTACK_LIST} random addresses, {frames} frames per run");
+        let _ = writeln!(out, "{:<52} {:>22} {:>22}", "", "sources from the list", "random sources");
+        let _ = writeln!(
+            out,
+            "{:<52} {:>7} {:>6} {:>7}  {:>7} {:>6} {:>7}",
+            "receiver", "Mpps", "floor", "blk is", "Mpps", "floor", "blk is"
+        );
+        let mut rows_json = Vec::new();
+        for r in &self.rows {
+            let _ = write!(out, "{:<52}", r.name);
+            for (i, mpps) in r.mpps.iter().enumerate() {
+                let _ = write!(
+                    out,
+                    " {mpps:>7.2} {:>5.0}% {:>6.1}x ",
+                    mpps / self.rows[0].mpps[i] * 100.0,
+                    self.rows[1].mpps[i] / mpps
+                );
+            }
+            let _ = writeln!(out);
+            rows_json.push(
+                serde_json::json!({ "receiver": r.name, "mpps": r.mpps, "arrived": r.arrived, "rounds": r.rounds }),
+            );
+        }
+        let _ = writeln!(
+            out,
+            "floor and blocker: median of {} alternating rounds; nft -f of the set: {:.1} s, peak RSS {:.0} MiB\n",
+            self.rows[0].rounds,
+            self.load_nft.0.as_secs_f64(),
+            self.load_nft.1 as f64 / 1024.0
+        );
+        json.insert(
+            "attack_2m".into(),
+            serde_json::json!({ "mixes": ATTACK_MIXES, "receivers": rows_json,
+                "nft_load_s": self.load_nft.0.as_secs_f64(), "nft_peak_rss_kib": self.load_nft.1 }),
+        );
+    }
+}
+
+const MILLION: usize = 1_000_000;
+
+/// 1,000,000 random IPv4 addresses: kernel memory of blocker's maps against
+/// ipset hash:ip holding the same set, side by side; the load time of each, and
+/// the real daemon's start, reload and peak RSS against `nft -f`.
+struct MillionRun {
+    blocker_kernel_bytes: u64,
+    blocker_table_bytes: u64,
+    compile_load_swap: Duration,
+    ipset_kernel_bytes: u64,
+    ipset_restore: (Duration, u64),
+    nft: (Duration, u64),
+    daemon: (Duration, Duration, u64),
+}
+
+fn run_million(net: &Net, pins: &std::path::Path) -> MillionRun {
+    let (_, hosts) = threat_list(MILLION, 0x6a09_e667_f3bc_c909);
+    let text: String = hosts.iter().map(|a| format!("{}\n", std::net::Ipv4Addr::from(*a))).collect();
+    let list = std::env::temp_dir().join(format!("blocker-e2e-{}-million.txt", std::process::id()));
+    std::fs::write(&list, &text).unwrap();
+
+    // In process: parse + compile + build + load + fill + swap onto a pinned link.
+    Net::enter(&net.rx);
+    let root = pins.join("million");
+    let dir = loader::iface_dir(&root, "e2erx");
+    let mut maps = DataplaneMaps::load(&dir, 0).unwrap();
+    loader::attach(maps.ebpf_mut().unwrap(), &root, "e2erx", loader::AttachMode::Native).unwrap();
+    let started = Instant::now();
+    let prefixes = blocker::lists::parse_list(&list, &text).unwrap();
+    let table = compile(&[ListSpec { name: "million".into(), role: Role::Deny, prefixes }]);
+    let report = maps.apply(&table, DEFAULT_TABLE_MEMORY).unwrap();
+    let compile_load_swap = started.elapsed();
+    let blocker_kernel_bytes = maps.memory().unwrap();
+    drop(maps);
+    loader::detach(&root, "e2erx").unwrap();
+
+    // ipset hash:ip: restore, then the kernel's own figure for the set.
+    let mut restore = format!("create blkmillion hash:ip family inet maxelem {}\n", 2 * MILLION);
+    for a in &hosts {
+        let _ = writeln!(restore, "add blkmillion {}", std::net::Ipv4Addr::from(*a));
+    }
+    let restore_file = std::env::temp_dir().join(format!("blocker-e2e-{}-million.ipset", std::process::id()));
+    std::fs::write(&restore_file, restore).unwrap();
+    let mut restore_cmd = Command::new("ip");
+    restore_cmd.args(["netns", "exec", &net.rx, "ipset", "-exist", "restore"]);
+    let ipset_restore = run_measured(&mut restore_cmd, Some(&restore_file));
+    let listing = net.in_rx("ipset", &["list", "-t", "blkmillion"]);
+    let ipset_kernel_bytes = listing
+        .lines()
+        .find_map(|l| l.strip_prefix("Size in memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("ipset list -t reports its size in memory");
+    net.in_rx("ipset", &["destroy", "blkmillion"]);
+    let _ = std::fs::remove_file(&restore_file);
+
+    // nft -f of the same set (the netdev table is loaded and deleted again).
+    let mut nft = String::from("table netdev blkm {\n  set deny {\n    type ipv4_addr;\n    elements = { ");
+    nft.push_str(&hosts.iter().map(|a| std::net::Ipv4Addr::from(*a).to_string()).collect::<Vec<_>>().join(", "));
+    nft.push_str(" }\n  }\n}\n");
+    let nft_file = std::env::temp_dir().join(format!("blocker-e2e-{}-million.nft", std::process::id()));
+    std::fs::write(&nft_file, nft).unwrap();
+    let nft = run_measured(
+        Command::new("ip").args(["netns", "exec", &net.rx, "nft", "-f", nft_file.to_str().unwrap()]),
+        None,
+    );
+    net.in_rx("nft", &["delete", "table", "netdev", "blkm"]);
+    let _ = std::fs::remove_file(&nft_file);
+
+    let daemon = daemon_start_and_reload(net, pins, &["--deny", list.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&list);
+    MillionRun {
+        blocker_kernel_bytes,
+        blocker_table_bytes: report.table_bytes,
+        compile_load_swap,
+        ipset_kernel_bytes,
+        ipset_restore,
+        nft,
+        daemon,
+    }
+}
+
+impl MillionRun {
+    fn report(&self, out: &mut String, json: &mut serde_json::Map<String, serde_json::Value>) {
+        let mib = |b: u64| b as f64 / f64::from(1 << 20);
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let _ = writeln!(out, "{MILLION} random IPv4 addresses");
+        let _ = writeln!(
+            out,
+            "kernel memory: blocker {:.1} MiB (all its maps; the table {:.1} MiB), ipset hash:ip {:.1} MiB: blocker is {:.2}x ipset",
+            mib(self.blocker_kernel_bytes),
+            mib(self.blocker_table_bytes),
+            mib(self.ipset_kernel_bytes),
+            self.blocker_kernel_bytes as f64 / self.ipset_kernel_bytes as f64
+        );
+        let _ = writeln!(
+            out,
+            "load: blocker parse + compile + load + swap {:.0} ms; ipset restore {:.0} ms ({:.1}x blocker); nft -f {:.0} ms",
+            ms(self.compile_load_swap),
+            ms(self.ipset_restore.0),
+            self.ipset_restore.0.as_secs_f64() / self.compile_load_swap.as_secs_f64(),
+            ms(self.nft.0)
+        );
+        let (start, reload, rss) = self.daemon;
+        let _ = writeln!(
+            out,
+            "daemon with the list: ready in {:.0} ms, SIGHUP reload {:.0} ms, peak RSS {:.0} MiB; nft -f peak RSS {:.0} MiB ({:.2}x the daemon's); ipset restore peak RSS {:.0} MiB\n",
+            ms(start),
+            ms(reload),
+            rss as f64 / 1024.0,
+            self.nft.1 as f64 / 1024.0,
+            rss as f64 / self.nft.1 as f64,
+            self.ipset_restore.1 as f64 / 1024.0
+        );
+        json.insert(
+            "million_v4".into(),
+            serde_json::json!({
+                "blocker_kernel_bytes": self.blocker_kernel_bytes, "blocker_table_bytes": self.blocker_table_bytes,
+                "ipset_kernel_bytes": self.ipset_kernel_bytes,
+                "compile_load_swap_ms": ms(self.compile_load_swap), "ipset_restore_ms": ms(self.ipset_restore.0),
+                "ipset_restore_rss_kib": self.ipset_restore.1, "nft_ms": ms(self.nft.0), "nft_rss_kib": self.nft.1,
+                "daemon_ready_ms": ms(start), "daemon_reload_ms": ms(reload), "daemon_rss_kib": rss,
+            }),
+        );
+    }
 }
 
 fn main() {
@@ -546,8 +810,15 @@ fn main() {
         Ok("6") => vec![Family::V6],
         _ => vec![Family::V4, Family::V6],
     };
-    let runs: Vec<FamilyRun> = families.iter().map(|f| run_family(*f, &table, &net, &pins, frames)).collect();
-    let (start_daemon, reload_daemon, rss_daemon) = daemon_start_and_reload(&net, &pins, &all.join(","));
+    let runs: Vec<FamilyRun> = if wanted_part("world") {
+        families.iter().map(|f| run_family(*f, &table, &net, &pins, frames)).collect()
+    } else {
+        Vec::new()
+    };
+    let (start_daemon, reload_daemon, rss_daemon) =
+        daemon_start_and_reload(&net, &pins, &["--deny-country", &all.join(",")]);
+    let attack = wanted_part("attack").then(|| run_attack(&net, &pins, frames));
+    let million = wanted_part("million").then(|| run_million(&net, &pins));
     let _ = std::fs::remove_dir_all(&pins);
 
     let mut out = String::new();
@@ -621,7 +892,8 @@ fn main() {
         control_json
             .push(serde_json::json!({ "what": name, "wall_ms": wall.as_secs_f64() * 1e3, "peak_rss_kib": rss }));
     }
-    let map_memory = &runs[0].map_memory;
+    let no_memory = Vec::new();
+    let map_memory = runs.first().map_or(&no_memory, |r| &r.map_memory);
     let total: u64 = map_memory.iter().map(|(_, b)| b).sum();
     let _ = writeln!(
         out,
@@ -632,6 +904,12 @@ fn main() {
         if *bytes >= 1 << 20 {
             let _ = writeln!(out, "  {name:<20} {:>6.1} MiB", *bytes as f64 / (1u64 << 20) as f64);
         }
+    }
+    if let Some(a) = &attack {
+        a.report(&mut out, &mut json, frames);
+    }
+    if let Some(m) = &million {
+        m.report(&mut out, &mut json);
     }
     print!("{out}");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");

@@ -218,39 +218,93 @@ pub fn reference_lookup(lists: &[ListSpec], family: Family, addr: u128) -> Optio
 }
 
 pub fn compile(lists: &[ListSpec]) -> CompiledTable {
-    CompiledTable {
-        lists: lists.iter().map(|l| CompiledList { name: l.name.clone(), action: l.role.action() }).collect(),
-        v4: compile_family(lists, Family::V4),
-        v6: compile_family(lists, Family::V6),
+    let events = [Events::collect(lists, Family::V4), Events::collect(lists, Family::V6)];
+    CompiledTable::from_events(compiled_lists(lists), events)
+}
+
+/// `compile`, freeing the lists' prefixes before the sweep: with millions of
+/// prefixes the daemon's peak memory is what matters most here.
+pub fn compile_owned(lists: Vec<ListSpec>) -> CompiledTable {
+    let events = [Events::collect(&lists, Family::V4), Events::collect(&lists, Family::V6)];
+    let compiled = compiled_lists(&lists);
+    drop(lists);
+    CompiledTable::from_events(compiled, events)
+}
+
+fn compiled_lists(lists: &[ListSpec]) -> Vec<CompiledList> {
+    lists.iter().map(|l| CompiledList { name: l.name.clone(), action: l.role.action() }).collect()
+}
+
+impl CompiledTable {
+    fn from_events(lists: Vec<CompiledList>, [v4, v6]: [Events; 2]) -> CompiledTable {
+        let v4 = v4.sweep();
+        CompiledTable { lists, v4, v6: v6.sweep() }
     }
 }
 
-fn compile_family(lists: &[ListSpec], family: Family) -> Vec<Range> {
-    // Sweep over range boundaries: a prefix starts (rank with the top bit clear)
-    // or ends just before the point (top bit set).
-    const END: u32 = 1 << 31;
-    let mut events: Vec<(u128, u32)> = Vec::new();
-    for (i, list) in lists.iter().enumerate() {
-        for p in list.prefixes.iter().filter(|p| p.family == family) {
-            let (lo, hi) = p.range();
-            let r = rank(i, list.role, p);
-            events.push((lo, r));
-            if let Some(after) = hi.checked_add(1).filter(|a| *a <= family.max_addr()) {
-                events.push((after, r | END));
+/// A family's range boundaries, sorted: a prefix starts (rank with the top bit
+/// clear) or ends just before the point (top bit set). Sized exactly; IPv4's are
+/// packed in a u64 (8 bytes, not 32): with millions of prefixes they are the
+/// compiler's largest allocation.
+enum Events {
+    V4(Vec<u64>),
+    V6(Vec<(u128, u32)>),
+}
+
+impl Events {
+    fn collect(lists: &[ListSpec], family: Family) -> Events {
+        let count: usize = lists.iter().map(|l| l.prefixes.iter().filter(|p| p.family == family).count()).sum();
+        let each_event = |push: &mut dyn FnMut(u128, u32)| {
+            for (i, list) in lists.iter().enumerate() {
+                for p in list.prefixes.iter().filter(|p| p.family == family) {
+                    let (lo, hi) = p.range();
+                    let r = rank(i, list.role, p);
+                    push(lo, r);
+                    if let Some(after) = hi.checked_add(1).filter(|a| *a <= family.max_addr()) {
+                        push(after, r | END);
+                    }
+                }
+            }
+        };
+        match family {
+            Family::V4 => {
+                let mut events: Vec<u64> = Vec::with_capacity(2 * count);
+                each_event(&mut |point, code| events.push((point as u64) << 32 | u64::from(code)));
+                events.sort_unstable();
+                Events::V4(events)
+            }
+            Family::V6 => {
+                let mut events: Vec<(u128, u32)> = Vec::with_capacity(2 * count);
+                each_event(&mut |point, code| events.push((point, code)));
+                events.sort_unstable_by_key(|e| e.0);
+                Events::V6(events)
             }
         }
     }
-    events.sort_unstable_by_key(|e| e.0);
 
+    fn sweep(self) -> Vec<Range> {
+        match self {
+            Events::V4(e) => sweep(Family::V4, e.len(), |i| (u128::from(e[i] >> 32), e[i] as u32)),
+            Events::V6(e) => sweep(Family::V6, e.len(), |i| e[i]),
+        }
+    }
+}
+
+/// Marks an event as the end of a prefix (the point is just past it).
+const END: u32 = 1 << 31;
+
+/// The sweep over `n` events sorted by point (`event(i)`: point and rank code):
+/// at each point the highest-ranked active prefix wins.
+fn sweep(family: Family, n: usize, event: impl Fn(usize) -> (u128, u32)) -> Vec<Range> {
     let mut active: BTreeMap<Rank, u32> = BTreeMap::new();
     let mut out: Vec<Range> = Vec::new();
     // The run being built: (start, winning list).
     let mut run: Option<(u128, usize)> = None;
     let mut i = 0;
-    while i < events.len() {
-        let point = events[i].0;
-        while i < events.len() && events[i].0 == point {
-            let (_, e) = events[i];
+    while i < n {
+        let point = event(i).0;
+        while i < n && event(i).0 == point {
+            let (_, e) = event(i);
             let r = e & !END;
             if e & END == 0 {
                 *active.entry(r).or_insert(0) += 1;
@@ -276,6 +330,7 @@ fn compile_family(lists: &[ListSpec], family: Family) -> Vec<Range> {
     if let Some((start, cur)) = run {
         out.push(Range { lo: start, hi: family.max_addr(), list: cur });
     }
+    out.shrink_to_fit();
     out
 }
 

@@ -56,9 +56,33 @@ pub struct RunOptions {
 /// What `blocker status` reports besides the live maps.
 struct State {
     started: SystemTime,
-    table: CompiledTable,
+    /// What status shows of the live table, not the table itself: a table of
+    /// millions of ranges would double the daemon's memory between reloads.
+    lists: Vec<ListSummary>,
     /// When, why (the trigger) and with what result the tables were last reloaded.
     last_reload: Option<(SystemTime, String, Result<String, String>)>,
+}
+
+/// One list of the live table, for status.
+struct ListSummary {
+    name: String,
+    action: &'static str,
+    v4_ranges: usize,
+    v6_ranges: usize,
+}
+
+fn list_summaries(table: &CompiledTable) -> Vec<ListSummary> {
+    table
+        .lists
+        .iter()
+        .zip(table.ranges_per_list())
+        .map(|(l, (v4_ranges, v6_ranges))| ListSummary {
+            name: l.name.clone(),
+            action: l.action.name(),
+            v4_ranges,
+            v6_ranges,
+        })
+        .collect()
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -68,17 +92,14 @@ fn unix_secs(t: SystemTime) -> u64 {
 impl State {
     fn status(&self, opts: &RunOptions, managed: &[Managed]) -> serde_json::Value {
         let lists: Vec<serde_json::Value> = self
-            .table
             .lists
             .iter()
-            .enumerate()
-            .zip(self.table.ranges_per_list())
-            .map(|((_, l), (v4, v6))| {
+            .map(|l| {
                 serde_json::json!({
                     "name": l.name,
-                    "action": l.action.name(),
-                    "ipv4_ranges": v4,
-                    "ipv6_ranges": v6,
+                    "action": l.action,
+                    "ipv4_ranges": l.v4_ranges,
+                    "ipv6_ranges": l.v6_ranges,
                 })
             })
             .collect();
@@ -329,7 +350,9 @@ impl Daemon {
         self.opts.policy = policy;
         self.opts.interfaces = interfaces;
         self.opts.table_memory = table_memory;
-        self.state.table = table;
+        self.state.lists = list_summaries(&table);
+        drop(table);
+        release_free_memory();
         Ok(summary)
     }
 
@@ -417,7 +440,30 @@ async fn accept(listener: &Option<tokio::net::UnixListener>) -> std::io::Result<
     }
 }
 
+/// The daemon builds tables of hundreds of MiB and then idles for hours: large
+/// buffers must go back to the system when they are freed. glibc raises its mmap
+/// threshold after each large free, so without a fixed threshold the next
+/// table's vectors come from the heap and stay resident.
+#[cfg(target_env = "gnu")]
+fn fix_malloc_threshold() {
+    // SAFETY: mallopt only changes the allocator's tuning.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024) };
+}
+
+/// Returns the heap's free pages to the system (after a table is built).
+#[cfg(target_env = "gnu")]
+fn release_free_memory() {
+    // SAFETY: malloc_trim only releases memory that is free.
+    unsafe { libc::malloc_trim(0) };
+}
+
+#[cfg(not(target_env = "gnu"))]
+fn fix_malloc_threshold() {}
+#[cfg(not(target_env = "gnu"))]
+fn release_free_memory() {}
+
 pub async fn run(opts: RunOptions) -> Result<()> {
+    fix_malloc_threshold();
     if opts.interfaces.is_empty() {
         bail!("no interface given: pass --iface IF");
     }
@@ -462,9 +508,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     if refreshes > 0 {
         triggers.push(format!("the refresh of {refreshes} URL source(s)"));
     }
+    // Handlers first: whoever acts on "ready" may signal at once, and SIGHUP's
+    // default action would end the daemon.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
     log::info!("ready: {} reload the lists; SIGINT/SIGTERM stops (the program stays attached)", triggers.join(", "));
     let mut daemon = Daemon {
-        state: State { started: SystemTime::now(), table, last_reload: None },
+        state: State { started: SystemTime::now(), lists: list_summaries(&table), last_reload: None },
         opts,
         managed,
         files,
@@ -472,10 +523,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         refreshed_tx,
         refreshing: HashSet::new(),
     };
+    // Only its summary is kept (see `State`).
+    drop(table);
+    release_free_memory();
 
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

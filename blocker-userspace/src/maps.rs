@@ -122,6 +122,12 @@ impl MappedTables {
         Ok(MappedTables { maps, lengths })
     }
 
+    /// Maps `fds` read-only, whole: the maps hold whole blocks.
+    fn read_only(fds: &[(BorrowedFd<'_>, usize)]) -> Result<Self> {
+        let lengths = std::array::from_fn(|i| fds[i].1 * BLOCK_BYTES / ELEMENT_BYTES[i]);
+        MappedTables::new(fds, lengths, false)
+    }
+
     fn view(&self) -> Tables<'_> {
         let l = self.lengths;
         Tables {
@@ -150,9 +156,10 @@ fn instance_maps(ebpf: &Ebpf) -> Result<Vec<(BorrowedFd<'_>, usize)>> {
 
 /// A program instance with its table: the program that is (or will be) on the
 /// interface and the classifier maps it reads.
+/// Its maps are mapped into this process only while they are written or read:
+/// a mapping held open would count the whole table in the daemon's memory.
 struct Instance {
     ebpf: Ebpf,
-    tables: MappedTables,
     bytes: u64,
 }
 
@@ -210,9 +217,7 @@ impl LinkTables {
         }
         let fds: Vec<(BorrowedFd<'_>, usize)> =
             maps.iter().map(|m| Ok((m.fd().as_fd(), m.info()?.max_entries() as usize))).collect::<Result<_>>()?;
-        // The maps hold whole blocks; the walk never reads past a chunk's length.
-        let lengths = std::array::from_fn(|i| fds[i].1 * BLOCK_BYTES / ELEMENT_BYTES[i]);
-        Ok(Some(LinkTables { tables: MappedTables::new(&fds, lengths, false)?, memory }))
+        Ok(Some(LinkTables { tables: MappedTables::read_only(&fds)?, memory }))
     }
 }
 
@@ -400,7 +405,7 @@ impl DataplaneMaps {
         let linked = LinkTables::open(&self.dir)?;
         let found = match (&linked, &self.live) {
             (Some(l), _) => l.tables.view().lookup(family, addr),
-            (None, Some(i)) => i.tables.view().lookup(family, addr),
+            (None, Some(i)) => MappedTables::read_only(&instance_maps(&i.ebpf)?)?.view().lookup(family, addr),
             (None, None) => bail!("no program is attached for {}", self.dir.display()),
         };
         Ok((found != LEAF_NONE).then(|| (leaf_list(found), Action::from_code(leaf_action(found)))))
@@ -492,8 +497,9 @@ fn load_instance(dir: &Path, log_level: u8, image: &Image) -> Result<Instance> {
     for (mapping, content) in tables.maps.iter_mut().zip(image.map_bytes()) {
         mapping.write(content);
     }
+    drop(tables);
     drop(fds);
-    Ok(Instance { ebpf, tables, bytes: image.bytes() })
+    Ok(Instance { ebpf, bytes: image.bytes() })
 }
 
 /// Names longer than the map slot keep their end, which is the distinctive part of a path.

@@ -10,7 +10,7 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 
 use crate::{
-    compile::{compile, complement, CompiledTable, ListSpec, Role},
+    compile::{compile_owned, complement, CompiledTable, ListSpec, Role},
     formats::{load_all, RegionSource},
     lists::{parse_list, read_list, Family, ListSource, Prefix},
     regions::RegionDb,
@@ -231,7 +231,7 @@ impl Policy {
                 }
             }
         }
-        Ok(compile(&specs))
+        Ok(compile_owned(specs))
     }
 }
 

@@ -19,8 +19,13 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("systemd-analyze", "systemd"),
 ];
 /// What the benchmarks' baselines need besides.
-const BENCH_PACKAGES: &[(&str, &str)] =
-    &[("nft", "nftables"), ("ipset", "ipset"), ("iptables", "iptables"), ("ethtool", "ethtool")];
+const BENCH_PACKAGES: &[(&str, &str)] = &[
+    ("nft", "nftables"),
+    ("ipset", "ipset"),
+    ("iptables", "iptables"),
+    ("ethtool", "ethtool"),
+    ("/usr/bin/time", "time"),
+];
 
 fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
