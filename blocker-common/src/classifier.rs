@@ -21,6 +21,14 @@
 //! A chunk that fits in one 64-byte block never straddles two (the builder pads
 //! before it), so its whole search reads one block.
 //!
+//! IPv4, large tables (`Shape::v4_buckets`): `DIR` is instead an array of 2^b
+//! buckets of one block each, and a bucket holds its /b's chunk itself when the
+//! chunk has at most 16 ranges (slot 0's key field: length minus one), or else
+//! `BUCKET_EXTERNAL` in slot 0's key field and the chunk's index in `RANGES` in
+//! slot 1. Most lookups then read one cache line: a DIR entry and its chunk
+//! would be two dependent reads, each a likely cache and TLB miss in a table of
+//! tens of MiB. It costs 64 bytes per bucket, so only large tables use it.
+//!
 //! Memory: 4 bytes per `DIR` entry (at least 256 KiB per family, at most one
 //! entry per range of the table above that), then 4 bytes per IPv4 range, 12 per
 //! IPv6 /64-level range and 10 per range inside a cut /64. Every map is an array of
@@ -33,6 +41,37 @@ pub const MIN_DIR_BITS: u32 = 16;
 pub const MAX_DIR_BITS: u32 = 24;
 /// A direct-table entry that is a leaf rather than a chunk index.
 pub const DIR_LEAF: u32 = 1 << 31;
+/// Bucket layout: slot 0's key field when the chunk is in `RANGES`.
+pub const BUCKET_EXTERNAL: u32 = 0xffff;
+/// Bucket layout: at most this many bits (a bucket per /b: 256 MiB at 22).
+pub const MAX_BUCKET_BITS: u32 = 22;
+
+/// How a table's direct tables are laid out, chosen per table by the builder.
+/// The program gets it as read-only globals (constants to the verifier), and
+/// userspace from the instance's `BLK_SHAPE` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct Shape {
+    /// b of the IPv4 direct table (or of its buckets).
+    pub v4_bits: u32,
+    pub v6_bits: u32,
+    /// 1: IPv4 uses the bucket layout.
+    pub v4_buckets: u32,
+    pub reserved: u32,
+}
+
+impl Shape {
+    /// The smallest shape: 256 KiB per family for the direct tables.
+    pub const SMALLEST: Shape = Shape { v4_bits: MIN_DIR_BITS, v6_bits: MIN_DIR_BITS, v4_buckets: 0, reserved: 0 };
+
+    /// Whether a lookup can use it (a damaged table is never walked).
+    #[inline(always)]
+    pub fn valid(&self) -> bool {
+        let v4_max = if self.v4_buckets != 0 { MAX_BUCKET_BITS } else { MAX_DIR_BITS };
+        (MIN_DIR_BITS..=v4_max).contains(&self.v4_bits) && (MIN_DIR_BITS..=MAX_DIR_BITS).contains(&self.v6_bits)
+    }
+}
 
 /// Bytes of one block, the value of every classifier map.
 pub const BLOCK_BYTES: usize = 64;
@@ -105,9 +144,7 @@ impl Slots for Block16 {
 
 /// Read access to a table's memory, block by block (`None` past a map's end).
 pub trait Memory {
-    /// b of each family's direct table.
-    fn v4_dir_bits(&self) -> u32;
-    fn v6_dir_bits(&self) -> u32;
+    fn shape(&self) -> Shape;
     fn v4_dir(&self, block: u32) -> Option<&Block32>;
     fn v4_ranges(&self, block: u32) -> Option<&Block32>;
     fn v6_dir(&self, block: u32) -> Option<&Block32>;
@@ -121,6 +158,26 @@ pub trait Memory {
 #[inline(always)]
 fn element<'a, B: Slots + 'a>(block_at: impl Fn(u32) -> Option<&'a B>, i: u32) -> Option<B::Elem> {
     block_at(i >> B::SHIFT).map(|b| b.slot(i))
+}
+
+/// The bounded search of `search` inside one block, for `n` at most its slots.
+#[inline(always)]
+fn search_block<B: Slots>(block: &B, key_of: impl Fn(B::Elem) -> u64, start: u32, n: u64, key: u64) -> (u32, B::Elem) {
+    let mut lo = start;
+    let mut found = block.slot(start);
+    let mut len = n;
+    let mut step = 0;
+    while step < B::SHIFT && len > 1 {
+        let half = len / 2;
+        let e = block.slot(lo.wrapping_add(half as u32));
+        if key_of(e) <= key {
+            lo = lo.wrapping_add(half as u32);
+            found = e;
+        }
+        len -= half;
+        step += 1;
+    }
+    (lo, found)
 }
 
 /// Searches the chunk `start .. start + n` for the last element whose key is at
@@ -144,23 +201,13 @@ fn search<'a, B: Slots + 'a>(
     key: u64,
     steps: u32,
 ) -> Option<(u32, B::Elem)> {
+    if u64::from(start & ((1 << B::SHIFT) - 1)) + n <= 1 << B::SHIFT {
+        return Some(search_block(first, key_of, start, n, key));
+    }
     let mut lo = start;
     let mut found = first.slot(start);
     let mut len = n;
     let mut step = 0;
-    if u64::from(start & ((1 << B::SHIFT) - 1)) + n <= 1 << B::SHIFT {
-        while step < B::SHIFT && len > 1 {
-            let half = len / 2;
-            let e = first.slot(lo.wrapping_add(half as u32));
-            if key_of(e) <= key {
-                lo = lo.wrapping_add(half as u32);
-                found = e;
-            }
-            len -= half;
-            step += 1;
-        }
-        return Some((lo, found));
-    }
     while step < steps && len > 1 {
         let half = len / 2;
         let mid = lo.wrapping_add(half as u32);
@@ -178,17 +225,29 @@ fn search<'a, B: Slots + 'a>(
 /// The leaf of an IPv4 address (host order). None only for a damaged table.
 #[inline(always)]
 pub fn lookup_v4(m: &impl Memory, addr: u32) -> Option<u16> {
-    let bits = m.v4_dir_bits();
-    if !(MIN_DIR_BITS..=MAX_DIR_BITS).contains(&bits) {
+    let shape = m.shape();
+    if !shape.valid() {
         return None;
     }
-    let d = element(|b| m.v4_dir(b), addr >> (32 - bits))?;
-    if d & DIR_LEAF != 0 {
-        return Some(d as u16);
-    }
+    let bits = shape.v4_bits;
+    let key = u64::from(addr & ((1 << (32 - bits)) - 1));
+    let d = if shape.v4_buckets != 0 {
+        let bucket = m.v4_dir(addr >> (32 - bits))?;
+        let head = bucket.slot(0) >> 16;
+        if head != BUCKET_EXTERNAL {
+            let (_, e) = search_block(bucket, |e| u64::from(e >> 16), 0, u64::from(head) + 1, key);
+            return Some(e as u16);
+        }
+        bucket.slot(1)
+    } else {
+        let d = element(|b| m.v4_dir(b), addr >> (32 - bits))?;
+        if d & DIR_LEAF != 0 {
+            return Some(d as u16);
+        }
+        d
+    };
     let first = m.v4_ranges(d >> Block32::SHIFT)?;
     let n = u64::from(first.slot(d) >> 16) + 1;
-    let key = u64::from(addr & ((1 << (32 - bits)) - 1));
     let (_, e) = search(|b| m.v4_ranges(b), |e| u64::from(e >> 16), first, d, n, key, V4_STEPS)?;
     Some(e as u16)
 }
@@ -196,10 +255,11 @@ pub fn lookup_v4(m: &impl Memory, addr: u32) -> Option<u16> {
 /// The leaf of an IPv6 address given as its upper and lower 64 bits.
 #[inline(always)]
 pub fn lookup_v6(m: &impl Memory, hi: u64, lo: u64) -> Option<u16> {
-    let bits = m.v6_dir_bits();
-    if !(MIN_DIR_BITS..=MAX_DIR_BITS).contains(&bits) {
+    let shape = m.shape();
+    if !shape.valid() {
         return None;
     }
+    let bits = shape.v6_bits;
     let d = element(|b| m.v6_dir(b), (hi >> (64 - bits)) as u32)?;
     if d & DIR_LEAF != 0 {
         return Some(d as u16);

@@ -33,6 +33,10 @@ pub mod map_names {
     /// tables (`classifier::Memory::v4_dir_bits`), set by the loader.
     pub const V4_DIR_BITS: &str = "BLK_V4_DIR_BITS";
     pub const V6_DIR_BITS: &str = "BLK_V6_DIR_BITS";
+    pub const V4_BUCKETS: &str = "BLK_V4_BUCKETS";
+    /// The same shape (`classifier::Shape`) for userspace, in a one-entry map of
+    /// each program instance.
+    pub const SHAPE: &str = "BLK_SHAPE";
     /// Baseline for benchmarks only: the kernel LPM trie classifier (not pinned).
     pub const LPM_V4: &str = "BLK_LPM_V4";
     pub const LPM_V6: &str = "BLK_LPM_V6";
@@ -131,4 +135,5 @@ mod user {
     // SAFETY: plain-old-data, repr(C), no padding (checked by bytemuck's derive).
     unsafe impl aya::Pod for super::ListStats {}
     unsafe impl aya::Pod for super::ListInfo {}
+    unsafe impl aya::Pod for super::classifier::Shape {}
 }

@@ -8,7 +8,7 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, Array, LpmTrie},
 };
 use blocker_common::{
-    classifier::{self, Block16, Block32, Block64, Memory},
+    classifier::{self, Block16, Block32, Block64, Memory, Shape},
     LPM_BASELINE_ENTRIES,
 };
 
@@ -34,21 +34,30 @@ static BLK_V6_HVALS: Array<Block16> = Array::with_max_entries(1, BPF_F_MMAPABLE)
 static BLK_V4_DIR_BITS: u32 = classifier::MIN_DIR_BITS;
 #[unsafe(no_mangle)]
 static BLK_V6_DIR_BITS: u32 = classifier::MIN_DIR_BITS;
+#[unsafe(no_mangle)]
+static BLK_V4_BUCKETS: u32 = 0;
+
+/// The shape again, for userspace (which cannot read the globals by name from a
+/// loaded program). See `lookup_v4` for how it stays bound to the program.
+#[map]
+static BLK_SHAPE: Array<Shape> = Array::with_max_entries(1, 0);
 
 /// The classifier's memory as the program sees it: blocks of the maps.
 struct Maps;
 
 impl Memory for Maps {
     #[inline(always)]
-    fn v4_dir_bits(&self) -> u32 {
-        // SAFETY: a plain read of a static; volatile so that the compiler does not
-        // fold in the placeholder value the loader replaces.
-        unsafe { core::ptr::read_volatile(&BLK_V4_DIR_BITS) }
-    }
-    #[inline(always)]
-    fn v6_dir_bits(&self) -> u32 {
-        // SAFETY: as above.
-        unsafe { core::ptr::read_volatile(&BLK_V6_DIR_BITS) }
+    fn shape(&self) -> Shape {
+        // SAFETY: plain reads of statics; volatile so that the compiler does not
+        // fold in the placeholder values the loader replaces.
+        unsafe {
+            Shape {
+                v4_bits: core::ptr::read_volatile(&BLK_V4_DIR_BITS),
+                v6_bits: core::ptr::read_volatile(&BLK_V6_DIR_BITS),
+                v4_buckets: core::ptr::read_volatile(&BLK_V4_BUCKETS),
+                reserved: 0,
+            }
+        }
     }
     #[inline(always)]
     fn v4_dir(&self, block: u32) -> Option<&Block32> {
@@ -83,6 +92,13 @@ impl Memory for Maps {
 /// The leaf whose range holds `src` (network-order bytes).
 #[inline(always)]
 pub fn lookup_v4(src: [u8; 4]) -> Option<u16> {
+    // A program binds only the maps its code names. This branch, which the
+    // verifier removes as dead (the bits are a constant and never 0), names
+    // BLK_SHAPE so that userspace finds it among the program's maps.
+    // SAFETY: as in `Maps::shape`.
+    if unsafe { core::ptr::read_volatile(&BLK_V4_DIR_BITS) } == 0 {
+        return BLK_SHAPE.get(0).map(|s| s.v4_bits as u16);
+    }
     classifier::lookup_v4(&Maps, u32::from_be_bytes(src))
 }
 

@@ -604,6 +604,17 @@ fn run_attack(net: &Net, pins: &std::path::Path, frames: u32) -> AttackRun {
         detach(rx, PROGRAM_NAME, link);
     }
     let mut rows = vec![median_of(floor_rounds), median_of(blocker_rounds)];
+    // Profile: the same table, every source from 4,096 listed addresses, whose
+    // table blocks stay in cache and in the TLB: the difference to the row above
+    // is what the table's memory costs (dependent reads of a 20+ MiB table).
+    let hot: Vec<u128> = (0..POOL).map(|i| u128::from(hosts[i % 4096])).collect();
+    let rx = maps.ebpf_mut().unwrap();
+    let link = attach(rx, PROGRAM_NAME);
+    let mut hot_row = sender.measure("blocker, sources from 4,096 listed (cache-hot)", &[hot]);
+    hot_row.mpps.push(f64::NAN);
+    hot_row.arrived.push(0);
+    rows.push(hot_row);
+    detach(maps.ebpf_mut().unwrap(), PROGRAM_NAME, link);
     drop(maps);
 
     // XDP_PASS, then nftables netdev ingress with a set of the same addresses
@@ -624,8 +635,9 @@ fn run_attack(net: &Net, pins: &std::path::Path, frames: u32) -> AttackRun {
     let rx = floor_maps.ebpf_mut().unwrap();
     let link = attach(rx, PROGRAM_PASS_FLOOR);
     rows.push(sender.measure("XDP_PASS + nftables netdev ingress, same set", &pools));
-    detach(rx, PROGRAM_PASS_FLOOR, link);
     net.in_rx("nft", &["delete", "table", "netdev", "blk"]);
+    rows.push(sender.measure("XDP_PASS, no filter", &pools));
+    detach(rx, PROGRAM_PASS_FLOOR, link);
     AttackRun { rows, load_nft }
 }
 

@@ -4,8 +4,8 @@
 
 use blocker_common::{
     classifier::{
-        self as format, Block16, Block32, Block64, Memory, BLOCK_BYTES, DIR_LEAF, LEAF_HOSTS, LEAF_NONE, MAX_DIR_BITS,
-        MIN_DIR_BITS,
+        self as format, Block16, Block32, Block64, Memory, Shape, BLOCK_BYTES, DIR_LEAF, LEAF_HOSTS, LEAF_NONE,
+        MAX_BUCKET_BITS, MAX_DIR_BITS, MIN_DIR_BITS,
     },
     map_names,
 };
@@ -24,6 +24,7 @@ pub enum BuildError {
 /// A built table: the content of each classifier map, element by element.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Image {
+    pub shape: Shape,
     pub v4_dir: Vec<u32>,
     pub v4_ranges: Vec<u32>,
     pub v6_dir: Vec<u32>,
@@ -56,12 +57,12 @@ impl Image {
     /// address, as the compiler produces them); `leaf(list)` is the leaf a hit of
     /// that list carries (`format::leaf(action, list_id)`).
     pub fn build(v4: &[Range], v6: &[Range], leaf: impl Fn(usize) -> u16) -> Result<Image, BuildError> {
-        Image::build_with_dir_bits(v4, v6, leaf, dir_bits(v4.len()), dir_bits(v6.len()))
+        Image::build_with_shape(v4, v6, leaf, preferred_shape(v4.len(), v6.len()))
     }
 
-    /// `build`, falling back to the smallest direct tables when the table would
-    /// not fit in `budget` bytes otherwise: they trade speed for memory, and the
-    /// budget comes first. The caller still checks the result against the budget.
+    /// `build`, falling back to the smallest shape when the table would not fit
+    /// in `budget` bytes otherwise: larger direct tables trade memory for speed,
+    /// and the budget comes first. The caller still checks the result.
     pub fn build_for_budget(
         v4: &[Range],
         v6: &[Range],
@@ -69,24 +70,23 @@ impl Image {
         budget: u64,
     ) -> Result<Image, BuildError> {
         let image = Image::build(v4, v6, &leaf)?;
-        if image.bytes() <= budget || image.dir_bits() == (MIN_DIR_BITS, MIN_DIR_BITS) {
+        if image.bytes() <= budget || image.shape == Shape::SMALLEST {
             return Ok(image);
         }
-        Image::build_with_dir_bits(v4, v6, leaf, MIN_DIR_BITS, MIN_DIR_BITS)
+        Image::build_with_shape(v4, v6, leaf, Shape::SMALLEST)
     }
 
-    /// `build` with the direct tables' bits given (`MIN_DIR_BITS..=MAX_DIR_BITS`).
-    pub fn build_with_dir_bits(
+    /// `build` with the shape given (a valid one).
+    pub fn build_with_shape(
         v4: &[Range],
         v6: &[Range],
         leaf: impl Fn(usize) -> u16,
-        v4_bits: u32,
-        v6_bits: u32,
+        shape: Shape,
     ) -> Result<Image, BuildError> {
-        assert!((MIN_DIR_BITS..=MAX_DIR_BITS).contains(&v4_bits) && (MIN_DIR_BITS..=MAX_DIR_BITS).contains(&v6_bits));
-        let mut image = Image::default();
-        build_v4(&mut image, v4, &leaf, v4_bits);
-        build_v6(&mut image, v6, &leaf, v6_bits);
+        assert!(shape.valid(), "{shape:?}");
+        let mut image = Image { shape, ..Image::default() };
+        build_v4(&mut image, v4, &leaf);
+        build_v6(&mut image, v6, &leaf, shape.v6_bits);
         image.pad_to_blocks();
         // Indices are u32 in the walk, and a direct-table entry has 31 bits.
         for (map, len) in [
@@ -154,13 +154,9 @@ impl Image {
         ]
     }
 
-    /// The bits of each family's direct table (its length is a power of two).
-    pub fn dir_bits(&self) -> (u32, u32) {
-        (self.v4_dir.len().trailing_zeros(), self.v6_dir.len().trailing_zeros())
-    }
-
     pub fn view(&self) -> Tables<'_> {
         Tables {
+            shape: self.shape,
             v4_dir: &self.v4_dir,
             v4_ranges: &self.v4_ranges,
             v6_dir: &self.v6_dir,
@@ -176,6 +172,7 @@ impl Image {
 /// mapped into this process.
 #[derive(Clone, Copy, Debug)]
 pub struct Tables<'a> {
+    pub shape: Shape,
     pub v4_dir: &'a [u32],
     pub v4_ranges: &'a [u32],
     pub v6_dir: &'a [u32],
@@ -185,16 +182,6 @@ pub struct Tables<'a> {
     pub v6_host_values: &'a [u16],
 }
 
-/// The bits of a direct table of `len` entries; 0 (no lookup succeeds) if `len` is
-/// not a power of two.
-fn bits_of(len: usize) -> u32 {
-    if len.is_power_of_two() {
-        len.trailing_zeros()
-    } else {
-        0
-    }
-}
-
 /// Block `block` of a map given as elements (whole blocks).
 fn block_of<T, const N: usize>(elements: &[T], block: u32) -> Option<&[T; N]> {
     let start = (block as usize).checked_mul(N)?;
@@ -202,11 +189,8 @@ fn block_of<T, const N: usize>(elements: &[T], block: u32) -> Option<&[T; N]> {
 }
 
 impl Memory for Tables<'_> {
-    fn v4_dir_bits(&self) -> u32 {
-        bits_of(self.v4_dir.len())
-    }
-    fn v6_dir_bits(&self) -> u32 {
-        bits_of(self.v6_dir.len())
+    fn shape(&self) -> Shape {
+        self.shape
     }
     fn v4_dir(&self, block: u32) -> Option<&Block32> {
         block_of(self.v4_dir, block)
@@ -313,18 +297,34 @@ impl<'a, I: Iterator<Item = &'a Range>, F: Fn(usize) -> u16> Iterator for Bounda
     }
 }
 
-/// The bits of a family's direct table for `ranges` compiled ranges: about one
-/// entry per range, so that a chunk holds a few boundaries and the search takes
-/// one or two steps, while the direct table costs at most as much as the ranges.
-pub fn dir_bits(ranges: usize) -> u32 {
-    ranges.max(1).ilog2().clamp(MIN_DIR_BITS, MAX_DIR_BITS)
+/// IPv4 tables of at least this many ranges use buckets (`Shape::v4_buckets`):
+/// 4 MiB of buckets at the least.
+pub const BUCKETS_FROM_RANGES: usize = 1 << 16;
+
+/// The shape for a table of `v4` and `v6` compiled ranges:
+/// - a direct table of about one entry per range, so that a chunk holds a few
+///   boundaries and the search takes one or two steps, while the direct table
+///   costs at most as much as the ranges;
+/// - IPv4 from `BUCKETS_FROM_RANGES` on: a bucket per 4 ranges, so that most
+///   buckets hold their chunk (at most 16 ranges), at 16 bytes per range.
+pub fn preferred_shape(v4: usize, v6: usize) -> Shape {
+    let bits = |n: usize, max| n.max(1).ilog2().clamp(MIN_DIR_BITS, max);
+    let v4_buckets = v4 >= BUCKETS_FROM_RANGES;
+    Shape {
+        v4_bits: if v4_buckets { bits(v4 / 4, MAX_BUCKET_BITS) } else { bits(v4, MAX_DIR_BITS) },
+        v6_bits: bits(v6, MAX_DIR_BITS),
+        v4_buckets: u32::from(v4_buckets),
+        reserved: 0,
+    }
 }
 
-fn build_v4(image: &mut Image, entries: &[Range], leaf: &impl Fn(usize) -> u16, bits: u32) {
+fn build_v4(image: &mut Image, entries: &[Range], leaf: &impl Fn(usize) -> u16) {
+    let bits = image.shape.v4_bits;
+    let buckets = image.shape.v4_buckets != 0;
     let shift = 32 - bits;
     let mut bounds = boundaries(entries, Family::V4, leaf).peekable();
     let mut current = LEAF_NONE;
-    image.v4_dir.reserve(1 << bits);
+    image.v4_dir.reserve(if buckets { 16 << bits } else { 1 << bits });
     for d in 0..1u32 << bits {
         let base = u128::from(d) << shift;
         let start = image.v4_ranges.len();
@@ -340,7 +340,20 @@ fn build_v4(image: &mut Image, entries: &[Range], leaf: &impl Fn(usize) -> u16, 
             bounds.next();
         }
         let n = image.v4_ranges.len() - start;
-        if n == 1 {
+        if buckets {
+            let mut bucket = [0u32; 16];
+            if n <= bucket.len() {
+                // The chunk moves into its bucket.
+                bucket[..n].copy_from_slice(&image.v4_ranges[start..]);
+                bucket[0] |= ((n - 1) as u32) << 16;
+                image.v4_ranges.truncate(start);
+            } else {
+                image.v4_ranges[start] |= ((n - 1) as u32) << 16;
+                bucket[0] = format::BUCKET_EXTERNAL << 16;
+                bucket[1] = start as u32;
+            }
+            image.v4_dir.extend_from_slice(&bucket);
+        } else if n == 1 {
             let only = image.v4_ranges.pop().unwrap_or_default();
             image.v4_dir.push(DIR_LEAF | only);
         } else {
@@ -511,15 +524,13 @@ mod tests {
 
     /// The image answers every probe like the compiled table's own lookup.
     fn check_equal(table: &CompiledTable, probes: impl IntoIterator<Item = (Family, u128)>) {
-        let bits = (dir_bits(table.v4.len()), dir_bits(table.v6.len()));
-        check_equal_at(table, probes, bits);
+        check_equal_at(table, probes, preferred_shape(table.v4.len(), table.v6.len()));
     }
 
     /// `check_equal` with the direct tables' bits given.
-    fn check_equal_at(table: &CompiledTable, probes: impl IntoIterator<Item = (Family, u128)>, bits: (u32, u32)) {
+    fn check_equal_at(table: &CompiledTable, probes: impl IntoIterator<Item = (Family, u128)>, shape: Shape) {
         let leaf = |l: usize| format::leaf(table.lists[l].action.code(), l as u32);
-        let image = Image::build_with_dir_bits(&table.v4, &table.v6, leaf, bits.0, bits.1).unwrap();
-        assert_eq!(image.dir_bits(), bits);
+        let image = Image::build_with_shape(&table.v4, &table.v6, leaf, shape).unwrap();
         let view = image.view();
         for (family, a) in probes {
             let want =
@@ -568,8 +579,10 @@ mod tests {
             lists.push(deny(&format!("v6-{len}"), vec![prefix(Family::V6, addr, len)]));
         }
         let table = compile(&lists);
-        for bits in [(16, 16), (19, 17), (24, 24)] {
-            check_equal_at(&table, boundaries(&table), bits);
+        for shape in
+            [shape(16, 16, false), shape(19, 17, false), shape(24, 24, false), shape(16, 20, true), shape(22, 16, true)]
+        {
+            check_equal_at(&table, boundaries(&table), shape);
         }
         let empty = compile(&[]);
         check_equal(&empty, [(Family::V4, 0), (Family::V4, u128::from(u32::MAX)), (Family::V6, 1)]);
@@ -602,12 +615,16 @@ mod tests {
             deny("v4", vec![prefix(Family::V4, 0, 32), prefix(Family::V4, u128::from(u32::MAX), 32)]),
         ];
         let table = compile(&lists);
-        for bits in [(16, 16), (20, 18), (24, 24)] {
-            check_equal_at(&table, boundaries(&table), bits);
+        for shape in [shape(16, 16, false), shape(20, 18, false), shape(24, 24, false), shape(18, 16, true)] {
+            check_equal_at(&table, boundaries(&table), shape);
         }
         let image =
             Image::build(&table.v4, &table.v6, |l| format::leaf(table.lists[l].action.code(), l as u32)).unwrap();
         assert_eq!(straddling(&image), (0, 0, 0));
+    }
+
+    fn shape(v4_bits: u32, v6_bits: u32, v4_buckets: bool) -> Shape {
+        Shape { v4_bits, v6_bits, v4_buckets: u32::from(v4_buckets), reserved: 0 }
     }
 
     /// Chunks that fit in one block but straddle two (each would cost a map
@@ -615,10 +632,15 @@ mod tests {
     fn straddling(image: &Image) -> (usize, usize, usize) {
         let straddles = |start: usize, n: usize, per: usize| n <= per && start % per + n > per;
         let chunks = |dir: &[u32]| dir.iter().filter(|d| *d & DIR_LEAF == 0).map(|d| *d as usize).collect::<Vec<_>>();
-        let v4 = chunks(&image.v4_dir)
-            .into_iter()
-            .filter(|&d| straddles(d, (image.v4_ranges[d] >> 16) as usize + 1, 16))
-            .count();
+        // Buckets hold every chunk that fits in a block.
+        let v4 = if image.shape.v4_buckets != 0 {
+            0
+        } else {
+            chunks(&image.v4_dir)
+                .into_iter()
+                .filter(|&d| straddles(d, (image.v4_ranges[d] >> 16) as usize + 1, 16))
+                .count()
+        };
         let v6 = chunks(&image.v6_dir)
             .into_iter()
             .filter(|&d| straddles(d, (image.v6_ranges[d] >> 16) as usize + 1, 8))
@@ -686,7 +708,7 @@ mod tests {
         fn random_tables_match_the_reference(
             lists in arb_lists(),
             extra in prop::collection::vec(any::<u128>(), 64),
-            bits in (MIN_DIR_BITS..=18, MIN_DIR_BITS..=18),
+            bits in (MIN_DIR_BITS..=18, MIN_DIR_BITS..=18, any::<bool>()),
         ) {
             let table = compile(&lists);
             let mut probes = boundaries(&table);
@@ -702,7 +724,7 @@ mod tests {
             }
             probes.extend(extra.iter().map(|a| (Family::V6, *a)));
             probes.extend(extra.iter().map(|a| (Family::V4, *a & 0xffff_ffff)));
-            check_equal_at(&table, probes, bits);
+            check_equal_at(&table, probes, shape(bits.0, bits.1, bits.2));
         }
     }
 }

@@ -25,7 +25,7 @@ use aya::{
     Ebpf,
 };
 use blocker_common::{
-    classifier::{leaf, leaf_action, leaf_list, BLOCK_BYTES, LEAF_NONE},
+    classifier::{leaf, leaf_action, leaf_list, Shape, BLOCK_BYTES, LEAF_NONE},
     config, counter, map_names, ListInfo, ListStats, LIST_NAME_LEN, LIST_STATE_FREE, LIST_STATE_LIVE,
     LIST_STATE_RETIRED, MAX_LISTS, MODE_ENFORCE, MODE_MONITOR,
 };
@@ -107,6 +107,7 @@ impl Drop for Mapping {
 
 /// The seven classifier maps of one table, mapped, with their element counts.
 struct MappedTables {
+    shape: Shape,
     maps: Vec<Mapping>,
     lengths: [usize; 7],
 }
@@ -114,23 +115,24 @@ struct MappedTables {
 impl MappedTables {
     /// Maps `fds` (in `map_names::CLASSIFIER` order) whose content is `lengths`
     /// elements each.
-    fn new(fds: &[(BorrowedFd<'_>, usize)], lengths: [usize; 7], writable: bool) -> Result<Self> {
+    fn new(fds: &[(BorrowedFd<'_>, usize)], shape: Shape, lengths: [usize; 7], writable: bool) -> Result<Self> {
         let mut maps = Vec::new();
         for ((fd, blocks), name) in fds.iter().zip(map_names::CLASSIFIER) {
             maps.push(Mapping::new(*fd, *blocks, writable, name)?);
         }
-        Ok(MappedTables { maps, lengths })
+        Ok(MappedTables { shape, maps, lengths })
     }
 
     /// Maps `fds` read-only, whole: the maps hold whole blocks.
-    fn read_only(fds: &[(BorrowedFd<'_>, usize)]) -> Result<Self> {
+    fn read_only(fds: &[(BorrowedFd<'_>, usize)], shape: Shape) -> Result<Self> {
         let lengths = std::array::from_fn(|i| fds[i].1 * BLOCK_BYTES / ELEMENT_BYTES[i]);
-        MappedTables::new(fds, lengths, false)
+        MappedTables::new(fds, shape, lengths, false)
     }
 
     fn view(&self) -> Tables<'_> {
         let l = self.lengths;
         Tables {
+            shape: self.shape,
             v4_dir: &self.maps[0].slice()[..l[0]],
             v4_ranges: &self.maps[1].slice()[..l[1]],
             v6_dir: &self.maps[2].slice()[..l[2]],
@@ -160,6 +162,7 @@ fn instance_maps(ebpf: &Ebpf) -> Result<Vec<(BorrowedFd<'_>, usize)>> {
 /// a mapping held open would count the whole table in the daemon's memory.
 struct Instance {
     ebpf: Ebpf,
+    shape: Shape,
     bytes: u64,
 }
 
@@ -217,7 +220,26 @@ impl LinkTables {
         }
         let fds: Vec<(BorrowedFd<'_>, usize)> =
             maps.iter().map(|m| Ok((m.fd().as_fd(), m.info()?.max_entries() as usize))).collect::<Result<_>>()?;
-        Ok(Some(LinkTables { tables: MappedTables::read_only(&fds)?, memory }))
+        let shape_map: Array<MapData, Shape> = Array::try_from(Map::Array(
+            found
+                .remove(map_names::SHAPE)
+                .ok_or_else(|| anyhow!("program {program_id} has no map {}", map_names::SHAPE))?,
+        ))?;
+        let shape = shape_map.get(&0, 0)?;
+        Ok(Some(LinkTables { tables: MappedTables::read_only(&fds, shape)?, memory }))
+    }
+}
+
+/// A table's maps mapped read-only (see `DataplaneMaps::live_table`).
+pub struct LiveTable {
+    tables: MappedTables,
+}
+
+impl LiveTable {
+    /// The list id and action the XDP program finds for `addr`, if any.
+    pub fn lookup(&self, family: Family, addr: u128) -> Option<(u32, Option<Action>)> {
+        let found = self.tables.view().lookup(family, addr);
+        (found != LEAF_NONE).then(|| (leaf_list(found), Action::from_code(leaf_action(found))))
     }
 }
 
@@ -402,13 +424,18 @@ impl DataplaneMaps {
     /// the table of the program on the interface's link, or of the program this
     /// process loaded when nothing is attached.
     pub fn lookup(&self, family: Family, addr: u128) -> Result<Option<(u32, Option<Action>)>> {
-        let linked = LinkTables::open(&self.dir)?;
-        let found = match (&linked, &self.live) {
-            (Some(l), _) => l.tables.view().lookup(family, addr),
-            (None, Some(i)) => MappedTables::read_only(&instance_maps(&i.ebpf)?)?.view().lookup(family, addr),
+        Ok(self.live_table()?.lookup(family, addr))
+    }
+
+    /// The live table mapped into this process for lookups: the one on the
+    /// pinned link, else the loaded instance's. Map it once for many lookups.
+    pub fn live_table(&self) -> Result<LiveTable> {
+        let tables = match (LinkTables::open(&self.dir)?, &self.live) {
+            (Some(l), _) => l.tables,
+            (None, Some(i)) => MappedTables::read_only(&instance_maps(&i.ebpf)?, i.shape)?,
             (None, None) => bail!("no program is attached for {}", self.dir.display()),
         };
-        Ok((found != LEAF_NONE).then(|| (leaf_list(found), Action::from_code(leaf_action(found)))))
+        Ok(LiveTable { tables })
     }
 
     /// Kernel memory of the interface's maps: the pinned ones and the live table's.
@@ -491,15 +518,20 @@ fn check_budget(table: &CompiledTable, image: &Image, budget: u64) -> Result<(),
 /// them. Nothing uses it until it is swapped onto a link.
 fn load_instance(dir: &Path, log_level: u8, image: &Image) -> Result<Instance> {
     let blocks = image.map_blocks();
-    let ebpf = loader::load(dir, log_level, &blocks, image.dir_bits())?;
+    let mut ebpf = loader::load(dir, log_level, &blocks, image.shape)?;
+    let mut shape_map: Array<&mut MapData, Shape> = Array::try_from(
+        ebpf.map_mut(map_names::SHAPE)
+            .ok_or_else(|| anyhow!("map {} missing from the eBPF object", map_names::SHAPE))?,
+    )?;
+    shape_map.set(0, image.shape, 0)?;
     let fds = instance_maps(&ebpf)?;
-    let mut tables = MappedTables::new(&fds, image.lengths(), true)?;
+    let mut tables = MappedTables::new(&fds, image.shape, image.lengths(), true)?;
     for (mapping, content) in tables.maps.iter_mut().zip(image.map_bytes()) {
         mapping.write(content);
     }
     drop(tables);
     drop(fds);
-    Ok(Instance { ebpf, bytes: image.bytes() })
+    Ok(Instance { ebpf, shape: image.shape, bytes: image.bytes() })
 }
 
 /// Names longer than the map slot keep their end, which is the distinctive part of a path.
