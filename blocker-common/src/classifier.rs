@@ -21,13 +21,10 @@
 //! A chunk that fits in one 64-byte block never straddles two (the builder pads
 //! before it), so its whole search reads one block.
 //!
-//! IPv4, large tables (`Shape::v4_buckets`): `DIR` is instead an array of 2^b
-//! buckets of one block each, and a bucket holds its /b's chunk itself when the
-//! chunk has at most 16 ranges (slot 0's key field: length minus one), or else
-//! `BUCKET_EXTERNAL` in slot 0's key field and the chunk's index in `RANGES` in
-//! slot 1. Most lookups then read one cache line: a DIR entry and its chunk
-//! would be two dependent reads, each a likely cache and TLB miss in a table of
-//! tens of MiB. It costs 64 bytes per bucket, so only large tables use it.
+//! A layout with the chunk inside its direct-table entry (a 64-byte bucket per
+//! /b, one cache line per lookup) was measured end to end and lost to this one,
+//! for the world table and for a 2M-address list alike: the larger first level
+//! costs more cache and TLB misses than the second read it saves.
 //!
 //! Memory: 4 bytes per `DIR` entry (at least 256 KiB per family, at most one
 //! entry per range of the table above that), then 4 bytes per IPv4 range, 12 per
@@ -41,10 +38,6 @@ pub const MIN_DIR_BITS: u32 = 16;
 pub const MAX_DIR_BITS: u32 = 24;
 /// A direct-table entry that is a leaf rather than a chunk index.
 pub const DIR_LEAF: u32 = 1 << 31;
-/// Bucket layout: slot 0's key field when the chunk is in `RANGES`.
-pub const BUCKET_EXTERNAL: u32 = 0xffff;
-/// Bucket layout: at most this many bits (a bucket per /b: 256 MiB at 22).
-pub const MAX_BUCKET_BITS: u32 = 22;
 
 /// How a table's direct tables are laid out, chosen per table by the builder.
 /// The program gets it as read-only globals (constants to the verifier), and
@@ -53,23 +46,19 @@ pub const MAX_BUCKET_BITS: u32 = 22;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct Shape {
-    /// b of the IPv4 direct table (or of its buckets).
+    /// b of each family's direct table.
     pub v4_bits: u32,
     pub v6_bits: u32,
-    /// 1: IPv4 uses the bucket layout.
-    pub v4_buckets: u32,
-    pub reserved: u32,
 }
 
 impl Shape {
     /// The smallest shape: 256 KiB per family for the direct tables.
-    pub const SMALLEST: Shape = Shape { v4_bits: MIN_DIR_BITS, v6_bits: MIN_DIR_BITS, v4_buckets: 0, reserved: 0 };
+    pub const SMALLEST: Shape = Shape { v4_bits: MIN_DIR_BITS, v6_bits: MIN_DIR_BITS };
 
     /// Whether a lookup can use it (a damaged table is never walked).
     #[inline(always)]
     pub fn valid(&self) -> bool {
-        let v4_max = if self.v4_buckets != 0 { MAX_BUCKET_BITS } else { MAX_DIR_BITS };
-        (MIN_DIR_BITS..=v4_max).contains(&self.v4_bits) && (MIN_DIR_BITS..=MAX_DIR_BITS).contains(&self.v6_bits)
+        (MIN_DIR_BITS..=MAX_DIR_BITS).contains(&self.v4_bits) && (MIN_DIR_BITS..=MAX_DIR_BITS).contains(&self.v6_bits)
     }
 }
 
@@ -231,21 +220,10 @@ pub fn lookup_v4(m: &impl Memory, addr: u32) -> Option<u16> {
     }
     let bits = shape.v4_bits;
     let key = u64::from(addr & ((1 << (32 - bits)) - 1));
-    let d = if shape.v4_buckets != 0 {
-        let bucket = m.v4_dir(addr >> (32 - bits))?;
-        let head = bucket.slot(0) >> 16;
-        if head != BUCKET_EXTERNAL {
-            let (_, e) = search_block(bucket, |e| u64::from(e >> 16), 0, u64::from(head) + 1, key);
-            return Some(e as u16);
-        }
-        bucket.slot(1)
-    } else {
-        let d = element(|b| m.v4_dir(b), addr >> (32 - bits))?;
-        if d & DIR_LEAF != 0 {
-            return Some(d as u16);
-        }
-        d
-    };
+    let d = element(|b| m.v4_dir(b), addr >> (32 - bits))?;
+    if d & DIR_LEAF != 0 {
+        return Some(d as u16);
+    }
     let first = m.v4_ranges(d >> Block32::SHIFT)?;
     let n = u64::from(first.slot(d) >> 16) + 1;
     let (_, e) = search(|b| m.v4_ranges(b), |e| u64::from(e >> 16), first, d, n, key, V4_STEPS)?;

@@ -33,7 +33,6 @@ pub mod map_names {
     /// tables (`classifier::Memory::v4_dir_bits`), set by the loader.
     pub const V4_DIR_BITS: &str = "BLK_V4_DIR_BITS";
     pub const V6_DIR_BITS: &str = "BLK_V6_DIR_BITS";
-    pub const V4_BUCKETS: &str = "BLK_V4_BUCKETS";
     /// The same shape (`classifier::Shape`) for userspace, in a one-entry map of
     /// each program instance.
     pub const SHAPE: &str = "BLK_SHAPE";

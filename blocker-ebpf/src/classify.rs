@@ -34,8 +34,6 @@ static BLK_V6_HVALS: Array<Block16> = Array::with_max_entries(1, BPF_F_MMAPABLE)
 static BLK_V4_DIR_BITS: u32 = classifier::MIN_DIR_BITS;
 #[unsafe(no_mangle)]
 static BLK_V6_DIR_BITS: u32 = classifier::MIN_DIR_BITS;
-#[unsafe(no_mangle)]
-static BLK_V4_BUCKETS: u32 = 0;
 
 /// The shape again, for userspace (which cannot read the globals by name from a
 /// loaded program). See `lookup_v4` for how it stays bound to the program.
@@ -54,8 +52,6 @@ impl Memory for Maps {
             Shape {
                 v4_bits: core::ptr::read_volatile(&BLK_V4_DIR_BITS),
                 v6_bits: core::ptr::read_volatile(&BLK_V6_DIR_BITS),
-                v4_buckets: core::ptr::read_volatile(&BLK_V4_BUCKETS),
-                reserved: 0,
             }
         }
     }

@@ -42,6 +42,7 @@ use blocker::{
     policy::Policy,
 };
 use blocker_common::{
+    classifier::{self, Shape},
     map_names, GEN_POOL6_MAP, GEN_POOL_MAP, PROGRAM_DROP_FLOOR, PROGRAM_LPM_BASELINE, PROGRAM_NAME, PROGRAM_PASS_FLOOR,
     PROGRAM_TRAFFICGEN, PROGRAM_TRAFFICGEN6,
 };
@@ -353,21 +354,43 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     let dir = loader::iface_dir(pins, &format!("rx-blocker-{tag}"));
     let mut maps = DataplaneMaps::load(&dir, 0).unwrap();
     let report = maps.apply(table, DEFAULT_TABLE_MEMORY).unwrap();
+    // Profile (IPv4): the same table in the other IPv4 layout, in the same rounds.
+    let alt_shape = other_v4_layout(report.shape, table.v4.len());
+    let mut alt = (family == Family::V4).then(|| {
+        let mut alt = DataplaneMaps::load(&loader::iface_dir(pins, &format!("rx-alt-{tag}")), 0).unwrap();
+        alt.apply_with_shape(table, DEFAULT_TABLE_MEMORY, Some(alt_shape)).unwrap();
+        alt
+    });
     let rounds = knob("BLOCKER_BENCH_ROUNDS", 3usize).max(1);
-    let (mut floor_rounds, mut blocker_rounds) = (Vec::new(), Vec::new());
+    let (mut floor_rounds, mut blocker_rounds, mut alt_rounds) = (Vec::new(), Vec::new(), Vec::new());
     let before = maps.counters().unwrap();
+    let name = if family == Family::V4 {
+        format!("blocker, world table ({})", layout_text(report.shape))
+    } else {
+        "blocker, world table".to_string()
+    };
     for _ in 0..rounds {
         let link = attach(floor, PROGRAM_DROP_FLOOR);
         floor_rounds.push(sender.measure("XDP_DROP only (floor)", &pools));
         detach(floor, PROGRAM_DROP_FLOOR, link);
         let rx = maps.ebpf_mut().unwrap();
         let link = attach(rx, PROGRAM_NAME);
-        blocker_rounds.push(sender.measure("blocker, world table", &pools));
+        blocker_rounds.push(sender.measure(&name, &pools));
         detach(rx, PROGRAM_NAME, link);
+        if let Some(alt) = &mut alt {
+            let rx = alt.ebpf_mut().unwrap();
+            let link = attach(rx, PROGRAM_NAME);
+            alt_rounds.push(sender.measure(&format!("blocker, the same in {}", layout_text(alt_shape)), &pools));
+            detach(rx, PROGRAM_NAME, link);
+        }
     }
+    drop(alt);
     let after = maps.counters().unwrap();
     rows.push(median_of(floor_rounds));
     rows.push(median_of(blocker_rounds));
+    if !alt_rounds.is_empty() {
+        rows.push(median_of(alt_rounds));
+    }
     let link = attach(maps.ebpf_mut().unwrap(), PROGRAM_NAME);
     // Profiling knob: how many prefixes the working-set row draws from.
     let hot = knob("BLOCKER_BENCH_HOT_PREFIXES", 64usize);
@@ -545,6 +568,16 @@ fn daemon_start_and_reload(net: &Net, pins: &std::path::Path, policy: &[&str]) -
     (start, reload, rss)
 }
 
+/// The comparison shape of the profile rows: the smallest direct tables (2^16
+/// entries), against the direct tables sized to the table.
+fn other_v4_layout(shape: Shape, _v4_ranges: usize) -> Shape {
+    Shape { v4_bits: classifier::MIN_DIR_BITS, ..shape }
+}
+
+fn layout_text(shape: Shape) -> String {
+    format!("2^{} direct table", shape.v4_bits)
+}
+
 /// `BLOCKER_BENCH_PARTS=world,attack,million` runs only those parts (default: all).
 fn wanted_part(part: &str) -> bool {
     match std::env::var("BLOCKER_BENCH_PARTS") {
@@ -591,19 +624,28 @@ fn run_attack(net: &Net, pins: &std::path::Path, frames: u32) -> AttackRun {
     Net::enter(&net.rx);
     let mut floor_maps = DataplaneMaps::load(&loader::iface_dir(pins, "rx-floor-attack"), 0).unwrap();
     let mut maps = DataplaneMaps::load(&loader::iface_dir(pins, "rx-blocker-attack"), 0).unwrap();
-    maps.apply(&table, DEFAULT_TABLE_MEMORY).unwrap();
-    let (mut floor_rounds, mut blocker_rounds) = (Vec::new(), Vec::new());
+    let shape = maps.apply(&table, DEFAULT_TABLE_MEMORY).unwrap().shape;
+    // Profile: the same table in the other IPv4 layout, in the same rounds.
+    let mut alt = DataplaneMaps::load(&loader::iface_dir(pins, "rx-alt-attack"), 0).unwrap();
+    let alt_shape = other_v4_layout(shape, table.v4.len());
+    alt.apply_with_shape(&table, DEFAULT_TABLE_MEMORY, Some(alt_shape)).unwrap();
+    let (mut floor_rounds, mut blocker_rounds, mut alt_rounds) = (Vec::new(), Vec::new(), Vec::new());
+    let name = format!("blocker, 2M-address list ({})", layout_text(shape));
+    let alt_name = format!("blocker, the same in {}", layout_text(alt_shape));
     for _ in 0..knob("BLOCKER_BENCH_ROUNDS", 3usize).max(1) {
         let floor = floor_maps.ebpf_mut().unwrap();
         let link = attach(floor, PROGRAM_DROP_FLOOR);
         floor_rounds.push(sender.measure("XDP_DROP only (floor)", &pools));
         detach(floor, PROGRAM_DROP_FLOOR, link);
-        let rx = maps.ebpf_mut().unwrap();
-        let link = attach(rx, PROGRAM_NAME);
-        blocker_rounds.push(sender.measure("blocker, 2M-address list", &pools));
-        detach(rx, PROGRAM_NAME, link);
+        for (m, rounds, name) in [(&mut maps, &mut blocker_rounds, &name), (&mut alt, &mut alt_rounds, &alt_name)] {
+            let rx = m.ebpf_mut().unwrap();
+            let link = attach(rx, PROGRAM_NAME);
+            rounds.push(sender.measure(name, &pools));
+            detach(rx, PROGRAM_NAME, link);
+        }
     }
-    let mut rows = vec![median_of(floor_rounds), median_of(blocker_rounds)];
+    drop(alt);
+    let mut rows = vec![median_of(floor_rounds), median_of(blocker_rounds), median_of(alt_rounds)];
     // Profile: the same table, every source from 4,096 listed addresses, whose
     // table blocks stay in cache and in the TLB: the difference to the row above
     // is what the table's memory costs (dependent reads of a 20+ MiB table).

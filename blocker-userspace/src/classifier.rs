@@ -5,7 +5,7 @@
 use blocker_common::{
     classifier::{
         self as format, Block16, Block32, Block64, Memory, Shape, BLOCK_BYTES, DIR_LEAF, LEAF_HOSTS, LEAF_NONE,
-        MAX_BUCKET_BITS, MAX_DIR_BITS, MIN_DIR_BITS,
+        MAX_DIR_BITS, MIN_DIR_BITS,
     },
     map_names,
 };
@@ -297,34 +297,21 @@ impl<'a, I: Iterator<Item = &'a Range>, F: Fn(usize) -> u16> Iterator for Bounda
     }
 }
 
-/// IPv4 tables of at least this many ranges use buckets (`Shape::v4_buckets`):
-/// 4 MiB of buckets at the least.
-pub const BUCKETS_FROM_RANGES: usize = 1 << 16;
-
-/// The shape for a table of `v4` and `v6` compiled ranges:
-/// - a direct table of about one entry per range, so that a chunk holds a few
-///   boundaries and the search takes one or two steps, while the direct table
-///   costs at most as much as the ranges;
-/// - IPv4 from `BUCKETS_FROM_RANGES` on: a bucket per 4 ranges, so that most
-///   buckets hold their chunk (at most 16 ranges), at 16 bytes per range.
+/// The shape for a table of `v4` and `v6` compiled ranges: direct tables of
+/// about one entry per range, so that a chunk holds a few boundaries and the
+/// search takes one or two steps, while a direct table costs at most as much as
+/// its ranges.
 pub fn preferred_shape(v4: usize, v6: usize) -> Shape {
-    let bits = |n: usize, max| n.max(1).ilog2().clamp(MIN_DIR_BITS, max);
-    let v4_buckets = v4 >= BUCKETS_FROM_RANGES;
-    Shape {
-        v4_bits: if v4_buckets { bits(v4 / 4, MAX_BUCKET_BITS) } else { bits(v4, MAX_DIR_BITS) },
-        v6_bits: bits(v6, MAX_DIR_BITS),
-        v4_buckets: u32::from(v4_buckets),
-        reserved: 0,
-    }
+    let bits = |n: usize| n.max(1).ilog2().clamp(MIN_DIR_BITS, MAX_DIR_BITS);
+    Shape { v4_bits: bits(v4), v6_bits: bits(v6) }
 }
 
 fn build_v4(image: &mut Image, entries: &[Range], leaf: &impl Fn(usize) -> u16) {
     let bits = image.shape.v4_bits;
-    let buckets = image.shape.v4_buckets != 0;
     let shift = 32 - bits;
     let mut bounds = boundaries(entries, Family::V4, leaf).peekable();
     let mut current = LEAF_NONE;
-    image.v4_dir.reserve(if buckets { 16 << bits } else { 1 << bits });
+    image.v4_dir.reserve(1 << bits);
     for d in 0..1u32 << bits {
         let base = u128::from(d) << shift;
         let start = image.v4_ranges.len();
@@ -340,20 +327,7 @@ fn build_v4(image: &mut Image, entries: &[Range], leaf: &impl Fn(usize) -> u16) 
             bounds.next();
         }
         let n = image.v4_ranges.len() - start;
-        if buckets {
-            let mut bucket = [0u32; 16];
-            if n <= bucket.len() {
-                // The chunk moves into its bucket.
-                bucket[..n].copy_from_slice(&image.v4_ranges[start..]);
-                bucket[0] |= ((n - 1) as u32) << 16;
-                image.v4_ranges.truncate(start);
-            } else {
-                image.v4_ranges[start] |= ((n - 1) as u32) << 16;
-                bucket[0] = format::BUCKET_EXTERNAL << 16;
-                bucket[1] = start as u32;
-            }
-            image.v4_dir.extend_from_slice(&bucket);
-        } else if n == 1 {
+        if n == 1 {
             let only = image.v4_ranges.pop().unwrap_or_default();
             image.v4_dir.push(DIR_LEAF | only);
         } else {
@@ -579,9 +553,7 @@ mod tests {
             lists.push(deny(&format!("v6-{len}"), vec![prefix(Family::V6, addr, len)]));
         }
         let table = compile(&lists);
-        for shape in
-            [shape(16, 16, false), shape(19, 17, false), shape(24, 24, false), shape(16, 20, true), shape(22, 16, true)]
-        {
+        for shape in [shape(16, 16), shape(19, 17), shape(24, 24), shape(16, 20), shape(22, 16)] {
             check_equal_at(&table, boundaries(&table), shape);
         }
         let empty = compile(&[]);
@@ -615,7 +587,7 @@ mod tests {
             deny("v4", vec![prefix(Family::V4, 0, 32), prefix(Family::V4, u128::from(u32::MAX), 32)]),
         ];
         let table = compile(&lists);
-        for shape in [shape(16, 16, false), shape(20, 18, false), shape(24, 24, false), shape(18, 16, true)] {
+        for shape in [shape(16, 16), shape(20, 18), shape(24, 24), shape(18, 16)] {
             check_equal_at(&table, boundaries(&table), shape);
         }
         let image =
@@ -623,8 +595,8 @@ mod tests {
         assert_eq!(straddling(&image), (0, 0, 0));
     }
 
-    fn shape(v4_bits: u32, v6_bits: u32, v4_buckets: bool) -> Shape {
-        Shape { v4_bits, v6_bits, v4_buckets: u32::from(v4_buckets), reserved: 0 }
+    fn shape(v4_bits: u32, v6_bits: u32) -> Shape {
+        Shape { v4_bits, v6_bits }
     }
 
     /// Chunks that fit in one block but straddle two (each would cost a map
@@ -632,15 +604,10 @@ mod tests {
     fn straddling(image: &Image) -> (usize, usize, usize) {
         let straddles = |start: usize, n: usize, per: usize| n <= per && start % per + n > per;
         let chunks = |dir: &[u32]| dir.iter().filter(|d| *d & DIR_LEAF == 0).map(|d| *d as usize).collect::<Vec<_>>();
-        // Buckets hold every chunk that fits in a block.
-        let v4 = if image.shape.v4_buckets != 0 {
-            0
-        } else {
-            chunks(&image.v4_dir)
-                .into_iter()
-                .filter(|&d| straddles(d, (image.v4_ranges[d] >> 16) as usize + 1, 16))
-                .count()
-        };
+        let v4 = chunks(&image.v4_dir)
+            .into_iter()
+            .filter(|&d| straddles(d, (image.v4_ranges[d] >> 16) as usize + 1, 16))
+            .count();
         let v6 = chunks(&image.v6_dir)
             .into_iter()
             .filter(|&d| straddles(d, (image.v6_ranges[d] >> 16) as usize + 1, 8))
@@ -708,7 +675,7 @@ mod tests {
         fn random_tables_match_the_reference(
             lists in arb_lists(),
             extra in prop::collection::vec(any::<u128>(), 64),
-            bits in (MIN_DIR_BITS..=18, MIN_DIR_BITS..=18, any::<bool>()),
+            bits in (MIN_DIR_BITS..=18, MIN_DIR_BITS..=18),
         ) {
             let table = compile(&lists);
             let mut probes = boundaries(&table);
@@ -724,7 +691,7 @@ mod tests {
             }
             probes.extend(extra.iter().map(|a| (Family::V6, *a)));
             probes.extend(extra.iter().map(|a| (Family::V4, *a & 0xffff_ffff)));
-            check_equal_at(&table, probes, shape(bits.0, bits.1, bits.2));
+            check_equal_at(&table, probes, shape(bits.0, bits.1));
         }
     }
 }

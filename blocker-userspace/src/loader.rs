@@ -168,7 +168,6 @@ fn load_object(dir: &Path, ebpf_log_level: u8, table: Option<(&[usize; 7], Shape
     if let Some(shape) = &shape {
         loader.override_global(map_names::V4_DIR_BITS, &shape.v4_bits, true);
         loader.override_global(map_names::V6_DIR_BITS, &shape.v6_bits, true);
-        loader.override_global(map_names::V4_BUCKETS, &shape.v4_buckets, true);
     }
     if let Some((blocks, _)) = table {
         for map in [GEN_POOL_MAP, GEN_POOL6_MAP] {

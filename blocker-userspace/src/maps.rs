@@ -275,6 +275,7 @@ pub struct ApplyReport {
     pub table_bytes: u64,
     /// The id the kernel gave the new program instance.
     pub program_id: u32,
+    pub shape: Shape,
 }
 
 /// Counters of one list id, summed over CPUs.
@@ -375,13 +376,26 @@ impl DataplaneMaps {
     /// interface's link (if attached) in one step. `budget`: the most bytes of
     /// classifier memory the table may take.
     pub fn apply(&mut self, table: &CompiledTable, budget: u64) -> Result<ApplyReport> {
+        self.apply_with_shape(table, budget, None)
+    }
+
+    /// `apply` with the table's shape forced (benchmarks compare shapes).
+    pub fn apply_with_shape(
+        &mut self,
+        table: &CompiledTable,
+        budget: u64,
+        shape: Option<Shape>,
+    ) -> Result<ApplyReport> {
         if table.lists.len() > MAX_LISTS as usize {
             bail!(TableError::TooManyLists { needed: table.lists.len(), max: MAX_LISTS });
         }
         let infos = self.shared.list_infos()?;
         let ids = Self::assign_ids(table, &infos)?;
-        let image =
-            Image::build_for_budget(&table.v4, &table.v6, |l| leaf(table.lists[l].action.code(), ids[l]), budget)?;
+        let leaf_of = |l: usize| leaf(table.lists[l].action.code(), ids[l]);
+        let image = match shape {
+            Some(shape) => Image::build_with_shape(&table.v4, &table.v6, leaf_of, shape)?,
+            None => Image::build_for_budget(&table.v4, &table.v6, leaf_of, budget)?,
+        };
         check_budget(table, &image, budget)?;
         let instance = load_instance(&self.dir, self.log_level, &image)?;
 
@@ -404,6 +418,7 @@ impl DataplaneMaps {
             v6_ranges: table.v6.len(),
             table_bytes: instance.bytes,
             program_id,
+            shape: instance.shape,
         };
         self.live = Some(instance);
 
