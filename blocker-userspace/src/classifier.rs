@@ -300,11 +300,16 @@ impl<'a, I: Iterator<Item = &'a Range>, F: Fn(usize) -> u16> Iterator for Bounda
 /// The shape for a table of `v4` and `v6` compiled ranges: direct tables of
 /// about one entry per range, so that a chunk holds a few boundaries and the
 /// search takes one or two steps, while a direct table costs at most as much as
-/// its ranges.
+/// its ranges. IPv6 gets 8 entries per range (at most 2^`MAX_V6_PREFERRED_BITS`):
+/// the allocated space is 2000::/3, an eighth of the first bits, and an IPv6
+/// range costs 12 bytes, 3 entries' worth.
 pub fn preferred_shape(v4: usize, v6: usize) -> Shape {
-    let bits = |n: usize| n.max(1).ilog2().clamp(MIN_DIR_BITS, MAX_DIR_BITS);
-    Shape { v4_bits: bits(v4), v6_bits: bits(v6) }
+    let bits = |n: usize, max: u32| n.max(1).ilog2().clamp(MIN_DIR_BITS, max);
+    Shape { v4_bits: bits(v4, MAX_DIR_BITS), v6_bits: bits(v6.saturating_mul(8), MAX_V6_PREFERRED_BITS) }
 }
+
+/// 16 MiB of IPv6 direct table.
+const MAX_V6_PREFERRED_BITS: u32 = 22;
 
 fn build_v4(image: &mut Image, entries: &[Range], leaf: &impl Fn(usize) -> u16) {
     let bits = image.shape.v4_bits;
