@@ -93,9 +93,9 @@ fn parse_all<T: std::str::FromStr<Err = String>>(path: &Path, key: &str, items: 
 
 /// Reads and validates a configuration file (no kernel access).
 pub fn load(path: &Path) -> Result<RunOptions> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!("cannot read {} (give another file with --config, or use command-line options)", path.display())
-    })?;
+    // A config file is small: 16 MiB is far past any real one.
+    let text = crate::input::read_text(path, 16 << 20)
+        .context("give another file with --config, or use command-line options")?;
     parse(path, &text)
 }
 

@@ -12,7 +12,7 @@ use std::{
     str::FromStr,
 };
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, bail, Result};
 
 use crate::{
     lists::{ip_to_u128, parse_prefix, range_to_prefixes, Family},
@@ -114,7 +114,7 @@ pub fn load(source: &RegionSource, cache_dir: &Path) -> Result<RegionDb> {
         Format::CidrDir => RegionDb::from_cidr_dir(&path, name)?,
         Format::Mmdb => crate::mmdb::read(&path, name)?,
         Format::Rir | Format::Csv => {
-            let text = std::fs::read_to_string(&path).with_context(|| format!("{name}: cannot read"))?;
+            let text = crate::input::read_text(&path, crate::input::MAX_SOURCE_BYTES)?;
             let mut db = RegionDb::default();
             if format == Format::Rir {
                 parse_rir(name, &text, &mut db)?;
@@ -134,7 +134,7 @@ pub fn detect(path: &Path) -> Result<Format> {
     if path.is_dir() {
         return Ok(Format::CidrDir);
     }
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let bytes = crate::input::read_file(path, crate::input::MAX_SOURCE_BYTES)?;
     if crate::mmdb::looks_like_mmdb(&bytes) {
         return Ok(Format::Mmdb);
     }

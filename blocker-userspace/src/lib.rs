@@ -8,6 +8,7 @@ pub mod control;
 pub mod daemon;
 pub mod fetch;
 pub mod formats;
+pub mod input;
 pub mod inspect;
 pub mod lists;
 pub mod loader;

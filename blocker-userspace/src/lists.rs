@@ -23,6 +23,13 @@ pub enum Family {
 }
 
 impl Family {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+
     pub const fn bits(self) -> u8 {
         match self {
             Family::V4 => 32,
@@ -110,8 +117,8 @@ pub enum LineError {
 #[derive(Debug, thiserror::Error)]
 pub enum ListError {
     // Not a `source`: the message already says it, and `{:#}` would repeat it.
-    #[error("{path}: cannot read: {error}")]
-    Io { path: PathBuf, error: std::io::Error },
+    #[error(transparent)]
+    Input(#[from] crate::input::InputError),
     #[error("{path}:{line}: {reason}: {text:?}")]
     Line { path: PathBuf, line: usize, text: String, reason: LineError },
 }
@@ -143,7 +150,27 @@ pub fn parse_prefix(text: &str) -> Result<Prefix, LineError> {
         let network = Prefix { family, addr: addr & mask, len };
         return Err(LineError::HostBitsSet { suggestion: network.to_string() });
     }
-    Ok(Prefix { family, addr, len })
+    Ok(unmap_v4(Prefix { family, addr, len }))
+}
+
+/// An IPv4-mapped IPv6 prefix (inside ::ffff:0:0/96) as the IPv4 prefix it names:
+/// mapped addresses never appear as a source on the wire, so as IPv6 it would
+/// never match anything, while the operator meant the IPv4 addresses.
+fn unmap_v4(p: Prefix) -> Prefix {
+    if p.family == Family::V6 && p.len >= 96 && p.addr >> 32 == 0xffff {
+        Prefix { family: Family::V4, addr: p.addr & 0xffff_ffff, len: p.len - 96 }
+    } else {
+        p
+    }
+}
+
+/// At most `QUOTE_CHARS` characters of an offending input line, for messages.
+pub fn quote(text: &str) -> String {
+    const QUOTE_CHARS: usize = 80;
+    match text.char_indices().nth(QUOTE_CHARS) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_owned(),
+    }
 }
 
 /// Parses the text of a list; `path` is only used to name errors.
@@ -159,7 +186,7 @@ pub fn parse_list(path: &Path, text: &str) -> Result<Vec<Prefix>, ListError> {
         let prefix = parse_prefix(content).map_err(|reason| ListError::Line {
             path: path.to_owned(),
             line: i + 1,
-            text: raw.to_owned(),
+            text: quote(raw),
             reason,
         })?;
         prefixes.push(prefix);
@@ -168,7 +195,7 @@ pub fn parse_list(path: &Path, text: &str) -> Result<Vec<Prefix>, ListError> {
 }
 
 pub fn read_list(path: &Path) -> Result<Vec<Prefix>, ListError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ListError::Io { path: path.to_owned(), error })?;
+    let text = crate::input::read_text(path, crate::input::MAX_SOURCE_BYTES)?;
     parse_list(path, &text)
 }
 
@@ -262,6 +289,24 @@ pub(crate) mod tests {
         assert_eq!(parse_prefix("10.0.0.0/-1"), Err(LineError::BadLength));
         assert_eq!(parse_prefix("10.1.2.3/8"), Err(LineError::HostBitsSet { suggestion: "10.0.0.0/8".into() }));
         assert_eq!(parse_prefix("2001:db8::1/32"), Err(LineError::HostBitsSet { suggestion: "2001:db8::/32".into() }));
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_prefixes_become_ipv4() {
+        assert_eq!(p("::ffff:1.2.3.4"), p("1.2.3.4"));
+        assert_eq!(p("::ffff:198.51.100.0/120"), p("198.51.100.0/24"));
+        assert_eq!(p("::ffff:0:0/96"), p("0.0.0.0/0"));
+        // Wider than the mapped space: IPv6 as written.
+        assert_eq!(p("::/64").family, Family::V6);
+        assert_eq!(p("::1").family, Family::V6);
+    }
+
+    #[test]
+    fn error_messages_quote_a_bounded_piece_of_the_line() {
+        let line = "x".repeat(10_000);
+        let msg = parse_list(Path::new("l.txt"), &line).unwrap_err().to_string();
+        assert!(msg.len() < 200, "{} bytes", msg.len());
+        assert!(msg.ends_with("...\""), "{msg}");
     }
 
     #[test]

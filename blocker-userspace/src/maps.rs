@@ -316,12 +316,22 @@ pub struct DataplaneMaps {
     live: Option<Instance>,
     /// What the XDP program logs (0: nothing, compiled out).
     log_level: u8,
+    /// The full name of each list of the live table and its id. Names are
+    /// stored in the pinned map only as their last `LIST_NAME_LEN` bytes, so they
+    /// cannot tell apart two lists that share those.
+    ids_by_name: HashMap<String, u32>,
 }
 
 impl DataplaneMaps {
     /// Opens the maps of an interface that has pins (for `stats`, `lookup`).
     pub fn open(dir: &Path) -> Result<Self> {
-        Ok(Self { dir: dir.to_owned(), shared: Shared::open(dir)?, live: None, log_level: 0 })
+        Ok(Self {
+            dir: dir.to_owned(),
+            shared: Shared::open(dir)?,
+            live: None,
+            log_level: 0,
+            ids_by_name: HashMap::new(),
+        })
     }
 
     /// Loads the program for `dir` with an empty table, creating the shared pins
@@ -329,7 +339,13 @@ impl DataplaneMaps {
     pub fn load(dir: &Path, log_level: u8) -> Result<Self> {
         let empty = Image::build(&[], &[], |_| LEAF_NONE)?;
         let instance = load_instance(dir, log_level, &empty)?;
-        Ok(Self { dir: dir.to_owned(), shared: Shared::open(dir)?, live: Some(instance), log_level })
+        Ok(Self {
+            dir: dir.to_owned(),
+            shared: Shared::open(dir)?,
+            live: Some(instance),
+            log_level,
+            ids_by_name: HashMap::new(),
+        })
     }
 
     /// The loaded program instance (to attach it, or to run it in tests).
@@ -341,35 +357,6 @@ impl DataplaneMaps {
         let mode = if monitor { MODE_MONITOR } else { MODE_ENFORCE };
         self.shared.config.set(config::MODE, mode, 0)?;
         Ok(())
-    }
-
-    /// Gives each list of the table a list id: a name keeps the id it had (and so its
-    /// counters); new names take free ids, then ids of retired lists.
-    fn assign_ids(table: &CompiledTable, infos: &[ListInfo]) -> Result<Vec<u32>> {
-        let by_name: HashMap<&[u8], u32> = infos
-            .iter()
-            .enumerate()
-            .filter(|(_, info)| info.state != LIST_STATE_FREE)
-            .map(|(id, info)| (&info.name[..info.name_len as usize], id as u32))
-            .collect();
-        let mut taken = vec![false; MAX_LISTS as usize];
-        let mut ids = vec![u32::MAX; table.lists.len()];
-        for (i, list) in table.lists.iter().enumerate() {
-            if let Some(&id) = by_name.get(stored_name(&list.name).as_slice()) {
-                ids[i] = id;
-                taken[id as usize] = true;
-            }
-        }
-        // Free slots first, retired ones (whose counters would be reset) last.
-        let mut candidates: Vec<u32> =
-            (0..MAX_LISTS).filter(|&id| !taken[id as usize] && infos[id as usize].state == LIST_STATE_FREE).collect();
-        candidates
-            .extend((0..MAX_LISTS).filter(|&id| !taken[id as usize] && infos[id as usize].state != LIST_STATE_FREE));
-        let mut candidates = candidates.into_iter();
-        for id in ids.iter_mut().filter(|id| **id == u32::MAX) {
-            *id = candidates.next().ok_or(TableError::TooManyLists { needed: table.lists.len(), max: MAX_LISTS })?;
-        }
-        Ok(ids)
     }
 
     /// Builds `table` into a new program instance sized to it and swaps it onto the
@@ -390,7 +377,7 @@ impl DataplaneMaps {
             bail!(TableError::TooManyLists { needed: table.lists.len(), max: MAX_LISTS });
         }
         let infos = self.shared.list_infos()?;
-        let ids = Self::assign_ids(table, &infos)?;
+        let (ids, kept) = assign_ids(table, &infos, &self.ids_by_name)?;
         let leaf_of = |l: usize| leaf(table.lists[l].action.code(), ids[l]);
         let image = match shape {
             Some(shape) => Image::build_with_shape(&table.v4, &table.v6, leaf_of, shape)?,
@@ -399,12 +386,11 @@ impl DataplaneMaps {
         check_budget(table, &image, budget)?;
         let instance = load_instance(&self.dir, self.log_level, &image)?;
 
-        // An id taken over from a retired list starts from zero, so the old list's
-        // counters are not shown under the new name.
+        // An id taken over from another list starts from zero, so the old list's
+        // counters are not shown under the new one.
         let cpus = nr_cpus().map_err(|(_, e)| e)?;
-        for (list, &id) in table.lists.iter().zip(&ids) {
-            let prev = &infos[id as usize];
-            if prev.state != LIST_STATE_FREE && prev.name[..prev.name_len as usize] != stored_name(&list.name)[..] {
+        for (&id, &kept) in ids.iter().zip(&kept) {
+            if !kept && infos[id as usize].state != LIST_STATE_FREE {
                 let zero = PerCpuValues::try_from(vec![ListStats::default(); cpus])?;
                 self.shared.list_stats.set(id, zero, 0)?;
             }
@@ -432,6 +418,7 @@ impl DataplaneMaps {
                 self.shared.list_info.set(id as u32, retired, 0)?;
             }
         }
+        self.ids_by_name = table.lists.iter().zip(&ids).map(|(l, &id)| (l.name.clone(), id)).collect();
         Ok(report)
     }
 
@@ -511,6 +498,59 @@ impl DataplaneMaps {
     }
 }
 
+/// List ids for `table`: each list keeps the id it had (its counters carry on),
+/// known by its full name in this process (`known`), or after a restart by the
+/// name stored in the pinned map when that stored name is unambiguous: no other
+/// list of the table stores the same last `LIST_NAME_LEN` bytes. Every list gets
+/// its own id: names are labels, never keys.
+/// Returns the ids and, for each, whether it was kept.
+fn assign_ids(
+    table: &CompiledTable,
+    infos: &[ListInfo],
+    known: &HashMap<String, u32>,
+) -> Result<(Vec<u32>, Vec<bool>)> {
+    let mut taken = vec![false; MAX_LISTS as usize];
+    let mut ids = vec![u32::MAX; table.lists.len()];
+    for (i, list) in table.lists.iter().enumerate() {
+        if let Some(&id) = known.get(&list.name).filter(|id| !taken[**id as usize]) {
+            ids[i] = id;
+            taken[id as usize] = true;
+        }
+    }
+    if known.is_empty() {
+        let mut stored_count: HashMap<Vec<u8>, usize> = HashMap::new();
+        for list in &table.lists {
+            *stored_count.entry(stored_name(&list.name)).or_insert(0) += 1;
+        }
+        let by_name: HashMap<&[u8], u32> = infos
+            .iter()
+            .enumerate()
+            .filter(|(_, info)| info.state != LIST_STATE_FREE)
+            .map(|(id, info)| (&info.name[..info.name_len as usize], id as u32))
+            .collect();
+        for (i, list) in table.lists.iter().enumerate() {
+            let stored = stored_name(&list.name);
+            if stored_count[&stored] != 1 {
+                continue;
+            }
+            if let Some(&id) = by_name.get(stored.as_slice()).filter(|id| !taken[**id as usize]) {
+                ids[i] = id;
+                taken[id as usize] = true;
+            }
+        }
+    }
+    // Free slots first, retired ones (whose counters would be reset) last.
+    let mut candidates: Vec<u32> =
+        (0..MAX_LISTS).filter(|&id| !taken[id as usize] && infos[id as usize].state == LIST_STATE_FREE).collect();
+    candidates.extend((0..MAX_LISTS).filter(|&id| !taken[id as usize] && infos[id as usize].state != LIST_STATE_FREE));
+    let kept: Vec<bool> = ids.iter().map(|id| *id != u32::MAX).collect();
+    let mut candidates = candidates.into_iter();
+    for id in ids.iter_mut().filter(|id| **id == u32::MAX) {
+        *id = candidates.next().ok_or(TableError::TooManyLists { needed: table.lists.len(), max: MAX_LISTS })?;
+    }
+    Ok((ids, kept))
+}
+
 /// Refuses a table whose classifier maps would take more than `budget` bytes.
 fn check_budget(table: &CompiledTable, image: &Image, budget: u64) -> Result<(), TableError> {
     let needed = image.bytes();
@@ -560,4 +600,49 @@ fn make_info(state: u32, action: u32, name: &str) -> ListInfo {
     let mut info = ListInfo { state, action, name_len: stored.len() as u32, name: [0; LIST_NAME_LEN] };
     info.name[..stored.len()].copy_from_slice(&stored);
     info
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::{compile, ListSpec, Role};
+
+    fn table(names: &[String]) -> CompiledTable {
+        let lists: Vec<ListSpec> =
+            names.iter().map(|n| ListSpec { name: n.clone(), role: Role::Deny, prefixes: vec![] }).collect();
+        compile(&lists)
+    }
+
+    fn infos_of(t: &CompiledTable, ids: &[u32]) -> Vec<ListInfo> {
+        let mut infos = vec![make_info(LIST_STATE_FREE, 0, ""); MAX_LISTS as usize];
+        for (l, &id) in t.lists.iter().zip(ids) {
+            infos[id as usize] = make_info(LIST_STATE_LIVE, l.action.code(), &l.name);
+        }
+        infos
+    }
+
+    #[test]
+    fn lists_that_share_their_stored_name_get_their_own_ids() {
+        let tail = "x".repeat(LIST_NAME_LEN);
+        let names = vec![format!("/a/{tail}"), format!("/b/{tail}"), "short".to_string()];
+        let t = table(&names);
+        let empty = vec![make_info(LIST_STATE_FREE, 0, ""); MAX_LISTS as usize];
+        let (ids, kept) = assign_ids(&t, &empty, &HashMap::new()).unwrap();
+        assert_ne!(ids[0], ids[1]);
+        assert_eq!(kept, vec![false; 3]);
+        // A reload in the same process: each keeps its own id, by full name.
+        let infos = infos_of(&t, &ids);
+        let known: HashMap<String, u32> = names.iter().cloned().zip(ids.iter().copied()).collect();
+        let reversed = table(&[names[1].clone(), names[0].clone(), names[2].clone()]);
+        let (again, kept) = assign_ids(&reversed, &infos, &known).unwrap();
+        assert_eq!(again, vec![ids[1], ids[0], ids[2]]);
+        assert_eq!(kept, vec![true; 3]);
+        // After a restart only the pinned (truncated) names are known: the
+        // ambiguous two get fresh ids, never one another's; the other keeps its id.
+        let (restarted, kept) = assign_ids(&t, &infos, &HashMap::new()).unwrap();
+        assert_eq!(kept, vec![false, false, true]);
+        assert_eq!(restarted[2], ids[2]);
+        assert!(!ids[..2].contains(&restarted[0]) && !ids[..2].contains(&restarted[1]));
+        assert_ne!(restarted[0], restarted[1]);
+    }
 }

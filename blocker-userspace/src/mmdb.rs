@@ -40,7 +40,8 @@ fn country_of(result: &maxminddb::LookupResult<'_, Vec<u8>>) -> Result<Option<St
 }
 
 pub fn read(path: &Path, source: &str) -> Result<RegionDb> {
-    let reader = Reader::open_readfile(path).with_context(|| format!("{source}: not a readable MMDB database"))?;
+    let bytes = crate::input::read_file(path, crate::input::MAX_SOURCE_BYTES)?;
+    let reader = Reader::from_source(bytes).with_context(|| format!("{source}: not a readable MMDB database"))?;
     let mut db = RegionDb::default();
     let mut networks = 0usize;
     for item in reader.networks(WithinOptions::default()).with_context(|| format!("{source}: cannot walk the tree"))? {

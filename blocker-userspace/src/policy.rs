@@ -85,8 +85,8 @@ pub fn read_source(source: &ListSource, cache_dir: &Path) -> Result<Vec<Prefix>>
     match source.url() {
         Some(url) => {
             let fetched = crate::fetch::fetch(url, cache_dir)?;
-            let text =
-                std::fs::read_to_string(&fetched.path).with_context(|| format!("{url}: cached copy unreadable"))?;
+            let text = crate::input::read_text(&fetched.path, crate::input::MAX_SOURCE_BYTES)
+                .with_context(|| format!("{url}: cached copy unreadable"))?;
             Ok(parse_list(Path::new(url), &text)?)
         }
         None => Ok(read_list(&source.path)?),
@@ -231,14 +231,65 @@ impl Policy {
                 }
             }
         }
+        for warning in disabling_never_blocks(&specs) {
+            log::warn!("{warning}");
+        }
         Ok(compile_owned(specs))
     }
+}
+
+/// Never-block ranges that switch blocking off: one covering a whole address
+/// family, or every prefix of a deny list. Not errors (an operator may mean it
+/// for a while), but never silent.
+pub fn disabling_never_blocks(specs: &[ListSpec]) -> Vec<String> {
+    let Some(never) = specs.iter().find(|s| s.role == Role::NeverBlock) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = never
+        .prefixes
+        .iter()
+        .filter(|p| p.len == 0)
+        .map(|p| format!("never-block {p} covers every {} address: nothing of it is ever dropped", p.family.name()))
+        .collect();
+    let covered = |q: &crate::lists::Prefix| {
+        let (lo, hi) = q.range();
+        never.prefixes.iter().any(|n| n.contains(q.family, lo) && n.contains(q.family, hi))
+    };
+    for list in specs.iter().filter(|s| s.role == Role::Deny && !s.prefixes.is_empty()) {
+        if list.prefixes.iter().all(covered) {
+            out.push(format!("never-block ranges cover every prefix of deny list {}: it drops nothing", list.name));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn never_blocks_that_disable_blocking_are_named() {
+        let spec = |name: &str, role, prefixes: &[&str]| ListSpec {
+            name: name.into(),
+            role,
+            prefixes: prefixes.iter().map(|p| parse_prefix(p).unwrap()).collect(),
+        };
+        let specs = vec![
+            spec("never", Role::NeverBlock, &["0.0.0.0/0", "2001:db8::/32"]),
+            spec("inside", Role::Deny, &["2001:db8:1::/48", "2001:db8:2::1"]),
+            spec("partly", Role::Deny, &["2001:db8:1::/48", "2001:db9::/32"]),
+        ];
+        let w = disabling_never_blocks(&specs);
+        assert_eq!(
+            w,
+            vec![
+                "never-block 0.0.0.0/0 covers every IPv4 address: nothing of it is ever dropped".to_string(),
+                "never-block ranges cover every prefix of deny list inside: it drops nothing".to_string(),
+            ]
+        );
+        assert!(disabling_never_blocks(&specs[1..]).is_empty());
+    }
 
     use crate::{compile::Action, lists::parse_prefix};
 

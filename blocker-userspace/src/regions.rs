@@ -170,7 +170,7 @@ impl RegionDb {
                 }
                 prefixes.extend(read_list(&path)?);
                 if name.is_none() {
-                    name = country_name_from_header(&std::fs::read_to_string(&path)?);
+                    name = country_name_from_header(&crate::input::read_text(&path, crate::input::MAX_SOURCE_BYTES)?);
                 }
             }
             db.add(&code, name.as_deref(), source, prefixes);

@@ -220,6 +220,38 @@ fn bad_list_at_start_is_refused_before_touching_the_kernel() {
 }
 
 #[test]
+fn hostile_sources_are_refused_at_once_and_nothing_is_attached() {
+    let s = Setup::new();
+    let fifo = s.file("fifo.txt");
+    let c = std::ffi::CString::new(fifo.as_str()).unwrap();
+    // SAFETY: mkfifo on a path of the test's own directory.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for (source, expected) in [(fifo.as_str(), "is a FIFO, not a regular file"), ("/dev/zero", "is a character device")]
+    {
+        let started = std::time::Instant::now();
+        let out = s.cli(&["run", "--iface", &s.net.rx_if, "--deny", source]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(expected), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{source}: refused at once");
+        assert!(!s.net.rx_has_xdp().unwrap());
+    }
+    // A never-block range that disables blocking is applied, with a warning; an
+    // IPv4-mapped IPv6 address in a list is the IPv4 address.
+    std::fs::write(s.file("mapped.txt"), "::ffff:203.0.113.0/120\n").unwrap();
+    let mapped = format!("mapped={}", s.file("mapped.txt"));
+    let args = s.run_args(&["--deny", &mapped, "--never-block", "::/0", "--xdp-mode", "native"]);
+    let d = Daemon::start(&s.net.rx_ns, &args, &s.dir.join("daemon.log")).unwrap();
+    assert!(
+        d.log_text().contains("never-block ::/0 covers every IPv6 address: nothing of it is ever dropped"),
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(s.ping("203.0.113.2"), 0, "the mapped prefix is enforced as IPv4");
+    assert_eq!(s.list_counter("mapped", "packets"), u64::from(PINGS));
+    d.stop_with(libc::SIGTERM).unwrap();
+}
+
+#[test]
 fn one_daemon_several_interfaces_each_with_counters() {
     let s = Setup::new();
     let extra = blocker_tests::netns::ExtraLink::new(&s.net).unwrap();
