@@ -193,8 +193,7 @@ fn mode_text(monitor: bool) -> &'static str {
 
 fn start_interface(opts: &RunOptions, spec: &InterfaceOptions, table: &CompiledTable) -> Result<Managed> {
     let iface = spec.name.as_str();
-    let dir = loader::iface_dir(&opts.pin_root, iface);
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = loader::secure_pin_dir(&opts.pin_root, iface)?;
     let lock = PinLock::acquire(&dir, iface)?;
     let mut maps = DataplaneMaps::load(&dir, opts.ebpf_log_level)?;
     if opts.ebpf_log_level > 0 {

@@ -254,8 +254,12 @@ pub fn parse_csv(source: &str, text: &str, db: &mut RegionDb) -> Result<()> {
             return Err(err("expected start,end,country"));
         }
         let (Some(start), Some(end)) = (parse_csv_address(f[0]), parse_csv_address(f[1])) else {
-            if rows == 0 && i == 0 {
-                continue; // header
+            // A header names its columns: words, with no digit, dot or colon. A
+            // first row that merely fails to parse is an error like any other.
+            let is_word = |x: &str| !x.is_empty() && !x.contains(|c: char| c.is_ascii_digit() || c == '.' || c == ':');
+            if rows == 0 && i == 0 && is_word(f[0]) && is_word(f[1]) {
+                log::info!("{source}: line 1 is a header, skipped: {}", crate::lists::quote(raw));
+                continue;
             }
             return Err(err("bad start or end address"));
         };
@@ -391,6 +395,11 @@ mod tests {
         assert!(e.to_string().contains("different address families"), "{e}");
         let e = parse_csv("c.csv", "1.0.0.0,1.0.0.255,Australia\n", &mut db).unwrap_err();
         assert!(e.to_string().contains("two letters"), "{e}");
+        // A malformed first row is not a header.
+        let e = parse_csv("c.csv", "1.0.0,1.0.0.255,AU\n1.0.1.0,1.0.1.255,AU\n", &mut db).unwrap_err();
+        assert!(e.to_string().starts_with("c.csv:1: bad start or end address"), "{e}");
+        let e = parse_csv("c.csv", "start,1.0.0.255,AU\n", &mut db).unwrap_err();
+        assert!(e.to_string().starts_with("c.csv:1:"), "{e}");
     }
 
     #[test]

@@ -108,6 +108,68 @@ pub fn ensure_bpffs(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The pin directory of `iface` under `root`, made safe to trust. Every level
+/// (the root, `v<LAYOUT_VERSION>`, the interface's) must be a directory owned by
+/// this user and closed to others: a missing one is created 0700, one of ours
+/// that others could enter is set to 0700 (with a warning), and one owned by
+/// another user is refused, as is any entry of the interface's directory that is
+/// not ours. Otherwise a local user could plant pins, delete the link pin, or hold
+/// the directory lock (`PinLock`).
+pub fn secure_pin_dir(root: &Path, iface: &str) -> Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let dir = iface_dir(root, iface);
+    let refuse_owner = |path: &Path, uid: u32| {
+        anyhow!(
+            "{}: owned by uid {uid}, not by blocker's user (uid {euid}): another user may have put pins \
+             there; remove it (rm -r {}) and start blocker again",
+            path.display(),
+            path.display()
+        )
+    };
+    for level in [root.to_path_buf(), root.join(format!("v{LAYOUT_VERSION}")), dir.clone()] {
+        match std::fs::symlink_metadata(&level) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&level)
+                    .with_context(|| format!("cannot create {}", level.display()))?;
+            }
+            Err(e) => return Err(anyhow!(e).context(format!("cannot inspect {}", level.display()))),
+            Ok(meta) => {
+                if !meta.file_type().is_dir() {
+                    bail!(
+                        "{}: not a directory (blocker keeps its pins there): remove it and start blocker again",
+                        level.display()
+                    );
+                }
+                if meta.uid() != euid {
+                    return Err(refuse_owner(&level, meta.uid()));
+                }
+                if meta.mode() & 0o077 != 0 {
+                    std::fs::set_permissions(&level, std::fs::Permissions::from_mode(0o700))
+                        .with_context(|| format!("cannot set {} to mode 0700", level.display()))?;
+                    log::warn!(
+                        "{}: was mode {:o}, open to other users; set to 0700",
+                        level.display(),
+                        meta.mode() & 0o7777
+                    );
+                }
+            }
+        }
+    }
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        if meta.uid() != euid {
+            return Err(refuse_owner(&entry.path(), meta.uid()));
+        }
+    }
+    Ok(dir)
+}
+
 /// An exclusive lock on an interface's pin directory, held until dropped.
 pub struct PinLock {
     _dir: File,

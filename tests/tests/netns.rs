@@ -252,6 +252,30 @@ fn hostile_sources_are_refused_at_once_and_nothing_is_attached() {
 }
 
 #[test]
+fn pin_tree_of_another_user_is_refused_and_ours_is_closed() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let s = Setup::new();
+    let iface_dir = s.root.0.join(format!("v{}", blocker_common::LAYOUT_VERSION)).join(&s.net.rx_if);
+    std::fs::create_dir_all(&iface_dir).unwrap();
+    // Another local user (nobody) made the interface's pin directory.
+    std::os::unix::fs::chown(&iface_dir, Some(65534), Some(65534)).unwrap();
+    let out = s.cli(&["run", "--iface", &s.net.rx_if, "--deny", &s.file("deny.txt")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("owned by uid 65534"), "{err}");
+    assert!(!s.net.rx_has_xdp().unwrap());
+    // Ours, but open to everyone (as bpffs mounts often are): closed, then used.
+    std::os::unix::fs::chown(&iface_dir, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&s.root.0, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let d = s.start(&[], "daemon.log");
+    assert!(d.log_text().contains("set to 0700"), "{}", d.log_text());
+    for level in [s.root.0.clone(), iface_dir.parent().unwrap().to_path_buf(), iface_dir.clone()] {
+        assert_eq!(std::fs::metadata(&level).unwrap().mode() & 0o7777, 0o700, "{}", level.display());
+    }
+    assert_eq!(s.ping("203.0.113.2"), 0);
+    d.stop_with(libc::SIGTERM).unwrap();
+}
+
+#[test]
 fn one_daemon_several_interfaces_each_with_counters() {
     let s = Setup::new();
     let extra = blocker_tests::netns::ExtraLink::new(&s.net).unwrap();
