@@ -393,22 +393,11 @@ impl Daemon {
         }
     }
 
-    /// Answers one control request (see `control`). Requests are handled one at a
-    /// time on the daemon's task, so a reload never races another change.
-    async fn serve(&mut self, stream: tokio::net::UnixStream) {
-        use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
-        let (read, mut write) = stream.into_split();
-        let mut line = String::new();
-        let mut reader = tokio::io::BufReader::new(read);
-        let read_line = reader.read_line(&mut line);
-        if tokio::time::timeout(Duration::from_secs(5), read_line).await.is_err() {
-            return;
-        }
-        let command = serde_json::from_str::<serde_json::Value>(&line)
-            .ok()
-            .and_then(|v| v["command"].as_str().map(str::to_owned))
-            .unwrap_or_default();
-        let answer = match command.as_str() {
+    /// Answers one control request (see `control`). Requests are answered one at
+    /// a time on the daemon's task, so a reload never races another change; each
+    /// client's reading and writing happens in its own task (`control_client`).
+    fn answer(&mut self, command: &str) -> serde_json::Value {
+        let answer = match command {
             "status" => self.state.status(&self.opts, &self.managed),
             "reload" => match self.reload("blocker reload") {
                 Ok(summary) => serde_json::json!({ "ok": true, "summary": summary }),
@@ -425,11 +414,51 @@ impl Daemon {
                 serde_json::json!({ "ok": true, "interfaces": out })
             }
             other => {
+                let other = crate::lists::quote(other);
                 serde_json::json!({ "ok": false, "error": format!("unknown command {other:?} (status, reload, stats)") })
             }
         };
-        let _ = write.write_all(format!("{answer}\n").as_bytes()).await;
+        answer
     }
+}
+
+/// The most bytes of one control request: a request is one short JSON line.
+const MAX_REQUEST_BYTES: u64 = 4096;
+/// How long a client may take to send its request, and to read the answer.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A control request for the daemon's task, and where its answer goes.
+type ControlRequest = (String, tokio::sync::oneshot::Sender<serde_json::Value>);
+
+/// One control client, in a task of its own: a client that stalls holds only
+/// this task, never the daemon. It reads one bounded request line, passes the
+/// command to the daemon's task and writes the answer back, each with a timeout.
+async fn control_client(stream: tokio::net::UnixStream, daemon: tokio::sync::mpsc::Sender<ControlRequest>) {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST_BYTES));
+    match tokio::time::timeout(CLIENT_TIMEOUT, reader.read_line(&mut line)).await {
+        Ok(Ok(_)) => {}
+        _ => return, // silent, stalled or not UTF-8
+    }
+    let answer = if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST_BYTES {
+        serde_json::json!({ "ok": false, "error": format!("request over {MAX_REQUEST_BYTES} bytes") })
+    } else {
+        let command = serde_json::from_str::<serde_json::Value>(&line)
+            .ok()
+            .and_then(|v| v["command"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if daemon.send((command, reply)).await.is_err() {
+            return; // the daemon is stopping
+        }
+        match answer.await {
+            Ok(a) => a,
+            Err(_) => return,
+        }
+    };
+    let _ = tokio::time::timeout(CLIENT_TIMEOUT, write.write_all(format!("{answer}\n").as_bytes())).await;
 }
 
 async fn accept(listener: &Option<tokio::net::UnixListener>) -> std::io::Result<tokio::net::UnixStream> {
@@ -526,6 +555,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     drop(table);
     release_free_memory();
 
+    let (control_tx, mut control_rx) = tokio::sync::mpsc::channel::<ControlRequest>(64);
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -535,8 +565,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             }
             conn = accept(&listener) => {
                 if let Ok(stream) = conn {
-                    daemon.serve(stream).await;
+                    tokio::spawn(control_client(stream, control_tx.clone()));
                 }
+            }
+            Some((command, reply)) = control_rx.recv() => {
+                let _ = reply.send(daemon.answer(&command));
             }
             at = ticks.tick() => daemon.tick(at.into_std()),
             Some((url, result)) = refreshed_rx.recv() => daemon.refreshed(url, result),

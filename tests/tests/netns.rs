@@ -613,7 +613,23 @@ fn control_socket_status_and_reload() {
     let mode = std::fs::metadata(s.socket()).unwrap();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600, "root-only socket");
 
+    // Twelve clients that connect and say nothing, and one that sends an endless
+    // line: none of them delays the next `status`.
+    let idle: Vec<std::os::unix::net::UnixStream> =
+        (0..12).map(|_| std::os::unix::net::UnixStream::connect(s.socket()).unwrap()).collect();
+    let mut flood = std::os::unix::net::UnixStream::connect(s.socket()).unwrap();
+    {
+        use std::io::{Read as _, Write as _};
+        let _ = flood.write_all(&vec![b'x'; 64 << 10]);
+        flood.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        let mut answer = String::new();
+        let _ = flood.read_to_string(&mut answer);
+        assert!(answer.contains("request over 4096 bytes"), "{answer:?}");
+    }
+    let started = std::time::Instant::now();
     let out = s.cli(&["status"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "status took {:?}", started.elapsed());
+    drop(idle);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
