@@ -104,6 +104,8 @@ pub fn parse(path: &Path, text: &str) -> Result<RunOptions> {
     if file.interfaces.is_empty() {
         bail!("{}: no [[interface]] section: name at least one interface", path.display());
     }
+    crate::daemon::check_interface_names(file.interfaces.iter().map(|s| s.name.as_str()))
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let mut interfaces = Vec::new();
     for (i, s) in file.interfaces.iter().enumerate() {
         let attach_mode = match s.xdp_mode.as_deref() {
@@ -213,6 +215,17 @@ mod tests {
         assert!(e.contains("no [[interface]]"), "{e}");
         let e = p("[daemon]\npin_rot = \"/x\"\n[[interface]]\nname = \"eth0\"\n").unwrap_err().to_string();
         assert!(e.contains("unknown field `pin_rot`"), "{e}");
+        for (names, why) in [
+            ("\"eth0\", \"eth0\"", "interface eth0 is given twice"),
+            ("\"\"", "an interface name has 1 to 15 bytes"),
+            ("\"a-name-that-is-too-long\"", "an interface name has 1 to 15 bytes"),
+            ("\"../eth0\"", "not a possible interface name"),
+        ] {
+            let text: String =
+                names.split(", ").map(|n| format!("[[interface]]\nname = {n}\n")).collect::<Vec<_>>().join("");
+            let e = p(&text).unwrap_err().to_string();
+            assert!(e.starts_with("/etc/blocker/blocker.toml: ") && e.contains(why), "{e}");
+        }
         let e = p("[[interface]]\nname = \"eth0\"\nxdp_mode = \"fast\"\n").unwrap_err().to_string();
         assert!(e.contains("xdp_mode \"fast\""), "{e}");
         let e = p("[[interface]]\nname = \"eth0\"\n[policy]\ndeny_countries = \"CN\"\n").unwrap_err().to_string();

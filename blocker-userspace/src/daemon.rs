@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use aya::Ebpf;
 use tokio::{
     io::unix::AsyncFd,
@@ -31,6 +31,26 @@ pub struct InterfaceOptions {
     pub attach_mode: AttachMode,
     /// Dry run on this interface: nothing dropped, would-be drops counted.
     pub monitor: bool,
+}
+
+/// Refuses interface names that no interface can have (the kernel's rules:
+/// 1 to 15 bytes, no '/', no whitespace or ':', not "." or "..") and names given
+/// twice. `run` and `check-config` both apply it, so they agree.
+pub fn check_interface_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+    let mut seen = HashSet::new();
+    for name in names {
+        let shown = crate::lists::quote(name);
+        if name.is_empty() || name.len() > 15 {
+            return Err(format!("interface name {shown:?}: an interface name has 1 to 15 bytes"));
+        }
+        if name == "." || name == ".." || name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace()) {
+            return Err(format!("interface name {shown:?}: not a possible interface name (see `ip link`)"));
+        }
+        if !seen.insert(name) {
+            return Err(format!("interface {name} is given twice"));
+        }
+    }
+    Ok(())
 }
 
 /// Everything a daemon run needs: from the command line or a config file.
@@ -495,10 +515,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     if opts.interfaces.is_empty() {
         bail!("no interface given: pass --iface IF");
     }
-    let mut seen = HashSet::new();
-    if let Some(dup) = opts.interfaces.iter().find(|i| !seen.insert(i.name.clone())) {
-        bail!("interface {} is given twice", dup.name);
-    }
+    check_interface_names(opts.interfaces.iter().map(|i| i.name.as_str())).map_err(|e| anyhow!(e))?;
     loader::check_privileges()?;
     // Bad lists fail here, before the kernel is touched.
     let table = opts.policy.build_table()?;
