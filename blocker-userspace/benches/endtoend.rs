@@ -355,7 +355,7 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     let mut maps = DataplaneMaps::load(&dir, 0).unwrap();
     let report = maps.apply(table, DEFAULT_TABLE_MEMORY).unwrap();
     // Profile (IPv4): the same table in the other IPv4 layout, in the same rounds.
-    let alt_shape = other_v4_layout(report.shape, table.v4.len());
+    let alt_shape = other_v4_layout(report.shape);
     let mut alt = (family == Family::V4).then(|| {
         let mut alt = DataplaneMaps::load(&loader::iface_dir(pins, &format!("rx-alt-{tag}")), 0).unwrap();
         alt.apply_with_shape(table, DEFAULT_TABLE_MEMORY, Some(alt_shape)).unwrap();
@@ -570,12 +570,31 @@ fn daemon_start_and_reload(net: &Net, pins: &std::path::Path, policy: &[&str]) -
 
 /// The comparison shape of the profile rows: the smallest direct tables (2^16
 /// entries), against the direct tables sized to the table.
-fn other_v4_layout(shape: Shape, _v4_ranges: usize) -> Shape {
+fn other_v4_layout(shape: Shape) -> Shape {
     Shape { v4_bits: classifier::MIN_DIR_BITS, ..shape }
 }
 
 fn layout_text(shape: Shape) -> String {
     format!("2^{} direct table", shape.v4_bits)
+}
+
+/// The table of receivers' rates: per mix, Mpps, share of the floor (row 0) and
+/// how many times blocker (row 1) is faster.
+fn write_rates(out: &mut String, mixes: [&str; 2], rows: &[Receiver]) {
+    let _ = writeln!(out, "{:<52} {:>22} {:>22}", "", mixes[0], mixes[1]);
+    let _ = writeln!(
+        out,
+        "{:<52} {:>7} {:>6} {:>7}  {:>7} {:>6} {:>7}",
+        "receiver", "Mpps", "floor", "blk is", "Mpps", "floor", "blk is"
+    );
+    for r in rows {
+        let _ = write!(out, "{:<52}", r.name);
+        for (i, mpps) in r.mpps.iter().enumerate() {
+            let _ =
+                write!(out, " {mpps:>7.2} {:>5.0}% {:>6.1}x ", mpps / rows[0].mpps[i] * 100.0, rows[1].mpps[i] / mpps);
+        }
+        let _ = writeln!(out);
+    }
 }
 
 /// `BLOCKER_BENCH_PARTS=world,attack,million` runs only those parts (default: all).
@@ -627,7 +646,7 @@ fn run_attack(net: &Net, pins: &std::path::Path, frames: u32) -> AttackRun {
     let shape = maps.apply(&table, DEFAULT_TABLE_MEMORY).unwrap().shape;
     // Profile: the same table in the other IPv4 layout, in the same rounds.
     let mut alt = DataplaneMaps::load(&loader::iface_dir(pins, "rx-alt-attack"), 0).unwrap();
-    let alt_shape = other_v4_layout(shape, table.v4.len());
+    let alt_shape = other_v4_layout(shape);
     alt.apply_with_shape(&table, DEFAULT_TABLE_MEMORY, Some(alt_shape)).unwrap();
     let (mut floor_rounds, mut blocker_rounds, mut alt_rounds) = (Vec::new(), Vec::new(), Vec::new());
     let name = format!("blocker, 2M-address list ({})", layout_text(shape));
@@ -687,24 +706,9 @@ impl AttackRun {
     fn report(&self, out: &mut String, json: &mut serde_json::Map<String, serde_json::Value>, frames: u32) {
         let _ =
             writeln!(out, "end to end, IPv4, a deny list of {ATTACK_LIST} random addresses, {frames} frames per run");
-        let _ = writeln!(out, "{:<52} {:>22} {:>22}", "", "sources from the list", "random sources");
-        let _ = writeln!(
-            out,
-            "{:<52} {:>7} {:>6} {:>7}  {:>7} {:>6} {:>7}",
-            "receiver", "Mpps", "floor", "blk is", "Mpps", "floor", "blk is"
-        );
+        write_rates(out, ["sources from the list", "random sources"], &self.rows);
         let mut rows_json = Vec::new();
         for r in &self.rows {
-            let _ = write!(out, "{:<52}", r.name);
-            for (i, mpps) in r.mpps.iter().enumerate() {
-                let _ = write!(
-                    out,
-                    " {mpps:>7.2} {:>5.0}% {:>6.1}x ",
-                    mpps / self.rows[0].mpps[i] * 100.0,
-                    self.rows[1].mpps[i] / mpps
-                );
-            }
-            let _ = writeln!(out);
             rows_json.push(
                 serde_json::json!({ "receiver": r.name, "mpps": r.mpps, "arrived": r.arrived, "rounds": r.rounds }),
             );
@@ -884,24 +888,9 @@ fn main() {
             "end to end on a veth pair, {fam}, {frames} frames per run, random sources from a pool of {POOL}, world table {} {fam} prefixes",
             run.prefixes
         );
-        let _ = writeln!(out, "{:<52} {:>22} {:>22}", "", "all in table (drops)", "half in table");
-        let _ = writeln!(
-            out,
-            "{:<52} {:>7} {:>6} {:>7}  {:>7} {:>6} {:>7}",
-            "receiver", "Mpps", "floor", "blk is", "Mpps", "floor", "blk is"
-        );
+        write_rates(&mut out, ["all in table (drops)", "half in table"], &run.rows);
         let mut rows_json = Vec::new();
         for r in &run.rows {
-            let _ = write!(out, "{:<52}", r.name);
-            for (i, mpps) in r.mpps.iter().enumerate() {
-                let _ = write!(
-                    out,
-                    " {mpps:>7.2} {:>5.0}% {:>6.1}x ",
-                    mpps / run.rows[0].mpps[i] * 100.0,
-                    run.rows[1].mpps[i] / mpps
-                );
-            }
-            let _ = writeln!(out);
             for (i, arrived) in r.arrived.iter().enumerate() {
                 if *arrived < u64::from(frames) * 99 / 100 {
                     let _ = writeln!(

@@ -113,9 +113,10 @@ struct MappedTables {
 }
 
 impl MappedTables {
-    /// Maps `fds` (in `map_names::CLASSIFIER` order) whose content is `lengths`
-    /// elements each.
-    fn new(fds: &[(BorrowedFd<'_>, usize)], shape: Shape, lengths: [usize; 7], writable: bool) -> Result<Self> {
+    /// Maps `fds` (in `map_names::CLASSIFIER` order, with their sizes in blocks)
+    /// whole: a table's content is whole blocks.
+    fn new(fds: &[(BorrowedFd<'_>, usize)], shape: Shape, writable: bool) -> Result<Self> {
+        let lengths = std::array::from_fn(|i| fds[i].1 * BLOCK_BYTES / ELEMENT_BYTES[i]);
         let mut maps = Vec::new();
         for ((fd, blocks), name) in fds.iter().zip(map_names::CLASSIFIER) {
             maps.push(Mapping::new(*fd, *blocks, writable, name)?);
@@ -123,10 +124,8 @@ impl MappedTables {
         Ok(MappedTables { shape, maps, lengths })
     }
 
-    /// Maps `fds` read-only, whole: the maps hold whole blocks.
     fn read_only(fds: &[(BorrowedFd<'_>, usize)], shape: Shape) -> Result<Self> {
-        let lengths = std::array::from_fn(|i| fds[i].1 * BLOCK_BYTES / ELEMENT_BYTES[i]);
-        MappedTables::new(fds, shape, lengths, false)
+        MappedTables::new(fds, shape, false)
     }
 
     fn view(&self) -> Tables<'_> {
@@ -580,7 +579,7 @@ fn load_instance(dir: &Path, log_level: u8, image: &Image) -> Result<Instance> {
     )?;
     shape_map.set(0, image.shape, 0)?;
     let fds = instance_maps(&ebpf)?;
-    let mut tables = MappedTables::new(&fds, image.shape, image.lengths(), true)?;
+    let mut tables = MappedTables::new(&fds, image.shape, true)?;
     for (mapping, content) in tables.maps.iter_mut().zip(image.map_bytes()) {
         mapping.write(content);
     }
