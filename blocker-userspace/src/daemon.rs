@@ -128,10 +128,12 @@ impl State {
             .iter()
             .zip(managed)
             .map(|(spec, m)| {
+                let (attached, how) = m.attachment_fact();
                 serde_json::json!({
                     "name": m.iface,
-                    "present": m.ifindex.is_some(),
-                    "attached": if m.ifindex.is_some() { m.attached.as_str() } else { "interface gone: re-attached when it comes back" },
+                    "present": loader::ifindex(&m.iface).is_ok(),
+                    "attached": how,
+                    "enforcing": attached && !spec.monitor,
                     "program_id": loader::linked_program_id(&m.maps.dir).ok().flatten(),
                     "mode": if spec.monitor { "monitor" } else { "enforce" },
                     "table_bytes": m.maps.table_bytes(),
@@ -191,6 +193,8 @@ struct Managed {
     ifindex: Option<u32>,
     /// How the program got onto the interface (for status).
     attached: String,
+    /// The last attach at `ifindex` failed (logged once, not on every tick).
+    attach_failed: bool,
     /// Held for the daemon's lifetime: the lock keeps other blocker processes away.
     _lock: PinLock,
 }
@@ -231,36 +235,91 @@ fn start_interface(opts: &RunOptions, spec: &InterfaceOptions, table: &CompiledT
         memory_text(report.table_bytes),
         mode_text(spec.monitor)
     );
-    Ok(Managed { iface: iface.into(), maps, ifindex: Some(ifindex), attached: how.to_string(), _lock: lock })
+    Ok(Managed {
+        iface: iface.into(),
+        maps,
+        ifindex: Some(ifindex),
+        attached: how.to_string(),
+        attach_failed: false,
+        _lock: lock,
+    })
 }
 
 impl Managed {
-    /// Notices the interface going away and coming back (as a new device with a
-    /// new index): the kernel drops an XDP link with its device, so blocker
-    /// attaches again, with the maps (tables, counters) it already has.
+    /// Keeps the device that has the configured name protected. It checks the
+    /// kernel's link, not a remembered index: the device may go and come back (a
+    /// new device, a new index), be renamed while another takes its name, or lose
+    /// the program to someone else's BPF_LINK_DETACH. The kernel drops an XDP link
+    /// with its device, so blocker attaches again, with the maps (tables,
+    /// counters) it already has.
     fn check_presence(&mut self, spec: &InterfaceOptions, pin_root: &std::path::Path) {
         let now = loader::ifindex(&self.iface).ok();
-        if now == self.ifindex {
-            return;
-        }
+        let on = loader::link_device(&self.maps.dir).ok().flatten().filter(|&i| i != 0);
         let Some(index) = now else {
-            log::warn!("{}: interface is gone; blocker attaches again when it comes back", self.iface);
-            self.ifindex = None;
+            if self.ifindex.take().is_some() {
+                match on {
+                    Some(other) => log::warn!(
+                        "{}: no interface has that name now; the program stays on {} (renamed?) \
+                         until a device named {} appears, then moves to it",
+                        self.iface,
+                        loader::ifname(other).map_or(format!("index {other}"), |n| format!("{n} (index {other})")),
+                        self.iface
+                    ),
+                    None => log::warn!("{}: interface is gone; blocker attaches again when it comes back", self.iface),
+                }
+            }
             return;
         };
-        // Recorded before trying: a failure is logged once, not on every tick.
+        if on == Some(index) {
+            self.ifindex = Some(index);
+            self.attach_failed = false;
+            return;
+        }
+        if self.attach_failed && self.ifindex == Some(index) {
+            return; // logged once; `blocker status` shows it
+        }
+        let why = match self.ifindex {
+            None => format!("interface is back (index {index})"),
+            Some(old) if old != index => format!("interface is back (index {index})"),
+            Some(_) => format!("the program is no longer on the interface (index {index}), something detached it"),
+        };
         self.ifindex = Some(index);
         let attached =
             self.maps.ebpf_mut().and_then(|ebpf| loader::attach(ebpf, pin_root, &self.iface, spec.attach_mode));
         match attached {
             Ok(how) => {
-                log::warn!("{}: interface is back (index {index}): {how}", self.iface);
+                log::warn!("{}: {why}: {how}", self.iface);
                 self.attached = how.to_string();
+                self.attach_failed = false;
             }
-            Err(e) => log::error!(
-                "{}: interface is back (index {index}) but attaching failed: {e:#}; restart blocker to retry",
-                self.iface
+            Err(e) => {
+                log::error!("{}: {why} but attaching failed: {e:#}; restart blocker to retry", self.iface);
+                self.attach_failed = true;
+            }
+        }
+    }
+
+    /// What status says of the attachment, checked against the kernel now: the
+    /// pinned link must be on the device that has the configured name.
+    fn attachment_fact(&self) -> (bool, String) {
+        let now = loader::ifindex(&self.iface).ok();
+        let on = loader::link_device(&self.maps.dir);
+        match (now, on) {
+            (Some(i), Ok(Some(l))) if i == l => (true, self.attached.clone()),
+            (None, Ok(Some(l))) if l != 0 => (
+                false,
+                format!(
+                    "interface gone; the program stays on {} until a device named {} appears",
+                    loader::ifname(l).map_or(format!("index {l}"), |n| format!("{n} (index {l})")),
+                    self.iface
+                ),
             ),
+            (None, _) => (false, "interface gone: re-attached when it comes back".into()),
+            (Some(i), Ok(Some(l))) if l != 0 => {
+                (false, format!("NOT ATTACHED: the program is on index {l}, not on this device (index {i})"))
+            }
+            (Some(_), Ok(_)) => (false, "NOT ATTACHED: no program on the interface".into()),
+            (Some(_), Err(e)) => (false, format!("NOT ATTACHED: cannot read the pinned link: {e:#}")),
         }
     }
 }

@@ -204,6 +204,140 @@ pub fn ifindex(iface: &str) -> Result<u32> {
     Ok(idx)
 }
 
+/// The name of the device with index `index`, if there is one.
+pub fn ifname(index: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has the IF_NAMESIZE bytes if_indextoname may write.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
+    Some(unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
+}
+
+/// "eth9 (index 7)", or "index 7" for a device without a name here.
+fn device_text(index: u32) -> String {
+    match ifname(index) {
+        Some(name) => format!("{name} (index {index})"),
+        None => format!("index {index}"),
+    }
+}
+
+/// A pinned XDP link opened through the bpf syscall, for what aya does not expose:
+/// the device the link is on, and a detach that holds whoever else has the link
+/// open. A pinned link belongs to an ifindex, not to a name: after
+/// `ip link set eth0 name eth9` it filters eth9.
+struct LinkHandle(std::os::fd::OwnedFd);
+
+fn bpf_syscall<T>(cmd: aya_obj::generated::bpf_cmd, attr: &mut T) -> std::io::Result<i64> {
+    // SAFETY: attr is a live, initialised bpf_attr prefix for cmd, of the size given.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd as libc::c_long, attr as *mut T, std::mem::size_of::<T>()) };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+impl LinkHandle {
+    fn open(pin: &Path) -> Result<Self> {
+        use std::os::fd::FromRawFd as _;
+        #[repr(C)]
+        struct ObjGet {
+            pathname: u64,
+            bpf_fd: u32,
+            file_flags: u32,
+        }
+        let path = CString::new(pin.as_os_str().as_encoded_bytes())?;
+        let mut attr = ObjGet { pathname: path.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
+        let fd = bpf_syscall(aya_obj::generated::bpf_cmd::BPF_OBJ_GET, &mut attr)
+            .with_context(|| format!("cannot open pinned link {}", pin.display()))?;
+        // SAFETY: BPF_OBJ_GET returned a new fd that nothing else owns.
+        Ok(Self(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }))
+    }
+
+    /// The index of the device the link filters; 0 once that device is gone.
+    fn device(&self) -> Result<u32> {
+        use aya_obj::generated::{bpf_link_info, bpf_link_type};
+        use std::os::fd::AsRawFd as _;
+        #[repr(C)]
+        struct InfoByFd {
+            bpf_fd: u32,
+            info_len: u32,
+            info: u64,
+        }
+        // SAFETY: bpf_link_info is plain data; all zeroes is a valid value.
+        let mut info: bpf_link_info = unsafe { std::mem::zeroed() };
+        let mut attr = InfoByFd {
+            bpf_fd: self.0.as_raw_fd() as u32,
+            info_len: std::mem::size_of::<bpf_link_info>() as u32,
+            info: std::ptr::addr_of_mut!(info) as u64,
+        };
+        bpf_syscall(aya_obj::generated::bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr).context("BPF_OBJ_GET_INFO_BY_FD")?;
+        if info.type_ != bpf_link_type::BPF_LINK_TYPE_XDP as u32 {
+            bail!("pinned link {} is not an XDP link (type {})", info.id, info.type_);
+        }
+        // SAFETY: the kernel fills the xdp member for an XDP link.
+        Ok(unsafe { info.__bindgen_anon_1.xdp.ifindex })
+    }
+
+    /// Takes the program off the link's device, whoever else holds the link.
+    fn detach(&self) -> Result<()> {
+        use std::os::fd::AsRawFd as _;
+        #[repr(C)]
+        struct LinkDetach {
+            link_fd: u32,
+        }
+        let mut attr = LinkDetach { link_fd: self.0.as_raw_fd() as u32 };
+        bpf_syscall(aya_obj::generated::bpf_cmd::BPF_LINK_DETACH, &mut attr).context("BPF_LINK_DETACH")?;
+        Ok(())
+    }
+}
+
+/// The index of the device the XDP link pinned in `dir` is on: None without a
+/// link pin, Some(0) when its device is gone. What status reports as attached
+/// is checked against this.
+pub fn link_device(dir: &Path) -> Result<Option<u32>> {
+    let pin = dir.join(LINK_PIN);
+    if !pin.exists() {
+        return Ok(None);
+    }
+    LinkHandle::open(&pin)?.device().map(Some)
+}
+
+/// What a pinned link means for the device that now has the configured name.
+enum PinnedLinkIs {
+    /// On that device: adopt it.
+    Here,
+    /// Its device is gone: the link is dead.
+    Stale,
+    /// On another device (the old one was renamed): detached from it and unpinned.
+    MovedAway { from: String },
+}
+
+/// Looks at the link pinned at `pin` for `iface` (now index `want`). A link on
+/// another device is detached from it and its pin removed: blocker protects the
+/// device that carries the configured name, never an ifindex it once had.
+fn examine_pinned_link(pin: &Path, iface: &str, want: u32) -> Result<PinnedLinkIs> {
+    let link = LinkHandle::open(pin)?;
+    let on = link.device()?;
+    if on == want {
+        return Ok(PinnedLinkIs::Here);
+    }
+    if on == 0 {
+        return Ok(PinnedLinkIs::Stale);
+    }
+    let from = device_text(on);
+    link.detach().with_context(|| format!("cannot detach the pinned link from {from}"))?;
+    std::fs::remove_file(pin).with_context(|| format!("cannot remove {}", pin.display()))?;
+    log::warn!(
+        "{iface}: the pinned attachment was on {from}, which no longer has the name {iface} (renamed?); \
+         detached it from {from}: only {iface} (index {want}) is protected"
+    );
+    Ok(PinnedLinkIs::MovedAway { from })
+}
+
 /// Loads the XDP program with its shared maps pinned under `dir` (reusing maps
 /// already pinned there) and its classifier maps created at `table_blocks` blocks
 /// each (`map_names::CLASSIFIER` order), and the table's shape. `ebpf_log_level` 0 compiles every aya-log statement out. The
@@ -289,6 +423,12 @@ pub enum Attached {
     },
     Native,
     Generic,
+    /// The pinned link was on another device (the old one renamed): detached from
+    /// it, then attached to the device with the configured name.
+    Moved {
+        from: String,
+        then: Box<Attached>,
+    },
 }
 
 impl std::fmt::Display for Attached {
@@ -301,6 +441,9 @@ impl std::fmt::Display for Attached {
             ),
             Attached::Native => "attached in native (driver) mode".into(),
             Attached::Generic => "attached in generic (skb) mode".into(),
+            Attached::Moved { from, then } => {
+                format!("{then} (moved off {from}, which no longer has the name)")
+            }
         };
         f.write_str(&text)
     }
@@ -312,15 +455,24 @@ impl std::fmt::Display for Attached {
 pub fn attach(ebpf: &mut Ebpf, root: &Path, iface: &str, mode: AttachMode) -> Result<Attached> {
     let dir = iface_dir(root, iface);
     let link_pin = dir.join(LINK_PIN);
+    let want = ifindex(iface)?;
     let prog = program_mut(ebpf)?;
+    let mut moved_from = None;
     if link_pin.exists() {
-        match swap_into_pinned_link(prog, &link_pin)? {
-            Ok(_) => return Ok(Attached::Adopted),
-            Err(e) => {
-                // The interface behind the old link is gone (ENOLINK): start afresh.
-                log::warn!("pinned link on {iface} is stale ({e}); attaching anew");
+        match examine_pinned_link(&link_pin, iface, want)? {
+            PinnedLinkIs::Here => match swap_into_pinned_link(prog, &link_pin)? {
+                Ok(_) => return Ok(Attached::Adopted),
+                Err(e) => {
+                    log::warn!("pinned link on {iface} is stale ({e}); attaching anew");
+                    std::fs::remove_file(&link_pin)?;
+                }
+            },
+            PinnedLinkIs::Stale => {
+                // The device behind the old link is gone: start afresh.
+                log::warn!("pinned link on {iface} is stale (its device is gone); attaching anew");
                 std::fs::remove_file(&link_pin)?;
             }
+            PinnedLinkIs::MovedAway { from } => moved_from = Some(from),
         }
     }
     for (version, old_dir) in other_layouts(root, iface)? {
@@ -328,19 +480,23 @@ pub fn attach(ebpf: &mut Ebpf, root: &Path, iface: &str, mode: AttachMode) -> Re
         let _old_lock = PinLock::acquire(&old_dir, iface)?;
         let old_link = old_dir.join(LINK_PIN);
         if old_link.exists() {
-            match swap_into_pinned_link(prog, &old_link)? {
-                Ok(id) => {
-                    let fd_link = FdLink::try_from(prog.take_link(id)?).context("XDP attachment is not a bpf_link")?;
-                    fd_link.pin(&link_pin).with_context(|| format!("cannot pin link at {}", link_pin.display()))?;
-                    remove_pins(&old_dir)?;
-                    return Ok(Attached::Upgraded { from: version });
-                }
-                Err(e) => log::warn!("pinned link in {} is stale ({e}); removing it", old_dir.display()),
+            match examine_pinned_link(&old_link, iface, want)? {
+                PinnedLinkIs::Here => match swap_into_pinned_link(prog, &old_link)? {
+                    Ok(id) => {
+                        let fd_link =
+                            FdLink::try_from(prog.take_link(id)?).context("XDP attachment is not a bpf_link")?;
+                        fd_link.pin(&link_pin).with_context(|| format!("cannot pin link at {}", link_pin.display()))?;
+                        remove_pins(&old_dir)?;
+                        return Ok(Attached::Upgraded { from: version });
+                    }
+                    Err(e) => log::warn!("pinned link in {} is stale ({e}); removing it", old_dir.display()),
+                },
+                PinnedLinkIs::Stale => log::warn!("pinned link in {} is stale; removing it", old_dir.display()),
+                PinnedLinkIs::MovedAway { from } => moved_from = Some(from),
             }
         }
         remove_pins(&old_dir)?;
     }
-    ifindex(iface)?;
     let tries: &[(XdpMode, Attached)] = match mode {
         AttachMode::Native => &[(XdpMode::Driver, Attached::Native)],
         AttachMode::Generic => &[(XdpMode::Skb, Attached::Generic)],
@@ -353,7 +509,10 @@ pub fn attach(ebpf: &mut Ebpf, root: &Path, iface: &str, mode: AttachMode) -> Re
                 let link = prog.take_link(id)?;
                 let fd_link = FdLink::try_from(link).context("XDP attachment is not a bpf_link")?;
                 fd_link.pin(&link_pin).with_context(|| format!("cannot pin link at {}", link_pin.display()))?;
-                return Ok(result.clone());
+                return Ok(match moved_from {
+                    Some(from) => Attached::Moved { from, then: Box::new(result.clone()) },
+                    None => result.clone(),
+                });
             }
             Err(e) => {
                 log::debug!("attach {xdp_mode:?} on {iface} failed: {e}");

@@ -117,8 +117,31 @@ impl NetnsPair {
 
     /// Whether an XDP program is attached to the receiving interface.
     pub fn rx_has_xdp(&self) -> Result<bool> {
-        let out = ip_in(&self.rx_ns, &["-d", "link", "show", &self.rx_if])?;
+        self.has_xdp(&self.rx_if)
+    }
+
+    /// Whether an XDP program is attached to `ifname` in the receiving namespace.
+    pub fn has_xdp(&self, ifname: &str) -> Result<bool> {
+        let out = ip_in(&self.rx_ns, &["-d", "link", "show", ifname])?;
         Ok(out.contains("prog/xdp"))
+    }
+
+    /// Renames both ends of the pair to `<letter><tag>` names and strips their
+    /// addresses and routes, so that `add_link` can make a new pair with the old
+    /// names (as when an operator renames eth0 and another device takes the name).
+    /// Returns the receiving end's new name.
+    pub fn rename_away(&self, letter: char) -> Result<String> {
+        let tag = &self.rx_if[3..];
+        let (new_rx, new_tx) = (format!("bk{letter}{tag}"), format!("bt{letter}{tag}"));
+        for (ns, old, new) in [(&self.rx_ns, &self.rx_if, &new_rx), (&self.tx_ns, &self.tx_if, &new_tx)] {
+            ip_in(ns, &["link", "set", "dev", old, "down"])?;
+            ip_in(ns, &["link", "set", "dev", old, "name", new])?;
+            ip_in(ns, &["addr", "flush", "dev", new])?;
+            ip_in(ns, &["route", "flush", "dev", new])?;
+            ip_in(ns, &["-6", "route", "flush", "dev", new])?;
+            ip_in(ns, &["link", "set", "dev", new, "up"])?;
+        }
+        Ok(new_rx)
     }
 }
 

@@ -73,6 +73,12 @@ impl Setup {
         blocker_in(&self.net.rx_ns, &full).unwrap()
     }
 
+    fn status_json(&self) -> serde_json::Value {
+        let out = self.cli(&["status", "--json"]);
+        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     fn stats(&self) -> serde_json::Value {
         let out = self.cli(&["stats", "--iface", &self.net.rx_if, "--json"]);
         assert!(out.status.success(), "stats failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -753,6 +759,48 @@ fn interface_that_goes_and_comes_back_is_attached_again() {
     let status = s.cli(&["status", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(v["interfaces"][0]["present"], true, "{v}");
+}
+
+/// A pinned link belongs to an ifindex, not a name. Rename the protected device and
+/// give its name to a new one: blocker moves to the device with the configured
+/// name, says what it did with the old one, and status is the kernel's fact. The
+/// same after a restart.
+#[test]
+fn renamed_interface_the_device_with_the_name_is_protected() {
+    let s = Setup::new();
+    let mut d = s.start(&[], "daemon.log");
+    assert_eq!(s.ping("203.0.113.2"), 0);
+
+    let old = s.net.rename_away('o').unwrap();
+    d.wait_for_log("no interface has that name now; the program stays on", 1).unwrap();
+    assert!(s.net.has_xdp(&old).unwrap(), "the renamed device keeps the program until the name is back");
+    let v = s.status_json();
+    assert_eq!(v["interfaces"][0]["present"], false, "{v}");
+    assert_eq!(v["interfaces"][0]["enforcing"], false, "{v}");
+    assert!(v["interfaces"][0]["attached"].as_str().unwrap().contains(&old), "{v}");
+
+    s.net.add_link().unwrap();
+    d.wait_for_log("interface is back", 1).unwrap();
+    assert!(d.log_text().contains(&format!("the pinned attachment was on {old}")), "{}", d.log_text());
+    assert!(s.net.rx_has_xdp().unwrap(), "the new device with the name is protected");
+    assert!(!s.net.has_xdp(&old).unwrap(), "detached from the renamed device, as the log says");
+    assert_eq!(s.ping("203.0.113.2"), 0, "blocking on the new device");
+    assert_eq!(s.ping("198.51.100.2"), PINGS);
+    let v = s.status_json();
+    assert_eq!(v["interfaces"][0]["enforcing"], true, "{v}");
+
+    // After a restart: the pinned link is on a renamed device when blocker starts.
+    d.stop_with(libc::SIGTERM).unwrap();
+    let old2 = s.net.rename_away('p').unwrap();
+    s.net.add_link().unwrap();
+    let d = s.start(&[], "daemon2.log");
+    let log = d.log_text();
+    assert!(log.contains(&format!("the pinned attachment was on {old2}")), "{log}");
+    assert!(!log.contains("adopted"), "{log}");
+    assert!(s.net.rx_has_xdp().unwrap() && !s.net.has_xdp(&old2).unwrap());
+    assert_eq!(s.ping("203.0.113.2"), 0, "blocking on the device with the name after a restart");
+    let v = s.status_json();
+    assert_eq!(v["interfaces"][0]["enforcing"], true, "{v}");
 }
 
 /// The shipped systemd unit: systemd accepts it, and the capabilities it grants
