@@ -585,6 +585,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         log::info!("never blocked: {p} ({why})");
     }
     loader::ensure_bpffs(&opts.pin_root)?;
+    let pin_life = loader::check_pin_life(&opts.pin_root, opts.detach_on_exit)?;
     for iface in &opts.interfaces {
         loader::ifindex(&iface.name)?;
     }
@@ -668,11 +669,20 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         return Ok(());
     }
     for m in &managed {
-        log::info!(
-            "{}: stopping; the program stays attached and blocking. `blocker detach --iface {}` removes it",
-            m.iface,
-            m.iface
-        );
+        match &pin_life {
+            loader::PinLife::Unknown { .. } => log::info!(
+                "{}: stopping; the program stays attached and blocking for as long as the bpffs at {} stays \
+                 mounted. `blocker detach --iface {}` removes it",
+                m.iface,
+                opts.pin_root.display(),
+                m.iface
+            ),
+            _ => log::info!(
+                "{}: stopping; the program stays attached and blocking. `blocker detach --iface {}` removes it",
+                m.iface,
+                m.iface
+            ),
+        }
     }
     Ok(())
 }

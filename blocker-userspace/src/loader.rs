@@ -108,6 +108,80 @@ pub fn ensure_bpffs(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// How long the pins under a root last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinLife {
+    /// The bpffs is mounted in PID 1's mount namespace (at this mount point): pins
+    /// outlive blocker.
+    Lasting { mount_point: String },
+    /// The bpffs is mounted only in blocker's own mount namespace (for example one
+    /// that `ip netns exec` or a unit's PrivateMounts= made): its pins, and the
+    /// attachment they hold, vanish with that namespace.
+    Private,
+    /// PID 1's mounts could not be read (hidepid=, a restricted /proc).
+    Unknown { why: String },
+}
+
+/// Finds out whether pins under `root` (on a bpffs, see `ensure_bpffs`) outlive
+/// this process: a bpffs superblock lives as long as it is mounted somewhere, and
+/// PID 1's mount namespace lasts as long as the host (or the container). The
+/// mount is found by its device number in /proc/1/mountinfo, which also matches
+/// a mount that propagated there from blocker's namespace.
+pub fn pin_life(root: &Path) -> PinLife {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut probe = root.to_path_buf();
+    while !probe.exists() && probe.pop() {}
+    let dev = match std::fs::metadata(&probe) {
+        Ok(m) => m.dev(),
+        Err(e) => return PinLife::Unknown { why: format!("cannot stat {}: {e}", probe.display()) },
+    };
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let want = format!("{major}:{minor}");
+    let mountinfo = match std::fs::read_to_string("/proc/1/mountinfo") {
+        Ok(text) => text,
+        Err(e) => return PinLife::Unknown { why: format!("cannot read /proc/1/mountinfo: {e}") },
+    };
+    for line in mountinfo.lines() {
+        // "ID PARENT MAJ:MIN ROOT MOUNT_POINT OPTIONS... - FSTYPE SOURCE OPTIONS"
+        let fields: Vec<&str> = line.split(' ').collect();
+        let fstype = fields.iter().position(|f| *f == "-").and_then(|i| fields.get(i + 1));
+        if fields.get(2) == Some(&want.as_str()) && fstype == Some(&"bpf") {
+            return PinLife::Lasting { mount_point: fields.get(4).unwrap_or(&"?").to_string() };
+        }
+    }
+    PinLife::Private
+}
+
+/// Refuses to start when the pins would not outlive blocker and the operator
+/// relies on them (no --detach-on-exit): blocker never claims a persistence it
+/// does not have.
+pub fn check_pin_life(root: &Path, detach_on_exit: bool) -> Result<PinLife> {
+    let life = pin_life(root);
+    match &life {
+        PinLife::Lasting { mount_point } => log::debug!("pins under {} last: bpffs at {mount_point} in PID 1's mounts", root.display()),
+        PinLife::Private if detach_on_exit => log::info!(
+            "{}: this bpffs is mounted only in blocker's own mount namespace; that is enough with \
+             --detach-on-exit, which detaches on exit anyway",
+            root.display()
+        ),
+        PinLife::Private => bail!(
+            "{}: this bpffs is mounted only in blocker's own mount namespace, not in PID 1's: its pins, and so \
+             the attachment, would vanish when blocker exits, and the interface would pass everything. \
+             Run blocker in the host's mount namespace (`nsenter --net=/run/netns/NAME blocker ...`, not \
+             `ip netns exec`, which remounts /sys privately; no PrivateMounts= in a unit), or give --pin-root \
+             a directory on a bpffs mounted in the host's namespace, or pass --detach-on-exit if nothing \
+             should outlive blocker",
+            root.display()
+        ),
+        PinLife::Unknown { why } => log::warn!(
+            "{}: cannot tell whether the pins outlive blocker ({why}); they last only as long as this bpffs \
+             stays mounted",
+            root.display()
+        ),
+    }
+    Ok(life)
+}
+
 /// The pin directory of `iface` under `root`, made safe to trust. Every level
 /// (the root, `v<LAYOUT_VERSION>`, the interface's) must be a directory owned by
 /// this user and closed to others: a missing one is created 0700, one of ours

@@ -257,6 +257,30 @@ fn hostile_sources_are_refused_at_once_and_nothing_is_attached() {
     d.stop_with(libc::SIGTERM).unwrap();
 }
 
+/// `ip netns exec` remounts /sys in a mount namespace of its own, so a bpffs that
+/// blocker mounts there dies with the process, and the attachment with it. blocker
+/// refuses to start, with how to run it, rather than claim the program stays.
+#[test]
+fn pins_in_a_private_mount_namespace_are_refused() {
+    let s = Setup::new();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &s.net.rx_ns])
+        .arg(blocker_tests::daemon::blocker_bin())
+        .args(["--pin-root", s.root.as_str(), "--socket", &s.socket(), "run", "--iface", &s.net.rx_if])
+        .args(["--deny", &s.file("deny.txt")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("mounted only in blocker's own mount namespace") && err.contains("nsenter --net="), "{err}");
+    assert!(!s.net.rx_has_xdp().unwrap(), "nothing attached");
+    assert!(!std::path::Path::new(&s.socket()).exists(), "no socket left behind");
+    // The same start through nsenter, in the host's mount namespace, runs.
+    let d = s.start(&[], "daemon.log");
+    assert_eq!(s.ping("203.0.113.2"), 0);
+    d.stop_with(libc::SIGTERM).unwrap();
+}
+
 #[test]
 fn pin_tree_of_another_user_is_refused_and_ours_is_closed() {
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
