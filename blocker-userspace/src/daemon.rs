@@ -569,6 +569,49 @@ fn fix_malloc_threshold() {}
 #[cfg(not(target_env = "gnu"))]
 fn release_free_memory() {}
 
+/// What a start creates (pin directories, the control socket), recorded so that
+/// a start that fails leaves nothing behind. Pins that were there before (an
+/// attachment from an earlier run, still enforcing) are never touched.
+struct Created {
+    /// Pin directories that did not exist before the start, deepest first.
+    dirs: Vec<PathBuf>,
+    /// Interfaces whose pin directory this start created.
+    interface_dirs: Vec<PathBuf>,
+    socket: Option<PathBuf>,
+}
+
+impl Created {
+    fn before_start(opts: &RunOptions) -> Self {
+        let layout = opts.pin_root.join(format!("v{}", blocker_common::LAYOUT_VERSION));
+        let interface_dirs: Vec<PathBuf> = opts
+            .interfaces
+            .iter()
+            .map(|i| loader::iface_dir(&opts.pin_root, &i.name))
+            .filter(|d| !d.exists())
+            .collect();
+        let dirs = [layout, opts.pin_root.clone()].into_iter().filter(|d| !d.exists()).collect();
+        Created { dirs, interface_dirs, socket: None }
+    }
+
+    /// Removes what the failed start created: unpinning a link it attached
+    /// detaches the program; unpinned maps are freed with their last fd.
+    fn remove(self) {
+        for dir in &self.interface_dirs {
+            if dir.exists() {
+                if let Err(e) = loader::remove_pins(dir) {
+                    log::error!("the failed start left {}: {e:#}; remove it (rm -r)", dir.display());
+                }
+            }
+        }
+        for dir in &self.dirs {
+            let _ = std::fs::remove_dir(dir); // only if empty
+        }
+        if let Some(path) = &self.socket {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 pub async fn run(opts: RunOptions) -> Result<()> {
     fix_malloc_threshold();
     if opts.interfaces.is_empty() {
@@ -589,13 +632,23 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     for iface in &opts.interfaces {
         loader::ifindex(&iface.name)?;
     }
+    let mut created = Created::before_start(&opts);
     let listener = match &opts.socket {
         Some(path) => Some(crate::control::bind(path)?),
         None => None,
     };
+    created.socket = opts.socket.clone();
     let mut managed = Vec::new();
     for iface in &opts.interfaces {
-        managed.push(start_interface(&opts, iface, &table)?);
+        match start_interface(&opts, iface, &table) {
+            Ok(m) => managed.push(m),
+            Err(e) => {
+                drop(managed);
+                drop(listener);
+                created.remove();
+                return Err(e);
+            }
+        }
     }
     let files = opts.watch_debounce.map(|d| FileWatch::new(&opts.policy, d));
     let urls = UrlSchedule::new(&opts.policy, Instant::now());

@@ -158,7 +158,9 @@ pub fn pin_life(root: &Path) -> PinLife {
 pub fn check_pin_life(root: &Path, detach_on_exit: bool) -> Result<PinLife> {
     let life = pin_life(root);
     match &life {
-        PinLife::Lasting { mount_point } => log::debug!("pins under {} last: bpffs at {mount_point} in PID 1's mounts", root.display()),
+        PinLife::Lasting { mount_point } => {
+            log::debug!("pins under {} last: bpffs at {mount_point} in PID 1's mounts", root.display())
+        }
         PinLife::Private if detach_on_exit => log::info!(
             "{}: this bpffs is mounted only in blocker's own mount namespace; that is enough with \
              --detach-on-exit, which detaches on exit anyway",
@@ -348,7 +350,8 @@ impl LinkHandle {
             info_len: std::mem::size_of::<bpf_link_info>() as u32,
             info: std::ptr::addr_of_mut!(info) as u64,
         };
-        bpf_syscall(aya_obj::generated::bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr).context("BPF_OBJ_GET_INFO_BY_FD")?;
+        bpf_syscall(aya_obj::generated::bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr)
+            .context("BPF_OBJ_GET_INFO_BY_FD")?;
         if info.type_ != bpf_link_type::BPF_LINK_TYPE_XDP as u32 {
             bail!("pinned link {} is not an XDP link (type {})", info.id, info.type_);
         }
@@ -620,7 +623,7 @@ pub fn detach(root: &Path, iface: &str) -> Result<()> {
 
 /// Deletes a pin directory. Unpinning the link drops its last reference, which
 /// detaches the program (unless another pin holds the link).
-fn remove_pins(dir: &Path) -> Result<()> {
+pub fn remove_pins(dir: &Path) -> Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;

@@ -281,6 +281,46 @@ fn pins_in_a_private_mount_namespace_are_refused() {
     d.stop_with(libc::SIGTERM).unwrap();
 }
 
+/// A start that fails leaves no pins, maps or socket behind: here the second
+/// interface refuses native mode (lo has no driver XDP) after the first was
+/// attached, and then a table over the memory budget is refused.
+#[test]
+fn failed_start_leaves_nothing_behind() {
+    let s = Setup::new();
+    let out = s.cli(&[
+        "run",
+        "--iface",
+        &s.net.rx_if,
+        "--iface",
+        "lo",
+        "--xdp-mode",
+        "native",
+        "--deny",
+        &s.file("deny.txt"),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("cannot attach XDP program to lo"), "{err}");
+    assert!(!s.net.rx_has_xdp().unwrap(), "the first interface's attachment is removed");
+    assert!(!s.root.0.exists(), "no pin tree left: {:?}", std::fs::read_dir(&s.root.0).map(|d| d.count()));
+    assert!(!std::path::Path::new(&s.socket()).exists(), "no socket left");
+
+    let out = s.cli(&["run", "--iface", &s.net.rx_if, "--table-memory", "64KiB", "--deny", &s.file("deny.txt")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("budget"), "{err}");
+    assert!(!s.net.rx_has_xdp().unwrap());
+    assert!(!s.root.0.exists(), "no pin tree left");
+    assert!(!std::path::Path::new(&s.socket()).exists(), "no socket left");
+    // With the process gone, no pin and no attached program, nothing holds a map.
+
+    // A failed start next to a running attachment leaves that attachment alone.
+    let d = s.start(&[], "daemon.log");
+    d.stop_with(libc::SIGTERM).unwrap();
+    let out = s.cli(&["run", "--iface", &s.net.rx_if, "--table-memory", "64KiB", "--deny", &s.file("deny.txt")]);
+    assert!(!out.status.success());
+    assert!(s.net.rx_has_xdp().unwrap(), "the earlier run's attachment stays");
+    assert_eq!(s.ping("203.0.113.2"), 0, "and keeps blocking");
+}
+
 #[test]
 fn pin_tree_of_another_user_is_refused_and_ours_is_closed() {
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
