@@ -12,6 +12,7 @@ use std::{
 };
 
 use blocker::{
+    fetch::{FetchOptions, UrlAccess},
     formats::{load, Format, RegionSource},
     lists::Family,
     policy::Policy,
@@ -102,7 +103,9 @@ fn world(c: &mut Criterion) {
         .build_table()
         .unwrap();
         assert!(t.v4.len() > 100_000 && t.v6.len() > 30_000, "{name}: {} / {}", t.v4.len(), t.v6.len());
-        g.bench_function(format!("{name}/load"), |b| b.iter(|| load(source, &cache).unwrap()));
+        g.bench_function(format!("{name}/load"), |b| {
+            b.iter(|| load(source, &cache, UrlAccess::Fetch, &FetchOptions::default()).unwrap())
+        });
         g.bench_function(format!("{name}/load+compile"), |b| {
             b.iter(|| {
                 Policy {

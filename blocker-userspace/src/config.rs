@@ -81,6 +81,9 @@ struct PolicySection {
     #[serde(default)]
     confirm_allowlist_without_never_block: bool,
     url_refresh: Option<String>,
+    /// Apply URL content that is empty or lost more than half of its prefixes.
+    #[serde(default)]
+    accept_shrink: bool,
 }
 
 fn parse_all<T: std::str::FromStr<Err = String>>(path: &Path, key: &str, items: &[String]) -> Result<Vec<T>> {
@@ -151,6 +154,7 @@ pub fn parse(path: &Path, text: &str) -> Result<RunOptions> {
         confirm_allowlist_without_never_block: p.confirm_allowlist_without_never_block,
         url_refresh,
         cache_dir: d.cache_dir.clone().unwrap_or_else(|| crate::fetch::DEFAULT_CACHE_DIR.into()),
+        accept_shrink: p.accept_shrink,
     };
     Ok(RunOptions {
         interfaces,

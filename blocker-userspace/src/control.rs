@@ -55,6 +55,11 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
 
 /// Sends one request and returns the daemon's JSON answer.
 pub fn request(path: &Path, command: &str) -> Result<serde_json::Value> {
+    request_json(path, &serde_json::json!({ "command": command }))
+}
+
+/// Sends one request (`{"command": ..., options}`) and returns the daemon's answer.
+pub fn request_json(path: &Path, request: &serde_json::Value) -> Result<serde_json::Value> {
     let mut stream = UnixStream::connect(path).map_err(|e| {
         anyhow!(
             "no blocker daemon answers on {} ({e}); start one with `blocker run`, or point --socket at its socket",
@@ -62,7 +67,7 @@ pub fn request(path: &Path, command: &str) -> Result<serde_json::Value> {
         )
     })?;
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;
-    writeln!(stream, "{}", serde_json::json!({ "command": command }))?;
+    writeln!(stream, "{request}")?;
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).context("reading the daemon's answer")?;
     serde_json::from_str(&line).with_context(|| format!("bad answer from the daemon: {line:?}"))

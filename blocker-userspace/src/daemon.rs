@@ -157,6 +157,7 @@ impl State {
                 "source": url,
                 "age_seconds": source_age(&opts.policy.cache_dir, &url),
                 "refresh": refresh.to_string(),
+                "held": crate::fetch::held(&url, &opts.policy.cache_dir).map(|h| h.to_string()),
             })
         }));
         serde_json::json!({
@@ -197,6 +198,45 @@ struct Managed {
     attach_failed: bool,
     /// Held for the daemon's lifetime: the lock keeps other blocker processes away.
     _lock: PinLock,
+}
+
+/// Lists that a reload empties, or that lose more than half of their ranges:
+/// applied (a local file is the operator's own), but never in silence.
+fn shrink_warnings(before: &[ListSummary], table: &CompiledTable) -> Vec<String> {
+    let mut out = Vec::new();
+    for (after, (v4, v6)) in list_summaries(table).iter().zip(table.ranges_per_list()) {
+        let Some(old) = before.iter().find(|b| b.name == after.name) else { continue };
+        let (was, now) = (old.v4_ranges + old.v6_ranges, v4 + v6);
+        if was > 0 && now == 0 {
+            out.push(format!("list {} is now empty (it had {was} ranges): nothing of it is blocked", after.name));
+        } else if now < was.div_ceil(2) {
+            out.push(format!("list {} shrank from {was} to {now} ranges", after.name));
+        }
+    }
+    out
+}
+
+/// Config keys that differ between the running options and a reloaded config
+/// file, and that only a restart applies.
+fn keys_needing_restart(running: &RunOptions, fresh: &RunOptions) -> Vec<String> {
+    let mut keys = Vec::new();
+    if fresh.ebpf_log_level != running.ebpf_log_level {
+        keys.push("daemon.ebpf_log_level".to_string());
+    }
+    if fresh.socket != running.socket {
+        keys.push("daemon.socket".to_string());
+    }
+    if fresh.watch_debounce.is_some() != running.watch_debounce.is_some() {
+        keys.push("daemon.watch_files".to_string());
+    } else if fresh.watch_debounce != running.watch_debounce {
+        keys.push("daemon.watch_debounce".to_string());
+    }
+    for (new, old) in fresh.interfaces.iter().zip(&running.interfaces) {
+        if new.attach_mode != old.attach_mode {
+            keys.push(format!("interface {}: xdp_mode", new.name));
+        }
+    }
+    keys
 }
 
 fn table_summary(table: &CompiledTable) -> String {
@@ -397,7 +437,8 @@ impl Daemon {
         const ABORTED: &str = "reload aborted, the running tables are unchanged";
         // The new policy is adopted only once it is applied, so `status` never
         // describes a configuration that is not running.
-        let (policy, interfaces, table_memory) = match self.opts.config.clone() {
+        let mut restart_keys = Vec::new();
+        let (policy, interfaces, table_memory, detach_on_exit) = match self.opts.config.clone() {
             Some(path) => {
                 let fresh = crate::config::load(&path).context(ABORTED)?;
                 let names = |o: &[InterfaceOptions]| o.iter().map(|i| i.name.clone()).collect::<Vec<_>>();
@@ -407,11 +448,45 @@ impl Daemon {
                         path.display()
                     );
                 }
-                (fresh.policy, fresh.interfaces, fresh.table_memory)
+                restart_keys = keys_needing_restart(&self.opts, &fresh);
+                // What cannot change live keeps its running value (status shows what runs).
+                let mut interfaces = fresh.interfaces;
+                for (new, old) in interfaces.iter_mut().zip(&self.opts.interfaces) {
+                    new.attach_mode = old.attach_mode;
+                }
+                (fresh.policy, interfaces, fresh.table_memory, fresh.detach_on_exit)
             }
-            None => (self.opts.policy.clone(), self.opts.interfaces.clone(), self.opts.table_memory),
+            None => (
+                self.opts.policy.clone(),
+                self.opts.interfaces.clone(),
+                self.opts.table_memory,
+                self.opts.detach_on_exit,
+            ),
         };
-        let table = policy.build_table().context(ABORTED)?;
+        // A reload reads cached copies only; a URL without one yet (new in the
+        // config) is fetched in the background, and its arrival reloads again.
+        let missing: Vec<_> = policy
+            .url_jobs()
+            .into_iter()
+            .filter(|j| !crate::fetch::cached_copy(&j.url, &policy.cache_dir).exists())
+            .collect();
+        if !missing.is_empty() {
+            let urls: Vec<String> = missing.iter().map(|j| j.url.clone()).collect();
+            self.spawn_fetches(missing);
+            bail!(
+                "{ABORTED}: no cached copy yet of {}; fetching in the background, the reload runs again \
+                 when it arrives",
+                urls.join(", ")
+            );
+        }
+        let table = policy.build_table_with(crate::fetch::UrlAccess::CachedOnly).context(ABORTED)?;
+        let mut warnings = shrink_warnings(&self.state.lists, &table);
+        if !restart_keys.is_empty() {
+            warnings.push(format!(
+                "changed in the config but not applied until blocker restarts: {}",
+                restart_keys.join(", ")
+            ));
+        }
         for (m, spec) in self.managed.iter_mut().zip(&interfaces) {
             let report = m.maps.apply(&table, table_memory).with_context(|| format!("{}: {ABORTED}", m.iface))?;
             m.maps.set_monitor_mode(spec.monitor)?;
@@ -424,10 +499,17 @@ impl Daemon {
                 started.elapsed().as_millis()
             );
         }
-        let summary = table_summary(&table);
+        for w in &warnings {
+            log::warn!("{w}");
+        }
+        let mut summary = table_summary(&table);
+        if !warnings.is_empty() {
+            summary = format!("{summary}; WARNING: {}", warnings.join("; "));
+        }
         self.opts.policy = policy;
         self.opts.interfaces = interfaces;
         self.opts.table_memory = table_memory;
+        self.opts.detach_on_exit = detach_on_exit;
         self.state.lists = list_summaries(&table);
         drop(table);
         release_free_memory();
@@ -448,14 +530,24 @@ impl Daemon {
             }
             let _ = self.reload(&format!("changed on disk: {}", names.join(", ")));
         }
-        for url in self.urls.take_due(now) {
-            if !self.refreshing.insert(url.clone()) {
+        let due = self.urls.take_due(now);
+        if !due.is_empty() {
+            let jobs = self.opts.policy.url_jobs().into_iter().filter(|j| due.contains(&j.url));
+            self.spawn_fetches(jobs.collect());
+        }
+    }
+
+    /// Fetches URL sources off the daemon's task (a slow server must not stall
+    /// reloads or the control socket); each reports to `refreshed`.
+    fn spawn_fetches(&mut self, jobs: Vec<crate::policy::UrlJob>) {
+        for job in jobs {
+            if !self.refreshing.insert(job.url.clone()) {
                 continue;
             }
-            let (tx, cache_dir) = (self.refreshed_tx.clone(), self.opts.policy.cache_dir.clone());
+            let tx = self.refreshed_tx.clone();
             tokio::task::spawn_blocking(move || {
-                let result = crate::fetch::fetch(&url, &cache_dir).map(|f| f.changed).map_err(|e| format!("{e:#}"));
-                let _ = tx.send((url, result));
+                let result = job.fetch().map(|f| f.changed).map_err(|e| format!("{e:#}"));
+                let _ = tx.send((job.url, result));
             });
         }
     }
@@ -475,9 +567,28 @@ impl Daemon {
     /// Answers one control request (see `control`). Requests are answered one at
     /// a time on the daemon's task, so a reload never races another change; each
     /// client's reading and writing happens in its own task (`control_client`).
-    fn answer(&mut self, command: &str) -> serde_json::Value {
+    fn answer(&mut self, request: &serde_json::Value) -> serde_json::Value {
+        let command = request["command"].as_str().unwrap_or_default();
         let answer = match command {
             "status" => self.state.status(&self.opts, &self.managed),
+            "reload" if request["accept_shrink"] == true => {
+                let mut accepted = Vec::new();
+                for job in self.opts.policy.url_jobs() {
+                    match crate::fetch::accept_held(&job.url, &self.opts.policy.cache_dir) {
+                        Ok(Some(n)) => accepted.push(format!("{} ({n} prefixes)", job.url)),
+                        Ok(None) => {}
+                        Err(e) => return serde_json::json!({ "ok": false, "error": format!("{e:#}") }),
+                    }
+                }
+                log::warn!(
+                    "accepted held content (--accept-shrink): {}",
+                    if accepted.is_empty() { "none held".into() } else { accepted.join(", ") }
+                );
+                match self.reload("blocker reload --accept-shrink") {
+                    Ok(summary) => serde_json::json!({ "ok": true, "summary": summary, "accepted": accepted }),
+                    Err(e) => serde_json::json!({ "ok": false, "error": e }),
+                }
+            }
             "reload" => match self.reload("blocker reload") {
                 Ok(summary) => serde_json::json!({ "ok": true, "summary": summary }),
                 Err(e) => serde_json::json!({ "ok": false, "error": e }),
@@ -507,7 +618,7 @@ const MAX_REQUEST_BYTES: u64 = 4096;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A control request for the daemon's task, and where its answer goes.
-type ControlRequest = (String, tokio::sync::oneshot::Sender<serde_json::Value>);
+type ControlRequest = (serde_json::Value, tokio::sync::oneshot::Sender<serde_json::Value>);
 
 /// One control client, in a task of its own: a client that stalls holds only
 /// this task, never the daemon. It reads one bounded request line, passes the
@@ -524,12 +635,9 @@ async fn control_client(stream: tokio::net::UnixStream, daemon: tokio::sync::mps
     let answer = if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST_BYTES {
         serde_json::json!({ "ok": false, "error": format!("request over {MAX_REQUEST_BYTES} bytes") })
     } else {
-        let command = serde_json::from_str::<serde_json::Value>(&line)
-            .ok()
-            .and_then(|v| v["command"].as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let request = serde_json::from_str::<serde_json::Value>(&line).unwrap_or_default();
         let (reply, answer) = tokio::sync::oneshot::channel();
-        if daemon.send((command, reply)).await.is_err() {
+        if daemon.send((request, reply)).await.is_err() {
             return; // the daemon is stopping
         }
         match answer.await {
@@ -698,8 +806,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     tokio::spawn(control_client(stream, control_tx.clone()));
                 }
             }
-            Some((command, reply)) = control_rx.recv() => {
-                let _ = reply.send(daemon.answer(&command));
+            Some((request, reply)) = control_rx.recv() => {
+                let _ = reply.send(daemon.answer(&request));
             }
             at = ticks.tick() => daemon.tick(at.into_std()),
             Some((url, result)) = refreshed_rx.recv() => daemon.refreshed(url, result),

@@ -1,12 +1,19 @@
 //! URL sources: HTTP/HTTPS with a local cache, conditional requests (ETag /
-//! Last-Modified), timeouts and a size cap. A failed fetch falls back to the last
-//! good copy and says how old it is; with no copy it is an error.
+//! Last-Modified), timeouts and a size cap. New content is validated (parsed)
+//! before it replaces the last good copy, atomically; content that is empty or
+//! lost more than half of its prefixes is held aside until the operator accepts
+//! it. A failed fetch falls back to the last good copy and says how old it is;
+//! with no copy it is an error.
 //!
-//! Cache layout: `<cache_dir>/<key>.data` (the body) and `<key>.meta` (JSON:
-//! url, etag, last_modified, fetched_at), the key a hash of the URL.
+//! Only the start and the daemon's refresh tasks fetch. A reload reads the cached
+//! copies (`cached`): a slow server never stalls it.
+//!
+//! Cache layout: `<cache_dir>/<key>.data` (the last good copy), `<key>.meta`
+//! (JSON: url, etag, last_modified, fetched_at, prefixes, held_prefixes) and
+//! `<key>.held` (content held back), the key a hash of the URL.
 
 use std::{
-    io::Read as _,
+    io::{Read as _, Write as _},
     path::{Path, PathBuf},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -20,13 +27,24 @@ pub struct FetchOptions {
     /// For the whole request, connection to last byte.
     pub timeout: Duration,
     pub max_bytes: u64,
+    /// Apply content that is empty or lost more than half of its prefixes,
+    /// instead of holding it.
+    pub accept_shrink: bool,
 }
 
 impl Default for FetchOptions {
     fn default() -> Self {
-        FetchOptions { timeout: Duration::from_secs(60), max_bytes: 512 << 20 }
+        FetchOptions {
+            timeout: Duration::from_secs(60),
+            max_bytes: crate::input::MAX_SOURCE_BYTES,
+            accept_shrink: false,
+        }
     }
 }
+
+/// Validates fetched content, given as the path of a file that holds it:
+/// parses it as the source's format and returns how many prefixes it holds.
+pub type Check<'a> = &'a (dyn Fn(&Path) -> Result<usize> + Sync);
 
 /// A local copy of a URL's content.
 #[derive(Debug)]
@@ -37,6 +55,34 @@ pub struct Fetched {
     pub stale: bool,
     /// Whether the content differs from the copy cached before this fetch.
     pub changed: bool,
+    /// New content that was held back (empty, or shrunk by more than half).
+    pub held: Option<Held>,
+}
+
+/// Content held back instead of replacing the last good copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub prefixes: usize,
+    /// The last good copy's prefixes (None: there is no good copy).
+    pub was: Option<usize>,
+}
+
+impl std::fmt::Display for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.was {
+            Some(was) => write!(
+                f,
+                "new content held back: {} prefixes where the last good copy has {was}; \
+                 `blocker reload --accept-shrink` applies it",
+                self.prefixes
+            ),
+            None => write!(
+                f,
+                "new content held back: it holds no prefix; `blocker reload --accept-shrink` (or \
+                 accept_shrink = true) applies it"
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -44,13 +90,25 @@ struct Meta {
     etag: Option<String>,
     last_modified: Option<String>,
     fetched_at: u64,
+    /// Prefixes of the last good copy (None in caches of older versions).
+    prefixes: Option<usize>,
+    /// Prefixes of the held copy, if one is held.
+    held_prefixes: Option<usize>,
 }
 
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-fn cache_paths(url: &str, dir: &Path) -> (PathBuf, PathBuf) {
+struct CachePaths {
+    data: PathBuf,
+    meta: PathBuf,
+    held: PathBuf,
+    /// Where a download is written and validated before it is renamed.
+    incoming: PathBuf,
+}
+
+fn cache_paths(url: &str, dir: &Path) -> CachePaths {
     // FNV-1a: stable across Rust versions, unlike DefaultHasher.
     let mut h: u64 = 0xcbf29ce484222325;
     for b in url.bytes() {
@@ -64,33 +122,72 @@ fn cache_paths(url: &str, dir: &Path) -> (PathBuf, PathBuf) {
         .take(60)
         .collect();
     let key = format!("{safe}-{h:016x}");
-    (dir.join(format!("{key}.data")), dir.join(format!("{key}.meta")))
+    // A name of this process and thread: a refresh running beside another never
+    // mixes two downloads.
+    let incoming =
+        format!("{key}.incoming-{}-{:?}", std::process::id(), std::thread::current().id()).replace(['(', ')'], "");
+    CachePaths {
+        data: dir.join(format!("{key}.data")),
+        meta: dir.join(format!("{key}.meta")),
+        held: dir.join(format!("{key}.held")),
+        incoming: dir.join(incoming),
+    }
 }
 
 fn read_meta(path: &Path) -> Option<Meta> {
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let bytes = crate::input::read_file(path, 1 << 20).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let count = |k: &str| v[k].as_u64().and_then(|n| usize::try_from(n).ok());
     Some(Meta {
         etag: v["etag"].as_str().map(str::to_owned),
         last_modified: v["last_modified"].as_str().map(str::to_owned),
         fetched_at: v["fetched_at"].as_u64().unwrap_or(0),
+        prefixes: count("prefixes"),
+        held_prefixes: count("held_prefixes"),
     })
 }
 
 fn write_meta(path: &Path, url: &str, m: &Meta) -> Result<()> {
-    let v =
-        serde_json::json!({ "url": url, "etag": m.etag, "last_modified": m.last_modified, "fetched_at": m.fetched_at });
+    let v = serde_json::json!({
+        "url": url,
+        "etag": m.etag,
+        "last_modified": m.last_modified,
+        "fetched_at": m.fetched_at,
+        "prefixes": m.prefixes,
+        "held_prefixes": m.held_prefixes,
+    });
     write_atomically(path, &serde_json::to_vec_pretty(&v)?)
 }
 
-/// Write-then-rename, through a name of this process and thread: a crash never
-/// leaves a truncated copy, and a refresh running beside a reload never mixes two.
+/// Writes `bytes` to `path` and syncs it; a failed write (a full disk) leaves
+/// no file behind.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let written = std::fs::File::create(path).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(path);
+        return Err(anyhow!(e).context(format!("cannot write {}", path.display())));
+    }
+    Ok(())
+}
+
+/// Write-then-rename: a crash or a full disk never leaves a truncated copy, and
+/// the old one stays until the new one is whole.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension(
         format!("tmp-{}-{:?}", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""),
     );
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+    write_synced(&tmp, bytes)?;
+    rename(&tmp, path)
+}
+
+fn rename(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(|e| {
+        let _ = std::fs::remove_file(from);
+        anyhow!(e).context(format!("cannot rename {} to {}", from.display(), to.display()))
+    })
 }
 
 pub fn age_text(secs: u64) -> String {
@@ -104,29 +201,107 @@ pub fn age_text(secs: u64) -> String {
 
 /// Where the cached copy of `url` lives (it may not exist).
 pub fn cached_copy(url: &str, cache_dir: &Path) -> PathBuf {
-    cache_paths(url, cache_dir).0
+    cache_paths(url, cache_dir).data
 }
 
-pub fn fetch(url: &str, cache_dir: &Path) -> Result<Fetched> {
-    fetch_with(url, cache_dir, &FetchOptions::default())
+/// The content held back for `url`, if any (for status).
+pub fn held(url: &str, cache_dir: &Path) -> Option<Held> {
+    let paths = cache_paths(url, cache_dir);
+    if !paths.held.exists() {
+        return None;
+    }
+    let meta = read_meta(&paths.meta).unwrap_or_default();
+    Some(Held { prefixes: meta.held_prefixes.unwrap_or(0), was: meta.prefixes.filter(|_| paths.data.exists()) })
 }
 
-pub fn fetch_with(url: &str, cache_dir: &Path, opts: &FetchOptions) -> Result<Fetched> {
+/// The last good copy of `url`, without touching the network (reloads).
+pub fn cached(url: &str, cache_dir: &Path) -> Result<Fetched> {
+    let paths = cache_paths(url, cache_dir);
+    if !paths.data.exists() {
+        bail!(
+            "{url}: no cached copy yet (a reload reads cached copies only; the daemon fetches it in the \
+             background and reloads when it arrives)"
+        );
+    }
+    Ok(Fetched { path: paths.data, note: Some("cached copy".into()), stale: false, changed: false, held: None })
+}
+
+/// Makes the held content of `url` its last good copy (`blocker reload
+/// --accept-shrink`). Returns its prefix count, or None if nothing was held.
+pub fn accept_held(url: &str, cache_dir: &Path) -> Result<Option<usize>> {
+    let paths = cache_paths(url, cache_dir);
+    if !paths.held.exists() {
+        return Ok(None);
+    }
+    let mut meta = read_meta(&paths.meta).unwrap_or_default();
+    rename(&paths.held, &paths.data)?;
+    meta.prefixes = meta.held_prefixes.take();
+    write_meta(&paths.meta, url, &meta)?;
+    Ok(Some(meta.prefixes.unwrap_or(0)))
+}
+
+/// Whether reading a URL source may use the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UrlAccess {
+    /// Fetch (the start, `check-config`, the daemon's refresh tasks).
+    Fetch,
+    /// The last good copy only (reloads: a slow server must not stall them).
+    CachedOnly,
+}
+
+/// The content of `url`: fetched, or the cached copy, as `access` says.
+pub fn obtain(
+    url: &str,
+    cache_dir: &Path,
+    access: UrlAccess,
+    check: Check<'_>,
+    opts: &FetchOptions,
+) -> Result<Fetched> {
+    match access {
+        UrlAccess::Fetch => fetch_with(url, cache_dir, check, opts),
+        UrlAccess::CachedOnly => cached(url, cache_dir),
+    }
+}
+
+pub fn fetch(url: &str, cache_dir: &Path, check: Check<'_>) -> Result<Fetched> {
+    fetch_with(url, cache_dir, check, &FetchOptions::default())
+}
+
+pub fn fetch_with(url: &str, cache_dir: &Path, check: Check<'_>, opts: &FetchOptions) -> Result<Fetched> {
     std::fs::create_dir_all(cache_dir)
         .with_context(|| format!("cannot create cache directory {}", cache_dir.display()))?;
-    let (data, meta_path) = cache_paths(url, cache_dir);
-    let cached = data.exists().then(|| read_meta(&meta_path).unwrap_or_default());
-    match download(url, &data, &meta_path, cached.as_ref(), opts) {
-        Ok((note, changed)) => Ok(Fetched { path: data, note: Some(note), stale: false, changed }),
+    let paths = cache_paths(url, cache_dir);
+    let cached = paths.data.exists().then(|| read_meta(&paths.meta).unwrap_or_default());
+    let result = download(url, &paths, cached.as_ref(), check, opts);
+    // Whatever happened, no half-written download stays.
+    let _ = std::fs::remove_file(&paths.incoming);
+    match result {
+        Ok(Downloaded::Replaced { note, changed }) => {
+            Ok(Fetched { path: paths.data, note: Some(note), stale: false, changed, held: None })
+        }
+        Ok(Downloaded::Held(held)) => {
+            log::warn!("{url}: {held}; the last good copy stays in use");
+            if cached.is_none() {
+                bail!("{url}: {held}");
+            }
+            Ok(Fetched {
+                path: paths.data,
+                note: Some(held.to_string()),
+                stale: true,
+                changed: false,
+                held: Some(held),
+            })
+        }
         Err(e) => match cached {
             Some(m) => {
                 let age = age_text(now().saturating_sub(m.fetched_at));
                 log::warn!("{url}: fetch failed ({e:#}); using the last good copy, {age} old");
                 Ok(Fetched {
-                    path: data,
+                    path: paths.data,
                     note: Some(format!("fetch failed, last good copy {age} old")),
                     stale: true,
                     changed: false,
+                    held: None,
                 })
             }
             None => Err(e.context(format!("{url}: fetch failed and there is no cached copy"))),
@@ -134,14 +309,20 @@ pub fn fetch_with(url: &str, cache_dir: &Path, opts: &FetchOptions) -> Result<Fe
     }
 }
 
-/// Fetches `url` into the cache: (what happened, whether the content changed).
+enum Downloaded {
+    Replaced { note: String, changed: bool },
+    Held(Held),
+}
+
+/// Fetches `url`; new content is written aside, validated by `check`, and only
+/// then renamed over the last good copy (or held back if it shrank).
 fn download(
     url: &str,
-    data: &Path,
-    meta_path: &Path,
+    paths: &CachePaths,
     cached: Option<&Meta>,
+    check: Check<'_>,
     opts: &FetchOptions,
-) -> Result<(String, bool)> {
+) -> Result<Downloaded> {
     let agent: ureq::Agent =
         ureq::Agent::config_builder().timeout_global(Some(opts.timeout)).http_status_as_error(false).build().into();
     let mut req = agent.get(url);
@@ -157,10 +338,10 @@ fn download(
     let status = resp.status().as_u16();
     let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     if status == 304 && cached.is_some() {
-        let mut m = read_meta(meta_path).unwrap_or_default();
+        let mut m = read_meta(&paths.meta).unwrap_or_default();
         m.fetched_at = now();
-        write_meta(meta_path, url, &m)?;
-        return Ok(("not modified since the cached copy".into(), false));
+        write_meta(&paths.meta, url, &m)?;
+        return Ok(Downloaded::Replaced { note: "not modified since the cached copy".into(), changed: false });
     }
     if status != 200 {
         bail!("HTTP status {status}");
@@ -176,13 +357,34 @@ fn download(
     if body.len() as u64 > opts.max_bytes {
         bail!("response is over the {} byte cap", opts.max_bytes);
     }
-    let changed = std::fs::read(data).map_or(true, |old| old != body);
-    // Unchanged content keeps its file (and mtime: `status` shows when it changed).
-    if changed {
-        write_atomically(data, &body)?;
+    let old = cached.and_then(|_| std::fs::read(&paths.data).ok());
+    if old.as_deref() == Some(body.as_slice()) {
+        // Unchanged content keeps its file (and mtime: `status` shows when it changed).
+        let mut m = read_meta(&paths.meta).unwrap_or_default();
+        (m.etag, m.last_modified, m.fetched_at) = (etag, last_modified, now());
+        write_meta(&paths.meta, url, &m)?;
+        return Ok(Downloaded::Replaced { note: format!("fetched {} bytes, unchanged", body.len()), changed: false });
     }
-    write_meta(meta_path, url, &Meta { etag, last_modified, fetched_at: now() })?;
-    Ok((format!("fetched {} bytes", body.len()), changed))
+    drop(old);
+    write_synced(&paths.incoming, &body)?;
+    let prefixes = check(&paths.incoming).context("the new content is not valid; the last good copy is kept")?;
+    let was = cached.and_then(|m| m.prefixes);
+    let shrank = prefixes == 0 || was.is_some_and(|w| prefixes < w.div_ceil(2));
+    let mut meta = cached.map(|_| read_meta(&paths.meta).unwrap_or_default()).unwrap_or_default();
+    if shrank && !opts.accept_shrink {
+        rename(&paths.incoming, &paths.held)?;
+        meta.held_prefixes = Some(prefixes);
+        write_meta(&paths.meta, url, &meta)?;
+        return Ok(Downloaded::Held(Held { prefixes, was }));
+    }
+    rename(&paths.incoming, &paths.data)?;
+    let _ = std::fs::remove_file(&paths.held);
+    write_meta(
+        &paths.meta,
+        url,
+        &Meta { etag, last_modified, fetched_at: now(), prefixes: Some(prefixes), held_prefixes: None },
+    )?;
+    Ok(Downloaded::Replaced { note: format!("fetched {} bytes, {prefixes} prefixes", body.len()), changed: true })
 }
 
 #[cfg(test)]
@@ -192,6 +394,101 @@ mod tests {
     use blocker_tests::http::{serve, Script};
 
     use super::*;
+
+    fn list_check(path: &Path) -> Result<usize> {
+        Ok(crate::lists::read_list(path)?.len())
+    }
+
+    /// The names of the files in `dir`, sorted by extension kind.
+    fn files(dir: &Path) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path().extension().unwrap().to_string_lossy().into_owned())
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn content_is_validated_before_it_replaces_the_copy_and_shrinking_content_is_held() {
+        let script = Arc::new(Mutex::new(Script::default()));
+        let base = serve(script.clone());
+        let url = format!("{base}/list.txt");
+        let dir = cache("held");
+        let four = b"192.0.2.0/24\n198.51.100.0/24\n203.0.113.0/24\n2001:db8::/32\n".to_vec();
+        let serve_next = |body: &[u8]| script.lock().unwrap().responses.push((200, vec![], body.to_vec()));
+        serve_next(&four);
+        assert!(fetch(&url, &dir, &list_check).unwrap().changed);
+
+        // An HTML error page served with 200: refused, the copy kept, nothing left over.
+        serve_next(b"<html><body>Service unavailable</body></html>\n");
+        let f = fetch(&url, &dir, &list_check).unwrap();
+        assert!(f.stale && !f.changed && f.held.is_none(), "{f:?}");
+        assert_eq!(std::fs::read(&f.path).unwrap(), four);
+        assert_eq!(files(&dir), ["data", "meta"]);
+
+        // Empty content, then content that lost more than half: held, the copy kept.
+        for shrunk in [&b""[..], b"192.0.2.0/24\n"] {
+            serve_next(shrunk);
+            let f = fetch(&url, &dir, &list_check).unwrap();
+            let prefixes = shrunk.iter().filter(|b| **b == b'\n').count();
+            assert_eq!(f.held, Some(Held { prefixes, was: Some(4) }));
+            assert!(f.stale && !f.changed);
+            assert_eq!(std::fs::read(&f.path).unwrap(), four, "the last good copy stays");
+            assert_eq!(held(&url, &dir), Some(Held { prefixes, was: Some(4) }), "status sees it");
+            assert_eq!(cached(&url, &dir).unwrap().path, f.path, "reloads read the good copy");
+        }
+        // Accepted: the held copy becomes the good copy, and the baseline.
+        assert_eq!(accept_held(&url, &dir).unwrap(), Some(1));
+        assert_eq!(std::fs::read(cached_copy(&url, &dir)).unwrap(), b"192.0.2.0/24\n");
+        assert_eq!(held(&url, &dir), None);
+        assert_eq!(accept_held(&url, &dir).unwrap(), None);
+        // Losing exactly half is not a collapse.
+        serve_next(b"192.0.2.0/24\n198.51.100.0/24\n");
+        assert!(fetch(&url, &dir, &list_check).unwrap().changed);
+        serve_next(b"192.0.2.0/24\n");
+        assert!(fetch(&url, &dir, &list_check).unwrap().changed);
+        // With accept_shrink, empty content applies at once.
+        serve_next(b"");
+        let opts = FetchOptions { accept_shrink: true, ..FetchOptions::default() };
+        let f = fetch_with(&url, &dir, &list_check, &opts).unwrap();
+        assert!(f.changed && f.held.is_none());
+        assert_eq!(std::fs::read(&f.path).unwrap(), b"");
+
+        // Empty content with no good copy at all is an error, like a failed fetch.
+        serve_next(b"");
+        let e = fetch(&format!("{base}/other.txt"), &dir, &list_check).unwrap_err();
+        assert!(format!("{e:#}").contains("holds no prefix"), "{e:#}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A full disk: the download cannot be written, no partial file stays, and
+    /// the last good copy is used.
+    #[test]
+    fn full_disk_keeps_the_old_copy_and_leaves_no_partial_file() {
+        let script = Arc::new(Mutex::new(Script::default()));
+        let base = serve(script.clone());
+        let url = format!("{base}/list.txt");
+        let dir = cache("full");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mounting a small tmpfs needs root (run the tests as root)");
+        script.lock().unwrap().responses.push((200, vec![], b"192.0.2.0/24\n".to_vec()));
+        assert!(fetch(&url, &dir, &list_check).unwrap().changed);
+        let big: Vec<u8> =
+            (0..20_000).flat_map(|i| format!("10.{}.{}.0/24\n", i / 256 % 256, i % 256).into_bytes()).collect();
+        script.lock().unwrap().responses.push((200, vec![], big));
+        let f = fetch(&url, &dir, &list_check).unwrap();
+        let leftover = files(&dir);
+        let _ = std::process::Command::new("umount").arg(&dir).status();
+        assert!(f.stale && !f.changed, "{f:?}");
+        assert_eq!(leftover, ["data", "meta"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     fn cache(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("blocker-cache-{tag}-{}", std::process::id()));
@@ -210,13 +507,13 @@ mod tests {
             vec![("ETag".into(), "\"v1\"".into()), ("Last-Modified".into(), "Wed, 21 Oct 2026 07:28:00 GMT".into())],
             b"192.0.2.0/24\n".to_vec(),
         ));
-        let f = fetch(&url, &dir).unwrap();
+        let f = fetch(&url, &dir, &list_check).unwrap();
         assert_eq!(std::fs::read(&f.path).unwrap(), b"192.0.2.0/24\n");
         assert!(!f.stale && f.changed);
 
         // Second fetch is conditional; 304 keeps the cached copy.
         script.lock().unwrap().responses.push((304, vec![], vec![]));
-        let f = fetch(&url, &dir).unwrap();
+        let f = fetch(&url, &dir, &list_check).unwrap();
         let req = script.lock().unwrap().requests[1].to_ascii_lowercase();
         assert!(req.contains("if-none-match: \"v1\""), "{req}");
         assert!(req.contains("if-modified-since: wed, 21 oct 2026"), "{req}");
@@ -226,7 +523,7 @@ mod tests {
 
         // A server error falls back to the last good copy and says how old it is.
         script.lock().unwrap().responses.push((500, vec![], vec![]));
-        let f = fetch(&url, &dir).unwrap();
+        let f = fetch(&url, &dir, &list_check).unwrap();
         assert!(f.stale && !f.changed);
         assert!(
             f.note.as_deref().unwrap().contains("last good copy") && f.note.as_deref().unwrap().contains(" s old"),
@@ -237,7 +534,7 @@ mod tests {
 
         // New content replaces the copy.
         script.lock().unwrap().responses.push((200, vec![], b"198.51.100.0/24\n".to_vec()));
-        let f = fetch(&url, &dir).unwrap();
+        let f = fetch(&url, &dir, &list_check).unwrap();
         assert_eq!(std::fs::read(&f.path).unwrap(), b"198.51.100.0/24\n");
         assert!(f.changed);
         // The same body again (a server without conditional requests): not a change.
@@ -245,7 +542,7 @@ mod tests {
         let modified = || std::fs::metadata(&f.path).unwrap().modified().unwrap();
         let before = modified();
         std::thread::sleep(Duration::from_millis(20));
-        assert!(!fetch(&url, &dir).unwrap().changed);
+        assert!(!fetch(&url, &dir, &list_check).unwrap().changed);
         assert_eq!(modified(), before, "unchanged content keeps its mtime (status shows when it changed)");
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -255,18 +552,18 @@ mod tests {
         let script = Arc::new(Mutex::new(Script::default()));
         let base = serve(script.clone());
         let dir = cache("cap");
-        let small = FetchOptions { timeout: Duration::from_secs(1), max_bytes: 10 };
+        let small = FetchOptions { timeout: Duration::from_secs(1), max_bytes: 10, accept_shrink: false };
         script.lock().unwrap().responses.push((200, vec![], vec![b'x'; 11]));
-        let e = fetch_with(&format!("{base}/big"), &dir, &small).unwrap_err();
+        let e = fetch_with(&format!("{base}/big"), &dir, &list_check, &small).unwrap_err();
         assert!(format!("{e:#}").contains("byte cap") && format!("{e:#}").contains("no cached copy"), "{e:#}");
 
         script.lock().unwrap().responses.push((404, vec![], vec![]));
-        let e = fetch_with(&format!("{base}/missing"), &dir, &small).unwrap_err();
+        let e = fetch_with(&format!("{base}/missing"), &dir, &list_check, &small).unwrap_err();
         assert!(format!("{e:#}").contains("HTTP status 404"), "{e:#}");
 
         script.lock().unwrap().stall = true;
         let started = std::time::Instant::now();
-        let e = fetch_with(&format!("{base}/slow"), &dir, &small).unwrap_err();
+        let e = fetch_with(&format!("{base}/slow"), &dir, &list_check, &small).unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(3), "timed out in time");
         assert!(format!("{e:#}").contains("no cached copy"), "{e:#}");
         let _ = std::fs::remove_dir_all(&dir);

@@ -15,6 +15,7 @@ use std::{
 use anyhow::{anyhow, bail, Result};
 
 use crate::{
+    fetch::{FetchOptions, UrlAccess},
     lists::{ip_to_u128, parse_prefix, range_to_prefixes, Family},
     regions::{RegionDb, SourceInfo},
 };
@@ -97,24 +98,39 @@ impl RegionSource {
     }
 }
 
-/// Loads one source (a file, a directory, or a URL through the cache).
-pub fn load(source: &RegionSource, cache_dir: &Path) -> Result<RegionDb> {
+/// Loads one source (a file, a directory, or a URL through the cache, fetched
+/// first when `access` allows).
+pub fn load(source: &RegionSource, cache_dir: &Path, access: UrlAccess, opts: &FetchOptions) -> Result<RegionDb> {
     let (path, note) = if source.is_url() {
-        let fetched = crate::fetch::fetch(&source.location, cache_dir)?;
+        let check = |path: &Path| -> Result<usize> { Ok(load_path(source, path)?.prefix_count()) };
+        let fetched = crate::fetch::obtain(&source.location, cache_dir, access, &check, opts)?;
         (fetched.path, fetched.note)
     } else {
         (PathBuf::from(&source.location), None)
     };
+    let mut db = load_path(source, &path)?;
+    db.sources = vec![SourceInfo { name: source.location.clone(), date: note }];
+    Ok(db)
+}
+
+/// Fetches a URL source into the cache, validated as its format.
+pub fn fetch(source: &RegionSource, cache_dir: &Path, opts: &FetchOptions) -> Result<crate::fetch::Fetched> {
+    let check = |path: &Path| -> Result<usize> { Ok(load_path(source, path)?.prefix_count()) };
+    crate::fetch::fetch_with(&source.location, cache_dir, &check, opts)
+}
+
+/// Reads the region data at `path` (the source's file, or a copy of its URL).
+fn load_path(source: &RegionSource, path: &Path) -> Result<RegionDb> {
     let name = source.location.as_str();
     let format = match source.format {
         Some(f) => f,
-        None => detect(&path)?,
+        None => detect(path)?,
     };
-    let mut db = match format {
-        Format::CidrDir => RegionDb::from_cidr_dir(&path, name)?,
-        Format::Mmdb => crate::mmdb::read(&path, name)?,
+    let db = match format {
+        Format::CidrDir => RegionDb::from_cidr_dir(path, name)?,
+        Format::Mmdb => crate::mmdb::read(path, name)?,
         Format::Rir | Format::Csv => {
-            let text = crate::input::read_text(&path, crate::input::MAX_SOURCE_BYTES)?;
+            let text = crate::input::read_text(path, crate::input::MAX_SOURCE_BYTES)?;
             let mut db = RegionDb::default();
             if format == Format::Rir {
                 parse_rir(name, &text, &mut db)?;
@@ -125,7 +141,6 @@ pub fn load(source: &RegionSource, cache_dir: &Path) -> Result<RegionDb> {
             db
         }
     };
-    db.sources = vec![SourceInfo { name: name.to_owned(), date: note }];
     Ok(db)
 }
 
@@ -286,10 +301,15 @@ pub fn parse_csv(source: &str, text: &str, db: &mut RegionDb) -> Result<()> {
 }
 
 /// Loads and merges region sources; optional ones that fail are skipped with a warning.
-pub fn load_all(sources: &[RegionSource], cache_dir: &Path) -> Result<RegionDb> {
+pub fn load_all(
+    sources: &[RegionSource],
+    cache_dir: &Path,
+    access: UrlAccess,
+    opts: &FetchOptions,
+) -> Result<RegionDb> {
     let mut db = RegionDb::default();
     for s in sources {
-        match load(s, cache_dir) {
+        match load(s, cache_dir, access, opts) {
             Ok(part) => db.merge(part),
             Err(e) if s.optional => log::warn!("optional country source {} skipped: {e:#}", s.location),
             Err(e) => return Err(e.context(format!("country source {} failed; nothing was applied", s.location))),

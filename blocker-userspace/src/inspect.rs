@@ -203,6 +203,9 @@ pub fn status_text(v: &serde_json::Value) -> String {
             _ => String::new(),
         };
         let _ = writeln!(s, "source {}: last changed {age} ago{how}", src["source"].as_str().unwrap_or("?"));
+        if let Some(held) = src["held"].as_str() {
+            let _ = writeln!(s, "  HELD: {held}");
+        }
     }
     match v["last_reload"].as_object() {
         None => {

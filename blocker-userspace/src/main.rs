@@ -78,8 +78,14 @@ enum Command {
         json: bool,
     },
     /// Make the running daemon reload its lists (and config file) now; prints the
-    /// result: success, or the error with nothing changed.
-    Reload,
+    /// result: success, or the error with nothing changed. A reload reads the
+    /// cached copies of URL sources; it never waits for a server.
+    Reload {
+        /// First make the URL content held back (empty, or shrunk by more than
+        /// half; see `blocker status`) the last good copy, then reload.
+        #[arg(long)]
+        accept_shrink: bool,
+    },
     /// Show drop counters per list, read from the pins (no daemon needed).
     Stats {
         /// Only this interface (default: every interface blocker is attached to).
@@ -259,8 +265,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Reload => {
-            let v = blocker::control::request(&cli.socket, "reload")?;
+        Command::Reload { accept_shrink } => {
+            let v = blocker::control::request_json(
+                &cli.socket,
+                &serde_json::json!({ "command": "reload", "accept_shrink": accept_shrink }),
+            )?;
             match v["ok"].as_bool() {
                 Some(true) => {
                     println!("reloaded: {}", v["summary"].as_str().unwrap_or(""));

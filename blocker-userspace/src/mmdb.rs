@@ -26,7 +26,7 @@ pub fn looks_like_mmdb(bytes: &[u8]) -> bool {
 
 /// The country of a record: `country.iso_code` (GeoLite2, DB-IP), then
 /// `country_code` (ip-location-db), then `registered_country.iso_code`.
-fn country_of(result: &maxminddb::LookupResult<'_, Vec<u8>>) -> Result<Option<String>, maxminddb::MaxMindDbError> {
+fn country_of(result: &maxminddb::LookupResult<'_, &[u8]>) -> Result<Option<String>, maxminddb::MaxMindDbError> {
     for path in [
         &[PathElement::Key("country"), PathElement::Key("iso_code")][..],
         &[PathElement::Key("country_code")][..],
@@ -39,9 +39,100 @@ fn country_of(result: &maxminddb::LookupResult<'_, Vec<u8>>) -> Result<Option<St
     Ok(None)
 }
 
+/// Checks that the search tree is a tree before anything walks it: every node is
+/// reached by one path, except the IPv4 subtree's root, which real databases
+/// alias from outside `::/96` (`::ffff:0:0/96`, `2002::/16`) and which the walk
+/// skips there. A crafted file with shared nodes (2^128 paths through a few
+/// nodes) or cycles is refused; this check and the walk after it take time in
+/// proportion to the file's own node count.
+fn check_search_tree(bytes: &[u8], node_count: u32, record_size: u16, ip_version: u16) -> Result<(), String> {
+    let n = node_count as usize;
+    let node_bytes = match record_size {
+        24 => 6,
+        28 => 7,
+        32 => 8,
+        other => return Err(format!("record size {other} (must be 24, 28 or 32)")),
+    };
+    if n.checked_mul(node_bytes).is_none_or(|tree| tree > bytes.len()) {
+        return Err(format!("{n} nodes of {node_bytes} bytes do not fit in a file of {} bytes", bytes.len()));
+    }
+    let record = |node: usize, side: usize| -> usize {
+        let b = &bytes[node * node_bytes..(node + 1) * node_bytes];
+        let v = match (record_size, side) {
+            (24, 0) => u32::from_be_bytes([0, b[0], b[1], b[2]]),
+            (24, _) => u32::from_be_bytes([0, b[3], b[4], b[5]]),
+            (28, 0) => u32::from_be_bytes([b[3] >> 4, b[0], b[1], b[2]]),
+            (28, _) => u32::from_be_bytes([b[3] & 0x0f, b[4], b[5], b[6]]),
+            (_, 0) => u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+            (_, _) => u32::from_be_bytes([b[4], b[5], b[6], b[7]]),
+        };
+        v as usize
+    };
+    let bits = if ip_version == 6 { 128 } else { 32 };
+    let ipv4_start = (ip_version == 6)
+        .then(|| {
+            let mut node = 0;
+            for _ in 0..96 {
+                if node >= n {
+                    break;
+                }
+                node = record(node, 0);
+            }
+            node
+        })
+        .filter(|&node| node < n && node != 0);
+    let mut seen = vec![0u64; n.div_ceil(64)];
+    let mut ipv4_reached_at_96 = false;
+    // (node, depth, whether every bit of the path so far is 0: inside ::/96)
+    let mut stack = vec![(0usize, 0u32, true)];
+    while let Some((node, depth, zero_path)) = stack.pop() {
+        if depth >= bits {
+            return Err(format!("the search tree is deeper than {bits} bits (a cycle?)"));
+        }
+        for side in 0..2 {
+            let child = record(node, side);
+            if child >= n {
+                continue; // data, or no data
+            }
+            let child_zero = zero_path && side == 0;
+            let was_seen = seen[child / 64] & (1 << (child % 64)) != 0;
+            seen[child / 64] |= 1 << (child % 64);
+            if Some(child) == ipv4_start {
+                // Reached once through ::/96, and from elsewhere only as an alias
+                // (which the walk skips). Its place is ::/96, whichever path
+                // reaches it first.
+                if child_zero {
+                    if ipv4_reached_at_96 {
+                        return Err(format!("search tree node {child} is reached twice inside ::/96 (a cycle)"));
+                    }
+                    ipv4_reached_at_96 = true;
+                }
+                if !was_seen {
+                    stack.push((child, 96, true));
+                }
+                continue;
+            }
+            if was_seen {
+                return Err(format!("search tree node {child} is reached by two paths (shared nodes or a cycle)"));
+            }
+            stack.push((child, depth + 1, child_zero));
+        }
+    }
+    Ok(())
+}
+
 pub fn read(path: &Path, source: &str) -> Result<RegionDb> {
     let bytes = crate::input::read_file(path, crate::input::MAX_SOURCE_BYTES)?;
-    let reader = Reader::from_source(bytes).with_context(|| format!("{source}: not a readable MMDB database"))?;
+    read_bytes(bytes, source)
+}
+
+/// Reads an MMDB database held in memory (`source` names it in errors).
+pub fn read_bytes(bytes: Vec<u8>, source: &str) -> Result<RegionDb> {
+    let reader =
+        Reader::from_source(bytes.as_slice()).with_context(|| format!("{source}: not a readable MMDB database"))?;
+    let meta = reader.metadata();
+    check_search_tree(&bytes, meta.node_count, meta.record_size, meta.ip_version)
+        .map_err(|e| anyhow::anyhow!("{source}: not a valid MMDB database: {e}"))?;
     let mut db = RegionDb::default();
     let mut networks = 0usize;
     for item in reader.networks(WithinOptions::default()).with_context(|| format!("{source}: cannot walk the tree"))? {
@@ -113,6 +204,26 @@ mod tests {
         let db = read(&path, "test.mmdb").unwrap();
         assert_eq!(prefixes(&db, "JP"), ["203.0.113.0/24", "2001:db8:1::/48"]);
         let _ = std::fs::remove_file(path);
+    }
+
+    /// A crafted tree whose nodes are shared: 2^127 paths through 128 nodes. The
+    /// walk would never end; the file is refused at once.
+    #[test]
+    fn shared_nodes_are_refused_in_time_proportional_to_the_file() {
+        let mut w = Writer::new();
+        let host = 0x2001_0db8u128 << 96;
+        w.insert(host, 128, "AU", &Layout::GeoIp2);
+        w.share_nodes_along(host, 128);
+        let started = std::time::Instant::now();
+        let e = read_bytes(w.finish(), "crafted.mmdb").unwrap_err();
+        assert!(format!("{e:#}").contains("reached by two paths"), "{e:#}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // The aliases of real databases are not sharing.
+        let mut w = Writer::new();
+        w.insert(v4([192, 0, 2, 0]), 96 + 24, "AU", &Layout::GeoIp2);
+        w.alias_ipv4(0xffffu128 << 32, 96);
+        w.alias_ipv4(0x2002u128 << 112, 16);
+        assert!(read_bytes(w.finish(), "aliases.mmdb").is_ok());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{
     compile::{compile_owned, complement, CompiledTable, ListSpec, Role},
+    fetch::{FetchOptions, Fetched, UrlAccess},
     formats::{load_all, RegionSource},
     lists::{parse_list, read_list, Family, ListSource, Prefix},
     regions::RegionDb,
@@ -60,6 +61,11 @@ pub struct Policy {
     /// Where downloaded lists and databases are cached (last good copies).
     #[arg(long, env = "BLOCKER_CACHE_DIR", default_value = crate::fetch::DEFAULT_CACHE_DIR)]
     pub cache_dir: PathBuf,
+    /// Apply fetched URL content even when it is empty or lost more than half of
+    /// its prefixes (by default it is held back, and the last good copy used,
+    /// until `blocker reload --accept-shrink`).
+    #[arg(long)]
+    pub accept_shrink: bool,
 }
 
 impl Default for Policy {
@@ -76,20 +82,60 @@ impl Default for Policy {
             confirm_allowlist_without_never_block: false,
             url_refresh: DEFAULT_URL_REFRESH,
             cache_dir: crate::fetch::DEFAULT_CACHE_DIR.into(),
+            accept_shrink: false,
         }
     }
 }
 
-/// Reads a list from its file, or from its URL through the cache.
-pub fn read_source(source: &ListSource, cache_dir: &Path) -> Result<Vec<Prefix>> {
+/// Reads a list from its file, or from its URL through the cache (fetched first
+/// when `access` allows).
+pub fn read_source(
+    source: &ListSource,
+    cache_dir: &Path,
+    access: UrlAccess,
+    opts: &FetchOptions,
+) -> Result<Vec<Prefix>> {
     match source.url() {
         Some(url) => {
-            let fetched = crate::fetch::fetch(url, cache_dir)?;
-            let text = crate::input::read_text(&fetched.path, crate::input::MAX_SOURCE_BYTES)
-                .with_context(|| format!("{url}: cached copy unreadable"))?;
-            Ok(parse_list(Path::new(url), &text)?)
+            let check = |path: &Path| -> Result<usize> { Ok(read_url_list(url, path)?.len()) };
+            let fetched = crate::fetch::obtain(url, cache_dir, access, &check, opts)?;
+            read_url_list(url, &fetched.path).with_context(|| format!("{url}: cached copy unreadable"))
         }
         None => Ok(read_list(&source.path)?),
+    }
+}
+
+/// A downloaded list at `path`, its errors named by its URL.
+fn read_url_list(url: &str, path: &Path) -> Result<Vec<Prefix>> {
+    let text = crate::input::read_text(path, crate::input::MAX_SOURCE_BYTES)?;
+    Ok(parse_list(Path::new(url), &text)?)
+}
+
+/// One URL source of a policy, ready to be fetched off the daemon's task.
+#[derive(Clone, Debug)]
+pub struct UrlJob {
+    pub url: String,
+    source: UrlSourceKind,
+    cache_dir: PathBuf,
+    opts: FetchOptions,
+}
+
+#[derive(Clone, Debug)]
+enum UrlSourceKind {
+    List,
+    Region(RegionSource),
+}
+
+impl UrlJob {
+    /// Fetches the URL into the cache, validated as its kind of source.
+    pub fn fetch(&self) -> Result<Fetched> {
+        match &self.source {
+            UrlSourceKind::List => {
+                let check = |path: &Path| -> Result<usize> { Ok(read_url_list(&self.url, path)?.len()) };
+                crate::fetch::fetch_with(&self.url, &self.cache_dir, &check, &self.opts)
+            }
+            UrlSourceKind::Region(source) => crate::formats::fetch(source, &self.cache_dir, &self.opts),
+        }
     }
 }
 
@@ -128,10 +174,36 @@ impl Policy {
 
     /// The region data this policy refers to: the given sources, or the bundled snapshot.
     pub fn region_db(&self) -> Result<RegionDb> {
+        self.region_db_with(UrlAccess::Fetch)
+    }
+
+    fn region_db_with(&self, access: UrlAccess) -> Result<RegionDb> {
         if self.country_source.is_empty() {
             return RegionDb::bundled();
         }
-        load_all(&self.country_source, &self.cache_dir)
+        load_all(&self.country_source, &self.cache_dir, access, &self.fetch_options())
+    }
+
+    pub fn fetch_options(&self) -> FetchOptions {
+        FetchOptions { accept_shrink: self.accept_shrink, ..FetchOptions::default() }
+    }
+
+    /// Every URL source, as a job that fetches it.
+    pub fn url_jobs(&self) -> Vec<UrlJob> {
+        let job = |url: &str, source| UrlJob {
+            url: url.to_owned(),
+            source,
+            cache_dir: self.cache_dir.clone(),
+            opts: self.fetch_options(),
+        };
+        let mut out: Vec<UrlJob> = self.lists().filter_map(|s| s.url().map(|u| job(u, UrlSourceKind::List))).collect();
+        out.extend(
+            self.country_source
+                .iter()
+                .filter(|s| s.is_url())
+                .map(|s| job(&s.location, UrlSourceKind::Region(s.clone()))),
+        );
+        out
     }
 
     /// The never-block ranges in force, each with where it comes from.
@@ -153,8 +225,15 @@ impl Policy {
         Ok(out)
     }
 
-    /// Reads every list and compiles them. Any error aborts before anything is applied.
+    /// Reads every list (fetching URL sources) and compiles them. Any error aborts
+    /// before anything is applied.
     pub fn build_table(&self) -> Result<CompiledTable> {
+        self.build_table_with(UrlAccess::Fetch)
+    }
+
+    /// `build_table`, with URL sources read as `access` says (reloads read the
+    /// cached copies only).
+    pub fn build_table_with(&self, access: UrlAccess) -> Result<CompiledTable> {
         let mut names = HashSet::new();
         let mut specs = Vec::new();
         let mut push = |spec: ListSpec| -> Result<()> {
@@ -183,7 +262,7 @@ impl Policy {
             .chain(self.allow.iter().map(|s| (s, Role::Exception)))
             .chain(self.monitor_list.iter().map(|s| (s, Role::Monitor)));
         for (source, role) in files {
-            let prefixes = match read_source(source, &self.cache_dir) {
+            let prefixes = match read_source(source, &self.cache_dir, access, &self.fetch_options()) {
                 Ok(p) => p,
                 Err(e) if source.optional => {
                     log::warn!("optional list {} skipped: {e:#}", source.name);
@@ -194,7 +273,7 @@ impl Policy {
             push(ListSpec { name: source.name.clone(), role, prefixes })?;
         }
         if self.uses_countries() {
-            let db = self.region_db()?;
+            let db = self.region_db_with(access)?;
             let codes = |given: &[String]| -> Result<Vec<String>> {
                 let mut out: Vec<String> = Vec::new();
                 for c in given {

@@ -66,6 +66,10 @@ fn suggestion_text(s: &[String]) -> String {
 }
 
 impl RegionDb {
+    /// Prefixes over every region (a source's size, for the shrink check).
+    pub fn prefix_count(&self) -> usize {
+        self.regions.values().map(|r| r.prefixes.len()).sum()
+    }
     /// The snapshot compiled into the binary.
     pub fn bundled() -> Result<RegionDb> {
         decode_snapshot(BUNDLED).context("the bundled region snapshot is corrupt")

@@ -115,6 +115,22 @@ impl Writer {
         self.nodes[node][bit] = Rec::Node(v4root as u32);
     }
 
+    /// Crafts a hostile tree: along the path of `bits/len`, each node's other child
+    /// becomes the same node as the path's child. The tree is then a chain whose
+    /// nodes are shared, with 2^(len-1) paths to the leaf.
+    pub fn share_nodes_along(&mut self, bits: u128, len: u8) {
+        let mut node = 0usize;
+        for depth in 0..len - 1 {
+            let bit = ((bits >> (127 - depth)) & 1) as usize;
+            let next = self.nodes[node][bit];
+            self.nodes[node][1 - bit] = next;
+            match next {
+                Rec::Node(n) => node = n as usize,
+                _ => return,
+            }
+        }
+    }
+
     pub fn finish(self) -> Vec<u8> {
         let count = self.nodes.len() as u32;
         let mut out = Vec::new();

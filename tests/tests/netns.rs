@@ -443,15 +443,22 @@ fn country_and_list_sources_from_urls_with_stale_fallback() {
     assert_eq!(s.list_counter("country:XA", "packets"), 2 * u64::from(PINGS));
     assert_eq!(s.list_counter("web", "packets"), u64::from(PINGS));
 
-    // The servers fail: a reload keeps working from the cached copies and says so.
-    rir_server.lock().unwrap().fallback = None;
-    list_server.lock().unwrap().fallback = None;
+    // The servers stall: a reload reads the cached copies and never waits for
+    // them (only the refresh tasks fetch), and neither does status.
+    rir_server.lock().unwrap().stall = true;
+    list_server.lock().unwrap().stall = true;
+    let requests = || rir_server.lock().unwrap().requests.len() + list_server.lock().unwrap().requests.len();
+    let before = requests();
+    let started = std::time::Instant::now();
+    let out = s.cli(&["reload"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     d.signal(libc::SIGHUP);
-    d.wait_for_log("reloaded", 1).unwrap();
-    assert!(d.log_text().contains("last good copy"), "{}", d.log_text());
+    d.wait_for_log("reloaded", 2).unwrap();
+    assert!(s.cli(&["status"]).status.success());
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert_eq!(requests(), before, "a reload fetches nothing");
     assert_eq!(s.ping("203.0.113.2"), 0);
     assert_eq!(s.ping("198.51.100.2"), 0);
-    assert!(rir_server.lock().unwrap().requests.len() >= 2);
 }
 
 #[test]
@@ -674,6 +681,28 @@ fn config_file_run_reload_and_check() {
     assert_eq!(v["interfaces"][0]["mode"], "monitor", "{v}");
     assert!(v["sources"].to_string().contains("deny2.txt") && !v["sources"].to_string().contains("deny3.txt"), "{v}");
     assert_eq!(s.stats()["mode"], "monitor");
+
+    // A URL new in the config has no cached copy: the reload does not wait for
+    // it; it is fetched in the background, and its arrival reloads.
+    use std::sync::{Arc, Mutex};
+    let server = Arc::new(Mutex::new(blocker_tests::http::Script {
+        fallback: Some(b"203.0.113.0/24\n".to_vec()),
+        ..Default::default()
+    }));
+    let url = format!("{}/new.txt", blocker_tests::http::serve_in_netns(&s.net.rx_ns, server).unwrap());
+    write_config("enforce", &url);
+    d.signal(libc::SIGHUP);
+    d.wait_for_log("no cached copy yet of", 1).unwrap();
+    d.wait_for_log("content changed", 1).unwrap();
+    d.wait_for_log("reloaded", 2).unwrap();
+    assert_eq!(s.ping("203.0.113.2"), 0, "denied by the URL list once it arrived");
+
+    // A key that only a restart applies is named, never ignored in silence.
+    let text = std::fs::read_to_string(&config).unwrap().replace("xdp_mode = \"native\"", "xdp_mode = \"generic\"");
+    write_atomic(&config, &format!("{text}"));
+    let out = s.cli(&["reload"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("not applied until blocker restarts: interface ") && said.contains("xdp_mode"), "{said}");
 }
 
 #[test]
@@ -800,6 +829,35 @@ fn source_file_changes_and_url_refreshes_reload_by_themselves() {
     server.lock().unwrap().fallback = None;
     d.wait_for_log("fetch failed (HTTP status 500); using the last good copy", 1).unwrap();
     assert_eq!(s.ping("198.51.100.2"), 0, "still denied from the last good copy");
+
+    // An HTML error page with status 200: not valid, the last good copy stays.
+    server.lock().unwrap().fallback = Some(b"<html>Service unavailable</html>\n".to_vec());
+    d.wait_for_log("the new content is not valid; the last good copy is kept", 1).unwrap();
+    assert_eq!(s.ping("198.51.100.2"), 0);
+    // Status 200 with an empty body: held back like a failed fetch, and shown.
+    server.lock().unwrap().fallback = Some(Vec::new());
+    d.wait_for_log("new content held back: 0 prefixes where the last good copy has 1", 1).unwrap();
+    assert_eq!(s.ping("198.51.100.2"), 0, "the last good copy stays in use");
+    let text = String::from_utf8_lossy(&s.cli(&["status"]).stdout).into_owned();
+    assert!(text.contains("HELD: new content held back") && text.contains("--accept-shrink"), "{text}");
+    // The operator accepts it.
+    let out = s.cli(&["reload", "--accept-shrink"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("list web is now empty"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(s.ping("198.51.100.2"), PINGS, "the accepted empty list blocks nothing");
+    let text = String::from_utf8_lossy(&s.cli(&["status"]).stdout).into_owned();
+    assert!(!text.contains("HELD"), "{text}");
+
+    // A local file the operator empties is applied, with a warning in the log and in status.
+    write_atomic(&s.file("deny.txt"), "");
+    d.wait_for_log("list deny is now empty (it had 3 ranges)", 1).unwrap();
+    assert_eq!(s.ping("203.0.113.2"), PINGS);
+    let text = String::from_utf8_lossy(&s.cli(&["status"]).stdout).into_owned();
+    assert!(text.contains("last reload: ok") && text.contains("WARNING: list deny is now empty"), "{text}");
 }
 
 #[test]
