@@ -1,6 +1,7 @@
 //! The control socket: a Unix stream socket (root-only, mode 0600) on which the
 //! daemon answers one JSON request per line with one JSON line:
-//! `{"command":"status"}`, `{"command":"reload"}`, `{"command":"stats"}`.
+//! `{"command":"status"}`, `{"command":"reload"}` (optionally with
+//! `"accept_shrink":true`), `{"command":"stats"}`.
 //! The client half is used by `blocker status`, `blocker reload`.
 
 use std::{
@@ -16,6 +17,55 @@ use std::{
 use anyhow::{anyhow, bail, Context as _, Result};
 
 pub const DEFAULT_SOCKET: &str = "/run/blocker/blocker.sock";
+
+/// One control request, as the daemon understands it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    Status,
+    /// Reload; with `accept_shrink`, first accept the URL content held back.
+    Reload {
+        accept_shrink: bool,
+    },
+    Stats,
+}
+
+impl Request {
+    /// Parses one request line. The error is the answer to send back; it quotes
+    /// at most a bounded piece of the request.
+    pub fn parse(line: &str) -> Result<Request, String> {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| format!("not a JSON request ({e}): send {{\"command\":\"status\"}}"))?;
+        let command = v.get("command").and_then(|c| c.as_str()).ok_or("the request has no \"command\" string")?;
+        let flag = |key: &str| -> Result<bool, String> {
+            match v.get(key) {
+                None | Some(serde_json::Value::Null) => Ok(false),
+                Some(serde_json::Value::Bool(b)) => Ok(*b),
+                Some(_) => Err(format!("{key:?} must be true or false")),
+            }
+        };
+        match command {
+            "status" => Ok(Request::Status),
+            "reload" => Ok(Request::Reload { accept_shrink: flag("accept_shrink")? }),
+            "stats" => Ok(Request::Stats),
+            other => {
+                let other = crate::lists::quote(other);
+                Err(format!("unknown command {other:?} (status, reload, stats)"))
+            }
+        }
+    }
+
+    /// The request line (without its newline).
+    pub fn to_line(self) -> String {
+        match self {
+            Request::Status => serde_json::json!({ "command": "status" }),
+            Request::Reload { accept_shrink } => {
+                serde_json::json!({ "command": "reload", "accept_shrink": accept_shrink })
+            }
+            Request::Stats => serde_json::json!({ "command": "stats" }),
+        }
+        .to_string()
+    }
+}
 
 /// Binds the socket, replacing a stale one (a socket no daemon answers on). Any
 /// other file at the path is refused, never deleted. The socket is created with
@@ -54,12 +104,7 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
 }
 
 /// Sends one request and returns the daemon's JSON answer.
-pub fn request(path: &Path, command: &str) -> Result<serde_json::Value> {
-    request_json(path, &serde_json::json!({ "command": command }))
-}
-
-/// Sends one request (`{"command": ..., options}`) and returns the daemon's answer.
-pub fn request_json(path: &Path, request: &serde_json::Value) -> Result<serde_json::Value> {
+pub fn request(path: &Path, request: Request) -> Result<serde_json::Value> {
     let mut stream = UnixStream::connect(path).map_err(|e| {
         anyhow!(
             "no blocker daemon answers on {} ({e}); start one with `blocker run`, or point --socket at its socket",
@@ -67,7 +112,7 @@ pub fn request_json(path: &Path, request: &serde_json::Value) -> Result<serde_js
         )
     })?;
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;
-    writeln!(stream, "{request}")?;
+    writeln!(stream, "{}", request.to_line())?;
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).context("reading the daemon's answer")?;
     serde_json::from_str(&line).with_context(|| format!("bad answer from the daemon: {line:?}"))
@@ -82,6 +127,25 @@ mod tests {
     use std::os::unix::fs::MetadataExt as _;
 
     use super::*;
+
+    #[test]
+    fn requests_round_trip_and_bad_ones_are_named() {
+        for r in [
+            Request::Status,
+            Request::Stats,
+            Request::Reload { accept_shrink: false },
+            Request::Reload { accept_shrink: true },
+        ] {
+            assert_eq!(Request::parse(&r.to_line()), Ok(r));
+        }
+        assert_eq!(Request::parse(r#"{"command":"reload"}"#), Ok(Request::Reload { accept_shrink: false }));
+        assert!(Request::parse("status").unwrap_err().contains("not a JSON request"));
+        assert!(Request::parse("{}").unwrap_err().contains("no \"command\""));
+        assert!(Request::parse(r#"{"command":"reload","accept_shrink":1}"#).unwrap_err().contains("true or false"));
+        let long = format!(r#"{{"command":"{}"}}"#, "x".repeat(3000));
+        let e = Request::parse(&long).unwrap_err();
+        assert!(e.contains("unknown command") && e.len() < 200, "{e}");
+    }
 
     #[test]
     fn other_files_are_never_replaced_and_the_socket_is_private() {

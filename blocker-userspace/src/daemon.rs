@@ -15,6 +15,7 @@ use tokio::{
 
 use crate::{
     compile::CompiledTable,
+    control::Request,
     loader::{self, AttachMode, PinLock},
     maps::DataplaneMaps,
     policy::Policy,
@@ -567,11 +568,11 @@ impl Daemon {
     /// Answers one control request (see `control`). Requests are answered one at
     /// a time on the daemon's task, so a reload never races another change; each
     /// client's reading and writing happens in its own task (`control_client`).
-    fn answer(&mut self, request: &serde_json::Value) -> serde_json::Value {
-        let command = request["command"].as_str().unwrap_or_default();
-        let answer = match command {
-            "status" => self.state.status(&self.opts, &self.managed),
-            "reload" if request["accept_shrink"] == true => {
+    fn answer(&mut self, request: Result<Request, String>) -> serde_json::Value {
+        match request {
+            Err(error) => serde_json::json!({ "ok": false, "error": error }),
+            Ok(Request::Status) => self.state.status(&self.opts, &self.managed),
+            Ok(Request::Reload { accept_shrink: true }) => {
                 let mut accepted = Vec::new();
                 for job in self.opts.policy.url_jobs() {
                     match crate::fetch::accept_held(&job.url, &self.opts.policy.cache_dir) {
@@ -589,11 +590,11 @@ impl Daemon {
                     Err(e) => serde_json::json!({ "ok": false, "error": e }),
                 }
             }
-            "reload" => match self.reload("blocker reload") {
+            Ok(Request::Reload { accept_shrink: false }) => match self.reload("blocker reload") {
                 Ok(summary) => serde_json::json!({ "ok": true, "summary": summary }),
                 Err(e) => serde_json::json!({ "ok": false, "error": e }),
             },
-            "stats" => {
+            Ok(Request::Stats) => {
                 let mut out = Vec::new();
                 for m in &self.managed {
                     match m.maps.counters() {
@@ -603,12 +604,7 @@ impl Daemon {
                 }
                 serde_json::json!({ "ok": true, "interfaces": out })
             }
-            other => {
-                let other = crate::lists::quote(other);
-                serde_json::json!({ "ok": false, "error": format!("unknown command {other:?} (status, reload, stats)") })
-            }
-        };
-        answer
+        }
     }
 }
 
@@ -618,7 +614,7 @@ const MAX_REQUEST_BYTES: u64 = 4096;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A control request for the daemon's task, and where its answer goes.
-type ControlRequest = (serde_json::Value, tokio::sync::oneshot::Sender<serde_json::Value>);
+type ControlRequest = (Result<Request, String>, tokio::sync::oneshot::Sender<serde_json::Value>);
 
 /// One control client, in a task of its own: a client that stalls holds only
 /// this task, never the daemon. It reads one bounded request line, passes the
@@ -635,7 +631,7 @@ async fn control_client(stream: tokio::net::UnixStream, daemon: tokio::sync::mps
     let answer = if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST_BYTES {
         serde_json::json!({ "ok": false, "error": format!("request over {MAX_REQUEST_BYTES} bytes") })
     } else {
-        let request = serde_json::from_str::<serde_json::Value>(&line).unwrap_or_default();
+        let request = Request::parse(&line);
         let (reply, answer) = tokio::sync::oneshot::channel();
         if daemon.send((request, reply)).await.is_err() {
             return; // the daemon is stopping
@@ -807,7 +803,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 }
             }
             Some((request, reply)) = control_rx.recv() => {
-                let _ = reply.send(daemon.answer(&request));
+                let _ = reply.send(daemon.answer(request));
             }
             at = ticks.tick() => daemon.tick(at.into_std()),
             Some((url, result)) = refreshed_rx.recv() => daemon.refreshed(url, result),

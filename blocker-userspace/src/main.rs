@@ -257,7 +257,7 @@ fn run(cli: Cli) -> Result<()> {
             tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(daemon::run(opts))
         }
         Command::Status { json } => {
-            let v = blocker::control::request(&cli.socket, "status")?;
+            let v = blocker::control::request(&cli.socket, blocker::control::Request::Status)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -266,10 +266,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Reload { accept_shrink } => {
-            let v = blocker::control::request_json(
-                &cli.socket,
-                &serde_json::json!({ "command": "reload", "accept_shrink": accept_shrink }),
-            )?;
+            let v = blocker::control::request(&cli.socket, blocker::control::Request::Reload { accept_shrink })?;
             match v["ok"].as_bool() {
                 Some(true) => {
                     println!("reloaded: {}", v["summary"].as_str().unwrap_or(""));
