@@ -49,7 +49,7 @@ impl Request {
             "stats" => Ok(Request::Stats),
             other => {
                 let other = crate::lists::quote(other);
-                Err(format!("unknown command {other:?} (status, reload, stats)"))
+                Err(format!("unknown command {other} (status, reload, stats)"))
             }
         }
     }
@@ -145,6 +145,10 @@ mod tests {
         let long = format!(r#"{{"command":"{}"}}"#, "x".repeat(3000));
         let e = Request::parse(&long).unwrap_err();
         assert!(e.contains("unknown command") && e.len() < 200, "{e}");
+        // Found by the control fuzzer: escapes used to count as one character each.
+        let escaped = format!("{{\"command\":\"bo{}gus\"}}", "\u{7f}".repeat(100));
+        let e = Request::parse(&escaped).unwrap_err();
+        assert!(e.len() < 200, "{} bytes: {e}", e.len());
     }
 
     #[test]

@@ -42,10 +42,10 @@ pub fn check_interface_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Re
     for name in names {
         let shown = crate::lists::quote(name);
         if name.is_empty() || name.len() > 15 {
-            return Err(format!("interface name {shown:?}: an interface name has 1 to 15 bytes"));
+            return Err(format!("interface name {shown}: an interface name has 1 to 15 bytes"));
         }
         if name == "." || name == ".." || name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace()) {
-            return Err(format!("interface name {shown:?}: not a possible interface name (see `ip link`)"));
+            return Err(format!("interface name {shown}: not a possible interface name (see `ip link`)"));
         }
         if !seen.insert(name) {
             return Err(format!("interface {name} is given twice"));

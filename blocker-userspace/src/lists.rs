@@ -119,7 +119,7 @@ pub enum ListError {
     // Not a `source`: the message already says it, and `{:#}` would repeat it.
     #[error(transparent)]
     Input(#[from] crate::input::InputError),
-    #[error("{path}:{line}: {reason}: {text:?}")]
+    #[error("{path}:{line}: {reason}: {text}")]
     Line { path: PathBuf, line: usize, text: String, reason: LineError },
 }
 
@@ -164,13 +164,22 @@ fn unmap_v4(p: Prefix) -> Prefix {
     }
 }
 
-/// At most `QUOTE_CHARS` characters of an offending input line, for messages.
+/// An offending piece of input for a message: quoted, escaped, and cut to about
+/// 80 bytes as printed.
 pub fn quote(text: &str) -> String {
-    const QUOTE_CHARS: usize = 80;
-    match text.char_indices().nth(QUOTE_CHARS) {
-        Some((end, _)) => format!("{}...", &text[..end]),
-        None => text.to_owned(),
+    // Bytes of the escaped text: escapes (`\u{7f}`) count at their printed size.
+    const QUOTE_BYTES: usize = 80;
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        let escaped: String = if c == '\'' { c.to_string() } else { c.escape_debug().collect() };
+        if out.len() + escaped.len() > QUOTE_BYTES {
+            out.push_str("...");
+            break;
+        }
+        out.push_str(&escaped);
     }
+    out.push('"');
+    out
 }
 
 /// Parses the text of a list; `path` is only used to name errors.
@@ -307,6 +316,9 @@ pub(crate) mod tests {
         let msg = parse_list(Path::new("l.txt"), &line).unwrap_err().to_string();
         assert!(msg.len() < 200, "{} bytes", msg.len());
         assert!(msg.ends_with("...\""), "{msg}");
+        // Escapes count at their printed size (found by the control fuzzer).
+        let msg = parse_list(Path::new("l.txt"), &"\u{7f}".repeat(1000)).unwrap_err().to_string();
+        assert!(msg.len() < 200, "{} bytes: {msg}", msg.len());
     }
 
     #[test]

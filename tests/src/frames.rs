@@ -100,3 +100,44 @@ pub fn arp_request() -> Vec<u8> {
     f.extend_from_slice(&[192, 0, 2, 1]);
     f
 }
+
+/// What the XDP program's parser (blocker-ebpf/src/parse.rs) makes of a frame,
+/// written again in plain Rust: the packet fuzzer checks that the program in the
+/// kernel agrees with it on every input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed {
+    V4([u8; 4]),
+    V6([u8; 16]),
+    /// Not IP (ARP, a third VLAN tag, ...).
+    NonIp,
+    /// Too short for the headers it announces, or an impossible IP header.
+    Malformed,
+}
+
+/// The reference parse: Ethernet, up to two VLAN tags (802.1Q / 802.1ad), then
+/// an IPv4 header (version 4, IHL at least 5, the 20 fixed bytes present) or an
+/// IPv6 header (version 6, 40 bytes present).
+pub fn reference_parse(frame: &[u8]) -> Parsed {
+    let be16 = |at: usize| frame.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    let Some(mut ether_type) = be16(12) else { return Parsed::Malformed };
+    let mut l3 = 14;
+    for _ in 0..2 {
+        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+            break;
+        }
+        let Some(inner) = be16(l3 + 2) else { return Parsed::Malformed };
+        ether_type = inner;
+        l3 += 4;
+    }
+    match ether_type {
+        ETH_P_IPV4 => match frame.get(l3..l3 + 20) {
+            Some(h) if h[0] >> 4 == 4 && h[0] & 0x0f >= 5 => Parsed::V4([h[12], h[13], h[14], h[15]]),
+            _ => Parsed::Malformed,
+        },
+        ETH_P_IPV6 => match frame.get(l3..l3 + 40) {
+            Some(h) if h[0] >> 4 == 6 => Parsed::V6(h[8..24].try_into().expect("16 bytes")),
+            _ => Parsed::Malformed,
+        },
+        _ => Parsed::NonIp,
+    }
+}

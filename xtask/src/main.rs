@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask setup | demo | test`.
+//! Developer tasks: `cargo xtask setup | demo | test | bench | fuzz | snapshot`.
 
 mod demo;
 mod setup;
@@ -39,7 +39,23 @@ enum Task {
         #[arg(long, default_value = "2026-02-01")]
         date: String,
     },
-    /// Build, then run every test (unit, BPF_PROG_TEST_RUN, network namespaces).
+    /// Run the cargo-fuzz targets (need root: `packet` runs the XDP program
+    /// through BPF_PROG_TEST_RUN), each for a bounded time, from the seed corpus
+    /// in fuzz/corpus/<target>. A crash is saved under target/fuzz/artifacts/.
+    Fuzz {
+        /// Which targets (default: all).
+        #[arg(value_parser = FUZZ_TARGETS.to_vec())]
+        only: Vec<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// libFuzzer sanitizer: none (fastest; Rust's own checks and debug
+        /// assertions still apply) or address.
+        #[arg(long, default_value = "none", value_parser = ["none", "address"])]
+        sanitizer: String,
+    },
+    /// Build, then run every test (unit, BPF_PROG_TEST_RUN, network namespaces),
+    /// then each fuzz target for 10 seconds (skipped when a test filter is given).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -96,17 +112,81 @@ fn run() -> Result<()> {
             // Rebuild so the binary embeds the new snapshot.
             cargo(&["build", "--bin", "blocker"])
         }
+        Task::Fuzz { only, seconds, sanitizer } => {
+            setup::fuzz()?;
+            require_root("the fuzzers")?;
+            fuzz(&only, seconds, &sanitizer)
+        }
         Task::Test { args } => {
-            setup::all()?;
+            setup::fuzz()?;
             require_root("the tests")?;
+            let filtered = !args.is_empty();
             // `cargo test` also builds the `blocker` binary the namespace tests start
             // (blocker-userspace has integration tests).
             let mut test_args = vec!["test".to_owned()];
             test_args.extend(args);
             let refs: Vec<&str> = test_args.iter().map(String::as_str).collect();
-            cargo_test(&refs)
+            cargo_test(&refs)?;
+            if filtered {
+                return Ok(());
+            }
+            // About a minute in all: enough for a panic on the seeds' neighbours to fail the run.
+            fuzz(&[], 10, "none")
         }
     }
+}
+
+const FUZZ_TARGETS: [&str; 6] = ["list_parser", "region_text", "mmdb", "config", "control", "packet"];
+
+/// Runs each fuzz target for `seconds`. New inputs go to target/fuzz/corpus
+/// (the committed seeds in fuzz/corpus stay as they are); crashes and hangs
+/// (over 10 s on one input) fail the run and are saved under target/fuzz/artifacts.
+fn fuzz(only: &[String], seconds: u64, sanitizer: &str) -> Result<()> {
+    let root = workspace_root();
+    let target_dir = root.join("target/fuzz");
+    let mut failed = Vec::new();
+    for target in FUZZ_TARGETS {
+        if !only.is_empty() && !only.iter().any(|o| o == target) {
+            continue;
+        }
+        let work = target_dir.join("corpus").join(target);
+        let artifacts = target_dir.join("artifacts").join(target);
+        std::fs::create_dir_all(&work)?;
+        std::fs::create_dir_all(&artifacts)?;
+        eprintln!("xtask: fuzzing {target} for {seconds} s");
+        let status = Command::new("cargo")
+            .args(["+nightly", "fuzz", "run", "--fuzz-dir", "fuzz", "--sanitizer", sanitizer])
+            .args(["--codegen-units", "16", "--target-dir"])
+            .arg(&target_dir)
+            .arg(target)
+            .arg("--")
+            .arg(&work)
+            .arg(root.join("fuzz/corpus").join(target))
+            .arg(format!("-max_total_time={seconds}"))
+            .args(["-timeout=10", "-rss_limit_mb=4096", "-max_len=65536", "-print_final_stats=1"])
+            .arg(format!("-artifact_prefix={}/", artifacts.display()))
+            // The toolchain of the fuzz build, not xtask's own.
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO")
+            .current_dir(&root)
+            .status()
+            .context("running cargo fuzz")?;
+        if !status.success() {
+            failed.push(target);
+        }
+    }
+    // The packet target pins its maps under /sys/fs/bpf/blocker-fuzz-<pid>.
+    if let Ok(entries) = std::fs::read_dir("/sys/fs/bpf") {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with("blocker-fuzz-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("fuzz targets failed: {} (inputs under {})", failed.join(", "), target_dir.join("artifacts").display());
+    }
+    Ok(())
 }
 
 pub fn workspace_root() -> PathBuf {

@@ -9,6 +9,8 @@ use anyhow::{bail, Context as _, Result};
 /// versions need a system LLVM the package registries here do not have.
 const BPF_LINKER_VERSION: &str = "0.10.1";
 
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
 /// (command the tests run, Debian package that provides it)
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
@@ -45,6 +47,17 @@ pub fn all() -> Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     debian_packages(DEBIAN_PACKAGES)
+}
+
+/// The fuzzers: cargo-fuzz (libFuzzer), run with the nightly toolchain.
+pub fn fuzz() -> Result<()> {
+    all()?;
+    if output("cargo", &["fuzz", "--version"]).is_none() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        run(&cargo, &["install", &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"), "--locked"])
+            .context("installing cargo-fuzz (needs crates.io)")?;
+    }
+    Ok(())
 }
 
 pub fn bench() -> Result<()> {
