@@ -203,6 +203,7 @@ mod tests {
         assert!(o.interfaces[1].monitor);
         assert_eq!(o.policy.deny_country, ["CN", "RU"]);
         assert_eq!(o.policy.deny[0].name, "attackers");
+        assert!(o.policy.deny[0].optional);
         assert_eq!(o.watch_debounce, Some(std::time::Duration::from_secs(2)));
         assert_eq!(o.policy.url_refresh, crate::watch::Refresh::Every(std::time::Duration::from_secs(6 * 3600)));
     }

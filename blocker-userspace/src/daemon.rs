@@ -725,6 +725,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     loader::check_privileges()?;
     // Bad lists fail here, before the kernel is touched.
     let table = opts.policy.build_table()?;
+    crate::maps::check_list_count(&table)?;
     if !opts.policy.has_rules() {
         log::warn!("no lists given: every packet passes (see --deny, --deny-country, --allow-country)");
     }

@@ -221,7 +221,9 @@ pub fn parse_rir(source: &str, text: &str, db: &mut RegionDb) -> Result<()> {
                     return Err(err("ipv4 record with an IPv6 address"));
                 }
                 let count: u128 = value.parse().map_err(|_| err("bad address count"))?;
-                if count == 0 || lo + count - 1 > Family::V4.max_addr() {
+                // Checked without arithmetic that could overflow: count may be any
+                // 39-digit number.
+                if count == 0 || count - 1 > Family::V4.max_addr() - lo {
                     return Err(err("address count out of range"));
                 }
                 range_to_prefixes(Family::V4, lo, lo + count - 1)
@@ -357,6 +359,10 @@ mod tests {
         assert_eq!(e.to_string(), "afr.txt:2: bad address count: \"x|ZA|ipv4|192.0.2.0|abc|1|allocated\"");
         let e = parse_rir("afr.txt", "x|ZA|ipv4|255.255.255.0|512|1|allocated\n", &mut db).unwrap_err();
         assert!(e.to_string().contains("out of range"), "{e}");
+        // A count near 2^128 overflowed the end address (a panic in debug builds).
+        let huge = format!("x|ZA|ipv4|10.0.0.0|{}|1|allocated\n", u128::MAX);
+        let e = parse_rir("afr.txt", &huge, &mut db).unwrap_err();
+        assert!(e.to_string().contains("address count out of range"), "{e}");
         let e = parse_rir("afr.txt", "x|ZA|ipv4\n", &mut db).unwrap_err();
         assert!(e.to_string().starts_with("afr.txt:1: expected"), "{e}");
     }

@@ -116,13 +116,20 @@ pub fn lookup(addresses: &[IpAddr], policy: &Policy, pin_root: &Path, iface: Opt
 /// What `blocker check-config` prints: the run a config file describes, compiled.
 pub fn check_config(opts: &crate::daemon::RunOptions) -> Result<String> {
     let table = opts.policy.build_table()?;
+    crate::maps::check_list_count(&table)?;
     let mut s = String::new();
     let path = opts.config.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
     let _ = writeln!(s, "{path}: valid");
     for i in &opts.interfaces {
+        // A config is often checked on another host than the one it is for:
+        // a missing interface is said, not refused.
+        let here = match crate::loader::ifindex(&i.name) {
+            Ok(_) => "",
+            Err(_) => " (no such interface on this host: `blocker run` would refuse to start here)",
+        };
         let _ = writeln!(
             s,
-            "interface {}: xdp mode {:?}, {}",
+            "interface {}: xdp mode {:?}, {}{here}",
             i.name,
             i.attach_mode,
             if i.monitor { "monitor (dry run)" } else { "enforce" }

@@ -55,6 +55,15 @@ pub enum TableError {
     TooManyLists { needed: usize, max: u32 },
 }
 
+/// A table needs one list id per list, and the maps hold `MAX_LISTS`.
+/// `check-config`, the start and every apply check it alike.
+pub fn check_list_count(table: &CompiledTable) -> Result<(), TableError> {
+    if table.lists.len() > MAX_LISTS as usize {
+        return Err(TableError::TooManyLists { needed: table.lists.len(), max: MAX_LISTS });
+    }
+    Ok(())
+}
+
 fn open<T>(dir: &Path, name: &str) -> Result<T>
 where
     T: TryFrom<Map, Error = aya::maps::MapError>,
@@ -372,9 +381,7 @@ impl DataplaneMaps {
         budget: u64,
         shape: Option<Shape>,
     ) -> Result<ApplyReport> {
-        if table.lists.len() > MAX_LISTS as usize {
-            bail!(TableError::TooManyLists { needed: table.lists.len(), max: MAX_LISTS });
-        }
+        check_list_count(table)?;
         let infos = self.shared.list_infos()?;
         let (ids, kept) = assign_ids(table, &infos, &self.ids_by_name)?;
         let leaf_of = |l: usize| leaf(table.lists[l].action.code(), ids[l]);

@@ -37,3 +37,19 @@ fn lookup_without_a_daemon_answers_from_the_policy() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("policy: list never-block -> allow"), "{text}");
 }
+
+/// The shipped example config passes `check-config` as it is (its own lists are
+/// `optional:` until the operator has them).
+#[test]
+fn shipped_example_config_passes_check_config() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/blocker.toml");
+    let cache = std::env::temp_dir().join(format!("blocker-example-cache-{}", std::process::id()));
+    let text = std::fs::read_to_string(example).unwrap().replace("/var/lib/blocker/cache", cache.to_str().unwrap());
+    let copy = std::env::temp_dir().join(format!("blocker-example-{}.toml", std::process::id()));
+    std::fs::write(&copy, text).unwrap();
+    let out = blocker(&["check-config", "--config", copy.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&copy);
+    let _ = std::fs::remove_dir_all(&cache);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid"), "{}", String::from_utf8_lossy(&out.stdout));
+}
