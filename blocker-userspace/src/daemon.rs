@@ -256,10 +256,19 @@ fn mode_text(monitor: bool) -> &'static str {
     }
 }
 
-fn start_interface(opts: &RunOptions, spec: &InterfaceOptions, table: &CompiledTable) -> Result<Managed> {
+fn start_interface(
+    opts: &RunOptions,
+    spec: &InterfaceOptions,
+    table: &CompiledTable,
+    created: &mut Created,
+) -> Result<Managed> {
     let iface = spec.name.as_str();
+    let existed = loader::iface_dir(&opts.pin_root, iface).exists();
     let dir = loader::secure_pin_dir(&opts.pin_root, iface)?;
     let lock = PinLock::acquire(&dir, iface)?;
+    if !existed {
+        created.interface_dirs.push((dir.clone(), lock.try_clone()?));
+    }
     let mut maps = DataplaneMaps::load(&dir, opts.ebpf_log_level)?;
     if opts.ebpf_log_level > 0 {
         spawn_ebpf_logger(maps.ebpf_mut()?, iface);
@@ -295,18 +304,22 @@ impl Managed {
     /// counters) it already has.
     fn check_presence(&mut self, spec: &InterfaceOptions, pin_root: &std::path::Path) {
         let now = loader::ifindex(&self.iface).ok();
-        let on = loader::link_device(&self.maps.dir).ok().flatten().filter(|&i| i != 0);
+        let at = loader::link_at(&self.maps.dir).unwrap_or(loader::LinkAt::NoPin);
+        let on = match at {
+            loader::LinkAt::Device(i) => Some(i),
+            _ => None,
+        };
         let Some(index) = now else {
             if self.ifindex.take().is_some() {
-                match on {
-                    Some(other) => log::warn!(
-                        "{}: no interface has that name now; the program stays on {} (renamed?) \
+                match at {
+                    loader::LinkAt::Device(other) | loader::LinkAt::Elsewhere(other) => log::warn!(
+                        "{}: no interface has that name now; the program stays on {} (renamed or moved?) \
                          until a device named {} appears, then moves to it",
                         self.iface,
-                        loader::ifname(other).map_or(format!("index {other}"), |n| format!("{n} (index {other})")),
+                        loader::elsewhere_text(other, &self.iface),
                         self.iface
                     ),
-                    None => log::warn!("{}: interface is gone; blocker attaches again when it comes back", self.iface),
+                    _ => log::warn!("{}: interface is gone; blocker attaches again when it comes back", self.iface),
                 }
             }
             return;
@@ -322,7 +335,11 @@ impl Managed {
         let why = match self.ifindex {
             None => format!("interface is back (index {index})"),
             Some(old) if old != index => format!("interface is back (index {index})"),
-            Some(_) => format!("the program is no longer on the interface (index {index}), something detached it"),
+            Some(_) => format!(
+                "the program is no longer on the device named {} (index {index}): moved to another namespace, \
+                 or detached by something else",
+                self.iface
+            ),
         };
         self.ifindex = Some(index);
         let attached =
@@ -343,23 +360,29 @@ impl Managed {
     /// What status says of the attachment, checked against the kernel now: the
     /// pinned link must be on the device that has the configured name.
     fn attachment_fact(&self) -> (bool, String) {
+        use loader::LinkAt;
         let now = loader::ifindex(&self.iface).ok();
-        let on = loader::link_device(&self.maps.dir);
-        match (now, on) {
-            (Some(i), Ok(Some(l))) if i == l => (true, self.attached.clone()),
-            (None, Ok(Some(l))) if l != 0 => (
+        match (now, loader::link_at(&self.maps.dir)) {
+            (Some(i), Ok(LinkAt::Device(l))) if i == l => (true, self.attached.clone()),
+            (None, Ok(LinkAt::Device(l) | LinkAt::Elsewhere(l))) => (
                 false,
                 format!(
                     "interface gone; the program stays on {} until a device named {} appears",
-                    loader::ifname(l).map_or(format!("index {l}"), |n| format!("{n} (index {l})")),
+                    loader::elsewhere_text(l, &self.iface),
                     self.iface
                 ),
             ),
             (None, _) => (false, "interface gone: re-attached when it comes back".into()),
-            (Some(i), Ok(Some(l))) if l != 0 => {
-                (false, format!("NOT ATTACHED: the program is on index {l}, not on this device (index {i})"))
+            (Some(i), Ok(LinkAt::Device(l) | LinkAt::Elsewhere(l))) => (
+                false,
+                format!(
+                    "NOT ATTACHED: the program is on {}, not on this device (index {i})",
+                    loader::elsewhere_text(l, &self.iface)
+                ),
+            ),
+            (Some(_), Ok(LinkAt::NoPin | LinkAt::DeviceGone)) => {
+                (false, "NOT ATTACHED: no program on the interface".into())
             }
-            (Some(_), Ok(_)) => (false, "NOT ATTACHED: no program on the interface".into()),
             (Some(_), Err(e)) => (false, format!("NOT ATTACHED: cannot read the pinned link: {e:#}")),
         }
     }
@@ -675,38 +698,35 @@ fn release_free_memory() {}
 
 /// What a start creates (pin directories, the control socket), recorded so that
 /// a start that fails leaves nothing behind. Pins that were there before (an
-/// attachment from an earlier run, still enforcing) are never touched.
+/// attachment from an earlier run, still enforcing) are never touched, and an
+/// interface directory counts as ours only once we hold its lock: a second
+/// blocker starting at the same moment never removes the first one's.
 struct Created {
-    /// Pin directories that did not exist before the start, deepest first.
+    /// Levels above the interfaces that did not exist before the start, deepest first.
     dirs: Vec<PathBuf>,
-    /// Interfaces whose pin directory this start created.
-    interface_dirs: Vec<PathBuf>,
+    /// Interface directories this start created, with a handle on their lock.
+    interface_dirs: Vec<(PathBuf, PinLock)>,
     socket: Option<PathBuf>,
 }
 
 impl Created {
     fn before_start(opts: &RunOptions) -> Self {
         let layout = opts.pin_root.join(format!("v{}", blocker_common::LAYOUT_VERSION));
-        let interface_dirs: Vec<PathBuf> = opts
-            .interfaces
-            .iter()
-            .map(|i| loader::iface_dir(&opts.pin_root, &i.name))
-            .filter(|d| !d.exists())
-            .collect();
         let dirs = [layout, opts.pin_root.clone()].into_iter().filter(|d| !d.exists()).collect();
-        Created { dirs, interface_dirs, socket: None }
+        Created { dirs, interface_dirs: Vec::new(), socket: None }
     }
 
     /// Removes what the failed start created: unpinning a link it attached
     /// detaches the program; unpinned maps are freed with their last fd.
     fn remove(self) {
-        for dir in &self.interface_dirs {
+        for (dir, _lock) in &self.interface_dirs {
             if dir.exists() {
                 if let Err(e) = loader::remove_pins(dir) {
                     log::error!("the failed start left {}: {e:#}; remove it (rm -r)", dir.display());
                 }
             }
         }
+        drop(self.interface_dirs);
         for dir in &self.dirs {
             let _ = std::fs::remove_dir(dir); // only if empty
         }
@@ -743,18 +763,24 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         None => None,
     };
     created.socket = opts.socket.clone();
-    let mut managed = Vec::new();
-    for iface in &opts.interfaces {
-        match start_interface(&opts, iface, &table) {
-            Ok(m) => managed.push(m),
+    // Interfaces attached afresh first, those that take over an earlier run's
+    // attachment last: an attach that fails then leaves the earlier
+    // attachments exactly as they were (their tables, their mode).
+    let mut order: Vec<usize> = (0..opts.interfaces.len()).collect();
+    order.sort_by_key(|&i| loader::has_pinned_link(&opts.pin_root, &opts.interfaces[i].name));
+    let mut started: Vec<Option<Managed>> = opts.interfaces.iter().map(|_| None).collect();
+    for i in order {
+        match start_interface(&opts, &opts.interfaces[i], &table, &mut created) {
+            Ok(m) => started[i] = Some(m),
             Err(e) => {
-                drop(managed);
+                drop(started);
                 drop(listener);
                 created.remove();
                 return Err(e);
             }
         }
     }
+    let managed: Vec<Managed> = started.into_iter().flatten().collect();
     let files = opts.watch_debounce.map(|d| FileWatch::new(&opts.policy, d));
     let urls = UrlSchedule::new(&opts.policy, Instant::now());
     let (refreshed_tx, mut refreshed_rx) = tokio::sync::mpsc::unbounded_channel();

@@ -268,6 +268,18 @@ impl PinLock {
         }
         Ok(Self { _dir: file })
     }
+
+    /// Another handle on the same lock (a flock holds while any handle is open).
+    pub fn try_clone(&self) -> Result<Self> {
+        Ok(Self { _dir: self._dir.try_clone()? })
+    }
+}
+
+/// Whether `iface` has a pinned link under `root` (of this layout or another):
+/// an attachment from an earlier run that a start would take over.
+pub fn has_pinned_link(root: &Path, iface: &str) -> bool {
+    iface_dir(root, iface).join(LINK_PIN).exists()
+        || other_layouts(root, iface).is_ok_and(|dirs| dirs.iter().any(|(_, d)| d.join(LINK_PIN).exists()))
 }
 
 pub fn ifindex(iface: &str) -> Result<u32> {
@@ -290,14 +302,6 @@ pub fn ifname(index: u32) -> Option<String> {
     }
     // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
     Some(unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
-}
-
-/// "eth9 (index 7)", or "index 7" for a device without a name here.
-fn device_text(index: u32) -> String {
-    match ifname(index) {
-        Some(name) => format!("{name} (index {index})"),
-        None => format!("index {index}"),
-    }
 }
 
 /// A pinned XDP link opened through the bpf syscall, for what aya does not expose:
@@ -333,8 +337,9 @@ impl LinkHandle {
         Ok(Self(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }))
     }
 
-    /// The index of the device the link filters; 0 once that device is gone.
-    fn device(&self) -> Result<u32> {
+    /// The index of the device the link filters (0 once that device is gone)
+    /// and the id of the program the link runs.
+    fn device_and_program(&self) -> Result<(u32, u32)> {
         use aya_obj::generated::{bpf_link_info, bpf_link_type};
         use std::os::fd::AsRawFd as _;
         #[repr(C)]
@@ -356,7 +361,7 @@ impl LinkHandle {
             bail!("pinned link {} is not an XDP link (type {})", info.id, info.type_);
         }
         // SAFETY: the kernel fills the xdp member for an XDP link.
-        Ok(unsafe { info.__bindgen_anon_1.xdp.ifindex })
+        Ok((unsafe { info.__bindgen_anon_1.xdp.ifindex }, info.prog_id))
     }
 
     /// Takes the program off the link's device, whoever else holds the link.
@@ -372,15 +377,148 @@ impl LinkHandle {
     }
 }
 
-/// The index of the device the XDP link pinned in `dir` is on: None without a
-/// link pin, Some(0) when its device is gone. What status reports as attached
-/// is checked against this.
-pub fn link_device(dir: &Path) -> Result<Option<u32>> {
+/// The id of the XDP program the device `ifindex` of this network namespace
+/// runs (0: none), from the kernel's own answer to RTM_GETLINK (IFLA_XDP). An
+/// XDP link reports only an ifindex, and a device moved to another namespace
+/// can keep its index while a new device here takes the same one.
+pub fn xdp_program_on(ifindex: u32) -> Result<u32> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    const IFLA_XDP_PROG_ID: u16 = 4;
+    const IFLA_XDP_DRV_PROG_ID: u16 = 5;
+    const IFLA_XDP_SKB_PROG_ID: u16 = 6;
+    const IFLA_XDP_HW_PROG_ID: u16 = 7;
+    #[repr(C)]
+    struct Request {
+        header: libc::nlmsghdr,
+        family: u8,
+        pad: u8,
+        kind: u16,
+        index: i32,
+        flags: u32,
+        change: u32,
+    }
+    // SAFETY: socket has no memory preconditions; the fd is owned below.
+    let raw = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+    if raw < 0 {
+        return Err(anyhow!(std::io::Error::last_os_error()).context("netlink socket"));
+    }
+    // SAFETY: a new fd that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    let timeout = libc::timeval { tv_sec: 2, tv_usec: 0 };
+    // SAFETY: a valid timeval of the size given.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            std::ptr::addr_of!(timeout).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        )
+    };
+    let request = Request {
+        header: libc::nlmsghdr {
+            nlmsg_len: std::mem::size_of::<Request>() as u32,
+            nlmsg_type: libc::RTM_GETLINK,
+            nlmsg_flags: libc::NLM_F_REQUEST as u16,
+            nlmsg_seq: 1,
+            nlmsg_pid: 0,
+        },
+        family: libc::AF_UNSPEC as u8,
+        pad: 0,
+        kind: 0,
+        index: ifindex as i32,
+        flags: 0,
+        change: 0,
+    };
+    // SAFETY: request is a live value of the size given.
+    let sent =
+        unsafe { libc::send(sock.as_raw_fd(), std::ptr::addr_of!(request).cast(), std::mem::size_of::<Request>(), 0) };
+    if sent < 0 {
+        return Err(anyhow!(std::io::Error::last_os_error()).context("netlink send"));
+    }
+    let mut buf = vec![0u8; 64 << 10];
+    // SAFETY: buf is writable for its length.
+    let got = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if got < 0 {
+        return Err(anyhow!(std::io::Error::last_os_error()).context("netlink receive"));
+    }
+    let msg = &buf[..got as usize];
+    let u16_at = |b: &[u8], at: usize| b.get(at..at + 2).map(|x| u16::from_ne_bytes([x[0], x[1]]));
+    let u32_at = |b: &[u8], at: usize| b.get(at..at + 4).map(|x| u32::from_ne_bytes([x[0], x[1], x[2], x[3]]));
+    match u16_at(msg, 4) {
+        Some(t) if t == libc::NLMSG_ERROR as u16 => {
+            let errno = u32_at(msg, 16).map_or(0, |e| -(e as i32));
+            if errno == libc::ENODEV {
+                return Ok(0); // no such device here
+            }
+            bail!("netlink: {}", std::io::Error::from_raw_os_error(errno));
+        }
+        Some(t) if t == libc::RTM_NEWLINK => {}
+        other => bail!("netlink: unexpected answer type {other:?}"),
+    }
+    // Attributes follow the 16-byte header and the 16-byte ifinfomsg, 4-aligned.
+    let end = (u32_at(msg, 0).unwrap_or(0) as usize).min(msg.len());
+    let mut at = 32;
+    while at + 4 <= end {
+        let (len, kind) = (u16_at(msg, at).unwrap_or(0) as usize, u16_at(msg, at + 2).unwrap_or(0) & 0x3fff);
+        if len < 4 {
+            break;
+        }
+        if kind == libc::IFLA_XDP {
+            let mut id = 0;
+            let mut inner = at + 4;
+            while inner + 4 <= (at + len).min(end) {
+                let (ilen, ikind) = (u16_at(msg, inner).unwrap_or(0) as usize, u16_at(msg, inner + 2).unwrap_or(0));
+                if ilen < 4 {
+                    break;
+                }
+                if matches!(ikind, IFLA_XDP_PROG_ID | IFLA_XDP_DRV_PROG_ID | IFLA_XDP_SKB_PROG_ID | IFLA_XDP_HW_PROG_ID)
+                {
+                    id = id.max(u32_at(msg, inner + 4).unwrap_or(0));
+                }
+                inner += (ilen + 3) & !3;
+            }
+            return Ok(id);
+        }
+        at += (len + 3) & !3;
+    }
+    Ok(0)
+}
+
+/// Where the XDP link pinned in `dir` filters, checked against the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkAt {
+    /// No link pin.
+    NoPin,
+    /// The link's device is gone: the link is dead.
+    DeviceGone,
+    /// On this device of this network namespace (it runs the link's program).
+    Device(u32),
+    /// On a device with this index that is not the one here: another device
+    /// (renamed) or a device in another network namespace.
+    Elsewhere(u32),
+}
+
+pub fn link_at(dir: &Path) -> Result<LinkAt> {
     let pin = dir.join(LINK_PIN);
     if !pin.exists() {
-        return Ok(None);
+        return Ok(LinkAt::NoPin);
     }
-    LinkHandle::open(&pin)?.device().map(Some)
+    let (on, prog) = LinkHandle::open(&pin)?.device_and_program()?;
+    Ok(match on {
+        0 => LinkAt::DeviceGone,
+        i if xdp_program_on(i)? == prog => LinkAt::Device(i),
+        i => LinkAt::Elsewhere(i),
+    })
+}
+
+/// "eth9 (index 7)", or "a device with index 7 that is not eth0 here
+/// (another network namespace?)".
+pub fn elsewhere_text(index: u32, iface: &str) -> String {
+    match ifname(index) {
+        Some(name) if name != iface => format!("{name} (index {index})"),
+        _ => format!("a device with index {index} in another network namespace"),
+    }
 }
 
 /// What a pinned link means for the device that now has the configured name.
@@ -398,19 +536,20 @@ enum PinnedLinkIs {
 /// device that carries the configured name, never an ifindex it once had.
 fn examine_pinned_link(pin: &Path, iface: &str, want: u32) -> Result<PinnedLinkIs> {
     let link = LinkHandle::open(pin)?;
-    let on = link.device()?;
-    if on == want {
-        return Ok(PinnedLinkIs::Here);
-    }
+    let (on, prog) = link.device_and_program()?;
     if on == 0 {
         return Ok(PinnedLinkIs::Stale);
     }
-    let from = device_text(on);
+    // The index alone is not the device: one moved to another namespace keeps it.
+    if on == want && xdp_program_on(want)? == prog {
+        return Ok(PinnedLinkIs::Here);
+    }
+    let from = elsewhere_text(on, iface);
     link.detach().with_context(|| format!("cannot detach the pinned link from {from}"))?;
     std::fs::remove_file(pin).with_context(|| format!("cannot remove {}", pin.display()))?;
     log::warn!(
-        "{iface}: the pinned attachment was on {from}, which no longer has the name {iface} (renamed?); \
-         detached it from {from}: only {iface} (index {want}) is protected"
+        "{iface}: the pinned attachment was on {from}, not on the device named {iface} here (renamed or \
+         moved?); detached it from there: only {iface} (index {want}) is protected"
     );
     Ok(PinnedLinkIs::MovedAway { from })
 }

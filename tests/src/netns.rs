@@ -73,8 +73,19 @@ impl NetnsPair {
     /// Creates the veth pair, with the same names and addresses (new devices, new
     /// interface indexes).
     pub fn add_link(&self) -> Result<()> {
+        self.add_link_at(None)
+    }
+
+    /// `add_link`, with the receiving end at interface index `index` if given.
+    pub fn add_link_at(&self, index: Option<u32>) -> Result<()> {
         let (rx, tx) = (self.rx_ns.as_str(), self.tx_ns.as_str());
-        sh("ip", &["link", "add", &self.rx_if, "netns", rx, "type", "veth", "peer", "name", &self.tx_if, "netns", tx])?;
+        let index = index.map(|i| i.to_string());
+        let mut args = vec!["link", "add", &self.rx_if, "netns", rx];
+        if let Some(i) = &index {
+            args.extend(["index", i.as_str()]);
+        }
+        args.extend(["type", "veth", "peer", "name", &self.tx_if, "netns", tx]);
+        sh("ip", &args)?;
         for (ns, ifname) in [(rx, &self.rx_if), (tx, &self.tx_if)] {
             // Native XDP on veth needs an MTU that fits one page.
             ip_in(ns, &["link", "set", ifname, "mtu", "1500", "up"])?;
@@ -124,6 +135,12 @@ impl NetnsPair {
     pub fn has_xdp(&self, ifname: &str) -> Result<bool> {
         let out = ip_in(&self.rx_ns, &["-d", "link", "show", ifname])?;
         Ok(out.contains("prog/xdp"))
+    }
+
+    /// The receiving interface's index.
+    pub fn rx_index(&self) -> Result<u32> {
+        let out = ip_in(&self.rx_ns, &["-o", "link", "show", &self.rx_if])?;
+        out.split(':').next().and_then(|i| i.trim().parse().ok()).context("no interface index")
     }
 
     /// Renames both ends of the pair to `<letter><tag>` names and strips their

@@ -319,6 +319,26 @@ fn failed_start_leaves_nothing_behind() {
     assert!(!out.status.success());
     assert!(s.net.rx_has_xdp().unwrap(), "the earlier run's attachment stays");
     assert_eq!(s.ping("203.0.113.2"), 0, "and keeps blocking");
+    // Also when the start fails on another interface, in monitor mode, with other
+    // lists: the earlier attachment keeps its table and its mode.
+    std::fs::write(s.file("other.txt"), "198.51.100.0/24\n").unwrap();
+    let other = format!("other={}", s.file("other.txt"));
+    let out = s.cli(&[
+        "run",
+        "--iface",
+        &s.net.rx_if,
+        "--iface",
+        "lo",
+        "--xdp-mode",
+        "native",
+        "--monitor",
+        "--deny",
+        &other,
+    ]);
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(s.stats()["mode"], "enforce");
+    assert_eq!(s.ping("203.0.113.2"), 0, "the earlier table still drops");
+    assert_eq!(s.ping("198.51.100.2"), PINGS, "the failed start's list was never applied");
 }
 
 #[test]
@@ -923,6 +943,51 @@ fn renamed_interface_the_device_with_the_name_is_protected() {
     assert_eq!(s.ping("203.0.113.2"), 0, "blocking on the device with the name after a restart");
     let v = s.status_json();
     assert_eq!(v["interfaces"][0]["enforcing"], true, "{v}");
+}
+
+/// A device moved to another network namespace keeps its index, and a new device
+/// here can take both its name and its index: the link's index then matches while
+/// the program filters the other namespace. blocker checks the device's own XDP
+/// program (netlink), moves to the device here, and status never says enforcing
+/// while denied traffic passes.
+#[test]
+fn moved_interface_whose_index_is_taken_again_is_protected() {
+    let s = Setup::new();
+    let mut d = s.start(&[], "daemon.log");
+    assert_eq!(s.ping("203.0.113.2"), 0);
+    let index = s.net.rx_index().unwrap();
+    let elsewhere = format!("blk-mv-{}", unique_tag());
+    blocker_tests::sh("ip", &["netns", "add", &elsewhere]).unwrap();
+    struct Ns(String);
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = blocker_tests::sh("ip", &["netns", "del", &self.0]);
+        }
+    }
+    let _guard = Ns(elsewhere.clone());
+    // The receiving end moves away; the sending end is renamed and stripped; a
+    // new pair takes the old names, and the old index.
+    blocker_tests::sh("ip", &["-n", &s.net.rx_ns, "link", "set", &s.net.rx_if, "netns", &elsewhere]).unwrap();
+    let tag = &s.net.rx_if[3..];
+    let old_tx = format!("btm{tag}");
+    for args in [
+        vec!["link", "set", "dev", &s.net.tx_if, "down"],
+        vec!["link", "set", "dev", &s.net.tx_if, "name", &old_tx],
+        vec!["addr", "flush", "dev", &old_tx],
+    ] {
+        let mut full = vec!["-n", s.net.tx_ns.as_str()];
+        full.extend(args.iter().map(|a| &**a));
+        blocker_tests::sh("ip", &full).unwrap();
+    }
+    s.net.add_link_at(Some(index)).unwrap();
+    assert_eq!(s.net.rx_index().unwrap(), index, "the new device has the old index");
+    d.wait_for_log("the pinned attachment was on a device with index", 1).unwrap();
+    assert!(s.net.rx_has_xdp().unwrap(), "the device here is protected");
+    assert_eq!(s.ping("203.0.113.2"), 0, "denied traffic dropped on the device here");
+    assert_eq!(s.ping("198.51.100.2"), PINGS);
+    assert_eq!(s.status_json()["interfaces"][0]["enforcing"], true);
+    let moved = blocker_tests::sh("ip", &["-n", &elsewhere, "-d", "link", "show", &s.net.rx_if]).unwrap();
+    assert!(!moved.contains("prog/xdp"), "detached from the moved device: {moved}");
 }
 
 /// The shipped systemd unit: systemd accepts it, and the capabilities it grants
