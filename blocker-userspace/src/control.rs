@@ -70,16 +70,25 @@ impl Request {
 /// Binds the socket, replacing a stale one (a socket no daemon answers on). Any
 /// other file at the path is refused, never deleted. The socket is created with
 /// its final mode (0600): there is no window in which others could connect.
+/// Refuses a socket path where a file that is not a socket exists (blocker never
+/// deletes one). `check-config` applies it too.
+pub fn check_socket_path(path: &Path) -> Result<()> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            bail!(
+                "{}: exists and is not a socket; blocker does not delete it: give another --socket \
+                 path, or remove the file yourself",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
+    check_socket_path(path)?;
     match std::fs::symlink_metadata(path) {
-        Ok(meta) => {
-            if !meta.file_type().is_socket() {
-                bail!(
-                    "{}: exists and is not a socket; blocker does not delete it: give another --socket \
-                     path, or remove the file yourself",
-                    path.display()
-                );
-            }
+        Ok(_) => {
             if UnixStream::connect(path).is_ok() {
                 bail!("another blocker daemon answers on {}; stop it first", path.display());
             }

@@ -24,6 +24,8 @@ use crate::{
 
 /// How often the daemon looks at its interfaces, source files and URL schedule.
 const TICK: Duration = Duration::from_millis(500);
+/// How often a reload that waits for the first copy of a URL is tried again.
+const RELOAD_RETRY: Duration = Duration::from_secs(30);
 pub const DEFAULT_WATCH_DEBOUNCE: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,7 +46,10 @@ pub fn check_interface_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Re
         if name.is_empty() || name.len() > 15 {
             return Err(format!("interface name {shown}: an interface name has 1 to 15 bytes"));
         }
-        if name == "." || name == ".." || name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace()) {
+        if name == "."
+            || name == ".."
+            || name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+        {
             return Err(format!("interface name {shown}: not a possible interface name (see `ip link`)"));
         }
         if !seen.insert(name) {
@@ -132,7 +137,7 @@ impl State {
                 let (attached, how) = m.attachment_fact();
                 serde_json::json!({
                     "name": m.iface,
-                    "present": loader::ifindex(&m.iface).is_ok(),
+                    "present": loader::find_interface(&m.iface).ok().map(|i| i.is_some()),
                     "attached": how,
                     "enforcing": attached && !spec.monitor,
                     "program_id": loader::linked_program_id(&m.maps.dir).ok().flatten(),
@@ -197,6 +202,8 @@ struct Managed {
     attached: String,
     /// The last attach at `ifindex` failed (logged once, not on every tick).
     attach_failed: bool,
+    /// The last lookup of the interface failed (logged once).
+    lookup_failed: bool,
     /// Held for the daemon's lifetime: the lock keeps other blocker processes away.
     _lock: PinLock,
 }
@@ -291,6 +298,7 @@ fn start_interface(
         ifindex: Some(ifindex),
         attached: how.to_string(),
         attach_failed: false,
+        lookup_failed: false,
         _lock: lock,
     })
 }
@@ -303,7 +311,19 @@ impl Managed {
     /// with its device, so blocker attaches again, with the maps (tables,
     /// counters) it already has.
     fn check_presence(&mut self, spec: &InterfaceOptions, pin_root: &std::path::Path) {
-        let now = loader::ifindex(&self.iface).ok();
+        let now = match loader::find_interface(&self.iface) {
+            Ok(now) => {
+                self.lookup_failed = false;
+                now
+            }
+            Err(e) => {
+                // Not "gone": the lookup itself failed (out of file descriptors?).
+                if !std::mem::replace(&mut self.lookup_failed, true) {
+                    log::error!("{}: cannot look the interface up ({e}); checking again every tick", self.iface);
+                }
+                return;
+            }
+        };
         let at = loader::link_at(&self.maps.dir).unwrap_or(loader::LinkAt::NoPin);
         let on = match at {
             loader::LinkAt::Device(i) => Some(i),
@@ -361,7 +381,10 @@ impl Managed {
     /// pinned link must be on the device that has the configured name.
     fn attachment_fact(&self) -> (bool, String) {
         use loader::LinkAt;
-        let now = loader::ifindex(&self.iface).ok();
+        let now = match loader::find_interface(&self.iface) {
+            Ok(now) => now,
+            Err(e) => return (false, format!("UNKNOWN: cannot look the interface up: {e}")),
+        };
         match (now, loader::link_at(&self.maps.dir)) {
             (Some(i), Ok(LinkAt::Device(l))) if i == l => (true, self.attached.clone()),
             (None, Ok(LinkAt::Device(l) | LinkAt::Elsewhere(l))) => (
@@ -426,6 +449,8 @@ struct Daemon {
     /// control socket); each reports here whether its content changed.
     refreshed_tx: tokio::sync::mpsc::UnboundedSender<(String, Result<bool, String>)>,
     refreshing: HashSet<String>,
+    /// When to try again a reload that waits for the first copy of a URL.
+    retry_reload_at: Option<Instant>,
 }
 
 impl Daemon {
@@ -433,6 +458,7 @@ impl Daemon {
     /// records the result for `status`. Errors leave the running tables unchanged.
     fn reload(&mut self, trigger: &str) -> Result<String, String> {
         log::info!("reloading ({trigger})");
+        self.retry_reload_at = None;
         let sources_before = crate::watch::url_sources(&self.opts.policy);
         // Files are stamped before they are read: a change during the reload is
         // seen on the next tick.
@@ -489,18 +515,22 @@ impl Daemon {
         };
         // A reload reads cached copies only; a URL without one yet (new in the
         // config) is fetched in the background, and its arrival reloads again.
-        let missing: Vec<_> = policy
+        // An optional one is skipped until it arrives.
+        let (missing, missing_optional): (Vec<_>, Vec<_>) = policy
             .url_jobs()
             .into_iter()
             .filter(|j| !crate::fetch::cached_copy(&j.url, &policy.cache_dir).exists())
-            .collect();
+            .partition(|j| !j.optional);
+        self.spawn_fetches(missing_optional);
         if !missing.is_empty() {
             let urls: Vec<String> = missing.iter().map(|j| j.url.clone()).collect();
             self.spawn_fetches(missing);
+            self.retry_reload_at = Some(Instant::now() + RELOAD_RETRY);
             bail!(
-                "{ABORTED}: no cached copy yet of {}; fetching in the background, the reload runs again \
-                 when it arrives",
-                urls.join(", ")
+                "{ABORTED}: no cached copy yet of {}; fetching in the background: the reload runs again when \
+                 it arrives, and is retried every {} s until then",
+                urls.join(", "),
+                RELOAD_RETRY.as_secs()
             );
         }
         let table = policy.build_table_with(crate::fetch::UrlAccess::CachedOnly).context(ABORTED)?;
@@ -554,6 +584,9 @@ impl Daemon {
             }
             let _ = self.reload(&format!("changed on disk: {}", names.join(", ")));
         }
+        if self.retry_reload_at.is_some_and(|at| at <= now) {
+            let _ = self.reload("retry: waiting for the first copy of a URL source");
+        }
         let due = self.urls.take_due(now);
         if !due.is_empty() {
             let jobs = self.opts.policy.url_jobs().into_iter().filter(|j| due.contains(&j.url));
@@ -599,18 +632,38 @@ impl Daemon {
                 let mut accepted = Vec::new();
                 for job in self.opts.policy.url_jobs() {
                     match crate::fetch::accept_held(&job.url, &self.opts.policy.cache_dir) {
-                        Ok(Some(n)) => accepted.push(format!("{} ({n} prefixes)", job.url)),
+                        Ok(Some(a)) => accepted.push((job.url, a)),
                         Ok(None) => {}
-                        Err(e) => return serde_json::json!({ "ok": false, "error": format!("{e:#}") }),
+                        Err(e) => {
+                            for (_, a) in accepted {
+                                let _ = a.rollback();
+                            }
+                            return serde_json::json!({ "ok": false, "error": format!("{e:#}") });
+                        }
                     }
                 }
-                log::warn!(
-                    "accepted held content (--accept-shrink): {}",
-                    if accepted.is_empty() { "none held".into() } else { accepted.join(", ") }
-                );
+                let names: Vec<String> =
+                    accepted.iter().map(|(u, a)| format!("{u} ({} prefixes)", a.prefixes)).collect();
                 match self.reload("blocker reload --accept-shrink") {
-                    Ok(summary) => serde_json::json!({ "ok": true, "summary": summary, "accepted": accepted }),
-                    Err(e) => serde_json::json!({ "ok": false, "error": e }),
+                    Ok(summary) => {
+                        log::warn!(
+                            "accepted held content (--accept-shrink): {}",
+                            if names.is_empty() { "none was held".into() } else { names.join(", ") }
+                        );
+                        for (_, a) in accepted {
+                            a.commit();
+                        }
+                        serde_json::json!({ "ok": true, "summary": summary, "accepted": names })
+                    }
+                    Err(e) => {
+                        // Nothing is accepted by a reload that did not apply.
+                        for (url, a) in accepted {
+                            if let Err(re) = a.rollback() {
+                                log::error!("{url}: cannot put the held content back: {re:#}");
+                            }
+                        }
+                        serde_json::json!({ "ok": false, "error": format!("{e}; the held content stays held") })
+                    }
                 }
             }
             Ok(Request::Reload { accept_shrink: false }) => match self.reload("blocker reload") {
@@ -811,6 +864,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         urls,
         refreshed_tx,
         refreshing: HashSet::new(),
+        retry_reload_at: None,
     };
     // Only its summary is kept (see `State`).
     drop(table);

@@ -85,7 +85,7 @@ impl std::fmt::Display for Held {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Meta {
     etag: Option<String>,
     last_modified: Option<String>,
@@ -100,6 +100,7 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+#[derive(Debug)]
 struct CachePaths {
     data: PathBuf,
     meta: PathBuf,
@@ -226,18 +227,52 @@ pub fn cached(url: &str, cache_dir: &Path) -> Result<Fetched> {
     Ok(Fetched { path: paths.data, note: Some("cached copy".into()), stale: false, changed: false, held: None })
 }
 
+/// Held content made the last good copy, until `commit` (the reload that
+/// applies it worked) or `rollback` (it did not: the old copy and the held
+/// content are put back as they were).
+#[derive(Debug)]
+pub struct Accepted {
+    url: String,
+    paths: CachePaths,
+    previous: Option<PathBuf>,
+    meta_before: Meta,
+    pub prefixes: usize,
+}
+
+impl Accepted {
+    pub fn commit(self) {
+        if let Some(prev) = &self.previous {
+            let _ = std::fs::remove_file(prev);
+        }
+    }
+
+    pub fn rollback(self) -> Result<()> {
+        rename(&self.paths.data, &self.paths.held)?;
+        if let Some(prev) = &self.previous {
+            rename(prev, &self.paths.data)?;
+        }
+        write_meta(&self.paths.meta, &self.url, &self.meta_before)
+    }
+}
+
 /// Makes the held content of `url` its last good copy (`blocker reload
-/// --accept-shrink`). Returns its prefix count, or None if nothing was held.
-pub fn accept_held(url: &str, cache_dir: &Path) -> Result<Option<usize>> {
+/// --accept-shrink`), keeping the old copy aside until the caller commits or
+/// rolls back. None if nothing was held.
+pub fn accept_held(url: &str, cache_dir: &Path) -> Result<Option<Accepted>> {
     let paths = cache_paths(url, cache_dir);
     if !paths.held.exists() {
         return Ok(None);
     }
-    let mut meta = read_meta(&paths.meta).unwrap_or_default();
+    let meta_before = read_meta(&paths.meta).unwrap_or_default();
+    let previous = paths.data.exists().then(|| paths.data.with_extension("previous"));
+    if let Some(prev) = &previous {
+        rename(&paths.data, prev)?;
+    }
     rename(&paths.held, &paths.data)?;
-    meta.prefixes = meta.held_prefixes.take();
+    let prefixes = meta_before.held_prefixes.unwrap_or(0);
+    let meta = Meta { prefixes: Some(prefixes), held_prefixes: None, ..meta_before.clone() };
     write_meta(&paths.meta, url, &meta)?;
-    Ok(Some(meta.prefixes.unwrap_or(0)))
+    Ok(Some(Accepted { url: url.to_owned(), paths, previous, meta_before, prefixes }))
 }
 
 /// Whether reading a URL source may use the network.
@@ -281,9 +316,6 @@ pub fn fetch_with(url: &str, cache_dir: &Path, check: Check<'_>, opts: &FetchOpt
         }
         Ok(Downloaded::Held(held)) => {
             log::warn!("{url}: {held}; the last good copy stays in use");
-            if cached.is_none() {
-                bail!("{url}: {held}");
-            }
             Ok(Fetched {
                 path: paths.data,
                 note: Some(held.to_string()),
@@ -340,6 +372,9 @@ fn download(
     if status == 304 && cached.is_some() {
         let mut m = read_meta(&paths.meta).unwrap_or_default();
         m.fetched_at = now();
+        // The server is back to the last good copy: nothing is held any more.
+        m.held_prefixes = None;
+        let _ = std::fs::remove_file(&paths.held);
         write_meta(&paths.meta, url, &m)?;
         return Ok(Downloaded::Replaced { note: "not modified since the cached copy".into(), changed: false });
     }
@@ -362,15 +397,24 @@ fn download(
         // Unchanged content keeps its file (and mtime: `status` shows when it changed).
         let mut m = read_meta(&paths.meta).unwrap_or_default();
         (m.etag, m.last_modified, m.fetched_at) = (etag, last_modified, now());
+        m.held_prefixes = None;
+        let _ = std::fs::remove_file(&paths.held);
         write_meta(&paths.meta, url, &m)?;
         return Ok(Downloaded::Replaced { note: format!("fetched {} bytes, unchanged", body.len()), changed: false });
     }
     drop(old);
     write_synced(&paths.incoming, &body)?;
-    let prefixes = check(&paths.incoming).context("the new content is not valid; the last good copy is kept")?;
+    let kept = if cached.is_some() { "; the last good copy is kept" } else { "" };
+    let prefixes = check(&paths.incoming).with_context(|| format!("the new content is not valid{kept}"))?;
     let was = cached.and_then(|m| m.prefixes);
     let shrank = prefixes == 0 || was.is_some_and(|w| prefixes < w.div_ceil(2));
     let mut meta = cached.map(|_| read_meta(&paths.meta).unwrap_or_default()).unwrap_or_default();
+    if shrank && !opts.accept_shrink && cached.is_none() {
+        bail!(
+            "the content holds no prefix and there is no earlier copy to keep; to accept empty content, set \
+             accept_shrink = true (or --accept-shrink)"
+        );
+    }
     if shrank && !opts.accept_shrink {
         rename(&paths.incoming, &paths.held)?;
         meta.held_prefixes = Some(prefixes);
@@ -439,10 +483,24 @@ mod tests {
             assert_eq!(cached(&url, &dir).unwrap().path, f.path, "reloads read the good copy");
         }
         // Accepted: the held copy becomes the good copy, and the baseline.
-        assert_eq!(accept_held(&url, &dir).unwrap(), Some(1));
+        // A rollback (the reload failed) puts both back.
+        accept_held(&url, &dir).unwrap().unwrap().rollback().unwrap();
+        assert_eq!(std::fs::read(cached_copy(&url, &dir)).unwrap(), four);
+        assert_eq!(held(&url, &dir), Some(Held { prefixes: 1, was: Some(4) }));
+        let accepted = accept_held(&url, &dir).unwrap().unwrap();
+        assert_eq!(accepted.prefixes, 1);
+        accepted.commit();
         assert_eq!(std::fs::read(cached_copy(&url, &dir)).unwrap(), b"192.0.2.0/24\n");
         assert_eq!(held(&url, &dir), None);
-        assert_eq!(accept_held(&url, &dir).unwrap(), None);
+        assert!(accept_held(&url, &dir).unwrap().is_none());
+        assert_eq!(files(&dir), ["data", "meta"]);
+        // Held content is dropped when the server is back to the good copy.
+        serve_next(b"");
+        assert!(fetch(&url, &dir, &list_check).unwrap().held.is_some());
+        serve_next(b"192.0.2.0/24\n");
+        assert!(!fetch(&url, &dir, &list_check).unwrap().changed);
+        assert_eq!(held(&url, &dir), None);
+        assert_eq!(files(&dir), ["data", "meta"]);
         // Losing exactly half is not a collapse.
         serve_next(b"192.0.2.0/24\n198.51.100.0/24\n");
         assert!(fetch(&url, &dir, &list_check).unwrap().changed);
@@ -458,7 +516,10 @@ mod tests {
         // Empty content with no good copy at all is an error, like a failed fetch.
         serve_next(b"");
         let e = fetch(&format!("{base}/other.txt"), &dir, &list_check).unwrap_err();
-        assert!(format!("{e:#}").contains("holds no prefix"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("no earlier copy to keep") && format!("{e:#}").contains("accept_shrink"),
+            "{e:#}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -115,6 +115,11 @@ pub fn lookup(addresses: &[IpAddr], policy: &Policy, pin_root: &Path, iface: Opt
 
 /// What `blocker check-config` prints: the run a config file describes, compiled.
 pub fn check_config(opts: &crate::daemon::RunOptions) -> Result<String> {
+    // What `run` would refuse, refused here too.
+    crate::loader::check_pin_root(&opts.pin_root)?;
+    if let Some(socket) = &opts.socket {
+        crate::control::check_socket_path(socket)?;
+    }
     let table = opts.policy.build_table()?;
     crate::maps::check_list_count(&table)?;
     let mut s = String::new();

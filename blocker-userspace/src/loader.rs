@@ -96,6 +96,15 @@ pub fn ensure_bpffs(root: &Path) -> Result<()> {
         }
         log::info!("mounted bpffs on /sys/fs/bpf");
     }
+    check_pin_root(root)
+}
+
+/// Refuses a pin root that is not on a bpffs (below /sys/fs/bpf, which `run`
+/// mounts if it must, is accepted). `check-config` applies it too.
+pub fn check_pin_root(root: &Path) -> Result<()> {
+    if root.starts_with("/sys/fs/bpf") && statfs_type(Path::new("/sys/fs/bpf")) != Some(BPF_FS_MAGIC) {
+        return Ok(()); // `run` mounts a bpffs there first
+    }
     let mut probe = root.to_path_buf();
     while !probe.exists() {
         if !probe.pop() {
@@ -280,6 +289,22 @@ impl PinLock {
 pub fn has_pinned_link(root: &Path, iface: &str) -> bool {
     iface_dir(root, iface).join(LINK_PIN).exists()
         || other_layouts(root, iface).is_ok_and(|dirs| dirs.iter().any(|(_, d)| d.join(LINK_PIN).exists()))
+}
+
+/// The index of the device named `iface` here: None if there is none. Other
+/// failures (out of file descriptors, ...) are errors, never "gone".
+pub fn find_interface(iface: &str) -> std::io::Result<Option<u32>> {
+    let c = CString::new(iface).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx != 0 {
+        return Ok(Some(idx));
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ENODEV) | Some(libc::ENXIO) => Ok(None),
+        _ => Err(err),
+    }
 }
 
 pub fn ifindex(iface: &str) -> Result<u32> {

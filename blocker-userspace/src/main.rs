@@ -159,15 +159,37 @@ impl CountrySource {
     }
 }
 
+/// The options of `run` given on the command line or through the environment
+/// (not by default): with a config file they would be ignored, so they are refused.
+fn run_options_given(matches: &clap::ArgMatches) -> Vec<String> {
+    use clap::parser::ValueSource;
+    let Some(("run", sub)) = matches.subcommand() else { return Vec::new() };
+    let mut given: Vec<String> = sub
+        .ids()
+        // Argument groups (a flattened struct's name) are not options.
+        .filter(|id| id.as_str() != "config" && !id.as_str().starts_with(char::is_uppercase))
+        .filter(|id| matches!(sub.value_source(id.as_str()), Some(ValueSource::CommandLine | ValueSource::EnvVariable)))
+        .map(|id| match id.as_str() {
+            "interfaces" => "--iface".to_owned(),
+            other => format!("--{}", other.replace('_', "-")),
+        })
+        .collect();
+    given.sort();
+    given
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let matches = Cli::command().get_matches();
+    let given_with_config = run_options_given(&matches);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if !matches!(cli.command, Command::Run { .. }) {
         // `blocker regions list | head` should end quietly, as other CLI tools do.
         // SAFETY: restoring the default disposition of a signal.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     init_logging(&cli);
-    match run(cli) {
+    match run(cli, &given_with_config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("blocker: error: {e:#}");
@@ -216,7 +238,7 @@ fn stderr_is_journal() -> bool {
     value.to_str() == Some(format!("{}:{}", meta.dev(), meta.ino()).as_str())
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, run_options_given: &[String]) -> Result<()> {
     match cli.command {
         Command::Run {
             interfaces,
@@ -231,11 +253,17 @@ fn run(cli: Cli) -> Result<()> {
             table_memory,
         } => {
             let opts = if interfaces.is_empty() {
-                let policy_given =
-                    policy.has_rules() || !policy.country_source.is_empty() || !policy.never_block.is_empty();
-                if policy_given || monitor || detach_on_exit || ebpf_log_level != 0 || no_watch {
-                    anyhow::bail!("policy options need --iface; with a config file, put them in the file");
+                // With a config file every setting comes from the file: an option
+                // given beside it would be ignored, so it is refused by name.
+                if !run_options_given.is_empty() {
+                    anyhow::bail!(
+                        "{} given with a config file, which sets everything: put the setting in the file \
+                         (see examples/blocker.toml), or give --iface to run without a file",
+                        run_options_given.join(", ")
+                    );
                 }
+                let _ =
+                    (policy, monitor, detach_on_exit, xdp_mode, ebpf_log_level, no_watch, watch_debounce, table_memory);
                 let path = config.unwrap_or_else(|| blocker::config::DEFAULT_CONFIG.into());
                 blocker::config::load(&path)?
             } else {
@@ -254,7 +282,12 @@ fn run(cli: Cli) -> Result<()> {
                     table_memory,
                 }
             };
-            tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(daemon::run(opts))
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let result = runtime.block_on(daemon::run(opts));
+            // A URL refresh stalled on a server must not hold the exit for its
+            // whole timeout: nothing it could still write matters now.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+            result
         }
         Command::Status { json } => {
             let v = blocker::control::request(&cli.socket, blocker::control::Request::Status)?;

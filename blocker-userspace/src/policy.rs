@@ -115,6 +115,8 @@ fn read_url_list(url: &str, path: &Path) -> Result<Vec<Prefix>> {
 #[derive(Clone, Debug)]
 pub struct UrlJob {
     pub url: String,
+    /// An `optional:` source: skipped while it has no copy.
+    pub optional: bool,
     source: UrlSourceKind,
     cache_dir: PathBuf,
     opts: FetchOptions,
@@ -190,18 +192,20 @@ impl Policy {
 
     /// Every URL source, as a job that fetches it.
     pub fn url_jobs(&self) -> Vec<UrlJob> {
-        let job = |url: &str, source| UrlJob {
+        let job = |url: &str, optional: bool, source| UrlJob {
             url: url.to_owned(),
+            optional,
             source,
             cache_dir: self.cache_dir.clone(),
             opts: self.fetch_options(),
         };
-        let mut out: Vec<UrlJob> = self.lists().filter_map(|s| s.url().map(|u| job(u, UrlSourceKind::List))).collect();
+        let mut out: Vec<UrlJob> =
+            self.lists().filter_map(|s| s.url().map(|u| job(u, s.optional, UrlSourceKind::List))).collect();
         out.extend(
             self.country_source
                 .iter()
                 .filter(|s| s.is_url())
-                .map(|s| job(&s.location, UrlSourceKind::Region(s.clone()))),
+                .map(|s| job(&s.location, s.optional, UrlSourceKind::Region(s.clone()))),
         );
         out
     }

@@ -92,19 +92,37 @@ fn stamp(path: &Path) -> Stamp {
     Some((mtime, m.len(), m.ino()))
 }
 
+/// The most entries the watch stamps on a tick, and how deep it looks: a
+/// cidr-dir source (`country/<cc>/*.txt`) has about 750; a path such as `/`
+/// given by mistake must not have the daemon walk the whole filesystem twice
+/// a second.
+const MAX_WATCHED_ENTRIES: usize = 20_000;
+const MAX_WATCH_DEPTH: u32 = 3;
+
 /// The stamps of every file a path stands for: the file, or every file under a
-/// directory (a cidr-dir source nests `country/<cc>/*.txt`), in a stable order.
+/// directory (a cidr-dir source nests `country/<cc>/*.txt`), in a stable order,
+/// within the bounds above.
 fn stamps(path: &Path, out: &mut Vec<(PathBuf, Stamp)>) {
+    stamps_within(path, out, MAX_WATCH_DEPTH);
+}
+
+fn stamps_within(path: &Path, out: &mut Vec<(PathBuf, Stamp)>, depth: u32) {
     out.push((path.to_owned(), stamp(path)));
+    if depth == 0 || out.len() >= MAX_WATCHED_ENTRIES {
+        return;
+    }
     let Ok(rd) = std::fs::read_dir(path) else { return };
-    let mut children: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    let mut children: Vec<PathBuf> = rd.take(MAX_WATCHED_ENTRIES).filter_map(|e| e.ok().map(|e| e.path())).collect();
     children.sort();
     for child in children {
+        if out.len() >= MAX_WATCHED_ENTRIES {
+            return;
+        }
         // Symlinked directories are followed by metadata() but not recursed into,
         // so a link loop cannot stall the daemon.
         let is_dir = std::fs::symlink_metadata(&child).is_ok_and(|m| m.is_dir());
         if is_dir {
-            stamps(&child, out);
+            stamps_within(&child, out, depth - 1);
         } else {
             let s = stamp(&child);
             out.push((child, s));

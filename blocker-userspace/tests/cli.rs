@@ -53,3 +53,36 @@ fn shipped_example_config_passes_check_config() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("valid"), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// What `run` refuses, `check-config` refuses too: a pin root off any bpffs, a
+/// file at the socket path that is not a socket, a control character in an
+/// interface name.
+#[test]
+fn check_config_refuses_what_run_refuses() {
+    let dir = std::env::temp_dir().join(format!("blocker-agree-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_a_socket = dir.join("plain-file");
+    std::fs::write(&not_a_socket, "keep me").unwrap();
+    let config = dir.join("c.toml");
+    let cases = [
+        ("pin_root = \"/tmp/not-bpffs\"", "eth0", "is not on a bpffs"),
+        (&*format!("socket = \"{}\"", not_a_socket.display()), "eth0", "exists and is not a socket"),
+        ("", "eth0\\u0000x", "not a possible interface name"),
+    ];
+    for (daemon_key, iface, expected) in cases {
+        let text = format!(
+            "[daemon]\n{daemon_key}\ncache_dir = \"{}\"\n[[interface]]\nname = \"{iface}\"\n[policy]\nnever_block = [\"192.0.2.0/24\"]\n",
+            dir.join("cache").display()
+        );
+        std::fs::write(&config, text).unwrap();
+        let out = blocker(&["check-config", "--config", config.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(expected), "{daemon_key} {iface}: {err}");
+    }
+    assert_eq!(std::fs::read_to_string(&not_a_socket).unwrap(), "keep me");
+    // Options beside a config file would be ignored: refused by name.
+    let out = blocker(&["run", "--config", config.to_str().unwrap(), "--xdp-mode", "native", "--deny", "x"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--deny, --xdp-mode given with a config file"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

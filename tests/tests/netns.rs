@@ -717,6 +717,16 @@ fn config_file_run_reload_and_check() {
     d.wait_for_log("reloaded", 2).unwrap();
     assert_eq!(s.ping("203.0.113.2"), 0, "denied by the URL list once it arrived");
 
+    // An optional URL that cannot be fetched does not hold a reload back.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let with_dead = text
+        .replace(&format!("\"deny={url}\"]"), &format!("\"deny={url}\", \"optional:dead=http://127.0.0.1:9/none\"]"));
+    assert_ne!(text, with_dead);
+    write_atomic(&config, &with_dead);
+    let out = s.cli(&["reload"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(s.ping("203.0.113.2"), 0);
+
     // A key that only a restart applies is named, never ignored in silence.
     let text = std::fs::read_to_string(&config).unwrap().replace("xdp_mode = \"native\"", "xdp_mode = \"generic\"");
     write_atomic(&config, &format!("{text}"));
