@@ -326,7 +326,16 @@ pub fn fetch_with(url: &str, cache_dir: &Path, check: Check<'_>, opts: &FetchOpt
         }
         Err(e) => match cached {
             Some(m) => {
-                let age = age_text(now().saturating_sub(m.fetched_at));
+                // Without readable metadata, the copy's own mtime says its age.
+                let fetched_at = match m.fetched_at {
+                    0 => std::fs::metadata(&paths.data)
+                        .and_then(|d| d.modified())
+                        .ok()
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_secs()),
+                    t => t,
+                };
+                let age = age_text(now().saturating_sub(fetched_at));
                 log::warn!("{url}: fetch failed ({e:#}); using the last good copy, {age} old");
                 Ok(Fetched {
                     path: paths.data,
