@@ -541,8 +541,15 @@ impl Daemon {
                 restart_keys.join(", ")
             ));
         }
-        for (m, spec) in self.managed.iter_mut().zip(&interfaces) {
-            let report = m.maps.apply(&table, table_memory).with_context(|| format!("{}: {ABORTED}", m.iface))?;
+        // Every interface's instance is prepared before any is put in force: a
+        // refusal on the second interface leaves the first as it was.
+        let mut prepared = Vec::new();
+        for m in &mut self.managed {
+            prepared
+                .push(m.maps.prepare(&table, table_memory, None).with_context(|| format!("{}: {ABORTED}", m.iface))?);
+        }
+        for ((m, spec), prepared) in self.managed.iter_mut().zip(&interfaces).zip(prepared) {
+            let report = m.maps.commit(&table, prepared)?;
             m.maps.set_monitor_mode(spec.monitor)?;
             log::info!(
                 "{}: reloaded {} ({}, program {}) in {} ms",
@@ -834,6 +841,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
     }
     let managed: Vec<Managed> = started.into_iter().flatten().collect();
+    // Started: nothing to undo, and its handles on the interface locks must not
+    // outlive the daemon's own (detach-on-exit takes them again).
+    drop(created);
     let files = opts.watch_debounce.map(|d| FileWatch::new(&opts.policy, d));
     let urls = UrlSchedule::new(&opts.policy, Instant::now());
     let (refreshed_tx, mut refreshed_rx) = tokio::sync::mpsc::unbounded_channel();

@@ -168,6 +168,14 @@ fn instance_maps(ebpf: &Ebpf) -> Result<Vec<(BorrowedFd<'_>, usize)>> {
 /// interface and the classifier maps it reads.
 /// Its maps are mapped into this process only while they are written or read:
 /// a mapping held open would count the whole table in the daemon's memory.
+/// A table loaded into a new program instance, not yet in force (`commit`).
+pub struct Prepared {
+    instance: Instance,
+    infos: Vec<ListInfo>,
+    ids: Vec<u32>,
+    kept: Vec<bool>,
+}
+
 struct Instance {
     ebpf: Ebpf,
     shape: Shape,
@@ -381,6 +389,14 @@ impl DataplaneMaps {
         budget: u64,
         shape: Option<Shape>,
     ) -> Result<ApplyReport> {
+        let prepared = self.prepare(table, budget, shape)?;
+        self.commit(table, prepared)
+    }
+
+    /// Everything of `apply` that can be refused, with nothing running changed:
+    /// list ids, the image within the budget, a new program instance holding it.
+    /// A daemon with several interfaces prepares all before it commits any.
+    pub fn prepare(&mut self, table: &CompiledTable, budget: u64, shape: Option<Shape>) -> Result<Prepared> {
         check_list_count(table)?;
         let infos = self.shared.list_infos()?;
         let (ids, kept) = assign_ids(table, &infos, &self.ids_by_name)?;
@@ -391,7 +407,13 @@ impl DataplaneMaps {
         };
         check_budget(table, &image, budget)?;
         let instance = load_instance(&self.dir, self.log_level, &image)?;
+        Ok(Prepared { instance, infos, ids, kept })
+    }
 
+    /// Puts a prepared table in force: one BPF_LINK_UPDATE onto the interface's
+    /// link (if attached), then the list names and counters follow.
+    pub fn commit(&mut self, table: &CompiledTable, prepared: Prepared) -> Result<ApplyReport> {
+        let Prepared { mut instance, infos, ids, kept } = prepared;
         // An id taken over from another list starts from zero, so the old list's
         // counters are not shown under the new one.
         let cpus = nr_cpus().map_err(|(_, e)| e)?;
@@ -401,7 +423,6 @@ impl DataplaneMaps {
                 self.shared.list_stats.set(id, zero, 0)?;
             }
         }
-        let mut instance = instance;
         // The swap: from here on packets see the new table.
         loader::swap_program(&mut instance.ebpf, &self.dir)?;
         let program_id = loader::program_mut(&mut instance.ebpf)?.info()?.id();
