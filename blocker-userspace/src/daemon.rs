@@ -263,12 +263,24 @@ fn mode_text(monitor: bool) -> &'static str {
     }
 }
 
-fn start_interface(
+/// An interface on its way up: its pin directory secured and locked, its maps
+/// loaded and the table prepared in a new instance, nothing running changed yet.
+struct Opening {
+    iface: String,
+    lock: PinLock,
+    maps: DataplaneMaps,
+    prepared: crate::maps::Prepared,
+}
+
+/// First half of a start, done for every interface before any is changed:
+/// whatever may be refused here (another blocker holding the lock, a table over
+/// the budget, the verifier) leaves every earlier attachment as it was.
+fn open_interface(
     opts: &RunOptions,
     spec: &InterfaceOptions,
     table: &CompiledTable,
     created: &mut Created,
-) -> Result<Managed> {
+) -> Result<Opening> {
     let iface = spec.name.as_str();
     let existed = loader::iface_dir(&opts.pin_root, iface).exists();
     let dir = loader::secure_pin_dir(&opts.pin_root, iface)?;
@@ -280,12 +292,19 @@ fn start_interface(
     if opts.ebpf_log_level > 0 {
         spawn_ebpf_logger(maps.ebpf_mut()?, iface);
     }
-    // Tables first, then the program on the link: it filters from its first packet.
-    // (A link an earlier run pinned gets the new program here already.)
-    let report = maps.apply(table, opts.table_memory)?;
+    let prepared = maps.prepare(table, opts.table_memory, None)?;
+    Ok(Opening { iface: iface.into(), lock, maps, prepared })
+}
+
+/// Second half: the table in force, the mode, then the program on the link (it
+/// filters from its first packet; a link an earlier run pinned gets the new
+/// program in the commit already).
+fn finish_interface(opts: &RunOptions, spec: &InterfaceOptions, table: &CompiledTable, o: Opening) -> Result<Managed> {
+    let Opening { iface, lock, mut maps, prepared } = o;
+    let report = maps.commit(table, prepared)?;
     maps.set_monitor_mode(spec.monitor)?;
-    let ifindex = loader::ifindex(iface)?;
-    let how = loader::attach(maps.ebpf_mut()?, &opts.pin_root, iface, spec.attach_mode)?;
+    let ifindex = loader::ifindex(&iface)?;
+    let how = loader::attach(maps.ebpf_mut()?, &opts.pin_root, &iface, spec.attach_mode)?;
     log::info!(
         "{iface}: {how}; {}, {}; mode {}",
         table_summary(table),
@@ -293,7 +312,7 @@ fn start_interface(
         mode_text(spec.monitor)
     );
     Ok(Managed {
-        iface: iface.into(),
+        iface,
         maps,
         ifindex: Some(ifindex),
         attached: how.to_string(),
@@ -332,11 +351,11 @@ impl Managed {
         let Some(index) = now else {
             if self.ifindex.take().is_some() {
                 match at {
-                    loader::LinkAt::Device(other) | loader::LinkAt::Elsewhere(other) => log::warn!(
+                    loader::LinkAt::Device(_) | loader::LinkAt::Elsewhere(_) => log::warn!(
                         "{}: no interface has that name now; the program stays on {} (renamed or moved?) \
                          until a device named {} appears, then moves to it",
                         self.iface,
-                        loader::elsewhere_text(other, &self.iface),
+                        loader::link_place_text(at),
                         self.iface
                     ),
                     _ => log::warn!("{}: interface is gone; blocker attaches again when it comes back", self.iface),
@@ -387,20 +406,20 @@ impl Managed {
         };
         match (now, loader::link_at(&self.maps.dir)) {
             (Some(i), Ok(LinkAt::Device(l))) if i == l => (true, self.attached.clone()),
-            (None, Ok(LinkAt::Device(l) | LinkAt::Elsewhere(l))) => (
+            (None, Ok(at @ (LinkAt::Device(_) | LinkAt::Elsewhere(_)))) => (
                 false,
                 format!(
                     "interface gone; the program stays on {} until a device named {} appears",
-                    loader::elsewhere_text(l, &self.iface),
+                    loader::link_place_text(at),
                     self.iface
                 ),
             ),
             (None, _) => (false, "interface gone: re-attached when it comes back".into()),
-            (Some(i), Ok(LinkAt::Device(l) | LinkAt::Elsewhere(l))) => (
+            (Some(i), Ok(at @ (LinkAt::Device(_) | LinkAt::Elsewhere(_)))) => (
                 false,
                 format!(
                     "NOT ATTACHED: the program is on {}, not on this device (index {i})",
-                    loader::elsewhere_text(l, &self.iface)
+                    loader::link_place_text(at)
                 ),
             ),
             (Some(_), Ok(LinkAt::NoPin | LinkAt::DeviceGone)) => {
@@ -548,8 +567,18 @@ impl Daemon {
             prepared
                 .push(m.maps.prepare(&table, table_memory, None).with_context(|| format!("{}: {ABORTED}", m.iface))?);
         }
+        // A commit (one BPF_LINK_UPDATE) that still fails leaves that interface
+        // on its previous table; the others go on, and the answer names it.
+        let mut kept_previous = Vec::new();
         for ((m, spec), prepared) in self.managed.iter_mut().zip(&interfaces).zip(prepared) {
-            let report = m.maps.commit(&table, prepared)?;
+            let report = match m.maps.commit(&table, prepared) {
+                Ok(report) => report,
+                Err(e) => {
+                    log::error!("{}: the new table could not be put in force: {e:#}", m.iface);
+                    kept_previous.push(format!("{} ({e:#})", m.iface));
+                    continue;
+                }
+            };
             m.maps.set_monitor_mode(spec.monitor)?;
             log::info!(
                 "{}: reloaded {} ({}, program {}) in {} ms",
@@ -558,6 +587,13 @@ impl Daemon {
                 memory_text(report.table_bytes),
                 report.program_id,
                 started.elapsed().as_millis()
+            );
+        }
+        if !kept_previous.is_empty() {
+            self.state.lists = list_summaries(&table);
+            bail!(
+                "reload applied only in part: {} kept the previous table; every other interface runs the new one",
+                kept_previous.join(", ")
             );
         }
         for w in &warnings {
@@ -823,16 +859,31 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         None => None,
     };
     created.socket = opts.socket.clone();
-    // Interfaces attached afresh first, those that take over an earlier run's
-    // attachment last: an attach that fails then leaves the earlier
-    // attachments exactly as they were (their tables, their mode).
+    // Every interface is opened (locked, loaded, its table prepared) before any
+    // is changed. Then interfaces attached afresh come first, those that take
+    // over an earlier run's attachment last: an attach that fails leaves the
+    // earlier attachments exactly as they were (their tables, their mode).
+    let mut opening = Vec::new();
+    for spec in &opts.interfaces {
+        match open_interface(&opts, spec, &table, &mut created) {
+            Ok(o) => opening.push(Some(o)),
+            Err(e) => {
+                drop(opening);
+                drop(listener);
+                created.remove();
+                return Err(e);
+            }
+        }
+    }
     let mut order: Vec<usize> = (0..opts.interfaces.len()).collect();
     order.sort_by_key(|&i| loader::has_pinned_link(&opts.pin_root, &opts.interfaces[i].name));
     let mut started: Vec<Option<Managed>> = opts.interfaces.iter().map(|_| None).collect();
     for i in order {
-        match start_interface(&opts, &opts.interfaces[i], &table, &mut created) {
+        let o = opening[i].take().expect("opened once");
+        match finish_interface(&opts, &opts.interfaces[i], &table, o) {
             Ok(m) => started[i] = Some(m),
             Err(e) => {
+                drop(opening);
                 drop(started);
                 drop(listener);
                 created.remove();
@@ -865,7 +916,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut term = signal(SignalKind::terminate())?;
-    log::info!("ready: {} reload the lists; SIGINT/SIGTERM stops (the program stays attached)", triggers.join(", "));
+    let on_stop = if opts.detach_on_exit {
+        "detaches and stops (--detach-on-exit)"
+    } else {
+        "stops (the program stays attached)"
+    };
+    log::info!("ready: {} reload the lists; SIGINT/SIGTERM {on_stop}", triggers.join(", "));
     let mut daemon = Daemon {
         state: State { started: SystemTime::now(), lists: list_summaries(&table), last_reload: None },
         opts,

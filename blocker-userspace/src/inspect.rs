@@ -103,9 +103,17 @@ pub fn lookup(addresses: &[IpAddr], policy: &Policy, pin_root: &Path, iface: Opt
                 Some(_) => " (DIFFERS from the policy given: reload the daemon?)",
                 None => "",
             };
+            // What the live table says counts only if its program is on the device
+            // with the name here.
+            let here = matches!(
+                (loader::find_interface(iface), loader::link_at(&loader::iface_dir(pin_root, iface))),
+                (Ok(Some(i)), Ok(loader::LinkAt::Device(l))) if i == l
+            );
+            let not_here =
+                if here { "" } else { " -- but NOT ATTACHED to the device named so here: its traffic passes" };
             let _ = writeln!(
                 s,
-                "  live on {iface}: {} -> {action}{verdict}",
+                "  live on {iface}: {} -> {action}{verdict}{not_here}",
                 list.as_deref().map_or("in no list".into(), |l| format!("list {l}"))
             );
         }

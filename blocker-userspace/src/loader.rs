@@ -537,12 +537,17 @@ pub fn link_at(dir: &Path) -> Result<LinkAt> {
     })
 }
 
-/// "eth9 (index 7)", or "a device with index 7 that is not eth0 here
-/// (another network namespace?)".
-pub fn elsewhere_text(index: u32, iface: &str) -> String {
-    match ifname(index) {
-        Some(name) if name != iface => format!("{name} (index {index})"),
-        _ => format!("a device with index {index} in another network namespace"),
+/// Where a link is, for messages: "eth9 (index 7)" for a device here that runs
+/// it, else "a device with index 7 in another network namespace".
+pub fn link_place_text(at: LinkAt) -> String {
+    match at {
+        LinkAt::Device(i) => match ifname(i) {
+            Some(name) => format!("{name} (index {i})"),
+            None => format!("index {i}"),
+        },
+        LinkAt::Elsewhere(i) => format!("a device with index {i} in another network namespace"),
+        LinkAt::NoPin => "no link".into(),
+        LinkAt::DeviceGone => "a device that is gone".into(),
     }
 }
 
@@ -552,31 +557,37 @@ enum PinnedLinkIs {
     Here,
     /// Its device is gone: the link is dead.
     Stale,
-    /// On another device (the old one was renamed): detached from it and unpinned.
-    MovedAway { from: String },
+    /// On another device (the old one renamed, or moved to another namespace).
+    /// It is detached from there only once the device with the name is
+    /// protected (`attach`): a failed attach leaves it where it is.
+    Elsewhere { from: String, link: LinkHandle },
 }
 
-/// Looks at the link pinned at `pin` for `iface` (now index `want`). A link on
-/// another device is detached from it and its pin removed: blocker protects the
-/// device that carries the configured name, never an ifindex it once had.
-fn examine_pinned_link(pin: &Path, iface: &str, want: u32) -> Result<PinnedLinkIs> {
+/// Looks at the link pinned at `pin` for `iface` (now index `want`): blocker
+/// protects the device that carries the configured name, never an ifindex it
+/// once had.
+fn examine_pinned_link(pin: &Path, want: u32) -> Result<PinnedLinkIs> {
     let link = LinkHandle::open(pin)?;
     let (on, prog) = link.device_and_program()?;
     if on == 0 {
         return Ok(PinnedLinkIs::Stale);
     }
     // The index alone is not the device: one moved to another namespace keeps it.
-    if on == want && xdp_program_on(want)? == prog {
+    let runs_here = xdp_program_on(on)? == prog;
+    if on == want && runs_here {
         return Ok(PinnedLinkIs::Here);
     }
-    let from = elsewhere_text(on, iface);
-    link.detach().with_context(|| format!("cannot detach the pinned link from {from}"))?;
-    std::fs::remove_file(pin).with_context(|| format!("cannot remove {}", pin.display()))?;
-    log::warn!(
-        "{iface}: the pinned attachment was on {from}, not on the device named {iface} here (renamed or \
-         moved?); detached it from there: only {iface} (index {want}) is protected"
-    );
-    Ok(PinnedLinkIs::MovedAway { from })
+    let at = if runs_here { LinkAt::Device(on) } else { LinkAt::Elsewhere(on) };
+    Ok(PinnedLinkIs::Elsewhere { from: link_place_text(at), link })
+}
+
+/// A link on another device, to take off once the device with the name is
+/// protected, and what to remove with it (its pin, or an old layout's directory).
+struct Retire {
+    link: LinkHandle,
+    from: String,
+    remove: PathBuf,
+    _lock: Option<PinLock>,
 }
 
 /// Loads the XDP program with its shared maps pinned under `dir` (reusing maps
@@ -635,14 +646,14 @@ pub fn swap_program(ebpf: &mut Ebpf, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The id of the program running on the XDP link pinned in `dir`, if any.
+/// The id of the program running on the XDP link pinned in `dir`, if any (a
+/// pin that is not an XDP link is an error, never read as one).
 pub fn linked_program_id(dir: &Path) -> Result<Option<u32>> {
     let pin = dir.join(LINK_PIN);
     if !pin.exists() {
         return Ok(None);
     }
-    let link = FdLink::from(PinnedLink::from_pin(&pin).with_context(|| format!("cannot open {}", pin.display()))?);
-    Ok(Some(link.info()?.program_id()))
+    Ok(Some(LinkHandle::open(&pin)?.device_and_program()?.1))
 }
 
 pub fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
@@ -698,9 +709,9 @@ pub fn attach(ebpf: &mut Ebpf, root: &Path, iface: &str, mode: AttachMode) -> Re
     let link_pin = dir.join(LINK_PIN);
     let want = ifindex(iface)?;
     let prog = program_mut(ebpf)?;
-    let mut moved_from = None;
+    let mut retire: Vec<Retire> = Vec::new();
     if link_pin.exists() {
-        match examine_pinned_link(&link_pin, iface, want)? {
+        match examine_pinned_link(&link_pin, want)? {
             PinnedLinkIs::Here => match swap_into_pinned_link(prog, &link_pin)? {
                 Ok(_) => return Ok(Attached::Adopted),
                 Err(e) => {
@@ -713,15 +724,17 @@ pub fn attach(ebpf: &mut Ebpf, root: &Path, iface: &str, mode: AttachMode) -> Re
                 log::warn!("pinned link on {iface} is stale (its device is gone); attaching anew");
                 std::fs::remove_file(&link_pin)?;
             }
-            PinnedLinkIs::MovedAway { from } => moved_from = Some(from),
+            PinnedLinkIs::Elsewhere { from, link } => {
+                retire.push(Retire { link, from, remove: link_pin.clone(), _lock: None })
+            }
         }
     }
     for (version, old_dir) in other_layouts(root, iface)? {
         // An older (or newer) blocker may still run there: never take it over.
-        let _old_lock = PinLock::acquire(&old_dir, iface)?;
+        let old_lock = PinLock::acquire(&old_dir, iface)?;
         let old_link = old_dir.join(LINK_PIN);
         if old_link.exists() {
-            match examine_pinned_link(&old_link, iface, want)? {
+            match examine_pinned_link(&old_link, want)? {
                 PinnedLinkIs::Here => match swap_into_pinned_link(prog, &old_link)? {
                     Ok(id) => {
                         let fd_link =
@@ -733,7 +746,10 @@ pub fn attach(ebpf: &mut Ebpf, root: &Path, iface: &str, mode: AttachMode) -> Re
                     Err(e) => log::warn!("pinned link in {} is stale ({e}); removing it", old_dir.display()),
                 },
                 PinnedLinkIs::Stale => log::warn!("pinned link in {} is stale; removing it", old_dir.display()),
-                PinnedLinkIs::MovedAway { from } => moved_from = Some(from),
+                PinnedLinkIs::Elsewhere { from, link } => {
+                    retire.push(Retire { link, from, remove: old_dir.clone(), _lock: Some(old_lock) });
+                    continue;
+                }
             }
         }
         remove_pins(&old_dir)?;
@@ -749,7 +765,37 @@ pub fn attach(ebpf: &mut Ebpf, root: &Path, iface: &str, mode: AttachMode) -> Re
             Ok(id) => {
                 let link = prog.take_link(id)?;
                 let fd_link = FdLink::try_from(link).context("XDP attachment is not a bpf_link")?;
-                fd_link.pin(&link_pin).with_context(|| format!("cannot pin link at {}", link_pin.display()))?;
+                // The device with the name is protected now: only from here on is
+                // the old attachment taken off the other device.
+                if retire.is_empty() {
+                    fd_link.pin(&link_pin).with_context(|| format!("cannot pin link at {}", link_pin.display()))?;
+                    return Ok(result.clone());
+                }
+                // Pinned under a new name first (bpffs names take no '.'): the new
+                // link outlives this process from now on, whatever happens to the
+                // old one.
+                let new_pin = dir.join(format!("{LINK_PIN}_new"));
+                let _ = std::fs::remove_file(&new_pin);
+                fd_link.pin(&new_pin).with_context(|| format!("cannot pin link at {}", new_pin.display()))?;
+                let mut moved_from = None;
+                for r in retire {
+                    r.link.detach().with_context(|| format!("cannot detach the pinned link from {}", r.from))?;
+                    if r.remove.is_dir() {
+                        remove_pins(&r.remove)?;
+                    } else {
+                        std::fs::remove_file(&r.remove)
+                            .with_context(|| format!("cannot remove {}", r.remove.display()))?;
+                    }
+                    log::warn!(
+                        "{iface}: the pinned attachment was on {}, not on the device named {iface} here (renamed \
+                         or moved?); {iface} (index {want}) is protected now, and the program is off {}",
+                        r.from,
+                        r.from
+                    );
+                    moved_from = Some(r.from);
+                }
+                std::fs::rename(&new_pin, &link_pin)
+                    .with_context(|| format!("cannot rename {} to {}", new_pin.display(), link_pin.display()))?;
                 return Ok(match moved_from {
                     Some(from) => Attached::Moved { from, then: Box::new(result.clone()) },
                     None => result.clone(),
@@ -761,7 +807,12 @@ pub fn attach(ebpf: &mut Ebpf, root: &Path, iface: &str, mode: AttachMode) -> Re
             }
         }
     }
-    Err(anyhow!(last_err.expect("at least one mode tried")).context(format!("cannot attach XDP program to {iface}")))
+    let err =
+        anyhow!(last_err.expect("at least one mode tried")).context(format!("cannot attach XDP program to {iface}"));
+    if let Some(r) = retire.first() {
+        return Err(err.context(format!("the earlier attachment stays on {}", r.from)));
+    }
+    Err(err)
 }
 
 /// Replaces the program of the XDP link pinned at `pin` with `prog` (one

@@ -169,9 +169,17 @@ fn run_options_given(matches: &clap::ArgMatches) -> Vec<String> {
         // Argument groups (a flattened struct's name) are not options.
         .filter(|id| id.as_str() != "config" && !id.as_str().starts_with(char::is_uppercase))
         .filter(|id| matches!(sub.value_source(id.as_str()), Some(ValueSource::CommandLine | ValueSource::EnvVariable)))
-        .map(|id| match id.as_str() {
-            "interfaces" => "--iface".to_owned(),
-            other => format!("--{}", other.replace('_', "-")),
+        .map(|id| {
+            let option = match id.as_str() {
+                "interfaces" => "--iface".to_owned(),
+                other => format!("--{}", other.replace('_', "-")),
+            };
+            match sub.value_source(id.as_str()) {
+                Some(ValueSource::EnvVariable) => {
+                    format!("{option} (set by BLOCKER_{})", id.as_str().to_ascii_uppercase())
+                }
+                _ => option,
+            }
         })
         .collect();
     given.sort();

@@ -313,6 +313,9 @@ pub struct Counters {
     /// Indexed by `blocker_common::counter::*`.
     pub global: [u64; counter::COUNT as usize],
     pub lists: Vec<ListCounters>,
+    /// Whether the pinned link is on the device with the interface's name here,
+    /// checked against the kernel (None: not checked).
+    pub attached_here: Option<bool>,
 }
 
 impl Counters {
@@ -521,6 +524,7 @@ impl DataplaneMaps {
             program_id,
             global,
             lists,
+            attached_here: None,
         })
     }
 }

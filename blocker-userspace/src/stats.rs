@@ -18,7 +18,15 @@ pub fn read(pin_root: &Path, iface: &str) -> Result<Counters> {
             dir.display()
         );
     }
-    DataplaneMaps::open(&dir)?.counters()
+    let mut counters = DataplaneMaps::open(&dir)?.counters()?;
+    // A checked fact, not the pins' word: the link must be on the device that
+    // has the name here.
+    let here = matches!(
+        (loader::find_interface(iface), loader::link_at(&dir)),
+        (Ok(Some(i)), Ok(loader::LinkAt::Device(l))) if i == l
+    );
+    counters.attached_here = Some(here);
+    Ok(counters)
 }
 
 pub fn to_text(iface: &str, c: &Counters) -> String {
@@ -29,6 +37,12 @@ pub fn to_text(iface: &str, c: &Counters) -> String {
         if c.mode_monitor { "monitor (dry run)" } else { "enforce" },
         c.program_id.map_or("none".into(), |id| id.to_string())
     );
+    if c.attached_here == Some(false) {
+        let _ = writeln!(
+            s,
+            "  NOT ATTACHED to the device named {iface} here: its traffic is not filtered (see `blocker status`)"
+        );
+    }
     let totals: Vec<String> = counter::NAMES.iter().zip(c.global).map(|(name, v)| format!("{name} {v}")).collect();
     let _ = writeln!(s, "  totals (packets): {}", totals.join(", "));
     if c.lists.is_empty() {
@@ -59,6 +73,7 @@ pub fn to_json(iface: &str, c: &Counters) -> serde_json::Value {
         "interface": iface,
         "mode": if c.mode_monitor { "monitor" } else { "enforce" },
         "program_id": c.program_id,
+        "attached_here": c.attached_here,
         "totals": totals,
         "lists": c.lists.iter().map(|l| serde_json::json!({
             "id": l.id,

@@ -1000,6 +1000,60 @@ fn moved_interface_whose_index_is_taken_again_is_protected() {
     assert!(!moved.contains("prog/xdp"), "detached from the moved device: {moved}");
 }
 
+/// The device with the name cannot take the program (a bridge refuses native
+/// XDP): the earlier attachment stays on the renamed device, still filtering,
+/// and nothing claims the new device is protected.
+#[test]
+fn failed_attach_to_the_new_device_leaves_the_renamed_one_protected() {
+    let s = Setup::new();
+    let d = s.start(&[], "daemon.log");
+    d.stop_with(libc::SIGTERM).unwrap();
+    let old = s.net.rename_away('q').unwrap();
+    blocker_tests::sh("ip", &["-n", &s.net.rx_ns, "link", "add", &s.net.rx_if, "type", "bridge"]).unwrap();
+    blocker_tests::sh("ip", &["-n", &s.net.rx_ns, "link", "set", &s.net.rx_if, "up"]).unwrap();
+    let out = s.cli(&["run", "--iface", &s.net.rx_if, "--xdp-mode", "native", "--deny", &s.file("deny.txt")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains(&format!("the earlier attachment stays on {old}")), "{err}");
+    assert!(s.net.has_xdp(&old).unwrap(), "the renamed device keeps the program");
+    assert!(blocker::loader::iface_dir(&s.root.0, &s.net.rx_if).join("link").exists(), "and its pin");
+}
+
+/// A start on two interfaces that both take over earlier attachments fails on
+/// the second (another daemon holds it): the first keeps its table and mode.
+#[test]
+fn failed_start_on_a_second_takeover_changes_neither() {
+    let s = Setup::new();
+    let extra = blocker_tests::netns::ExtraLink::new(&s.net).unwrap();
+    let d = s.start(&["--iface", &extra.rx_if], "daemon.log");
+    d.stop_with(libc::SIGTERM).unwrap();
+    // Another daemon now manages the second interface (its own socket).
+    let other_socket = s.file("other.sock");
+    let deny = format!("deny={}", s.file("deny.txt"));
+    let args = [
+        "--pin-root",
+        s.root.as_str(),
+        "--socket",
+        &other_socket,
+        "run",
+        "--iface",
+        &extra.rx_if,
+        "--deny",
+        &deny,
+        "--xdp-mode",
+        "native",
+    ];
+    let _other = Daemon::start(&s.net.rx_ns, &args, &s.dir.join("other.log")).unwrap();
+    std::fs::write(s.file("other.txt"), "198.51.100.0/24\n").unwrap();
+    let other = format!("other={}", s.file("other.txt"));
+    let out = s.cli(&["run", "--iface", &s.net.rx_if, "--iface", &extra.rx_if, "--monitor", "--deny", &other]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("another blocker process is managing"), "{err}");
+    assert_eq!(s.stats()["mode"], "enforce", "the first interface's mode is unchanged");
+    assert_eq!(s.ping("203.0.113.2"), 0, "its table too");
+    assert_eq!(s.ping("198.51.100.2"), PINGS);
+}
+
 /// The shipped systemd unit: systemd accepts it, and the capabilities it grants
 /// (CapabilityBoundingSet=, for a root service) are enough to attach, reload,
 /// restart and adopt, while any one fewer is refused.
