@@ -16,6 +16,7 @@ use tokio::{
 use crate::{
     compile::CompiledTable,
     control::Request,
+    fetch::unix_secs,
     loader::{self, AttachMode, PinLock},
     maps::DataplaneMaps,
     policy::Policy,
@@ -111,10 +112,6 @@ fn list_summaries(table: &CompiledTable) -> Vec<ListSummary> {
         .collect()
 }
 
-fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 impl State {
     fn status(&self, opts: &RunOptions, managed: &[Managed]) -> serde_json::Value {
         let lists: Vec<serde_json::Value> = self
@@ -183,7 +180,7 @@ impl State {
 
 /// Seconds since a source last changed: the file's mtime, or a URL's last good fetch.
 fn source_age(cache_dir: &std::path::Path, location: &str) -> Option<u64> {
-    let path = if location.starts_with("http://") || location.starts_with("https://") {
+    let path = if crate::fetch::is_url(location) {
         crate::fetch::cached_copy(location, cache_dir)
     } else {
         PathBuf::from(location)
@@ -807,7 +804,7 @@ struct Created {
 
 impl Created {
     fn before_start(opts: &RunOptions) -> Self {
-        let layout = opts.pin_root.join(format!("v{}", blocker_common::LAYOUT_VERSION));
+        let layout = loader::layout_dir(&opts.pin_root);
         let dirs = [layout, opts.pin_root.clone()].into_iter().filter(|d| !d.exists()).collect();
         Created { dirs, interface_dirs: Vec::new(), socket: None }
     }

@@ -22,6 +22,11 @@ use anyhow::{anyhow, bail, Context as _, Result};
 
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/blocker/cache";
 
+/// Whether a source location is a URL (fetched through the cache) rather than a path.
+pub fn is_url(location: &str) -> bool {
+    location.starts_with("http://") || location.starts_with("https://")
+}
+
 #[derive(Clone, Debug)]
 pub struct FetchOptions {
     /// For the whole request, connection to last byte.
@@ -96,8 +101,13 @@ struct Meta {
     held_prefixes: Option<usize>,
 }
 
+/// Seconds since the Unix epoch of `t` (0 for a time before it).
+pub fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    unix_secs(SystemTime::now())
 }
 
 #[derive(Debug)]
@@ -328,11 +338,7 @@ pub fn fetch_with(url: &str, cache_dir: &Path, check: Check<'_>, opts: &FetchOpt
             Some(m) => {
                 // Without readable metadata, the copy's own mtime says its age.
                 let fetched_at = match m.fetched_at {
-                    0 => std::fs::metadata(&paths.data)
-                        .and_then(|d| d.modified())
-                        .ok()
-                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                        .map_or(0, |d| d.as_secs()),
+                    0 => std::fs::metadata(&paths.data).and_then(|d| d.modified()).map_or(0, unix_secs),
                     t => t,
                 };
                 let age = age_text(now().saturating_sub(fetched_at));

@@ -94,7 +94,7 @@ impl FromStr for RegionSource {
 
 impl RegionSource {
     pub fn is_url(&self) -> bool {
-        self.location.starts_with("http://") || self.location.starts_with("https://")
+        crate::fetch::is_url(&self.location)
     }
 }
 

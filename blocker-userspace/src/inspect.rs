@@ -234,7 +234,7 @@ pub fn status_text(v: &serde_json::Value) -> String {
         Some(r) => {
             let field = |k: &str| r.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
             let ago = r.get("at").and_then(|x| x.as_u64()).map(|at| {
-                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                let now = crate::fetch::unix_secs(std::time::SystemTime::now());
                 crate::fetch::age_text(now.saturating_sub(at))
             });
             let when = format!("{} ago, on {}", ago.unwrap_or_else(|| "?".into()), field("trigger"));

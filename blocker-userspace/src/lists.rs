@@ -224,7 +224,7 @@ pub struct ListSource {
 impl ListSource {
     pub fn url(&self) -> Option<&str> {
         let s = self.path.to_str()?;
-        (s.starts_with("http://") || s.starts_with("https://")).then_some(s)
+        crate::fetch::is_url(s).then_some(s)
     }
 }
 

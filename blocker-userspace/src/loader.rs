@@ -42,9 +42,14 @@ pub enum AttachMode {
     Generic,
 }
 
+/// The directory of this map layout's pins: `<root>/v<LAYOUT_VERSION>`.
+pub fn layout_dir(root: &Path) -> PathBuf {
+    root.join(format!("v{LAYOUT_VERSION}"))
+}
+
 /// The pin directory of one interface.
 pub fn iface_dir(root: &Path, iface: &str) -> PathBuf {
-    root.join(format!("v{LAYOUT_VERSION}")).join(iface)
+    layout_dir(root).join(iface)
 }
 
 /// Refuses early, with what to do, when the process lacks the capabilities.
@@ -213,7 +218,7 @@ pub fn secure_pin_dir(root: &Path, iface: &str) -> Result<PathBuf> {
             path.display()
         )
     };
-    for level in [root.to_path_buf(), root.join(format!("v{LAYOUT_VERSION}")), dir.clone()] {
+    for level in [root.to_path_buf(), layout_dir(root), dir.clone()] {
         match std::fs::symlink_metadata(&level) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 std::fs::DirBuilder::new()
@@ -866,7 +871,7 @@ fn other_layouts(root: &Path, iface: &str) -> Result<Vec<(String, PathBuf)>> {
 
 /// Interfaces that have pins under `root`.
 pub fn pinned_interfaces(root: &Path) -> Result<Vec<String>> {
-    let dir = root.join(format!("v{LAYOUT_VERSION}"));
+    let dir = layout_dir(root);
     let mut out = Vec::new();
     match std::fs::read_dir(&dir) {
         Ok(rd) => {

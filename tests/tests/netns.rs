@@ -345,7 +345,7 @@ fn failed_start_leaves_nothing_behind() {
 fn pin_tree_of_another_user_is_refused_and_ours_is_closed() {
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     let s = Setup::new();
-    let iface_dir = s.root.0.join(format!("v{}", blocker_common::LAYOUT_VERSION)).join(&s.net.rx_if);
+    let iface_dir = blocker::loader::iface_dir(&s.root.0, &s.net.rx_if);
     std::fs::create_dir_all(&iface_dir).unwrap();
     // Another local user (nobody) made the interface's pin directory.
     std::os::unix::fs::chown(&iface_dir, Some(65534), Some(65534)).unwrap();
