@@ -308,6 +308,34 @@ pub fn obtain(
     }
 }
 
+/// `obtain`, with the content parsed once: when new content was validated by
+/// `parse` and became the copy, that parse is the one returned; otherwise (not
+/// modified, held back, failed, cached only) the copy is parsed.
+pub fn obtain_parsed<T: Send>(
+    url: &str,
+    cache_dir: &Path,
+    access: UrlAccess,
+    opts: &FetchOptions,
+    parse: impl Fn(&Path) -> Result<T> + Sync,
+    prefixes: impl Fn(&T) -> usize + Sync,
+) -> Result<(T, Fetched)> {
+    let validated = std::sync::Mutex::new(None);
+    let check = |path: &Path| -> Result<usize> {
+        let value = parse(path)?;
+        let n = prefixes(&value);
+        if let Ok(mut slot) = validated.lock() {
+            *slot = Some(value);
+        }
+        Ok(n)
+    };
+    let fetched = obtain(url, cache_dir, access, &check, opts)?;
+    let value = match validated.into_inner().ok().flatten() {
+        Some(value) if fetched.changed => value,
+        _ => parse(&fetched.path)?,
+    };
+    Ok((value, fetched))
+}
+
 pub fn fetch(url: &str, cache_dir: &Path, check: Check<'_>) -> Result<Fetched> {
     fetch_with(url, cache_dir, check, &FetchOptions::default())
 }

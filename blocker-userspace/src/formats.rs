@@ -6,11 +6,7 @@
 //! A source marked `optional:` that fails is skipped with a warning; any other
 //! failing source aborts the load.
 
-use std::{
-    net::IpAddr,
-    path::{Path, PathBuf},
-    str::FromStr,
-};
+use std::{net::IpAddr, path::Path, str::FromStr};
 
 use anyhow::{anyhow, bail, Result};
 
@@ -101,14 +97,14 @@ impl RegionSource {
 /// Loads one source (a file, a directory, or a URL through the cache, fetched
 /// first when `access` allows).
 pub fn load(source: &RegionSource, cache_dir: &Path, access: UrlAccess, opts: &FetchOptions) -> Result<RegionDb> {
-    let (path, note) = if source.is_url() {
-        let check = |path: &Path| -> Result<usize> { Ok(load_path(source, path)?.prefix_count()) };
-        let fetched = crate::fetch::obtain(&source.location, cache_dir, access, &check, opts)?;
-        (fetched.path, fetched.note)
+    let (mut db, note) = if source.is_url() {
+        let parse = |path: &Path| load_path(source, path);
+        let (db, fetched) =
+            crate::fetch::obtain_parsed(&source.location, cache_dir, access, opts, parse, RegionDb::prefix_count)?;
+        (db, fetched.note)
     } else {
-        (PathBuf::from(&source.location), None)
+        (load_path(source, Path::new(&source.location))?, None)
     };
-    let mut db = load_path(source, &path)?;
     db.sources = vec![SourceInfo { name: source.location.clone(), date: note }];
     Ok(db)
 }

@@ -105,10 +105,7 @@ pub fn lookup(addresses: &[IpAddr], policy: &Policy, pin_root: &Path, iface: Opt
             };
             // What the live table says counts only if its program is on the device
             // with the name here.
-            let here = matches!(
-                (loader::find_interface(iface), loader::link_at(&loader::iface_dir(pin_root, iface))),
-                (Ok(Some(i)), Ok(loader::LinkAt::Device(l))) if i == l
-            );
+            let here = loader::attached_here(&loader::iface_dir(pin_root, iface), iface);
             let not_here =
                 if here { "" } else { " -- but NOT ATTACHED to the device named so here: its traffic passes" };
             let _ = writeln!(

@@ -542,6 +542,15 @@ pub fn link_at(dir: &Path) -> Result<LinkAt> {
     })
 }
 
+/// Whether the link pinned in `dir` is on the device named `iface` here: the
+/// checked fact behind "attached" in status, stats and lookup.
+pub fn attached_here(dir: &Path, iface: &str) -> bool {
+    matches!(
+        (find_interface(iface), link_at(dir)),
+        (Ok(Some(i)), Ok(LinkAt::Device(l))) if i == l
+    )
+}
+
 /// Where a link is, for messages: "eth9 (index 7)" for a device here that runs
 /// it, else "a device with index 7 in another network namespace".
 pub fn link_place_text(at: LinkAt) -> String {

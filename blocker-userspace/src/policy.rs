@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 
 use crate::{
     compile::{compile_owned, complement, CompiledTable, ListSpec, Role},
@@ -97,9 +97,9 @@ pub fn read_source(
 ) -> Result<Vec<Prefix>> {
     match source.url() {
         Some(url) => {
-            let check = |path: &Path| -> Result<usize> { Ok(read_url_list(url, path)?.len()) };
-            let fetched = crate::fetch::obtain(url, cache_dir, access, &check, opts)?;
-            read_url_list(url, &fetched.path).with_context(|| format!("{url}: cached copy unreadable"))
+            let parse = |path: &Path| read_url_list(url, path);
+            let (prefixes, _) = crate::fetch::obtain_parsed(url, cache_dir, access, opts, parse, Vec::len)?;
+            Ok(prefixes)
         }
         None => Ok(read_list(&source.path)?),
     }

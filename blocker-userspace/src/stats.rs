@@ -21,11 +21,7 @@ pub fn read(pin_root: &Path, iface: &str) -> Result<Counters> {
     let mut counters = DataplaneMaps::open(&dir)?.counters()?;
     // A checked fact, not the pins' word: the link must be on the device that
     // has the name here.
-    let here = matches!(
-        (loader::find_interface(iface), loader::link_at(&dir)),
-        (Ok(Some(i)), Ok(loader::LinkAt::Device(l))) if i == l
-    );
-    counters.attached_here = Some(here);
+    counters.attached_here = Some(loader::attached_here(&dir, iface));
     Ok(counters)
 }
 
