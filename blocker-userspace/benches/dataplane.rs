@@ -35,12 +35,14 @@ use aya::{
     Ebpf,
 };
 use blocker::{
-    compile::{compile, complement, CompiledTable, ListSpec, Role},
-    lists::{parse_list, Family, Prefix},
-    loader,
-    maps::{DataplaneMaps, DEFAULT_TABLE_MEMORY},
+    compile::table::{compile, complement, CompiledTable, ListSpec, Role},
+    dataplane::{
+        maps::{DataplaneMaps, DEFAULT_TABLE_MEMORY},
+        object, pins,
+    },
+    net::{Family, Prefix},
     policy::Policy,
-    regions::RegionDb,
+    source::{cidr_list::parse_list, region::db::RegionDb},
 };
 use blocker_common::{map_names, PROGRAM_DROP_FLOOR, PROGRAM_LPM_BASELINE, PROGRAM_NAME, PROGRAM_NO_LOOKUP};
 use blocker_tests::{frames::ip_frame, tables, Rng};
@@ -198,7 +200,7 @@ fn tables_to_measure() -> Vec<(&'static str, CompiledTable)> {
         .map(|r| (r.code.clone(), r.prefixes.iter().map(|p| (p.family == Family::V6, p.addr, p.len)).collect()))
         .collect();
     let mut geo = RegionDb::default();
-    blocker::formats::parse_csv(
+    blocker::source::region::csv::parse_csv(
         "geo.csv",
         &tables::geo_csv(&tables::geo_like(&countries, &mut rng, 2, 3, 60)),
         &mut geo,
@@ -251,15 +253,15 @@ struct Row {
 }
 
 fn main() {
-    loader::check_privileges().expect("the dataplane bench needs root");
+    object::check_privileges().expect("the dataplane bench needs root");
     let mut rows = Vec::new();
     let started = Instant::now();
     let tables = tables_to_measure();
     let parking = ParkingNetns::enter();
     for (mode, table) in &tables {
         let root = std::path::PathBuf::from(format!("/sys/fs/bpf/blocker-bench-{}", std::process::id()));
-        loader::ensure_bpffs(&root).unwrap();
-        let dir = loader::iface_dir(&root, "bench");
+        pins::ensure_bpffs(&root).unwrap();
+        let dir = pins::iface_dir(&root, "bench");
         let mut maps = DataplaneMaps::load(&dir, 0).unwrap();
         let report = maps.apply(table, DEFAULT_TABLE_MEMORY).unwrap();
         let ids: HashMap<String, u32> = maps.counters().unwrap().lists.into_iter().map(|l| (l.name, l.id)).collect();

@@ -35,10 +35,13 @@ use aya::{
     Ebpf,
 };
 use blocker::{
-    compile::{compile, CompiledTable, ListSpec, Role},
-    lists::{Family, Prefix},
-    loader,
-    maps::{DataplaneMaps, DEFAULT_TABLE_MEMORY},
+    compile::table::{compile, CompiledTable, ListSpec, Role},
+    dataplane::{
+        device, link,
+        maps::{DataplaneMaps, DEFAULT_TABLE_MEMORY},
+        object, pins,
+    },
+    net::{Family, Prefix},
     policy::Policy,
 };
 use blocker_common::{
@@ -332,9 +335,9 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     let pools: Vec<Vec<u128>> =
         MIXES.iter().map(|(_, hits)| pool(table, family, *hits, table.entries(family).len())).collect();
     Net::enter(&net.tx);
-    let tx_ifindex = loader::ifindex("e2etx").unwrap();
+    let tx_ifindex = device::ifindex("e2etx").unwrap();
     let program = if family == Family::V4 { PROGRAM_TRAFFICGEN } else { PROGRAM_TRAFFICGEN6 };
-    let mut gen = loader::load_traffic_generator(&loader::iface_dir(pins, &format!("gen-{tag}"))).unwrap();
+    let mut gen = object::load_traffic_generator(&pins::iface_dir(pins, &format!("gen-{tag}"))).unwrap();
     {
         let prog: &mut Xdp = gen.program_mut(program).unwrap().try_into().unwrap();
         prog.load().unwrap();
@@ -349,15 +352,15 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     // 64 prefixes, a working set that stays in cache: the difference is the cost of
     // the table's memory.
     Net::enter(&net.rx);
-    let mut floor_maps = DataplaneMaps::load(&loader::iface_dir(pins, &format!("rx-floor-{tag}")), 0).unwrap();
+    let mut floor_maps = DataplaneMaps::load(&pins::iface_dir(pins, &format!("rx-floor-{tag}")), 0).unwrap();
     let floor = floor_maps.ebpf_mut().unwrap();
-    let dir = loader::iface_dir(pins, &format!("rx-blocker-{tag}"));
+    let dir = pins::iface_dir(pins, &format!("rx-blocker-{tag}"));
     let mut maps = DataplaneMaps::load(&dir, 0).unwrap();
     let report = maps.apply(table, DEFAULT_TABLE_MEMORY).unwrap();
     // Profile (IPv4): the same table in the other IPv4 layout, in the same rounds.
     let alt_shape = other_v4_layout(report.shape);
     let mut alt = (family == Family::V4).then(|| {
-        let mut alt = DataplaneMaps::load(&loader::iface_dir(pins, &format!("rx-alt-{tag}")), 0).unwrap();
+        let mut alt = DataplaneMaps::load(&pins::iface_dir(pins, &format!("rx-alt-{tag}")), 0).unwrap();
         alt.apply_with_shape(table, DEFAULT_TABLE_MEMORY, Some(alt_shape)).unwrap();
         alt
     });
@@ -403,7 +406,7 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     maps.apply(&widened_to_16(table), DEFAULT_TABLE_MEMORY).unwrap();
     attach(maps.ebpf_mut().unwrap(), PROGRAM_NAME);
     rows.push(sender.measure("blocker, table cut to /16 (one read per lookup)", &pools[..1]));
-    let mut map_memory = blocker::maps::pinned_map_memory(&dir).unwrap();
+    let mut map_memory = blocker::dataplane::maps::pinned_map_memory(&dir).unwrap();
     map_memory.push(("classifier maps of the table".into(), report.table_bytes));
     drop(maps);
     drop(floor_maps);
@@ -417,7 +420,7 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     }
 
     // blocker with the kernel LPM trie.
-    let dir = loader::iface_dir(pins, &format!("rx-lpm-{tag}"));
+    let dir = pins::iface_dir(pins, &format!("rx-lpm-{tag}"));
     let mut maps = DataplaneMaps::load(&dir, 0).unwrap();
     maps.apply(table, DEFAULT_TABLE_MEMORY).unwrap();
     let ids: HashMap<String, u32> = maps.counters().unwrap().lists.into_iter().map(|l| (l.name, l.id)).collect();
@@ -467,7 +470,7 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
         Command::new("ip").args(["netns", "exec", &net.rx, "nft", "-f", nft_file.to_str().unwrap()]),
         None,
     );
-    let mut pass_maps = DataplaneMaps::load(&loader::iface_dir(pins, &format!("rx-pass-{tag}")), 0).unwrap();
+    let mut pass_maps = DataplaneMaps::load(&pins::iface_dir(pins, &format!("rx-pass-{tag}")), 0).unwrap();
     let rx = pass_maps.ebpf_mut().unwrap();
     attach(rx, PROGRAM_PASS_FLOOR);
     rows.push(sender.measure("XDP_PASS + nftables netdev ingress, interval set", &pools));
@@ -563,7 +566,7 @@ fn daemon_start_and_reload(net: &Net, pins: &std::path::Path, policy: &[&str]) -
     let mut child = child;
     child.wait().unwrap();
     Net::enter(&net.rx);
-    loader::detach(&daemon_pins, "e2erx").unwrap();
+    link::detach(&daemon_pins, "e2erx").unwrap();
     let _ = std::fs::remove_file(&log_path);
     (start, reload, rss)
 }
@@ -631,8 +634,8 @@ fn run_attack(net: &Net, pins: &std::path::Path, frames: u32) -> AttackRun {
     let random = pool(&table, Family::V4, 0, 1);
     let pools = [attack, random];
     Net::enter(&net.tx);
-    let tx_ifindex = loader::ifindex("e2etx").unwrap();
-    let mut gen = loader::load_traffic_generator(&loader::iface_dir(pins, "gen-attack")).unwrap();
+    let tx_ifindex = device::ifindex("e2etx").unwrap();
+    let mut gen = object::load_traffic_generator(&pins::iface_dir(pins, "gen-attack")).unwrap();
     {
         let prog: &mut Xdp = gen.program_mut(PROGRAM_TRAFFICGEN).unwrap().try_into().unwrap();
         prog.load().unwrap();
@@ -641,11 +644,11 @@ fn run_attack(net: &Net, pins: &std::path::Path, frames: u32) -> AttackRun {
     let mut sender = Sender { net, gen, family: Family::V4, program: PROGRAM_TRAFFICGEN, tx_ifindex, frame, frames };
 
     Net::enter(&net.rx);
-    let mut floor_maps = DataplaneMaps::load(&loader::iface_dir(pins, "rx-floor-attack"), 0).unwrap();
-    let mut maps = DataplaneMaps::load(&loader::iface_dir(pins, "rx-blocker-attack"), 0).unwrap();
+    let mut floor_maps = DataplaneMaps::load(&pins::iface_dir(pins, "rx-floor-attack"), 0).unwrap();
+    let mut maps = DataplaneMaps::load(&pins::iface_dir(pins, "rx-blocker-attack"), 0).unwrap();
     let shape = maps.apply(&table, DEFAULT_TABLE_MEMORY).unwrap().shape;
     // Profile: the same table in the other IPv4 layout, in the same rounds.
-    let mut alt = DataplaneMaps::load(&loader::iface_dir(pins, "rx-alt-attack"), 0).unwrap();
+    let mut alt = DataplaneMaps::load(&pins::iface_dir(pins, "rx-alt-attack"), 0).unwrap();
     let alt_shape = other_v4_layout(shape);
     alt.apply_with_shape(&table, DEFAULT_TABLE_MEMORY, Some(alt_shape)).unwrap();
     let (mut floor_rounds, mut blocker_rounds, mut alt_rounds) = (Vec::new(), Vec::new(), Vec::new());
@@ -752,17 +755,17 @@ fn run_million(net: &Net, pins: &std::path::Path) -> MillionRun {
     // In process: parse + compile + build + load + fill + swap onto a pinned link.
     Net::enter(&net.rx);
     let root = pins.join("million");
-    let dir = loader::iface_dir(&root, "e2erx");
+    let dir = pins::iface_dir(&root, "e2erx");
     let mut maps = DataplaneMaps::load(&dir, 0).unwrap();
-    loader::attach(maps.ebpf_mut().unwrap(), &root, "e2erx", loader::AttachMode::Native).unwrap();
+    link::attach(maps.ebpf_mut().unwrap(), &root, "e2erx", link::AttachMode::Native).unwrap();
     let started = Instant::now();
-    let prefixes = blocker::lists::parse_list(&list, &text).unwrap();
+    let prefixes = blocker::source::cidr_list::parse_list(&list, &text).unwrap();
     let table = compile(&[ListSpec { name: "million".into(), role: Role::Deny, prefixes }]);
     let report = maps.apply(&table, DEFAULT_TABLE_MEMORY).unwrap();
     let compile_load_swap = started.elapsed();
     let blocker_kernel_bytes = maps.memory().unwrap();
     drop(maps);
-    loader::detach(&root, "e2erx").unwrap();
+    link::detach(&root, "e2erx").unwrap();
 
     // ipset hash:ip: restore, then the kernel's own figure for the set.
     let mut restore = format!("create blkmillion hash:ip family inet maxelem {}\n", 2 * MILLION);
@@ -855,14 +858,14 @@ impl MillionRun {
 }
 
 fn main() {
-    loader::check_privileges().expect("the end-to-end bench needs root");
+    object::check_privileges().expect("the end-to-end bench needs root");
     let frames = knob("BLOCKER_BENCH_FRAMES", FRAMES);
-    let all: Vec<String> = blocker::regions::RegionDb::bundled().unwrap().regions.keys().cloned().collect();
+    let all: Vec<String> = blocker::source::region::db::RegionDb::bundled().unwrap().regions.keys().cloned().collect();
     let table =
         Policy { deny_country: all.clone(), no_default_never_block: true, ..Default::default() }.build_table().unwrap();
     let net = Net::new();
     let pins = PathBuf::from(format!("/sys/fs/bpf/blocker-e2e-{}", std::process::id()));
-    loader::ensure_bpffs(&pins).unwrap();
+    pins::ensure_bpffs(&pins).unwrap();
     let families: Vec<Family> = match std::env::var("BLOCKER_BENCH_FAMILY").as_deref() {
         Ok("4") => vec![Family::V4],
         Ok("6") => vec![Family::V6],

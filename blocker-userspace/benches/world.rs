@@ -12,11 +12,12 @@ use std::{
 };
 
 use blocker::{
-    fetch::{FetchOptions, UrlAccess},
-    formats::{load, Format, RegionSource},
-    lists::Family,
+    net::Family,
     policy::Policy,
-    regions::RegionDb,
+    source::{
+        fetch::{FetchOptions, UrlAccess},
+        region::{db::RegionDb, load, Format, RegionSource},
+    },
 };
 use blocker_tests::mmdb::{Layout, Writer};
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -42,7 +43,7 @@ fn write_world(dir: &Path, db: &RegionDb) -> Vec<(&'static str, RegionSource)> {
                     let _ = writeln!(rir, "bench|{}|ipv6|{}|{}|20200101|allocated", r.code, p.to_ip(), p.len);
                 }
             }
-            let end = blocker::lists::Prefix { family: p.family, addr: hi, len: p.family.bits() }.to_ip();
+            let end = blocker::net::Prefix { family: p.family, addr: hi, len: p.family.bits() }.to_ip();
             let _ = writeln!(csv, "{},{end},{}", p.to_ip(), r.code);
         }
     }

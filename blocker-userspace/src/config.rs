@@ -2,17 +2,19 @@
 //! are errors; every key is documented in the README and in
 //! examples/blocker.toml. The file describes the same run as the command line.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde::Deserialize;
 
 use crate::{
-    daemon::{InterfaceOptions, RunOptions},
-    formats::RegionSource,
-    lists::ListSource,
-    loader::{AttachMode, DEFAULT_PIN_ROOT},
+    dataplane::{link::AttachMode, maps::Mode, pins::DEFAULT_PIN_ROOT},
     policy::Policy,
+    source::{cidr_list::ListSource, region::RegionSource},
 };
 
 pub const DEFAULT_CONFIG: &str = "/etc/blocker/blocker.toml";
@@ -39,14 +41,6 @@ struct DaemonSection {
     watch_files: Option<bool>,
     watch_debounce: Option<String>,
     table_memory: Option<String>,
-}
-
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-enum Mode {
-    #[default]
-    Enforce,
-    Monitor,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,7 +91,7 @@ fn parse_all<T: std::str::FromStr<Err = String>>(path: &Path, key: &str, items: 
 /// Reads and validates a configuration file (no kernel access).
 pub fn load(path: &Path) -> Result<RunOptions> {
     // A config file is small: 16 MiB is far past any real one.
-    let text = crate::input::read_text(path, 16 << 20)
+    let text = crate::source::input::read_text(path, 16 << 20)
         .context("give another file with --config, or use command-line options")?;
     parse(path, &text)
 }
@@ -107,21 +101,15 @@ pub fn parse(path: &Path, text: &str) -> Result<RunOptions> {
     if file.interfaces.is_empty() {
         bail!("{}: no [[interface]] section: name at least one interface", path.display());
     }
-    crate::daemon::check_interface_names(file.interfaces.iter().map(|s| s.name.as_str()))
+    crate::config::check_interface_names(file.interfaces.iter().map(|s| s.name.as_str()))
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let mut interfaces = Vec::new();
     for (i, s) in file.interfaces.iter().enumerate() {
         let attach_mode = match s.xdp_mode.as_deref() {
-            None | Some("auto") => AttachMode::Auto,
-            Some("native") => AttachMode::Native,
-            Some("generic") => AttachMode::Generic,
-            Some(other) => bail!(
-                "{}: interface[{i}] ({}): xdp_mode {other:?} is not one of auto, native, generic",
-                path.display(),
-                s.name
-            ),
+            None => AttachMode::Auto,
+            Some(name) => name.parse().map_err(|e| anyhow!("{}: interface[{i}] ({}): {e}", path.display(), s.name))?,
         };
-        interfaces.push(InterfaceOptions { name: s.name.clone(), attach_mode, monitor: s.mode == Mode::Monitor });
+        interfaces.push(InterfaceOptions { name: s.name.clone(), attach_mode, mode: s.mode });
     }
     let p = &file.policy;
     let d = &file.daemon;
@@ -133,13 +121,12 @@ pub fn parse(path: &Path, text: &str) -> Result<RunOptions> {
         Some(text) => text.parse().map_err(|e| anyhow!("{}: policy.url_refresh: {e}", path.display()))?,
     };
     let watch_debounce = match &d.watch_debounce {
-        None => crate::daemon::DEFAULT_WATCH_DEBOUNCE,
-        Some(text) => {
-            crate::watch::parse_duration(text).map_err(|e| anyhow!("{}: daemon.watch_debounce: {e}", path.display()))?
-        }
+        None => crate::config::DEFAULT_WATCH_DEBOUNCE,
+        Some(text) => crate::source::spec::parse_duration(text)
+            .map_err(|e| anyhow!("{}: daemon.watch_debounce: {e}", path.display()))?,
     };
     let table_memory = match &d.table_memory {
-        None => crate::maps::DEFAULT_TABLE_MEMORY,
+        None => crate::dataplane::maps::DEFAULT_TABLE_MEMORY,
         Some(text) => parse_size(text).map_err(|e| anyhow!("{}: daemon.table_memory: {e}", path.display()))?,
     };
     let policy = Policy {
@@ -153,7 +140,7 @@ pub fn parse(path: &Path, text: &str) -> Result<RunOptions> {
         no_default_never_block: p.no_default_never_block,
         confirm_allowlist_without_never_block: p.confirm_allowlist_without_never_block,
         url_refresh,
-        cache_dir: d.cache_dir.clone().unwrap_or_else(|| crate::fetch::DEFAULT_CACHE_DIR.into()),
+        cache_dir: d.cache_dir.clone().unwrap_or_else(|| crate::source::fetch::DEFAULT_CACHE_DIR.into()),
         accept_shrink: p.accept_shrink,
     };
     Ok(RunOptions {
@@ -163,7 +150,7 @@ pub fn parse(path: &Path, text: &str) -> Result<RunOptions> {
         pin_root: d.pin_root.clone().unwrap_or_else(|| DEFAULT_PIN_ROOT.into()),
         ebpf_log_level: d.ebpf_log_level.unwrap_or(0),
         config: Some(path.to_owned()),
-        socket: Some(d.socket.clone().unwrap_or_else(|| crate::control::DEFAULT_SOCKET.into())),
+        socket: Some(d.socket.clone().unwrap_or_else(|| crate::control::protocol::DEFAULT_SOCKET.into())),
         watch_debounce: d.watch_files.unwrap_or(true).then_some(watch_debounce),
         table_memory,
     })
@@ -185,9 +172,63 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     n.checked_mul(1 << shift).filter(|b| *b > 0).ok_or_else(|| format!("{text:?} is out of range"))
 }
 
+pub const DEFAULT_WATCH_DEBOUNCE: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceOptions {
+    pub name: String,
+    pub attach_mode: AttachMode,
+    /// Dry run on this interface: nothing dropped, would-be drops counted.
+    pub mode: Mode,
+}
+
+/// Refuses interface names that no interface can have (the kernel's rules:
+/// 1 to 15 bytes, no '/', no whitespace or ':', not "." or "..") and names given
+/// twice. `run` and `check-config` both apply it, so they agree.
+pub fn check_interface_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+    let mut seen = HashSet::new();
+    for name in names {
+        let shown = crate::source::input::quote(name);
+        if name.is_empty() || name.len() > 15 {
+            return Err(format!("interface name {shown}: an interface name has 1 to 15 bytes"));
+        }
+        if name == "."
+            || name == ".."
+            || name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+        {
+            return Err(format!("interface name {shown}: not a possible interface name (see `ip link`)"));
+        }
+        if !seen.insert(name) {
+            return Err(format!("interface {name} is given twice"));
+        }
+    }
+    Ok(())
+}
+
+/// Everything a daemon run needs: from the command line or a config file.
+#[derive(Debug)]
+pub struct RunOptions {
+    pub interfaces: Vec<InterfaceOptions>,
+    pub policy: Policy,
+    pub detach_on_exit: bool,
+    pub pin_root: PathBuf,
+    /// aya-log level compiled into the program: 0 = off (no cost), 5 = trace.
+    pub ebpf_log_level: u8,
+    /// The config file this came from: a reload reads it again.
+    pub config: Option<PathBuf>,
+    /// Control socket (None: no socket).
+    pub socket: Option<PathBuf>,
+    /// Reload when a local source file changes, once it has been stable this long
+    /// (None: files are not watched).
+    pub watch_debounce: Option<Duration>,
+    /// The most bytes of classifier maps a table may take, per interface.
+    pub table_memory: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::spec::Refresh;
 
     fn p(text: &str) -> Result<RunOptions> {
         parse(Path::new("/etc/blocker/blocker.toml"), text)
@@ -200,12 +241,12 @@ mod tests {
         let o = p(&text).unwrap();
         assert_eq!(o.interfaces.len(), 2);
         assert_eq!(o.interfaces[1].attach_mode, AttachMode::Generic);
-        assert!(o.interfaces[1].monitor);
+        assert_eq!(o.interfaces[1].mode, Mode::Monitor);
         assert_eq!(o.policy.deny_country, ["CN", "RU"]);
         assert_eq!(o.policy.deny[0].name, "attackers");
         assert!(o.policy.deny[0].optional);
         assert_eq!(o.watch_debounce, Some(std::time::Duration::from_secs(2)));
-        assert_eq!(o.policy.url_refresh, crate::watch::Refresh::Every(std::time::Duration::from_secs(6 * 3600)));
+        assert_eq!(o.policy.url_refresh, Refresh::Every(std::time::Duration::from_secs(6 * 3600)));
     }
 
     #[test]

@@ -1,20 +1,20 @@
-//! blocker's userspace: list parsing, the compiler from lists to tables, map loading
-//! and swapping, the daemon and the statistics the CLI prints.
+//! blocker's userspace, laid out by data flow; each layer uses only the ones above it:
+//!
+//! - `net`: addresses and prefixes;
+//! - `source`: reading lists and region data (files, URLs through a cache);
+//! - `policy`: what to enforce, as plain data, and the list specs it yields;
+//! - `compile`: the disjoint table, and the classifier image built from it;
+//! - `dataplane`: the XDP object, pins and locks, links, and map writes and swaps;
+//! - `config`: a TOML file as run options;
+//! - `daemon` and `control`: the running daemon, and its control socket.
+//!
+//! The CLI (arguments and rendering) belongs to the `blocker` binary.
 
-pub mod classifier;
 pub mod compile;
 pub mod config;
 pub mod control;
 pub mod daemon;
-pub mod fetch;
-pub mod formats;
-pub mod input;
-pub mod inspect;
-pub mod lists;
-pub mod loader;
-pub mod maps;
-pub mod mmdb;
+pub mod dataplane;
+pub mod net;
 pub mod policy;
-pub mod regions;
-pub mod stats;
-pub mod watch;
+pub mod source;

@@ -10,61 +10,53 @@ use std::{
 use anyhow::{bail, Result};
 
 use crate::{
-    compile::{compile_owned, complement, CompiledTable, ListSpec, Role},
-    fetch::{FetchOptions, Fetched, UrlAccess},
-    formats::{load_all, RegionSource},
-    lists::{parse_list, read_list, Family, ListSource, Prefix},
-    regions::RegionDb,
+    compile::table::{compile_owned, complement, CompiledTable, ListSpec, Role},
+    net::{Family, Prefix},
+    source::{
+        cidr_list::{parse_list, read_list, ListSource},
+        fetch::{FetchOptions, Fetched, UrlAccess},
+        region::{db::RegionDb, load_all, RegionSource},
+        spec::Refresh,
+    },
 };
 
-/// Policy options shared by `blocker run` and `blocker lookup`.
-#[derive(Clone, Debug, clap::Args)]
+/// What a daemon enforces: lists, countries, region data, never-block ranges,
+/// and how URL sources are fetched.
+#[derive(Clone, Debug)]
 pub struct Policy {
     /// CIDR list whose sources are dropped: FILE or NAME=FILE.
-    #[arg(long, value_name = "[NAME=]FILE")]
     pub deny: Vec<ListSource>,
     /// CIDR list of exceptions that pass even inside denied ranges or countries.
-    #[arg(long, value_name = "[NAME=]FILE")]
     pub allow: Vec<ListSource>,
     /// CIDR list counted as would-be drops but passed.
-    #[arg(long = "monitor-list", value_name = "[NAME=]FILE")]
     pub monitor_list: Vec<ListSource>,
     /// Countries whose addresses are dropped (ISO codes, comma-separated).
-    #[arg(long, value_name = "CC,CC", value_delimiter = ',')]
     pub deny_country: Vec<String>,
     /// Allowlist mode: only these countries pass; every other source is dropped
     /// (allow exceptions still pass, deny lists still drop).
-    #[arg(long, value_name = "CC,CC", value_delimiter = ',')]
     pub allow_country: Vec<String>,
     /// Where country prefixes come from instead of the bundled snapshot:
     /// `[optional:][refresh=DURATION:][rir:|csv:|mmdb:|cidr-dir:]PATH|URL` (format detected when not
     /// given). Repeat to merge several.
-    #[arg(long, value_name = "SOURCE")]
     pub country_source: Vec<RegionSource>,
     /// Ranges never dropped, whatever the lists say (management networks). Loopback,
     /// link-local and the SSH client address of the session that starts blocker
     /// are added unless --no-default-never-block.
-    #[arg(long, value_name = "CIDR,CIDR", value_delimiter = ',')]
     pub never_block: Vec<String>,
     /// Do not add loopback, link-local and the SSH client to the never-block ranges.
-    #[arg(long)]
     pub no_default_never_block: bool,
     /// Allowlist mode (--allow-country) drops everything else, including a remote
     /// operator: it refuses to start without --never-block unless this is given.
-    #[arg(long)]
     pub confirm_allowlist_without_never_block: bool,
     /// How often the daemon fetches URL sources again ("off", or like 30m, 6h, 1d);
     /// a source can set its own with a `refresh=DURATION:` prefix. Content that did
     /// not change triggers no reload.
-    #[arg(long, value_name = "DURATION", default_value = "6h")]
-    pub url_refresh: crate::watch::Refresh,
+    pub url_refresh: Refresh,
     /// Where downloaded lists and databases are cached (last good copies).
-    #[arg(long, env = "BLOCKER_CACHE_DIR", default_value = crate::fetch::DEFAULT_CACHE_DIR)]
     pub cache_dir: PathBuf,
     /// Apply fetched URL content even when it is empty or lost more than half of
     /// its prefixes (by default it is held back, and the last good copy used,
     /// until `blocker reload --accept-shrink`).
-    #[arg(long)]
     pub accept_shrink: bool,
 }
 
@@ -81,7 +73,7 @@ impl Default for Policy {
             no_default_never_block: false,
             confirm_allowlist_without_never_block: false,
             url_refresh: DEFAULT_URL_REFRESH,
-            cache_dir: crate::fetch::DEFAULT_CACHE_DIR.into(),
+            cache_dir: crate::source::fetch::DEFAULT_CACHE_DIR.into(),
             accept_shrink: false,
         }
     }
@@ -98,7 +90,7 @@ pub fn read_source(
     match source.url() {
         Some(url) => {
             let parse = |path: &Path| read_url_list(url, path);
-            let (prefixes, _) = crate::fetch::obtain_parsed(url, cache_dir, access, opts, parse, Vec::len)?;
+            let (prefixes, _) = crate::source::fetch::obtain_parsed(url, cache_dir, access, opts, parse, Vec::len)?;
             Ok(prefixes)
         }
         None => Ok(read_list(&source.path)?),
@@ -107,7 +99,7 @@ pub fn read_source(
 
 /// A downloaded list at `path`, its errors named by its URL.
 fn read_url_list(url: &str, path: &Path) -> Result<Vec<Prefix>> {
-    let text = crate::input::read_text(path, crate::input::MAX_SOURCE_BYTES)?;
+    let text = crate::source::input::read_text(path, crate::source::input::MAX_SOURCE_BYTES)?;
     Ok(parse_list(Path::new(url), &text)?)
 }
 
@@ -134,15 +126,41 @@ impl UrlJob {
         match &self.source {
             UrlSourceKind::List => {
                 let check = |path: &Path| -> Result<usize> { Ok(read_url_list(&self.url, path)?.len()) };
-                crate::fetch::fetch_with(&self.url, &self.cache_dir, &check, &self.opts)
+                crate::source::fetch::fetch_with(&self.url, &self.cache_dir, &check, &self.opts)
             }
-            UrlSourceKind::Region(source) => crate::formats::fetch(source, &self.cache_dir, &self.opts),
+            UrlSourceKind::Region(source) => crate::source::region::fetch(source, &self.cache_dir, &self.opts),
         }
     }
 }
 
-pub const DEFAULT_URL_REFRESH: crate::watch::Refresh =
-    crate::watch::Refresh::Every(std::time::Duration::from_secs(6 * 3600));
+impl Policy {
+    /// Local files and directories the policy reads.
+    pub fn local_sources(&self) -> Vec<PathBuf> {
+        let policy = self;
+        let mut out: Vec<PathBuf> = policy.lists().filter(|s| s.url().is_none()).map(|s| s.path.clone()).collect();
+        out.extend(policy.country_source.iter().filter(|s| !s.is_url()).map(|s| PathBuf::from(&s.location)));
+        out
+    }
+
+    /// URL sources with their refresh interval (the source's own, or the policy default).
+    pub fn url_sources(&self) -> Vec<(String, Refresh)> {
+        let policy = self;
+        let mut out: Vec<(String, Refresh)> = policy
+            .lists()
+            .filter_map(|s| s.url().map(|u| (u.to_owned(), s.refresh.unwrap_or(policy.url_refresh))))
+            .collect();
+        out.extend(
+            policy
+                .country_source
+                .iter()
+                .filter(|s| s.is_url())
+                .map(|s| (s.location.clone(), s.refresh.unwrap_or(policy.url_refresh))),
+        );
+        out
+    }
+}
+
+pub const DEFAULT_URL_REFRESH: Refresh = Refresh::Every(std::time::Duration::from_secs(6 * 3600));
 
 pub const OUTSIDE_ALLOWED: &str = "outside-allowed-countries";
 pub const NEVER_BLOCK: &str = "never-block";
@@ -155,7 +173,7 @@ const DEFAULT_NEVER_BLOCK: [&str; 4] = ["127.0.0.0/8", "169.254.0.0/16", "::1/12
 pub fn ssh_client() -> Option<Prefix> {
     let conn = std::env::var("SSH_CONNECTION").or_else(|_| std::env::var("SSH_CLIENT")).ok()?;
     let addr = conn.split_whitespace().next()?;
-    crate::lists::parse_prefix(addr).ok()
+    crate::net::parse_prefix(addr).ok()
 }
 
 impl Policy {
@@ -215,12 +233,12 @@ impl Policy {
         let mut out = Vec::new();
         for text in &self.never_block {
             let p =
-                crate::lists::parse_prefix(text.trim()).map_err(|e| anyhow::anyhow!("--never-block {text:?}: {e}"))?;
+                crate::net::parse_prefix(text.trim()).map_err(|e| anyhow::anyhow!("--never-block {text:?}: {e}"))?;
             out.push((p, "configured"));
         }
         if !self.no_default_never_block {
             for text in DEFAULT_NEVER_BLOCK {
-                out.push((crate::lists::parse_prefix(text).expect("valid"), "loopback/link-local"));
+                out.push((crate::net::parse_prefix(text).expect("valid"), "loopback/link-local"));
             }
             if let Some(p) = ssh_client() {
                 out.push((p, "SSH client of this session"));
@@ -334,7 +352,7 @@ pub fn disabling_never_blocks(specs: &[ListSpec]) -> Vec<String> {
         .filter(|p| p.len == 0)
         .map(|p| format!("never-block {p} covers every {} address: nothing of it is ever dropped", p.family.name()))
         .collect();
-    let covered = |q: &crate::lists::Prefix| {
+    let covered = |q: &crate::net::Prefix| {
         let (lo, hi) = q.range();
         never.prefixes.iter().any(|n| n.contains(q.family, lo) && n.contains(q.family, hi))
     };
@@ -374,7 +392,7 @@ mod tests {
         assert!(disabling_never_blocks(&specs[1..]).is_empty());
     }
 
-    use crate::{compile::Action, lists::parse_prefix};
+    use crate::{compile::table::Action, net::parse_prefix};
 
     fn write(dir: &std::path::Path, name: &str, text: &str) -> ListSource {
         let path = dir.join(name);

@@ -2,7 +2,7 @@
 //! every prefix read prints as text that reads back as the same prefix.
 #![no_main]
 
-use blocker::lists::{parse_list, parse_prefix};
+use blocker::{net::parse_prefix, source::cidr_list::parse_list};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {

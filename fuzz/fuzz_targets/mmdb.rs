@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = blocker::mmdb::read_bytes(data.to_vec(), "fuzz.mmdb");
+    let _ = blocker::source::region::mmdb::read_bytes(data.to_vec(), "fuzz.mmdb");
 });

@@ -8,10 +8,12 @@ use std::sync::Mutex;
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use blocker::{
-    compile::{compile, Action, CompiledTable, ListSpec, Role},
-    lists::{parse_prefix, Family},
-    loader,
-    maps::{DataplaneMaps, DEFAULT_TABLE_MEMORY},
+    compile::table::{compile, Action, CompiledTable, ListSpec, Role},
+    dataplane::{
+        maps::{DataplaneMaps, DEFAULT_TABLE_MEMORY},
+        object, pins,
+    },
+    net::{parse_prefix, Family},
 };
 use blocker_common::counter;
 use blocker_tests::frames::{reference_parse, Parsed};
@@ -32,8 +34,8 @@ fn list(name: &str, role: Role, prefixes: &[&str]) -> ListSpec {
 fn harness() -> Harness {
     // Pins under a directory of this process; `cargo xtask fuzz` removes it.
     let root = std::path::PathBuf::from(format!("/sys/fs/bpf/blocker-fuzz-{}", std::process::id()));
-    loader::ensure_bpffs(&root).expect("a bpffs (run as root)");
-    let mut maps = DataplaneMaps::load(&loader::iface_dir(&root, "fuzz"), 0).expect("load the XDP program (root?)");
+    pins::ensure_bpffs(&root).expect("a bpffs (run as root)");
+    let mut maps = DataplaneMaps::load(&pins::iface_dir(&root, "fuzz"), 0).expect("load the XDP program (root?)");
     // Short prefixes, so random frames hit them: deny, an allow hole, a monitor list.
     let lists = [
         list("deny", Role::Deny, &["0.0.0.0/2", "2000::/3", "::/8"]),
@@ -70,7 +72,7 @@ fuzz_target!(|frame: &[u8]| {
     let mut guard = HARNESS.lock().unwrap();
     let h = guard.get_or_insert_with(harness);
     let before = h.maps.counters().unwrap();
-    let prog = loader::program_mut(h.maps.ebpf_mut().unwrap()).unwrap();
+    let prog = object::program_mut(h.maps.ebpf_mut().unwrap()).unwrap();
     let verdict = prog
         .test_run(TestRunOptions { data_in: Some(frame), ..Default::default() })
         .expect("BPF_PROG_TEST_RUN")

@@ -2,10 +2,7 @@
 //! a panic. The first byte picks the format.
 #![no_main]
 
-use blocker::{
-    formats::{parse_csv, parse_rir},
-    regions::RegionDb,
-};
+use blocker::source::region::{csv::parse_csv, db::RegionDb, rir::parse_rir};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

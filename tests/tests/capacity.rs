@@ -10,11 +10,13 @@ use std::{net::IpAddr, path::Path};
 
 use aya::programs::{TestRun, TestRunOptions};
 use blocker::{
-    compile::{compile, complement, CompiledTable, ListSpec, Role},
-    lists::{parse_list, Family, Prefix},
-    loader,
-    maps::{DataplaneMaps, DEFAULT_TABLE_MEMORY},
-    regions::RegionDb,
+    compile::table::{compile, complement, CompiledTable, ListSpec, Role},
+    dataplane::{
+        maps::{DataplaneMaps, DEFAULT_TABLE_MEMORY},
+        object, pins,
+    },
+    net::{Family, Prefix},
+    source::{cidr_list::parse_list, region::db::RegionDb},
 };
 use blocker_tests::{daemon::PinRoot, frames::ip_frame, tables, unique_tag, Rng};
 
@@ -44,7 +46,7 @@ fn inputs() -> Inputs {
         .collect();
     let rows = tables::geo_like(&countries, &mut rng, 2, 3, 60);
     let mut geo = RegionDb::default();
-    blocker::formats::parse_csv("geo.csv", &tables::geo_csv(&rows), &mut geo).unwrap();
+    blocker::source::region::csv::parse_csv("geo.csv", &tables::geo_csv(&rows), &mut geo).unwrap();
     let count = |f| geo.regions.values().map(|r| r.count(f)).sum::<usize>();
     assert!(
         count(Family::V4) >= 450_000 && count(Family::V6) >= 450_000,
@@ -79,8 +81,8 @@ fn allowlist(geo: &RegionDb, n: usize) -> Vec<ListSpec> {
 /// BPF_PROG_TEST_RUN, and the list id the walk finds in the kernel's maps.
 fn check(table: &CompiledTable, probes_per_family: usize, rng: &mut Rng) {
     let root = PinRoot::new(&format!("capacity-{}", unique_tag()));
-    loader::ensure_bpffs(&root.0).unwrap();
-    let mut maps = DataplaneMaps::load(&loader::iface_dir(&root.0, "test"), 0).unwrap();
+    pins::ensure_bpffs(&root.0).unwrap();
+    let mut maps = DataplaneMaps::load(&pins::iface_dir(&root.0, "test"), 0).unwrap();
     let report = maps.apply(table, DEFAULT_TABLE_MEMORY).unwrap();
     eprintln!(
         "{} IPv4 + {} IPv6 ranges: {:.1} MiB of classifier maps",
@@ -116,9 +118,9 @@ fn check(table: &CompiledTable, probes_per_family: usize, rng: &mut Rng) {
                 Family::V6 => IpAddr::V6(addr.into()),
             };
             let frame = ip_frame(ip, &[]);
-            let prog = loader::program_mut(maps.ebpf_mut().unwrap()).unwrap();
+            let prog = object::program_mut(maps.ebpf_mut().unwrap()).unwrap();
             let verdict = prog.test_run(TestRunOptions { data_in: Some(&frame), ..Default::default() }).unwrap();
-            let drop = expected.is_some_and(|l| table.lists[l].action == blocker::compile::Action::Drop);
+            let drop = expected.is_some_and(|l| table.lists[l].action == blocker::compile::table::Action::Drop);
             assert_eq!(verdict.return_value, if drop { XDP_DROP } else { XDP_PASS }, "{ip}");
             if drop {
                 dropped += 1;

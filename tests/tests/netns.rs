@@ -4,6 +4,12 @@
 
 use std::path::PathBuf;
 
+use blocker::{
+    control::protocol::{InterfaceStats, StatsReply, StatusReply},
+    dataplane::{maps::Mode, pins},
+};
+use blocker_common::counter;
+
 use blocker_tests::{
     daemon::{blocker_in, Daemon, PinRoot},
     netns::NetnsPair,
@@ -73,29 +79,30 @@ impl Setup {
         blocker_in(&self.net.rx_ns, &full).unwrap()
     }
 
-    fn status_json(&self) -> serde_json::Value {
+    /// `blocker status --json`, read as the protocol's type.
+    fn status(&self) -> StatusReply {
         let out = self.cli(&["status", "--json"]);
         assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap()
+        serde_json::from_slice(&out.stdout).expect("status --json is a StatusReply")
     }
 
-    fn stats(&self) -> serde_json::Value {
+    /// `blocker stats --json` of the protected interface.
+    fn stats(&self) -> InterfaceStats {
         let out = self.cli(&["stats", "--iface", &self.net.rx_if, "--json"]);
         assert!(out.status.success(), "stats failed: {}", String::from_utf8_lossy(&out.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["interfaces"][0].clone()
+        let reply: StatsReply = serde_json::from_slice(&out.stdout).expect("stats --json is a StatsReply");
+        reply.interfaces.into_iter().next().expect("one interface")
     }
 
-    fn list_counter(&self, list: &str, field: &str) -> u64 {
+    /// (packets, bytes) counted under `list`.
+    fn list_counts(&self, list: &str) -> (u64, u64) {
         let s = self.stats();
-        s["lists"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["name"] == list)
-            .unwrap_or_else(|| panic!("list {list} not in stats: {s}"))[field]
-            .as_u64()
-            .unwrap()
+        let l = s.list(list).unwrap_or_else(|| panic!("list {list} not in stats: {s:?}"));
+        (l.packets, l.bytes)
+    }
+
+    fn list_counter(&self, list: &str) -> u64 {
+        self.list_counts(list).0
     }
 
     fn ping(&self, src: &str) -> u32 {
@@ -123,14 +130,14 @@ fn blocked_sources_dropped_allowed_delivered_counters_exact() {
     assert_eq!(s.ping("2001:db8:b::2"), 0, "denied IPv6 source dropped");
 
     let n = u64::from(PINGS);
-    assert_eq!(s.list_counter("deny", "packets"), 2 * n);
-    assert_eq!(s.list_counter("deny", "bytes"), n * (PING4_FRAME + PING6_FRAME));
-    assert_eq!(s.list_counter("allow", "packets"), 2 * n);
-    assert_eq!(s.list_counter("allow", "bytes"), n * (PING4_FRAME + PING6_FRAME));
-    let totals = &s.stats()["totals"];
-    assert_eq!(totals["dropped"], 2 * n);
-    assert!(totals["passed"].as_u64().unwrap() >= 4 * n, "{totals}");
-    assert_eq!(s.stats()["mode"], "enforce");
+    assert_eq!(s.list_counter("deny"), 2 * n);
+    assert_eq!(s.list_counts("deny").1, n * (PING4_FRAME + PING6_FRAME));
+    assert_eq!(s.list_counter("allow"), 2 * n);
+    assert_eq!(s.list_counts("allow").1, n * (PING4_FRAME + PING6_FRAME));
+    let st = s.stats();
+    assert_eq!(st.total(counter::DROPPED), 2 * n);
+    assert!(st.total(counter::PASSED) >= 4 * n, "{st:?}");
+    assert_eq!(st.mode, Mode::Enforce);
 }
 
 #[test]
@@ -138,11 +145,11 @@ fn monitor_mode_drops_nothing_but_counts() {
     let s = Setup::new();
     let _d = s.start(&["--monitor"], "daemon.log");
     assert_eq!(s.ping("203.0.113.2"), PINGS, "monitor mode delivers denied sources");
-    assert_eq!(s.list_counter("deny", "packets"), u64::from(PINGS));
+    assert_eq!(s.list_counter("deny"), u64::from(PINGS));
     let st = s.stats();
-    assert_eq!(st["mode"], "monitor");
-    assert_eq!(st["totals"]["monitored"], u64::from(PINGS));
-    assert_eq!(st["totals"]["dropped"], 0);
+    assert_eq!(st.mode, Mode::Monitor);
+    assert_eq!(st.total(counter::MONITORED), u64::from(PINGS));
+    assert_eq!(st.total(counter::DROPPED), 0);
 }
 
 #[test]
@@ -161,12 +168,12 @@ fn sigkill_keeps_blocking_restart_adopts_detach_removes() {
     assert!(s.net.rx_has_xdp().unwrap(), "program stays attached after SIGKILL");
     assert_eq!(s.ping("203.0.113.2"), 0, "still blocking with no daemon");
     assert_eq!(s.ping("198.51.100.2"), PINGS);
-    assert_eq!(s.list_counter("deny", "packets"), 2 * u64::from(PINGS), "stats work without a daemon");
+    assert_eq!(s.list_counter("deny"), 2 * u64::from(PINGS), "stats work without a daemon");
 
     let d = s.start(&[], "second.log");
     assert!(d.log_text().contains("adopted"), "restart adopts the pinned link:\n{}", d.log_text());
     assert_eq!(s.ping("203.0.113.2"), 0);
-    assert_eq!(s.list_counter("deny", "packets"), 3 * u64::from(PINGS), "counters survive the restart");
+    assert_eq!(s.list_counter("deny"), 3 * u64::from(PINGS), "counters survive the restart");
 
     // Detach is refused while a daemon holds the interface.
     let out = s.cli(&["detach", "--iface", &s.net.rx_if]);
@@ -180,7 +187,7 @@ fn sigkill_keeps_blocking_restart_adopts_detach_removes() {
     let out = s.cli(&["detach", "--iface", &s.net.rx_if]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!s.net.rx_has_xdp().unwrap(), "detach removes the program");
-    assert!(!blocker::loader::iface_dir(&s.root.0, &s.net.rx_if).exists(), "detach removes the pins");
+    assert!(!pins::iface_dir(&s.root.0, &s.net.rx_if).exists(), "detach removes the pins");
     assert_eq!(s.ping("203.0.113.2"), PINGS, "traffic flows after detach");
 
     let out = s.cli(&["stats", "--iface", &s.net.rx_if]);
@@ -253,7 +260,7 @@ fn hostile_sources_are_refused_at_once_and_nothing_is_attached() {
         d.log_text()
     );
     assert_eq!(s.ping("203.0.113.2"), 0, "the mapped prefix is enforced as IPv4");
-    assert_eq!(s.list_counter("mapped", "packets"), u64::from(PINGS));
+    assert_eq!(s.list_counter("mapped"), u64::from(PINGS));
     d.stop_with(libc::SIGTERM).unwrap();
 }
 
@@ -336,7 +343,7 @@ fn failed_start_leaves_nothing_behind() {
         &other,
     ]);
     assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(s.stats()["mode"], "enforce");
+    assert_eq!(s.stats().mode, Mode::Enforce);
     assert_eq!(s.ping("203.0.113.2"), 0, "the earlier table still drops");
     assert_eq!(s.ping("198.51.100.2"), PINGS, "the failed start's list was never applied");
 }
@@ -345,7 +352,7 @@ fn failed_start_leaves_nothing_behind() {
 fn pin_tree_of_another_user_is_refused_and_ours_is_closed() {
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     let s = Setup::new();
-    let iface_dir = blocker::loader::iface_dir(&s.root.0, &s.net.rx_if);
+    let iface_dir = pins::iface_dir(&s.root.0, &s.net.rx_if);
     std::fs::create_dir_all(&iface_dir).unwrap();
     // Another local user (nobody) made the interface's pin directory.
     std::os::unix::fs::chown(&iface_dir, Some(65534), Some(65534)).unwrap();
@@ -376,18 +383,16 @@ fn one_daemon_several_interfaces_each_with_counters() {
     assert_eq!(extra.ping(PINGS).unwrap(), 0, "second interface blocks too");
 
     let out = s.cli(&["stats", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let ifaces = v["interfaces"].as_array().unwrap();
-    assert_eq!(ifaces.len(), 2, "{v}");
-    for i in ifaces {
-        let extra_packets =
-            i["lists"].as_array().unwrap().iter().find(|l| l["name"] == "extra").unwrap()["packets"].clone();
-        let dropped = i["totals"]["dropped"].clone();
-        if i["interface"] == extra.rx_if.as_str() {
-            assert_eq!(extra_packets, u64::from(PINGS), "{i}");
+    let v: StatsReply = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.interfaces.len(), 2, "{v:?}");
+    for i in &v.interfaces {
+        let extra_packets = i.list("extra").unwrap().packets;
+        let dropped = i.total(counter::DROPPED);
+        if i.interface == extra.rx_if {
+            assert_eq!(extra_packets, u64::from(PINGS), "{i:?}");
             assert_eq!(dropped, u64::from(PINGS));
         } else {
-            assert_eq!(extra_packets, 0, "each interface counts its own traffic: {i}");
+            assert_eq!(extra_packets, 0, "each interface counts its own traffic: {i:?}");
             assert_eq!(dropped, u64::from(PINGS));
         }
     }
@@ -460,8 +465,8 @@ fn country_and_list_sources_from_urls_with_stale_fallback() {
     assert_eq!(s.ping("203.0.113.200"), PINGS, "outside the 128 addresses of the record");
     assert_eq!(s.ping("2001:db8:b::2"), 0);
     assert_eq!(s.ping("198.51.100.2"), 0, "denied through the URL list");
-    assert_eq!(s.list_counter("country:XA", "packets"), 2 * u64::from(PINGS));
-    assert_eq!(s.list_counter("web", "packets"), u64::from(PINGS));
+    assert_eq!(s.list_counter("country:XA"), 2 * u64::from(PINGS));
+    assert_eq!(s.list_counter("web"), u64::from(PINGS));
 
     // The servers stall: a reload reads the cached copies and never waits for
     // them (only the refresh tasks fetch), and neither does status.
@@ -580,11 +585,11 @@ fn live_reload_200_times_under_traffic_never_leaks_or_drops_wrongly() {
     assert!(flip_replies > 0 && flip_replies < flip_sent, "the flipping range was both dropped and delivered");
     // Every drop is counted, under the deny list, once.
     let dropped_flip = u64::from(flip_sent - flip_replies);
-    let counted = s.list_counter("deny", "packets");
+    let counted = s.list_counter("deny");
     assert!((u64::from(blocked_sent) + dropped_flip).abs_diff(counted) <= 1, "{counted}");
-    assert_eq!(s.stats()["totals"]["dropped"], counted);
     let st = s.stats();
-    assert!(st["totals"]["passed"].as_u64().unwrap() + 1 >= u64::from(allowed_sent + flip_replies));
+    assert_eq!(st.total(counter::DROPPED), counted);
+    assert!(st.total(counter::PASSED) + 1 >= u64::from(allowed_sent + flip_replies));
 }
 
 #[test]
@@ -602,7 +607,7 @@ fn restart_under_traffic_leaves_no_unfiltered_window() {
     let (allowed_sent, allowed_replies) = allowed.finish().unwrap();
     assert_eq!(replies, 0, "blocked traffic got through during the restart");
     assert_eq!(allowed_replies, allowed_sent);
-    assert_eq!(s.list_counter("deny", "packets"), u64::from(sent));
+    assert_eq!(s.list_counter("deny"), u64::from(sent));
 }
 
 #[test]
@@ -612,7 +617,7 @@ fn pins_of_another_layout_are_replaced_atomically() {
     d.stop_with(libc::SIGKILL).unwrap();
     // Make the running attachment look like one made by a blocker whose map layout
     // differs: move its pins under another layout version.
-    let ours = blocker::loader::iface_dir(&s.root.0, &s.net.rx_if);
+    let ours = pins::iface_dir(&s.root.0, &s.net.rx_if);
     let layout = ours.parent().unwrap().file_name().unwrap().to_str().unwrap().to_owned();
     let old = s.root.0.join("v1").join(&s.net.rx_if);
     assert_ne!(layout, "v1");
@@ -649,7 +654,7 @@ fn detach_on_exit_and_ssh_client_exemption() {
     let log = d.stop_with(libc::SIGTERM).unwrap();
     assert!(log.contains("detached (--detach-on-exit)"), "{log}");
     assert!(!s.net.rx_has_xdp().unwrap());
-    assert!(!blocker::loader::iface_dir(&s.root.0, &s.net.rx_if).exists());
+    assert!(!pins::iface_dir(&s.root.0, &s.net.rx_if).exists());
 }
 
 #[test]
@@ -683,24 +688,25 @@ fn config_file_run_reload_and_check() {
     d.wait_for_log("reloaded", 1).unwrap();
     assert_eq!(s.ping("203.0.113.2"), PINGS, "no longer denied");
     assert_eq!(s.ping("198.51.100.2"), PINGS, "denied, but the interface is in monitor mode now");
-    assert_eq!(s.stats()["mode"], "monitor");
+    assert_eq!(s.stats().mode, Mode::Monitor);
     // A broken config is refused on reload; the running state stays.
     write_atomic(&config, "[[interface]]\nname = \"x\"\nbogus = 1\n");
     d.signal(libc::SIGHUP);
     d.wait_for_log("reload aborted", 1).unwrap();
     assert!(d.log_text().contains("unknown field `bogus`"), "{}", d.log_text());
-    assert_eq!(s.stats()["mode"], "monitor");
+    assert_eq!(s.stats().mode, Mode::Monitor);
     // A valid config whose list is broken: refused too, and `status` keeps
     // describing what runs (monitor mode, the deny2 list), not the refused file.
     std::fs::write(s.file("deny3.txt"), "198.51.100.0/33\n").unwrap();
     write_config("enforce", &s.file("deny3.txt"));
     d.signal(libc::SIGHUP);
     d.wait_for_log("reload aborted", 2).unwrap();
-    let out = s.cli(&["status", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["interfaces"][0]["mode"], "monitor", "{v}");
-    assert!(v["sources"].to_string().contains("deny2.txt") && !v["sources"].to_string().contains("deny3.txt"), "{v}");
-    assert_eq!(s.stats()["mode"], "monitor");
+    let v = s.status();
+    assert_eq!(v.interfaces[0].mode, Mode::Monitor, "{v:?}");
+    let sources: Vec<&str> = v.sources.iter().map(|src| src.source.as_str()).collect();
+    assert!(sources.iter().any(|src| src.ends_with("deny2.txt")), "{sources:?}");
+    assert!(!sources.iter().any(|src| src.ends_with("deny3.txt")), "{sources:?}");
+    assert_eq!(s.stats().mode, Mode::Monitor);
 
     // A URL new in the config has no cached copy: the reload does not wait for
     // it; it is fetched in the background, and its arrival reloads.
@@ -767,13 +773,12 @@ fn control_socket_status_and_reload() {
     );
     assert!(text.contains("list deny: drop (1 IPv4 + 2 IPv6 ranges)"), "{text}");
     assert!(text.contains("last reload: none since start"), "{text}");
-    let out = s.cli(&["status", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = s.status();
     // A small policy's maps, from the kernel's own accounting (fdinfo memlock of
     // the pinned maps and of the maps of the program on the link): the two direct
     // tables (256 KiB each) and a few blocks, under 1 MiB in all.
-    let memory = v["interfaces"][0]["map_memory_bytes"].as_u64().unwrap();
-    let table = v["interfaces"][0]["table_bytes"].as_u64().unwrap();
+    let memory = v.interfaces[0].map_memory_bytes.unwrap();
+    let table = v.interfaces[0].table_bytes.unwrap();
     assert!((512 << 10..520 << 10).contains(&table), "{table}");
     assert!(memory > table && memory < 1 << 20, "{memory}");
 
@@ -792,9 +797,9 @@ fn control_socket_status_and_reload() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("reload aborted") && err.contains("deny.txt:2:"), "{err}");
     assert_eq!(s.ping("198.51.100.2"), 0);
-    let v: serde_json::Value = serde_json::from_slice(&s.cli(&["status", "--json"]).stdout).unwrap();
-    assert_eq!(v["last_reload"]["ok"], false);
-    assert!(v["interfaces"][0]["program_id"].as_u64().unwrap() > 0);
+    let v = s.status();
+    assert!(!v.last_reload.as_ref().unwrap().ok, "{v:?}");
+    assert!(v.interfaces[0].program_id.unwrap() > 0);
 
     // With no daemon, the CLI says what to do.
     drop(_d);
@@ -850,7 +855,7 @@ fn source_file_changes_and_url_refreshes_reload_by_themselves() {
     d.wait_for_log("list.txt: content changed", 1).unwrap();
     d.wait_for_log("reloaded", 3).unwrap();
     assert_eq!(s.ping("198.51.100.2"), 0, "denied by the refreshed URL list");
-    assert_eq!(s.list_counter("web", "packets"), u64::from(PINGS));
+    assert_eq!(s.list_counter("web"), u64::from(PINGS));
     let status = s.cli(&["status"]);
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains("refreshed every 1s") && text.contains("reloaded when it changes"), "{text}");
@@ -898,19 +903,17 @@ fn interface_that_goes_and_comes_back_is_attached_again() {
 
     s.net.delete_link().unwrap();
     d.wait_for_log("interface is gone", 1).unwrap();
-    let status = s.cli(&["status", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(v["interfaces"][0]["present"], false, "{v}");
+    let v = s.status();
+    assert_eq!(v.interfaces[0].present, Some(false), "{v:?}");
 
     s.net.add_link().unwrap();
     d.wait_for_log("interface is back", 1).unwrap();
     assert!(s.net.rx_has_xdp().unwrap(), "attached to the new device");
     assert_eq!(s.ping("203.0.113.2"), 0, "blocking again");
     assert_eq!(s.ping("198.51.100.2"), PINGS);
-    assert_eq!(s.list_counter("deny", "packets"), 2 * u64::from(PINGS), "counters kept across the re-attach");
-    let status = s.cli(&["status", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(v["interfaces"][0]["present"], true, "{v}");
+    assert_eq!(s.list_counter("deny"), 2 * u64::from(PINGS), "counters kept across the re-attach");
+    let v = s.status();
+    assert_eq!(v.interfaces[0].present, Some(true), "{v:?}");
 }
 
 /// A pinned link belongs to an ifindex, not a name. Rename the protected device and
@@ -926,10 +929,10 @@ fn renamed_interface_the_device_with_the_name_is_protected() {
     let old = s.net.rename_away('o').unwrap();
     d.wait_for_log("no interface has that name now; the program stays on", 1).unwrap();
     assert!(s.net.has_xdp(&old).unwrap(), "the renamed device keeps the program until the name is back");
-    let v = s.status_json();
-    assert_eq!(v["interfaces"][0]["present"], false, "{v}");
-    assert_eq!(v["interfaces"][0]["enforcing"], false, "{v}");
-    assert!(v["interfaces"][0]["attached"].as_str().unwrap().contains(&old), "{v}");
+    let v = s.status();
+    assert_eq!(v.interfaces[0].present, Some(false), "{v:?}");
+    assert!(!v.interfaces[0].enforcing, "{v:?}");
+    assert!(v.interfaces[0].attached.contains(&old), "{v:?}");
 
     s.net.add_link().unwrap();
     d.wait_for_log("interface is back", 1).unwrap();
@@ -938,8 +941,8 @@ fn renamed_interface_the_device_with_the_name_is_protected() {
     assert!(!s.net.has_xdp(&old).unwrap(), "detached from the renamed device, as the log says");
     assert_eq!(s.ping("203.0.113.2"), 0, "blocking on the new device");
     assert_eq!(s.ping("198.51.100.2"), PINGS);
-    let v = s.status_json();
-    assert_eq!(v["interfaces"][0]["enforcing"], true, "{v}");
+    let v = s.status();
+    assert!(v.interfaces[0].enforcing, "{v:?}");
 
     // After a restart: the pinned link is on a renamed device when blocker starts.
     d.stop_with(libc::SIGTERM).unwrap();
@@ -951,8 +954,8 @@ fn renamed_interface_the_device_with_the_name_is_protected() {
     assert!(!log.contains("adopted"), "{log}");
     assert!(s.net.rx_has_xdp().unwrap() && !s.net.has_xdp(&old2).unwrap());
     assert_eq!(s.ping("203.0.113.2"), 0, "blocking on the device with the name after a restart");
-    let v = s.status_json();
-    assert_eq!(v["interfaces"][0]["enforcing"], true, "{v}");
+    let v = s.status();
+    assert!(v.interfaces[0].enforcing, "{v:?}");
 }
 
 /// A device moved to another network namespace keeps its index, and a new device
@@ -995,7 +998,7 @@ fn moved_interface_whose_index_is_taken_again_is_protected() {
     assert!(s.net.rx_has_xdp().unwrap(), "the device here is protected");
     assert_eq!(s.ping("203.0.113.2"), 0, "denied traffic dropped on the device here");
     assert_eq!(s.ping("198.51.100.2"), PINGS);
-    assert_eq!(s.status_json()["interfaces"][0]["enforcing"], true);
+    assert!(s.status().interfaces[0].enforcing);
     let moved = blocker_tests::sh("ip", &["-n", &elsewhere, "-d", "link", "show", &s.net.rx_if]).unwrap();
     assert!(!moved.contains("prog/xdp"), "detached from the moved device: {moved}");
 }
@@ -1016,7 +1019,7 @@ fn failed_attach_to_the_new_device_leaves_the_renamed_one_protected() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains(&format!("the earlier attachment stays on {old}")), "{err}");
     assert!(s.net.has_xdp(&old).unwrap(), "the renamed device keeps the program");
-    assert!(blocker::loader::iface_dir(&s.root.0, &s.net.rx_if).join("link").exists(), "and its pin");
+    assert!(pins::iface_dir(&s.root.0, &s.net.rx_if).join("link").exists(), "and its pin");
 }
 
 /// A start on two interfaces that both take over earlier attachments fails on
@@ -1049,7 +1052,7 @@ fn failed_start_on_a_second_takeover_changes_neither() {
     let out = s.cli(&["run", "--iface", &s.net.rx_if, "--iface", &extra.rx_if, "--monitor", "--deny", &other]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("another blocker process is managing"), "{err}");
-    assert_eq!(s.stats()["mode"], "enforce", "the first interface's mode is unchanged");
+    assert_eq!(s.stats().mode, Mode::Enforce, "the first interface's mode is unchanged");
     assert_eq!(s.ping("203.0.113.2"), 0, "its table too");
     assert_eq!(s.ping("198.51.100.2"), PINGS);
 }
@@ -1112,7 +1115,7 @@ fn systemd_unit_verifies_and_its_capabilities_are_enough() {
     let mut d = Daemon::start_wrapped(&s.net.rx_ns, &wrapper, &args, &s.dir.join("daemon2.log"), &[]).unwrap();
     d.wait_for_log("adopted the pinned attachment", 1).unwrap();
     assert_eq!(s.ping("203.0.113.2"), 0);
-    assert_eq!(s.list_counter("deny", "packets"), 2 * u64::from(PINGS));
+    assert_eq!(s.list_counter("deny"), 2 * u64::from(PINGS));
 }
 
 #[test]

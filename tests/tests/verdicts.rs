@@ -5,10 +5,12 @@ use std::net::IpAddr;
 
 use aya::programs::{TestRun, TestRunOptions};
 use blocker::{
-    compile::{compile, ListSpec, Role},
-    lists::parse_prefix,
-    loader,
-    maps::{Counters, DataplaneMaps, DEFAULT_TABLE_MEMORY},
+    compile::table::{compile, ListSpec, Role},
+    dataplane::{
+        maps::{Counters, DataplaneMaps, Mode, DEFAULT_TABLE_MEMORY},
+        object, pins,
+    },
+    net::parse_prefix,
 };
 use blocker_common::counter;
 use blocker_tests::{
@@ -41,20 +43,20 @@ fn fixture_lists() -> Vec<ListSpec> {
 impl Harness {
     fn new(lists: &[ListSpec]) -> Harness {
         let root = PinRoot::new(&format!("verdict-{}", unique_tag()));
-        loader::ensure_bpffs(&root.0).unwrap();
-        let dir = loader::iface_dir(&root.0, "test");
+        pins::ensure_bpffs(&root.0).unwrap();
+        let dir = pins::iface_dir(&root.0, "test");
         let mut maps = DataplaneMaps::load(&dir, 0).expect("load XDP program");
         maps.apply(&compile(lists), DEFAULT_TABLE_MEMORY).unwrap();
         Harness { maps, _root: root }
     }
 
-    fn apply(&mut self, lists: &[ListSpec]) -> anyhow::Result<blocker::maps::ApplyReport> {
+    fn apply(&mut self, lists: &[ListSpec]) -> anyhow::Result<blocker::dataplane::maps::ApplyReport> {
         self.maps.apply(&compile(lists), DEFAULT_TABLE_MEMORY)
     }
 
     /// Runs the program instance that holds the live table.
     fn run(&mut self, frame: &[u8]) -> u32 {
-        let prog = loader::program_mut(self.maps.ebpf_mut().unwrap()).unwrap();
+        let prog = object::program_mut(self.maps.ebpf_mut().unwrap()).unwrap();
         prog.test_run(TestRunOptions { data_in: Some(frame), ..Default::default() })
             .expect("BPF_PROG_TEST_RUN")
             .return_value
@@ -208,14 +210,14 @@ fn fixture_table_enforce_mode() {
 #[test]
 fn fixture_table_monitor_mode_drops_nothing() {
     let mut h = Harness::new(&fixture_lists());
-    h.maps.set_monitor_mode(true).unwrap();
+    h.maps.set_mode(Mode::Monitor).unwrap();
     for r in fixture_rows() {
         // In monitor mode every would-be drop passes and counts as monitored.
         let (verdict, global) =
             if r.verdict == XDP_DROP { (XDP_PASS, counter::MONITORED) } else { (r.verdict, r.global) };
         check_row(&mut h, &r, verdict, global);
     }
-    h.maps.set_monitor_mode(false).unwrap();
+    h.maps.set_mode(Mode::Enforce).unwrap();
     assert_eq!(h.run(&ip_frame(ip("203.0.113.5"), &[])), XDP_DROP);
 }
 
@@ -276,7 +278,7 @@ fn live_table_answers_like_the_compiled_one() {
         "2001:db8:b:1::1",
         "2001:db8:ff::",
     ] {
-        let (family, addr) = blocker::lists::ip_to_u128(ip(a));
+        let (family, addr) = blocker::net::ip_to_u128(ip(a));
         let live = h.maps.lookup(family, addr).unwrap().map(|(_, action)| action.unwrap());
         let compiled = table.lookup(family, addr).map(|i| table.lists[i].action);
         assert_eq!(live, compiled, "{a}");
@@ -289,9 +291,9 @@ fn disabled_ebpf_logs_are_removed_at_load_time() {
     // so the program the kernel runs is smaller than with tracing on.
     let size = |level: u8| {
         let root = PinRoot::new(&format!("logsize-{}", unique_tag()));
-        loader::ensure_bpffs(&root.0).unwrap();
-        let mut maps = DataplaneMaps::load(&loader::iface_dir(&root.0, "test"), level).unwrap();
-        let prog = loader::program_mut(maps.ebpf_mut().unwrap()).unwrap();
+        pins::ensure_bpffs(&root.0).unwrap();
+        let mut maps = DataplaneMaps::load(&pins::iface_dir(&root.0, "test"), level).unwrap();
+        let prog = object::program_mut(maps.ebpf_mut().unwrap()).unwrap();
         prog.info().unwrap().size_translated().unwrap()
     };
     let (off, trace) = (size(0), size(5));
@@ -300,8 +302,8 @@ fn disabled_ebpf_logs_are_removed_at_load_time() {
 
 fn policy_harness(policy: &blocker::policy::Policy) -> Harness {
     let root = PinRoot::new(&format!("verdict-{}", unique_tag()));
-    loader::ensure_bpffs(&root.0).unwrap();
-    let dir = loader::iface_dir(&root.0, "test");
+    pins::ensure_bpffs(&root.0).unwrap();
+    let dir = pins::iface_dir(&root.0, "test");
     let mut maps = DataplaneMaps::load(&dir, 0).expect("load XDP program");
     maps.apply(&policy.build_table().unwrap(), DEFAULT_TABLE_MEMORY).unwrap();
     Harness { maps, _root: root }
@@ -309,10 +311,10 @@ fn policy_harness(policy: &blocker::policy::Policy) -> Harness {
 
 /// An address inside the first prefix of `code` in the bundled snapshot.
 fn address_in(code: &str, v6: bool) -> IpAddr {
-    let db = blocker::regions::RegionDb::bundled().unwrap();
-    let fam = if v6 { blocker::lists::Family::V6 } else { blocker::lists::Family::V4 };
+    let db = blocker::source::region::db::RegionDb::bundled().unwrap();
+    let fam = if v6 { blocker::net::Family::V6 } else { blocker::net::Family::V4 };
     let p = db.regions[code].prefixes.iter().find(|p| p.family == fam).unwrap();
-    blocker::lists::Prefix { family: fam, addr: p.addr + 1, len: p.family.bits() }.to_ip()
+    blocker::net::Prefix { family: fam, addr: p.addr + 1, len: p.family.bits() }.to_ip()
 }
 
 #[test]
@@ -367,7 +369,7 @@ fn table_over_the_memory_budget_is_refused_with_numbers() {
     let program = h.counters().program_id;
     // 100,000 IPv4 hosts spread over the space: about 0.8 MiB of ranges.
     let prefixes = (0..100_000u128)
-        .map(|i| blocker::lists::Prefix { family: blocker::lists::Family::V4, addr: (i * 42_947) | 1, len: 32 })
+        .map(|i| blocker::net::Prefix { family: blocker::net::Family::V4, addr: (i * 42_947) | 1, len: 32 })
         .collect();
     let big = compile(&[ListSpec { name: "big".into(), role: Role::Deny, prefixes }]);
     let err = h.maps.apply(&big, 1 << 20).unwrap_err().to_string();

@@ -1,64 +1,26 @@
-//! Read-only answers for the CLI: `blocker lookup` and `blocker regions`.
+//! The CLI's answers that compute: `blocker lookup` and `blocker check-config`.
 
 use std::{fmt::Write as _, net::IpAddr, path::Path};
 
 use anyhow::Result;
 
-use crate::{
-    lists::{ip_to_u128, Family},
-    loader,
-    maps::DataplaneMaps,
+use blocker::{
+    config::RunOptions,
+    dataplane::{device, link, maps::DataplaneMaps, pins},
+    net::ip_to_u128,
     policy::Policy,
-    regions::RegionDb,
 };
-
-pub fn regions_list(db: &RegionDb) -> String {
-    let mut s = String::new();
-    for src in &db.sources {
-        let _ = writeln!(
-            s,
-            "# source: {}{}",
-            src.name,
-            src.date.as_deref().map(|d| format!(", data of {d}")).unwrap_or_default()
-        );
-    }
-    let _ = writeln!(s, "{:<4} {:<40} {:>8} {:>8}  source", "code", "name", "ipv4", "ipv6");
-    for r in db.regions.values() {
-        let _ = writeln!(
-            s,
-            "{:<4} {:<40} {:>8} {:>8}  {}",
-            r.code,
-            r.name.as_deref().unwrap_or("-"),
-            r.count(Family::V4),
-            r.count(Family::V6),
-            r.sources.join(", ")
-        );
-    }
-    s
-}
-
-pub fn region_show(db: &RegionDb, code: &str) -> Result<String> {
-    let r = db.get(code)?;
-    let mut s = String::new();
-    let _ = writeln!(s, "{} {}", r.code, r.name.as_deref().unwrap_or(""));
-    let _ = writeln!(s, "ipv4 prefixes: {}, ipv6 prefixes: {}", r.count(Family::V4), r.count(Family::V6));
-    let _ = writeln!(s, "source: {}", r.sources.join(", "));
-    for p in &r.prefixes {
-        let _ = writeln!(s, "{p}");
-    }
-    Ok(s)
-}
 
 pub fn lookup(addresses: &[IpAddr], policy: &Policy, pin_root: &Path, iface: Option<&str>) -> Result<String> {
     let db = policy.region_db()?;
     let table = if policy.has_rules() { Some(policy.build_table()?) } else { None };
     let ifaces = match iface {
         Some(i) => vec![i.to_owned()],
-        None => loader::pinned_interfaces(pin_root).unwrap_or_default(),
+        None => pins::pinned_interfaces(pin_root).unwrap_or_default(),
     };
     let mut live = Vec::new();
     for i in ifaces {
-        let dir = loader::iface_dir(pin_root, &i);
+        let dir = pins::iface_dir(pin_root, &i);
         match DataplaneMaps::open(&dir) {
             Ok(m) => live.push((i, m.counters().map(|c| c.lists).unwrap_or_default(), m)),
             Err(e) if iface.is_some() => return Err(e),
@@ -105,7 +67,7 @@ pub fn lookup(addresses: &[IpAddr], policy: &Policy, pin_root: &Path, iface: Opt
             };
             // What the live table says counts only if its program is on the device
             // with the name here.
-            let here = loader::attached_here(&loader::iface_dir(pin_root, iface), iface);
+            let here = link::attached_here(&pins::iface_dir(pin_root, iface), iface);
             let not_here =
                 if here { "" } else { " -- but NOT ATTACHED to the device named so here: its traffic passes" };
             let _ = writeln!(
@@ -119,41 +81,35 @@ pub fn lookup(addresses: &[IpAddr], policy: &Policy, pin_root: &Path, iface: Opt
 }
 
 /// What `blocker check-config` prints: the run a config file describes, compiled.
-pub fn check_config(opts: &crate::daemon::RunOptions) -> Result<String> {
+pub fn check_config(opts: &RunOptions) -> Result<String> {
     // What `run` would refuse, refused here too.
-    crate::loader::check_pin_root(&opts.pin_root)?;
+    pins::check_pin_root(&opts.pin_root)?;
     if let Some(socket) = &opts.socket {
-        crate::control::check_socket_path(socket)?;
+        blocker::control::server::check_socket_path(socket)?;
     }
     let table = opts.policy.build_table()?;
-    crate::maps::check_list_count(&table)?;
+    blocker::dataplane::maps::check_list_count(&table)?;
     let mut s = String::new();
     let path = opts.config.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
     let _ = writeln!(s, "{path}: valid");
     for i in &opts.interfaces {
         // A config is often checked on another host than the one it is for:
         // a missing interface is said, not refused.
-        let here = match crate::loader::ifindex(&i.name) {
+        let here = match device::ifindex(&i.name) {
             Ok(_) => "",
             Err(_) => " (no such interface on this host: `blocker run` would refuse to start here)",
         };
-        let _ = writeln!(
-            s,
-            "interface {}: xdp mode {:?}, {}{here}",
-            i.name,
-            i.attach_mode,
-            if i.monitor { "monitor (dry run)" } else { "enforce" }
-        );
+        let _ = writeln!(s, "interface {}: xdp mode {}, {}{here}", i.name, i.attach_mode.name(), i.mode.description());
     }
     let _ = writeln!(s, "pins under {}", opts.pin_root.display());
-    for path in crate::watch::local_sources(&opts.policy) {
+    for path in opts.policy.local_sources() {
         let how = match opts.watch_debounce {
             Some(d) => format!("reloaded {} ms after it changes", d.as_millis()),
             None => "not watched (reload with SIGHUP or `blocker reload`)".into(),
         };
         let _ = writeln!(s, "source {}: {how}", path.display());
     }
-    for (url, refresh) in crate::watch::url_sources(&opts.policy) {
+    for (url, refresh) in opts.policy.url_sources() {
         let _ = writeln!(s, "source {url}: refreshed every {refresh}");
     }
     for (p, why) in opts.policy.never_block_ranges()? {
@@ -163,7 +119,7 @@ pub fn check_config(opts: &crate::daemon::RunOptions) -> Result<String> {
         let _ = writeln!(s, "list {}: {} -> {v4} IPv4 + {v6} IPv6 ranges in the table", l.name, l.action.name());
     }
     // The same build and budget check as the daemon's reload (list ids in order).
-    let image = crate::classifier::Image::build_for_budget(
+    let image = blocker::compile::classifier::Image::build_for_budget(
         &table.v4,
         &table.v6,
         |l| blocker_common::classifier::leaf(table.lists[l].action.code(), l as u32),
@@ -181,66 +137,4 @@ pub fn check_config(opts: &crate::daemon::RunOptions) -> Result<String> {
         anyhow::bail!("{s}the table is over the table memory budget: raise daemon.table_memory or shorten the lists");
     }
     Ok(s)
-}
-
-/// `blocker status` as text, from the daemon's JSON answer.
-pub fn status_text(v: &serde_json::Value) -> String {
-    let mut s = String::new();
-    if let Some(c) = v["config"].as_str() {
-        let _ = writeln!(s, "config: {c}");
-    }
-    for i in v["interfaces"].as_array().into_iter().flatten() {
-        let _ = writeln!(
-            s,
-            "interface {}: {}, program id {}, mode {}, table {:.1} MiB, maps {:.1} MiB of kernel memory",
-            i["name"].as_str().unwrap_or("?"),
-            i["attached"].as_str().unwrap_or("?"),
-            i["program_id"],
-            i["mode"].as_str().unwrap_or("?"),
-            i["table_bytes"].as_u64().unwrap_or(0) as f64 / (1u64 << 20) as f64,
-            i["map_memory_bytes"].as_u64().unwrap_or(0) as f64 / (1u64 << 20) as f64
-        );
-    }
-    for l in v["lists"].as_array().into_iter().flatten() {
-        let _ = writeln!(
-            s,
-            "list {}: {} ({} IPv4 + {} IPv6 ranges)",
-            l["name"].as_str().unwrap_or("?"),
-            l["action"].as_str().unwrap_or("?"),
-            l["ipv4_ranges"],
-            l["ipv6_ranges"]
-        );
-    }
-    for src in v["sources"].as_array().into_iter().flatten() {
-        let age = src["age_seconds"].as_u64().map_or("unknown".to_string(), crate::fetch::age_text);
-        let how = match (src["watched"].as_bool(), src["refresh"].as_str()) {
-            (Some(true), _) => ", reloaded when it changes".to_string(),
-            (_, Some("off")) => ", not refreshed".to_string(),
-            (_, Some(r)) => format!(", refreshed every {r}"),
-            _ => String::new(),
-        };
-        let _ = writeln!(s, "source {}: last changed {age} ago{how}", src["source"].as_str().unwrap_or("?"));
-        if let Some(held) = src["held"].as_str() {
-            let _ = writeln!(s, "  HELD: {held}");
-        }
-    }
-    match v["last_reload"].as_object() {
-        None => {
-            let _ = writeln!(s, "last reload: none since start");
-        }
-        Some(r) => {
-            let field = |k: &str| r.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
-            let ago = r.get("at").and_then(|x| x.as_u64()).map(|at| {
-                let now = crate::fetch::unix_secs(std::time::SystemTime::now());
-                crate::fetch::age_text(now.saturating_sub(at))
-            });
-            let when = format!("{} ago, on {}", ago.unwrap_or_else(|| "?".into()), field("trigger"));
-            if r.get("ok").and_then(|o| o.as_bool()) == Some(true) {
-                let _ = writeln!(s, "last reload: ok ({when}): {}", field("summary"));
-            } else {
-                let _ = writeln!(s, "last reload: FAILED ({when}): {}", field("error"));
-            }
-        }
-    }
-    s
 }

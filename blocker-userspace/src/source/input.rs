@@ -67,6 +67,24 @@ pub fn read_text(path: &Path, cap: u64) -> Result<String, InputError> {
         .map_err(|e| InputError::NotText { path: path.to_owned(), offset: e.utf8_error().valid_up_to() })
 }
 
+/// An offending piece of input for a message: quoted, escaped, and cut to about
+/// 80 bytes as printed.
+pub fn quote(text: &str) -> String {
+    // Bytes of the escaped text: escapes (`\u{7f}`) count at their printed size.
+    const QUOTE_BYTES: usize = 80;
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        let escaped: String = if c == '\'' { c.to_string() } else { c.escape_debug().collect() };
+        if out.len() + escaped.len() > QUOTE_BYTES {
+            out.push_str("...");
+            break;
+        }
+        out.push_str(&escaped);
+    }
+    out.push('"');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};

@@ -30,11 +30,13 @@ use blocker_common::{
     LIST_STATE_RETIRED, MAX_LISTS, MODE_ENFORCE, MODE_MONITOR,
 };
 
+use super::{link, object, pins};
 use crate::{
-    classifier::{Image, Tables, ELEMENT_BYTES},
-    compile::{Action, CompiledTable},
-    lists::Family,
-    loader,
+    compile::{
+        classifier::{Image, Tables, ELEMENT_BYTES},
+        table::{Action, CompiledTable},
+    },
+    net::Family,
 };
 
 /// Default for `--table-memory`: fits 2M random IPv4 hosts, 1M IPv6 hosts, 1M
@@ -211,7 +213,7 @@ struct LinkTables {
 
 impl LinkTables {
     fn open(dir: &Path) -> Result<Option<LinkTables>> {
-        let pin = dir.join(loader::LINK_PIN);
+        let pin = dir.join(pins::LINK_PIN);
         if !pin.exists() {
             return Ok(None);
         }
@@ -305,9 +307,44 @@ pub struct ListCounters {
     pub bytes: u64,
 }
 
+/// What an interface's program does with a drop verdict (its `BLK_CONFIG` mode).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    /// Dry run: nothing is dropped; would-be drops are counted as monitored.
+    Monitor,
+}
+
+impl Mode {
+    /// The name the config file, status and stats use.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Monitor => "monitor",
+        }
+    }
+
+    /// The name with what it means, for messages.
+    pub const fn description(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Monitor => "monitor (dry run, nothing dropped)",
+        }
+    }
+
+    const fn code(self) -> u32 {
+        match self {
+            Mode::Enforce => MODE_ENFORCE,
+            Mode::Monitor => MODE_MONITOR,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counters {
-    pub mode_monitor: bool,
+    pub mode: Mode,
     /// The program running the live table (None: not attached, not loaded).
     pub program_id: Option<u32>,
     /// Indexed by `blocker_common::counter::*`.
@@ -372,8 +409,8 @@ impl DataplaneMaps {
         self.live.as_mut().map(|i| &mut i.ebpf).ok_or_else(|| anyhow!("no program loaded for {}", self.dir.display()))
     }
 
-    pub fn set_monitor_mode(&mut self, monitor: bool) -> Result<()> {
-        let mode = if monitor { MODE_MONITOR } else { MODE_ENFORCE };
+    pub fn set_mode(&mut self, mode: Mode) -> Result<()> {
+        let mode = mode.code();
         self.shared.config.set(config::MODE, mode, 0)?;
         Ok(())
     }
@@ -427,8 +464,8 @@ impl DataplaneMaps {
             }
         }
         // The swap: from here on packets see the new table.
-        loader::swap_program(&mut instance.ebpf, &self.dir)?;
-        let program_id = loader::program_mut(&mut instance.ebpf)?.info()?.id();
+        link::swap_program(&mut instance.ebpf, &self.dir)?;
+        let program_id = object::program_mut(&mut instance.ebpf)?.info()?.id();
         let report = ApplyReport {
             v4_ranges: table.v4.len(),
             v6_ranges: table.v6.len(),
@@ -512,7 +549,7 @@ impl DataplaneMaps {
                 bytes: per_cpu.iter().map(|s| s.bytes).sum(),
             });
         }
-        let program_id = match loader::linked_program_id(&self.dir)? {
+        let program_id = match link::linked_program_id(&self.dir)? {
             Some(id) => Some(id),
             None => match &self.live {
                 Some(i) => i.ebpf.program(blocker_common::PROGRAM_NAME).and_then(|p| p.info().ok()).map(|i| i.id()),
@@ -520,7 +557,7 @@ impl DataplaneMaps {
             },
         };
         Ok(Counters {
-            mode_monitor: self.shared.config.get(&config::MODE, 0)? == MODE_MONITOR,
+            mode: if self.shared.config.get(&config::MODE, 0)? == MODE_MONITOR { Mode::Monitor } else { Mode::Enforce },
             program_id,
             global,
             lists,
@@ -604,7 +641,7 @@ fn check_budget(table: &CompiledTable, image: &Image, budget: u64) -> Result<(),
 /// them. Nothing uses it until it is swapped onto a link.
 fn load_instance(dir: &Path, log_level: u8, image: &Image) -> Result<Instance> {
     let blocks = image.map_blocks();
-    let mut ebpf = loader::load(dir, log_level, &blocks, image.shape)?;
+    let mut ebpf = object::load(dir, log_level, &blocks, image.shape)?;
     let mut shape_map: Array<&mut MapData, Shape> = Array::try_from(
         ebpf.map_mut(map_names::SHAPE)
             .ok_or_else(|| anyhow!("map {} missing from the eBPF object", map_names::SHAPE))?,
@@ -633,10 +670,27 @@ fn make_info(state: u32, action: u32, name: &str) -> ListInfo {
     info
 }
 
+/// The counters of `iface`, read from its pins (no daemon needed), with whether
+/// its link is on the device that has the name here.
+pub fn read_pinned_counters(pin_root: &Path, iface: &str) -> Result<Counters> {
+    let dir = pins::iface_dir(pin_root, iface);
+    if !dir.exists() {
+        anyhow::bail!(
+            "blocker is not attached to {iface}: no pins under {} (start it with `blocker run --iface {iface} ...`)",
+            dir.display()
+        );
+    }
+    let mut counters = DataplaneMaps::open(&dir)?.counters()?;
+    // A checked fact, not the pins' word: the link must be on the device that
+    // has the name here.
+    counters.attached_here = Some(link::attached_here(&dir, iface));
+    Ok(counters)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::{compile, ListSpec, Role};
+    use crate::compile::table::{compile, ListSpec, Role};
 
     fn table(names: &[String]) -> CompiledTable {
         let lists: Vec<ListSpec> =

@@ -10,7 +10,8 @@ use blocker_common::{
     map_names,
 };
 
-use crate::{compile::Range, lists::Family};
+use super::table::Range;
+use crate::net::Family;
 
 /// Why a table cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -496,9 +497,9 @@ mod tests {
 
     use super::*;
     use crate::{
-        compile::{compile, CompiledTable, ListSpec, Role},
-        lists::Prefix,
-        regions::RegionDb,
+        compile::table::{compile, CompiledTable, ListSpec, Role},
+        net::Prefix,
+        source::region::db::RegionDb,
     };
 
     /// The image answers every probe like the compiled table's own lookup.

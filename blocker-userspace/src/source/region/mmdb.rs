@@ -12,10 +12,8 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use maxminddb::{PathElement, Reader, WithinOptions};
 
-use crate::{
-    lists::{ip_to_u128, Family, Prefix},
-    regions::RegionDb,
-};
+use super::db::RegionDb;
+use crate::net::{ip_to_u128, Family, Prefix};
 
 const METADATA_MARKER: &[u8] = b"\xAB\xCD\xEFMaxMind.com";
 
@@ -122,7 +120,7 @@ fn check_search_tree(bytes: &[u8], node_count: u32, record_size: u16, ip_version
 }
 
 pub fn read(path: &Path, source: &str) -> Result<RegionDb> {
-    let bytes = crate::input::read_file(path, crate::input::MAX_SOURCE_BYTES)?;
+    let bytes = crate::source::input::read_file(path, crate::source::input::MAX_SOURCE_BYTES)?;
     read_bytes(bytes, source)
 }
 

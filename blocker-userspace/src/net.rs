@@ -1,11 +1,7 @@
-//! CIDR list files: one IPv4/IPv6 CIDR or bare address per line, `#` comments
-//! (whole-line or trailing), blank lines. The country-ip-blocks files load as they are.
+//! Addresses and prefixes of both families, and the arithmetic on them that every
+//! source and the compiler share.
 
-use std::{
-    fmt,
-    net::IpAddr,
-    path::{Path, PathBuf},
-};
+use std::{fmt, net::IpAddr};
 
 /// A prefix in either family. `addr` holds the address left-aligned in the family's
 /// width (IPv4 in the low 32 bits of a u128), host bits cleared.
@@ -113,16 +109,6 @@ pub enum LineError {
     HostBitsSet { suggestion: String },
 }
 
-/// A list that could not be read, naming where and what.
-#[derive(Debug, thiserror::Error)]
-pub enum ListError {
-    // Not a `source`: the message already says it, and `{:#}` would repeat it.
-    #[error(transparent)]
-    Input(#[from] crate::input::InputError),
-    #[error("{path}:{line}: {reason}: {text}")]
-    Line { path: PathBuf, line: usize, text: String, reason: LineError },
-}
-
 /// Parses one CIDR (`a.b.c.d/n`, `x::/n`) or bare address (a /32 or /128).
 pub fn parse_prefix(text: &str) -> Result<Prefix, LineError> {
     let (addr_text, len_text) = match text.split_once('/') {
@@ -164,115 +150,9 @@ fn unmap_v4(p: Prefix) -> Prefix {
     }
 }
 
-/// An offending piece of input for a message: quoted, escaped, and cut to about
-/// 80 bytes as printed.
-pub fn quote(text: &str) -> String {
-    // Bytes of the escaped text: escapes (`\u{7f}`) count at their printed size.
-    const QUOTE_BYTES: usize = 80;
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        let escaped: String = if c == '\'' { c.to_string() } else { c.escape_debug().collect() };
-        if out.len() + escaped.len() > QUOTE_BYTES {
-            out.push_str("...");
-            break;
-        }
-        out.push_str(&escaped);
-    }
-    out.push('"');
-    out
-}
-
-/// Parses the text of a list; `path` is only used to name errors.
-pub fn parse_list(path: &Path, text: &str) -> Result<Vec<Prefix>, ListError> {
-    // One allocation at the size of the lines, not a doubling one: lists run to
-    // millions of entries.
-    let mut prefixes = Vec::with_capacity(text.bytes().filter(|b| *b == b'\n').count() + 1);
-    for (i, raw) in text.lines().enumerate() {
-        let content = raw.split('#').next().unwrap_or("").trim();
-        if content.is_empty() {
-            continue;
-        }
-        let prefix = parse_prefix(content).map_err(|reason| ListError::Line {
-            path: path.to_owned(),
-            line: i + 1,
-            text: quote(raw),
-            reason,
-        })?;
-        prefixes.push(prefix);
-    }
-    Ok(prefixes)
-}
-
-pub fn read_list(path: &Path) -> Result<Vec<Prefix>, ListError> {
-    let text = crate::input::read_text(path, crate::input::MAX_SOURCE_BYTES)?;
-    parse_list(path, &text)
-}
-
-/// Where a list comes from: `[optional:][refresh=DURATION:][NAME=]FILE|URL` (without NAME the path or
-/// URL is the name). The name is what counters are reported under and what keeps
-/// them across reloads. An optional list that cannot be read is skipped with a
-/// warning instead of aborting the load.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ListSource {
-    pub name: String,
-    pub path: PathBuf,
-    pub optional: bool,
-    /// URL sources only: how often the daemon fetches it again (None: the policy's default).
-    pub refresh: Option<crate::watch::Refresh>,
-}
-
-impl ListSource {
-    pub fn url(&self) -> Option<&str> {
-        let s = self.path.to_str()?;
-        crate::fetch::is_url(s).then_some(s)
-    }
-}
-
-impl std::str::FromStr for ListSource {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (optional, rest) = match s.strip_prefix("optional:") {
-            Some(r) => (true, r),
-            None => (false, s),
-        };
-        let (refresh, rest) = crate::watch::strip_refresh(rest)?;
-        let source = Self::named(s, rest, optional)?;
-        if refresh.is_some() && source.url().is_none() {
-            return Err(format!("{s:?}: refresh= applies to URL sources only (files are watched for changes)"));
-        }
-        Ok(ListSource { refresh, ..source })
-    }
-}
-
-impl ListSource {
-    fn named(s: &str, rest: &str, optional: bool) -> Result<Self, String> {
-        if rest.is_empty() {
-            return Err("empty list argument".into());
-        }
-        match rest.split_once('=') {
-            Some((name, path))
-                if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) =>
-            {
-                if path.is_empty() {
-                    return Err(format!("{s:?}: no file after '='"));
-                }
-                Ok(ListSource { name: name.into(), path: path.into(), optional, refresh: None })
-            }
-            _ => Ok(ListSource { name: rest.into(), path: rest.into(), optional, refresh: None }),
-        }
-    }
-}
-
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// ../shared/data beside the repository (as on CI), or $BLOCKER_SHARED_DATA.
-    pub(crate) fn shared_data() -> PathBuf {
-        std::env::var_os("BLOCKER_SHARED_DATA")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
-    }
 
     fn p(s: &str) -> Prefix {
         parse_prefix(s).unwrap()
@@ -311,35 +191,6 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn error_messages_quote_a_bounded_piece_of_the_line() {
-        let line = "x".repeat(10_000);
-        let msg = parse_list(Path::new("l.txt"), &line).unwrap_err().to_string();
-        assert!(msg.len() < 200, "{} bytes", msg.len());
-        assert!(msg.ends_with("...\""), "{msg}");
-        // Escapes count at their printed size (found by the control fuzzer).
-        let msg = parse_list(Path::new("l.txt"), &"\u{7f}".repeat(1000)).unwrap_err().to_string();
-        assert!(msg.len() < 200, "{} bytes: {msg}", msg.len());
-    }
-
-    #[test]
-    fn list_skips_comments_and_blanks() {
-        let text = "# header\n\n10.0.0.0/8\n  192.0.2.0/24  # trailing\n2001:db8::/32\n";
-        let list = parse_list(Path::new("x.txt"), text).unwrap();
-        assert_eq!(list, vec![p("10.0.0.0/8"), p("192.0.2.0/24"), p("2001:db8::/32")]);
-    }
-
-    #[test]
-    fn list_error_names_file_line_and_text() {
-        let text = "10.0.0.0/8\n# ok\n10.0.0.0/88\n";
-        let err = parse_list(Path::new("lists/deny.txt"), text).unwrap_err();
-        let msg = err.to_string();
-        assert_eq!(
-            msg,
-            "lists/deny.txt:3: prefix length 88 is larger than 32 for this address family: \"10.0.0.0/88\""
-        );
-    }
-
-    #[test]
     fn ranges_split_into_exact_cidrs() {
         let strs = |v: Vec<Prefix>| v.iter().map(|p| p.to_string()).collect::<Vec<_>>();
         assert_eq!(strs(range_to_prefixes(Family::V4, 0x0a00_0000, 0x0a00_00ff)), ["10.0.0.0/24"]);
@@ -354,35 +205,5 @@ pub(crate) mod tests {
             strs(range_to_prefixes(Family::V6, u128::MAX, u128::MAX)),
             ["ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128"]
         );
-    }
-
-    #[test]
-    fn list_source_names() {
-        let s: ListSource = "cn=/data/cn.txt".parse().unwrap();
-        assert_eq!(s, ListSource { name: "cn".into(), path: "/data/cn.txt".into(), optional: false, refresh: None });
-        let s: ListSource = "/data/a=b.txt".parse().unwrap();
-        assert_eq!(
-            s,
-            ListSource { name: "/data/a=b.txt".into(), path: "/data/a=b.txt".into(), optional: false, refresh: None }
-        );
-        let s: ListSource = "optional:x=https://h.invalid/l.txt".parse().unwrap();
-        assert!(s.optional && s.url() == Some("https://h.invalid/l.txt") && s.name == "x");
-        assert!("cn=".parse::<ListSource>().is_err());
-        let s: ListSource = "optional:refresh=15m:x=https://h.invalid/l.txt".parse().unwrap();
-        assert!(s.optional && s.name == "x");
-        assert_eq!(s.refresh, Some(crate::watch::Refresh::Every(std::time::Duration::from_secs(900))));
-        let e = "refresh=15m:/etc/blocker/deny.txt".parse::<ListSource>().unwrap_err();
-        assert!(e.contains("URL sources only"), "{e}");
-    }
-
-    #[test]
-    fn real_country_files_parse() {
-        let data = shared_data();
-        let dir = data.join("country-ip-blocks/country/de");
-        assert!(dir.exists(), "shared data missing at {} (set BLOCKER_SHARED_DATA)", dir.display());
-        let v4 = read_list(&dir.join("ipv4-aggregated.txt")).unwrap();
-        let v6 = read_list(&dir.join("ipv6-aggregated.txt")).unwrap();
-        assert!(v4.len() > 1000 && v4.iter().all(|p| p.family == Family::V4));
-        assert!(v6.len() > 100 && v6.iter().all(|p| p.family == Family::V6));
     }
 }

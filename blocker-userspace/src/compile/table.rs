@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use blocker_common::{ACTION_DROP, ACTION_MONITOR, ACTION_PASS};
 
-use crate::lists::{range_to_prefixes, Family, Prefix};
+use crate::net::{range_to_prefixes, Family, Prefix};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
@@ -337,7 +337,7 @@ fn sweep(family: Family, n: usize, event: impl Fn(usize) -> (u128, u32)) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lists::parse_prefix;
+    use crate::net::parse_prefix;
 
     fn list(name: &str, role: Role, prefixes: &[&str]) -> ListSpec {
         ListSpec { name: name.into(), role, prefixes: prefixes.iter().map(|p| parse_prefix(p).unwrap()).collect() }

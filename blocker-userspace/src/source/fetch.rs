@@ -22,11 +22,6 @@ use anyhow::{anyhow, bail, Context as _, Result};
 
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/blocker/cache";
 
-/// Whether a source location is a URL (fetched through the cache) rather than a path.
-pub fn is_url(location: &str) -> bool {
-    location.starts_with("http://") || location.starts_with("https://")
-}
-
 #[derive(Clone, Debug)]
 pub struct FetchOptions {
     /// For the whole request, connection to last byte.
@@ -41,7 +36,7 @@ impl Default for FetchOptions {
     fn default() -> Self {
         FetchOptions {
             timeout: Duration::from_secs(60),
-            max_bytes: crate::input::MAX_SOURCE_BYTES,
+            max_bytes: crate::source::input::MAX_SOURCE_BYTES,
             accept_shrink: false,
         }
     }
@@ -146,7 +141,7 @@ fn cache_paths(url: &str, dir: &Path) -> CachePaths {
 }
 
 fn read_meta(path: &Path) -> Option<Meta> {
-    let bytes = crate::input::read_file(path, 1 << 20).ok()?;
+    let bytes = crate::source::input::read_file(path, 1 << 20).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
     let count = |k: &str| v[k].as_u64().and_then(|n| usize::try_from(n).ok());
     Some(Meta {
@@ -483,7 +478,7 @@ mod tests {
     use super::*;
 
     fn list_check(path: &Path) -> Result<usize> {
-        Ok(crate::lists::read_list(path)?.len())
+        Ok(crate::source::cidr_list::read_list(path)?.len())
     }
 
     /// The names of the files in `dir`, sorted by extension kind.

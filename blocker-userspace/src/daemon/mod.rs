@@ -1,5 +1,7 @@
 //! `blocker run`: attach to interfaces, keep the tables current, stop on signal.
 
+pub mod triggers;
+
 use std::{
     collections::HashSet,
     path::PathBuf,
@@ -13,73 +15,33 @@ use tokio::{
     signal::unix::{signal, SignalKind},
 };
 
+use self::triggers::{FileWatch, UrlSchedule};
 use crate::{
-    compile::CompiledTable,
-    control::Request,
-    fetch::unix_secs,
-    loader::{self, AttachMode, PinLock},
-    maps::DataplaneMaps,
-    policy::Policy,
-    watch::{FileWatch, Refresh, UrlSchedule},
+    compile::table::CompiledTable,
+    config::{check_interface_names, InterfaceOptions, RunOptions},
+    control::{
+        protocol::{
+            InterfaceError, InterfaceStats, InterfaceStatus, LastReload, ListStatus, Refusal, ReloadReply, Request,
+            RequestError, SourceStatus, StatsReply, StatusReply,
+        },
+        server::{accept, control_client, ControlRequest},
+    },
+    dataplane::{
+        device, link,
+        maps::{DataplaneMaps, Mode},
+        object,
+        pins::{self, PinLock},
+    },
+    source::{
+        fetch::{self, unix_secs},
+        spec::Refresh,
+    },
 };
 
 /// How often the daemon looks at its interfaces, source files and URL schedule.
 const TICK: Duration = Duration::from_millis(500);
 /// How often a reload that waits for the first copy of a URL is tried again.
 const RELOAD_RETRY: Duration = Duration::from_secs(30);
-pub const DEFAULT_WATCH_DEBOUNCE: Duration = Duration::from_secs(2);
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InterfaceOptions {
-    pub name: String,
-    pub attach_mode: AttachMode,
-    /// Dry run on this interface: nothing dropped, would-be drops counted.
-    pub monitor: bool,
-}
-
-/// Refuses interface names that no interface can have (the kernel's rules:
-/// 1 to 15 bytes, no '/', no whitespace or ':', not "." or "..") and names given
-/// twice. `run` and `check-config` both apply it, so they agree.
-pub fn check_interface_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
-    let mut seen = HashSet::new();
-    for name in names {
-        let shown = crate::lists::quote(name);
-        if name.is_empty() || name.len() > 15 {
-            return Err(format!("interface name {shown}: an interface name has 1 to 15 bytes"));
-        }
-        if name == "."
-            || name == ".."
-            || name.contains(|c: char| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
-        {
-            return Err(format!("interface name {shown}: not a possible interface name (see `ip link`)"));
-        }
-        if !seen.insert(name) {
-            return Err(format!("interface {name} is given twice"));
-        }
-    }
-    Ok(())
-}
-
-/// Everything a daemon run needs: from the command line or a config file.
-#[derive(Debug)]
-pub struct RunOptions {
-    pub interfaces: Vec<InterfaceOptions>,
-    pub policy: Policy,
-    pub detach_on_exit: bool,
-    pub pin_root: PathBuf,
-    /// aya-log level compiled into the program: 0 = off (no cost), 5 = trace.
-    pub ebpf_log_level: u8,
-    /// The config file this came from: a reload reads it again.
-    pub config: Option<PathBuf>,
-    /// Control socket (None: no socket).
-    pub socket: Option<PathBuf>,
-    /// Reload when a local source file changes, once it has been stable this long
-    /// (None: files are not watched).
-    pub watch_debounce: Option<Duration>,
-    /// The most bytes of classifier maps a table may take, per interface.
-    pub table_memory: u64,
-}
-
 /// What `blocker status` reports besides the live maps.
 struct State {
     started: SystemTime,
@@ -113,75 +75,79 @@ fn list_summaries(table: &CompiledTable) -> Vec<ListSummary> {
 }
 
 impl State {
-    fn status(&self, opts: &RunOptions, managed: &[Managed]) -> serde_json::Value {
-        let lists: Vec<serde_json::Value> = self
+    fn status(&self, opts: &RunOptions, managed: &[Managed]) -> StatusReply {
+        let lists = self
             .lists
             .iter()
-            .map(|l| {
-                serde_json::json!({
-                    "name": l.name,
-                    "action": l.action,
-                    "ipv4_ranges": l.v4_ranges,
-                    "ipv6_ranges": l.v6_ranges,
-                })
+            .map(|l| ListStatus {
+                name: l.name.clone(),
+                action: l.action.to_owned(),
+                ipv4_ranges: l.v4_ranges,
+                ipv6_ranges: l.v6_ranges,
             })
             .collect();
-        let interfaces: Vec<serde_json::Value> = opts
+        let interfaces = opts
             .interfaces
             .iter()
             .zip(managed)
             .map(|(spec, m)| {
                 let (attached, how) = m.attachment_fact();
-                serde_json::json!({
-                    "name": m.iface,
-                    "present": loader::find_interface(&m.iface).ok().map(|i| i.is_some()),
-                    "attached": how,
-                    "enforcing": attached && !spec.monitor,
-                    "program_id": loader::linked_program_id(&m.maps.dir).ok().flatten(),
-                    "mode": if spec.monitor { "monitor" } else { "enforce" },
-                    "table_bytes": m.maps.table_bytes(),
-                    "map_memory_bytes": m.maps.memory().ok(),
-                })
+                InterfaceStatus {
+                    name: m.iface.clone(),
+                    present: device::find_interface(&m.iface).ok().map(|i| i.is_some()),
+                    attached: how,
+                    enforcing: attached && spec.mode == Mode::Enforce,
+                    program_id: link::linked_program_id(&m.maps.dir).ok().flatten(),
+                    mode: spec.mode,
+                    table_bytes: m.maps.table_bytes(),
+                    map_memory_bytes: m.maps.memory().ok(),
+                }
             })
             .collect();
-        let mut sources: Vec<serde_json::Value> = crate::watch::local_sources(&opts.policy)
+        let mut sources: Vec<SourceStatus> = opts
+            .policy
+            .local_sources()
             .into_iter()
             .map(|path| {
-                let loc = path.display().to_string();
-                serde_json::json!({
-                    "source": loc,
-                    "age_seconds": source_age(&opts.policy.cache_dir, &loc),
-                    "watched": opts.watch_debounce.is_some(),
-                })
+                let source = path.display().to_string();
+                SourceStatus {
+                    age_seconds: source_age(&opts.policy.cache_dir, &source),
+                    source,
+                    watched: Some(opts.watch_debounce.is_some()),
+                    refresh: None,
+                    held: None,
+                }
             })
             .collect();
-        sources.extend(crate::watch::url_sources(&opts.policy).into_iter().map(|(url, refresh)| {
-            serde_json::json!({
-                "source": url,
-                "age_seconds": source_age(&opts.policy.cache_dir, &url),
-                "refresh": refresh.to_string(),
-                "held": crate::fetch::held(&url, &opts.policy.cache_dir).map(|h| h.to_string()),
-            })
+        sources.extend(opts.policy.url_sources().into_iter().map(|(url, refresh)| SourceStatus {
+            age_seconds: source_age(&opts.policy.cache_dir, &url),
+            watched: None,
+            refresh: Some(refresh.to_string()),
+            held: fetch::held(&url, &opts.policy.cache_dir).map(|h| h.to_string()),
+            source: url,
         }));
-        serde_json::json!({
-            "ok": true,
-            "started": unix_secs(self.started),
-            "config": opts.config.as_ref().map(|p| p.display().to_string()),
-            "interfaces": interfaces,
-            "lists": lists,
-            "sources": sources,
-            "last_reload": self.last_reload.as_ref().map(|(t, trigger, r)| match r {
-                Ok(summary) => serde_json::json!({ "at": unix_secs(*t), "trigger": trigger, "ok": true, "summary": summary }),
-                Err(e) => serde_json::json!({ "at": unix_secs(*t), "trigger": trigger, "ok": false, "error": e }),
+        StatusReply {
+            ok: true,
+            started: unix_secs(self.started),
+            config: opts.config.as_ref().map(|p| p.display().to_string()),
+            interfaces,
+            lists,
+            sources,
+            last_reload: self.last_reload.as_ref().map(|(t, trigger, r)| LastReload {
+                at: unix_secs(*t),
+                trigger: trigger.clone(),
+                ok: r.is_ok(),
+                summary: r.as_ref().ok().cloned(),
+                error: r.as_ref().err().cloned(),
             }),
-        })
+        }
     }
 }
 
 /// Seconds since a source last changed: the file's mtime, or a URL's last good fetch.
 fn source_age(cache_dir: &std::path::Path, location: &str) -> Option<u64> {
-    let path = if crate::fetch::is_url(location) {
-        crate::fetch::cached_copy(location, cache_dir)
+    let path = if crate::source::spec::is_url(location) {
+        fetch::cached_copy(location, cache_dir)
     } else {
         PathBuf::from(location)
     };
@@ -252,21 +218,13 @@ fn memory_text(bytes: u64) -> String {
     format!("classifier maps {:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
 
-fn mode_text(monitor: bool) -> &'static str {
-    if monitor {
-        "monitor (dry run, nothing dropped)"
-    } else {
-        "enforce"
-    }
-}
-
 /// An interface on its way up: its pin directory secured and locked, its maps
 /// loaded and the table prepared in a new instance, nothing running changed yet.
 struct Opening {
     iface: String,
     lock: PinLock,
     maps: DataplaneMaps,
-    prepared: crate::maps::Prepared,
+    prepared: crate::dataplane::maps::Prepared,
 }
 
 /// First half of a start, done for every interface before any is changed:
@@ -279,8 +237,8 @@ fn open_interface(
     created: &mut Created,
 ) -> Result<Opening> {
     let iface = spec.name.as_str();
-    let existed = loader::iface_dir(&opts.pin_root, iface).exists();
-    let dir = loader::secure_pin_dir(&opts.pin_root, iface)?;
+    let existed = pins::iface_dir(&opts.pin_root, iface).exists();
+    let dir = pins::secure_pin_dir(&opts.pin_root, iface)?;
     let lock = PinLock::acquire(&dir, iface)?;
     if !existed {
         created.interface_dirs.push((dir.clone(), lock.try_clone()?));
@@ -299,14 +257,14 @@ fn open_interface(
 fn finish_interface(opts: &RunOptions, spec: &InterfaceOptions, table: &CompiledTable, o: Opening) -> Result<Managed> {
     let Opening { iface, lock, mut maps, prepared } = o;
     let report = maps.commit(table, prepared)?;
-    maps.set_monitor_mode(spec.monitor)?;
-    let ifindex = loader::ifindex(&iface)?;
-    let how = loader::attach(maps.ebpf_mut()?, &opts.pin_root, &iface, spec.attach_mode)?;
+    maps.set_mode(spec.mode)?;
+    let ifindex = device::ifindex(&iface)?;
+    let how = link::attach(maps.ebpf_mut()?, &opts.pin_root, &iface, spec.attach_mode)?;
     log::info!(
         "{iface}: {how}; {}, {}; mode {}",
         table_summary(table),
         memory_text(report.table_bytes),
-        mode_text(spec.monitor)
+        spec.mode.description()
     );
     Ok(Managed {
         iface,
@@ -327,7 +285,7 @@ impl Managed {
     /// with its device, so blocker attaches again, with the maps (tables,
     /// counters) it already has.
     fn check_presence(&mut self, spec: &InterfaceOptions, pin_root: &std::path::Path) {
-        let now = match loader::find_interface(&self.iface) {
+        let now = match device::find_interface(&self.iface) {
             Ok(now) => {
                 self.lookup_failed = false;
                 now
@@ -340,19 +298,19 @@ impl Managed {
                 return;
             }
         };
-        let at = loader::link_at(&self.maps.dir).unwrap_or(loader::LinkAt::NoPin);
+        let at = link::link_at(&self.maps.dir).unwrap_or(link::LinkAt::NoPin);
         let on = match at {
-            loader::LinkAt::Device(i) => Some(i),
+            link::LinkAt::Device(i) => Some(i),
             _ => None,
         };
         let Some(index) = now else {
             if self.ifindex.take().is_some() {
                 match at {
-                    loader::LinkAt::Device(_) | loader::LinkAt::Elsewhere(_) => log::warn!(
+                    link::LinkAt::Device(_) | link::LinkAt::Elsewhere(_) => log::warn!(
                         "{}: no interface has that name now; the program stays on {} (renamed or moved?) \
                          until a device named {} appears, then moves to it",
                         self.iface,
-                        loader::link_place_text(at),
+                        link::link_place_text(at),
                         self.iface
                     ),
                     _ => log::warn!("{}: interface is gone; blocker attaches again when it comes back", self.iface),
@@ -379,7 +337,7 @@ impl Managed {
         };
         self.ifindex = Some(index);
         let attached =
-            self.maps.ebpf_mut().and_then(|ebpf| loader::attach(ebpf, pin_root, &self.iface, spec.attach_mode));
+            self.maps.ebpf_mut().and_then(|ebpf| link::attach(ebpf, pin_root, &self.iface, spec.attach_mode));
         match attached {
             Ok(how) => {
                 log::warn!("{}: {why}: {how}", self.iface);
@@ -396,18 +354,18 @@ impl Managed {
     /// What status says of the attachment, checked against the kernel now: the
     /// pinned link must be on the device that has the configured name.
     fn attachment_fact(&self) -> (bool, String) {
-        use loader::LinkAt;
-        let now = match loader::find_interface(&self.iface) {
+        use link::LinkAt;
+        let now = match device::find_interface(&self.iface) {
             Ok(now) => now,
             Err(e) => return (false, format!("UNKNOWN: cannot look the interface up: {e}")),
         };
-        match (now, loader::link_at(&self.maps.dir)) {
+        match (now, link::link_at(&self.maps.dir)) {
             (Some(i), Ok(LinkAt::Device(l))) if i == l => (true, self.attached.clone()),
             (None, Ok(at @ (LinkAt::Device(_) | LinkAt::Elsewhere(_)))) => (
                 false,
                 format!(
                     "interface gone; the program stays on {} until a device named {} appears",
-                    loader::link_place_text(at),
+                    link::link_place_text(at),
                     self.iface
                 ),
             ),
@@ -416,7 +374,7 @@ impl Managed {
                 false,
                 format!(
                     "NOT ATTACHED: the program is on {}, not on this device (index {i})",
-                    loader::link_place_text(at)
+                    link::link_place_text(at)
                 ),
             ),
             (Some(_), Ok(LinkAt::NoPin | LinkAt::DeviceGone)) => {
@@ -475,7 +433,7 @@ impl Daemon {
     fn reload(&mut self, trigger: &str) -> Result<String, String> {
         log::info!("reloading ({trigger})");
         self.retry_reload_at = None;
-        let sources_before = crate::watch::url_sources(&self.opts.policy);
+        let sources_before = self.opts.policy.url_sources();
         // Files are stamped before they are read: a change during the reload is
         // seen on the next tick.
         if let Some(w) = &mut self.files {
@@ -487,11 +445,11 @@ impl Daemon {
         }
         if let Some(w) = &mut self.files {
             // A reloaded config file may name other files.
-            if crate::watch::local_sources(&self.opts.policy) != w.paths() {
+            if self.opts.policy.local_sources() != w.paths() {
                 w.rebase(&self.opts.policy);
             }
         }
-        if crate::watch::url_sources(&self.opts.policy) != sources_before {
+        if self.opts.policy.url_sources() != sources_before {
             self.urls = UrlSchedule::new(&self.opts.policy, Instant::now());
         }
         self.state.last_reload = Some((SystemTime::now(), trigger.to_owned(), result.clone()));
@@ -535,7 +493,7 @@ impl Daemon {
         let (missing, missing_optional): (Vec<_>, Vec<_>) = policy
             .url_jobs()
             .into_iter()
-            .filter(|j| !crate::fetch::cached_copy(&j.url, &policy.cache_dir).exists())
+            .filter(|j| !fetch::cached_copy(&j.url, &policy.cache_dir).exists())
             .partition(|j| !j.optional);
         self.spawn_fetches(missing_optional);
         if !missing.is_empty() {
@@ -549,7 +507,7 @@ impl Daemon {
                 RELOAD_RETRY.as_secs()
             );
         }
-        let table = policy.build_table_with(crate::fetch::UrlAccess::CachedOnly).context(ABORTED)?;
+        let table = policy.build_table_with(fetch::UrlAccess::CachedOnly).context(ABORTED)?;
         let mut warnings = shrink_warnings(&self.state.lists, &table);
         if !restart_keys.is_empty() {
             warnings.push(format!(
@@ -576,7 +534,7 @@ impl Daemon {
                     continue;
                 }
             };
-            m.maps.set_monitor_mode(spec.monitor)?;
+            m.maps.set_mode(spec.mode)?;
             log::info!(
                 "{}: reloaded {} ({}, program {}) in {} ms",
                 m.iface,
@@ -664,107 +622,76 @@ impl Daemon {
     /// Answers one control request (see `control`). Requests are answered one at
     /// a time on the daemon's task, so a reload never races another change; each
     /// client's reading and writing happens in its own task (`control_client`).
-    fn answer(&mut self, request: Result<Request, String>) -> serde_json::Value {
-        match request {
-            Err(error) => serde_json::json!({ "ok": false, "error": error }),
-            Ok(Request::Status) => self.state.status(&self.opts, &self.managed),
-            Ok(Request::Reload { accept_shrink: true }) => {
-                let mut accepted = Vec::new();
-                for job in self.opts.policy.url_jobs() {
-                    match crate::fetch::accept_held(&job.url, &self.opts.policy.cache_dir) {
-                        Ok(Some(a)) => accepted.push((job.url, a)),
-                        Ok(None) => {}
-                        Err(e) => {
-                            for (_, a) in accepted {
-                                let _ = a.rollback();
-                            }
-                            return serde_json::json!({ "ok": false, "error": format!("{e:#}") });
-                        }
-                    }
-                }
-                let names: Vec<String> =
-                    accepted.iter().map(|(u, a)| format!("{u} ({} prefixes)", a.prefixes)).collect();
-                match self.reload("blocker reload --accept-shrink") {
-                    Ok(summary) => {
-                        log::warn!(
-                            "accepted held content (--accept-shrink): {}",
-                            if names.is_empty() { "none was held".into() } else { names.join(", ") }
-                        );
-                        for (_, a) in accepted {
-                            a.commit();
-                        }
-                        serde_json::json!({ "ok": true, "summary": summary, "accepted": names })
-                    }
-                    Err(e) => {
-                        // Nothing is accepted by a reload that did not apply.
-                        for (url, a) in accepted {
-                            if let Err(re) = a.rollback() {
-                                log::error!("{url}: cannot put the held content back: {re:#}");
-                            }
-                        }
-                        serde_json::json!({ "ok": false, "error": format!("{e}; the held content stays held") })
-                    }
-                }
-            }
+    fn answer(&mut self, request: Result<Request, RequestError>) -> String {
+        let answer = match request {
+            Err(error) => to_line(&Refusal::new(error.to_string())),
+            Ok(Request::Status) => to_line(&self.state.status(&self.opts, &self.managed)),
+            Ok(Request::Reload { accept_shrink: true }) => self.reload_accepting_held(),
             Ok(Request::Reload { accept_shrink: false }) => match self.reload("blocker reload") {
-                Ok(summary) => serde_json::json!({ "ok": true, "summary": summary }),
-                Err(e) => serde_json::json!({ "ok": false, "error": e }),
+                Ok(summary) => to_line(&ReloadReply { ok: true, summary, accepted: None }),
+                Err(e) => to_line(&Refusal::new(e)),
             },
             Ok(Request::Stats) => {
-                let mut out = Vec::new();
+                let mut reply = StatsReply { ok: true, interfaces: Vec::new(), errors: Vec::new() };
                 for m in &self.managed {
                     match m.maps.counters() {
-                        Ok(c) => out.push(crate::stats::to_json(&m.iface, &c)),
-                        Err(e) => out.push(serde_json::json!({ "interface": m.iface, "error": format!("{e:#}") })),
+                        Ok(c) => reply.interfaces.push(InterfaceStats::new(&m.iface, &c)),
+                        Err(e) => {
+                            reply.errors.push(InterfaceError { interface: m.iface.clone(), error: format!("{e:#}") })
+                        }
                     }
                 }
-                serde_json::json!({ "ok": true, "interfaces": out })
+                to_line(&reply)
+            }
+        };
+        answer
+    }
+
+    /// `reload --accept-shrink`: the held content of every URL becomes its last
+    /// good copy, then the reload; if the reload fails, the content is held again.
+    fn reload_accepting_held(&mut self) -> String {
+        let mut accepted = Vec::new();
+        for job in self.opts.policy.url_jobs() {
+            match fetch::accept_held(&job.url, &self.opts.policy.cache_dir) {
+                Ok(Some(a)) => accepted.push((job.url, a)),
+                Ok(None) => {}
+                Err(e) => {
+                    for (_, a) in accepted {
+                        let _ = a.rollback();
+                    }
+                    return to_line(&Refusal::new(format!("{e:#}")));
+                }
+            }
+        }
+        let names: Vec<String> = accepted.iter().map(|(u, a)| format!("{u} ({} prefixes)", a.prefixes)).collect();
+        match self.reload("blocker reload --accept-shrink") {
+            Ok(summary) => {
+                log::warn!(
+                    "accepted held content (--accept-shrink): {}",
+                    if names.is_empty() { "none was held".into() } else { names.join(", ") }
+                );
+                for (_, a) in accepted {
+                    a.commit();
+                }
+                to_line(&ReloadReply { ok: true, summary, accepted: Some(names) })
+            }
+            Err(e) => {
+                // Nothing is accepted by a reload that did not apply.
+                for (url, a) in accepted {
+                    if let Err(re) = a.rollback() {
+                        log::error!("{url}: cannot put the held content back: {re:#}");
+                    }
+                }
+                to_line(&Refusal::new(format!("{e}; the held content stays held")))
             }
         }
     }
 }
 
-/// The most bytes of one control request: a request is one short JSON line.
-const MAX_REQUEST_BYTES: u64 = 4096;
-/// How long a client may take to send its request, and to read the answer.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A control request for the daemon's task, and where its answer goes.
-type ControlRequest = (Result<Request, String>, tokio::sync::oneshot::Sender<serde_json::Value>);
-
-/// One control client, in a task of its own: a client that stalls holds only
-/// this task, never the daemon. It reads one bounded request line, passes the
-/// command to the daemon's task and writes the answer back, each with a timeout.
-async fn control_client(stream: tokio::net::UnixStream, daemon: tokio::sync::mpsc::Sender<ControlRequest>) {
-    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
-    let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST_BYTES));
-    match tokio::time::timeout(CLIENT_TIMEOUT, reader.read_line(&mut line)).await {
-        Ok(Ok(_)) => {}
-        _ => return, // silent, stalled or not UTF-8
-    }
-    let answer = if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST_BYTES {
-        serde_json::json!({ "ok": false, "error": format!("request over {MAX_REQUEST_BYTES} bytes") })
-    } else {
-        let request = Request::parse(&line);
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        if daemon.send((request, reply)).await.is_err() {
-            return; // the daemon is stopping
-        }
-        match answer.await {
-            Ok(a) => a,
-            Err(_) => return,
-        }
-    };
-    let _ = tokio::time::timeout(CLIENT_TIMEOUT, write.write_all(format!("{answer}\n").as_bytes())).await;
-}
-
-async fn accept(listener: &Option<tokio::net::UnixListener>) -> std::io::Result<tokio::net::UnixStream> {
-    match listener {
-        Some(l) => l.accept().await.map(|(s, _)| s),
-        None => std::future::pending().await,
-    }
+/// An answer as its JSON line (without the newline).
+fn to_line(reply: &impl serde::Serialize) -> String {
+    // The replies are plain structs of strings and numbers: serializing cannot fail.
+    serde_json::to_string(reply).unwrap_or_else(|e| format!("{{\"ok\":false,\"error\":\"{e}\"}}"))
 }
 
 /// The daemon builds tables of hundreds of MiB and then idles for hours: large
@@ -804,7 +731,7 @@ struct Created {
 
 impl Created {
     fn before_start(opts: &RunOptions) -> Self {
-        let layout = loader::layout_dir(&opts.pin_root);
+        let layout = pins::layout_dir(&opts.pin_root);
         let dirs = [layout, opts.pin_root.clone()].into_iter().filter(|d| !d.exists()).collect();
         Created { dirs, interface_dirs: Vec::new(), socket: None }
     }
@@ -814,7 +741,7 @@ impl Created {
     fn remove(self) {
         for (dir, _lock) in &self.interface_dirs {
             if dir.exists() {
-                if let Err(e) = loader::remove_pins(dir) {
+                if let Err(e) = pins::remove_pins(dir) {
                     log::error!("the failed start left {}: {e:#}; remove it (rm -r)", dir.display());
                 }
             }
@@ -835,24 +762,24 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         bail!("no interface given: pass --iface IF");
     }
     check_interface_names(opts.interfaces.iter().map(|i| i.name.as_str())).map_err(|e| anyhow!(e))?;
-    loader::check_privileges()?;
+    object::check_privileges()?;
     // Bad lists fail here, before the kernel is touched.
     let table = opts.policy.build_table()?;
-    crate::maps::check_list_count(&table)?;
+    crate::dataplane::maps::check_list_count(&table)?;
     if !opts.policy.has_rules() {
         log::warn!("no lists given: every packet passes (see --deny, --deny-country, --allow-country)");
     }
     for (p, why) in opts.policy.never_block_ranges()? {
         log::info!("never blocked: {p} ({why})");
     }
-    loader::ensure_bpffs(&opts.pin_root)?;
-    let pin_life = loader::check_pin_life(&opts.pin_root, opts.detach_on_exit)?;
+    pins::ensure_bpffs(&opts.pin_root)?;
+    let pin_life = pins::check_pin_life(&opts.pin_root, opts.detach_on_exit)?;
     for iface in &opts.interfaces {
-        loader::ifindex(&iface.name)?;
+        device::ifindex(&iface.name)?;
     }
     let mut created = Created::before_start(&opts);
     let listener = match &opts.socket {
-        Some(path) => Some(crate::control::bind(path)?),
+        Some(path) => Some(crate::control::server::bind(path)?),
         None => None,
     };
     created.socket = opts.socket.clone();
@@ -873,7 +800,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
     }
     let mut order: Vec<usize> = (0..opts.interfaces.len()).collect();
-    order.sort_by_key(|&i| loader::has_pinned_link(&opts.pin_root, &opts.interfaces[i].name));
+    order.sort_by_key(|&i| pins::has_pinned_link(&opts.pin_root, &opts.interfaces[i].name));
     let mut started: Vec<Option<Managed>> = opts.interfaces.iter().map(|_| None).collect();
     for i in order {
         let o = opening[i].take().expect("opened once");
@@ -904,7 +831,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             triggers.push(format!("a change to a source file ({} ms debounce)", d.as_millis()));
         }
     }
-    let refreshes = crate::watch::url_sources(&opts.policy).into_iter().filter(|(_, r)| *r != Refresh::Never).count();
+    let refreshes = opts.policy.url_sources().into_iter().filter(|(_, r)| *r != Refresh::Never).count();
     if refreshes > 0 {
         triggers.push(format!("the refresh of {refreshes} URL source(s)"));
     }
@@ -964,14 +891,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         // Release the locks first: detach takes them itself.
         drop(managed);
         for iface in ifaces {
-            loader::detach(&opts.pin_root, &iface)?;
+            link::detach(&opts.pin_root, &iface)?;
             log::info!("{iface}: stopping; detached (--detach-on-exit): traffic is no longer filtered");
         }
         return Ok(());
     }
     for m in &managed {
         match &pin_life {
-            loader::PinLife::Unknown { .. } => log::info!(
+            pins::PinLife::Unknown { .. } => log::info!(
                 "{}: stopping; the program stays attached and blocking for as long as the bpffs at {} stays \
                  mounted. `blocker detach --iface {}` removes it",
                 m.iface,

@@ -7,80 +7,10 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    str::FromStr,
     time::{Duration, Instant, UNIX_EPOCH},
 };
 
-use crate::policy::Policy;
-
-/// The longest duration accepted anywhere (refresh intervals, debounce): longer
-/// ones are surely mistakes, and the daemon adds them to the clock.
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
-
-/// Parses "500ms", "90s", "15m", "6h", "1d" (a bare number is seconds), at most
-/// `MAX_DURATION`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a duration (like 90s, 15m, 6h, 1d)"))?;
-    let too_long = || format!("{s:?} is longer than the maximum of 365d");
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" | "m" | "h" | "d" => {
-            let per = match unit {
-                "m" => 60,
-                "h" => 3600,
-                "d" => 86_400,
-                _ => 1,
-            };
-            Duration::from_secs(n.checked_mul(per).ok_or_else(too_long)?)
-        }
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h, d)")),
-    };
-    if d > MAX_DURATION {
-        return Err(too_long());
-    }
-    Ok(d)
-}
-
-/// How often a URL source is fetched again while the daemon runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refresh {
-    Never,
-    Every(Duration),
-}
-
-impl FromStr for Refresh {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if matches!(s, "off" | "never" | "0") {
-            return Ok(Refresh::Never);
-        }
-        let d = parse_duration(s)?;
-        if d < Duration::from_secs(1) {
-            return Err(format!("refresh interval {s:?} is under one second (use \"off\" to disable)"));
-        }
-        Ok(Refresh::Every(d))
-    }
-}
-
-impl std::fmt::Display for Refresh {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Refresh::Never => f.write_str("off"),
-            Refresh::Every(d) => write!(f, "{}s", d.as_secs()),
-        }
-    }
-}
-
-/// Strips a leading `refresh=DURATION:` from a source argument.
-pub fn strip_refresh(s: &str) -> Result<(Option<Refresh>, &str), String> {
-    let Some(rest) = s.strip_prefix("refresh=") else { return Ok((None, s)) };
-    let (value, rest) = rest.split_once(':').ok_or_else(|| format!("{s:?}: expected refresh=DURATION:SOURCE"))?;
-    let refresh = value.parse().map_err(|e| format!("{s:?}: {e}"))?;
-    Ok((Some(refresh), rest))
-}
+use crate::{policy::Policy, source::spec::Refresh};
 
 /// What identifies a file's content cheaply: (mtime ns, size, inode), None if missing.
 type Stamp = Option<(u128, u64, u64)>;
@@ -130,29 +60,6 @@ fn stamps_within(path: &Path, out: &mut Vec<(PathBuf, Stamp)>, depth: u32) {
     }
 }
 
-/// Local files and directories the policy reads.
-pub fn local_sources(policy: &Policy) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = policy.lists().filter(|s| s.url().is_none()).map(|s| s.path.clone()).collect();
-    out.extend(policy.country_source.iter().filter(|s| !s.is_url()).map(|s| PathBuf::from(&s.location)));
-    out
-}
-
-/// URL sources with their refresh interval (the source's own, or the policy default).
-pub fn url_sources(policy: &Policy) -> Vec<(String, Refresh)> {
-    let mut out: Vec<(String, Refresh)> = policy
-        .lists()
-        .filter_map(|s| s.url().map(|u| (u.to_owned(), s.refresh.unwrap_or(policy.url_refresh))))
-        .collect();
-    out.extend(
-        policy
-            .country_source
-            .iter()
-            .filter(|s| s.is_url())
-            .map(|s| (s.location.clone(), s.refresh.unwrap_or(policy.url_refresh))),
-    );
-    out
-}
-
 /// Watches the policy's local source files for changes.
 pub struct FileWatch {
     paths: Vec<PathBuf>,
@@ -165,7 +72,7 @@ pub struct FileWatch {
 
 impl FileWatch {
     pub fn new(policy: &Policy, debounce: Duration) -> Self {
-        let paths = local_sources(policy);
+        let paths = policy.local_sources();
         let applied = Self::read(&paths);
         FileWatch { paths, applied, pending: None, debounce }
     }
@@ -216,7 +123,7 @@ impl FileWatch {
     /// After a reload attempt (successful or not): watch the policy's files as they
     /// are now, so a failed reload is retried only when a file changes again.
     pub fn rebase(&mut self, policy: &Policy) {
-        self.paths = local_sources(policy);
+        self.paths = policy.local_sources();
         self.applied = Self::read(&self.paths);
         self.pending = None;
     }
@@ -229,7 +136,8 @@ pub struct UrlSchedule {
 
 impl UrlSchedule {
     pub fn new(policy: &Policy, now: Instant) -> Self {
-        let due = url_sources(policy)
+        let due = policy
+            .url_sources()
             .into_iter()
             .filter_map(|(url, r)| match r {
                 Refresh::Never => None,
@@ -255,31 +163,6 @@ impl UrlSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_and_refresh() {
-        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
-        assert_eq!(parse_duration("6h").unwrap(), Duration::from_secs(21_600));
-        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
-        assert_eq!(parse_duration("365d").unwrap(), MAX_DURATION);
-        for huge in ["366d", "99999999999999999h", "18446744073709551615d", "18446744073709551615ms"] {
-            assert!(parse_duration(huge).unwrap_err().contains("longer than the maximum of 365d"), "{huge}");
-        }
-        assert!(parse_duration("99999999999999999999999s").unwrap_err().contains("is not a duration"));
-        assert!(parse_duration("6 hours").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("h").unwrap_err().contains("not a duration"));
-        assert_eq!("off".parse::<Refresh>().unwrap(), Refresh::Never);
-        assert!("500ms".parse::<Refresh>().unwrap_err().contains("under one second"));
-        assert_eq!(
-            strip_refresh("refresh=1h:https://x/y").unwrap(),
-            (Some(Refresh::Every(Duration::from_secs(3600))), "https://x/y")
-        );
-        assert_eq!(strip_refresh("/etc/x").unwrap(), (None, "/etc/x"));
-        assert!(strip_refresh("refresh=1h").unwrap_err().contains("refresh=DURATION:SOURCE"));
-    }
 
     #[test]
     fn file_changes_are_debounced_and_reported_once() {

@@ -1,0 +1,266 @@
+//! The command line: its arguments, as clap reads them.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use blocker::source::region::db::RegionDb;
+use blocker::{
+    control::protocol::DEFAULT_SOCKET,
+    dataplane::{link::AttachMode, pins::DEFAULT_PIN_ROOT},
+    policy::Policy,
+    source::{cidr_list::ListSource, region::RegionSource, spec::Refresh},
+};
+use clap::{
+    builder::{PossibleValuesParser, TypedValueParser as _},
+    Parser, Subcommand,
+};
+
+#[derive(Parser)]
+#[command(name = "blocker", version, about = "Drop traffic from blocked address ranges in XDP")]
+pub struct Cli {
+    /// The daemon's control socket.
+    #[arg(long, global = true, env = "BLOCKER_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// bpffs directory that holds blocker's pinned maps and links.
+    #[arg(long, global = true, env = "BLOCKER_PIN_ROOT", default_value = DEFAULT_PIN_ROOT)]
+    pub pin_root: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Attach to interfaces and enforce the policy until SIGINT/SIGTERM (SIGHUP reloads).
+    Run(RunArgs),
+    /// Validate and compile a config file without touching the kernel; print what
+    /// would be loaded.
+    CheckConfig {
+        #[arg(long, default_value = blocker::config::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Ask the running daemon for its state: interfaces, program ids, lists, last
+    /// reload, age of each source.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the running daemon reload its lists (and config file) now; prints the
+    /// result: success, or the error with nothing changed. A reload reads the
+    /// cached copies of URL sources; it never waits for a server.
+    Reload {
+        /// First make the URL content held back (empty, or shrunk by more than
+        /// half; see `blocker status`) the last good copy, then reload.
+        #[arg(long)]
+        accept_shrink: bool,
+    },
+    /// Show drop counters per list, read from the pins (no daemon needed).
+    Stats {
+        /// Only this interface (default: every interface blocker is attached to).
+        #[arg(long)]
+        iface: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the program, its link and its pins from an interface.
+    Detach {
+        #[arg(long)]
+        iface: String,
+    },
+    /// What happens to these addresses: their regions, the verdict of the policy
+    /// given (same options as `run`), and the verdict of the live maps.
+    Lookup {
+        #[arg(required = true, value_name = "ADDR")]
+        addresses: Vec<std::net::IpAddr>,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// Only compare with this interface's live maps (default: all attached).
+        #[arg(long)]
+        iface: Option<String>,
+    },
+    /// The countries blocker knows and their prefixes.
+    Regions {
+        #[command(subcommand)]
+        command: RegionsCommand,
+    },
+}
+
+/// The options of `blocker run`.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Interface to protect; repeat for several. Without --iface, the policy
+    /// comes from the config file.
+    #[arg(long = "iface")]
+    pub interfaces: Vec<String>,
+    /// TOML config file (default /etc/blocker/blocker.toml when no --iface is given).
+    #[arg(long, conflicts_with = "interfaces")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Dry run: drop nothing, count what would have been dropped.
+    #[arg(long)]
+    pub monitor: bool,
+    /// Detach from every interface on SIGINT/SIGTERM (default: the program stays
+    /// attached and keeps blocking while no daemon runs).
+    #[arg(long)]
+    pub detach_on_exit: bool,
+    #[arg(
+        long,
+        default_value = "auto",
+        value_parser = PossibleValuesParser::new(AttachMode::NAMES).try_map(|s| s.parse::<AttachMode>())
+    )]
+    pub xdp_mode: AttachMode,
+    /// aya-log level inside the XDP program (0 off .. 5 trace). Per-packet lines
+    /// are at trace level: keep it off in production.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=5))]
+    pub ebpf_log_level: u8,
+    /// Do not reload when a source file changes on disk.
+    #[arg(long)]
+    pub no_watch: bool,
+    /// How long a changed source file must stay unchanged before it is read
+    /// (a file written in several steps is read once).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = blocker::source::spec::parse_duration)]
+    pub watch_debounce: std::time::Duration,
+    /// The most kernel memory the classifier maps of a table may take, per
+    /// interface; a larger table is refused and the running one kept.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = blocker::config::parse_size)]
+    pub table_memory: u64,
+}
+
+#[derive(Subcommand)]
+pub enum RegionsCommand {
+    /// One line per country: code, name, IPv4 and IPv6 prefix counts, source.
+    List {
+        #[command(flatten)]
+        source: CountrySource,
+    },
+    /// A country's details and prefixes.
+    Show {
+        code: String,
+        #[command(flatten)]
+        source: CountrySource,
+    },
+    /// Rebuild the bundled snapshot from a country-ip-blocks directory
+    /// (`cargo xtask snapshot` runs this).
+    #[command(hide = true)]
+    BuildSnapshot {
+        #[arg(long)]
+        from: PathBuf,
+        /// Date of the data, shown by `regions list`.
+        #[arg(long)]
+        date: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct CountrySource {
+    /// Region data to use instead of the bundled snapshot (see `run --help`).
+    #[arg(long, value_name = "SOURCE")]
+    pub country_source: Vec<RegionSource>,
+    #[arg(long, env = "BLOCKER_CACHE_DIR", default_value = blocker::source::fetch::DEFAULT_CACHE_DIR)]
+    pub cache_dir: PathBuf,
+}
+
+impl CountrySource {
+    pub fn db(self) -> Result<RegionDb> {
+        Policy { country_source: self.country_source, cache_dir: self.cache_dir, ..Default::default() }.region_db()
+    }
+}
+
+/// The options of `run` given on the command line or through the environment
+/// (not by default): with a config file they would be ignored, so they are refused.
+pub fn run_options_given(matches: &clap::ArgMatches) -> Vec<String> {
+    use clap::parser::ValueSource;
+    let Some(("run", sub)) = matches.subcommand() else { return Vec::new() };
+    let mut given: Vec<String> = sub
+        .ids()
+        // Argument groups (a flattened struct's name) are not options.
+        .filter(|id| id.as_str() != "config" && !id.as_str().starts_with(char::is_uppercase))
+        .filter(|id| matches!(sub.value_source(id.as_str()), Some(ValueSource::CommandLine | ValueSource::EnvVariable)))
+        .map(|id| {
+            let option = match id.as_str() {
+                "interfaces" => "--iface".to_owned(),
+                other => format!("--{}", other.replace('_', "-")),
+            };
+            match sub.value_source(id.as_str()) {
+                Some(ValueSource::EnvVariable) => {
+                    format!("{option} (set by BLOCKER_{})", id.as_str().to_ascii_uppercase())
+                }
+                _ => option,
+            }
+        })
+        .collect();
+    given.sort();
+    given
+}
+
+/// Policy options shared by `blocker run` and `blocker lookup`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct PolicyArgs {
+    /// CIDR list whose sources are dropped: FILE or NAME=FILE.
+    #[arg(long, value_name = "[NAME=]FILE")]
+    pub deny: Vec<ListSource>,
+    /// CIDR list of exceptions that pass even inside denied ranges or countries.
+    #[arg(long, value_name = "[NAME=]FILE")]
+    pub allow: Vec<ListSource>,
+    /// CIDR list counted as would-be drops but passed.
+    #[arg(long = "monitor-list", value_name = "[NAME=]FILE")]
+    pub monitor_list: Vec<ListSource>,
+    /// Countries whose addresses are dropped (ISO codes, comma-separated).
+    #[arg(long, value_name = "CC,CC", value_delimiter = ',')]
+    pub deny_country: Vec<String>,
+    /// Allowlist mode: only these countries pass; every other source is dropped
+    /// (allow exceptions still pass, deny lists still drop).
+    #[arg(long, value_name = "CC,CC", value_delimiter = ',')]
+    pub allow_country: Vec<String>,
+    /// Where country prefixes come from instead of the bundled snapshot:
+    /// `[optional:][refresh=DURATION:][rir:|csv:|mmdb:|cidr-dir:]PATH|URL` (format detected when not
+    /// given). Repeat to merge several.
+    #[arg(long, value_name = "SOURCE")]
+    pub country_source: Vec<RegionSource>,
+    /// Ranges never dropped, whatever the lists say (management networks). Loopback,
+    /// link-local and the SSH client address of the session that starts blocker
+    /// are added unless --no-default-never-block.
+    #[arg(long, value_name = "CIDR,CIDR", value_delimiter = ',')]
+    pub never_block: Vec<String>,
+    /// Do not add loopback, link-local and the SSH client to the never-block ranges.
+    #[arg(long)]
+    pub no_default_never_block: bool,
+    /// Allowlist mode (--allow-country) drops everything else, including a remote
+    /// operator: it refuses to start without --never-block unless this is given.
+    #[arg(long)]
+    pub confirm_allowlist_without_never_block: bool,
+    /// How often the daemon fetches URL sources again ("off", or like 30m, 6h, 1d);
+    /// a source can set its own with a `refresh=DURATION:` prefix. Content that did
+    /// not change triggers no reload.
+    #[arg(long, value_name = "DURATION", default_value = "6h")]
+    pub url_refresh: Refresh,
+    /// Where downloaded lists and databases are cached (last good copies).
+    #[arg(long, env = "BLOCKER_CACHE_DIR", default_value = blocker::source::fetch::DEFAULT_CACHE_DIR)]
+    pub cache_dir: PathBuf,
+    /// Apply fetched URL content even when it is empty or lost more than half of
+    /// its prefixes (by default it is held back, and the last good copy used,
+    /// until `blocker reload --accept-shrink`).
+    #[arg(long)]
+    pub accept_shrink: bool,
+}
+
+impl From<PolicyArgs> for Policy {
+    fn from(a: PolicyArgs) -> Policy {
+        Policy {
+            deny: a.deny,
+            allow: a.allow,
+            monitor_list: a.monitor_list,
+            deny_country: a.deny_country,
+            allow_country: a.allow_country,
+            country_source: a.country_source,
+            never_block: a.never_block,
+            no_default_never_block: a.no_default_never_block,
+            confirm_allowlist_without_never_block: a.confirm_allowlist_without_never_block,
+            url_refresh: a.url_refresh,
+            cache_dir: a.cache_dir,
+            accept_shrink: a.accept_shrink,
+        }
+    }
+}

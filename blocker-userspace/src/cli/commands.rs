@@ -1,0 +1,149 @@
+//! One function per subcommand.
+
+use std::{net::IpAddr, path::Path};
+
+use anyhow::{bail, Result};
+use blocker::{
+    config::{InterfaceOptions, RunOptions, DEFAULT_CONFIG},
+    control::{
+        client,
+        protocol::{InterfaceStats, StatsReply},
+    },
+    dataplane::{
+        link,
+        maps::{read_pinned_counters, Mode},
+        object, pins,
+    },
+    policy::Policy,
+    source::region::{db::RegionDb, snapshot},
+};
+
+use super::{
+    args::{Cli, Command, RegionsCommand, RunArgs},
+    inspect, render,
+};
+
+pub fn run(cli: Cli, run_options_given: &[String]) -> Result<()> {
+    let Cli { socket, pin_root, command } = cli;
+    match command {
+        Command::Run(args) => run_daemon(args, &socket, &pin_root, run_options_given),
+        Command::Status { json } => status(&socket, json),
+        Command::Reload { accept_shrink } => reload(&socket, accept_shrink),
+        Command::CheckConfig { config } => {
+            let opts = blocker::config::load(&config)?;
+            print!("{}", inspect::check_config(&opts)?);
+            Ok(())
+        }
+        Command::Stats { iface, json } => stats(&pin_root, iface, json),
+        Command::Detach { iface } => {
+            object::check_privileges()?;
+            link::detach(&pin_root, &iface)?;
+            println!("{iface}: detached; program, link and pins removed");
+            Ok(())
+        }
+        Command::Lookup { addresses, policy, iface } => lookup(&addresses, &policy.into(), &pin_root, iface),
+        Command::Regions { command } => regions(command),
+    }
+}
+
+fn run_daemon(args: RunArgs, socket: &Path, pin_root: &Path, run_options_given: &[String]) -> Result<()> {
+    let opts = if args.interfaces.is_empty() {
+        // With a config file every setting comes from the file: an option given
+        // beside it would be ignored, so it is refused by name.
+        if !run_options_given.is_empty() {
+            bail!(
+                "{} given with a config file, which sets everything: put the setting in the file \
+                 (see examples/blocker.toml), or give --iface to run without a file",
+                run_options_given.join(", ")
+            );
+        }
+        let path = args.config.unwrap_or_else(|| DEFAULT_CONFIG.into());
+        blocker::config::load(&path)?
+    } else {
+        let mode = if args.monitor { Mode::Monitor } else { Mode::Enforce };
+        RunOptions {
+            interfaces: args
+                .interfaces
+                .into_iter()
+                .map(|name| InterfaceOptions { name, attach_mode: args.xdp_mode, mode })
+                .collect(),
+            policy: args.policy.into(),
+            detach_on_exit: args.detach_on_exit,
+            pin_root: pin_root.to_owned(),
+            ebpf_log_level: args.ebpf_log_level,
+            config: None,
+            socket: Some(socket.to_owned()),
+            watch_debounce: (!args.no_watch).then_some(args.watch_debounce),
+            table_memory: args.table_memory,
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let result = runtime.block_on(blocker::daemon::run(opts));
+    // A URL refresh stalled on a server must not hold the exit for its whole
+    // timeout: nothing it could still write matters now.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    result
+}
+
+fn status(socket: &Path, json: bool) -> Result<()> {
+    let reply = client::status(socket)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reply)?);
+    } else {
+        print!("{}", render::status_text(&reply));
+    }
+    Ok(())
+}
+
+fn reload(socket: &Path, accept_shrink: bool) -> Result<()> {
+    let reply = client::reload(socket, accept_shrink)?;
+    println!("reloaded: {}", reply.summary);
+    Ok(())
+}
+
+/// Counters read from the pins: no daemon needed.
+fn stats(pin_root: &Path, iface: Option<String>, json: bool) -> Result<()> {
+    object::check_privileges()?;
+    let ifaces = match iface {
+        Some(i) => vec![i],
+        None => {
+            let all = pins::pinned_interfaces(pin_root)?;
+            if all.is_empty() {
+                bail!("blocker is not attached anywhere (no pins under {})", pin_root.display());
+            }
+            all
+        }
+    };
+    let mut reply = StatsReply { ok: true, interfaces: Vec::new(), errors: Vec::new() };
+    for i in &ifaces {
+        let stats = InterfaceStats::new(i, &read_pinned_counters(pin_root, i)?);
+        if !json {
+            print!("{}", render::stats_text(&stats));
+        }
+        reply.interfaces.push(stats);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reply)?);
+    }
+    Ok(())
+}
+
+fn lookup(addresses: &[IpAddr], policy: &Policy, pin_root: &Path, iface: Option<String>) -> Result<()> {
+    print!("{}", inspect::lookup(addresses, policy, pin_root, iface.as_deref())?);
+    Ok(())
+}
+
+fn regions(command: RegionsCommand) -> Result<()> {
+    match command {
+        RegionsCommand::List { source } => print!("{}", render::regions_list(&source.db()?)),
+        RegionsCommand::Show { code, source } => print!("{}", render::region_show(&source.db()?, &code)?),
+        RegionsCommand::BuildSnapshot { from, date, out } => {
+            const SOURCE: &str = "ipverse country-ip-blocks (CC0 1.0)";
+            let db = RegionDb::from_cidr_dir(&from, SOURCE)?;
+            let bytes = snapshot::encode_snapshot(&db, SOURCE, &date)?;
+            std::fs::write(&out, &bytes)?;
+            println!("{}: {} countries, {} bytes", out.display(), db.regions.len(), bytes.len());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! The text the CLI prints for what the daemon and the pins answer.
+
+use std::fmt::Write as _;
+
+use anyhow::Result;
+use blocker::{
+    control::protocol::{InterfaceStats, StatusReply},
+    net::Family,
+    source::{
+        fetch::{age_text, unix_secs},
+        region::db::RegionDb,
+    },
+};
+use blocker_common::counter;
+
+/// `blocker stats` for one interface.
+pub fn stats_text(c: &InterfaceStats) -> String {
+    let iface = &c.interface;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{iface}: mode {}, program {}",
+        c.mode.description(),
+        c.program_id.map_or("none".into(), |id| id.to_string())
+    );
+    if c.attached_here == Some(false) {
+        let _ = writeln!(
+            s,
+            "  NOT ATTACHED to the device named {iface} here: its traffic is not filtered (see `blocker status`)"
+        );
+    }
+    let totals: Vec<String> =
+        counter::NAMES.iter().enumerate().map(|(i, name)| format!("{name} {}", c.total(i as u32))).collect();
+    let _ = writeln!(s, "  totals (packets): {}", totals.join(", "));
+    if c.lists.is_empty() {
+        let _ = writeln!(s, "  no lists");
+        return s;
+    }
+    let _ = writeln!(s, "  {:>4}  {:<8} {:>14} {:>16}  list", "id", "action", "packets", "bytes");
+    for l in &c.lists {
+        let action = l.action.as_deref().unwrap_or("?");
+        let _ = writeln!(
+            s,
+            "  {:>4}  {:<8} {:>14} {:>16}  {}{}",
+            l.id,
+            action,
+            l.packets,
+            l.bytes,
+            l.name,
+            if l.live { "" } else { " (retired)" }
+        );
+    }
+    s
+}
+
+pub fn regions_list(db: &RegionDb) -> String {
+    let mut s = String::new();
+    for src in &db.sources {
+        let _ = writeln!(
+            s,
+            "# source: {}{}",
+            src.name,
+            src.date.as_deref().map(|d| format!(", data of {d}")).unwrap_or_default()
+        );
+    }
+    let _ = writeln!(s, "{:<4} {:<40} {:>8} {:>8}  source", "code", "name", "ipv4", "ipv6");
+    for r in db.regions.values() {
+        let _ = writeln!(
+            s,
+            "{:<4} {:<40} {:>8} {:>8}  {}",
+            r.code,
+            r.name.as_deref().unwrap_or("-"),
+            r.count(Family::V4),
+            r.count(Family::V6),
+            r.sources.join(", ")
+        );
+    }
+    s
+}
+
+pub fn region_show(db: &RegionDb, code: &str) -> Result<String> {
+    let r = db.get(code)?;
+    let mut s = String::new();
+    let _ = writeln!(s, "{} {}", r.code, r.name.as_deref().unwrap_or(""));
+    let _ = writeln!(s, "ipv4 prefixes: {}, ipv6 prefixes: {}", r.count(Family::V4), r.count(Family::V6));
+    let _ = writeln!(s, "source: {}", r.sources.join(", "));
+    for p in &r.prefixes {
+        let _ = writeln!(s, "{p}");
+    }
+    Ok(s)
+}
+
+/// `blocker status` as text.
+pub fn status_text(v: &StatusReply) -> String {
+    const MIB: f64 = (1u64 << 20) as f64;
+    let mut s = String::new();
+    if let Some(c) = &v.config {
+        let _ = writeln!(s, "config: {c}");
+    }
+    for i in &v.interfaces {
+        let _ = writeln!(
+            s,
+            "interface {}: {}, program id {}, mode {}, table {:.1} MiB, maps {:.1} MiB of kernel memory",
+            i.name,
+            i.attached,
+            i.program_id.map_or("null".into(), |id| id.to_string()),
+            i.mode.name(),
+            i.table_bytes.unwrap_or(0) as f64 / MIB,
+            i.map_memory_bytes.unwrap_or(0) as f64 / MIB
+        );
+    }
+    for l in &v.lists {
+        let _ = writeln!(s, "list {}: {} ({} IPv4 + {} IPv6 ranges)", l.name, l.action, l.ipv4_ranges, l.ipv6_ranges);
+    }
+    for src in &v.sources {
+        let age = src.age_seconds.map_or("unknown".to_string(), age_text);
+        let how = match (src.watched, src.refresh.as_deref()) {
+            (Some(true), _) => ", reloaded when it changes".to_string(),
+            (_, Some("off")) => ", not refreshed".to_string(),
+            (_, Some(r)) => format!(", refreshed every {r}"),
+            _ => String::new(),
+        };
+        let _ = writeln!(s, "source {}: last changed {age} ago{how}", src.source);
+        if let Some(held) = &src.held {
+            let _ = writeln!(s, "  HELD: {held}");
+        }
+    }
+    match &v.last_reload {
+        None => {
+            let _ = writeln!(s, "last reload: none since start");
+        }
+        Some(r) => {
+            let ago = age_text(unix_secs(std::time::SystemTime::now()).saturating_sub(r.at));
+            let when = format!("{ago} ago, on {}", r.trigger);
+            if r.ok {
+                let _ = writeln!(s, "last reload: ok ({when}): {}", r.summary.as_deref().unwrap_or(""));
+            } else {
+                let _ = writeln!(s, "last reload: FAILED ({when}): {}", r.error.as_deref().unwrap_or(""));
+            }
+        }
+    }
+    s
+}

@@ -1,0 +1,292 @@
+//! The control protocol: one JSON request per line, answered with one JSON line.
+//! Requests: `{"command":"status"}`, `{"command":"reload"}` (optionally with
+//! `"accept_shrink":true`), `{"command":"stats"}`. Every answer has `"ok"`; a
+//! refused request is answered `{"ok":false,"error":"..."}`.
+//!
+//! The types here are the protocol: the server builds them, the client and the
+//! CLI's renderers read them, and the tests wait on them.
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use blocker_common::counter;
+use serde::{Deserialize, Serialize};
+
+use crate::{dataplane::maps::Mode, source::input::quote};
+
+pub const DEFAULT_SOCKET: &str = "/run/blocker/blocker.sock";
+
+pub fn socket_path(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| DEFAULT_SOCKET.into())
+}
+
+/// One control request, as the daemon understands it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "lowercase")]
+pub enum Request {
+    Status,
+    /// Reload; with `accept_shrink`, first accept the URL content held back.
+    Reload {
+        #[serde(default, deserialize_with = "null_as_false")]
+        accept_shrink: bool,
+    },
+    Stats,
+}
+
+/// The commands, as the wire names them.
+const COMMANDS: [&str; 3] = ["status", "reload", "stats"];
+
+fn null_as_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
+}
+
+/// Why a request line was refused. Its text is the answer sent back, and quotes
+/// at most a bounded piece of the request.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("not a JSON request ({reason}): send {{\"command\":\"status\"}}")]
+    NotJson { reason: String },
+    #[error("the request has no \"command\" string")]
+    NoCommand,
+    #[error("unknown command {command} (status, reload, stats)")]
+    UnknownCommand { command: String },
+    #[error("{field:?} must be true or false")]
+    NotABool { field: &'static str },
+    #[error("bad request: {reason}")]
+    Bad { reason: String },
+}
+
+impl Request {
+    /// Parses one request line.
+    pub fn parse(line: &str) -> Result<Request, RequestError> {
+        let v: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| RequestError::NotJson { reason: e.to_string() })?;
+        let command = v.get("command").and_then(|c| c.as_str()).ok_or(RequestError::NoCommand)?;
+        if !COMMANDS.contains(&command) {
+            return Err(RequestError::UnknownCommand { command: quote(command) });
+        }
+        // Checked here rather than by serde, whose message would quote the value whole.
+        if !matches!(v.get("accept_shrink"), None | Some(serde_json::Value::Null | serde_json::Value::Bool(_))) {
+            return Err(RequestError::NotABool { field: "accept_shrink" });
+        }
+        serde_json::from_value(v).map_err(|e| RequestError::Bad { reason: quote(&e.to_string()) })
+    }
+
+    /// The request line (without its newline).
+    pub fn to_line(self) -> String {
+        serde_json::to_string(&self).expect("a request always serializes")
+    }
+}
+
+/// The answer to a request the daemon refused (or could not read).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub ok: bool,
+    pub error: String,
+}
+
+impl Refusal {
+    pub fn new(error: impl Into<String>) -> Self {
+        Refusal { ok: false, error: error.into() }
+    }
+}
+
+/// The answer to `status`: the daemon's interfaces, lists, sources and last reload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReply {
+    pub ok: bool,
+    /// When the daemon started (Unix seconds).
+    pub started: u64,
+    /// The config file it runs from, if any.
+    pub config: Option<String>,
+    pub interfaces: Vec<InterfaceStatus>,
+    pub lists: Vec<ListStatus>,
+    pub sources: Vec<SourceStatus>,
+    pub last_reload: Option<LastReload>,
+}
+
+/// One interface of `status`, as the kernel says it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    /// Whether a device has the name here (None: the lookup failed).
+    pub present: Option<bool>,
+    /// Where the program is, in words ("attached (native)", "NOT ATTACHED: ...").
+    pub attached: String,
+    /// The program is on the device with the name, and the mode is enforce.
+    pub enforcing: bool,
+    pub program_id: Option<u32>,
+    pub mode: Mode,
+    /// Bytes of the live table's classifier maps (None: no table).
+    pub table_bytes: Option<u64>,
+    /// Kernel memory of every map of the interface (None: unreadable).
+    pub map_memory_bytes: Option<u64>,
+}
+
+/// One list of the live table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListStatus {
+    pub name: String,
+    /// "allow", "drop" or "monitor".
+    pub action: String,
+    pub ipv4_ranges: usize,
+    pub ipv6_ranges: usize,
+}
+
+/// One source of the policy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    /// Its path or URL.
+    pub source: String,
+    /// Seconds since it last changed: a file's mtime, a URL's last good fetch.
+    pub age_seconds: Option<u64>,
+    /// Local sources: whether changes reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watched: Option<bool>,
+    /// URL sources: how often it is fetched ("off", or seconds like "21600s").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<String>,
+    /// URL sources: content held back (empty or shrunk), in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
+}
+
+/// The last reload: when, why, and how it ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastReload {
+    /// Unix seconds.
+    pub at: u64,
+    pub trigger: String,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The answer to `reload`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReply {
+    pub ok: bool,
+    /// What is in force now.
+    pub summary: String,
+    /// With `accept_shrink`: the URLs whose held content was accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted: Option<Vec<String>>,
+}
+
+/// The answer to `stats`, and the output of `blocker stats --json`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsReply {
+    pub ok: bool,
+    pub interfaces: Vec<InterfaceStats>,
+    /// Interfaces whose counters could not be read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<InterfaceError>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceError {
+    pub interface: String,
+    pub error: String,
+}
+
+/// The counters of one interface, summed over CPUs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceStats {
+    pub interface: String,
+    pub mode: Mode,
+    pub program_id: Option<u32>,
+    /// Whether the link is on the device with the name here (None: not checked).
+    pub attached_here: Option<bool>,
+    /// Packets by outcome, keyed by `blocker_common::counter::NAMES`.
+    pub totals: BTreeMap<String, u64>,
+    pub lists: Vec<ListStats>,
+}
+
+impl InterfaceStats {
+    /// The total of `counter` (one of `blocker_common::counter::*`).
+    pub fn total(&self, counter: u32) -> u64 {
+        counter::NAMES.get(counter as usize).and_then(|name| self.totals.get(*name)).copied().unwrap_or(0)
+    }
+
+    /// The counters of the list named `name`.
+    pub fn list(&self, name: &str) -> Option<&ListStats> {
+        self.lists.iter().find(|l| l.name == name)
+    }
+}
+
+/// The counters of one list id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListStats {
+    pub id: u32,
+    pub name: String,
+    /// "allow", "drop" or "monitor" (None: an action this version does not know).
+    pub action: Option<String>,
+    /// In the live policy; false: retired, kept for its counters.
+    pub live: bool,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl InterfaceStats {
+    pub fn new(interface: &str, c: &crate::dataplane::maps::Counters) -> Self {
+        InterfaceStats {
+            interface: interface.to_owned(),
+            mode: c.mode,
+            program_id: c.program_id,
+            attached_here: c.attached_here,
+            totals: counter::NAMES.iter().zip(c.global).map(|(name, v)| (name.to_string(), v)).collect(),
+            lists: c
+                .lists
+                .iter()
+                .map(|l| ListStats {
+                    id: l.id,
+                    name: l.name.clone(),
+                    action: l.action.map(|a| a.name().to_owned()),
+                    live: l.live,
+                    packets: l.packets,
+                    bytes: l.bytes,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_and_bad_ones_are_named() {
+        for r in [
+            Request::Status,
+            Request::Stats,
+            Request::Reload { accept_shrink: false },
+            Request::Reload { accept_shrink: true },
+        ] {
+            assert_eq!(Request::parse(&r.to_line()), Ok(r));
+        }
+        assert_eq!(Request::parse(r#"{"command":"reload"}"#), Ok(Request::Reload { accept_shrink: false }));
+        assert_eq!(
+            Request::parse(r#"{"command":"reload","accept_shrink":null}"#),
+            Ok(Request::Reload { accept_shrink: false })
+        );
+        // The wire format: what clients of earlier versions send.
+        assert_eq!(Request::Status.to_line(), r#"{"command":"status"}"#);
+        assert_eq!(Request::Reload { accept_shrink: true }.to_line(), r#"{"command":"reload","accept_shrink":true}"#);
+        assert!(matches!(Request::parse("status"), Err(RequestError::NotJson { .. })));
+        assert_eq!(Request::parse("{}"), Err(RequestError::NoCommand));
+        assert_eq!(Request::parse(r#"{"command":7}"#), Err(RequestError::NoCommand));
+        assert_eq!(
+            Request::parse(r#"{"command":"reload","accept_shrink":1}"#),
+            Err(RequestError::NotABool { field: "accept_shrink" })
+        );
+        let long = format!(r#"{{"command":"{}"}}"#, "x".repeat(3000));
+        let e = Request::parse(&long).unwrap_err();
+        assert!(matches!(e, RequestError::UnknownCommand { .. }) && e.to_string().len() < 200, "{e}");
+        // Found by the control fuzzer: escapes used to count as one character each.
+        let escaped = format!("{{\"command\":\"bo{}gus\"}}", "\u{7f}".repeat(100));
+        let e = Request::parse(&escaped).unwrap_err().to_string();
+        assert!(e.len() < 200, "{} bytes: {e}", e.len());
+    }
+}

@@ -1,0 +1,134 @@
+//! The daemon's half: the socket (root-only, mode 0600) and one task per client.
+
+use std::{
+    os::unix::{
+        fs::{FileTypeExt as _, PermissionsExt as _},
+        net::UnixStream,
+    },
+    path::Path,
+    time::Duration,
+};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+
+use super::protocol::{Refusal, Request, RequestError};
+
+/// Binds the socket, replacing a stale one (a socket no daemon answers on). Any
+/// other file at the path is refused, never deleted. The socket is created with
+/// its final mode (0600): there is no window in which others could connect.
+/// Refuses a socket path where a file that is not a socket exists (blocker never
+/// deletes one). `check-config` applies it too.
+pub fn check_socket_path(path: &Path) -> Result<()> {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            bail!(
+                "{}: exists and is not a socket; blocker does not delete it: give another --socket \
+                 path, or remove the file yourself",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
+    check_socket_path(path)?;
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => {
+            if UnixStream::connect(path).is_ok() {
+                bail!("another blocker daemon answers on {}; stop it first", path.display());
+            }
+            std::fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(anyhow!(e).context(format!("cannot inspect {}", path.display()))),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // The umask applies to bind(2)'s socket file. It is process-wide, but this
+    // runs at start-up, before the daemon creates any other file.
+    // SAFETY: umask has no preconditions.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = tokio::net::UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let listener = bound.with_context(|| format!("cannot bind {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// The most bytes of one control request: a request is one short JSON line.
+const MAX_REQUEST_BYTES: u64 = 4096;
+/// How long a client may take to send its request, and to read the answer.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A control request for the daemon's task, and where its answer goes.
+pub type ControlRequest = (Result<Request, RequestError>, tokio::sync::oneshot::Sender<String>);
+
+/// One control client, in a task of its own: a client that stalls holds only
+/// this task, never the daemon. It reads one bounded request line, passes the
+/// command to the daemon's task and writes the answer back, each with a timeout.
+pub async fn control_client(stream: tokio::net::UnixStream, daemon: tokio::sync::mpsc::Sender<ControlRequest>) {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST_BYTES));
+    match tokio::time::timeout(CLIENT_TIMEOUT, reader.read_line(&mut line)).await {
+        Ok(Ok(_)) => {}
+        _ => return, // silent, stalled or not UTF-8
+    }
+    let answer = if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST_BYTES {
+        serde_json::to_string(&Refusal::new(format!("request over {MAX_REQUEST_BYTES} bytes"))).unwrap_or_default()
+    } else {
+        let request = Request::parse(&line);
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if daemon.send((request, reply)).await.is_err() {
+            return; // the daemon is stopping
+        }
+        match answer.await {
+            Ok(a) => a,
+            Err(_) => return,
+        }
+    };
+    let _ = tokio::time::timeout(CLIENT_TIMEOUT, write.write_all(format!("{answer}\n").as_bytes())).await;
+}
+
+pub async fn accept(listener: &Option<tokio::net::UnixListener>) -> std::io::Result<tokio::net::UnixStream> {
+    match listener {
+        Some(l) => l.accept().await.map(|(s, _)| s),
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt as _;
+
+    use super::*;
+
+    #[test]
+    fn other_files_are_never_replaced_and_the_socket_is_private() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
+        let dir = std::env::temp_dir().join(format!("blocker-control-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("precious");
+        std::fs::write(&file, "data").unwrap();
+        let e = rt.block_on(async { bind(&file) }).unwrap_err().to_string();
+        assert!(e.contains("exists and is not a socket"), "{e}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "data");
+
+        let sock = dir.join("s.sock");
+        rt.block_on(async {
+            let listener = bind(&sock).unwrap();
+            assert_eq!(std::fs::metadata(&sock).unwrap().mode() & 0o777, 0o600);
+            let e = bind(&sock).unwrap_err().to_string();
+            assert!(e.contains("another blocker daemon answers"), "{e}");
+            drop(listener);
+            // A stale socket (nobody answers) is replaced.
+            bind(&sock).unwrap();
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

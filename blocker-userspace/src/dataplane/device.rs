@@ -1,0 +1,152 @@
+//! Network devices: names and indexes, and which XDP program a device runs (asked
+//! of the kernel over netlink).
+
+use std::ffi::CString;
+
+use anyhow::{anyhow, bail, Result};
+
+/// The index of the device named `iface` here: None if there is none. Other
+/// failures (out of file descriptors, ...) are errors, never "gone".
+pub fn find_interface(iface: &str) -> std::io::Result<Option<u32>> {
+    let c = CString::new(iface).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx != 0 {
+        return Ok(Some(idx));
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ENODEV) | Some(libc::ENXIO) => Ok(None),
+        _ => Err(err),
+    }
+}
+
+pub fn ifindex(iface: &str) -> Result<u32> {
+    let c = CString::new(iface).map_err(|_| anyhow!("bad interface name {iface:?}"))?;
+    // SAFETY: valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        bail!("no interface named {iface:?} in this network namespace (see `ip link`)");
+    }
+    Ok(idx)
+}
+
+/// The name of the device with index `index`, if there is one.
+pub fn ifname(index: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has the IF_NAMESIZE bytes if_indextoname may write.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
+    Some(unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
+}
+
+/// The id of the XDP program the device `ifindex` of this network namespace
+/// runs (0: none), from the kernel's own answer to RTM_GETLINK (IFLA_XDP). An
+/// XDP link reports only an ifindex, and a device moved to another namespace
+/// can keep its index while a new device here takes the same one.
+pub fn xdp_program_on(ifindex: u32) -> Result<u32> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    const IFLA_XDP_PROG_ID: u16 = 4;
+    const IFLA_XDP_DRV_PROG_ID: u16 = 5;
+    const IFLA_XDP_SKB_PROG_ID: u16 = 6;
+    const IFLA_XDP_HW_PROG_ID: u16 = 7;
+    #[repr(C)]
+    struct Request {
+        header: libc::nlmsghdr,
+        family: u8,
+        pad: u8,
+        kind: u16,
+        index: i32,
+        flags: u32,
+        change: u32,
+    }
+    // SAFETY: socket has no memory preconditions; the fd is owned below.
+    let raw = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
+    if raw < 0 {
+        return Err(anyhow!(std::io::Error::last_os_error()).context("netlink socket"));
+    }
+    // SAFETY: a new fd that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    let timeout = libc::timeval { tv_sec: 2, tv_usec: 0 };
+    // SAFETY: a valid timeval of the size given.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            std::ptr::addr_of!(timeout).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        )
+    };
+    let request = Request {
+        header: libc::nlmsghdr {
+            nlmsg_len: std::mem::size_of::<Request>() as u32,
+            nlmsg_type: libc::RTM_GETLINK,
+            nlmsg_flags: libc::NLM_F_REQUEST as u16,
+            nlmsg_seq: 1,
+            nlmsg_pid: 0,
+        },
+        family: libc::AF_UNSPEC as u8,
+        pad: 0,
+        kind: 0,
+        index: ifindex as i32,
+        flags: 0,
+        change: 0,
+    };
+    // SAFETY: request is a live value of the size given.
+    let sent =
+        unsafe { libc::send(sock.as_raw_fd(), std::ptr::addr_of!(request).cast(), std::mem::size_of::<Request>(), 0) };
+    if sent < 0 {
+        return Err(anyhow!(std::io::Error::last_os_error()).context("netlink send"));
+    }
+    let mut buf = vec![0u8; 64 << 10];
+    // SAFETY: buf is writable for its length.
+    let got = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if got < 0 {
+        return Err(anyhow!(std::io::Error::last_os_error()).context("netlink receive"));
+    }
+    let msg = &buf[..got as usize];
+    let u16_at = |b: &[u8], at: usize| b.get(at..at + 2).map(|x| u16::from_ne_bytes([x[0], x[1]]));
+    let u32_at = |b: &[u8], at: usize| b.get(at..at + 4).map(|x| u32::from_ne_bytes([x[0], x[1], x[2], x[3]]));
+    match u16_at(msg, 4) {
+        Some(t) if t == libc::NLMSG_ERROR as u16 => {
+            let errno = u32_at(msg, 16).map_or(0, |e| -(e as i32));
+            if errno == libc::ENODEV {
+                return Ok(0); // no such device here
+            }
+            bail!("netlink: {}", std::io::Error::from_raw_os_error(errno));
+        }
+        Some(t) if t == libc::RTM_NEWLINK => {}
+        other => bail!("netlink: unexpected answer type {other:?}"),
+    }
+    // Attributes follow the 16-byte header and the 16-byte ifinfomsg, 4-aligned.
+    let end = (u32_at(msg, 0).unwrap_or(0) as usize).min(msg.len());
+    let mut at = 32;
+    while at + 4 <= end {
+        let (len, kind) = (u16_at(msg, at).unwrap_or(0) as usize, u16_at(msg, at + 2).unwrap_or(0) & 0x3fff);
+        if len < 4 {
+            break;
+        }
+        if kind == libc::IFLA_XDP {
+            let mut id = 0;
+            let mut inner = at + 4;
+            while inner + 4 <= (at + len).min(end) {
+                let (ilen, ikind) = (u16_at(msg, inner).unwrap_or(0) as usize, u16_at(msg, inner + 2).unwrap_or(0));
+                if ilen < 4 {
+                    break;
+                }
+                if matches!(ikind, IFLA_XDP_PROG_ID | IFLA_XDP_DRV_PROG_ID | IFLA_XDP_SKB_PROG_ID | IFLA_XDP_HW_PROG_ID)
+                {
+                    id = id.max(u32_at(msg, inner + 4).unwrap_or(0));
+                }
+                inner += (ilen + 3) & !3;
+            }
+            return Ok(id);
+        }
+        at += (len + 3) & !3;
+    }
+    Ok(0)
+}

@@ -1,0 +1,8 @@
+//! Everything that touches the kernel's side of a table: the XDP object, the
+//! devices, the pinned state and its locks, the link, and the maps.
+
+pub mod device;
+pub mod link;
+pub mod maps;
+pub mod object;
+pub mod pins;

@@ -1,0 +1,87 @@
+//! The XDP object: loading it with its maps pinned under an interface's directory
+//! and the classifier maps sized to the table.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::{programs::Xdp, Ebpf, EbpfLoader};
+use blocker_common::{classifier::Shape, map_names, GEN_POOL6_MAP, GEN_POOL_MAP, PROGRAM_NAME};
+
+/// The XDP object built from blocker-ebpf by build.rs.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/blocker"));
+
+/// aya-log's ring buffer.
+const EBPF_LOG_MAP: &str = "AYA_LOGS";
+
+/// Refuses early, with what to do, when the process lacks the capabilities.
+pub fn check_privileges() -> Result<()> {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| eff & (1u64 << cap) != 0;
+    // CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON; the verifier allows the
+    // program's packet pointer arithmetic only with CAP_PERFMON.
+    if !(has(CAP_NET_ADMIN) && (has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)))) {
+        bail!(
+            "blocker needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, \
+             to load XDP programs and use pinned maps: run it with sudo"
+        );
+    }
+    Ok(())
+}
+
+/// Loads the XDP program with its shared maps pinned under `dir` (reusing maps
+/// already pinned there) and its classifier maps created at `table_blocks` blocks
+/// each (`map_names::CLASSIFIER` order), and the table's shape. `ebpf_log_level` 0 compiles every aya-log statement out. The
+/// benchmark generator's address pools, which only `load_traffic_generator`
+/// needs, are created with one entry.
+pub fn load(dir: &Path, ebpf_log_level: u8, table_blocks: &[usize; 7], shape: Shape) -> Result<Ebpf> {
+    load_object(dir, ebpf_log_level, Some((table_blocks, shape)))
+}
+
+/// `load` for the benchmark's traffic generator: its address pools at full size.
+pub fn load_traffic_generator(dir: &Path) -> Result<Ebpf> {
+    load_object(dir, 0, None)
+}
+
+fn load_object(dir: &Path, ebpf_log_level: u8, table: Option<(&[usize; 7], Shape)>) -> Result<Ebpf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Outlive the loader, which borrows them.
+    let shape = table.map(|(_, shape)| shape);
+    let mut loader = EbpfLoader::new();
+    loader.default_map_pin_directory(dir).override_global("AYA_LOG_LEVEL", &ebpf_log_level, false);
+    // Every program instance of the interface logs into the same ring buffer.
+    let log_pin = dir.join(EBPF_LOG_MAP);
+    loader.map_pin_path(EBPF_LOG_MAP, log_pin.as_path());
+    if let Some(shape) = &shape {
+        loader.override_global(map_names::V4_DIR_BITS, &shape.v4_bits, true);
+        loader.override_global(map_names::V6_DIR_BITS, &shape.v6_bits, true);
+    }
+    if let Some((blocks, _)) = table {
+        for map in [GEN_POOL_MAP, GEN_POOL6_MAP] {
+            loader.map_max_entries(map, 1);
+        }
+        for (map, n) in map_names::CLASSIFIER.iter().zip(blocks) {
+            let n = u32::try_from(*n).map_err(|_| anyhow!("classifier map {map}: {n} blocks is too many"))?;
+            loader.map_max_entries(map, n);
+        }
+    }
+    let mut ebpf = loader.load(EBPF_OBJECT).context("loading the blocker eBPF object")?;
+    let prog = program_mut(&mut ebpf)?;
+    prog.load().context("the kernel refused the XDP program")?;
+    Ok(ebpf)
+}
+
+pub fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .ok_or_else(|| anyhow!("program {PROGRAM_NAME} missing from the eBPF object"))?
+        .try_into()
+        .context("program has the wrong type")
+}

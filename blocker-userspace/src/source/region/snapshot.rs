@@ -1,0 +1,169 @@
+//! The bundled snapshot (`data/countries.snapshot`), built from the ipverse
+//! country-ip-blocks data set (CC0 1.0) by `cargo xtask snapshot`; it lets country
+//! blocking work offline. Its format: deflate of
+//! `magic, source, date, count, per country {code, name, per family {shift, count,
+//! (delta of addr >> shift, len)*}}`, integers as LEB128 varints.
+
+use std::io::{Read as _, Write as _};
+
+use anyhow::{anyhow, bail, ensure, Context as _, Result};
+
+use crate::{
+    net::{Family, Prefix},
+    source::region::db::{RegionDb, SourceInfo},
+};
+
+const MAGIC: &[u8] = b"BLKRGN1\n";
+static BUNDLED: &[u8] = include_bytes!("../../../data/countries.snapshot");
+
+impl RegionDb {
+    /// The snapshot compiled into the binary.
+    pub fn bundled() -> Result<RegionDb> {
+        decode_snapshot(BUNDLED).context("the bundled region snapshot is corrupt")
+    }
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u128) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_varint(out, s.len() as u128);
+    out.extend_from_slice(s.as_bytes());
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn byte(&mut self) -> Result<u8> {
+        let (&b, rest) = self.0.split_first().ok_or_else(|| anyhow!("truncated"))?;
+        self.0 = rest;
+        Ok(b)
+    }
+    fn varint(&mut self) -> Result<u128> {
+        let mut v: u128 = 0;
+        for shift in (0..128).step_by(7) {
+            let b = self.byte()?;
+            v |= u128::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        bail!("varint too long")
+    }
+    fn string(&mut self) -> Result<String> {
+        let n = self.varint()? as usize;
+        ensure!(n <= self.0.len(), "truncated");
+        let (s, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(String::from_utf8(s.to_vec())?)
+    }
+}
+
+/// Encodes a region database as a compressed snapshot.
+pub fn encode_snapshot(db: &RegionDb, source: &str, date: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::from(MAGIC);
+    put_str(&mut out, source);
+    put_str(&mut out, date);
+    put_varint(&mut out, db.regions.len() as u128);
+    for r in db.regions.values() {
+        put_str(&mut out, &r.code);
+        put_str(&mut out, r.name.as_deref().unwrap_or(""));
+        for family in [Family::V4, Family::V6] {
+            let mut ps: Vec<&Prefix> = r.prefixes.iter().filter(|p| p.family == family).collect();
+            ps.sort();
+            // Addresses are stored shifted right by the bits no prefix uses.
+            let max_len = ps.iter().map(|p| p.len).max().unwrap_or(0);
+            let shift = family.bits() - max_len;
+            out.push(shift);
+            put_varint(&mut out, ps.len() as u128);
+            let mut prev = 0u128;
+            for p in ps {
+                let unit = if shift >= 128 { 0 } else { p.addr >> shift };
+                put_varint(&mut out, unit - prev);
+                out.push(p.len);
+                prev = unit;
+            }
+        }
+    }
+    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    z.write_all(&out)?;
+    Ok(z.finish()?)
+}
+
+pub fn decode_snapshot(bytes: &[u8]) -> Result<RegionDb> {
+    let mut raw = Vec::new();
+    flate2::read::DeflateDecoder::new(bytes).read_to_end(&mut raw)?;
+    ensure!(raw.starts_with(MAGIC), "not a blocker region snapshot");
+    let mut r = Reader(&raw[MAGIC.len()..]);
+    let source = r.string()?;
+    let date = r.string()?;
+    let mut db = RegionDb::default();
+    for _ in 0..r.varint()? {
+        let code = r.string()?;
+        let name = r.string()?;
+        let mut prefixes = Vec::new();
+        for family in [Family::V4, Family::V6] {
+            let shift = r.byte()?;
+            ensure!(shift <= family.bits(), "bad shift");
+            let mut unit = 0u128;
+            for _ in 0..r.varint()? {
+                unit += r.varint()?;
+                let len = r.byte()?;
+                ensure!(len <= family.bits(), "bad prefix length");
+                let addr = if shift >= 128 { 0 } else { unit << shift };
+                prefixes.push(Prefix { family, addr, len });
+            }
+        }
+        db.add(&code, Some(&name).filter(|n| !n.is_empty()).map(|n| n.as_str()), &source, prefixes);
+    }
+    db.sources.push(SourceInfo { name: source, date: Some(date) });
+    Ok(db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::parse_prefix;
+
+    fn p(s: &str) -> Prefix {
+        parse_prefix(s).unwrap()
+    }
+
+    #[test]
+    fn snapshot_round_trips() {
+        let mut db = RegionDb::default();
+        db.add("de", Some("Germany"), "test", [p("2.16.0.0/13"), p("5.1.0.0/16"), p("2001:db8::/32"), p("2a00::/12")]);
+        db.add("ZZ", None, "test", [p("0.0.0.0/0"), p("::/0"), p("255.255.255.255"), p("ffff::1")]);
+        db.normalize();
+        let bytes = encode_snapshot(&db, "test", "2026-01-01").unwrap();
+        let back = decode_snapshot(&bytes).unwrap();
+        assert_eq!(back.regions["DE"].prefixes, db.regions["DE"].prefixes);
+        assert_eq!(back.regions["DE"].name.as_deref(), Some("Germany"));
+        assert_eq!(back.regions["ZZ"].prefixes, db.regions["ZZ"].prefixes);
+        assert_eq!(back.sources[0].date.as_deref(), Some("2026-01-01"));
+    }
+
+    #[test]
+    fn bundled_snapshot_matches_the_shared_data() {
+        let db = RegionDb::bundled().unwrap();
+        let v4: usize = db.regions.values().map(|r| r.count(Family::V4)).sum();
+        let v6: usize = db.regions.values().map(|r| r.count(Family::V6)).sum();
+        // ../shared/data/README.md: 237 countries, 175,195 IPv4 and 67,839 IPv6 prefixes.
+        assert_eq!((db.regions.len(), v4, v6), (237, 175_195, 67_839));
+        assert_eq!(db.regions["DE"].name.as_deref(), Some("Germany"));
+        let data = crate::source::cidr_list::tests::shared_data().join("country-ip-blocks");
+        let fresh = RegionDb::from_cidr_dir(&data, "x").unwrap();
+        for (code, r) in &fresh.regions {
+            assert_eq!(db.regions[code].prefixes, r.prefixes, "{code}");
+        }
+    }
+}
