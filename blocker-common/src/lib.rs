@@ -36,9 +36,6 @@ pub mod map_names {
     /// The same shape (`classifier::Shape`) for userspace, in a one-entry map of
     /// each program instance.
     pub const SHAPE: &str = "BLK_SHAPE";
-    /// Baseline for benchmarks only: the kernel LPM trie classifier (not pinned).
-    pub const LPM_V4: &str = "BLK_LPM_V4";
-    pub const LPM_V6: &str = "BLK_LPM_V6";
 }
 
 /// The log target of the XDP program's aya-log records in userspace.
@@ -46,23 +43,30 @@ pub const EBPF_LOG_TARGET: &str = "xdp";
 
 /// The XDP program's name (its function name in the object file).
 pub const PROGRAM_NAME: &str = "blocker";
-/// Baselines for the benchmark harness, never attached: the same program with the
-/// kernel LPM trie as classifier, and a program that only drops.
-pub const PROGRAM_LPM_BASELINE: &str = "blocker_lpm";
-pub const PROGRAM_DROP_FLOOR: &str = "drop_floor";
-/// The program with a classifier that reads no memory (benchmark profile).
-pub const PROGRAM_NO_LOOKUP: &str = "blocker_no_lookup";
-pub const PROGRAM_PASS_FLOOR: &str = "pass_floor";
-/// Live-frames traffic generator (see blocker-ebpf/src/bench.rs) and its pool.
-pub const PROGRAM_TRAFFICGEN: &str = "trafficgen";
-pub const GEN_POOL_MAP: &str = "GEN_POOL";
-/// The same for Ethernet+IPv6 frames.
-pub const PROGRAM_TRAFFICGEN6: &str = "trafficgen6";
-pub const GEN_POOL6_MAP: &str = "GEN_POOL6";
-/// Entries of each generator pool (a power of two).
-pub const GEN_POOL_SIZE: u32 = 1 << 21;
-/// Capacity of the baseline LPM tries.
-pub const LPM_BASELINE_ENTRIES: u32 = 1 << 22;
+
+/// The benchmark's object (blocker-ebpf/src/bench.rs, `blocker-bench`): programs
+/// and maps only the benchmark harness loads.
+pub mod bench {
+    /// The filter with the kernel LPM trie as classifier, and the trie's maps.
+    pub const PROGRAM_LPM_BASELINE: &str = "blocker_lpm";
+    pub const LPM_V4: &str = "BLK_LPM_V4";
+    pub const LPM_V6: &str = "BLK_LPM_V6";
+    /// Capacity of the baseline LPM tries.
+    pub const LPM_BASELINE_ENTRIES: u32 = 1 << 22;
+    /// The filter with a classifier that reads no memory (benchmark profile).
+    pub const PROGRAM_NO_LOOKUP: &str = "blocker_no_lookup";
+    /// Programs that only drop, or only pass.
+    pub const PROGRAM_DROP_FLOOR: &str = "drop_floor";
+    pub const PROGRAM_PASS_FLOOR: &str = "pass_floor";
+    /// Live-frames traffic generators and their pools of source addresses.
+    pub const PROGRAM_TRAFFICGEN: &str = "trafficgen";
+    pub const GEN_POOL_MAP: &str = "GEN_POOL";
+    /// The same for Ethernet+IPv6 frames.
+    pub const PROGRAM_TRAFFICGEN6: &str = "trafficgen6";
+    pub const GEN_POOL6_MAP: &str = "GEN_POOL6";
+    /// Entries of each generator pool (a power of two).
+    pub const GEN_POOL_SIZE: u32 = 1 << 21;
+}
 
 /// Slots of the `BLK_CONFIG` array (u32 each), each replaced by one aligned store.
 pub mod config {

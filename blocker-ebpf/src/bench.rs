@@ -1,21 +1,58 @@
-//! Programs for the benchmark harness only; the daemon never attaches them.
+//! The benchmark's object: programs the harness measures blocker against, which
+//! the daemon never loads. It shares the filter and the parser with main.rs (the
+//! same source files), and the interface's pinned maps when loaded with their
+//! pin directory.
 //!
 //! - `drop_floor` / `pass_floor`: return XDP_DROP / XDP_PASS and nothing else.
-//! - `blocker_lpm`: the filter with the kernel LPM trie as its classifier (main.rs).
+//! - `blocker_lpm`: the filter with the kernel LPM trie as its classifier (filled
+//!   by the harness with the same leaves).
+//! - `blocker_no_lookup`: the filter with a classifier that reads no memory (every
+//!   source hits list 1, dropped), so the harness can tell the classifier's cost
+//!   from the rest of the program's.
 //! - `trafficgen`: a traffic generator for BPF_PROG_TEST_RUN live-frames mode: it
 //!   rewrites the IPv4 source address of an Ethernet+IPv4 frame with a random entry
 //!   of GEN_POOL, fixes the header checksum and sends the frame back out (XDP_TX).
 //! - `trafficgen6`: the same for Ethernet+IPv6 frames, from GEN_POOL6 (IPv6 has no
 //!   header checksum).
 
+#![no_std]
+#![no_main]
+
+mod filter;
+mod parse;
+
 use aya_ebpf::{
     bindings::xdp_action,
     helpers::bpf_get_prandom_u32,
     macros::{map, xdp},
-    maps::Array,
+    maps::{lpm_trie::Key, Array, LpmTrie},
     programs::XdpContext,
 };
-use blocker_common::GEN_POOL_SIZE;
+use blocker_common::{
+    bench::{GEN_POOL_SIZE, LPM_BASELINE_ENTRIES},
+    classifier::leaf,
+    ACTION_DROP,
+};
+
+#[map]
+static BLK_LPM_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(LPM_BASELINE_ENTRIES, 0);
+#[map]
+static BLK_LPM_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(LPM_BASELINE_ENTRIES, 0);
+
+#[xdp]
+pub fn blocker_lpm(ctx: XdpContext) -> u32 {
+    filter::filter(
+        &ctx,
+        |src| BLK_LPM_V4.get(Key::new(32, src)).map(|l| *l as u16),
+        |src| BLK_LPM_V6.get(Key::new(128, src)).map(|l| *l as u16),
+    )
+}
+
+#[xdp]
+pub fn blocker_no_lookup(ctx: XdpContext) -> u32 {
+    const HIT: u16 = leaf(ACTION_DROP, 1);
+    filter::filter(&ctx, |_| Some(HIT), |_| Some(HIT))
+}
 
 /// Source addresses (raw network-order bytes as u32).
 #[map]
@@ -87,3 +124,13 @@ pub fn trafficgen6(ctx: XdpContext) -> u32 {
     unsafe { core::ptr::write_unaligned((start + IP6_SRC_OFFSET) as *mut [u8; 16], *src) };
     xdp_action::XDP_TX
 }
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

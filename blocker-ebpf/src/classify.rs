@@ -2,15 +2,8 @@
 //! userspace). The maps are created for each table, sized to it, and filled by
 //! userspace before the program that uses them is swapped onto the interface.
 
-use aya_ebpf::{
-    bindings::BPF_F_MMAPABLE,
-    macros::map,
-    maps::{lpm_trie::Key, Array, LpmTrie},
-};
-use blocker_common::{
-    classifier::{self, Block16, Block32, Block64, Memory, Shape},
-    LPM_BASELINE_ENTRIES,
-};
+use aya_ebpf::{bindings::BPF_F_MMAPABLE, macros::map, maps::Array};
+use blocker_common::classifier::{self, Block16, Block32, Block64, Memory, Shape};
 
 // Sizes here are placeholders: the loader sets each map's size to its table's.
 #[map]
@@ -103,21 +96,4 @@ pub fn lookup_v6(src: [u8; 16]) -> Option<u16> {
     let hi = u64::from_be_bytes([src[0], src[1], src[2], src[3], src[4], src[5], src[6], src[7]]);
     let lo = u64::from_be_bytes([src[8], src[9], src[10], src[11], src[12], src[13], src[14], src[15]]);
     classifier::lookup_v6(&Maps, hi, lo)
-}
-
-// The kernel LPM trie classifier, kept as the benchmark baseline (filled by the
-// harness with the same leaves).
-#[map]
-static BLK_LPM_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(LPM_BASELINE_ENTRIES, 0);
-#[map]
-static BLK_LPM_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(LPM_BASELINE_ENTRIES, 0);
-
-#[inline(always)]
-pub fn lpm_baseline_v4(src: [u8; 4]) -> Option<u16> {
-    BLK_LPM_V4.get(Key::new(32, src)).map(|l| *l as u16)
-}
-
-#[inline(always)]
-pub fn lpm_baseline_v6(src: [u8; 16]) -> Option<u16> {
-    BLK_LPM_V6.get(Key::new(128, src)).map(|l| *l as u16)
 }

@@ -27,6 +27,8 @@
 //! veth of a network namespace it creates (and deletes at the end), which keeps the
 //! programs in the dispatcher. No packet is sent on those veths.
 
+mod common;
+
 use std::{collections::HashMap, fmt::Write as _, net::IpAddr, time::Instant};
 
 use aya::{
@@ -44,7 +46,10 @@ use blocker::{
     policy::Policy,
     source::{cidr_list::parse_list, region::db::RegionDb},
 };
-use blocker_common::{map_names, PROGRAM_DROP_FLOOR, PROGRAM_LPM_BASELINE, PROGRAM_NAME, PROGRAM_NO_LOOKUP};
+use blocker_common::{
+    bench::{LPM_V4, LPM_V6, PROGRAM_DROP_FLOOR, PROGRAM_LPM_BASELINE, PROGRAM_NO_LOOKUP},
+    PROGRAM_NAME,
+};
 use blocker_tests::{frames::ip_frame, tables, Rng};
 
 /// Largest table (in CIDRs) the LPM baseline is filled with.
@@ -103,6 +108,10 @@ fn measure(progs: &[&Xdp], frames: &[Vec<u8>]) -> Vec<(f64, Vec<u32>)> {
     out
 }
 
+fn prog<'a>(ebpf: &'a Ebpf, name: &str) -> &'a Xdp {
+    ebpf.program(name).unwrap().try_into().unwrap()
+}
+
 fn load_extra(ebpf: &mut Ebpf, name: &str) {
     let prog: &mut Xdp = ebpf.program_mut(name).expect(name).try_into().unwrap();
     prog.load().unwrap();
@@ -131,11 +140,12 @@ impl ParkingNetns {
         ParkingNetns(name)
     }
 
-    fn park(&self, ebpf: &mut Ebpf, names: &[&str]) {
-        assert!(names.len() <= PARKING_SPOTS);
+    /// Parks the programs `names` of `ebpf` on the spots from `first` on.
+    fn park(&self, ebpf: &mut Ebpf, names: &[&str], first: usize) {
+        assert!(first + names.len() <= PARKING_SPOTS);
         for (i, name) in names.iter().enumerate() {
             let prog: &mut Xdp = ebpf.program_mut(name).unwrap().try_into().unwrap();
-            prog.attach(&format!("bpa{i}"), aya::programs::XdpMode::Driver).expect("native XDP on veth");
+            prog.attach(&format!("bpa{}", first + i), aya::programs::XdpMode::Driver).expect("native XDP on veth");
         }
     }
 }
@@ -163,8 +173,8 @@ fn lpm_entries(table: &CompiledTable, ids: &HashMap<String, u32>) -> Option<Vec<
 }
 
 fn fill_lpm(ebpf: &mut Ebpf, entries: &[(Prefix, u32)]) {
-    let mut v4: LpmTrie<MapData, [u8; 4], u32> = ebpf.take_map(map_names::LPM_V4).unwrap().try_into().unwrap();
-    let mut v6: LpmTrie<MapData, [u8; 16], u32> = ebpf.take_map(map_names::LPM_V6).unwrap().try_into().unwrap();
+    let mut v4: LpmTrie<MapData, [u8; 4], u32> = ebpf.take_map(LPM_V4).unwrap().try_into().unwrap();
+    let mut v6: LpmTrie<MapData, [u8; 16], u32> = ebpf.take_map(LPM_V6).unwrap().try_into().unwrap();
     for (p, leaf) in entries {
         match p.family {
             Family::V4 => v4.insert(&Key::new(u32::from(p.len), (p.addr as u32).to_be_bytes()), leaf, 0).unwrap(),
@@ -266,24 +276,26 @@ fn main() {
         let report = maps.apply(table, DEFAULT_TABLE_MEMORY).unwrap();
         let ids: HashMap<String, u32> = maps.counters().unwrap().lists.into_iter().map(|l| (l.name, l.id)).collect();
         let lpm = lpm_entries(table, &ids);
-        let ebpf = maps.ebpf_mut().unwrap();
-        load_extra(ebpf, PROGRAM_LPM_BASELINE);
-        load_extra(ebpf, PROGRAM_DROP_FLOOR);
-        load_extra(ebpf, PROGRAM_NO_LOOKUP);
+        // The baselines, from the benchmark's object, on the same pinned maps.
+        let mut bench = common::load_bench_object(&dir);
+        for name in [PROGRAM_LPM_BASELINE, PROGRAM_DROP_FLOOR, PROGRAM_NO_LOOKUP] {
+            load_extra(&mut bench, name);
+        }
         if let Some(entries) = &lpm {
-            fill_lpm(ebpf, entries);
+            fill_lpm(&mut bench, entries);
         }
         if knob("BLOCKER_BENCH_PARK", 1) == 1 {
-            parking.park(ebpf, &[PROGRAM_NAME, PROGRAM_LPM_BASELINE, PROGRAM_DROP_FLOOR, PROGRAM_NO_LOOKUP]);
+            parking.park(maps.ebpf_mut().unwrap(), &[PROGRAM_NAME], 0);
+            parking.park(&mut bench, &[PROGRAM_LPM_BASELINE, PROGRAM_DROP_FLOOR, PROGRAM_NO_LOOKUP], 1);
         }
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for family in [Family::V4, Family::V6] {
             let fs = frames(table, family, &mut rng);
-            let ebpf = maps.ebpf_mut().unwrap();
-            let prog = |name: &str| -> &Xdp { ebpf.program(name).unwrap().try_into().unwrap() };
-            let mut progs = vec![prog(PROGRAM_DROP_FLOOR), prog(PROGRAM_NO_LOOKUP), prog(PROGRAM_NAME)];
+            let ebpf: &Ebpf = maps.ebpf_mut().unwrap();
+            let mut progs =
+                vec![prog(&bench, PROGRAM_DROP_FLOOR), prog(&bench, PROGRAM_NO_LOOKUP), prog(ebpf, PROGRAM_NAME)];
             if lpm.is_some() {
-                progs.push(prog(PROGRAM_LPM_BASELINE));
+                progs.push(prog(&bench, PROGRAM_LPM_BASELINE));
             }
             let results = measure(&progs, &fs);
             let (floor, no_lookup, (blocker, verdicts)) = (results[0].0, results[1].0, &results[2]);
@@ -304,6 +316,7 @@ fn main() {
                 hits: verdicts.iter().filter(|v| **v == 1).count(),
             });
         }
+        drop(bench);
         drop(maps);
         let _ = std::fs::remove_dir_all(&root);
     }

@@ -20,6 +20,8 @@
 //! prefixes; XDP_PASS alone. Then the control plane: the real daemon started and
 //! reloaded with the world, against `nft -f` and `ipset restore` (time, peak RSS).
 
+mod common;
+
 use std::{
     collections::HashMap,
     fmt::Write as _,
@@ -45,14 +47,17 @@ use blocker::{
     policy::Policy,
 };
 use blocker_common::{
+    bench::{
+        GEN_POOL6_MAP, GEN_POOL_MAP, LPM_V4, LPM_V6, PROGRAM_DROP_FLOOR, PROGRAM_LPM_BASELINE, PROGRAM_PASS_FLOOR,
+        PROGRAM_TRAFFICGEN, PROGRAM_TRAFFICGEN6,
+    },
     classifier::{self, Shape},
-    map_names, GEN_POOL6_MAP, GEN_POOL_MAP, PROGRAM_DROP_FLOOR, PROGRAM_LPM_BASELINE, PROGRAM_NAME, PROGRAM_PASS_FLOOR,
-    PROGRAM_TRAFFICGEN, PROGRAM_TRAFFICGEN6,
+    PROGRAM_NAME,
 };
 use blocker_tests::{sh, tables, Rng};
 
 const FRAMES: u32 = 3_000_000;
-const POOL: usize = blocker_common::GEN_POOL_SIZE as usize;
+const POOL: usize = blocker_common::bench::GEN_POOL_SIZE as usize;
 
 fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -337,7 +342,7 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     Net::enter(&net.tx);
     let tx_ifindex = device::ifindex("e2etx").unwrap();
     let program = if family == Family::V4 { PROGRAM_TRAFFICGEN } else { PROGRAM_TRAFFICGEN6 };
-    let mut gen = object::load_traffic_generator(&pins::iface_dir(pins, &format!("gen-{tag}"))).unwrap();
+    let mut gen = common::load_bench_object(&pins::iface_dir(pins, &format!("gen-{tag}")));
     {
         let prog: &mut Xdp = gen.program_mut(program).unwrap().try_into().unwrap();
         prog.load().unwrap();
@@ -352,8 +357,8 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     // 64 prefixes, a working set that stays in cache: the difference is the cost of
     // the table's memory.
     Net::enter(&net.rx);
-    let mut floor_maps = DataplaneMaps::load(&pins::iface_dir(pins, &format!("rx-floor-{tag}")), 0).unwrap();
-    let floor = floor_maps.ebpf_mut().unwrap();
+    let mut floor_obj = common::load_bench_object(&pins::iface_dir(pins, &format!("rx-floor-{tag}")));
+    let floor = &mut floor_obj;
     let dir = pins::iface_dir(pins, &format!("rx-blocker-{tag}"));
     let mut maps = DataplaneMaps::load(&dir, 0).unwrap();
     let report = maps.apply(table, DEFAULT_TABLE_MEMORY).unwrap();
@@ -409,7 +414,7 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     let mut map_memory = blocker::dataplane::maps::pinned_map_memory(&dir).unwrap();
     map_memory.push(("classifier maps of the table".into(), report.table_bytes));
     drop(maps);
-    drop(floor_maps);
+    drop(floor_obj);
     let (dropped, passed) = (after.global[1] - before.global[1], after.global[0] - before.global[0]);
     if std::env::var_os("BLOCKER_BENCH_QUICK").is_some() {
         // Profiling knob: floor and blocker only.
@@ -424,7 +429,9 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     let mut maps = DataplaneMaps::load(&dir, 0).unwrap();
     maps.apply(table, DEFAULT_TABLE_MEMORY).unwrap();
     let ids: HashMap<String, u32> = maps.counters().unwrap().lists.into_iter().map(|l| (l.name, l.id)).collect();
-    let rx = maps.ebpf_mut().unwrap();
+    // The baseline, from the benchmark's object, on the same pinned maps.
+    let mut lpm_obj = common::load_bench_object(&dir);
+    let rx = &mut lpm_obj;
     let leaf = |list: usize| {
         let l = &table.lists[list];
         u32::from(blocker_common::classifier::leaf(l.action.code(), ids[&l.name]))
@@ -432,8 +439,7 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     let started = Instant::now();
     match family {
         Family::V4 => {
-            let mut lpm: LpmTrie<&mut MapData, [u8; 4], u32> =
-                rx.map_mut(map_names::LPM_V4).unwrap().try_into().unwrap();
+            let mut lpm: LpmTrie<&mut MapData, [u8; 4], u32> = rx.map_mut(LPM_V4).unwrap().try_into().unwrap();
             for r in &table.v4 {
                 for p in r.prefixes(family) {
                     lpm.insert(&Key::new(u32::from(p.len), (p.addr as u32).to_be_bytes()), leaf(r.list), 0).unwrap();
@@ -441,8 +447,7 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
             }
         }
         Family::V6 => {
-            let mut lpm: LpmTrie<&mut MapData, [u8; 16], u32> =
-                rx.map_mut(map_names::LPM_V6).unwrap().try_into().unwrap();
+            let mut lpm: LpmTrie<&mut MapData, [u8; 16], u32> = rx.map_mut(LPM_V6).unwrap().try_into().unwrap();
             for r in &table.v6 {
                 for p in r.prefixes(family) {
                     lpm.insert(&Key::new(u32::from(p.len), p.addr.to_be_bytes()), leaf(r.list), 0).unwrap();
@@ -453,6 +458,7 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     let load_lpm = started.elapsed();
     attach(rx, PROGRAM_LPM_BASELINE);
     rows.push(sender.measure("kernel LPM trie, world table", &pools));
+    drop(lpm_obj);
     drop(maps);
 
     // XDP_PASS, then nftables netdev ingress with an interval set.
@@ -470,8 +476,8 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
         Command::new("ip").args(["netns", "exec", &net.rx, "nft", "-f", nft_file.to_str().unwrap()]),
         None,
     );
-    let mut pass_maps = DataplaneMaps::load(&pins::iface_dir(pins, &format!("rx-pass-{tag}")), 0).unwrap();
-    let rx = pass_maps.ebpf_mut().unwrap();
+    let mut pass_obj = common::load_bench_object(&pins::iface_dir(pins, &format!("rx-pass-{tag}")));
+    let rx = &mut pass_obj;
     attach(rx, PROGRAM_PASS_FLOOR);
     rows.push(sender.measure("XDP_PASS + nftables netdev ingress, interval set", &pools));
     net.in_rx("nft", &["delete", "table", "netdev", "blk"]);
@@ -494,7 +500,7 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
 
     // XDP_PASS, no filter: the stack handles every packet.
     rows.push(sender.measure("XDP_PASS, no filter", &pools));
-    drop(pass_maps);
+    drop(pass_obj);
     let _ = std::fs::remove_file(&nft_file);
     let _ = std::fs::remove_file(&restore_file);
     FamilyRun { family, prefixes: prefixes.len(), rows, dropped, passed, load_lpm, load_nft, load_ipset, map_memory }
@@ -635,7 +641,7 @@ fn run_attack(net: &Net, pins: &std::path::Path, frames: u32) -> AttackRun {
     let pools = [attack, random];
     Net::enter(&net.tx);
     let tx_ifindex = device::ifindex("e2etx").unwrap();
-    let mut gen = object::load_traffic_generator(&pins::iface_dir(pins, "gen-attack")).unwrap();
+    let mut gen = common::load_bench_object(&pins::iface_dir(pins, "gen-attack"));
     {
         let prog: &mut Xdp = gen.program_mut(PROGRAM_TRAFFICGEN).unwrap().try_into().unwrap();
         prog.load().unwrap();
@@ -644,7 +650,7 @@ fn run_attack(net: &Net, pins: &std::path::Path, frames: u32) -> AttackRun {
     let mut sender = Sender { net, gen, family: Family::V4, program: PROGRAM_TRAFFICGEN, tx_ifindex, frame, frames };
 
     Net::enter(&net.rx);
-    let mut floor_maps = DataplaneMaps::load(&pins::iface_dir(pins, "rx-floor-attack"), 0).unwrap();
+    let mut floor_obj = common::load_bench_object(&pins::iface_dir(pins, "rx-floor-attack"));
     let mut maps = DataplaneMaps::load(&pins::iface_dir(pins, "rx-blocker-attack"), 0).unwrap();
     let shape = maps.apply(&table, DEFAULT_TABLE_MEMORY).unwrap().shape;
     // Profile: the same table in the other IPv4 layout, in the same rounds.
@@ -655,7 +661,7 @@ fn run_attack(net: &Net, pins: &std::path::Path, frames: u32) -> AttackRun {
     let name = format!("blocker, 2M-address list ({})", layout_text(shape));
     let alt_name = format!("blocker, the same in {}", layout_text(alt_shape));
     for _ in 0..knob("BLOCKER_BENCH_ROUNDS", 3usize).max(1) {
-        let floor = floor_maps.ebpf_mut().unwrap();
+        let floor = &mut floor_obj;
         let link = attach(floor, PROGRAM_DROP_FLOOR);
         floor_rounds.push(sender.measure("XDP_DROP only (floor)", &pools));
         detach(floor, PROGRAM_DROP_FLOOR, link);
@@ -696,7 +702,7 @@ fn run_attack(net: &Net, pins: &std::path::Path, frames: u32) -> AttackRun {
         None,
     );
     let _ = std::fs::remove_file(&nft_file);
-    let rx = floor_maps.ebpf_mut().unwrap();
+    let rx = &mut floor_obj;
     let link = attach(rx, PROGRAM_PASS_FLOOR);
     rows.push(sender.measure("XDP_PASS + nftables netdev ingress, same set", &pools));
     net.in_rx("nft", &["delete", "table", "netdev", "blk"]);

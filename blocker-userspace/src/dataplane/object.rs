@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{programs::Xdp, Ebpf, EbpfLoader};
-use blocker_common::{classifier::Shape, map_names, GEN_POOL6_MAP, GEN_POOL_MAP, PROGRAM_NAME};
+use blocker_common::{classifier::Shape, map_names, PROGRAM_NAME};
 
 /// The XDP object built from blocker-ebpf by build.rs.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/blocker"));
@@ -38,40 +38,21 @@ pub fn check_privileges() -> Result<()> {
 }
 
 /// Loads the XDP program with its shared maps pinned under `dir` (reusing maps
-/// already pinned there) and its classifier maps created at `table_blocks` blocks
-/// each (`map_names::CLASSIFIER` order), and the table's shape. `ebpf_log_level` 0 compiles every aya-log statement out. The
-/// benchmark generator's address pools, which only `load_traffic_generator`
-/// needs, are created with one entry.
+/// already pinned there), its classifier maps created at `table_blocks` blocks
+/// each (`map_names::CLASSIFIER` order), and the table's shape. `ebpf_log_level`
+/// 0 compiles every aya-log statement out.
 pub fn load(dir: &Path, ebpf_log_level: u8, table_blocks: &[usize; 7], shape: Shape) -> Result<Ebpf> {
-    load_object(dir, ebpf_log_level, Some((table_blocks, shape)))
-}
-
-/// `load` for the benchmark's traffic generator: its address pools at full size.
-pub fn load_traffic_generator(dir: &Path) -> Result<Ebpf> {
-    load_object(dir, 0, None)
-}
-
-fn load_object(dir: &Path, ebpf_log_level: u8, table: Option<(&[usize; 7], Shape)>) -> Result<Ebpf> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    // Outlive the loader, which borrows them.
-    let shape = table.map(|(_, shape)| shape);
     let mut loader = EbpfLoader::new();
     loader.default_map_pin_directory(dir).override_global("AYA_LOG_LEVEL", &ebpf_log_level, false);
     // Every program instance of the interface logs into the same ring buffer.
     let log_pin = dir.join(EBPF_LOG_MAP);
     loader.map_pin_path(EBPF_LOG_MAP, log_pin.as_path());
-    if let Some(shape) = &shape {
-        loader.override_global(map_names::V4_DIR_BITS, &shape.v4_bits, true);
-        loader.override_global(map_names::V6_DIR_BITS, &shape.v6_bits, true);
-    }
-    if let Some((blocks, _)) = table {
-        for map in [GEN_POOL_MAP, GEN_POOL6_MAP] {
-            loader.map_max_entries(map, 1);
-        }
-        for (map, n) in map_names::CLASSIFIER.iter().zip(blocks) {
-            let n = u32::try_from(*n).map_err(|_| anyhow!("classifier map {map}: {n} blocks is too many"))?;
-            loader.map_max_entries(map, n);
-        }
+    loader.override_global(map_names::V4_DIR_BITS, &shape.v4_bits, true);
+    loader.override_global(map_names::V6_DIR_BITS, &shape.v6_bits, true);
+    for (map, n) in map_names::CLASSIFIER.iter().zip(table_blocks) {
+        let n = u32::try_from(*n).map_err(|_| anyhow!("classifier map {map}: {n} blocks is too many"))?;
+        loader.map_max_entries(map, n);
     }
     let mut ebpf = loader.load(EBPF_OBJECT).context("loading the blocker eBPF object")?;
     let prog = program_mut(&mut ebpf)?;
