@@ -135,8 +135,11 @@ pub const LIST_STATE_RETIRED: u32 = 2;
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: plain-old-data, repr(C), no padding (checked by bytemuck's derive).
+    // SAFETY: plain old data: repr(C), no padding, every bit pattern valid (which
+    // bytemuck's Pod derive checks), so the kernel's bytes can be read as one.
     unsafe impl aya::Pod for super::ListStats {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ListInfo {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::classifier::Shape {}
 }

@@ -40,7 +40,7 @@ static BLK_LPM_V4: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(LPM_BASELIN
 static BLK_LPM_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(LPM_BASELINE_ENTRIES, 0);
 
 #[xdp]
-pub fn blocker_lpm(ctx: XdpContext) -> u32 {
+fn blocker_lpm(ctx: XdpContext) -> u32 {
     filter::filter(
         &ctx,
         |src| BLK_LPM_V4.get(Key::new(32, src)).map(|l| *l as u16),
@@ -49,7 +49,7 @@ pub fn blocker_lpm(ctx: XdpContext) -> u32 {
 }
 
 #[xdp]
-pub fn blocker_no_lookup(ctx: XdpContext) -> u32 {
+fn blocker_no_lookup(ctx: XdpContext) -> u32 {
     const HIT: u16 = leaf(ACTION_DROP, 1);
     filter::filter(&ctx, |_| Some(HIT), |_| Some(HIT))
 }
@@ -62,12 +62,12 @@ static GEN_POOL: Array<u32> = Array::with_max_entries(GEN_POOL_SIZE, 0);
 static GEN_POOL6: Array<[u8; 16]> = Array::with_max_entries(GEN_POOL_SIZE, 0);
 
 #[xdp]
-pub fn drop_floor(_ctx: XdpContext) -> u32 {
+fn drop_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_DROP
 }
 
 #[xdp]
-pub fn pass_floor(_ctx: XdpContext) -> u32 {
+fn pass_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
@@ -75,7 +75,7 @@ const IP_OFFSET: usize = 14;
 const IP_HLEN: usize = 20;
 
 #[xdp]
-pub fn trafficgen(ctx: XdpContext) -> u32 {
+fn trafficgen(ctx: XdpContext) -> u32 {
     let start = ctx.data();
     if start + IP_OFFSET + IP_HLEN > ctx.data_end() {
         return xdp_action::XDP_ABORTED;
@@ -110,7 +110,7 @@ pub fn trafficgen(ctx: XdpContext) -> u32 {
 const IP6_SRC_OFFSET: usize = IP_OFFSET + 8;
 
 #[xdp]
-pub fn trafficgen6(ctx: XdpContext) -> u32 {
+fn trafficgen6(ctx: XdpContext) -> u32 {
     let start = ctx.data();
     if start + IP6_SRC_OFFSET + 16 > ctx.data_end() {
         return xdp_action::XDP_ABORTED;

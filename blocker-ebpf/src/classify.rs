@@ -80,7 +80,7 @@ impl Memory for Maps {
 
 /// The leaf whose range holds `src` (network-order bytes).
 #[inline(always)]
-pub fn lookup_v4(src: [u8; 4]) -> Option<u16> {
+pub(crate) fn lookup_v4(src: [u8; 4]) -> Option<u16> {
     // A program binds only the maps its code names. This branch, which the
     // verifier removes as dead (the bits are a constant and never 0), names
     // BLK_SHAPE so that userspace finds it among the program's maps.
@@ -92,7 +92,7 @@ pub fn lookup_v4(src: [u8; 4]) -> Option<u16> {
 }
 
 #[inline(always)]
-pub fn lookup_v6(src: [u8; 16]) -> Option<u16> {
+pub(crate) fn lookup_v6(src: [u8; 16]) -> Option<u16> {
     let hi = u64::from_be_bytes([src[0], src[1], src[2], src[3], src[4], src[5], src[6], src[7]]);
     let lo = u64::from_be_bytes([src[8], src[9], src[10], src[11], src[12], src[13], src[14], src[15]]);
     classifier::lookup_v6(&Maps, hi, lo)

@@ -33,7 +33,7 @@ static BLK_LIST_INFO: Array<ListInfo> = Array::pinned(MAX_LISTS, 0);
 
 /// parse -> classify (a leaf: list id and action) -> verdict and counters.
 #[inline(always)]
-pub fn filter(
+pub(crate) fn filter(
     ctx: &XdpContext,
     lookup_v4: impl Fn([u8; 4]) -> Option<u16>,
     lookup_v6: impl Fn([u8; 16]) -> Option<u16>,

@@ -14,7 +14,7 @@ mod parse;
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 
 #[xdp]
-pub fn blocker(ctx: XdpContext) -> u32 {
+fn blocker(ctx: XdpContext) -> u32 {
     filter::filter(&ctx, classify::lookup_v4, classify::lookup_v6)
 }
 

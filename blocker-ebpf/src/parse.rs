@@ -17,7 +17,7 @@ const IPV6_HLEN: usize = 40;
 const IPV6_SRC_OFFSET: usize = 8;
 const MAX_VLAN_TAGS: usize = 2;
 
-pub enum Packet {
+pub(crate) enum Packet {
     V4 {
         src: [u8; 4],
     },
@@ -49,7 +49,7 @@ fn read_be16(ctx: &XdpContext, offset: usize) -> Option<u16> {
 }
 
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Packet {
+pub(crate) fn parse(ctx: &XdpContext) -> Packet {
     let Some(mut ether_type) = read_be16(ctx, ETH_HLEN - 2) else {
         return Packet::Malformed;
     };

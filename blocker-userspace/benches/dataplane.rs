@@ -26,6 +26,9 @@
 //! call). The harness therefore first attaches each program in native mode to a
 //! veth of a network namespace it creates (and deletes at the end), which keeps the
 //! programs in the dispatcher. No packet is sent on those veths.
+// The package's dependencies serve its library, binary, tests and benches alike;
+// unused_crate_dependencies is checked on the library.
+#![allow(unused_crate_dependencies)]
 
 mod common;
 
@@ -229,7 +232,8 @@ fn tables_to_measure() -> Vec<(&'static str, CompiledTable)> {
     geo_allow10.push(ListSpec { name: "outside".into(), role: Role::OutsideAllowed, prefixes: outside });
     let mut together = vec![threats.clone()];
     together.extend(geo_lists(Role::Deny));
-    let builders: Vec<(&'static str, Box<dyn Fn() -> CompiledTable>)> = vec![
+    type Builder<'a> = Box<dyn Fn() -> CompiledTable + 'a>;
+    let builders: Vec<(&'static str, Builder)> = vec![
         ("world deny-all", Box::new(|| world_deny.build_table().unwrap())),
         ("world allowlist", Box::new(|| world_allow.build_table().unwrap())),
         ("threats 4M", Box::new(|| compile(std::slice::from_ref(&threats)))),

@@ -19,6 +19,9 @@
 //! XDP_PASS then ip(6)tables raw PREROUTING with an ipset hash:net of the same
 //! prefixes; XDP_PASS alone. Then the control plane: the real daemon started and
 //! reloaded with the world, against `nft -f` and `ipset restore` (time, peak RSS).
+// The package's dependencies serve its library, binary, tests and benches alike;
+// unused_crate_dependencies is checked on the library.
+#![allow(unused_crate_dependencies)]
 
 mod common;
 
@@ -568,6 +571,7 @@ fn daemon_start_and_reload(net: &Net, pins: &std::path::Path, policy: &[&str]) -
     wait_for("reloaded");
     let reload = started.elapsed();
     let rss = peak_rss_kib(child.id());
+    // SAFETY: as above.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let mut child = child;
     child.wait().unwrap();

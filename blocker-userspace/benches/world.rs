@@ -4,6 +4,9 @@
 //! Each format is measured twice in the same run: loading the source alone (the
 //! baseline) and loading plus compiling, so the report can give the compiler's share
 //! as a ratio as well as the absolute time.
+// The package's dependencies serve its library, binary, tests and benches alike;
+// unused_crate_dependencies is checked on the library.
+#![allow(unused_crate_dependencies)]
 
 use std::{
     fmt::Write as _,

@@ -9,6 +9,12 @@
 //! - `daemon` and `control`: the running daemon, and its control socket.
 //!
 //! The CLI (arguments and rendering) belongs to the `blocker` binary.
+// Unit tests build without the dev-dependencies the benches use.
+#![cfg_attr(test, allow(unused_crate_dependencies))]
+
+// The binary's own dependencies (its arguments and log output): cargo has no
+// dependencies per target.
+use {clap as _, env_logger as _};
 
 pub mod compile;
 pub mod config;

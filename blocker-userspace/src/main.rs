@@ -1,4 +1,7 @@
 //! The `blocker` command: daemon (`run`) and CLI (`stats`, `detach`).
+// The package's dependencies serve its library, binary, tests and benches alike;
+// unused_crate_dependencies is checked on the library.
+#![allow(unused_crate_dependencies)]
 
 use std::process::ExitCode;
 

@@ -1,6 +1,9 @@
 //! The `blocker` binary's command line, run as a user would (no kernel needed).
 //! Having an integration test here also makes `cargo test` build the binary that
 //! the network-namespace tests start.
+// The package's dependencies serve its library, binary, tests and benches alike;
+// unused_crate_dependencies is checked on the library.
+#![allow(unused_crate_dependencies)]
 
 use std::process::Command;
 

@@ -7,6 +7,8 @@
 //! - [`http`]: a scripted HTTP server on loopback, for URL sources.
 //! - [`mmdb`]: a small MaxMind DB writer, for the MMDB reader.
 //! - [`tables`]: generators of large realistic tables (threat lists, geo tables).
+// The dev-dependencies are the integration tests'.
+#![cfg_attr(test, allow(unused_crate_dependencies))]
 
 pub mod daemon;
 pub mod frames;
@@ -15,7 +17,17 @@ pub mod mmdb;
 pub mod netns;
 pub mod tables;
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+/// ../shared/data beside the repository (as on CI), or $BLOCKER_SHARED_DATA.
+pub fn shared_data() -> PathBuf {
+    std::env::var_os("BLOCKER_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
+}
 
 /// A short name unique to this process and call: interface names must stay
 /// within 15 bytes, and tests running in parallel must never collide.

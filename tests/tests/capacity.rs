@@ -5,6 +5,9 @@
 //! addresses and 1,000,000 random IPv6 /64s, and a geo-like country table (the
 //! bundled countries cut into finer, interleaved pieces: over 450k networks per
 //! family), alone and together, in deny-all and allowlist modes.
+// The package's dependencies serve its library, binary, tests and benches alike;
+// unused_crate_dependencies is checked on the library.
+#![allow(unused_crate_dependencies)]
 
 use std::{net::IpAddr, path::Path};
 

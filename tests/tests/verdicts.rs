@@ -1,5 +1,8 @@
 //! Verdict tests of the XDP program through BPF_PROG_TEST_RUN: a fixture table of
 //! crafted frames, each row asserting the return code and the counter deltas.
+// The package's dependencies serve its library, binary, tests and benches alike;
+// unused_crate_dependencies is checked on the library.
+#![allow(unused_crate_dependencies)]
 
 use std::net::IpAddr;
 

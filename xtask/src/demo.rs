@@ -14,7 +14,7 @@ use blocker_tests::{
 
 const PINGS: u32 = 5;
 
-pub fn run(root: &Path) -> Result<()> {
+pub(crate) fn run(root: &Path) -> Result<()> {
     let deny = root.join("lists/default-deny.txt");
     let allow = root.join("lists/default-allow.txt");
     let net = NetnsPair::new()?;

@@ -1,4 +1,4 @@
-//! Developer tasks: `cargo xtask setup | demo | test | bench | fuzz | snapshot`.
+//! Developer tasks: `cargo xtask setup | demo | lint | test | bench | fuzz | snapshot`.
 
 mod demo;
 mod setup;
@@ -54,8 +54,12 @@ enum Task {
         #[arg(long, default_value = "none", value_parser = ["none", "address"])]
         sanitizer: String,
     },
-    /// Build, then run every test (unit, BPF_PROG_TEST_RUN, network namespaces),
-    /// then each fuzz target for 10 seconds (skipped when a test filter is given).
+    /// Formatting and clippy, warnings denied: the userspace, xtask and tests
+    /// crates on the host, the eBPF crate for its BPF target.
+    Lint,
+    /// Build, then run the unit tests as an unprivileged user, then every test that
+    /// needs root (BPF_PROG_TEST_RUN, network namespaces), then each fuzz target for
+    /// 10 seconds (the fuzzers are skipped when a test filter is given).
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -112,6 +116,10 @@ fn run() -> Result<()> {
             // Rebuild so the binary embeds the new snapshot.
             cargo(&["build", "--bin", "blocker"])
         }
+        Task::Lint => {
+            setup::lint()?;
+            lint()
+        }
         Task::Fuzz { only, seconds, sanitizer } => {
             setup::fuzz()?;
             require_root("the fuzzers")?;
@@ -120,20 +128,43 @@ fn run() -> Result<()> {
         Task::Test { args } => {
             setup::fuzz()?;
             require_root("the tests")?;
-            let filtered = !args.is_empty();
-            // `cargo test` also builds the `blocker` binary the namespace tests start
-            // (blocker-userspace has integration tests).
-            let mut test_args = vec!["test".to_owned()];
-            test_args.extend(args);
-            let refs: Vec<&str> = test_args.iter().map(String::as_str).collect();
-            cargo_test(&refs)?;
-            if filtered {
+            test_stages(&args)?;
+            if !args.is_empty() {
                 return Ok(());
             }
             // About a minute in all: enough for a panic on the seeds' neighbours to fail the run.
             fuzz(&[], 10, "none")
         }
     }
+}
+
+/// The lint gates (see `[workspace.lints]`), warnings denied.
+fn lint() -> Result<()> {
+    cargo(&["fmt", "--all", "--check"])?;
+    cargo(&["fmt", "--manifest-path", "fuzz/Cargo.toml", "--check"])?;
+    let host = ["-p", "blocker-common", "-p", "blocker-userspace", "-p", "xtask", "-p", "blocker-tests"];
+    let mut args = vec!["clippy", "--all-targets"];
+    args.extend(host);
+    args.extend(["--", "-D", "warnings"]);
+    cargo(&args)?;
+    // The eBPF crate as it is built: for the BPF target, with nightly and a core
+    // library of its own (its own target directory keeps the host builds intact).
+    cargo_nightly(&[
+        "clippy",
+        "-p",
+        "blocker-ebpf",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--target-dir",
+        "target/ebpf-clippy",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    println!("lint: clean");
+    Ok(())
 }
 
 const FUZZ_TARGETS: [&str; 6] = ["list_parser", "region_text", "mmdb", "config", "control", "packet"];
@@ -214,18 +245,71 @@ pub fn cargo(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Runs `cargo test`, passing its output through, and ends with one summary line
-/// over all test binaries ("N passed, N failed").
-fn cargo_test(args: &[&str]) -> Result<()> {
+/// `cargo` of the nightly toolchain (through rustup: `$CARGO` is the stable one).
+fn cargo_nightly(args: &[&str]) -> Result<()> {
+    let status = Command::new("rustup")
+        .args(["run", "nightly", "cargo"])
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .context("running rustup run nightly cargo")?;
+    if !status.success() {
+        bail!("cargo +nightly {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Tests that passed, failed and were ignored.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+/// The test stages of `cargo xtask test`: the unit tests without privileges,
+/// then the suite that needs root. `filter`: extra `cargo test` arguments.
+fn test_stages(filter: &[String]) -> Result<()> {
+    let mut tally = Tally::default();
+    // The unit tests need no privilege: their binaries run as root without any
+    // capability (an empty bounding set), so one that needs the kernel fails.
+    let runner = format!("CARGO_TARGET_{}_RUNNER", host_triple()?.to_uppercase().replace('-', "_"));
+    let unprivileged = [(runner.as_str(), "setpriv --bounding-set=-all --inh-caps=-all --ambient-caps=-all --")];
+    let mut unit = vec!["test", "-p", "blocker-userspace", "--lib", "--bins"];
+    unit.extend(filter.iter().map(String::as_str));
+    let result = cargo_test(&unit, &unprivileged, &mut tally);
+    // `cargo test` also builds the `blocker` binary the namespace tests start.
+    let mut root = vec!["test", "-p", "blocker-userspace", "-p", "blocker-tests", "--test", "*"];
+    root.extend(filter.iter().map(String::as_str));
+    let result = result.and(cargo_test(&root, &[], &mut tally));
+    println!("tests: {} passed, {} failed, {} skipped", tally.passed, tally.failed, tally.ignored);
+    result?;
+    if tally.passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+fn host_triple() -> Result<String> {
+    let out = Command::new("rustc").arg("-vV").output().context("running rustc -vV")?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .context("rustc -vV names no host")
+}
+
+/// Runs `cargo test` with `env`, passing its output through and counting the
+/// results of every test binary into `tally`.
+fn cargo_test(args: &[&str], env: &[(&str, &str)], tally: &mut Tally) -> Result<()> {
     use std::io::{BufRead as _, BufReader};
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut child = Command::new(&cargo)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(workspace_root())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .with_context(|| format!("running {cargo}"))?;
-    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
         let line = line?;
         println!("{line}");
@@ -235,9 +319,9 @@ fn cargo_test(args: &[&str]) -> Result<()> {
                 let mut words = part.split_whitespace();
                 if let (Some(n), Some(what)) = (words.next().and_then(|n| n.parse::<u64>().ok()), words.next()) {
                     match what {
-                        "passed" => passed += n,
-                        "failed" => failed += n,
-                        "ignored" => ignored += n,
+                        "passed" => tally.passed += n,
+                        "failed" => tally.failed += n,
+                        "ignored" => tally.ignored += n,
                         _ => {}
                     }
                 }
@@ -245,12 +329,8 @@ fn cargo_test(args: &[&str]) -> Result<()> {
         }
     }
     let status = child.wait()?;
-    println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
     if !status.success() {
         bail!("cargo {} failed ({status})", args.join(" "));
-    }
-    if passed == 0 {
-        bail!("no test ran");
     }
     Ok(())
 }

@@ -8,6 +8,9 @@ use anyhow::{bail, Context as _, Result};
 /// The bpf-linker that works with the preinstalled nightly (LLVM 22); later
 /// versions need a system LLVM the package registries here do not have.
 const BPF_LINKER_VERSION: &str = "0.10.1";
+/// The LLVM major version bpf-linker 0.10.1 loads with its default features
+/// (`rust-llvm-22`: the LLVM inside the nightly toolchain, which must match).
+const BPF_LINKER_LLVM_MAJOR: u32 = 22;
 
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
@@ -43,14 +46,49 @@ fn run(program: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-pub fn all() -> Result<()> {
+pub(crate) fn all() -> Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
+    llvm_versions_match()?;
     debian_packages(DEBIAN_PACKAGES)
 }
 
+/// What `cargo xtask lint` needs besides: clippy and rustfmt for the stable
+/// toolchain (the nightly's are named in blocker-ebpf/rust-toolchain.toml).
+pub(crate) fn lint() -> Result<()> {
+    all()?;
+    let installed = output("rustup", &["component", "list", "--installed"]).unwrap_or_default();
+    for component in ["clippy", "rustfmt"] {
+        if !installed.lines().any(|l| l.starts_with(component)) {
+            run("rustup", &["component", "add", component])?;
+        }
+    }
+    Ok(())
+}
+
+/// bpf-linker loads the LLVM inside the nightly toolchain: their major versions
+/// must agree, or the eBPF object fails to link with errors that do not say why.
+fn llvm_versions_match() -> Result<()> {
+    let verbose = output("rustc", &["+nightly", "-vV"]).context("cannot run `rustc +nightly -vV`")?;
+    let nightly = verbose
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next()?.trim().parse::<u32>().ok())
+        .context("`rustc +nightly -vV` names no LLVM version")?;
+    if nightly != BPF_LINKER_LLVM_MAJOR {
+        bail!(
+            "the nightly toolchain ships LLVM {nightly}, but bpf-linker {BPF_LINKER_VERSION} loads LLVM \
+             {BPF_LINKER_LLVM_MAJOR}: install a nightly whose `rustc +nightly -vV` says LLVM \
+             {BPF_LINKER_LLVM_MAJOR}, or a bpf-linker built for LLVM {nightly} \
+             (`cargo install bpf-linker --no-default-features --features rust-llvm-{nightly}`) and change \
+             BPF_LINKER_VERSION and BPF_LINKER_LLVM_MAJOR in xtask/src/setup.rs"
+        );
+    }
+    Ok(())
+}
+
 /// The fuzzers: cargo-fuzz (libFuzzer), run with the nightly toolchain.
-pub fn fuzz() -> Result<()> {
+pub(crate) fn fuzz() -> Result<()> {
     all()?;
     if output("cargo", &["fuzz", "--version"]).is_none() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -60,7 +98,7 @@ pub fn fuzz() -> Result<()> {
     Ok(())
 }
 
-pub fn bench() -> Result<()> {
+pub(crate) fn bench() -> Result<()> {
     all()?;
     debian_packages(BENCH_PACKAGES)
 }

@@ -11,7 +11,7 @@ static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR")
 /// Loads the benchmark's object with the maps pinned in `dir`: loaded with an
 /// interface's pin directory, its programs share that interface's counters, mode
 /// and list names with the daemon's program. Its programs are loaded on first use.
-pub fn load_bench_object(dir: &Path) -> Ebpf {
+pub(crate) fn load_bench_object(dir: &Path) -> Ebpf {
     std::fs::create_dir_all(dir).unwrap();
     let mut loader = EbpfLoader::new();
     loader.default_map_pin_directory(dir).override_global("AYA_LOG_LEVEL", &0u8, false);

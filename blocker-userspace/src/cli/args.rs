@@ -17,19 +17,19 @@ use clap::{
 
 #[derive(Parser)]
 #[command(name = "blocker", version, about = "Drop traffic from blocked address ranges in XDP")]
-pub struct Cli {
+pub(crate) struct Cli {
     /// The daemon's control socket.
     #[arg(long, global = true, env = "BLOCKER_SOCKET", default_value = DEFAULT_SOCKET)]
-    pub socket: PathBuf,
+    pub(crate) socket: PathBuf,
     /// bpffs directory that holds blocker's pinned maps and links.
     #[arg(long, global = true, env = "BLOCKER_PIN_ROOT", default_value = DEFAULT_PIN_ROOT)]
-    pub pin_root: PathBuf,
+    pub(crate) pin_root: PathBuf,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Attach to interfaces and enforce the policy until SIGINT/SIGTERM (SIGHUP reloads).
     Run(RunArgs),
     /// Validate and compile a config file without touching the kernel; print what
@@ -86,48 +86,48 @@ pub enum Command {
 
 /// The options of `blocker run`.
 #[derive(clap::Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Interface to protect; repeat for several. Without --iface, the policy
     /// comes from the config file.
     #[arg(long = "iface")]
-    pub interfaces: Vec<String>,
+    pub(crate) interfaces: Vec<String>,
     /// TOML config file (default /etc/blocker/blocker.toml when no --iface is given).
     #[arg(long, conflicts_with = "interfaces")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     #[command(flatten)]
-    pub policy: PolicyArgs,
+    pub(crate) policy: PolicyArgs,
     /// Dry run: drop nothing, count what would have been dropped.
     #[arg(long)]
-    pub monitor: bool,
+    pub(crate) monitor: bool,
     /// Detach from every interface on SIGINT/SIGTERM (default: the program stays
     /// attached and keeps blocking while no daemon runs).
     #[arg(long)]
-    pub detach_on_exit: bool,
+    pub(crate) detach_on_exit: bool,
     #[arg(
         long,
         default_value = "auto",
         value_parser = PossibleValuesParser::new(AttachMode::NAMES).try_map(|s| s.parse::<AttachMode>())
     )]
-    pub xdp_mode: AttachMode,
+    pub(crate) xdp_mode: AttachMode,
     /// aya-log level inside the XDP program (0 off .. 5 trace). Per-packet lines
     /// are at trace level: keep it off in production.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=5))]
-    pub ebpf_log_level: u8,
+    pub(crate) ebpf_log_level: u8,
     /// Do not reload when a source file changes on disk.
     #[arg(long)]
-    pub no_watch: bool,
+    pub(crate) no_watch: bool,
     /// How long a changed source file must stay unchanged before it is read
     /// (a file written in several steps is read once).
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = blocker::source::spec::parse_duration)]
-    pub watch_debounce: std::time::Duration,
+    pub(crate) watch_debounce: std::time::Duration,
     /// The most kernel memory the classifier maps of a table may take, per
     /// interface; a larger table is refused and the running one kept.
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = blocker::config::parse_size)]
-    pub table_memory: u64,
+    pub(crate) table_memory: u64,
 }
 
 #[derive(Subcommand)]
-pub enum RegionsCommand {
+pub(crate) enum RegionsCommand {
     /// One line per country: code, name, IPv4 and IPv6 prefix counts, source.
     List {
         #[command(flatten)]
@@ -154,23 +154,23 @@ pub enum RegionsCommand {
 }
 
 #[derive(clap::Args)]
-pub struct CountrySource {
+pub(crate) struct CountrySource {
     /// Region data to use instead of the bundled snapshot (see `run --help`).
     #[arg(long, value_name = "SOURCE")]
-    pub country_source: Vec<RegionSource>,
+    pub(crate) country_source: Vec<RegionSource>,
     #[arg(long, env = "BLOCKER_CACHE_DIR", default_value = blocker::source::fetch::DEFAULT_CACHE_DIR)]
-    pub cache_dir: PathBuf,
+    pub(crate) cache_dir: PathBuf,
 }
 
 impl CountrySource {
-    pub fn db(self) -> Result<RegionDb> {
+    pub(crate) fn db(self) -> Result<RegionDb> {
         Policy { country_source: self.country_source, cache_dir: self.cache_dir, ..Default::default() }.region_db()
     }
 }
 
 /// The options of `run` given on the command line or through the environment
 /// (not by default): with a config file they would be ignored, so they are refused.
-pub fn run_options_given(matches: &clap::ArgMatches) -> Vec<String> {
+pub(crate) fn run_options_given(matches: &clap::ArgMatches) -> Vec<String> {
     use clap::parser::ValueSource;
     let Some(("run", sub)) = matches.subcommand() else { return Vec::new() };
     let mut given: Vec<String> = sub
@@ -197,53 +197,53 @@ pub fn run_options_given(matches: &clap::ArgMatches) -> Vec<String> {
 
 /// Policy options shared by `blocker run` and `blocker lookup`.
 #[derive(Clone, Debug, clap::Args)]
-pub struct PolicyArgs {
+pub(crate) struct PolicyArgs {
     /// CIDR list whose sources are dropped: FILE or NAME=FILE.
     #[arg(long, value_name = "[NAME=]FILE")]
-    pub deny: Vec<ListSource>,
+    pub(crate) deny: Vec<ListSource>,
     /// CIDR list of exceptions that pass even inside denied ranges or countries.
     #[arg(long, value_name = "[NAME=]FILE")]
-    pub allow: Vec<ListSource>,
+    pub(crate) allow: Vec<ListSource>,
     /// CIDR list counted as would-be drops but passed.
     #[arg(long = "monitor-list", value_name = "[NAME=]FILE")]
-    pub monitor_list: Vec<ListSource>,
+    pub(crate) monitor_list: Vec<ListSource>,
     /// Countries whose addresses are dropped (ISO codes, comma-separated).
     #[arg(long, value_name = "CC,CC", value_delimiter = ',')]
-    pub deny_country: Vec<String>,
+    pub(crate) deny_country: Vec<String>,
     /// Allowlist mode: only these countries pass; every other source is dropped
     /// (allow exceptions still pass, deny lists still drop).
     #[arg(long, value_name = "CC,CC", value_delimiter = ',')]
-    pub allow_country: Vec<String>,
+    pub(crate) allow_country: Vec<String>,
     /// Where country prefixes come from instead of the bundled snapshot:
     /// `[optional:][refresh=DURATION:][rir:|csv:|mmdb:|cidr-dir:]PATH|URL` (format detected when not
     /// given). Repeat to merge several.
     #[arg(long, value_name = "SOURCE")]
-    pub country_source: Vec<RegionSource>,
+    pub(crate) country_source: Vec<RegionSource>,
     /// Ranges never dropped, whatever the lists say (management networks). Loopback,
     /// link-local and the SSH client address of the session that starts blocker
     /// are added unless --no-default-never-block.
     #[arg(long, value_name = "CIDR,CIDR", value_delimiter = ',')]
-    pub never_block: Vec<String>,
+    pub(crate) never_block: Vec<String>,
     /// Do not add loopback, link-local and the SSH client to the never-block ranges.
     #[arg(long)]
-    pub no_default_never_block: bool,
+    pub(crate) no_default_never_block: bool,
     /// Allowlist mode (--allow-country) drops everything else, including a remote
     /// operator: it refuses to start without --never-block unless this is given.
     #[arg(long)]
-    pub confirm_allowlist_without_never_block: bool,
+    pub(crate) confirm_allowlist_without_never_block: bool,
     /// How often the daemon fetches URL sources again ("off", or like 30m, 6h, 1d);
     /// a source can set its own with a `refresh=DURATION:` prefix. Content that did
     /// not change triggers no reload.
     #[arg(long, value_name = "DURATION", default_value = "6h")]
-    pub url_refresh: Refresh,
+    pub(crate) url_refresh: Refresh,
     /// Where downloaded lists and databases are cached (last good copies).
     #[arg(long, env = "BLOCKER_CACHE_DIR", default_value = blocker::source::fetch::DEFAULT_CACHE_DIR)]
-    pub cache_dir: PathBuf,
+    pub(crate) cache_dir: PathBuf,
     /// Apply fetched URL content even when it is empty or lost more than half of
     /// its prefixes (by default it is held back, and the last good copy used,
     /// until `blocker reload --accept-shrink`).
     #[arg(long)]
-    pub accept_shrink: bool,
+    pub(crate) accept_shrink: bool,
 }
 
 impl From<PolicyArgs> for Policy {

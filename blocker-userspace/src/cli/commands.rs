@@ -23,7 +23,7 @@ use super::{
     inspect, render,
 };
 
-pub fn run(cli: Cli, run_options_given: &[String]) -> Result<()> {
+pub(crate) fn run(cli: Cli, run_options_given: &[String]) -> Result<()> {
     let Cli { socket, pin_root, command } = cli;
     match command {
         Command::Run(args) => run_daemon(args, &socket, &pin_root, run_options_given),

@@ -11,7 +11,7 @@ use blocker::{
     policy::Policy,
 };
 
-pub fn lookup(addresses: &[IpAddr], policy: &Policy, pin_root: &Path, iface: Option<&str>) -> Result<String> {
+pub(crate) fn lookup(addresses: &[IpAddr], policy: &Policy, pin_root: &Path, iface: Option<&str>) -> Result<String> {
     let db = policy.region_db()?;
     let table = if policy.has_rules() { Some(policy.build_table()?) } else { None };
     let ifaces = match iface {
@@ -81,7 +81,7 @@ pub fn lookup(addresses: &[IpAddr], policy: &Policy, pin_root: &Path, iface: Opt
 }
 
 /// What `blocker check-config` prints: the run a config file describes, compiled.
-pub fn check_config(opts: &RunOptions) -> Result<String> {
+pub(crate) fn check_config(opts: &RunOptions) -> Result<String> {
     // What `run` would refuse, refused here too.
     pins::check_pin_root(&opts.pin_root)?;
     if let Some(socket) = &opts.socket {

@@ -14,7 +14,7 @@ use blocker::{
 use blocker_common::counter;
 
 /// `blocker stats` for one interface.
-pub fn stats_text(c: &InterfaceStats) -> String {
+pub(crate) fn stats_text(c: &InterfaceStats) -> String {
     let iface = &c.interface;
     let mut s = String::new();
     let _ = writeln!(
@@ -53,7 +53,7 @@ pub fn stats_text(c: &InterfaceStats) -> String {
     s
 }
 
-pub fn regions_list(db: &RegionDb) -> String {
+pub(crate) fn regions_list(db: &RegionDb) -> String {
     let mut s = String::new();
     for src in &db.sources {
         let _ = writeln!(
@@ -78,7 +78,7 @@ pub fn regions_list(db: &RegionDb) -> String {
     s
 }
 
-pub fn region_show(db: &RegionDb, code: &str) -> Result<String> {
+pub(crate) fn region_show(db: &RegionDb, code: &str) -> Result<String> {
     let r = db.get(code)?;
     let mut s = String::new();
     let _ = writeln!(s, "{} {}", r.code, r.name.as_deref().unwrap_or(""));
@@ -91,7 +91,7 @@ pub fn region_show(db: &RegionDb, code: &str) -> Result<String> {
 }
 
 /// `blocker status` as text.
-pub fn status_text(v: &StatusReply) -> String {
+pub(crate) fn status_text(v: &StatusReply) -> String {
     const MIB: f64 = (1u64 << 20) as f64;
     let mut s = String::new();
     if let Some(c) = &v.config {

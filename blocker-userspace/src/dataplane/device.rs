@@ -9,7 +9,8 @@ use anyhow::{anyhow, bail, Result};
 /// failures (out of file descriptors, ...) are errors, never "gone".
 pub fn find_interface(iface: &str) -> std::io::Result<Option<u32>> {
     let c = CString::new(iface).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: valid NUL-terminated string.
+    // SAFETY: if_nametoindex only reads the NUL-terminated name, which `c` owns
+    // for the whole call.
     let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
     if idx != 0 {
         return Ok(Some(idx));
@@ -23,7 +24,7 @@ pub fn find_interface(iface: &str) -> std::io::Result<Option<u32>> {
 
 pub fn ifindex(iface: &str) -> Result<u32> {
     let c = CString::new(iface).map_err(|_| anyhow!("bad interface name {iface:?}"))?;
-    // SAFETY: valid NUL-terminated string.
+    // SAFETY: as in `find_interface`.
     let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
     if idx == 0 {
         bail!("no interface named {iface:?} in this network namespace (see `ip link`)");

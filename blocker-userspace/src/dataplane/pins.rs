@@ -33,8 +33,10 @@ pub fn iface_dir(root: &Path, iface: &str) -> PathBuf {
 
 fn statfs_type(path: &Path) -> Option<i64> {
     let c = CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: c is a valid NUL-terminated path; buf is written by the kernel.
+    // SAFETY: statfs is plain integers, for which all zeroes is a valid value.
     let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path that outlives the call, and `buf` a
+    // writable statfs, the only memory the kernel touches.
     (unsafe { libc::statfs(c.as_ptr(), &mut buf) } == 0).then_some(buf.f_type as i64)
 }
 

@@ -97,16 +97,8 @@ impl ListSource {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::net::Family;
-
-    /// ../shared/data beside the repository (as on CI), or $BLOCKER_SHARED_DATA.
-    pub(crate) fn shared_data() -> PathBuf {
-        std::env::var_os("BLOCKER_SHARED_DATA")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
-    }
 
     fn p(s: &str) -> Prefix {
         parse_prefix(s).unwrap()
@@ -158,16 +150,5 @@ pub(crate) mod tests {
         assert_eq!(s.refresh, Some(Refresh::Every(std::time::Duration::from_secs(900))));
         let e = "refresh=15m:/etc/blocker/deny.txt".parse::<ListSource>().unwrap_err();
         assert!(e.contains("URL sources only"), "{e}");
-    }
-
-    #[test]
-    fn real_country_files_parse() {
-        let data = shared_data();
-        let dir = data.join("country-ip-blocks/country/de");
-        assert!(dir.exists(), "shared data missing at {} (set BLOCKER_SHARED_DATA)", dir.display());
-        let v4 = read_list(&dir.join("ipv4-aggregated.txt")).unwrap();
-        let v6 = read_list(&dir.join("ipv6-aggregated.txt")).unwrap();
-        assert!(v4.len() > 1000 && v4.iter().all(|p| p.family == Family::V4));
-        assert!(v6.len() > 100 && v6.iter().all(|p| p.family == Family::V6));
     }
 }
