@@ -13,6 +13,7 @@ pub const LAYOUT_VERSION: u32 = 4;
 pub const MAX_LISTS: u32 = 1024;
 
 pub mod classifier;
+pub mod wire;
 
 /// Map names, as declared in the XDP program and pinned by name.
 pub mod map_names {

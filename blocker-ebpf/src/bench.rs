@@ -20,6 +20,7 @@
 
 mod filter;
 mod parse;
+mod runtime;
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -31,6 +32,7 @@ use aya_ebpf::{
 use blocker_common::{
     bench::{GEN_POOL_SIZE, LPM_BASELINE_ENTRIES},
     classifier::leaf,
+    wire::{ipv4_checksum, ETH_HLEN, IPV4_CHECKSUM_OFFSET, IPV4_MIN_HLEN, IPV4_SRC_OFFSET, IPV6_SRC_OFFSET},
     ACTION_DROP,
 };
 
@@ -71,66 +73,43 @@ fn pass_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-const IP_OFFSET: usize = 14;
-const IP_HLEN: usize = 20;
-
 #[xdp]
 fn trafficgen(ctx: XdpContext) -> u32 {
     let start = ctx.data();
-    if start + IP_OFFSET + IP_HLEN > ctx.data_end() {
+    if start + ETH_HLEN + IPV4_MIN_HLEN > ctx.data_end() {
         return xdp_action::XDP_ABORTED;
     }
-    // SAFETY: random index masked into the pool's bounds.
+    // SAFETY: the helper takes no arguments and only returns a number.
     let index = unsafe { bpf_get_prandom_u32() } & (GEN_POOL_SIZE - 1);
     let Some(src) = GEN_POOL.get(index) else {
         return xdp_action::XDP_ABORTED;
     };
-    let ip = (start + IP_OFFSET) as *mut [u8; IP_HLEN];
-    // SAFETY: the 20-byte header lies inside the frame (checked above).
-    unsafe {
-        let mut h = core::ptr::read_unaligned(ip);
-        h[12..16].copy_from_slice(&src.to_ne_bytes());
-        h[10] = 0;
-        h[11] = 0;
-        let mut sum: u32 = 0;
-        let mut i = 0;
-        while i < IP_HLEN {
-            sum += u32::from(u16::from_be_bytes([h[i], h[i + 1]]));
-            i += 2;
-        }
-        sum = (sum & 0xffff) + (sum >> 16);
-        sum = (sum & 0xffff) + (sum >> 16);
-        let c = !(sum as u16);
-        h[10..12].copy_from_slice(&c.to_be_bytes());
-        core::ptr::write_unaligned(ip, h);
-    }
+    let ip = (start + ETH_HLEN) as *mut [u8; IPV4_MIN_HLEN];
+    // SAFETY: the 20-byte header lies inside the frame (checked above); frames
+    // are not aligned, so it is read and written unaligned.
+    let mut h = unsafe { core::ptr::read_unaligned(ip) };
+    h[IPV4_SRC_OFFSET..IPV4_SRC_OFFSET + 4].copy_from_slice(&src.to_ne_bytes());
+    h[IPV4_CHECKSUM_OFFSET..IPV4_CHECKSUM_OFFSET + 2].copy_from_slice(&[0, 0]);
+    let c = ipv4_checksum(&h);
+    h[IPV4_CHECKSUM_OFFSET..IPV4_CHECKSUM_OFFSET + 2].copy_from_slice(&c.to_be_bytes());
+    // SAFETY: as above.
+    unsafe { core::ptr::write_unaligned(ip, h) };
     xdp_action::XDP_TX
 }
-
-const IP6_SRC_OFFSET: usize = IP_OFFSET + 8;
 
 #[xdp]
 fn trafficgen6(ctx: XdpContext) -> u32 {
     let start = ctx.data();
-    if start + IP6_SRC_OFFSET + 16 > ctx.data_end() {
+    let src_at = ETH_HLEN + IPV6_SRC_OFFSET;
+    if start + src_at + 16 > ctx.data_end() {
         return xdp_action::XDP_ABORTED;
     }
-    // SAFETY: random index masked into the pool's bounds.
+    // SAFETY: the helper takes no arguments and only returns a number.
     let index = unsafe { bpf_get_prandom_u32() } & (GEN_POOL_SIZE - 1);
     let Some(src) = GEN_POOL6.get(index) else {
         return xdp_action::XDP_ABORTED;
     };
     // SAFETY: the 16-byte source address lies inside the frame (checked above).
-    unsafe { core::ptr::write_unaligned((start + IP6_SRC_OFFSET) as *mut [u8; 16], *src) };
+    unsafe { core::ptr::write_unaligned((start + src_at) as *mut [u8; 16], *src) };
     xdp_action::XDP_TX
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -10,6 +10,7 @@
 mod classify;
 mod filter;
 mod parse;
+mod runtime;
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 
@@ -17,13 +18,3 @@ use aya_ebpf::{macros::xdp, programs::XdpContext};
 fn blocker(ctx: XdpContext) -> u32 {
     filter::filter(&ctx, classify::lookup_v4, classify::lookup_v6)
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -5,16 +5,11 @@ use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
 
-const ETH_HLEN: usize = 14;
-const VLAN_HLEN: usize = 4;
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88A8;
-const IPV4_MIN_HLEN: usize = 20;
-const IPV4_SRC_OFFSET: usize = 12;
-const IPV6_HLEN: usize = 40;
-const IPV6_SRC_OFFSET: usize = 8;
+use blocker_common::wire::{
+    ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, IPV4_MIN_HLEN, IPV4_SRC_OFFSET, IPV6_HLEN,
+    IPV6_SRC_OFFSET, VLAN_HLEN,
+};
+
 const MAX_VLAN_TAGS: usize = 2;
 
 pub(crate) enum Packet {

@@ -55,6 +55,7 @@ use blocker_common::{
         PROGRAM_TRAFFICGEN, PROGRAM_TRAFFICGEN6,
     },
     classifier::{self, Shape},
+    wire::{ETH_P_IPV4, ETH_P_IPV6},
     PROGRAM_NAME,
 };
 use blocker_tests::{sh, tables, Rng};
@@ -205,7 +206,7 @@ fn frame(family: Family, rx_mac: [u8; 6], tx_mac: [u8; 6]) -> Vec<u8> {
     let payload = [0u8; 18];
     match family {
         Family::V4 => {
-            f.extend_from_slice(&0x0800u16.to_be_bytes());
+            f.extend_from_slice(&ETH_P_IPV4.to_be_bytes());
             f.extend(blocker_tests::frames::ipv4_packet(
                 "198.51.100.1".parse().unwrap(),
                 "192.0.2.1".parse().unwrap(),
@@ -214,7 +215,7 @@ fn frame(family: Family, rx_mac: [u8; 6], tx_mac: [u8; 6]) -> Vec<u8> {
             ));
         }
         Family::V6 => {
-            f.extend_from_slice(&0x86ddu16.to_be_bytes());
+            f.extend_from_slice(&ETH_P_IPV6.to_be_bytes());
             f.extend(blocker_tests::frames::ipv6_packet(
                 "2001:db8:a::1".parse().unwrap(),
                 "2001:db8:1::1".parse().unwrap(),

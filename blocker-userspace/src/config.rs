@@ -122,8 +122,9 @@ pub fn parse(path: &Path, text: &str) -> Result<RunOptions> {
     };
     let watch_debounce = match &d.watch_debounce {
         None => crate::config::DEFAULT_WATCH_DEBOUNCE,
-        Some(text) => crate::source::spec::parse_duration(text)
-            .map_err(|e| anyhow!("{}: daemon.watch_debounce: {e}", path.display()))?,
+        Some(text) => {
+            crate::clock::parse_duration(text).map_err(|e| anyhow!("{}: daemon.watch_debounce: {e}", path.display()))?
+        }
     };
     let table_memory = match &d.table_memory {
         None => crate::dataplane::maps::DEFAULT_TABLE_MEMORY,

@@ -1,6 +1,6 @@
 //! blocker's userspace, laid out by data flow; each layer uses only the ones above it:
 //!
-//! - `net`: addresses and prefixes;
+//! - `net`: addresses and prefixes; `clock`: durations, Unix seconds, ages;
 //! - `source`: reading lists and region data (files, URLs through a cache);
 //! - `policy`: what to enforce, as plain data, and the list specs it yields;
 //! - `compile`: the disjoint table, and the classifier image built from it;
@@ -16,6 +16,7 @@
 // dependencies per target.
 use {clap as _, env_logger as _};
 
+pub mod clock;
 pub mod compile;
 pub mod config;
 pub mod control;

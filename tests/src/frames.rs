@@ -3,11 +3,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-pub const ETH_P_IPV4: u16 = 0x0800;
-pub const ETH_P_IPV6: u16 = 0x86DD;
-pub const ETH_P_ARP: u16 = 0x0806;
-pub const ETH_P_8021Q: u16 = 0x8100;
-pub const ETH_P_8021AD: u16 = 0x88A8;
+use blocker_common::wire::{ipv4_checksum, IPV4_CHECKSUM_OFFSET};
+pub use blocker_common::wire::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV4, ETH_P_IPV6};
 
 const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
 const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
@@ -25,14 +22,6 @@ pub fn ethernet(tags: &[(u16, u16)], ether_type: u16) -> Vec<u8> {
     f
 }
 
-fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// IPv4 header (with `options` 4-byte words of NOP options) + UDP with `payload`.
 pub fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, options: usize, payload: &[u8]) -> Vec<u8> {
     let ihl = 5 + options;
@@ -47,8 +36,8 @@ pub fn ipv4_packet(src: Ipv4Addr, dst: Ipv4Addr, options: usize, payload: &[u8])
     for b in &mut h[20..] {
         *b = 1; // NOP
     }
-    let c = checksum(&h);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
+    let c = ipv4_checksum(&h);
+    h[IPV4_CHECKSUM_OFFSET..IPV4_CHECKSUM_OFFSET + 2].copy_from_slice(&c.to_be_bytes());
     h.extend_from_slice(&udp(payload));
     h
 }

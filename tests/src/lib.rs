@@ -37,6 +37,17 @@ pub fn unique_tag() -> String {
     format!("{}{n}", std::process::id() % 100_000)
 }
 
+/// The extensions of the files in `dir`, sorted: what kinds of files a cache
+/// directory holds (`["data", "meta"]`).
+pub fn file_kinds(dir: &std::path::Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path().extension().map(|x| x.to_string_lossy().into_owned()).unwrap_or_default())
+        .collect();
+    out.sort();
+    out
+}
+
 /// Runs a command, failing with its output when it does not succeed.
 pub fn sh(program: &str, args: &[&str]) -> anyhow::Result<String> {
     let out = std::process::Command::new(program).args(args).output()?;

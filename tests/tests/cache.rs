@@ -10,20 +10,13 @@ use std::{
 };
 
 use blocker::source::{cidr_list::read_list, fetch::fetch};
-use blocker_tests::http::{serve, Script};
+use blocker_tests::{
+    file_kinds as files,
+    http::{serve, Script},
+};
 
 fn list_check(path: &Path) -> anyhow::Result<usize> {
     Ok(read_list(path)?.len())
-}
-
-/// The names of the files in `dir`, by extension.
-fn files(dir: &Path) -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path().extension().unwrap().to_string_lossy().into_owned())
-        .collect();
-    out.sort();
-    out
 }
 
 /// A full disk: the download cannot be written, no partial file stays, and

@@ -118,7 +118,7 @@ pub(crate) struct RunArgs {
     pub(crate) no_watch: bool,
     /// How long a changed source file must stay unchanged before it is read
     /// (a file written in several steps is read once).
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = blocker::source::spec::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = blocker::clock::parse_duration)]
     pub(crate) watch_debounce: std::time::Duration,
     /// The most kernel memory the classifier maps of a table may take, per
     /// interface; a larger table is refused and the running one kept.

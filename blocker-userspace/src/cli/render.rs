@@ -4,12 +4,10 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 use blocker::{
+    clock::{age_text, unix_secs},
     control::protocol::{InterfaceStats, StatusReply},
     net::Family,
-    source::{
-        fetch::{age_text, unix_secs},
-        region::db::RegionDb,
-    },
+    source::region::db::RegionDb,
 };
 use blocker_common::counter;
 

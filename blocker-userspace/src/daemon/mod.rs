@@ -17,6 +17,7 @@ use tokio::{
 
 use self::triggers::{FileWatch, UrlSchedule};
 use crate::{
+    clock::unix_secs,
     compile::table::CompiledTable,
     config::{check_interface_names, InterfaceOptions, RunOptions},
     control::{
@@ -32,10 +33,7 @@ use crate::{
         object,
         pins::{self, PinLock},
     },
-    source::{
-        fetch::{self, unix_secs},
-        spec::Refresh,
-    },
+    source::{fetch, spec::Refresh},
 };
 
 /// How often the daemon looks at its interfaces, source files and URL schedule.

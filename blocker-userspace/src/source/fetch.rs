@@ -15,10 +15,12 @@
 use std::{
     io::{Read as _, Write as _},
     path::{Path, PathBuf},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime},
 };
 
 use anyhow::{anyhow, bail, Context as _, Result};
+
+use crate::clock::{age_text, unix_secs};
 
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/blocker/cache";
 
@@ -94,11 +96,6 @@ struct Meta {
     prefixes: Option<usize>,
     /// Prefixes of the held copy, if one is held.
     held_prefixes: Option<usize>,
-}
-
-/// Seconds since the Unix epoch of `t` (0 for a time before it).
-pub fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn now() -> u64 {
@@ -194,15 +191,6 @@ fn rename(from: &Path, to: &Path) -> Result<()> {
         let _ = std::fs::remove_file(from);
         anyhow!(e).context(format!("cannot rename {} to {}", from.display(), to.display()))
     })
-}
-
-pub fn age_text(secs: u64) -> String {
-    match secs {
-        s if s < 120 => format!("{s} s"),
-        s if s < 7200 => format!("{} min", s / 60),
-        s if s < 172_800 => format!("{} h", s / 3600),
-        s => format!("{} days", s / 86_400),
-    }
 }
 
 /// Where the cached copy of `url` lives (it may not exist).
@@ -473,22 +461,15 @@ fn download(
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use blocker_tests::http::{serve, Script};
+    use blocker_tests::{
+        file_kinds as files,
+        http::{serve, Script},
+    };
 
     use super::*;
 
     fn list_check(path: &Path) -> Result<usize> {
         Ok(crate::source::cidr_list::read_list(path)?.len())
-    }
-
-    /// The names of the files in `dir`, sorted by extension kind.
-    fn files(dir: &Path) -> Vec<String> {
-        let mut out: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path().extension().unwrap().to_string_lossy().into_owned())
-            .collect();
-        out.sort();
-        out
     }
 
     #[test]

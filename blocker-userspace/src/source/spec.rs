@@ -1,38 +1,9 @@
 //! The syntax every source argument shares: `[optional:][refresh=DURATION:]` before
-//! its location, which is a path or an http(s) URL; and the durations it uses.
+//! its location, which is a path or an http(s) URL.
 
 use std::{str::FromStr, time::Duration};
 
-/// The longest duration accepted anywhere (refresh intervals, debounce): longer
-/// ones are surely mistakes, and the daemon adds them to the clock.
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
-
-/// Parses "500ms", "90s", "15m", "6h", "1d" (a bare number is seconds), at most
-/// `MAX_DURATION`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (digits, unit) = s.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a duration (like 90s, 15m, 6h, 1d)"))?;
-    let too_long = || format!("{s:?} is longer than the maximum of 365d");
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" | "m" | "h" | "d" => {
-            let per = match unit {
-                "m" => 60,
-                "h" => 3600,
-                "d" => 86_400,
-                _ => 1,
-            };
-            Duration::from_secs(n.checked_mul(per).ok_or_else(too_long)?)
-        }
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h, d)")),
-    };
-    if d > MAX_DURATION {
-        return Err(too_long());
-    }
-    Ok(d)
-}
+use crate::clock::parse_duration;
 
 /// How often a URL source is fetched again while the daemon runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,20 +95,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_and_refresh() {
-        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
-        assert_eq!(parse_duration("6h").unwrap(), Duration::from_secs(21_600));
-        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
-        assert_eq!(parse_duration("365d").unwrap(), MAX_DURATION);
-        for huge in ["366d", "99999999999999999h", "18446744073709551615d", "18446744073709551615ms"] {
-            assert!(parse_duration(huge).unwrap_err().contains("longer than the maximum of 365d"), "{huge}");
-        }
-        assert!(parse_duration("99999999999999999999999s").unwrap_err().contains("is not a duration"));
-        assert!(parse_duration("6 hours").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("h").unwrap_err().contains("not a duration"));
+    fn refresh_syntax() {
         assert_eq!("off".parse::<Refresh>().unwrap(), Refresh::Never);
         assert!("500ms".parse::<Refresh>().unwrap_err().contains("under one second"));
         assert_eq!(

@@ -1,0 +1,46 @@
+//! What the wire looks like: the EtherTypes and header sizes the XDP parser, the
+//! benchmark's traffic generator and the test frames all use, and the IPv4 header
+//! checksum.
+
+/// Ethernet header: destination, source, EtherType.
+pub const ETH_HLEN: usize = 14;
+/// One 802.1Q / 802.1ad tag: TPID (where the EtherType was) and TCI.
+pub const VLAN_HLEN: usize = 4;
+
+pub const ETH_P_IPV4: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86DD;
+pub const ETH_P_ARP: u16 = 0x0806;
+/// VLAN tag (C-tag).
+pub const ETH_P_8021Q: u16 = 0x8100;
+/// Service VLAN tag (S-tag, QinQ).
+pub const ETH_P_8021AD: u16 = 0x88A8;
+
+/// An IPv4 header without options, and where its source address is.
+pub const IPV4_MIN_HLEN: usize = 20;
+pub const IPV4_SRC_OFFSET: usize = 12;
+/// Where the header checksum is.
+pub const IPV4_CHECKSUM_OFFSET: usize = 10;
+/// The IPv6 header, and where its source address is.
+pub const IPV6_HLEN: usize = 40;
+pub const IPV6_SRC_OFFSET: usize = 8;
+
+/// The checksum of an IPv4 header (RFC 1071) whose checksum field is zero: the
+/// ones' complement of the ones' complement sum of its 16-bit words. Written
+/// with a plain loop, so the XDP traffic generator can use it on a fixed-size
+/// header the verifier sees whole.
+#[inline(always)]
+pub fn ipv4_checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut i = 0;
+    while i + 1 < header.len() {
+        sum += u32::from(u16::from_be_bytes([header[i], header[i + 1]]));
+        i += 2;
+    }
+    if i < header.len() {
+        sum += u32::from(header[i]) << 8;
+    }
+    // At most 60 bytes: 30 words, so two folds bring any sum into 16 bits.
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
