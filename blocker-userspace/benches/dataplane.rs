@@ -40,13 +40,13 @@ use aya::{
     Ebpf,
 };
 use blocker::{
-    compile::table::{compile, complement, CompiledTable, ListSpec, Role},
+    compile::table::{build_table, compile, CompiledTable},
     dataplane::{
         maps::{DataplaneMaps, DEFAULT_TABLE_MEMORY},
         object, pins,
     },
-    net::{Family, Prefix},
-    policy::Policy,
+    net::{complement, Family, Prefix},
+    policy::{ListSpec, Policy, Role},
     source::{cidr_list::parse_list, region::db::RegionDb},
 };
 use blocker_common::{
@@ -234,8 +234,8 @@ fn tables_to_measure() -> Vec<(&'static str, CompiledTable)> {
     together.extend(geo_lists(Role::Deny));
     type Builder<'a> = Box<dyn Fn() -> CompiledTable + 'a>;
     let builders: Vec<(&'static str, Builder)> = vec![
-        ("world deny-all", Box::new(|| world_deny.build_table().unwrap())),
-        ("world allowlist", Box::new(|| world_allow.build_table().unwrap())),
+        ("world deny-all", Box::new(|| build_table(&world_deny).unwrap())),
+        ("world allowlist", Box::new(|| build_table(&world_allow).unwrap())),
         ("threats 4M", Box::new(|| compile(std::slice::from_ref(&threats)))),
         ("geo deny-all", Box::new(|| compile(&geo_lists(Role::Deny)))),
         ("geo allow 10", Box::new(|| compile(&geo_allow10))),

@@ -40,14 +40,14 @@ use aya::{
     Ebpf,
 };
 use blocker::{
-    compile::table::{compile, CompiledTable, ListSpec, Role},
+    compile::table::{build_table, compile, CompiledTable},
     dataplane::{
         device, link,
         maps::{DataplaneMaps, DEFAULT_TABLE_MEMORY},
         object, pins,
     },
     net::{Family, Prefix},
-    policy::Policy,
+    policy::{ListSpec, Policy, Role},
 };
 use blocker_common::{
     bench::{
@@ -873,7 +873,7 @@ fn main() {
     let frames = knob("BLOCKER_BENCH_FRAMES", FRAMES);
     let all: Vec<String> = blocker::source::region::db::RegionDb::bundled().unwrap().regions.keys().cloned().collect();
     let table =
-        Policy { deny_country: all.clone(), no_default_never_block: true, ..Default::default() }.build_table().unwrap();
+        build_table(&Policy { deny_country: all.clone(), no_default_never_block: true, ..Default::default() }).unwrap();
     let net = Net::new();
     let pins = PathBuf::from(format!("/sys/fs/bpf/blocker-e2e-{}", std::process::id()));
     pins::ensure_bpffs(&pins).unwrap();

@@ -15,6 +15,7 @@ use std::{
 };
 
 use blocker::{
+    compile::table::build_table,
     net::Family,
     policy::Policy,
     source::{
@@ -55,7 +56,7 @@ fn write_world(dir: &Path, db: &RegionDb) -> Vec<(&'static str, RegionSource)> {
     // MMDB networks must be disjoint: take the compiled deny-all table's answer
     // (countries only: the never-block ranges are not a country).
     let all: Vec<String> = db.regions.keys().cloned().collect();
-    let table = Policy { deny_country: all, no_default_never_block: true, ..Default::default() }.build_table().unwrap();
+    let table = build_table(&Policy { deny_country: all, no_default_never_block: true, ..Default::default() }).unwrap();
     let mut w = Writer::new();
     for family in [Family::V4, Family::V6] {
         for r in table.entries(family) {
@@ -94,17 +95,16 @@ fn world(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(10)).warm_up_time(Duration::from_secs(1));
     g.bench_function("bundled/load", |b| b.iter(|| RegionDb::bundled().unwrap()));
     g.bench_function("bundled/load+compile", |b| {
-        b.iter(|| Policy { deny_country: codes.clone(), ..Default::default() }.build_table().unwrap())
+        b.iter(|| build_table(&Policy { deny_country: codes.clone(), ..Default::default() }).unwrap())
     });
     for (name, source) in &sources {
         // Every format yields the same table (MMDB: the same disjoint outcome).
-        let t = Policy {
+        let t = build_table(&Policy {
             deny_country: codes.clone(),
             country_source: vec![source.clone()],
             cache_dir: cache.clone(),
             ..Default::default()
-        }
-        .build_table()
+        })
         .unwrap();
         assert!(t.v4.len() > 100_000 && t.v6.len() > 30_000, "{name}: {} / {}", t.v4.len(), t.v6.len());
         g.bench_function(format!("{name}/load"), |b| {
@@ -112,13 +112,12 @@ fn world(c: &mut Criterion) {
         });
         g.bench_function(format!("{name}/load+compile"), |b| {
             b.iter(|| {
-                Policy {
+                build_table(&Policy {
                     deny_country: codes.clone(),
                     country_source: vec![source.clone()],
                     cache_dir: cache.clone(),
                     ..Default::default()
-                }
-                .build_table()
+                })
                 .unwrap()
             })
         });

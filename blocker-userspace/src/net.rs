@@ -96,6 +96,28 @@ pub fn range_to_prefixes(family: Family, mut lo: u128, hi: u128) -> Vec<Prefix> 
     }
 }
 
+/// Every prefix of `family` not covered by `prefixes`, as few CIDRs as possible.
+pub fn complement(prefixes: &[Prefix], family: Family) -> Vec<Prefix> {
+    let mut ranges: Vec<(u128, u128)> = prefixes.iter().filter(|p| p.family == family).map(Prefix::range).collect();
+    ranges.sort_unstable();
+    let mut out = Vec::new();
+    // `next` is the first address not yet known to be covered; None past the end.
+    let mut next = Some(0u128);
+    for (lo, hi) in ranges {
+        let Some(n) = next else { break };
+        if lo > n {
+            out.extend(range_to_prefixes(family, n, lo - 1));
+        }
+        if hi >= n {
+            next = hi.checked_add(1).filter(|a| *a <= family.max_addr());
+        }
+    }
+    if let Some(n) = next {
+        out.extend(range_to_prefixes(family, n, family.max_addr()));
+    }
+    out
+}
+
 /// Why one line of a list could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LineError {
@@ -205,5 +227,30 @@ mod tests {
             strs(range_to_prefixes(Family::V6, u128::MAX, u128::MAX)),
             ["ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128"]
         );
+    }
+
+    #[test]
+    fn complement_covers_exactly_the_rest() {
+        let ps: Vec<Prefix> =
+            ["10.0.0.0/8", "10.1.0.0/16", "192.0.2.0/24", "::/1"].iter().map(|p| parse_prefix(p).unwrap()).collect();
+        let c = complement(&ps, Family::V4);
+        for probe in [
+            "9.255.255.255",
+            "10.0.0.0",
+            "10.255.255.255",
+            "11.0.0.0",
+            "192.0.2.7",
+            "192.0.3.0",
+            "0.0.0.0",
+            "255.255.255.255",
+        ] {
+            let a = parse_prefix(probe).unwrap();
+            let inside = ps.iter().any(|p| p.contains(Family::V4, a.addr));
+            let in_c = c.iter().any(|p| p.contains(Family::V4, a.addr));
+            assert_ne!(inside, in_c, "{probe}");
+        }
+        assert_eq!(complement(&ps, Family::V6).iter().map(|p| p.to_string()).collect::<Vec<_>>(), ["8000::/1"]);
+        assert_eq!(complement(&[], Family::V4).iter().map(|p| p.to_string()).collect::<Vec<_>>(), ["0.0.0.0/0"]);
+        assert!(complement(&[parse_prefix("::/0").unwrap()], Family::V6).is_empty());
     }
 }

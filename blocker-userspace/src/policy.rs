@@ -9,9 +9,10 @@ use std::{
 
 use anyhow::{bail, Result};
 
+use blocker_common::{ACTION_DROP, ACTION_MONITOR, ACTION_PASS};
+
 use crate::{
-    compile::table::{compile_owned, complement, CompiledTable, ListSpec, Role},
-    net::{Family, Prefix},
+    net::{complement, Family, Prefix},
     source::{
         cidr_list::{parse_list, read_list, ListSource},
         fetch::{FetchOptions, Fetched, UrlAccess},
@@ -19,6 +20,76 @@ use crate::{
         spec::Refresh,
     },
 };
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Allow list: an exception that wins over deny lists.
+    Pass,
+    Drop,
+    /// Counted as a would-be drop, then passed.
+    Monitor,
+}
+
+impl Action {
+    pub const fn code(self) -> u32 {
+        match self {
+            Action::Pass => ACTION_PASS,
+            Action::Drop => ACTION_DROP,
+            Action::Monitor => ACTION_MONITOR,
+        }
+    }
+    pub const fn from_code(code: u32) -> Option<Action> {
+        match code {
+            ACTION_PASS => Some(Action::Pass),
+            ACTION_DROP => Some(Action::Drop),
+            ACTION_MONITOR => Some(Action::Monitor),
+            _ => None,
+        }
+    }
+    pub const fn name(self) -> &'static str {
+        match self {
+            Action::Pass => "allow",
+            Action::Drop => "drop",
+            Action::Monitor => "monitor",
+        }
+    }
+}
+
+/// What a list is for; decides its action and its precedence (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Lockout protection: management networks, loopback, link-local, the SSH
+    /// client of the operator who started the daemon. Never dropped.
+    NeverBlock,
+    /// `--allow FILE`: exceptions that pass even inside denied ranges.
+    Exception,
+    /// `--deny FILE`, `--deny-country`.
+    Deny,
+    /// Allowlist mode: everything outside the allowed countries.
+    OutsideAllowed,
+    /// `--monitor-list FILE`: counted as would-be drops, passed.
+    Monitor,
+    /// `--allow-country`: passed, unless a list above says otherwise.
+    AllowedRegion,
+}
+
+impl Role {
+    pub const fn action(self) -> Action {
+        match self {
+            Role::NeverBlock | Role::Exception | Role::AllowedRegion => Action::Pass,
+            Role::Deny | Role::OutsideAllowed => Action::Drop,
+            Role::Monitor => Action::Monitor,
+        }
+    }
+}
+
+/// One input list: a name (unique), its role and its prefixes.
+#[derive(Clone, Debug)]
+pub struct ListSpec {
+    pub name: String,
+    pub role: Role,
+    pub prefixes: Vec<Prefix>,
+}
 
 /// What a daemon enforces: lists, countries, region data, never-block ranges,
 /// and how URL sources are fetched.
@@ -247,15 +318,10 @@ impl Policy {
         Ok(out)
     }
 
-    /// Reads every list (fetching URL sources) and compiles them. Any error aborts
+    /// The lists of the policy, each with its role: its files and URLs read
+    /// (URL sources as `access` says), its countries resolved. Any error aborts
     /// before anything is applied.
-    pub fn build_table(&self) -> Result<CompiledTable> {
-        self.build_table_with(UrlAccess::Fetch)
-    }
-
-    /// `build_table`, with URL sources read as `access` says (reloads read the
-    /// cached copies only).
-    pub fn build_table_with(&self, access: UrlAccess) -> Result<CompiledTable> {
+    pub fn list_specs(&self, access: UrlAccess) -> Result<Vec<ListSpec>> {
         let mut names = HashSet::new();
         let mut specs = Vec::new();
         let mut push = |spec: ListSpec| -> Result<()> {
@@ -335,7 +401,7 @@ impl Policy {
         for warning in disabling_never_blocks(&specs) {
             log::warn!("{warning}");
         }
-        Ok(compile_owned(specs))
+        Ok(specs)
     }
 }
 
@@ -392,7 +458,10 @@ mod tests {
         assert!(disabling_never_blocks(&specs[1..]).is_empty());
     }
 
-    use crate::{compile::table::Action, net::parse_prefix};
+    use crate::{
+        compile::table::{build_table, CompiledTable},
+        net::parse_prefix,
+    };
 
     fn write(dir: &std::path::Path, name: &str, text: &str) -> ListSource {
         let path = dir.join(name);
@@ -474,7 +543,7 @@ mod tests {
             no_default_never_block: true,
             ..Default::default()
         };
-        let table = policy.build_table().unwrap();
+        let table = build_table(&policy).unwrap();
         let files: HashMap<String, Vec<Prefix>> = policy
             .allow
             .iter()
@@ -520,7 +589,7 @@ mod tests {
     #[test]
     fn deny_country_drops_its_prefixes() {
         let p = Policy { deny_country: vec!["de".into()], ..Default::default() };
-        let t = p.build_table().unwrap();
+        let t = build_table(&p).unwrap();
         let db = RegionDb::bundled().unwrap();
         let first = db.regions["DE"].prefixes[0];
         let i = t.lookup(first.family, first.addr).unwrap();
@@ -534,7 +603,7 @@ mod tests {
         let dir = tmpdir("lockout");
         let all = write(&dir, "all.txt", "0.0.0.0/0\n::/0\n");
         let p = Policy { deny: vec![all.clone()], never_block: vec!["192.0.2.0/24".into()], ..Default::default() };
-        let t = p.build_table().unwrap();
+        let t = build_table(&p).unwrap();
         let verdict = |t: &CompiledTable, a: &str| {
             let x = parse_prefix(a).unwrap();
             t.lookup(x.family, x.addr).map(|i| (t.lists[i].name.clone(), t.lists[i].action))
@@ -545,16 +614,19 @@ mod tests {
         assert_eq!(verdict(&t, "198.51.100.1").unwrap().1, Action::Drop);
         // Explicitly overridden: only the configured range stays exempt.
         let p = Policy { no_default_never_block: true, ..p };
-        let t = p.build_table().unwrap();
+        let t = build_table(&p).unwrap();
         assert_eq!(verdict(&t, "127.0.0.1").unwrap().1, Action::Drop);
         assert_eq!(verdict(&t, "192.0.2.9").unwrap().1, Action::Pass);
         // Allowlist mode wants a management range or an explicit confirmation.
-        let e = Policy { allow_country: vec!["DE".into()], ..Default::default() }.build_table().unwrap_err();
+        let e = build_table(&Policy { allow_country: vec!["DE".into()], ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("--never-block"), "{e}");
-        Policy { allow_country: vec!["DE".into()], confirm_allowlist_without_never_block: true, ..Default::default() }
-            .build_table()
-            .unwrap();
-        let e = Policy { never_block: vec!["10.0.0.1/8".into()], ..Default::default() }.build_table().unwrap_err();
+        build_table(&Policy {
+            allow_country: vec!["DE".into()],
+            confirm_allowlist_without_never_block: true,
+            ..Default::default()
+        })
+        .unwrap();
+        let e = build_table(&Policy { never_block: vec!["10.0.0.1/8".into()], ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("--never-block \"10.0.0.1/8\": host bits set"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -562,15 +634,14 @@ mod tests {
     #[test]
     fn country_errors() {
         let e =
-            Policy { deny_country: vec!["DE".into(), "XY".into()], ..Default::default() }.build_table().unwrap_err();
+            build_table(&Policy { deny_country: vec!["DE".into(), "XY".into()], ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("unknown country code \"XY\""), "{e}");
-        let e = Policy {
+        let e = build_table(&Policy {
             deny_country: vec!["DE".into()],
             allow_country: vec!["de".into()],
             confirm_allowlist_without_never_block: true,
             ..Default::default()
-        }
-        .build_table()
+        })
         .unwrap_err();
         assert_eq!(e.to_string(), "country DE is both denied and allowed");
     }

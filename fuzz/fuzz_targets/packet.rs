@@ -8,7 +8,8 @@ use std::sync::Mutex;
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use blocker::{
-    compile::table::{compile, Action, CompiledTable, ListSpec, Role},
+    compile::table::{compile, CompiledTable},
+    policy::{Action, ListSpec, Role},
     dataplane::{
         maps::{DataplaneMaps, DEFAULT_TABLE_MEMORY},
         object, pins,

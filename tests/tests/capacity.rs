@@ -13,12 +13,13 @@ use std::{net::IpAddr, path::Path};
 
 use aya::programs::{TestRun, TestRunOptions};
 use blocker::{
-    compile::table::{compile, complement, CompiledTable, ListSpec, Role},
+    compile::table::{compile, CompiledTable},
     dataplane::{
         maps::{DataplaneMaps, DEFAULT_TABLE_MEMORY},
         object, pins,
     },
-    net::{Family, Prefix},
+    net::{complement, Family, Prefix},
+    policy::{Action, ListSpec, Role},
     source::{cidr_list::parse_list, region::db::RegionDb},
 };
 use blocker_tests::{daemon::PinRoot, frames::ip_frame, tables, unique_tag, Rng};
@@ -123,7 +124,7 @@ fn check(table: &CompiledTable, probes_per_family: usize, rng: &mut Rng) {
             let frame = ip_frame(ip, &[]);
             let prog = object::program_mut(maps.ebpf_mut().unwrap()).unwrap();
             let verdict = prog.test_run(TestRunOptions { data_in: Some(&frame), ..Default::default() }).unwrap();
-            let drop = expected.is_some_and(|l| table.lists[l].action == blocker::compile::table::Action::Drop);
+            let drop = expected.is_some_and(|l| table.lists[l].action == Action::Drop);
             assert_eq!(verdict.return_value, if drop { XDP_DROP } else { XDP_PASS }, "{ip}");
             if drop {
                 dropped += 1;

@@ -8,12 +8,13 @@ use std::net::IpAddr;
 
 use aya::programs::{TestRun, TestRunOptions};
 use blocker::{
-    compile::table::{compile, ListSpec, Role},
+    compile::table::{build_table, compile},
     dataplane::{
         maps::{Counters, DataplaneMaps, Mode, DEFAULT_TABLE_MEMORY},
         object, pins,
     },
     net::parse_prefix,
+    policy::{ListSpec, Role},
 };
 use blocker_common::counter;
 use blocker_tests::{
@@ -308,7 +309,7 @@ fn policy_harness(policy: &blocker::policy::Policy) -> Harness {
     pins::ensure_bpffs(&root.0).unwrap();
     let dir = pins::iface_dir(&root.0, "test");
     let mut maps = DataplaneMaps::load(&dir, 0).expect("load XDP program");
-    maps.apply(&policy.build_table().unwrap(), DEFAULT_TABLE_MEMORY).unwrap();
+    maps.apply(&build_table(policy).unwrap(), DEFAULT_TABLE_MEMORY).unwrap();
     Harness { maps, _root: root }
 }
 

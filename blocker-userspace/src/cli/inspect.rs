@@ -5,6 +5,7 @@ use std::{fmt::Write as _, net::IpAddr, path::Path};
 use anyhow::Result;
 
 use blocker::{
+    compile::table::build_table,
     config::RunOptions,
     dataplane::{device, link, maps::DataplaneMaps, pins},
     net::ip_to_u128,
@@ -13,7 +14,7 @@ use blocker::{
 
 pub(crate) fn lookup(addresses: &[IpAddr], policy: &Policy, pin_root: &Path, iface: Option<&str>) -> Result<String> {
     let db = policy.region_db()?;
-    let table = if policy.has_rules() { Some(policy.build_table()?) } else { None };
+    let table = if policy.has_rules() { Some(build_table(policy)?) } else { None };
     let ifaces = match iface {
         Some(i) => vec![i.to_owned()],
         None => pins::pinned_interfaces(pin_root).unwrap_or_default(),
@@ -87,7 +88,7 @@ pub(crate) fn check_config(opts: &RunOptions) -> Result<String> {
     if let Some(socket) = &opts.socket {
         blocker::control::server::check_socket_path(socket)?;
     }
-    let table = opts.policy.build_table()?;
+    let table = build_table(&opts.policy)?;
     blocker::dataplane::maps::check_list_count(&table)?;
     let mut s = String::new();
     let path = opts.config.as_deref().map(|p| p.display().to_string()).unwrap_or_default();

@@ -497,8 +497,9 @@ mod tests {
 
     use super::*;
     use crate::{
-        compile::table::{compile, CompiledTable, ListSpec, Role},
+        compile::table::{compile, CompiledTable},
         net::Prefix,
+        policy::{ListSpec, Role},
         source::region::db::RegionDb,
     };
 

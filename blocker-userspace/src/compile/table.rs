@@ -20,90 +20,13 @@
 
 use std::collections::BTreeMap;
 
-use blocker_common::{ACTION_DROP, ACTION_MONITOR, ACTION_PASS};
+use anyhow::Result;
 
-use crate::net::{range_to_prefixes, Family, Prefix};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Action {
-    /// Allow list: an exception that wins over deny lists.
-    Pass,
-    Drop,
-    /// Counted as a would-be drop, then passed.
-    Monitor,
-}
-
-impl Action {
-    pub const fn code(self) -> u32 {
-        match self {
-            Action::Pass => ACTION_PASS,
-            Action::Drop => ACTION_DROP,
-            Action::Monitor => ACTION_MONITOR,
-        }
-    }
-    pub const fn from_code(code: u32) -> Option<Action> {
-        match code {
-            ACTION_PASS => Some(Action::Pass),
-            ACTION_DROP => Some(Action::Drop),
-            ACTION_MONITOR => Some(Action::Monitor),
-            _ => None,
-        }
-    }
-    pub const fn name(self) -> &'static str {
-        match self {
-            Action::Pass => "allow",
-            Action::Drop => "drop",
-            Action::Monitor => "monitor",
-        }
-    }
-}
-
-/// What a list is for; decides its action and its precedence (see the module docs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Role {
-    /// Lockout protection: management networks, loopback, link-local, the SSH
-    /// client of the operator who started the daemon. Never dropped.
-    NeverBlock,
-    /// `--allow FILE`: exceptions that pass even inside denied ranges.
-    Exception,
-    /// `--deny FILE`, `--deny-country`.
-    Deny,
-    /// Allowlist mode: everything outside the allowed countries.
-    OutsideAllowed,
-    /// `--monitor-list FILE`: counted as would-be drops, passed.
-    Monitor,
-    /// `--allow-country`: passed, unless a list above says otherwise.
-    AllowedRegion,
-}
-
-impl Role {
-    pub const fn action(self) -> Action {
-        match self {
-            Role::NeverBlock | Role::Exception | Role::AllowedRegion => Action::Pass,
-            Role::Deny | Role::OutsideAllowed => Action::Drop,
-            Role::Monitor => Action::Monitor,
-        }
-    }
-    /// Higher wins where lists overlap.
-    const fn rank(self) -> u8 {
-        match self {
-            Role::NeverBlock => 5,
-            Role::Exception => 4,
-            Role::Deny => 3,
-            Role::OutsideAllowed => 2,
-            Role::Monitor => 1,
-            Role::AllowedRegion => 0,
-        }
-    }
-}
-
-/// One input list: a name (unique), its role and its prefixes.
-#[derive(Clone, Debug)]
-pub struct ListSpec {
-    pub name: String,
-    pub role: Role,
-    pub prefixes: Vec<Prefix>,
-}
+use crate::{
+    net::{range_to_prefixes, Family, Prefix},
+    policy::{Action, ListSpec, Policy, Role},
+    source::fetch::UrlAccess,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompiledList {
@@ -167,26 +90,16 @@ impl CompiledTable {
     }
 }
 
-/// Every prefix of `family` not covered by `prefixes`, as few CIDRs as possible.
-pub fn complement(prefixes: &[Prefix], family: Family) -> Vec<Prefix> {
-    let mut ranges: Vec<(u128, u128)> = prefixes.iter().filter(|p| p.family == family).map(Prefix::range).collect();
-    ranges.sort_unstable();
-    let mut out = Vec::new();
-    // `next` is the first address not yet known to be covered; None past the end.
-    let mut next = Some(0u128);
-    for (lo, hi) in ranges {
-        let Some(n) = next else { break };
-        if lo > n {
-            out.extend(range_to_prefixes(family, n, lo - 1));
-        }
-        if hi >= n {
-            next = hi.checked_add(1).filter(|a| *a <= family.max_addr());
-        }
+/// Higher wins where lists overlap.
+const fn role_rank(role: Role) -> u8 {
+    match role {
+        Role::NeverBlock => 5,
+        Role::Exception => 4,
+        Role::Deny => 3,
+        Role::OutsideAllowed => 2,
+        Role::Monitor => 1,
+        Role::AllowedRegion => 0,
     }
-    if let Some(n) = next {
-        out.extend(range_to_prefixes(family, n, family.max_addr()));
-    }
-    out
 }
 
 /// Precedence key of one input prefix: the greatest key among the prefixes covering
@@ -196,7 +109,7 @@ type Rank = u32;
 const RANK_LIST_BITS: u32 = 16;
 
 fn rank(list_index: usize, role: Role, prefix: &Prefix) -> Rank {
-    (u32::from(role.rank()) << 24)
+    (u32::from(role_rank(role)) << 24)
         | (u32::from(prefix.len) << RANK_LIST_BITS)
         | (0xffff - list_index.min(0xffff) as u32)
 }
@@ -215,6 +128,18 @@ pub fn reference_lookup(lists: &[ListSpec], family: Family, addr: u128) -> Optio
         .filter(|(_, _, p)| p.contains(family, addr))
         .max_by_key(|(i, role, p)| rank(*i, *role, p))
         .map(|(i, _, _)| i)
+}
+
+/// Reads every list of `policy` (fetching URL sources) and compiles them. Any
+/// error aborts before anything is applied.
+pub fn build_table(policy: &Policy) -> Result<CompiledTable> {
+    build_table_with(policy, UrlAccess::Fetch)
+}
+
+/// `build_table`, with URL sources read as `access` says (reloads read the cached
+/// copies only).
+pub fn build_table_with(policy: &Policy, access: UrlAccess) -> Result<CompiledTable> {
+    Ok(compile_owned(policy.list_specs(access)?))
 }
 
 pub fn compile(lists: &[ListSpec]) -> CompiledTable {
@@ -379,31 +304,6 @@ mod tests {
     fn adjacent_and_duplicate_prefixes_merge() {
         let lists = [list("d", Role::Deny, &["10.0.0.0/9", "10.128.0.0/9", "10.0.0.0/9", "10.5.0.0/16"])];
         assert_eq!(strs(&compile(&lists), Family::V4), vec![("10.0.0.0/8".into(), 0)]);
-    }
-
-    #[test]
-    fn complement_covers_exactly_the_rest() {
-        let ps: Vec<Prefix> =
-            ["10.0.0.0/8", "10.1.0.0/16", "192.0.2.0/24", "::/1"].iter().map(|p| parse_prefix(p).unwrap()).collect();
-        let c = complement(&ps, Family::V4);
-        for probe in [
-            "9.255.255.255",
-            "10.0.0.0",
-            "10.255.255.255",
-            "11.0.0.0",
-            "192.0.2.7",
-            "192.0.3.0",
-            "0.0.0.0",
-            "255.255.255.255",
-        ] {
-            let a = parse_prefix(probe).unwrap();
-            let inside = ps.iter().any(|p| p.contains(Family::V4, a.addr));
-            let in_c = c.iter().any(|p| p.contains(Family::V4, a.addr));
-            assert_ne!(inside, in_c, "{probe}");
-        }
-        assert_eq!(complement(&ps, Family::V6).iter().map(|p| p.to_string()).collect::<Vec<_>>(), ["8000::/1"]);
-        assert_eq!(complement(&[], Family::V4).iter().map(|p| p.to_string()).collect::<Vec<_>>(), ["0.0.0.0/0"]);
-        assert!(complement(&[parse_prefix("::/0").unwrap()], Family::V6).is_empty());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tokio::{
 use self::triggers::{FileWatch, UrlSchedule};
 use crate::{
     clock::unix_secs,
-    compile::table::CompiledTable,
+    compile::table::{build_table, build_table_with, CompiledTable},
     config::{check_interface_names, InterfaceOptions, RunOptions},
     control::{
         protocol::{
@@ -505,7 +505,7 @@ impl Daemon {
                 RELOAD_RETRY.as_secs()
             );
         }
-        let table = policy.build_table_with(fetch::UrlAccess::CachedOnly).context(ABORTED)?;
+        let table = build_table_with(&policy, fetch::UrlAccess::CachedOnly).context(ABORTED)?;
         let mut warnings = shrink_warnings(&self.state.lists, &table);
         if !restart_keys.is_empty() {
             warnings.push(format!(
@@ -762,7 +762,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     check_interface_names(opts.interfaces.iter().map(|i| i.name.as_str())).map_err(|e| anyhow!(e))?;
     object::check_privileges()?;
     // Bad lists fail here, before the kernel is touched.
-    let table = opts.policy.build_table()?;
+    let table = build_table(&opts.policy)?;
     crate::dataplane::maps::check_list_count(&table)?;
     if !opts.policy.has_rules() {
         log::warn!("no lists given: every packet passes (see --deny, --deny-country, --allow-country)");

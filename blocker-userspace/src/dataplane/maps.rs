@@ -34,9 +34,10 @@ use super::{link, object, pins};
 use crate::{
     compile::{
         classifier::{Image, Tables, ELEMENT_BYTES},
-        table::{Action, CompiledTable},
+        table::CompiledTable,
     },
     net::Family,
+    policy::Action,
 };
 
 /// Default for `--table-memory`: fits 2M random IPv4 hosts, 1M IPv6 hosts, 1M
@@ -690,7 +691,10 @@ pub fn read_pinned_counters(pin_root: &Path, iface: &str) -> Result<Counters> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::table::{compile, ListSpec, Role};
+    use crate::{
+        compile::table::compile,
+        policy::{ListSpec, Role},
+    };
 
     fn table(names: &[String]) -> CompiledTable {
         let lists: Vec<ListSpec> =
