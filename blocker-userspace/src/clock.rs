@@ -7,14 +7,25 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// ones are surely mistakes, and the daemon adds them to the clock.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
 
+/// Why a duration could not be read; the text says what is wanted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("{text:?} is not a duration (like 90s, 15m, 6h, 1d)")]
+    NotADuration { text: String },
+    #[error("{text:?}: unknown unit {unit:?} (ms, s, m, h, d)")]
+    UnknownUnit { text: String, unit: String },
+    #[error("{text:?} is longer than the maximum of 365d")]
+    TooLong { text: String },
+}
+
 /// Parses "500ms", "90s", "15m", "6h", "1d" (a bare number is seconds), at most
 /// `MAX_DURATION`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, unit) = s.split_at(split);
-    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is not a duration (like 90s, 15m, 6h, 1d)"))?;
-    let too_long = || format!("{s:?} is longer than the maximum of 365d");
+    let n: u64 = digits.parse().map_err(|_| DurationError::NotADuration { text: s.to_owned() })?;
+    let too_long = || DurationError::TooLong { text: s.to_owned() };
     let d = match unit {
         "ms" => Duration::from_millis(n),
         "" | "s" | "m" | "h" | "d" => {
@@ -26,7 +37,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             };
             Duration::from_secs(n.checked_mul(per).ok_or_else(too_long)?)
         }
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h, d)")),
+        _ => return Err(DurationError::UnknownUnit { text: s.to_owned(), unit: unit.to_owned() }),
     };
     if d > MAX_DURATION {
         return Err(too_long());
@@ -51,23 +62,46 @@ pub fn age_text(secs: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use rstest::rstest;
+
     use super::*;
 
+    #[rstest]
+    #[case("90s", Duration::from_secs(90))]
+    #[case("15m", Duration::from_secs(900))]
+    #[case("6h", Duration::from_secs(21_600))]
+    #[case("1d", Duration::from_secs(86_400))]
+    #[case("250ms", Duration::from_millis(250))]
+    #[case("7", Duration::from_secs(7))]
+    #[case(" 7s ", Duration::from_secs(7))]
+    #[case("365d", MAX_DURATION)]
+    fn durations_read(#[case] text: &str, #[case] want: Duration) {
+        assert_eq!(parse_duration(text), Ok(want));
+    }
+
+    #[rstest]
+    #[case("366d")]
+    #[case("99999999999999999h")]
+    #[case("18446744073709551615d")]
+    #[case("18446744073709551615ms")]
+    fn durations_past_a_year_are_refused(#[case] text: &str) {
+        assert_eq!(parse_duration(text), Err(DurationError::TooLong { text: text.into() }));
+    }
+
+    #[rstest]
+    #[case("99999999999999999999999s")]
+    #[case("h")]
+    #[case("")]
+    #[case("-5s")]
+    fn non_durations_are_refused(#[case] text: &str) {
+        assert_eq!(parse_duration(text), Err(DurationError::NotADuration { text: text.into() }));
+    }
+
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
-        assert_eq!(parse_duration("6h").unwrap(), Duration::from_secs(21_600));
-        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
-        assert_eq!(parse_duration("365d").unwrap(), MAX_DURATION);
-        for huge in ["366d", "99999999999999999h", "18446744073709551615d", "18446744073709551615ms"] {
-            assert!(parse_duration(huge).unwrap_err().contains("longer than the maximum of 365d"), "{huge}");
-        }
-        assert!(parse_duration("99999999999999999999999s").unwrap_err().contains("is not a duration"));
-        assert!(parse_duration("6 hours").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("h").unwrap_err().contains("not a duration"));
+    fn unknown_units_are_named() {
+        let e = parse_duration("6 hours").unwrap_err();
+        assert_eq!(e, DurationError::UnknownUnit { text: "6 hours".into(), unit: " hours".into() });
+        assert_eq!(e.to_string(), "\"6 hours\": unknown unit \" hours\" (ms, s, m, h, d)");
     }
 
     #[test]

@@ -174,6 +174,8 @@ fn unmap_v4(p: Prefix) -> Prefix {
 
 #[cfg(test)]
 mod tests {
+    use rstest::rstest;
+
     use super::*;
 
     fn p(s: &str) -> Prefix {
@@ -190,16 +192,17 @@ mod tests {
         assert_eq!(p("2001:db8::1").len, 128);
     }
 
-    #[test]
-    fn rejects_bad_prefixes_with_reason() {
-        assert_eq!(parse_prefix("10.0.0.300/8"), Err(LineError::BadAddress));
-        assert_eq!(parse_prefix("hello"), Err(LineError::BadAddress));
-        assert_eq!(parse_prefix("10.0.0.0/33"), Err(LineError::LengthTooLarge { len: 33, max: 32 }));
-        assert_eq!(parse_prefix("::/129"), Err(LineError::LengthTooLarge { len: 129, max: 128 }));
-        assert_eq!(parse_prefix("10.0.0.0/x"), Err(LineError::BadLength));
-        assert_eq!(parse_prefix("10.0.0.0/-1"), Err(LineError::BadLength));
-        assert_eq!(parse_prefix("10.1.2.3/8"), Err(LineError::HostBitsSet { suggestion: "10.0.0.0/8".into() }));
-        assert_eq!(parse_prefix("2001:db8::1/32"), Err(LineError::HostBitsSet { suggestion: "2001:db8::/32".into() }));
+    #[rstest]
+    #[case("10.0.0.300/8", LineError::BadAddress)]
+    #[case("hello", LineError::BadAddress)]
+    #[case("10.0.0.0/33", LineError::LengthTooLarge { len: 33, max: 32 })]
+    #[case("::/129", LineError::LengthTooLarge { len: 129, max: 128 })]
+    #[case("10.0.0.0/x", LineError::BadLength)]
+    #[case("10.0.0.0/-1", LineError::BadLength)]
+    #[case("10.1.2.3/8", LineError::HostBitsSet { suggestion: "10.0.0.0/8".into() })]
+    #[case("2001:db8::1/32", LineError::HostBitsSet { suggestion: "2001:db8::/32".into() })]
+    fn rejects_bad_prefixes_with_reason(#[case] text: &str, #[case] why: LineError) {
+        assert_eq!(parse_prefix(text), Err(why));
     }
 
     #[test]

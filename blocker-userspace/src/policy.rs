@@ -469,10 +469,9 @@ mod tests {
         ListSource { name: name.trim_end_matches(".txt").into(), path, optional: false, refresh: None }
     }
 
-    fn tmpdir(tag: &str) -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("blocker-policy-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    /// A directory of the test's own, removed when it ends (even by a panic).
+    fn tmpdir() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
     }
 
     /// The policy's meaning, evaluated directly over the raw inputs.
@@ -524,16 +523,17 @@ mod tests {
 
     #[test]
     fn country_policies_match_reference_at_every_boundary() {
-        let dir = tmpdir("ref");
+        let tmp = tmpdir();
+        let dir = tmp.path();
         let db = RegionDb::bundled().unwrap();
         // A German exception, a deny list inside France, a monitor list across both.
         let de = &db.regions["DE"].prefixes;
         let fr = &db.regions["FR"].prefixes;
         let policy = Policy {
-            allow: vec![write(&dir, "exc.txt", &format!("{}\n", de[10]))],
-            deny: vec![write(&dir, "bad.txt", &format!("{}\n{}\n", fr[5], de[20]))],
+            allow: vec![write(dir, "exc.txt", &format!("{}\n", de[10]))],
+            deny: vec![write(dir, "bad.txt", &format!("{}\n{}\n", fr[5], de[20]))],
             monitor_list: vec![write(
-                &dir,
+                dir,
                 "mon.txt",
                 &format!("{}\n{}\n{}\n", fr[7], de[30], db.regions["US"].prefixes[3]),
             )],
@@ -583,7 +583,6 @@ mod tests {
             let got = (got.as_ref().map(|l| l.name.clone()), got.map_or(Action::Pass, |l| l.action));
             assert_eq!(got, reference(&policy, &files, &db, family, a), "{family:?} {a:#x}");
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -600,8 +599,9 @@ mod tests {
 
     #[test]
     fn lockout_protection() {
-        let dir = tmpdir("lockout");
-        let all = write(&dir, "all.txt", "0.0.0.0/0\n::/0\n");
+        let tmp = tmpdir();
+        let dir = tmp.path();
+        let all = write(dir, "all.txt", "0.0.0.0/0\n::/0\n");
         let p = Policy { deny: vec![all.clone()], never_block: vec!["192.0.2.0/24".into()], ..Default::default() };
         let t = build_table(&p).unwrap();
         let verdict = |t: &CompiledTable, a: &str| {
@@ -628,7 +628,6 @@ mod tests {
         .unwrap();
         let e = build_table(&Policy { never_block: vec!["10.0.0.1/8".into()], ..Default::default() }).unwrap_err();
         assert!(e.to_string().contains("--never-block \"10.0.0.1/8\": host bits set"), "{e}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

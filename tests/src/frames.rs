@@ -90,6 +90,129 @@ pub fn arp_request() -> Vec<u8> {
     f
 }
 
+/// A frame described by what it is, built by `build`: Ethernet with VLAN tags,
+/// then an IPv4 or IPv6 packet (or only an EtherType, or ARP), then the changes a
+/// test makes to it: a header field overwritten, the frame cut short.
+///
+/// `Frame::eth().vlan(ETH_P_8021Q, 100).ipv4("203.0.113.5").ihl(4).truncate(33)`
+#[derive(Clone, Debug)]
+pub struct Frame {
+    tags: Vec<(u16, u16)>,
+    l3: L3,
+    /// IPv4 options, in 4-byte words of NOPs.
+    options: usize,
+    ihl: Option<u8>,
+    version: Option<u8>,
+    truncate: Option<usize>,
+}
+
+#[derive(Clone, Debug)]
+enum L3 {
+    /// An EtherType and nothing after the Ethernet header.
+    Bare(u16),
+    Ip(IpAddr),
+    Arp,
+}
+
+impl Frame {
+    /// An Ethernet header of type IPv4 with nothing after it (until `ipv4`,
+    /// `ipv6`, `ether_type` or `arp` says what follows).
+    pub fn eth() -> Frame {
+        Frame { tags: Vec::new(), l3: L3::Bare(ETH_P_IPV4), options: 0, ihl: None, version: None, truncate: None }
+    }
+
+    /// A VLAN tag (outermost first).
+    pub fn vlan(mut self, tpid: u16, vid: u16) -> Frame {
+        self.tags.push((tpid, vid));
+        self
+    }
+
+    /// The EtherType, with nothing after the Ethernet header.
+    pub fn ether_type(mut self, ether_type: u16) -> Frame {
+        self.l3 = L3::Bare(ether_type);
+        self
+    }
+
+    /// An IPv4 packet (UDP) from `src` to 192.0.2.1.
+    pub fn ipv4(mut self, src: &str) -> Frame {
+        self.l3 = L3::Ip(IpAddr::V4(src.parse().expect("an IPv4 address")));
+        self
+    }
+
+    /// An IPv6 packet (UDP) from `src` to 2001:db8:1::1.
+    pub fn ipv6(mut self, src: &str) -> Frame {
+        self.l3 = L3::Ip(IpAddr::V6(src.parse().expect("an IPv6 address")));
+        self
+    }
+
+    pub fn arp(mut self) -> Frame {
+        self.l3 = L3::Arp;
+        self
+    }
+
+    /// IPv4 options: `words` 4-byte words of NOPs (the IHL says so).
+    pub fn options(mut self, words: usize) -> Frame {
+        self.options = words;
+        self
+    }
+
+    /// Overwrites the IPv4 IHL (in 4-byte words), whatever the header holds.
+    pub fn ihl(mut self, ihl: u8) -> Frame {
+        self.ihl = Some(ihl);
+        self
+    }
+
+    /// Overwrites the IP version nibble.
+    pub fn version(mut self, version: u8) -> Frame {
+        self.version = Some(version);
+        self
+    }
+
+    /// Cuts the frame to its first `len` bytes.
+    pub fn truncate(mut self, len: usize) -> Frame {
+        self.truncate = Some(len);
+        self
+    }
+
+    /// Where the IP header starts: after Ethernet and the tags.
+    pub fn l3_offset(&self) -> usize {
+        blocker_common::wire::ETH_HLEN + self.tags.len() * blocker_common::wire::VLAN_HLEN
+    }
+
+    pub fn build(&self) -> Vec<u8> {
+        let payload = [0xabu8; 18];
+        let mut f = match self.l3 {
+            L3::Bare(ether_type) => ethernet(&self.tags, ether_type),
+            L3::Arp => {
+                let mut f = ethernet(&self.tags, ETH_P_ARP);
+                f.extend_from_slice(&arp_request()[blocker_common::wire::ETH_HLEN..]);
+                f
+            }
+            L3::Ip(IpAddr::V4(src)) => {
+                let mut f = ethernet(&self.tags, ETH_P_IPV4);
+                f.extend(ipv4_packet(src, Ipv4Addr::new(192, 0, 2, 1), self.options, &payload));
+                f
+            }
+            L3::Ip(IpAddr::V6(src)) => {
+                let mut f = ethernet(&self.tags, ETH_P_IPV6);
+                f.extend(ipv6_packet(src, "2001:db8:1::1".parse().expect("an address"), &payload));
+                f
+            }
+        };
+        let l3 = self.l3_offset();
+        if let Some(ihl) = self.ihl {
+            f[l3] = (f[l3] & 0xf0) | (ihl & 0x0f);
+        }
+        if let Some(version) = self.version {
+            f[l3] = (version << 4) | (f[l3] & 0x0f);
+        }
+        if let Some(len) = self.truncate {
+            f.truncate(len);
+        }
+        f
+    }
+}
+
 /// What the XDP program's parser (blocker-ebpf/src/parse.rs) makes of a frame,
 /// written again in plain Rust: the packet fuzzer checks that the program in the
 /// kernel agrees with it on every input.

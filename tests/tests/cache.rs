@@ -26,24 +26,30 @@ fn full_disk_keeps_the_old_copy_and_leaves_no_partial_file() {
     let script = Arc::new(Mutex::new(Script::default()));
     let base = serve(script.clone());
     let url = format!("{base}/list.txt");
-    let dir = std::env::temp_dir().join(format!("blocker-cache-full-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
     let mounted = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
         .arg(&dir)
         .status()
         .unwrap();
     assert!(mounted.success(), "mounting a small tmpfs needs root (run the tests as root)");
+    // Unmounted before the directory is removed, even when an assertion fails.
+    let _mount = Unmount(dir.clone());
     script.lock().unwrap().responses.push((200, vec![], b"192.0.2.0/24\n".to_vec()));
     assert!(fetch(&url, &dir, &list_check).unwrap().changed);
     let big: Vec<u8> =
         (0..20_000).flat_map(|i| format!("10.{}.{}.0/24\n", i / 256 % 256, i % 256).into_bytes()).collect();
     script.lock().unwrap().responses.push((200, vec![], big));
     let f = fetch(&url, &dir, &list_check).unwrap();
-    let leftover = files(&dir);
-    let _ = std::process::Command::new("umount").arg(&dir).status();
     assert!(f.stale && !f.changed, "{f:?}");
-    assert_eq!(leftover, ["data", "meta"]);
-    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(files(&dir), ["data", "meta"]);
+}
+
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
 }

@@ -110,9 +110,8 @@ mod tests {
     #[test]
     fn other_files_are_never_replaced_and_the_socket_is_private() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
-        let dir = std::env::temp_dir().join(format!("blocker-control-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let file = dir.join("precious");
         std::fs::write(&file, "data").unwrap();
         let e = rt.block_on(async { bind(&file) }).unwrap_err().to_string();
@@ -129,6 +128,5 @@ mod tests {
             // A stale socket (nobody answers) is replaced.
             bind(&sock).unwrap();
         });
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

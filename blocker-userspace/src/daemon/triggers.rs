@@ -166,8 +166,8 @@ mod tests {
 
     #[test]
     fn file_changes_are_debounced_and_reported_once() {
-        let dir = std::env::temp_dir().join(format!("blocker-watch-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
         std::fs::create_dir_all(dir.join("cidr/country/de")).unwrap();
         let list = dir.join("deny.txt");
         std::fs::write(&list, "192.0.2.0/24\n").unwrap();
@@ -213,7 +213,6 @@ mod tests {
         std::fs::write(&nested, "198.51.100.0/24\n203.0.113.0/24\n").unwrap();
         assert_eq!(w.poll(t0), None);
         assert_eq!(w.poll(t0 + debounce), Some(vec![nested.clone()]));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

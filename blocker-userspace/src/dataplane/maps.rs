@@ -451,6 +451,18 @@ impl DataplaneMaps {
         Ok(Prepared { instance, infos, ids, kept })
     }
 
+    /// Swaps in `table` with the leaves `leaf_of(list index)` gives, taken as they
+    /// are and with no list names stored: for tests of how the program treats
+    /// leaves no compiled table holds (an unknown action, a list id past the
+    /// counters). The daemon never calls it.
+    pub fn apply_raw_leaves(&mut self, table: &CompiledTable, leaf_of: impl Fn(usize) -> u16) -> Result<()> {
+        let image = Image::build(&table.v4, &table.v6, leaf_of)?;
+        let mut instance = load_instance(&self.dir, self.log_level, &image)?;
+        link::swap_program(&mut instance.ebpf, &self.dir)?;
+        self.live = Some(instance);
+        Ok(())
+    }
+
     /// Puts a prepared table in force: one BPF_LINK_UPDATE onto the interface's
     /// link (if attached), then the list names and counters follow.
     pub fn commit(&mut self, table: &CompiledTable, prepared: Prepared) -> Result<ApplyReport> {

@@ -477,7 +477,7 @@ mod tests {
         let script = Arc::new(Mutex::new(Script::default()));
         let base = serve(script.clone());
         let url = format!("{base}/list.txt");
-        let dir = cache("held");
+        let (_tmp, dir) = cache();
         let four = b"192.0.2.0/24\n198.51.100.0/24\n203.0.113.0/24\n2001:db8::/32\n".to_vec();
         let serve_next = |body: &[u8]| script.lock().unwrap().responses.push((200, vec![], body.to_vec()));
         serve_next(&four);
@@ -539,13 +539,14 @@ mod tests {
             format!("{e:#}").contains("no earlier copy to keep") && format!("{e:#}").contains("accept_shrink"),
             "{e:#}"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
-    fn cache(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("blocker-cache-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        d
+    /// A cache directory that does not exist yet, in a directory of the test's
+    /// own that is removed when the test ends (even by a panic).
+    fn cache() -> (tempfile::TempDir, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("cache");
+        (tmp, dir)
     }
 
     #[test]
@@ -553,7 +554,7 @@ mod tests {
         let script = Arc::new(Mutex::new(Script::default()));
         let base = serve(script.clone());
         let url = format!("{base}/list.txt");
-        let dir = cache("cond");
+        let (_tmp, dir) = cache();
         script.lock().unwrap().responses.push((
             200,
             vec![("ETag".into(), "\"v1\"".into()), ("Last-Modified".into(), "Wed, 21 Oct 2026 07:28:00 GMT".into())],
@@ -596,14 +597,13 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         assert!(!fetch(&url, &dir, &list_check).unwrap().changed);
         assert_eq!(modified(), before, "unchanged content keeps its mtime (status shows when it changed)");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn size_cap_timeout_and_no_copy() {
         let script = Arc::new(Mutex::new(Script::default()));
         let base = serve(script.clone());
-        let dir = cache("cap");
+        let (_tmp, dir) = cache();
         let small = FetchOptions { timeout: Duration::from_secs(1), max_bytes: 10, accept_shrink: false };
         script.lock().unwrap().responses.push((200, vec![], vec![b'x'; 11]));
         let e = fetch_with(&format!("{base}/big"), &dir, &list_check, &small).unwrap_err();
@@ -618,6 +618,5 @@ mod tests {
         let e = fetch_with(&format!("{base}/slow"), &dir, &list_check, &small).unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(3), "timed out in time");
         assert!(format!("{e:#}").contains("no cached copy"), "{e:#}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -91,23 +91,23 @@ mod tests {
 
     use super::*;
 
-    fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("blocker-input-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    /// A directory of its own, removed when the test ends (even by a panic).
+    fn dir() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
     }
 
     #[test]
     fn regular_files_are_read_whole() {
-        let d = dir("ok");
+        let tmp = dir();
+        let d = tmp.path();
         std::fs::write(d.join("l.txt"), "192.0.2.0/24\n").unwrap();
         assert_eq!(read_text(&d.join("l.txt"), 100).unwrap(), "192.0.2.0/24\n");
     }
 
     #[test]
     fn fifos_devices_and_directories_are_refused_at_once() {
-        let d = dir("kinds");
+        let tmp = dir();
+        let d = tmp.path();
         let fifo = d.join("fifo");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: mkfifo on a path of our own temporary directory.
@@ -118,7 +118,7 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(1), "opening a FIFO must not block");
         let e = read_file(Path::new("/dev/zero"), 100).unwrap_err().to_string();
         assert!(e.contains("/dev/zero: is a character device"), "{e}");
-        let e = read_file(&d, 100).unwrap_err().to_string();
+        let e = read_file(d, 100).unwrap_err().to_string();
         assert!(e.contains("is a directory"), "{e}");
         let e = read_file(&d.join("missing"), 100).unwrap_err().to_string();
         assert!(e.contains("missing: cannot read"), "{e}");
@@ -126,7 +126,8 @@ mod tests {
 
     #[test]
     fn files_over_the_cap_are_refused() {
-        let d = dir("cap");
+        let tmp = dir();
+        let d = tmp.path();
         std::fs::write(d.join("big"), vec![b'1'; 101]).unwrap();
         let e = read_file(&d.join("big"), 100).unwrap_err().to_string();
         assert!(e.contains("over the 100 byte cap"), "{e}");

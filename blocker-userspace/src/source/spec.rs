@@ -18,7 +18,7 @@ impl FromStr for Refresh {
         if matches!(s, "off" | "never" | "0") {
             return Ok(Refresh::Never);
         }
-        let d = parse_duration(s)?;
+        let d = parse_duration(s).map_err(|e| e.to_string())?;
         if d < Duration::from_secs(1) {
             return Err(format!("refresh interval {s:?} is under one second (use \"off\" to disable)"));
         }

@@ -170,10 +170,11 @@ mod tests {
         db.regions[cc].prefixes.iter().map(Prefix::to_string).collect()
     }
 
-    fn write(name: &str, bytes: Vec<u8>) -> std::path::PathBuf {
-        let p = std::env::temp_dir().join(format!("blocker-{name}-{}.mmdb", std::process::id()));
-        std::fs::write(&p, bytes).unwrap();
-        p
+    /// The database in a file of its own, removed when the returned handle drops.
+    fn write(name: &str, bytes: Vec<u8>) -> tempfile::NamedTempFile {
+        let file = tempfile::Builder::new().prefix(name).suffix(".mmdb").tempfile().unwrap();
+        std::fs::write(file.path(), bytes).unwrap();
+        file
     }
 
     #[test]
@@ -187,10 +188,9 @@ mod tests {
         w.alias_ipv4(0x2002u128 << 112, 16); // 2002::/16
         let path = write("aliased", w.finish());
         assert!(looks_like_mmdb(&std::fs::read(&path).unwrap()));
-        let db = read(&path, "test.mmdb").unwrap();
+        let db = read(path.path(), "test.mmdb").unwrap();
         assert_eq!(prefixes(&db, "AU"), ["192.0.2.0/24", "2001:db8::/32"]);
         assert_eq!(prefixes(&db, "NZ"), ["198.51.100.0/25"]);
-        let _ = std::fs::remove_file(path);
     }
 
     #[test]
@@ -199,9 +199,8 @@ mod tests {
         w.insert((0xffffu128 << 32) | v4([203, 0, 113, 0]), 96 + 24, "JP", &Layout::IpLocationDb);
         w.insert(0x2001_0db8_0001u128 << 80, 48, "JP", &Layout::IpLocationDb);
         let path = write("mapped", w.finish());
-        let db = read(&path, "test.mmdb").unwrap();
+        let db = read(path.path(), "test.mmdb").unwrap();
         assert_eq!(prefixes(&db, "JP"), ["203.0.113.0/24", "2001:db8:1::/48"]);
-        let _ = std::fs::remove_file(path);
     }
 
     /// A crafted tree whose nodes are shared: 2^127 paths through 128 nodes. The
@@ -227,8 +226,7 @@ mod tests {
     #[test]
     fn not_an_mmdb_file() {
         let path = write("garbage", b"hello".to_vec());
-        let e = read(&path, "bad.mmdb").unwrap_err();
+        let e = read(path.path(), "bad.mmdb").unwrap_err();
         assert!(format!("{e:#}").contains("bad.mmdb: not a readable MMDB"), "{e:#}");
-        let _ = std::fs::remove_file(path);
     }
 }

@@ -248,15 +248,15 @@ pub(crate) mod tests {
 
     #[test]
     fn detects_formats() {
-        let dir = std::env::temp_dir().join(format!("blocker-detect-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         std::fs::write(dir.join("a"), "# hi\n2|afrinic|1\n").unwrap();
         std::fs::write(dir.join("b"), "1.0.0.0,1.0.0.255,AU\n").unwrap();
         std::fs::write(dir.join("c"), "nothing\n").unwrap();
         assert_eq!(detect(&dir.join("a")).unwrap(), Format::Rir);
         assert_eq!(detect(&dir.join("b")).unwrap(), Format::Csv);
         assert!(detect(&dir.join("c")).is_err());
-        assert_eq!(detect(&dir).unwrap(), Format::CidrDir);
-        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(detect(dir).unwrap(), Format::CidrDir);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
