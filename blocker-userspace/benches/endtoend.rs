@@ -339,10 +339,28 @@ struct FamilyRun {
 }
 
 fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path::Path, frames: u32) -> FamilyRun {
-    let fam = family_name(family);
-    let tag = fam.to_ascii_lowercase();
+    let tag = family_name(family).to_ascii_lowercase();
     let pools: Vec<Vec<u128>> =
         MIXES.iter().map(|(_, hits)| pool(table, family, *hits, table.entries(family).len())).collect();
+    let mut sender = sender(family, net, pins, &tag, frames);
+    let BlockerRows { mut rows, dropped, passed, map_memory } =
+        measure_blocker(family, table, &mut sender, pins, &tag, &pools);
+    let prefixes = table.entries(family).len();
+    if std::env::var_os("BLOCKER_BENCH_QUICK").is_some() {
+        // Profiling knob: floor and blocker only.
+        let none = (Duration::ZERO, 0);
+        let (load_lpm, load_nft, load_ipset) = (Duration::ZERO, none, none);
+        return FamilyRun { family, prefixes, rows, dropped, passed, load_lpm, load_nft, load_ipset, map_memory };
+    }
+    let (lpm_row, load_lpm) = measure_lpm(family, table, &mut sender, pins, &tag, &pools);
+    rows.push(lpm_row);
+    let (stack_rows, load_nft, load_ipset) = measure_stack_filters(family, table, &mut sender, net, pins, &tag, &pools);
+    rows.extend(stack_rows);
+    FamilyRun { family, prefixes, rows, dropped, passed, load_lpm, load_nft, load_ipset, map_memory }
+}
+
+/// The traffic generator of `family` in the sending namespace.
+fn sender<'a>(family: Family, net: &'a Net, pins: &std::path::Path, tag: &str, frames: u32) -> Sender<'a> {
     Net::enter(&net.tx);
     let tx_ifindex = device::ifindex("e2etx").unwrap();
     let program = if family == Family::V4 { PROGRAM_TRAFFICGEN } else { PROGRAM_TRAFFICGEN6 };
@@ -352,15 +370,34 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
         prog.load().unwrap();
     }
     let frame = frame(family, mac(&net.rx, "e2erx"), mac(&net.tx, "e2etx"));
-    let mut sender = Sender { net, gen, family, program, tx_ifindex, frame, frames };
-    let mut rows = Vec::new();
+    Sender { net, gen, family, program, tx_ifindex, frame, frames }
+}
 
+/// blocker's rows, with what its counters saw and its maps' memory.
+struct BlockerRows {
+    rows: Vec<Receiver>,
+    dropped: u64,
+    passed: u64,
+    map_memory: Vec<(String, u64)>,
+}
+
+/// The floor and blocker in alternating rounds (and the other IPv4 layout),
+/// then blocker's profile rows: a cache-hot working set, the table cut to /16.
+fn measure_blocker(
+    family: Family,
+    table: &CompiledTable,
+    sender: &mut Sender,
+    pins: &std::path::Path,
+    tag: &str,
+    pools: &[Vec<u128>],
+) -> BlockerRows {
+    let mut rows = Vec::new();
     // The floor (a bare XDP_DROP) and blocker with the world table, in alternating
     // rounds: this VM's rates drift by 15 % and more between runs, so the ratio of
     // medians taken side by side is what holds. Then blocker with every source from
     // 64 prefixes, a working set that stays in cache: the difference is the cost of
     // the table's memory.
-    Net::enter(&net.rx);
+    Net::enter(&sender.net.rx);
     let mut floor_obj = common::load_bench_object(&pins::iface_dir(pins, &format!("rx-floor-{tag}")));
     let floor = &mut floor_obj;
     let dir = pins::iface_dir(pins, &format!("rx-blocker-{tag}"));
@@ -383,16 +420,16 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     };
     for _ in 0..rounds {
         let link = attach(floor, PROGRAM_DROP_FLOOR);
-        floor_rounds.push(sender.measure("XDP_DROP only (floor)", &pools));
+        floor_rounds.push(sender.measure("XDP_DROP only (floor)", pools));
         detach(floor, PROGRAM_DROP_FLOOR, link);
         let rx = maps.ebpf_mut().unwrap();
         let link = attach(rx, PROGRAM_NAME);
-        blocker_rounds.push(sender.measure(&name, &pools));
+        blocker_rounds.push(sender.measure(&name, pools));
         detach(rx, PROGRAM_NAME, link);
         if let Some(alt) = &mut alt {
             let rx = alt.ebpf_mut().unwrap();
             let link = attach(rx, PROGRAM_NAME);
-            alt_rounds.push(sender.measure(&format!("blocker, the same in {}", layout_text(alt_shape)), &pools));
+            alt_rounds.push(sender.measure(&format!("blocker, the same in {}", layout_text(alt_shape)), pools));
             detach(rx, PROGRAM_NAME, link);
         }
     }
@@ -420,14 +457,19 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     drop(maps);
     drop(floor_obj);
     let (dropped, passed) = (after.global[1] - before.global[1], after.global[0] - before.global[0]);
-    if std::env::var_os("BLOCKER_BENCH_QUICK").is_some() {
-        // Profiling knob: floor and blocker only.
-        let none = (Duration::ZERO, 0);
-        let (load_lpm, load_nft, load_ipset) = (Duration::ZERO, none, none);
-        let prefixes = table.entries(family).len();
-        return FamilyRun { family, prefixes, rows, dropped, passed, load_lpm, load_nft, load_ipset, map_memory };
-    }
+    BlockerRows { rows, dropped, passed, map_memory }
+}
 
+/// The same filter with the kernel LPM trie as classifier, and how long filling
+/// the trie took.
+fn measure_lpm(
+    family: Family,
+    table: &CompiledTable,
+    sender: &mut Sender,
+    pins: &std::path::Path,
+    tag: &str,
+    pools: &[Vec<u128>],
+) -> (Receiver, Duration) {
     // blocker with the kernel LPM trie.
     let dir = pins::iface_dir(pins, &format!("rx-lpm-{tag}"));
     let mut maps = DataplaneMaps::load(&dir, 0).unwrap();
@@ -461,10 +503,24 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     }
     let load_lpm = started.elapsed();
     attach(rx, PROGRAM_LPM_BASELINE);
-    rows.push(sender.measure("kernel LPM trie, world table", &pools));
+    let row = sender.measure("kernel LPM trie, world table", pools);
     drop(lpm_obj);
     drop(maps);
+    (row, load_lpm)
+}
 
+/// XDP_PASS with the stack's filters behind it: nftables with an interval set,
+/// ip(6)tables with ipset; then no filter at all. With the time each took to load.
+fn measure_stack_filters(
+    family: Family,
+    table: &CompiledTable,
+    sender: &mut Sender,
+    net: &Net,
+    pins: &std::path::Path,
+    tag: &str,
+    pools: &[Vec<u128>],
+) -> (Vec<Receiver>, (Duration, u64), (Duration, u64)) {
+    let mut rows = Vec::new();
     // XDP_PASS, then nftables netdev ingress with an interval set.
     let (addr_type, match_kw) = if family == Family::V4 { ("ipv4_addr", "ip") } else { ("ipv6_addr", "ip6") };
     let prefixes: Vec<String> =
@@ -483,7 +539,7 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     let mut pass_obj = common::load_bench_object(&pins::iface_dir(pins, &format!("rx-pass-{tag}")));
     let rx = &mut pass_obj;
     attach(rx, PROGRAM_PASS_FLOOR);
-    rows.push(sender.measure("XDP_PASS + nftables netdev ingress, interval set", &pools));
+    rows.push(sender.measure("XDP_PASS + nftables netdev ingress, interval set", pools));
     net.in_rx("nft", &["delete", "table", "netdev", "blk"]);
 
     // XDP_PASS, then ip(6)tables raw PREROUTING with ipset hash:net.
@@ -498,16 +554,16 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     restore_cmd.args(["netns", "exec", &net.rx, "ipset", "-exist", "restore"]);
     let load_ipset = run_measured(&mut restore_cmd, Some(&restore_file));
     net.in_rx(iptables, &["-t", "raw", "-A", "PREROUTING", "-m", "set", "--match-set", "blkdeny", "src", "-j", "DROP"]);
-    rows.push(sender.measure(&format!("XDP_PASS + {iptables} raw PREROUTING, ipset hash:net"), &pools));
+    rows.push(sender.measure(&format!("XDP_PASS + {iptables} raw PREROUTING, ipset hash:net"), pools));
     net.in_rx(iptables, &["-t", "raw", "-F", "PREROUTING"]);
     net.in_rx("ipset", &["destroy", "blkdeny"]);
 
     // XDP_PASS, no filter: the stack handles every packet.
-    rows.push(sender.measure("XDP_PASS, no filter", &pools));
+    rows.push(sender.measure("XDP_PASS, no filter", pools));
     drop(pass_obj);
     let _ = std::fs::remove_file(&nft_file);
     let _ = std::fs::remove_file(&restore_file);
-    FamilyRun { family, prefixes: prefixes.len(), rows, dropped, passed, load_lpm, load_nft, load_ipset, map_memory }
+    (rows, load_nft, load_ipset)
 }
 
 /// `table` with every prefix longer than /16 widened to its /16 (overlaps resolved

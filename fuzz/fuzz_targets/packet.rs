@@ -9,12 +9,12 @@ use std::sync::Mutex;
 use aya::programs::{TestRun as _, TestRunOptions};
 use blocker::{
     compile::table::{compile, CompiledTable},
-    policy::{Action, ListSpec, Role},
     dataplane::{
         maps::{DataplaneMaps, DEFAULT_TABLE_MEMORY},
         object, pins,
     },
     net::{parse_prefix, Family},
+    policy::{Action, ListSpec, Role},
 };
 use blocker_common::counter;
 use blocker_tests::frames::{reference_parse, Parsed};

@@ -33,13 +33,24 @@ use crate::{
         object,
         pins::{self, PinLock},
     },
+    policy::Policy,
     source::{fetch, spec::Refresh},
 };
 
 /// How often the daemon looks at its interfaces, source files and URL schedule.
 const TICK: Duration = Duration::from_millis(500);
+/// What every refused reload says.
+const ABORTED: &str = "reload aborted, the running tables are unchanged";
 /// How often a reload that waits for the first copy of a URL is tried again.
 const RELOAD_RETRY: Duration = Duration::from_secs(30);
+/// The options a reload puts in force (from the config file read again).
+struct Reloaded {
+    policy: Policy,
+    interfaces: Vec<InterfaceOptions>,
+    table_memory: u64,
+    detach_on_exit: bool,
+}
+
 /// What `blocker status` reports besides the live maps.
 struct State {
     started: SystemTime,
@@ -456,56 +467,11 @@ impl Daemon {
 
     fn try_reload(&mut self) -> Result<String> {
         let started = Instant::now();
-        const ABORTED: &str = "reload aborted, the running tables are unchanged";
-        // The new policy is adopted only once it is applied, so `status` never
-        // describes a configuration that is not running.
-        let mut restart_keys = Vec::new();
-        let (policy, interfaces, table_memory, detach_on_exit) = match self.opts.config.clone() {
-            Some(path) => {
-                let fresh = crate::config::load(&path).context(ABORTED)?;
-                let names = |o: &[InterfaceOptions]| o.iter().map(|i| i.name.clone()).collect::<Vec<_>>();
-                if names(&fresh.interfaces) != names(&self.opts.interfaces) || fresh.pin_root != self.opts.pin_root {
-                    bail!(
-                        "{ABORTED}: the interfaces or the pin root changed in {}; restart blocker to apply that",
-                        path.display()
-                    );
-                }
-                restart_keys = keys_needing_restart(&self.opts, &fresh);
-                // What cannot change live keeps its running value (status shows what runs).
-                let mut interfaces = fresh.interfaces;
-                for (new, old) in interfaces.iter_mut().zip(&self.opts.interfaces) {
-                    new.attach_mode = old.attach_mode;
-                }
-                (fresh.policy, interfaces, fresh.table_memory, fresh.detach_on_exit)
-            }
-            None => (
-                self.opts.policy.clone(),
-                self.opts.interfaces.clone(),
-                self.opts.table_memory,
-                self.opts.detach_on_exit,
-            ),
-        };
-        // A reload reads cached copies only; a URL without one yet (new in the
-        // config) is fetched in the background, and its arrival reloads again.
-        // An optional one is skipped until it arrives.
-        let (missing, missing_optional): (Vec<_>, Vec<_>) = policy
-            .url_jobs()
-            .into_iter()
-            .filter(|j| !fetch::cached_copy(&j.url, &policy.cache_dir).exists())
-            .partition(|j| !j.optional);
-        self.spawn_fetches(missing_optional);
-        if !missing.is_empty() {
-            let urls: Vec<String> = missing.iter().map(|j| j.url.clone()).collect();
-            self.spawn_fetches(missing);
-            self.retry_reload_at = Some(Instant::now() + RELOAD_RETRY);
-            bail!(
-                "{ABORTED}: no cached copy yet of {}; fetching in the background: the reload runs again when \
-                 it arrives, and is retried every {} s until then",
-                urls.join(", "),
-                RELOAD_RETRY.as_secs()
-            );
-        }
-        let table = build_table_with(&policy, fetch::UrlAccess::CachedOnly).context(ABORTED)?;
+        // The new options are adopted only once they are applied, so `status`
+        // never describes a configuration that is not running.
+        let (fresh, restart_keys) = self.reloaded_options()?;
+        self.check_cached_copies(&fresh.policy)?;
+        let table = build_table_with(&fresh.policy, fetch::UrlAccess::CachedOnly).context(ABORTED)?;
         let mut warnings = shrink_warnings(&self.state.lists, &table);
         if !restart_keys.is_empty() {
             warnings.push(format!(
@@ -513,18 +479,99 @@ impl Daemon {
                 restart_keys.join(", ")
             ));
         }
-        // Every interface's instance is prepared before any is put in force: a
-        // refusal on the second interface leaves the first as it was.
+        self.apply_everywhere(&table, &fresh, started)?;
+        for w in &warnings {
+            log::warn!("{w}");
+        }
+        let mut summary = table_summary(&table);
+        if !warnings.is_empty() {
+            summary = format!("{summary}; WARNING: {}", warnings.join("; "));
+        }
+        self.opts.policy = fresh.policy;
+        self.opts.interfaces = fresh.interfaces;
+        self.opts.table_memory = fresh.table_memory;
+        self.opts.detach_on_exit = fresh.detach_on_exit;
+        self.state.lists = list_summaries(&table);
+        drop(table);
+        release_free_memory();
+        Ok(summary)
+    }
+
+    /// The options a reload applies: the config file read again (what only a
+    /// restart can change keeps its running value, and is named), or the running
+    /// options when there is no file.
+    fn reloaded_options(&self) -> Result<(Reloaded, Vec<String>)> {
+        let Some(path) = self.opts.config.clone() else {
+            let o = &self.opts;
+            let same = Reloaded {
+                policy: o.policy.clone(),
+                interfaces: o.interfaces.clone(),
+                table_memory: o.table_memory,
+                detach_on_exit: o.detach_on_exit,
+            };
+            return Ok((same, Vec::new()));
+        };
+        let fresh = crate::config::load(&path).context(ABORTED)?;
+        let names = |o: &[InterfaceOptions]| o.iter().map(|i| i.name.clone()).collect::<Vec<_>>();
+        if names(&fresh.interfaces) != names(&self.opts.interfaces) || fresh.pin_root != self.opts.pin_root {
+            bail!(
+                "{ABORTED}: the interfaces or the pin root changed in {}; restart blocker to apply that",
+                path.display()
+            );
+        }
+        let restart_keys = keys_needing_restart(&self.opts, &fresh);
+        let mut interfaces = fresh.interfaces;
+        for (new, old) in interfaces.iter_mut().zip(&self.opts.interfaces) {
+            new.attach_mode = old.attach_mode;
+        }
+        let reloaded = Reloaded {
+            policy: fresh.policy,
+            interfaces,
+            table_memory: fresh.table_memory,
+            detach_on_exit: fresh.detach_on_exit,
+        };
+        Ok((reloaded, restart_keys))
+    }
+
+    /// A reload reads cached copies only; a URL without one yet (new in the
+    /// config) is fetched in the background, and its arrival reloads again. An
+    /// optional one is skipped until it arrives; a required one aborts the reload.
+    fn check_cached_copies(&mut self, policy: &Policy) -> Result<()> {
+        let (missing, missing_optional): (Vec<_>, Vec<_>) = policy
+            .url_jobs()
+            .into_iter()
+            .filter(|j| !fetch::cached_copy(&j.url, &policy.cache_dir).exists())
+            .partition(|j| !j.optional);
+        self.spawn_fetches(missing_optional);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let urls: Vec<String> = missing.iter().map(|j| j.url.clone()).collect();
+        self.spawn_fetches(missing);
+        self.retry_reload_at = Some(Instant::now() + RELOAD_RETRY);
+        bail!(
+            "{ABORTED}: no cached copy yet of {}; fetching in the background: the reload runs again when it \
+             arrives, and is retried every {} s until then",
+            urls.join(", "),
+            RELOAD_RETRY.as_secs()
+        );
+    }
+
+    /// Puts `table` in force on every interface, with each interface's mode. Every
+    /// interface's instance is prepared before any is put in force: a refusal on
+    /// the second interface leaves the first as it was. A commit (one
+    /// BPF_LINK_UPDATE) that still fails leaves that interface on its previous
+    /// table; the others go on, and the error names it.
+    fn apply_everywhere(&mut self, table: &CompiledTable, fresh: &Reloaded, started: Instant) -> Result<()> {
         let mut prepared = Vec::new();
         for m in &mut self.managed {
-            prepared
-                .push(m.maps.prepare(&table, table_memory, None).with_context(|| format!("{}: {ABORTED}", m.iface))?);
+            let p =
+                m.maps.prepare(table, fresh.table_memory, None).with_context(|| format!("{}: {ABORTED}", m.iface))?;
+            prepared.push(p);
         }
-        // A commit (one BPF_LINK_UPDATE) that still fails leaves that interface
-        // on its previous table; the others go on, and the answer names it.
         let mut kept_previous = Vec::new();
-        for ((m, spec), prepared) in self.managed.iter_mut().zip(&interfaces).zip(prepared) {
-            let report = match m.maps.commit(&table, prepared) {
+        for ((m, spec), prepared) in self.managed.iter_mut().zip(&fresh.interfaces).zip(prepared) {
+            let report = match m.maps.commit(table, prepared) {
                 Ok(report) => report,
                 Err(e) => {
                     log::error!("{}: the new table could not be put in force: {e:#}", m.iface);
@@ -536,34 +583,20 @@ impl Daemon {
             log::info!(
                 "{}: reloaded {} ({}, program {}) in {} ms",
                 m.iface,
-                table_summary(&table),
+                table_summary(table),
                 memory_text(report.table_bytes),
                 report.program_id,
                 started.elapsed().as_millis()
             );
         }
         if !kept_previous.is_empty() {
-            self.state.lists = list_summaries(&table);
+            self.state.lists = list_summaries(table);
             bail!(
                 "reload applied only in part: {} kept the previous table; every other interface runs the new one",
                 kept_previous.join(", ")
             );
         }
-        for w in &warnings {
-            log::warn!("{w}");
-        }
-        let mut summary = table_summary(&table);
-        if !warnings.is_empty() {
-            summary = format!("{summary}; WARNING: {}", warnings.join("; "));
-        }
-        self.opts.policy = policy;
-        self.opts.interfaces = interfaces;
-        self.opts.table_memory = table_memory;
-        self.opts.detach_on_exit = detach_on_exit;
-        self.state.lists = list_summaries(&table);
-        drop(table);
-        release_free_memory();
-        Ok(summary)
+        Ok(())
     }
 
     /// Runs on every tick: interfaces that went or came back, source files that
@@ -754,8 +787,39 @@ impl Created {
     }
 }
 
+/// Runs the daemon until SIGINT/SIGTERM: validate, start, announce, the event
+/// loop, then the shutdown.
 pub async fn run(opts: RunOptions) -> Result<()> {
     fix_malloc_threshold();
+    let (table, pin_life) = validate(&opts)?;
+    let (managed, listener) = start(&opts, &table)?;
+    let files = opts.watch_debounce.map(|d| FileWatch::new(&opts.policy, d));
+    let urls = UrlSchedule::new(&opts.policy, Instant::now());
+    // Handlers first: whoever acts on "ready" may signal at once, and SIGHUP's
+    // default action would end the daemon.
+    let signals = Signals::install()?;
+    announce(&opts, files.as_ref());
+    let (refreshed_tx, refreshed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let daemon = Daemon {
+        state: State { started: SystemTime::now(), lists: list_summaries(&table), last_reload: None },
+        opts,
+        managed,
+        files,
+        urls,
+        refreshed_tx,
+        refreshing: HashSet::new(),
+        retry_reload_at: None,
+    };
+    // Only its summary is kept (see `State`).
+    drop(table);
+    release_free_memory();
+    let daemon = event_loop(daemon, signals, listener, refreshed_rx).await;
+    shutdown(daemon, &pin_life)
+}
+
+/// Everything that can be checked before the kernel is touched: the options,
+/// the privileges, the lists (read and compiled), the pin root and the interfaces.
+fn validate(opts: &RunOptions) -> Result<(CompiledTable, pins::PinLife)> {
     if opts.interfaces.is_empty() {
         bail!("no interface given: pass --iface IF");
     }
@@ -775,19 +839,25 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     for iface in &opts.interfaces {
         device::ifindex(&iface.name)?;
     }
-    let mut created = Created::before_start(&opts);
+    Ok((table, pin_life))
+}
+
+/// Binds the control socket and puts `table` in force on every interface. Every
+/// interface is opened (locked, loaded, its table prepared) before any is
+/// changed. Then interfaces attached afresh come first, those that take over an
+/// earlier run's attachment last: an attach that fails leaves the earlier
+/// attachments exactly as they were (their tables, their mode). A start that
+/// fails removes what it created.
+fn start(opts: &RunOptions, table: &CompiledTable) -> Result<(Vec<Managed>, Option<tokio::net::UnixListener>)> {
+    let mut created = Created::before_start(opts);
     let listener = match &opts.socket {
         Some(path) => Some(crate::control::server::bind(path)?),
         None => None,
     };
     created.socket = opts.socket.clone();
-    // Every interface is opened (locked, loaded, its table prepared) before any
-    // is changed. Then interfaces attached afresh come first, those that take
-    // over an earlier run's attachment last: an attach that fails leaves the
-    // earlier attachments exactly as they were (their tables, their mode).
     let mut opening = Vec::new();
     for spec in &opts.interfaces {
-        match open_interface(&opts, spec, &table, &mut created) {
+        match open_interface(opts, spec, table, &mut created) {
             Ok(o) => opening.push(Some(o)),
             Err(e) => {
                 drop(opening);
@@ -802,7 +872,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut started: Vec<Option<Managed>> = opts.interfaces.iter().map(|_| None).collect();
     for i in order {
         let o = opening[i].take().expect("opened once");
-        match finish_interface(&opts, &opts.interfaces[i], &table, o) {
+        match finish_interface(opts, &opts.interfaces[i], table, o) {
             Ok(m) => started[i] = Some(m),
             Err(e) => {
                 drop(opening);
@@ -813,18 +883,36 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             }
         }
     }
-    let managed: Vec<Managed> = started.into_iter().flatten().collect();
     // Started: nothing to undo, and its handles on the interface locks must not
     // outlive the daemon's own (detach-on-exit takes them again).
     drop(created);
-    let files = opts.watch_debounce.map(|d| FileWatch::new(&opts.policy, d));
-    let urls = UrlSchedule::new(&opts.policy, Instant::now());
-    let (refreshed_tx, mut refreshed_rx) = tokio::sync::mpsc::unbounded_channel();
+    Ok((started.into_iter().flatten().collect(), listener))
+}
+
+/// The signals the daemon acts on.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self> {
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+}
+
+/// The ready line: what reloads the lists, and what stopping does.
+fn announce(opts: &RunOptions, files: Option<&FileWatch>) {
     let mut triggers = vec!["SIGHUP".to_string()];
     if let Some(p) = &opts.socket {
         triggers.push(format!("`blocker reload` (socket {})", p.display()));
     }
-    if let (Some(w), Some(d)) = (&files, opts.watch_debounce) {
+    if let (Some(w), Some(d)) = (files, opts.watch_debounce) {
         if !w.paths().is_empty() {
             triggers.push(format!("a change to a source file ({} ms debounce)", d.as_millis()));
         }
@@ -833,37 +921,28 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     if refreshes > 0 {
         triggers.push(format!("the refresh of {refreshes} URL source(s)"));
     }
-    // Handlers first: whoever acts on "ready" may signal at once, and SIGHUP's
-    // default action would end the daemon.
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
     let on_stop = if opts.detach_on_exit {
         "detaches and stops (--detach-on-exit)"
     } else {
         "stops (the program stays attached)"
     };
     log::info!("ready: {} reload the lists; SIGINT/SIGTERM {on_stop}", triggers.join(", "));
-    let mut daemon = Daemon {
-        state: State { started: SystemTime::now(), lists: list_summaries(&table), last_reload: None },
-        opts,
-        managed,
-        files,
-        urls,
-        refreshed_tx,
-        refreshing: HashSet::new(),
-        retry_reload_at: None,
-    };
-    // Only its summary is kept (see `State`).
-    drop(table);
-    release_free_memory();
+}
 
+/// Serves signals, control clients, the tick and finished URL refreshes until
+/// SIGINT or SIGTERM.
+async fn event_loop(
+    mut daemon: Daemon,
+    mut signals: Signals,
+    listener: Option<tokio::net::UnixListener>,
+    mut refreshed_rx: tokio::sync::mpsc::UnboundedReceiver<(String, Result<bool, String>)>,
+) -> Daemon {
     let (control_tx, mut control_rx) = tokio::sync::mpsc::channel::<ControlRequest>(64);
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = hup.recv() => {
+            _ = signals.hup.recv() => {
                 let _ = daemon.reload("SIGHUP");
             }
             conn = accept(&listener) => {
@@ -876,14 +955,19 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             }
             at = ticks.tick() => daemon.tick(at.into_std()),
             Some((url, result)) = refreshed_rx.recv() => daemon.refreshed(url, result),
-            _ = int.recv() => break,
-            _ = term.recv() => break,
+            _ = signals.int.recv() => break,
+            _ = signals.term.recv() => break,
         }
     }
-    let Daemon { opts, managed, .. } = daemon;
-    if let Some(path) = &opts.socket {
+    if let Some(path) = &daemon.opts.socket {
         let _ = std::fs::remove_file(path);
     }
+    daemon
+}
+
+/// Detaches (with --detach-on-exit) or says how the program stays attached.
+fn shutdown(daemon: Daemon, pin_life: &pins::PinLife) -> Result<()> {
+    let Daemon { opts, managed, .. } = daemon;
     if opts.detach_on_exit {
         let ifaces: Vec<String> = managed.iter().map(|m| m.iface.clone()).collect();
         // Release the locks first: detach takes them itself.
@@ -895,7 +979,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         return Ok(());
     }
     for m in &managed {
-        match &pin_life {
+        match pin_life {
             pins::PinLife::Unknown { .. } => log::info!(
                 "{}: stopping; the program stays attached and blocking for as long as the bpffs at {} stays \
                  mounted. `blocker detach --iface {}` removes it",

@@ -283,49 +283,11 @@ pub fn attach(ebpf: &mut Ebpf, root: &Path, iface: &str, mode: AttachMode) -> Re
     let want = ifindex(iface)?;
     let prog = program_mut(ebpf)?;
     let mut retire: Vec<Retire> = Vec::new();
-    if link_pin.exists() {
-        match examine_pinned_link(&link_pin, want)? {
-            PinnedLinkIs::Here => match swap_into_pinned_link(prog, &link_pin)? {
-                Ok(_) => return Ok(Attached::Adopted),
-                Err(e) => {
-                    log::warn!("pinned link on {iface} is stale ({e}); attaching anew");
-                    std::fs::remove_file(&link_pin)?;
-                }
-            },
-            PinnedLinkIs::Stale => {
-                // The device behind the old link is gone: start afresh.
-                log::warn!("pinned link on {iface} is stale (its device is gone); attaching anew");
-                std::fs::remove_file(&link_pin)?;
-            }
-            PinnedLinkIs::Elsewhere { from, link } => {
-                retire.push(Retire { link, from, remove: link_pin.clone(), _lock: None })
-            }
-        }
+    if let Some(adopted) = adopt_pinned_link(prog, iface, &link_pin, want, &mut retire)? {
+        return Ok(adopted);
     }
-    for (version, old_dir) in other_layouts(root, iface)? {
-        // An older (or newer) blocker may still run there: never take it over.
-        let old_lock = PinLock::acquire(&old_dir, iface)?;
-        let old_link = old_dir.join(LINK_PIN);
-        if old_link.exists() {
-            match examine_pinned_link(&old_link, want)? {
-                PinnedLinkIs::Here => match swap_into_pinned_link(prog, &old_link)? {
-                    Ok(id) => {
-                        let fd_link =
-                            FdLink::try_from(prog.take_link(id)?).context("XDP attachment is not a bpf_link")?;
-                        fd_link.pin(&link_pin).with_context(|| format!("cannot pin link at {}", link_pin.display()))?;
-                        remove_pins(&old_dir)?;
-                        return Ok(Attached::Upgraded { from: version });
-                    }
-                    Err(e) => log::warn!("pinned link in {} is stale ({e}); removing it", old_dir.display()),
-                },
-                PinnedLinkIs::Stale => log::warn!("pinned link in {} is stale; removing it", old_dir.display()),
-                PinnedLinkIs::Elsewhere { from, link } => {
-                    retire.push(Retire { link, from, remove: old_dir.clone(), _lock: Some(old_lock) });
-                    continue;
-                }
-            }
-        }
-        remove_pins(&old_dir)?;
+    if let Some(upgraded) = adopt_other_layouts(prog, root, iface, &link_pin, want, &mut retire)? {
+        return Ok(upgraded);
     }
     let tries: &[(XdpMode, Attached)] = match mode {
         AttachMode::Native => &[(XdpMode::Driver, Attached::Native)],
@@ -336,43 +298,8 @@ pub fn attach(ebpf: &mut Ebpf, root: &Path, iface: &str, mode: AttachMode) -> Re
     for (xdp_mode, result) in tries {
         match prog.attach(iface, *xdp_mode) {
             Ok(id) => {
-                let link = prog.take_link(id)?;
-                let fd_link = FdLink::try_from(link).context("XDP attachment is not a bpf_link")?;
-                // The device with the name is protected now: only from here on is
-                // the old attachment taken off the other device.
-                if retire.is_empty() {
-                    fd_link.pin(&link_pin).with_context(|| format!("cannot pin link at {}", link_pin.display()))?;
-                    return Ok(result.clone());
-                }
-                // Pinned under a new name first (bpffs names take no '.'): the new
-                // link outlives this process from now on, whatever happens to the
-                // old one.
-                let new_pin = dir.join(format!("{LINK_PIN}_new"));
-                let _ = std::fs::remove_file(&new_pin);
-                fd_link.pin(&new_pin).with_context(|| format!("cannot pin link at {}", new_pin.display()))?;
-                let mut moved_from = None;
-                for r in retire {
-                    r.link.detach().with_context(|| format!("cannot detach the pinned link from {}", r.from))?;
-                    if r.remove.is_dir() {
-                        remove_pins(&r.remove)?;
-                    } else {
-                        std::fs::remove_file(&r.remove)
-                            .with_context(|| format!("cannot remove {}", r.remove.display()))?;
-                    }
-                    log::warn!(
-                        "{iface}: the pinned attachment was on {}, not on the device named {iface} here (renamed \
-                         or moved?); {iface} (index {want}) is protected now, and the program is off {}",
-                        r.from,
-                        r.from
-                    );
-                    moved_from = Some(r.from);
-                }
-                std::fs::rename(&new_pin, &link_pin)
-                    .with_context(|| format!("cannot rename {} to {}", new_pin.display(), link_pin.display()))?;
-                return Ok(match moved_from {
-                    Some(from) => Attached::Moved { from, then: Box::new(result.clone()) },
-                    None => result.clone(),
-                });
+                let fd_link = FdLink::try_from(prog.take_link(id)?).context("XDP attachment is not a bpf_link")?;
+                return pin_new_link(fd_link, &link_pin, retire, iface, want, result.clone());
             }
             Err(e) => {
                 log::debug!("attach {xdp_mode:?} on {iface} failed: {e}");
@@ -386,6 +313,124 @@ pub fn attach(ebpf: &mut Ebpf, root: &Path, iface: &str, mode: AttachMode) -> Re
         return Err(err.context(format!("the earlier attachment stays on {}", r.from)));
     }
     Err(err)
+}
+
+/// The link pinned for `iface` in this layout: the program swapped into it if it
+/// is on the device with the name (`Some(Adopted)`); removed if stale; if it is
+/// on another device, kept in `retire` until the device with the name is
+/// protected.
+fn adopt_pinned_link(
+    prog: &mut Xdp,
+    iface: &str,
+    link_pin: &Path,
+    want: u32,
+    retire: &mut Vec<Retire>,
+) -> Result<Option<Attached>> {
+    if !link_pin.exists() {
+        return Ok(None);
+    }
+    match examine_pinned_link(link_pin, want)? {
+        PinnedLinkIs::Here => match swap_into_pinned_link(prog, link_pin)? {
+            Ok(_) => return Ok(Some(Attached::Adopted)),
+            Err(e) => {
+                log::warn!("pinned link on {iface} is stale ({e}); attaching anew");
+                std::fs::remove_file(link_pin)?;
+            }
+        },
+        PinnedLinkIs::Stale => {
+            // The device behind the old link is gone: start afresh.
+            log::warn!("pinned link on {iface} is stale (its device is gone); attaching anew");
+            std::fs::remove_file(link_pin)?;
+        }
+        PinnedLinkIs::Elsewhere { from, link } => {
+            retire.push(Retire { link, from, remove: link_pin.to_owned(), _lock: None })
+        }
+    }
+    Ok(None)
+}
+
+/// Links pinned for `iface` by other map layouts (an upgrade or a downgrade): one
+/// on the device with the name takes the program and moves to this layout's pin
+/// (`Some(Upgraded)`); stale ones are removed; one on another device goes to
+/// `retire`.
+fn adopt_other_layouts(
+    prog: &mut Xdp,
+    root: &Path,
+    iface: &str,
+    link_pin: &Path,
+    want: u32,
+    retire: &mut Vec<Retire>,
+) -> Result<Option<Attached>> {
+    for (version, old_dir) in other_layouts(root, iface)? {
+        // An older (or newer) blocker may still run there: never take it over.
+        let old_lock = PinLock::acquire(&old_dir, iface)?;
+        let old_link = old_dir.join(LINK_PIN);
+        if old_link.exists() {
+            match examine_pinned_link(&old_link, want)? {
+                PinnedLinkIs::Here => match swap_into_pinned_link(prog, &old_link)? {
+                    Ok(id) => {
+                        let fd_link =
+                            FdLink::try_from(prog.take_link(id)?).context("XDP attachment is not a bpf_link")?;
+                        fd_link.pin(link_pin).with_context(|| format!("cannot pin link at {}", link_pin.display()))?;
+                        remove_pins(&old_dir)?;
+                        return Ok(Some(Attached::Upgraded { from: version }));
+                    }
+                    Err(e) => log::warn!("pinned link in {} is stale ({e}); removing it", old_dir.display()),
+                },
+                PinnedLinkIs::Stale => log::warn!("pinned link in {} is stale; removing it", old_dir.display()),
+                PinnedLinkIs::Elsewhere { from, link } => {
+                    retire.push(Retire { link, from, remove: old_dir.clone(), _lock: Some(old_lock) });
+                    continue;
+                }
+            }
+        }
+        remove_pins(&old_dir)?;
+    }
+    Ok(None)
+}
+
+/// Pins a new link on the device with the name, then takes the links in `retire`
+/// off their devices. The device with the name is protected first: only from
+/// then on is an old attachment taken off another device.
+fn pin_new_link(
+    fd_link: FdLink,
+    link_pin: &Path,
+    retire: Vec<Retire>,
+    iface: &str,
+    want: u32,
+    result: Attached,
+) -> Result<Attached> {
+    if retire.is_empty() {
+        fd_link.pin(link_pin).with_context(|| format!("cannot pin link at {}", link_pin.display()))?;
+        return Ok(result);
+    }
+    // Pinned under a new name first (bpffs names take no '.'): the new link
+    // outlives this process from now on, whatever happens to the old one.
+    let new_pin = link_pin.with_file_name(format!("{LINK_PIN}_new"));
+    let _ = std::fs::remove_file(&new_pin);
+    fd_link.pin(&new_pin).with_context(|| format!("cannot pin link at {}", new_pin.display()))?;
+    let mut moved_from = None;
+    for r in retire {
+        r.link.detach().with_context(|| format!("cannot detach the pinned link from {}", r.from))?;
+        if r.remove.is_dir() {
+            remove_pins(&r.remove)?;
+        } else {
+            std::fs::remove_file(&r.remove).with_context(|| format!("cannot remove {}", r.remove.display()))?;
+        }
+        log::warn!(
+            "{iface}: the pinned attachment was on {}, not on the device named {iface} here (renamed or moved?); \
+             {iface} (index {want}) is protected now, and the program is off {}",
+            r.from,
+            r.from
+        );
+        moved_from = Some(r.from);
+    }
+    std::fs::rename(&new_pin, link_pin)
+        .with_context(|| format!("cannot rename {} to {}", new_pin.display(), link_pin.display()))?;
+    Ok(match moved_from {
+        Some(from) => Attached::Moved { from, then: Box::new(result) },
+        None => result,
+    })
 }
 
 /// Replaces the program of the XDP link pinned at `pin` with `prog` (one
