@@ -101,6 +101,10 @@ pub struct StatusReply {
     pub interfaces: Vec<InterfaceStatus>,
     pub lists: Vec<ListStatus>,
     pub sources: Vec<SourceStatus>,
+    /// Reloads tried since the start, whatever their outcome: a client that saw
+    /// N waits for N + 1 to see the outcome of the reload it caused.
+    pub reloads: u64,
+    /// The last of them.
     pub last_reload: Option<LastReload>,
 }
 

@@ -59,6 +59,8 @@ struct State {
     lists: Vec<ListSummary>,
     /// When, why (the trigger) and with what result the tables were last reloaded.
     last_reload: Option<(SystemTime, String, Result<String, String>)>,
+    /// Reloads tried since the start (whatever their outcome).
+    reloads: u64,
 }
 
 /// One list of the live table, for status.
@@ -142,6 +144,7 @@ impl State {
             interfaces,
             lists,
             sources,
+            reloads: self.reloads,
             last_reload: self.last_reload.as_ref().map(|(t, trigger, r)| LastReload {
                 at: unix_secs(*t),
                 trigger: trigger.clone(),
@@ -462,6 +465,7 @@ impl Daemon {
             self.urls = UrlSchedule::new(&self.opts.policy, Instant::now());
         }
         self.state.last_reload = Some((SystemTime::now(), trigger.to_owned(), result.clone()));
+        self.state.reloads += 1;
         result
     }
 
@@ -801,7 +805,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     announce(&opts, files.as_ref());
     let (refreshed_tx, refreshed_rx) = tokio::sync::mpsc::unbounded_channel();
     let daemon = Daemon {
-        state: State { started: SystemTime::now(), lists: list_summaries(&table), last_reload: None },
+        state: State { started: SystemTime::now(), lists: list_summaries(&table), last_reload: None, reloads: 0 },
         opts,
         managed,
         files,
