@@ -8,7 +8,6 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{anyhow, bail, Context as _, Result};
 use serde::Deserialize;
 
 use crate::{
@@ -18,6 +17,30 @@ use crate::{
 };
 
 pub const DEFAULT_CONFIG: &str = "/etc/blocker/blocker.toml";
+
+/// Why a configuration file was refused: each names the file, and the key where
+/// there is one.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{error}; give another file with --config, or use command-line options")]
+    Read { error: crate::source::input::InputError },
+    /// Not TOML, or not the file's schema (an unknown key, a wrong type).
+    #[error("{path}: {reason}")]
+    Syntax { path: PathBuf, reason: String },
+    #[error("{path}: no [[interface]] section: name at least one interface")]
+    NoInterface { path: PathBuf },
+    #[error("{path}: {reason}")]
+    InterfaceName { path: PathBuf, reason: String },
+    /// A key whose value is not one blocker can use.
+    #[error("{path}: {key}: {reason}")]
+    Key { path: PathBuf, key: String, reason: String },
+}
+
+impl ConfigError {
+    fn key(path: &Path, key: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        ConfigError::Key { path: path.to_owned(), key: key.into(), reason: reason.to_string() }
+    }
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,55 +103,61 @@ struct PolicySection {
     accept_shrink: bool,
 }
 
-fn parse_all<T: std::str::FromStr<Err = String>>(path: &Path, key: &str, items: &[String]) -> Result<Vec<T>> {
+fn parse_all<T: std::str::FromStr<Err = String>>(
+    path: &Path,
+    key: &str,
+    items: &[String],
+) -> Result<Vec<T>, ConfigError> {
     items
         .iter()
         .enumerate()
-        .map(|(i, s)| s.parse::<T>().map_err(|e| anyhow!("{}: policy.{key}[{i}]: {e}", path.display())))
+        .map(|(i, s)| s.parse::<T>().map_err(|e| ConfigError::key(path, format!("policy.{key}[{i}]"), e)))
         .collect()
 }
 
 /// Reads and validates a configuration file (no kernel access).
-pub fn load(path: &Path) -> Result<RunOptions> {
+pub fn load(path: &Path) -> Result<RunOptions, ConfigError> {
     // A config file is small: 16 MiB is far past any real one.
-    let text = crate::source::input::read_text(path, 16 << 20)
-        .context("give another file with --config, or use command-line options")?;
+    let text = crate::source::input::read_text(path, 16 << 20).map_err(|error| ConfigError::Read { error })?;
     parse(path, &text)
 }
 
-pub fn parse(path: &Path, text: &str) -> Result<RunOptions> {
-    let file: ConfigFile = toml::from_str(text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+pub fn parse(path: &Path, text: &str) -> Result<RunOptions, ConfigError> {
+    let file: ConfigFile =
+        toml::from_str(text).map_err(|e| ConfigError::Syntax { path: path.to_owned(), reason: e.to_string() })?;
     if file.interfaces.is_empty() {
-        bail!("{}: no [[interface]] section: name at least one interface", path.display());
+        return Err(ConfigError::NoInterface { path: path.to_owned() });
     }
-    crate::config::check_interface_names(file.interfaces.iter().map(|s| s.name.as_str()))
-        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    check_interface_names(file.interfaces.iter().map(|s| s.name.as_str()))
+        .map_err(|reason| ConfigError::InterfaceName { path: path.to_owned(), reason })?;
     let mut interfaces = Vec::new();
     for (i, s) in file.interfaces.iter().enumerate() {
         let attach_mode = match s.xdp_mode.as_deref() {
             None => AttachMode::Auto,
-            Some(name) => name.parse().map_err(|e| anyhow!("{}: interface[{i}] ({}): {e}", path.display(), s.name))?,
+            Some(name) => {
+                name.parse().map_err(|e| ConfigError::key(path, format!("interface[{i}] ({})", s.name), e))?
+            }
         };
         interfaces.push(InterfaceOptions { name: s.name.clone(), attach_mode, mode: s.mode });
     }
     let p = &file.policy;
     let d = &file.daemon;
     if d.ebpf_log_level.is_some_and(|l| l > 5) {
-        bail!("{}: daemon.ebpf_log_level must be 0 to 5", path.display());
+        return Err(ConfigError::key(path, "daemon.ebpf_log_level", "must be 0 to 5"));
     }
     let url_refresh = match &p.url_refresh {
         None => crate::policy::DEFAULT_URL_REFRESH,
-        Some(text) => text.parse().map_err(|e| anyhow!("{}: policy.url_refresh: {e}", path.display()))?,
+        Some(text) => text.parse().map_err(|e: String| ConfigError::key(path, "policy.url_refresh", e))?,
     };
     let watch_debounce = match &d.watch_debounce {
         None => crate::config::DEFAULT_WATCH_DEBOUNCE,
         Some(text) => {
-            crate::clock::parse_duration(text).map_err(|e| anyhow!("{}: daemon.watch_debounce: {e}", path.display()))?
+            crate::clock::parse_duration(text).map_err(|e| ConfigError::key(path, "daemon.watch_debounce", e))?
         }
     };
     let table_memory = match &d.table_memory {
         None => crate::dataplane::maps::DEFAULT_TABLE_MEMORY,
-        Some(text) => parse_size(text).map_err(|e| anyhow!("{}: daemon.table_memory: {e}", path.display()))?,
+        Some(text) => parse_size(text).map_err(|e| ConfigError::key(path, "daemon.table_memory", e))?,
     };
     let policy = Policy {
         deny: parse_all::<ListSource>(path, "deny", &p.deny)?,
@@ -231,7 +260,7 @@ mod tests {
     use super::*;
     use crate::source::spec::Refresh;
 
-    fn p(text: &str) -> Result<RunOptions> {
+    fn p(text: &str) -> Result<RunOptions, ConfigError> {
         parse(Path::new("/etc/blocker/blocker.toml"), text)
     }
 
@@ -250,18 +279,34 @@ mod tests {
         assert_eq!(o.policy.url_refresh, Refresh::Every(std::time::Duration::from_secs(6 * 3600)));
     }
 
+    /// The key a refusal names.
+    fn refused_key(text: &str) -> String {
+        match p(text) {
+            Err(ConfigError::Key { path, key, .. }) => {
+                assert_eq!(path, Path::new("/etc/blocker/blocker.toml"));
+                key
+            }
+            other => panic!("expected a refused key, got {other:?}"),
+        }
+    }
+
+    /// The reason of a refusal for the file's syntax or schema.
+    fn syntax_error(text: &str) -> String {
+        match p(text) {
+            Err(ConfigError::Syntax { reason, .. }) => reason,
+            other => panic!("expected a syntax error, got {other:?}"),
+        }
+    }
+
     #[test]
     fn errors_name_the_file_and_key() {
-        let e = p("[[interface]]\nname = \"eth0\"\nmod = \"monitor\"\n").unwrap_err().to_string();
-        assert!(e.contains("/etc/blocker/blocker.toml") && e.contains("unknown field `mod`"), "{e}");
-        let e = p("[[interface]]\nname = \"eth0\"\nmode = \"dry\"\n").unwrap_err().to_string();
-        assert!(e.contains("unknown variant `dry`"), "{e}");
-        let e = p("[[interface]]\nname = \"eth0\"\n[policy]\ndeny = [\"\"]\n").unwrap_err().to_string();
-        assert!(e.contains("policy.deny[0]"), "{e}");
-        let e = p("[policy]\ndeny_countries = [\"CN\"]\n").unwrap_err().to_string();
-        assert!(e.contains("no [[interface]]"), "{e}");
-        let e = p("[daemon]\npin_rot = \"/x\"\n[[interface]]\nname = \"eth0\"\n").unwrap_err().to_string();
-        assert!(e.contains("unknown field `pin_rot`"), "{e}");
+        assert!(syntax_error("[[interface]]\nname = \"eth0\"\nmod = \"monitor\"\n").contains("unknown field `mod`"));
+        assert!(syntax_error("[[interface]]\nname = \"eth0\"\nmode = \"dry\"\n").contains("unknown variant `dry`"));
+        assert!(syntax_error("[daemon]\npin_rot = \"/x\"\n[[interface]]\nname = \"eth0\"\n")
+            .contains("unknown field `pin_rot`"));
+        assert!(syntax_error("[[interface]]\nname = \"eth0\"\n[policy]\ndeny_countries = \"CN\"\n")
+            .contains("invalid type"));
+        assert!(matches!(p("[policy]\ndeny_countries = [\"CN\"]\n"), Err(ConfigError::NoInterface { .. })));
         for (names, why) in [
             ("\"eth0\", \"eth0\"", "interface eth0 is given twice"),
             ("\"\"", "an interface name has 1 to 15 bytes"),
@@ -270,21 +315,42 @@ mod tests {
         ] {
             let text: String =
                 names.split(", ").map(|n| format!("[[interface]]\nname = {n}\n")).collect::<Vec<_>>().join("");
-            let e = p(&text).unwrap_err().to_string();
-            assert!(e.starts_with("/etc/blocker/blocker.toml: ") && e.contains(why), "{e}");
+            match p(&text) {
+                Err(e @ ConfigError::InterfaceName { .. }) => {
+                    let e = e.to_string();
+                    assert!(e.starts_with("/etc/blocker/blocker.toml: ") && e.contains(why), "{e}");
+                }
+                other => panic!("{names}: {other:?}"),
+            }
         }
+        assert_eq!(refused_key("[[interface]]\nname = \"eth0\"\n[policy]\ndeny = [\"\"]\n"), "policy.deny[0]");
+        assert_eq!(refused_key("[[interface]]\nname = \"eth0\"\nxdp_mode = \"fast\"\n"), "interface[0] (eth0)");
+        assert_eq!(
+            refused_key("[daemon]\nwatch_debounce = \"2 seconds\"\n[[interface]]\nname = \"eth0\"\n"),
+            "daemon.watch_debounce"
+        );
+        assert_eq!(
+            refused_key("[[interface]]\nname = \"eth0\"\n[policy]\nurl_refresh = \"soon\"\n"),
+            "policy.url_refresh"
+        );
+        assert_eq!(
+            refused_key("[daemon]\nebpf_log_level = 6\n[[interface]]\nname = \"eth0\"\n"),
+            "daemon.ebpf_log_level"
+        );
+        assert_eq!(
+            refused_key("[daemon]\ntable_memory = \"lots\"\n[[interface]]\nname = \"eth0\"\n"),
+            "daemon.table_memory"
+        );
+        let e = p("[[interface]]\nname = \"eth0\"\n[policy]\ndeny = [\"refresh=1h:/etc/x.txt\"]\n").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Key { key, reason, .. } if key == "policy.deny[0]" && reason.contains("URL sources only")),
+            "{e}"
+        );
+        // The text names the file and the key.
         let e = p("[[interface]]\nname = \"eth0\"\nxdp_mode = \"fast\"\n").unwrap_err().to_string();
-        assert!(e.contains("xdp_mode \"fast\""), "{e}");
-        let e = p("[[interface]]\nname = \"eth0\"\n[policy]\ndeny_countries = \"CN\"\n").unwrap_err().to_string();
-        assert!(e.contains("deny_countries") || e.contains("invalid type"), "{e}");
-        let e =
-            p("[daemon]\nwatch_debounce = \"2 seconds\"\n[[interface]]\nname = \"eth0\"\n").unwrap_err().to_string();
-        assert!(e.contains("daemon.watch_debounce") && e.contains("unknown unit"), "{e}");
-        let e = p("[[interface]]\nname = \"eth0\"\n[policy]\nurl_refresh = \"soon\"\n").unwrap_err().to_string();
-        assert!(e.contains("policy.url_refresh"), "{e}");
-        let e = p("[[interface]]\nname = \"eth0\"\n[policy]\ndeny = [\"refresh=1h:/etc/x.txt\"]\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("policy.deny[0]") && e.contains("URL sources only"), "{e}");
+        assert_eq!(
+            e,
+            "/etc/blocker/blocker.toml: interface[0] (eth0): xdp_mode \"fast\" is not one of auto, native, generic"
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
 use blocker_common::{ACTION_DROP, ACTION_MONITOR, ACTION_PASS};
 
@@ -89,6 +89,28 @@ pub struct ListSpec {
     pub name: String,
     pub role: Role,
     pub prefixes: Vec<Prefix>,
+}
+
+/// Why a policy cannot become a table. Nothing is applied when it is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("list name {name:?} is given twice; name each list uniquely with NAME=FILE")]
+    DuplicateName { name: String },
+    #[error(
+        "allowlist mode (--allow-country) drops every source outside the allowed countries, including your \
+         management networks: give them with --never-block CIDR,... (or pass \
+         --confirm-allowlist-without-never-block if you have console access)"
+    )]
+    AllowlistWithoutNeverBlock,
+    #[error("country {code} is both denied and allowed")]
+    DeniedAndAllowed { code: String },
+    #[error("--never-block {text}: {reason}")]
+    BadNeverBlock { text: String, reason: crate::net::LineError },
+    #[error(transparent)]
+    UnknownCountry(#[from] crate::source::region::db::UnknownCountry),
+    /// A list or region source that could not be read (it names itself).
+    #[error(transparent)]
+    Source(#[from] anyhow::Error),
 }
 
 /// What a daemon enforces: lists, countries, region data, never-block ranges,
@@ -300,11 +322,11 @@ impl Policy {
     }
 
     /// The never-block ranges in force, each with where it comes from.
-    pub fn never_block_ranges(&self) -> Result<Vec<(Prefix, &'static str)>> {
+    pub fn never_block_ranges(&self) -> Result<Vec<(Prefix, &'static str)>, PolicyError> {
         let mut out = Vec::new();
         for text in &self.never_block {
-            let p =
-                crate::net::parse_prefix(text.trim()).map_err(|e| anyhow::anyhow!("--never-block {text:?}: {e}"))?;
+            let p = crate::net::parse_prefix(text.trim())
+                .map_err(|reason| PolicyError::BadNeverBlock { text: crate::source::input::quote(text), reason })?;
             out.push((p, "configured"));
         }
         if !self.no_default_never_block {
@@ -321,23 +343,19 @@ impl Policy {
     /// The lists of the policy, each with its role: its files and URLs read
     /// (URL sources as `access` says), its countries resolved. Any error aborts
     /// before anything is applied.
-    pub fn list_specs(&self, access: UrlAccess) -> Result<Vec<ListSpec>> {
+    pub fn list_specs(&self, access: UrlAccess) -> Result<Vec<ListSpec>, PolicyError> {
         let mut names = HashSet::new();
         let mut specs = Vec::new();
-        let mut push = |spec: ListSpec| -> Result<()> {
+        let mut push = |spec: ListSpec| -> Result<(), PolicyError> {
             if !names.insert(spec.name.clone()) {
-                bail!("list name {:?} is given twice; name each list uniquely with NAME=FILE", spec.name);
+                return Err(PolicyError::DuplicateName { name: spec.name });
             }
             specs.push(spec);
             Ok(())
         };
         if !self.allow_country.is_empty() && self.never_block.is_empty() && !self.confirm_allowlist_without_never_block
         {
-            bail!(
-                "allowlist mode (--allow-country) drops every source outside the allowed countries, \
-                 including your management networks: give them with --never-block CIDR,... \
-                 (or pass --confirm-allowlist-without-never-block if you have console access)"
-            );
+            return Err(PolicyError::AllowlistWithoutNeverBlock);
         }
         let never: Vec<Prefix> = self.never_block_ranges()?.into_iter().map(|(p, _)| p).collect();
         if !never.is_empty() {
@@ -356,13 +374,13 @@ impl Policy {
                     log::warn!("optional list {} skipped: {e:#}", source.name);
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             };
             push(ListSpec { name: source.name.clone(), role, prefixes })?;
         }
         if self.uses_countries() {
             let db = self.region_db_with(access)?;
-            let codes = |given: &[String]| -> Result<Vec<String>> {
+            let codes = |given: &[String]| -> Result<Vec<String>, PolicyError> {
                 let mut out: Vec<String> = Vec::new();
                 for c in given {
                     let code = db.get(c)?.code.clone();
@@ -375,7 +393,7 @@ impl Policy {
             let deny = codes(&self.deny_country)?;
             let allow = codes(&self.allow_country)?;
             if let Some(both) = deny.iter().find(|c| allow.contains(c)) {
-                bail!("country {both} is both denied and allowed");
+                return Err(PolicyError::DeniedAndAllowed { code: both.clone() });
             }
             for code in &deny {
                 push(ListSpec {
@@ -619,7 +637,8 @@ mod tests {
         assert_eq!(verdict(&t, "192.0.2.9").unwrap().1, Action::Pass);
         // Allowlist mode wants a management range or an explicit confirmation.
         let e = build_table(&Policy { allow_country: vec!["DE".into()], ..Default::default() }).unwrap_err();
-        assert!(e.to_string().contains("--never-block"), "{e}");
+        assert!(matches!(e, PolicyError::AllowlistWithoutNeverBlock), "{e}");
+        assert!(e.to_string().contains("--never-block"), "the refusal says what to give: {e}");
         build_table(&Policy {
             allow_country: vec!["DE".into()],
             confirm_allowlist_without_never_block: true,
@@ -627,14 +646,19 @@ mod tests {
         })
         .unwrap();
         let e = build_table(&Policy { never_block: vec!["10.0.0.1/8".into()], ..Default::default() }).unwrap_err();
-        assert!(e.to_string().contains("--never-block \"10.0.0.1/8\": host bits set"), "{e}");
+        assert!(
+            matches!(&e, PolicyError::BadNeverBlock { reason: crate::net::LineError::HostBitsSet { suggestion }, .. }
+                if suggestion == "10.0.0.0/8"),
+            "{e}"
+        );
+        assert_eq!(e.to_string(), "--never-block \"10.0.0.1/8\": host bits set: did you mean 10.0.0.0/8?");
     }
 
     #[test]
     fn country_errors() {
         let e =
             build_table(&Policy { deny_country: vec!["DE".into(), "XY".into()], ..Default::default() }).unwrap_err();
-        assert!(e.to_string().contains("unknown country code \"XY\""), "{e}");
+        assert!(matches!(&e, PolicyError::UnknownCountry(u) if u.code == "XY"), "{e}");
         let e = build_table(&Policy {
             deny_country: vec!["DE".into()],
             allow_country: vec!["de".into()],
@@ -642,6 +666,7 @@ mod tests {
             ..Default::default()
         })
         .unwrap_err();
+        assert!(matches!(&e, PolicyError::DeniedAndAllowed { code } if code == "DE"), "{e}");
         assert_eq!(e.to_string(), "country DE is both denied and allowed");
     }
 }

@@ -20,11 +20,9 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
-
 use crate::{
     net::{range_to_prefixes, Family, Prefix},
-    policy::{Action, ListSpec, Policy, Role},
+    policy::{Action, ListSpec, Policy, PolicyError, Role},
     source::fetch::UrlAccess,
 };
 
@@ -132,13 +130,13 @@ pub fn reference_lookup(lists: &[ListSpec], family: Family, addr: u128) -> Optio
 
 /// Reads every list of `policy` (fetching URL sources) and compiles them. Any
 /// error aborts before anything is applied.
-pub fn build_table(policy: &Policy) -> Result<CompiledTable> {
+pub fn build_table(policy: &Policy) -> Result<CompiledTable, PolicyError> {
     build_table_with(policy, UrlAccess::Fetch)
 }
 
 /// `build_table`, with URL sources read as `access` says (reloads read the cached
 /// copies only).
-pub fn build_table_with(policy: &Policy, access: UrlAccess) -> Result<CompiledTable> {
+pub fn build_table_with(policy: &Policy, access: UrlAccess) -> Result<CompiledTable, PolicyError> {
     Ok(compile_owned(policy.list_specs(access)?))
 }
 
