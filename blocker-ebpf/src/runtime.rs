@@ -1,7 +1,7 @@
 //! What every object needs besides its programs: a panic handler (the verifier
 //! rejects any path that reaches it, so it is never run) and the license.
 
-#[cfg(not(test))]
+#[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
