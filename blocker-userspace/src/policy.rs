@@ -219,7 +219,7 @@ impl UrlJob {
         match &self.source {
             UrlSourceKind::List => {
                 let check = |path: &Path| -> Result<usize> { Ok(read_url_list(&self.url, path)?.len()) };
-                crate::source::fetch::fetch_with(&self.url, &self.cache_dir, &check, &self.opts)
+                Ok(crate::source::fetch::fetch_with(&self.url, &self.cache_dir, &check, &self.opts)?)
             }
             UrlSourceKind::Region(source) => crate::source::region::fetch(source, &self.cache_dir, &self.opts),
         }

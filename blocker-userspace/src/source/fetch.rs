@@ -18,9 +18,66 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::Result;
 
 use crate::clock::{age_text, unix_secs};
+
+/// Why a URL's content could not be had. With a last good copy, a failed fetch is
+/// not an error: the copy is used (and `Fetched` says so).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The cache could not be written or read (a full disk, permissions).
+    #[error("cannot {action} {path}: {error}")]
+    Cache { action: String, path: PathBuf, error: std::io::Error },
+    /// No answer: no connection, a timeout, TLS.
+    #[error("{reason}")]
+    Request { reason: String },
+    #[error("HTTP status {status}")]
+    Status { status: u16 },
+    /// Larger than the cap (`length` when the server said it in advance).
+    #[error("response{} is over the {cap} byte cap", length.map_or(String::new(), |l| format!(" of {l} bytes")))]
+    TooLarge { length: Option<u64>, cap: u64 },
+    /// New content that the source's own parser refused.
+    #[error("the new content is not valid{}", if *had_copy { "; the last good copy is kept" } else { "" })]
+    Invalid {
+        had_copy: bool,
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(
+        "the content holds no prefix and there is no earlier copy to keep; to accept empty content, set \
+         accept_shrink = true (or --accept-shrink)"
+    )]
+    EmptyWithoutCopy,
+    #[error(
+        "{url}: no cached copy yet (a reload reads cached copies only; the daemon fetches it in the background \
+         and reloads when it arrives)"
+    )]
+    NotCachedYet { url: String },
+    #[error("{url}: fetch failed and there is no cached copy")]
+    NoCopy {
+        url: String,
+        #[source]
+        cause: Box<FetchError>,
+    },
+}
+
+impl FetchError {
+    fn cache(action: &str, path: &Path, error: std::io::Error) -> Self {
+        FetchError::Cache { action: action.to_owned(), path: path.to_owned(), error }
+    }
+}
+
+/// An error with its causes, as `{:#}` prints an anyhow chain.
+fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
 
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/blocker/cache";
 
@@ -150,7 +207,7 @@ fn read_meta(path: &Path) -> Option<Meta> {
     })
 }
 
-fn write_meta(path: &Path, url: &str, m: &Meta) -> Result<()> {
+fn write_meta(path: &Path, url: &str, m: &Meta) -> Result<(), FetchError> {
     let v = serde_json::json!({
         "url": url,
         "etag": m.etag,
@@ -159,26 +216,28 @@ fn write_meta(path: &Path, url: &str, m: &Meta) -> Result<()> {
         "prefixes": m.prefixes,
         "held_prefixes": m.held_prefixes,
     });
-    write_atomically(path, &serde_json::to_vec_pretty(&v)?)
+    // A JSON value always serializes.
+    let bytes = serde_json::to_vec_pretty(&v).unwrap_or_else(|_| v.to_string().into_bytes());
+    write_atomically(path, &bytes)
 }
 
 /// Writes `bytes` to `path` and syncs it; a failed write (a full disk) leaves
 /// no file behind.
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), FetchError> {
     let written = std::fs::File::create(path).and_then(|mut f| {
         f.write_all(bytes)?;
         f.sync_all()
     });
     if let Err(e) = written {
         let _ = std::fs::remove_file(path);
-        return Err(anyhow!(e).context(format!("cannot write {}", path.display())));
+        return Err(FetchError::cache("write", path, e));
     }
     Ok(())
 }
 
 /// Write-then-rename: a crash or a full disk never leaves a truncated copy, and
 /// the old one stays until the new one is whole.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), FetchError> {
     let tmp = path.with_extension(
         format!("tmp-{}-{:?}", std::process::id(), std::thread::current().id()).replace(['(', ')'], ""),
     );
@@ -186,10 +245,10 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     rename(&tmp, path)
 }
 
-fn rename(from: &Path, to: &Path) -> Result<()> {
+fn rename(from: &Path, to: &Path) -> Result<(), FetchError> {
     std::fs::rename(from, to).map_err(|e| {
         let _ = std::fs::remove_file(from);
-        anyhow!(e).context(format!("cannot rename {} to {}", from.display(), to.display()))
+        FetchError::cache(&format!("rename {} to", from.display()), to, e)
     })
 }
 
@@ -209,13 +268,10 @@ pub fn held(url: &str, cache_dir: &Path) -> Option<Held> {
 }
 
 /// The last good copy of `url`, without touching the network (reloads).
-pub fn cached(url: &str, cache_dir: &Path) -> Result<Fetched> {
+pub fn cached(url: &str, cache_dir: &Path) -> Result<Fetched, FetchError> {
     let paths = cache_paths(url, cache_dir);
     if !paths.data.exists() {
-        bail!(
-            "{url}: no cached copy yet (a reload reads cached copies only; the daemon fetches it in the \
-             background and reloads when it arrives)"
-        );
+        return Err(FetchError::NotCachedYet { url: url.to_owned() });
     }
     Ok(Fetched { path: paths.data, note: Some("cached copy".into()), stale: false, changed: false, held: None })
 }
@@ -239,7 +295,7 @@ impl Accepted {
         }
     }
 
-    pub fn rollback(self) -> Result<()> {
+    pub fn rollback(self) -> Result<(), FetchError> {
         rename(&self.paths.data, &self.paths.held)?;
         if let Some(prev) = &self.previous {
             rename(prev, &self.paths.data)?;
@@ -251,7 +307,7 @@ impl Accepted {
 /// Makes the held content of `url` its last good copy (`blocker reload
 /// --accept-shrink`), keeping the old copy aside until the caller commits or
 /// rolls back. None if nothing was held.
-pub fn accept_held(url: &str, cache_dir: &Path) -> Result<Option<Accepted>> {
+pub fn accept_held(url: &str, cache_dir: &Path) -> Result<Option<Accepted>, FetchError> {
     let paths = cache_paths(url, cache_dir);
     if !paths.held.exists() {
         return Ok(None);
@@ -284,7 +340,7 @@ pub fn obtain(
     access: UrlAccess,
     check: Check<'_>,
     opts: &FetchOptions,
-) -> Result<Fetched> {
+) -> Result<Fetched, FetchError> {
     match access {
         UrlAccess::Fetch => fetch_with(url, cache_dir, check, opts),
         UrlAccess::CachedOnly => cached(url, cache_dir),
@@ -319,13 +375,12 @@ pub fn obtain_parsed<T: Send>(
     Ok((value, fetched))
 }
 
-pub fn fetch(url: &str, cache_dir: &Path, check: Check<'_>) -> Result<Fetched> {
+pub fn fetch(url: &str, cache_dir: &Path, check: Check<'_>) -> Result<Fetched, FetchError> {
     fetch_with(url, cache_dir, check, &FetchOptions::default())
 }
 
-pub fn fetch_with(url: &str, cache_dir: &Path, check: Check<'_>, opts: &FetchOptions) -> Result<Fetched> {
-    std::fs::create_dir_all(cache_dir)
-        .with_context(|| format!("cannot create cache directory {}", cache_dir.display()))?;
+pub fn fetch_with(url: &str, cache_dir: &Path, check: Check<'_>, opts: &FetchOptions) -> Result<Fetched, FetchError> {
+    std::fs::create_dir_all(cache_dir).map_err(|e| FetchError::cache("create the cache directory", cache_dir, e))?;
     let paths = cache_paths(url, cache_dir);
     let cached = paths.data.exists().then(|| read_meta(&paths.meta).unwrap_or_default());
     let result = download(url, &paths, cached.as_ref(), check, opts);
@@ -353,7 +408,7 @@ pub fn fetch_with(url: &str, cache_dir: &Path, check: Check<'_>, opts: &FetchOpt
                     t => t,
                 };
                 let age = age_text(now().saturating_sub(fetched_at));
-                log::warn!("{url}: fetch failed ({e:#}); using the last good copy, {age} old");
+                log::warn!("{url}: fetch failed ({}); using the last good copy, {age} old", chain_text(&e));
                 Ok(Fetched {
                     path: paths.data,
                     note: Some(format!("fetch failed, last good copy {age} old")),
@@ -362,7 +417,7 @@ pub fn fetch_with(url: &str, cache_dir: &Path, check: Check<'_>, opts: &FetchOpt
                     held: None,
                 })
             }
-            None => Err(e.context(format!("{url}: fetch failed and there is no cached copy"))),
+            None => Err(FetchError::NoCopy { url: url.to_owned(), cause: Box::new(e) }),
         },
     }
 }
@@ -380,7 +435,7 @@ fn download(
     cached: Option<&Meta>,
     check: Check<'_>,
     opts: &FetchOptions,
-) -> Result<Downloaded> {
+) -> Result<Downloaded, FetchError> {
     let agent: ureq::Agent =
         ureq::Agent::config_builder().timeout_global(Some(opts.timeout)).http_status_as_error(false).build().into();
     let mut req = agent.get(url);
@@ -392,7 +447,7 @@ fn download(
             req = req.header("If-Modified-Since", lm);
         }
     }
-    let mut resp = req.call().map_err(|e| anyhow!("{e}"))?;
+    let mut resp = req.call().map_err(|e| FetchError::Request { reason: e.to_string() })?;
     let status = resp.status().as_u16();
     let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     if status == 304 && cached.is_some() {
@@ -405,18 +460,22 @@ fn download(
         return Ok(Downloaded::Replaced { note: "not modified since the cached copy".into(), changed: false });
     }
     if status != 200 {
-        bail!("HTTP status {status}");
+        return Err(FetchError::Status { status });
     }
     let (etag, last_modified) = (header("etag"), header("last-modified"));
     if let Some(len) = resp.body().content_length() {
         if len > opts.max_bytes {
-            bail!("response of {len} bytes is over the {} byte cap", opts.max_bytes);
+            return Err(FetchError::TooLarge { length: Some(len), cap: opts.max_bytes });
         }
     }
     let mut body = Vec::new();
-    resp.body_mut().as_reader().take(opts.max_bytes + 1).read_to_end(&mut body).context("reading the response")?;
+    resp.body_mut()
+        .as_reader()
+        .take(opts.max_bytes + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| FetchError::Request { reason: format!("reading the response: {e}") })?;
     if body.len() as u64 > opts.max_bytes {
-        bail!("response is over the {} byte cap", opts.max_bytes);
+        return Err(FetchError::TooLarge { length: None, cap: opts.max_bytes });
     }
     let old = cached.and_then(|_| std::fs::read(&paths.data).ok());
     if old.as_deref() == Some(body.as_slice()) {
@@ -430,16 +489,13 @@ fn download(
     }
     drop(old);
     write_synced(&paths.incoming, &body)?;
-    let kept = if cached.is_some() { "; the last good copy is kept" } else { "" };
-    let prefixes = check(&paths.incoming).with_context(|| format!("the new content is not valid{kept}"))?;
+    let prefixes = check(&paths.incoming)
+        .map_err(|cause| FetchError::Invalid { had_copy: cached.is_some(), cause: cause.into() })?;
     let was = cached.and_then(|m| m.prefixes);
     let shrank = prefixes == 0 || was.is_some_and(|w| prefixes < w.div_ceil(2));
     let mut meta = cached.map(|_| read_meta(&paths.meta).unwrap_or_default()).unwrap_or_default();
     if shrank && !opts.accept_shrink && cached.is_none() {
-        bail!(
-            "the content holds no prefix and there is no earlier copy to keep; to accept empty content, set \
-             accept_shrink = true (or --accept-shrink)"
-        );
+        return Err(FetchError::EmptyWithoutCopy);
     }
     if shrank && !opts.accept_shrink {
         rename(&paths.incoming, &paths.held)?;
@@ -536,7 +592,11 @@ mod tests {
         serve_next(b"");
         let e = fetch(&format!("{base}/other.txt"), &dir, &list_check).unwrap_err();
         assert!(
-            format!("{e:#}").contains("no earlier copy to keep") && format!("{e:#}").contains("accept_shrink"),
+            matches!(&e, FetchError::NoCopy { cause, .. } if matches!(**cause, FetchError::EmptyWithoutCopy)),
+            "{e}"
+        );
+        assert!(
+            chain_text(&e).contains("no earlier copy to keep") && chain_text(&e).contains("accept_shrink"),
             "{e:#}"
         );
     }
@@ -607,16 +667,23 @@ mod tests {
         let small = FetchOptions { timeout: Duration::from_secs(1), max_bytes: 10, accept_shrink: false };
         script.lock().unwrap().responses.push((200, vec![], vec![b'x'; 11]));
         let e = fetch_with(&format!("{base}/big"), &dir, &list_check, &small).unwrap_err();
-        assert!(format!("{e:#}").contains("byte cap") && format!("{e:#}").contains("no cached copy"), "{e:#}");
+        assert!(
+            matches!(&e, FetchError::NoCopy { cause, .. } if matches!(**cause, FetchError::TooLarge { .. })),
+            "{e}"
+        );
+        assert!(chain_text(&e).contains("byte cap"), "{}", chain_text(&e));
 
         script.lock().unwrap().responses.push((404, vec![], vec![]));
         let e = fetch_with(&format!("{base}/missing"), &dir, &list_check, &small).unwrap_err();
-        assert!(format!("{e:#}").contains("HTTP status 404"), "{e:#}");
+        assert!(
+            matches!(&e, FetchError::NoCopy { cause, .. } if matches!(**cause, FetchError::Status { status: 404 })),
+            "{e}"
+        );
 
         script.lock().unwrap().stall = true;
         let started = std::time::Instant::now();
         let e = fetch_with(&format!("{base}/slow"), &dir, &list_check, &small).unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(3), "timed out in time");
-        assert!(format!("{e:#}").contains("no cached copy"), "{e:#}");
+        assert!(matches!(&e, FetchError::NoCopy { cause, .. } if matches!(**cause, FetchError::Request { .. })), "{e}");
     }
 }

@@ -123,7 +123,7 @@ pub fn load(source: &RegionSource, cache_dir: &Path, access: UrlAccess, opts: &F
 /// Fetches a URL source into the cache, validated as its format.
 pub fn fetch(source: &RegionSource, cache_dir: &Path, opts: &FetchOptions) -> Result<crate::source::fetch::Fetched> {
     let check = |path: &Path| -> Result<usize> { Ok(load_path(source, path)?.prefix_count()) };
-    crate::source::fetch::fetch_with(&source.location, cache_dir, &check, opts)
+    Ok(crate::source::fetch::fetch_with(&source.location, cache_dir, &check, opts)?)
 }
 
 /// Reads the region data at `path` (the source's file, or a copy of its URL).
