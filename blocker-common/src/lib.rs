@@ -31,7 +31,7 @@ pub mod map_names {
     pub const V6_HOST_VALUES: &str = "BLK_V6_HVALS";
     pub const CLASSIFIER: [&str; 7] = [V4_DIR, V4_RANGES, V6_DIR, V6_RANGES, V6_EXT, V6_HOST_KEYS, V6_HOST_VALUES];
     /// Read-only globals of each program instance: the bits of its table's direct
-    /// tables (`classifier::Memory::v4_dir_bits`), set by the loader.
+    /// tables (`classifier::Shape`), set by userspace when it loads the object.
     pub const V4_DIR_BITS: &str = "BLK_V4_DIR_BITS";
     pub const V6_DIR_BITS: &str = "BLK_V6_DIR_BITS";
     /// The same shape (`classifier::Shape`) for userspace, in a one-entry map of

@@ -5,8 +5,10 @@
 //! - `policy`: what to enforce, as plain data, and the list specs it yields;
 //! - `compile`: the disjoint table, and the classifier image built from it;
 //! - `dataplane`: the XDP object, pins and locks, links, and map writes and swaps;
+//! - `control`: the control socket's protocol (typed requests and replies), its
+//!   server and client;
 //! - `config`: a TOML file as run options;
-//! - `daemon` and `control`: the running daemon, and its control socket.
+//! - `daemon`: the running daemon.
 //!
 //! The CLI (arguments and rendering) belongs to the `blocker` binary.
 // Unit tests build without the dev-dependencies the benches use.

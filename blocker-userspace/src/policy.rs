@@ -1,6 +1,7 @@
-//! The policy a daemon enforces (lists, countries, region data) and how it becomes
-//! a compiled table. Reading and compiling happen before anything is applied, so
-//! any error leaves the running tables as they were.
+//! The policy a daemon enforces (lists, countries, region data), as plain data,
+//! and the list specs it yields (`compile::table` turns them into a table).
+//! Reading happens before anything is applied, so any error leaves the running
+//! tables as they were.
 
 use std::{
     collections::HashSet,
@@ -55,7 +56,8 @@ impl Action {
     }
 }
 
-/// What a list is for; decides its action and its precedence (see the module docs).
+/// What a list is for; decides its action and its precedence (see the
+/// `compile::table` module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     /// Lockout protection: management networks, loopback, link-local, the SSH
@@ -294,7 +296,7 @@ impl Policy {
         if self.country_source.is_empty() {
             return RegionDb::bundled();
         }
-        load_all(&self.country_source, &self.cache_dir, access, &self.fetch_options())
+        Ok(load_all(&self.country_source, &self.cache_dir, access, &self.fetch_options())?)
     }
 
     pub fn fetch_options(&self) -> FetchOptions {

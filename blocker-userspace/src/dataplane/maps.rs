@@ -392,7 +392,7 @@ impl DataplaneMaps {
     }
 
     /// Loads the program for `dir` with an empty table, creating the shared pins
-    /// (or reusing those an earlier run left): ready for `apply` and `attach`.
+    /// (or reusing those an earlier run left): ready for `apply` and `link::attach`.
     pub fn load(dir: &Path, log_level: u8) -> Result<Self> {
         let empty = Image::build(&[], &[], |_| LEAF_NONE)?;
         let instance = load_instance(dir, log_level, &empty)?;

@@ -2,22 +2,24 @@
 
 use std::path::Path;
 
-use anyhow::{ensure, Context as _, Result};
-
 use crate::source::{
     cidr_list::read_list,
-    region::db::{RegionDb, SourceInfo},
+    region::{
+        db::{RegionDb, SourceInfo},
+        RegionError,
+    },
 };
 
 impl RegionDb {
     /// Reads a country-ip-blocks style directory: `country/<cc>/ipv{4,6}-aggregated.txt`
     /// (or `<cc>/...` directly), names from the files' `# Country: Name (CC)` header.
-    pub fn from_cidr_dir(dir: &Path, source: &str) -> Result<RegionDb> {
+    pub fn from_cidr_dir(dir: &Path, source: &str) -> Result<RegionDb, RegionError> {
         let base = if dir.join("country").is_dir() { dir.join("country") } else { dir.to_owned() };
         let mut db = RegionDb::default();
-        let entries = std::fs::read_dir(&base).with_context(|| format!("{}: cannot read directory", base.display()))?;
+        let unreadable = |error| RegionError::Directory { dir: base.clone(), error };
+        let entries = std::fs::read_dir(&base).map_err(unreadable)?;
         for entry in entries {
-            let entry = entry?;
+            let entry = entry.map_err(unreadable)?;
             let code = entry.file_name().to_string_lossy().into_owned();
             if !entry.path().is_dir() || code.len() != 2 || !code.chars().all(|c| c.is_ascii_alphabetic()) {
                 continue;
@@ -39,7 +41,9 @@ impl RegionDb {
             }
             db.add(&code, name.as_deref(), source, prefixes);
         }
-        ensure!(!db.regions.is_empty(), "{}: no country directories found", base.display());
+        if db.regions.is_empty() {
+            return Err(RegionError::NoCountryDirectories { dir: base });
+        }
         db.sources.push(SourceInfo { name: source.to_owned(), date: None });
         db.normalize();
         Ok(db)

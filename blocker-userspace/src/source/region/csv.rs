@@ -1,14 +1,12 @@
 //! `start,end,country` range files (DB-IP, ip-location-db), dotted or numeric.
 
-use anyhow::{bail, Result};
-
-use super::{parse_csv_address, record_error, valid_code};
+use super::{parse_csv_address, record_error, valid_code, RegionError};
 use crate::{net::range_to_prefixes, source::region::db::RegionDb};
 
 /// `start,end,country[,...]` ranges, addresses dotted/colon or numeric, fields
 /// optionally quoted; a header line is skipped; empty and `ZZ` countries are
 /// unassigned space and skipped.
-pub fn parse_csv(source: &str, text: &str, db: &mut RegionDb) -> Result<()> {
+pub fn parse_csv(source: &str, text: &str, db: &mut RegionDb) -> Result<(), RegionError> {
     let mut rows = 0usize;
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -47,7 +45,11 @@ pub fn parse_csv(source: &str, text: &str, db: &mut RegionDb) -> Result<()> {
         db.add(cc, None, source, range_to_prefixes(start.0, start.1, end.1));
     }
     if rows == 0 {
-        bail!("{source}: no rows: not a start,end,country CSV file?");
+        return Err(RegionError::Empty {
+            source_name: source.to_owned(),
+            what: "rows",
+            format: "start,end,country CSV",
+        });
     }
     Ok(())
 }
@@ -70,6 +72,19 @@ mod tests {
         db.normalize();
         assert_eq!(strs(&db, "AU"), ["192.0.2.0/24", "2001:db8::/32"]);
         assert_eq!(strs(&db, "NZ"), ["198.51.100.0/24", "2001:db8::/120"]);
+    }
+
+    #[test]
+    fn csv_errors_are_records_with_line_and_reason() {
+        let e = parse_csv("c.csv", "1.0.0.0,1.0.0.255,AU\n1.0.0.0,::1,AU\n", &mut RegionDb::default()).unwrap_err();
+        assert!(
+            matches!(&e, RegionError::Record(r) if r.line == 2 && r.reason.contains("different address families")),
+            "{e}"
+        );
+        assert!(matches!(
+            parse_csv("c.csv", "", &mut RegionDb::default()),
+            Err(RegionError::Empty { what: "rows", .. })
+        ));
     }
 
     #[test]

@@ -9,10 +9,9 @@
 
 use std::path::Path;
 
-use anyhow::{Context as _, Result};
 use maxminddb::{PathElement, Reader, WithinOptions};
 
-use super::db::RegionDb;
+use super::{db::RegionDb, RegionError};
 use crate::net::{ip_to_u128, Family, Prefix};
 
 const METADATA_MARKER: &[u8] = b"\xAB\xCD\xEFMaxMind.com";
@@ -119,24 +118,27 @@ fn check_search_tree(bytes: &[u8], node_count: u32, record_size: u16, ip_version
     Ok(())
 }
 
-pub fn read(path: &Path, source: &str) -> Result<RegionDb> {
+pub fn read(path: &Path, source: &str) -> Result<RegionDb, RegionError> {
     let bytes = crate::source::input::read_file(path, crate::source::input::MAX_SOURCE_BYTES)?;
     read_bytes(bytes, source)
 }
 
 /// Reads an MMDB database held in memory (`source` names it in errors).
-pub fn read_bytes(bytes: Vec<u8>, source: &str) -> Result<RegionDb> {
+pub fn read_bytes(bytes: Vec<u8>, source: &str) -> Result<RegionDb, RegionError> {
+    let bad = |reason: String| RegionError::Mmdb { source_name: source.to_owned(), reason };
     let reader =
-        Reader::from_source(bytes.as_slice()).with_context(|| format!("{source}: not a readable MMDB database"))?;
+        Reader::from_source(bytes.as_slice()).map_err(|e| bad(format!("not a readable MMDB database: {e}")))?;
     let meta = reader.metadata();
     check_search_tree(&bytes, meta.node_count, meta.record_size, meta.ip_version)
-        .map_err(|e| anyhow::anyhow!("{source}: not a valid MMDB database: {e}"))?;
+        .map_err(|e| bad(format!("not a valid MMDB database: {e}")))?;
     let mut db = RegionDb::default();
     let mut networks = 0usize;
-    for item in reader.networks(WithinOptions::default()).with_context(|| format!("{source}: cannot walk the tree"))? {
-        let result = item.with_context(|| format!("{source}: corrupt search tree"))?;
-        let network = result.network().with_context(|| format!("{source}: bad network"))?;
-        let Some(code) = country_of(&result).with_context(|| format!("{source}: bad record for {network}"))? else {
+    let networks_in =
+        reader.networks(WithinOptions::default()).map_err(|e| bad(format!("cannot walk the tree: {e}")))?;
+    for item in networks_in {
+        let result = item.map_err(|e| bad(format!("corrupt search tree: {e}")))?;
+        let network = result.network().map_err(|e| bad(format!("bad network: {e}")))?;
+        let Some(code) = country_of(&result).map_err(|e| bad(format!("bad record for {network}: {e}")))? else {
             continue; // e.g. anonymous proxies with no country
         };
         networks += 1;
@@ -147,11 +149,13 @@ pub fn read_bytes(bytes: Vec<u8>, source: &str) -> Result<RegionDb> {
             prefix = Prefix { family: Family::V4, addr: addr & 0xffff_ffff, len: prefix.len - 96 };
         }
         if code.len() != 2 || !code.bytes().all(|b| b.is_ascii_alphabetic()) {
-            anyhow::bail!("{source}: network {network}: country code {code:?} is not two letters");
+            return Err(bad(format!("network {network}: country code {code:?} is not two letters")));
         }
         db.add(&code, None, source, [prefix]);
     }
-    anyhow::ensure!(networks > 0, "{source}: no network carries a country code");
+    if networks == 0 {
+        return Err(bad("no network carries a country code".into()));
+    }
     db.normalize();
     Ok(db)
 }
@@ -213,7 +217,11 @@ mod tests {
         w.share_nodes_along(host, 128);
         let started = std::time::Instant::now();
         let e = read_bytes(w.finish(), "crafted.mmdb").unwrap_err();
-        assert!(format!("{e:#}").contains("reached by two paths"), "{e:#}");
+        assert!(
+            matches!(&e, RegionError::Mmdb { source_name, reason }
+                if source_name == "crafted.mmdb" && reason.contains("reached by two paths")),
+            "{e}"
+        );
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
         // The aliases of real databases are not sharing.
         let mut w = Writer::new();
@@ -227,6 +235,7 @@ mod tests {
     fn not_an_mmdb_file() {
         let path = write("garbage", b"hello".to_vec());
         let e = read(path.path(), "bad.mmdb").unwrap_err();
+        assert!(matches!(&e, RegionError::Mmdb { reason, .. } if reason.starts_with("not a readable MMDB")), "{e}");
         assert!(format!("{e:#}").contains("bad.mmdb: not a readable MMDB"), "{e:#}");
     }
 }

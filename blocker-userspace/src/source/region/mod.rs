@@ -13,9 +13,13 @@ pub mod mmdb;
 pub mod rir;
 pub mod snapshot;
 
-use std::{net::IpAddr, path::Path, str::FromStr};
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::Result;
 
 use self::{
     csv::parse_csv,
@@ -101,9 +105,14 @@ impl RegionSource {
 
 /// Loads one source (a file, a directory, or a URL through the cache, fetched
 /// first when `access` allows).
-pub fn load(source: &RegionSource, cache_dir: &Path, access: UrlAccess, opts: &FetchOptions) -> Result<RegionDb> {
+pub fn load(
+    source: &RegionSource,
+    cache_dir: &Path,
+    access: UrlAccess,
+    opts: &FetchOptions,
+) -> Result<RegionDb, RegionError> {
     let (mut db, note) = if source.is_url() {
-        let parse = |path: &Path| load_path(source, path);
+        let parse = |path: &Path| Ok(load_path(source, path)?);
         let (db, fetched) = crate::source::fetch::obtain_parsed(
             &source.location,
             cache_dir,
@@ -111,7 +120,8 @@ pub fn load(source: &RegionSource, cache_dir: &Path, access: UrlAccess, opts: &F
             opts,
             parse,
             RegionDb::prefix_count,
-        )?;
+        )
+        .map_err(RegionError::Url)?;
         (db, fetched.note)
     } else {
         (load_path(source, Path::new(&source.location))?, None)
@@ -127,7 +137,7 @@ pub fn fetch(source: &RegionSource, cache_dir: &Path, opts: &FetchOptions) -> Re
 }
 
 /// Reads the region data at `path` (the source's file, or a copy of its URL).
-fn load_path(source: &RegionSource, path: &Path) -> Result<RegionDb> {
+fn load_path(source: &RegionSource, path: &Path) -> Result<RegionDb, RegionError> {
     let name = source.location.as_str();
     let format = match source.format {
         Some(f) => f,
@@ -152,7 +162,7 @@ fn load_path(source: &RegionSource, path: &Path) -> Result<RegionDb> {
 }
 
 /// Guesses the format of a file from its content.
-pub fn detect(path: &Path) -> Result<Format> {
+pub fn detect(path: &Path) -> Result<Format, RegionError> {
     if path.is_dir() {
         return Ok(Format::CidrDir);
     }
@@ -165,8 +175,43 @@ pub fn detect(path: &Path) -> Result<Format> {
     match first {
         Some(l) if l.contains('|') => Ok(Format::Rir),
         Some(l) if l.contains(',') => Ok(Format::Csv),
-        _ => bail!("{}: cannot tell the format; prefix the source with rir:, csv:, mmdb: or cidr-dir:", path.display()),
+        _ => Err(RegionError::UnknownFormat { path: path.to_owned() }),
     }
+}
+
+/// Why region data could not be read. Each names the source (its path, URL or
+/// name) and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum RegionError {
+    #[error(transparent)]
+    Input(#[from] crate::source::input::InputError),
+    #[error(transparent)]
+    List(#[from] crate::source::cidr_list::ListError),
+    /// One line of a RIR or CSV file.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// A file with no record at all: most likely another format.
+    #[error("{source_name}: no {what}: not a {format} file?")]
+    Empty { source_name: String, what: &'static str, format: &'static str },
+    #[error("{path}: cannot tell the format; prefix the source with rir:, csv:, mmdb: or cidr-dir:")]
+    UnknownFormat { path: PathBuf },
+    #[error("{dir}: cannot read directory: {error}")]
+    Directory { dir: PathBuf, error: std::io::Error },
+    #[error("{dir}: no country directories found")]
+    NoCountryDirectories { dir: PathBuf },
+    #[error("{source_name}: {reason}")]
+    Mmdb { source_name: String, reason: String },
+    /// A URL source: fetching it, or parsing its copy (the error names the URL).
+    #[error(transparent)]
+    Url(anyhow::Error),
+    #[error("country source {location} failed; nothing was applied")]
+    SourceFailed {
+        location: String,
+        #[source]
+        cause: Box<RegionError>,
+    },
+    #[error("no country data could be loaded from {count} source(s)")]
+    NoData { count: usize },
 }
 
 /// A record that could not be read, naming source, line and content.
@@ -179,7 +224,7 @@ pub struct RecordError {
     pub reason: String,
 }
 
-fn record_error(source: &str, line: usize, text: &str, reason: impl Into<String>) -> anyhow::Error {
+fn record_error(source: &str, line: usize, text: &str, reason: impl Into<String>) -> RegionError {
     RecordError { source_name: source.to_owned(), line, text: text.to_owned(), reason: reason.into() }.into()
 }
 
@@ -203,17 +248,17 @@ pub fn load_all(
     cache_dir: &Path,
     access: UrlAccess,
     opts: &FetchOptions,
-) -> Result<RegionDb> {
+) -> Result<RegionDb, RegionError> {
     let mut db = RegionDb::default();
     for s in sources {
         match load(s, cache_dir, access, opts) {
             Ok(part) => db.merge(part),
             Err(e) if s.optional => log::warn!("optional country source {} skipped: {e:#}", s.location),
-            Err(e) => return Err(e.context(format!("country source {} failed; nothing was applied", s.location))),
+            Err(e) => return Err(RegionError::SourceFailed { location: s.location.clone(), cause: Box::new(e) }),
         }
     }
     if db.regions.is_empty() {
-        return Err(anyhow!("no country data could be loaded from {} source(s)", sources.len()));
+        return Err(RegionError::NoData { count: sources.len() });
     }
     Ok(db)
 }

@@ -2,9 +2,7 @@
 
 use std::net::IpAddr;
 
-use anyhow::{bail, Result};
-
-use super::{record_error, valid_code};
+use super::{record_error, valid_code, RegionError};
 use crate::{
     net::{ip_to_u128, parse_prefix, range_to_prefixes, Family},
     source::region::db::RegionDb,
@@ -16,7 +14,7 @@ pub const RIR_STATUSES: [&str; 2] = ["allocated", "assigned"];
 /// RIR statistics exchange format: skips the version line, summary lines and
 /// comments; IPv4 values are address counts (split into exact CIDRs), IPv6 values
 /// prefix lengths; only allocated and assigned records count.
-pub fn parse_rir(source: &str, text: &str, db: &mut RegionDb) -> Result<()> {
+pub fn parse_rir(source: &str, text: &str, db: &mut RegionDb) -> Result<(), RegionError> {
     let mut records = 0usize;
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -70,7 +68,7 @@ pub fn parse_rir(source: &str, text: &str, db: &mut RegionDb) -> Result<()> {
         db.add(cc, None, source, prefixes);
     }
     if records == 0 {
-        bail!("{source}: no records: not a RIR statistics file?");
+        return Err(RegionError::Empty { source_name: source.to_owned(), what: "records", format: "RIR statistics" });
     }
     Ok(())
 }
@@ -100,8 +98,22 @@ mod tests {
         assert!(!db.regions.contains_key("ZZ"));
     }
 
+    /// The record error's line and reason.
+    fn refused(text: &str) -> (usize, String) {
+        match parse_rir("afr.txt", text, &mut RegionDb::default()) {
+            Err(RegionError::Record(r)) => (r.line, r.reason),
+            other => panic!("expected a record error, got {other:?}"),
+        }
+    }
+
     #[test]
     fn rir_errors_name_line_and_content() {
+        assert_eq!(refused("x|ZA|ipv4|255.255.255.0|512|1|allocated\n"), (1, "address count out of range".into()));
+        assert_eq!(refused("2|x|1|1|1|1|1\nx|ZA|ipv6|192.0.2.0|32|1|allocated\n").0, 2);
+        assert!(matches!(
+            parse_rir("afr.txt", "# nothing\n", &mut RegionDb::default()),
+            Err(RegionError::Empty { what: "records", .. })
+        ));
         let mut db = RegionDb::default();
         let e = parse_rir("afr.txt", "2|x|1|1|1|1|1\nx|ZA|ipv4|192.0.2.0|abc|1|allocated\n", &mut db).unwrap_err();
         assert_eq!(e.to_string(), "afr.txt:2: bad address count: \"x|ZA|ipv4|192.0.2.0|abc|1|allocated\"");
