@@ -451,5 +451,5 @@ pub fn detach(root: &Path, iface: &str) -> Result<()> {
         bail!("nothing to detach: blocker has no pins for {iface} under {}", dir.display());
     }
     let _lock = PinLock::acquire(&dir, iface)?;
-    remove_pins(&dir)
+    Ok(remove_pins(&dir)?)
 }

@@ -12,8 +12,45 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{anyhow, bail, Context as _, Result};
 use blocker_common::LAYOUT_VERSION;
+
+/// Why pinned state cannot be used. Each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("cannot {action} {path}: {error}")]
+    Io { action: &'static str, path: PathBuf, error: std::io::Error },
+    #[error(
+        "no bpffs on /sys/fs/bpf and mounting one failed ({error}): mount it (`mount -t bpf bpf /sys/fs/bpf`) \
+         or give blocker CAP_SYS_ADMIN"
+    )]
+    MountFailed { error: std::io::Error },
+    #[error("{root} is not on a bpffs: pins need one (mount -t bpf bpf DIR)")]
+    NotBpffs { root: PathBuf },
+    /// Pins that would vanish with blocker's own mount namespace.
+    #[error(
+        "{root}: this bpffs is mounted only in blocker's own mount namespace, not in PID 1's: its pins, and so \
+         the attachment, would vanish when blocker exits, and the interface would pass everything. Run blocker \
+         in the host's mount namespace (`nsenter --net=/run/netns/NAME blocker ...`, not `ip netns exec`, which \
+         remounts /sys privately; no PrivateMounts= in a unit), or give --pin-root a directory on a bpffs \
+         mounted in the host's namespace, or pass --detach-on-exit if nothing should outlive blocker"
+    )]
+    Private { root: PathBuf },
+    #[error(
+        "{path}: owned by uid {uid}, not by blocker's user (uid {euid}): another user may have put pins there; \
+         remove it (rm -r {path}) and start blocker again"
+    )]
+    ForeignOwner { path: PathBuf, uid: u32, euid: u32 },
+    #[error("{path}: not a directory (blocker keeps its pins there): remove it and start blocker again")]
+    NotADirectory { path: PathBuf },
+    #[error("another blocker process is managing {iface} (it holds the lock on {dir}); stop it first")]
+    Locked { iface: String, dir: PathBuf },
+}
+
+impl PinError {
+    fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> PinError + 'a {
+        move |error| PinError::Io { action, path: path.to_owned(), error }
+    }
+}
 
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/blocker";
 
@@ -42,19 +79,15 @@ fn statfs_type(path: &Path) -> Option<i64> {
 
 /// Makes sure `root` lives on a bpffs, mounting /sys/fs/bpf if nothing is mounted
 /// there yet (many distributions do not mount it at boot).
-pub fn ensure_bpffs(root: &Path) -> Result<()> {
+pub fn ensure_bpffs(root: &Path) -> Result<(), PinError> {
     let sys_bpf = Path::new("/sys/fs/bpf");
     if root.starts_with(sys_bpf) && statfs_type(sys_bpf) != Some(BPF_FS_MAGIC) {
-        let src = CString::new("bpf")?;
-        let dst = CString::new("/sys/fs/bpf")?;
-        // SAFETY: valid NUL-terminated strings, no data argument.
+        let (src, dst) = (c"bpf", c"/sys/fs/bpf");
+        // SAFETY: mount only reads the NUL-terminated strings, which are static;
+        // a bpffs takes no data argument.
         let rc = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), src.as_ptr(), 0, std::ptr::null()) };
         if rc != 0 {
-            bail!(
-                "no bpffs on /sys/fs/bpf and mounting one failed ({}): mount it \
-                 (`mount -t bpf bpf /sys/fs/bpf`) or give blocker CAP_SYS_ADMIN",
-                std::io::Error::last_os_error()
-            );
+            return Err(PinError::MountFailed { error: std::io::Error::last_os_error() });
         }
         log::info!("mounted bpffs on /sys/fs/bpf");
     }
@@ -63,7 +96,7 @@ pub fn ensure_bpffs(root: &Path) -> Result<()> {
 
 /// Refuses a pin root that is not on a bpffs (below /sys/fs/bpf, which `run`
 /// mounts if it must, is accepted). `check-config` applies it too.
-pub fn check_pin_root(root: &Path) -> Result<()> {
+pub fn check_pin_root(root: &Path) -> Result<(), PinError> {
     if root.starts_with("/sys/fs/bpf") && statfs_type(Path::new("/sys/fs/bpf")) != Some(BPF_FS_MAGIC) {
         return Ok(()); // `run` mounts a bpffs there first
     }
@@ -74,7 +107,7 @@ pub fn check_pin_root(root: &Path) -> Result<()> {
         }
     }
     if statfs_type(&probe) != Some(BPF_FS_MAGIC) {
-        bail!("{} is not on a bpffs: pins need one (mount -t bpf bpf DIR)", root.display());
+        return Err(PinError::NotBpffs { root: root.to_owned() });
     }
     Ok(())
 }
@@ -126,7 +159,7 @@ pub fn pin_life(root: &Path) -> PinLife {
 /// Refuses to start when the pins would not outlive blocker and the operator
 /// relies on them (no --detach-on-exit): blocker never claims a persistence it
 /// does not have.
-pub fn check_pin_life(root: &Path, detach_on_exit: bool) -> Result<PinLife> {
+pub fn check_pin_life(root: &Path, detach_on_exit: bool) -> Result<PinLife, PinError> {
     let life = pin_life(root);
     match &life {
         PinLife::Lasting { mount_point } => {
@@ -137,15 +170,7 @@ pub fn check_pin_life(root: &Path, detach_on_exit: bool) -> Result<PinLife> {
              --detach-on-exit, which detaches on exit anyway",
             root.display()
         ),
-        PinLife::Private => bail!(
-            "{}: this bpffs is mounted only in blocker's own mount namespace, not in PID 1's: its pins, and so \
-             the attachment, would vanish when blocker exits, and the interface would pass everything. \
-             Run blocker in the host's mount namespace (`nsenter --net=/run/netns/NAME blocker ...`, not \
-             `ip netns exec`, which remounts /sys privately; no PrivateMounts= in a unit), or give --pin-root \
-             a directory on a bpffs mounted in the host's namespace, or pass --detach-on-exit if nothing \
-             should outlive blocker",
-            root.display()
-        ),
+        PinLife::Private => return Err(PinError::Private { root: root.to_owned() }),
         PinLife::Unknown { why } => log::warn!(
             "{}: cannot tell whether the pins outlive blocker ({why}); they last only as long as this bpffs \
              stays mounted",
@@ -162,19 +187,12 @@ pub fn check_pin_life(root: &Path, detach_on_exit: bool) -> Result<PinLife> {
 /// another user is refused, as is any entry of the interface's directory that is
 /// not ours. Otherwise a local user could plant pins, delete the link pin, or hold
 /// the directory lock (`PinLock`).
-pub fn secure_pin_dir(root: &Path, iface: &str) -> Result<PathBuf> {
+pub fn secure_pin_dir(root: &Path, iface: &str) -> Result<PathBuf, PinError> {
     use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as _};
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     let dir = iface_dir(root, iface);
-    let refuse_owner = |path: &Path, uid: u32| {
-        anyhow!(
-            "{}: owned by uid {uid}, not by blocker's user (uid {euid}): another user may have put pins \
-             there; remove it (rm -r {}) and start blocker again",
-            path.display(),
-            path.display()
-        )
-    };
+    let refuse_owner = |path: &Path, uid: u32| PinError::ForeignOwner { path: path.to_owned(), uid, euid };
     for level in [root.to_path_buf(), layout_dir(root), dir.clone()] {
         match std::fs::symlink_metadata(&level) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -182,22 +200,19 @@ pub fn secure_pin_dir(root: &Path, iface: &str) -> Result<PathBuf> {
                     .recursive(true)
                     .mode(0o700)
                     .create(&level)
-                    .with_context(|| format!("cannot create {}", level.display()))?;
+                    .map_err(PinError::io("create", &level))?;
             }
-            Err(e) => return Err(anyhow!(e).context(format!("cannot inspect {}", level.display()))),
+            Err(e) => return Err(PinError::io("inspect", &level)(e)),
             Ok(meta) => {
                 if !meta.file_type().is_dir() {
-                    bail!(
-                        "{}: not a directory (blocker keeps its pins there): remove it and start blocker again",
-                        level.display()
-                    );
+                    return Err(PinError::NotADirectory { path: level });
                 }
                 if meta.uid() != euid {
                     return Err(refuse_owner(&level, meta.uid()));
                 }
                 if meta.mode() & 0o077 != 0 {
                     std::fs::set_permissions(&level, std::fs::Permissions::from_mode(0o700))
-                        .with_context(|| format!("cannot set {} to mode 0700", level.display()))?;
+                        .map_err(PinError::io("set mode 0700 on", &level))?;
                     log::warn!(
                         "{}: was mode {:o}, open to other users; set to 0700",
                         level.display(),
@@ -207,9 +222,9 @@ pub fn secure_pin_dir(root: &Path, iface: &str) -> Result<PathBuf> {
             }
         }
     }
-    for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {}", dir.display()))? {
-        let entry = entry?;
-        let meta = entry.metadata()?;
+    for entry in std::fs::read_dir(&dir).map_err(PinError::io("read", &dir))? {
+        let entry = entry.map_err(PinError::io("read", &dir))?;
+        let meta = entry.metadata().map_err(PinError::io("inspect", &entry.path()))?;
         if meta.uid() != euid {
             return Err(refuse_owner(&entry.path(), meta.uid()));
         }
@@ -223,25 +238,21 @@ pub struct PinLock {
 }
 
 impl PinLock {
-    pub fn acquire(dir: &Path, iface: &str) -> Result<Self> {
-        let file = File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    pub fn acquire(dir: &Path, iface: &str) -> Result<Self, PinError> {
+        let file = File::open(dir).map_err(PinError::io("open", dir))?;
         // SAFETY: flock on an fd we own.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                bail!(
-                    "another blocker process is managing {iface} (it holds the lock on {}); \
-                     stop it first",
-                    dir.display()
-                );
+                return Err(PinError::Locked { iface: iface.to_owned(), dir: dir.to_owned() });
             }
-            return Err(anyhow!(err).context(format!("cannot lock {}", dir.display())));
+            return Err(PinError::io("lock", dir)(err));
         }
         Ok(Self { _dir: file })
     }
 
     /// Another handle on the same lock (a flock holds while any handle is open).
-    pub fn try_clone(&self) -> Result<Self> {
+    pub fn try_clone(&self) -> std::io::Result<Self> {
         Ok(Self { _dir: self._dir.try_clone()? })
     }
 }
@@ -255,22 +266,22 @@ pub fn has_pinned_link(root: &Path, iface: &str) -> bool {
 
 /// Deletes a pin directory. Unpinning the link drops its last reference, which
 /// detaches the program (unless another pin holds the link).
-pub fn remove_pins(dir: &Path) -> Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+pub fn remove_pins(dir: &Path) -> Result<(), PinError> {
+    for entry in std::fs::read_dir(dir).map_err(PinError::io("read", dir))? {
+        let path = entry.map_err(PinError::io("read", dir))?.path();
+        std::fs::remove_file(&path).map_err(PinError::io("remove", &path))?;
     }
-    std::fs::remove_dir(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    std::fs::remove_dir(dir).map_err(PinError::io("remove", dir))?;
     Ok(())
 }
 
 /// Pin directories of `iface` under layout versions other than ours: ("vN", dir).
-pub(super) fn other_layouts(root: &Path, iface: &str) -> Result<Vec<(String, PathBuf)>> {
+pub(super) fn other_layouts(root: &Path, iface: &str) -> Result<Vec<(String, PathBuf)>, PinError> {
     let ours = format!("v{LAYOUT_VERSION}");
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(root) else { return Ok(out) };
     for e in entries {
-        let name = e?.file_name().to_string_lossy().into_owned();
+        let name = e.map_err(PinError::io("read", root))?.file_name().to_string_lossy().into_owned();
         let is_layout = name.strip_prefix('v').is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
         let dir = root.join(&name).join(iface);
         if is_layout && name != ours && dir.is_dir() {
@@ -282,18 +293,36 @@ pub(super) fn other_layouts(root: &Path, iface: &str) -> Result<Vec<(String, Pat
 }
 
 /// Interfaces that have pins under `root`.
-pub fn pinned_interfaces(root: &Path) -> Result<Vec<String>> {
+pub fn pinned_interfaces(root: &Path) -> Result<Vec<String>, PinError> {
     let dir = layout_dir(root);
     let mut out = Vec::new();
     match std::fs::read_dir(&dir) {
         Ok(rd) => {
             for e in rd {
-                out.push(e?.file_name().to_string_lossy().into_owned());
+                out.push(e.map_err(PinError::io("read", &dir))?.file_name().to_string_lossy().into_owned());
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(anyhow!(e).context(format!("cannot read {}", dir.display()))),
+        Err(e) => return Err(PinError::io("read", &dir)(e)),
     }
     out.sort();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_root_off_bpffs_is_refused_and_a_held_lock_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("pins");
+        assert!(matches!(check_pin_root(&root), Err(PinError::NotBpffs { root: r }) if r == root));
+        let first = PinLock::acquire(tmp.path(), "eth0").unwrap();
+        let e = PinLock::acquire(tmp.path(), "eth0").err().expect("the lock is held");
+        assert!(matches!(&e, PinError::Locked { iface, .. } if iface == "eth0"), "{e}");
+        assert!(e.to_string().contains("stop it first"), "{e}");
+        drop(first);
+        PinLock::acquire(tmp.path(), "eth0").unwrap();
+    }
 }
