@@ -342,9 +342,9 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
     let tag = family_name(family).to_ascii_lowercase();
     let pools: Vec<Vec<u128>> =
         MIXES.iter().map(|(_, hits)| pool(table, family, *hits, table.entries(family).len())).collect();
-    let mut sender = sender(family, net, pins, &tag, frames);
-    let BlockerRows { mut rows, dropped, passed, map_memory } =
-        measure_blocker(family, table, &mut sender, pins, &tag, &pools);
+    let sender = sender(family, net, pins, &tag, frames);
+    let mut bench = FamilyBench { family, table, sender, pins, tag, pools };
+    let BlockerRows { mut rows, dropped, passed, map_memory } = bench.blocker();
     let prefixes = table.entries(family).len();
     if std::env::var_os("BLOCKER_BENCH_QUICK").is_some() {
         // Profiling knob: floor and blocker only.
@@ -352,9 +352,9 @@ fn run_family(family: Family, table: &CompiledTable, net: &Net, pins: &std::path
         let (load_lpm, load_nft, load_ipset) = (Duration::ZERO, none, none);
         return FamilyRun { family, prefixes, rows, dropped, passed, load_lpm, load_nft, load_ipset, map_memory };
     }
-    let (lpm_row, load_lpm) = measure_lpm(family, table, &mut sender, pins, &tag, &pools);
+    let (lpm_row, load_lpm) = bench.lpm();
     rows.push(lpm_row);
-    let (stack_rows, load_nft, load_ipset) = measure_stack_filters(family, table, &mut sender, net, pins, &tag, &pools);
+    let (stack_rows, load_nft, load_ipset) = bench.stack_filters();
     rows.extend(stack_rows);
     FamilyRun { family, prefixes, rows, dropped, passed, load_lpm, load_nft, load_ipset, map_memory }
 }
@@ -381,189 +381,192 @@ struct BlockerRows {
     map_memory: Vec<(String, u64)>,
 }
 
-/// The floor and blocker in alternating rounds (and the other IPv4 layout),
-/// then blocker's profile rows: a cache-hot working set, the table cut to /16.
-fn measure_blocker(
+/// What every measurement of one address family runs with: the world table, the
+/// sender, the address pools of the hit mixes, and where the programs pin their maps
+/// (`tag` keeps the families' pins apart).
+struct FamilyBench<'a> {
     family: Family,
-    table: &CompiledTable,
-    sender: &mut Sender,
-    pins: &std::path::Path,
-    tag: &str,
-    pools: &[Vec<u128>],
-) -> BlockerRows {
-    let mut rows = Vec::new();
-    // The floor (a bare XDP_DROP) and blocker with the world table, in alternating
-    // rounds: this VM's rates drift by 15 % and more between runs, so the ratio of
-    // medians taken side by side is what holds. Then blocker with every source from
-    // 64 prefixes, a working set that stays in cache: the difference is the cost of
-    // the table's memory.
-    Net::enter(&sender.net.rx);
-    let mut floor_obj = common::load_bench_object(&pins::iface_dir(pins, &format!("rx-floor-{tag}")));
-    let floor = &mut floor_obj;
-    let dir = pins::iface_dir(pins, &format!("rx-blocker-{tag}"));
-    let mut maps = DataplaneMaps::load(&dir, 0).unwrap();
-    let report = maps.apply(table, DEFAULT_TABLE_MEMORY).unwrap();
-    // Profile (IPv4): the same table in the other IPv4 layout, in the same rounds.
-    let alt_shape = other_v4_layout(report.shape);
-    let mut alt = (family == Family::V4).then(|| {
-        let mut alt = DataplaneMaps::load(&pins::iface_dir(pins, &format!("rx-alt-{tag}")), 0).unwrap();
-        alt.apply_with_shape(table, DEFAULT_TABLE_MEMORY, Some(alt_shape)).unwrap();
-        alt
-    });
-    let rounds = knob("BLOCKER_BENCH_ROUNDS", 3usize).max(1);
-    let (mut floor_rounds, mut blocker_rounds, mut alt_rounds) = (Vec::new(), Vec::new(), Vec::new());
-    let before = maps.counters().unwrap();
-    let name = if family == Family::V4 {
-        format!("blocker, world table ({})", layout_text(report.shape))
-    } else {
-        "blocker, world table".to_string()
-    };
-    for _ in 0..rounds {
-        let link = attach(floor, PROGRAM_DROP_FLOOR);
-        floor_rounds.push(sender.measure("XDP_DROP only (floor)", pools));
-        detach(floor, PROGRAM_DROP_FLOOR, link);
-        let rx = maps.ebpf_mut().unwrap();
-        let link = attach(rx, PROGRAM_NAME);
-        blocker_rounds.push(sender.measure(&name, pools));
-        detach(rx, PROGRAM_NAME, link);
-        if let Some(alt) = &mut alt {
-            let rx = alt.ebpf_mut().unwrap();
+    table: &'a CompiledTable,
+    sender: Sender<'a>,
+    pins: &'a std::path::Path,
+    tag: String,
+    pools: Vec<Vec<u128>>,
+}
+
+impl FamilyBench<'_> {
+    /// The floor and blocker in alternating rounds (and the other IPv4 layout),
+    /// then blocker's profile rows: a cache-hot working set, the table cut to /16.
+    fn blocker(&mut self) -> BlockerRows {
+        let (family, table, pins, tag, pools) = (self.family, self.table, self.pins, self.tag.as_str(), &self.pools);
+        let sender = &mut self.sender;
+        let mut rows = Vec::new();
+        // The floor (a bare XDP_DROP) and blocker with the world table, in alternating
+        // rounds: this VM's rates drift by 15 % and more between runs, so the ratio of
+        // medians taken side by side is what holds. Then blocker with every source from
+        // 64 prefixes, a working set that stays in cache: the difference is the cost of
+        // the table's memory.
+        Net::enter(&sender.net.rx);
+        let mut floor_obj = common::load_bench_object(&pins::iface_dir(pins, &format!("rx-floor-{tag}")));
+        let floor = &mut floor_obj;
+        let dir = pins::iface_dir(pins, &format!("rx-blocker-{tag}"));
+        let mut maps = DataplaneMaps::load(&dir, 0).unwrap();
+        let report = maps.apply(table, DEFAULT_TABLE_MEMORY).unwrap();
+        // Profile (IPv4): the same table in the other IPv4 layout, in the same rounds.
+        let alt_shape = other_v4_layout(report.shape);
+        let mut alt = (family == Family::V4).then(|| {
+            let mut alt = DataplaneMaps::load(&pins::iface_dir(pins, &format!("rx-alt-{tag}")), 0).unwrap();
+            alt.apply_with_shape(table, DEFAULT_TABLE_MEMORY, Some(alt_shape)).unwrap();
+            alt
+        });
+        let rounds = knob("BLOCKER_BENCH_ROUNDS", 3usize).max(1);
+        let (mut floor_rounds, mut blocker_rounds, mut alt_rounds) = (Vec::new(), Vec::new(), Vec::new());
+        let before = maps.counters().unwrap();
+        let name = if family == Family::V4 {
+            format!("blocker, world table ({})", layout_text(report.shape))
+        } else {
+            "blocker, world table".to_string()
+        };
+        for _ in 0..rounds {
+            let link = attach(floor, PROGRAM_DROP_FLOOR);
+            floor_rounds.push(sender.measure("XDP_DROP only (floor)", pools));
+            detach(floor, PROGRAM_DROP_FLOOR, link);
+            let rx = maps.ebpf_mut().unwrap();
             let link = attach(rx, PROGRAM_NAME);
-            alt_rounds.push(sender.measure(&format!("blocker, the same in {}", layout_text(alt_shape)), pools));
+            blocker_rounds.push(sender.measure(&name, pools));
             detach(rx, PROGRAM_NAME, link);
+            if let Some(alt) = &mut alt {
+                let rx = alt.ebpf_mut().unwrap();
+                let link = attach(rx, PROGRAM_NAME);
+                alt_rounds.push(sender.measure(&format!("blocker, the same in {}", layout_text(alt_shape)), pools));
+                detach(rx, PROGRAM_NAME, link);
+            }
         }
+        drop(alt);
+        let after = maps.counters().unwrap();
+        rows.push(median_of(floor_rounds));
+        rows.push(median_of(blocker_rounds));
+        if !alt_rounds.is_empty() {
+            rows.push(median_of(alt_rounds));
+        }
+        let link = attach(maps.ebpf_mut().unwrap(), PROGRAM_NAME);
+        // Profiling knob: how many prefixes the working-set row draws from.
+        let hot = knob("BLOCKER_BENCH_HOT_PREFIXES", 64usize);
+        let name = format!("blocker, sources from {hot} prefixes only (cache-hot)");
+        rows.push(sender.measure(&name, &[pool(table, family, 100, hot)]));
+        // Profile: the same sources against the table cut to /16 (every prefix widened to
+        // its /16), so that every lookup is one read of the root: what each further
+        // dependent read costs shows as the difference to the world-table row.
+        detach(maps.ebpf_mut().unwrap(), PROGRAM_NAME, link);
+        maps.apply(&widened_to_16(table), DEFAULT_TABLE_MEMORY).unwrap();
+        attach(maps.ebpf_mut().unwrap(), PROGRAM_NAME);
+        rows.push(sender.measure("blocker, table cut to /16 (one read per lookup)", &pools[..1]));
+        let mut map_memory = blocker::dataplane::maps::pinned_map_memory(&dir).unwrap();
+        map_memory.push(("classifier maps of the table".into(), report.table_bytes));
+        drop(maps);
+        drop(floor_obj);
+        let (dropped, passed) = (after.global[1] - before.global[1], after.global[0] - before.global[0]);
+        BlockerRows { rows, dropped, passed, map_memory }
     }
-    drop(alt);
-    let after = maps.counters().unwrap();
-    rows.push(median_of(floor_rounds));
-    rows.push(median_of(blocker_rounds));
-    if !alt_rounds.is_empty() {
-        rows.push(median_of(alt_rounds));
-    }
-    let link = attach(maps.ebpf_mut().unwrap(), PROGRAM_NAME);
-    // Profiling knob: how many prefixes the working-set row draws from.
-    let hot = knob("BLOCKER_BENCH_HOT_PREFIXES", 64usize);
-    let name = format!("blocker, sources from {hot} prefixes only (cache-hot)");
-    rows.push(sender.measure(&name, &[pool(table, family, 100, hot)]));
-    // Profile: the same sources against the table cut to /16 (every prefix widened to
-    // its /16), so that every lookup is one read of the root: what each further
-    // dependent read costs shows as the difference to the world-table row.
-    detach(maps.ebpf_mut().unwrap(), PROGRAM_NAME, link);
-    maps.apply(&widened_to_16(table), DEFAULT_TABLE_MEMORY).unwrap();
-    attach(maps.ebpf_mut().unwrap(), PROGRAM_NAME);
-    rows.push(sender.measure("blocker, table cut to /16 (one read per lookup)", &pools[..1]));
-    let mut map_memory = blocker::dataplane::maps::pinned_map_memory(&dir).unwrap();
-    map_memory.push(("classifier maps of the table".into(), report.table_bytes));
-    drop(maps);
-    drop(floor_obj);
-    let (dropped, passed) = (after.global[1] - before.global[1], after.global[0] - before.global[0]);
-    BlockerRows { rows, dropped, passed, map_memory }
-}
 
-/// The same filter with the kernel LPM trie as classifier, and how long filling
-/// the trie took.
-fn measure_lpm(
-    family: Family,
-    table: &CompiledTable,
-    sender: &mut Sender,
-    pins: &std::path::Path,
-    tag: &str,
-    pools: &[Vec<u128>],
-) -> (Receiver, Duration) {
-    // blocker with the kernel LPM trie.
-    let dir = pins::iface_dir(pins, &format!("rx-lpm-{tag}"));
-    let mut maps = DataplaneMaps::load(&dir, 0).unwrap();
-    maps.apply(table, DEFAULT_TABLE_MEMORY).unwrap();
-    let ids: HashMap<String, u32> = maps.counters().unwrap().lists.into_iter().map(|l| (l.name, l.id)).collect();
-    // The baseline, from the benchmark's object, on the same pinned maps.
-    let mut lpm_obj = common::load_bench_object(&dir);
-    let rx = &mut lpm_obj;
-    let leaf = |list: usize| {
-        let l = &table.lists[list];
-        u32::from(blocker_common::classifier::leaf(l.action.code(), ids[&l.name]))
-    };
-    let started = Instant::now();
-    match family {
-        Family::V4 => {
-            let mut lpm: LpmTrie<&mut MapData, [u8; 4], u32> = rx.map_mut(LPM_V4).unwrap().try_into().unwrap();
-            for r in &table.v4 {
-                for p in r.prefixes(family) {
-                    lpm.insert(&Key::new(u32::from(p.len), (p.addr as u32).to_be_bytes()), leaf(r.list), 0).unwrap();
+    /// The same filter with the kernel LPM trie as classifier, and how long filling
+    /// the trie took.
+    fn lpm(&mut self) -> (Receiver, Duration) {
+        let (family, table, pins, tag, pools) = (self.family, self.table, self.pins, self.tag.as_str(), &self.pools);
+        let sender = &mut self.sender;
+        // blocker with the kernel LPM trie.
+        let dir = pins::iface_dir(pins, &format!("rx-lpm-{tag}"));
+        let mut maps = DataplaneMaps::load(&dir, 0).unwrap();
+        maps.apply(table, DEFAULT_TABLE_MEMORY).unwrap();
+        let ids: HashMap<String, u32> = maps.counters().unwrap().lists.into_iter().map(|l| (l.name, l.id)).collect();
+        // The baseline, from the benchmark's object, on the same pinned maps.
+        let mut lpm_obj = common::load_bench_object(&dir);
+        let rx = &mut lpm_obj;
+        let leaf = |list: usize| {
+            let l = &table.lists[list];
+            u32::from(blocker_common::classifier::leaf(l.action.code(), ids[&l.name]))
+        };
+        let started = Instant::now();
+        match family {
+            Family::V4 => {
+                let mut lpm: LpmTrie<&mut MapData, [u8; 4], u32> = rx.map_mut(LPM_V4).unwrap().try_into().unwrap();
+                for r in &table.v4 {
+                    for p in r.prefixes(family) {
+                        lpm.insert(&Key::new(u32::from(p.len), (p.addr as u32).to_be_bytes()), leaf(r.list), 0)
+                            .unwrap();
+                    }
+                }
+            }
+            Family::V6 => {
+                let mut lpm: LpmTrie<&mut MapData, [u8; 16], u32> = rx.map_mut(LPM_V6).unwrap().try_into().unwrap();
+                for r in &table.v6 {
+                    for p in r.prefixes(family) {
+                        lpm.insert(&Key::new(u32::from(p.len), p.addr.to_be_bytes()), leaf(r.list), 0).unwrap();
+                    }
                 }
             }
         }
-        Family::V6 => {
-            let mut lpm: LpmTrie<&mut MapData, [u8; 16], u32> = rx.map_mut(LPM_V6).unwrap().try_into().unwrap();
-            for r in &table.v6 {
-                for p in r.prefixes(family) {
-                    lpm.insert(&Key::new(u32::from(p.len), p.addr.to_be_bytes()), leaf(r.list), 0).unwrap();
-                }
-            }
-        }
+        let load_lpm = started.elapsed();
+        attach(rx, PROGRAM_LPM_BASELINE);
+        let row = sender.measure("kernel LPM trie, world table", pools);
+        drop(lpm_obj);
+        drop(maps);
+        (row, load_lpm)
     }
-    let load_lpm = started.elapsed();
-    attach(rx, PROGRAM_LPM_BASELINE);
-    let row = sender.measure("kernel LPM trie, world table", pools);
-    drop(lpm_obj);
-    drop(maps);
-    (row, load_lpm)
-}
 
-/// XDP_PASS with the stack's filters behind it: nftables with an interval set,
-/// ip(6)tables with ipset; then no filter at all. With the time each took to load.
-fn measure_stack_filters(
-    family: Family,
-    table: &CompiledTable,
-    sender: &mut Sender,
-    net: &Net,
-    pins: &std::path::Path,
-    tag: &str,
-    pools: &[Vec<u128>],
-) -> (Vec<Receiver>, (Duration, u64), (Duration, u64)) {
-    let mut rows = Vec::new();
-    // XDP_PASS, then nftables netdev ingress with an interval set.
-    let (addr_type, match_kw) = if family == Family::V4 { ("ipv4_addr", "ip") } else { ("ipv6_addr", "ip6") };
-    let prefixes: Vec<String> =
-        table.entries(family).iter().flat_map(|r| r.prefixes(family)).map(|p| p.to_string()).collect();
-    let nft = format!(
+    /// XDP_PASS with the stack's filters behind it: nftables with an interval set,
+    /// ip(6)tables with ipset; then no filter at all. With the time each took to load.
+    fn stack_filters(&mut self) -> (Vec<Receiver>, (Duration, u64), (Duration, u64)) {
+        let (family, table, pins, tag, pools) = (self.family, self.table, self.pins, self.tag.as_str(), &self.pools);
+        let sender = &mut self.sender;
+        let net = sender.net;
+        let mut rows = Vec::new();
+        // XDP_PASS, then nftables netdev ingress with an interval set.
+        let (addr_type, match_kw) = if family == Family::V4 { ("ipv4_addr", "ip") } else { ("ipv6_addr", "ip6") };
+        let prefixes: Vec<String> =
+            table.entries(family).iter().flat_map(|r| r.prefixes(family)).map(|p| p.to_string()).collect();
+        let nft = format!(
         "table netdev blk {{\n  set deny {{\n    type {addr_type}; flags interval; auto-merge;\n    elements = {{ {} }}\n  }}\n  \
          chain ingress {{\n    type filter hook ingress device \"e2erx\" priority -500; policy accept;\n    {match_kw} saddr @deny drop\n  }}\n}}\n",
         prefixes.join(", ")
     );
-    let nft_file = std::env::temp_dir().join(format!("blocker-e2e-{}-{tag}.nft", std::process::id()));
-    std::fs::write(&nft_file, nft).unwrap();
-    let load_nft = run_measured(
-        Command::new("ip").args(["netns", "exec", &net.rx, "nft", "-f", nft_file.to_str().unwrap()]),
-        None,
-    );
-    let mut pass_obj = common::load_bench_object(&pins::iface_dir(pins, &format!("rx-pass-{tag}")));
-    let rx = &mut pass_obj;
-    attach(rx, PROGRAM_PASS_FLOOR);
-    rows.push(sender.measure("XDP_PASS + nftables netdev ingress, interval set", pools));
-    net.in_rx("nft", &["delete", "table", "netdev", "blk"]);
+        let nft_file = std::env::temp_dir().join(format!("blocker-e2e-{}-{tag}.nft", std::process::id()));
+        std::fs::write(&nft_file, nft).unwrap();
+        let load_nft = run_measured(
+            Command::new("ip").args(["netns", "exec", &net.rx, "nft", "-f", nft_file.to_str().unwrap()]),
+            None,
+        );
+        let mut pass_obj = common::load_bench_object(&pins::iface_dir(pins, &format!("rx-pass-{tag}")));
+        let rx = &mut pass_obj;
+        attach(rx, PROGRAM_PASS_FLOOR);
+        rows.push(sender.measure("XDP_PASS + nftables netdev ingress, interval set", pools));
+        net.in_rx("nft", &["delete", "table", "netdev", "blk"]);
 
-    // XDP_PASS, then ip(6)tables raw PREROUTING with ipset hash:net.
-    let (set_family, iptables) = if family == Family::V4 { ("inet", "iptables") } else { ("inet6", "ip6tables") };
-    let mut restore = format!("create blkdeny hash:net family {set_family} maxelem 1048576\n");
-    for p in &prefixes {
-        let _ = writeln!(restore, "add blkdeny {p}");
+        // XDP_PASS, then ip(6)tables raw PREROUTING with ipset hash:net.
+        let (set_family, iptables) = if family == Family::V4 { ("inet", "iptables") } else { ("inet6", "ip6tables") };
+        let mut restore = format!("create blkdeny hash:net family {set_family} maxelem 1048576\n");
+        for p in &prefixes {
+            let _ = writeln!(restore, "add blkdeny {p}");
+        }
+        let restore_file = std::env::temp_dir().join(format!("blocker-e2e-{}-{tag}.ipset", std::process::id()));
+        std::fs::write(&restore_file, restore).unwrap();
+        let mut restore_cmd = Command::new("ip");
+        restore_cmd.args(["netns", "exec", &net.rx, "ipset", "-exist", "restore"]);
+        let load_ipset = run_measured(&mut restore_cmd, Some(&restore_file));
+        net.in_rx(
+            iptables,
+            &["-t", "raw", "-A", "PREROUTING", "-m", "set", "--match-set", "blkdeny", "src", "-j", "DROP"],
+        );
+        rows.push(sender.measure(&format!("XDP_PASS + {iptables} raw PREROUTING, ipset hash:net"), pools));
+        net.in_rx(iptables, &["-t", "raw", "-F", "PREROUTING"]);
+        net.in_rx("ipset", &["destroy", "blkdeny"]);
+
+        // XDP_PASS, no filter: the stack handles every packet.
+        rows.push(sender.measure("XDP_PASS, no filter", pools));
+        drop(pass_obj);
+        let _ = std::fs::remove_file(&nft_file);
+        let _ = std::fs::remove_file(&restore_file);
+        (rows, load_nft, load_ipset)
     }
-    let restore_file = std::env::temp_dir().join(format!("blocker-e2e-{}-{tag}.ipset", std::process::id()));
-    std::fs::write(&restore_file, restore).unwrap();
-    let mut restore_cmd = Command::new("ip");
-    restore_cmd.args(["netns", "exec", &net.rx, "ipset", "-exist", "restore"]);
-    let load_ipset = run_measured(&mut restore_cmd, Some(&restore_file));
-    net.in_rx(iptables, &["-t", "raw", "-A", "PREROUTING", "-m", "set", "--match-set", "blkdeny", "src", "-j", "DROP"]);
-    rows.push(sender.measure(&format!("XDP_PASS + {iptables} raw PREROUTING, ipset hash:net"), pools));
-    net.in_rx(iptables, &["-t", "raw", "-F", "PREROUTING"]);
-    net.in_rx("ipset", &["destroy", "blkdeny"]);
-
-    // XDP_PASS, no filter: the stack handles every packet.
-    rows.push(sender.measure("XDP_PASS, no filter", pools));
-    drop(pass_obj);
-    let _ = std::fs::remove_file(&nft_file);
-    let _ = std::fs::remove_file(&restore_file);
-    (rows, load_nft, load_ipset)
 }
 
 /// `table` with every prefix longer than /16 widened to its /16 (overlaps resolved

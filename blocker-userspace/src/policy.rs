@@ -8,16 +8,14 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::Result;
-
 use blocker_common::{ACTION_DROP, ACTION_MONITOR, ACTION_PASS};
 
 use crate::{
     net::{complement, Family, Prefix},
     source::{
-        cidr_list::{parse_list, read_list, ListSource},
-        fetch::{FetchOptions, Fetched, UrlAccess},
-        region::{db::RegionDb, load_all, RegionSource},
+        cidr_list::{parse_list, read_list, ListError, ListSource},
+        fetch::{CheckError, FetchError, FetchOptions, Fetched, ObtainError, UrlAccess},
+        region::{db::RegionDb, load_all, RegionError, RegionSource},
         spec::Refresh,
     },
 };
@@ -110,9 +108,15 @@ pub enum PolicyError {
     BadNeverBlock { text: String, reason: crate::net::LineError },
     #[error(transparent)]
     UnknownCountry(#[from] crate::source::region::db::UnknownCountry),
-    /// A list or region source that could not be read (it names itself).
+    /// A list that could not be read or parsed (it names its file or URL).
     #[error(transparent)]
-    Source(#[from] anyhow::Error),
+    List(#[from] ListError),
+    /// A list URL that could not be fetched, with no copy to use.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// Region data that could not be read (it names the source).
+    #[error(transparent)]
+    Region(#[from] RegionError),
 }
 
 /// What a daemon enforces: lists, countries, region data, never-block ranges,
@@ -181,11 +185,15 @@ pub fn read_source(
     cache_dir: &Path,
     access: UrlAccess,
     opts: &FetchOptions,
-) -> Result<Vec<Prefix>> {
+) -> Result<Vec<Prefix>, PolicyError> {
     match source.url() {
         Some(url) => {
             let parse = |path: &Path| read_url_list(url, path);
-            let (prefixes, _) = crate::source::fetch::obtain_parsed(url, cache_dir, access, opts, parse, Vec::len)?;
+            let (prefixes, _) = crate::source::fetch::obtain_parsed(url, cache_dir, access, opts, parse, Vec::len)
+                .map_err(|e| match e {
+                    ObtainError::Fetch(e) => PolicyError::Fetch(e),
+                    ObtainError::Parse(e) => PolicyError::List(e),
+                })?;
             Ok(prefixes)
         }
         None => Ok(read_list(&source.path)?),
@@ -193,9 +201,9 @@ pub fn read_source(
 }
 
 /// A downloaded list at `path`, its errors named by its URL.
-fn read_url_list(url: &str, path: &Path) -> Result<Vec<Prefix>> {
+fn read_url_list(url: &str, path: &Path) -> Result<Vec<Prefix>, ListError> {
     let text = crate::source::input::read_text(path, crate::source::input::MAX_SOURCE_BYTES)?;
-    Ok(parse_list(Path::new(url), &text)?)
+    parse_list(Path::new(url), &text)
 }
 
 /// One URL source of a policy, ready to be fetched off the daemon's task.
@@ -217,11 +225,11 @@ enum UrlSourceKind {
 
 impl UrlJob {
     /// Fetches the URL into the cache, validated as its kind of source.
-    pub fn fetch(&self) -> Result<Fetched> {
+    pub fn fetch(&self) -> Result<Fetched, FetchError> {
         match &self.source {
             UrlSourceKind::List => {
-                let check = |path: &Path| -> Result<usize> { Ok(read_url_list(&self.url, path)?.len()) };
-                Ok(crate::source::fetch::fetch_with(&self.url, &self.cache_dir, &check, &self.opts)?)
+                let check = |path: &Path| -> Result<usize, CheckError> { Ok(read_url_list(&self.url, path)?.len()) };
+                crate::source::fetch::fetch_with(&self.url, &self.cache_dir, &check, &self.opts)
             }
             UrlSourceKind::Region(source) => crate::source::region::fetch(source, &self.cache_dir, &self.opts),
         }
@@ -288,15 +296,15 @@ impl Policy {
     }
 
     /// The region data this policy refers to: the given sources, or the bundled snapshot.
-    pub fn region_db(&self) -> Result<RegionDb> {
+    pub fn region_db(&self) -> Result<RegionDb, RegionError> {
         self.region_db_with(UrlAccess::Fetch)
     }
 
-    fn region_db_with(&self, access: UrlAccess) -> Result<RegionDb> {
+    fn region_db_with(&self, access: UrlAccess) -> Result<RegionDb, RegionError> {
         if self.country_source.is_empty() {
-            return RegionDb::bundled();
+            return Ok(RegionDb::bundled()?);
         }
-        Ok(load_all(&self.country_source, &self.cache_dir, access, &self.fetch_options())?)
+        load_all(&self.country_source, &self.cache_dir, access, &self.fetch_options())
     }
 
     pub fn fetch_options(&self) -> FetchOptions {
@@ -376,7 +384,7 @@ impl Policy {
                     log::warn!("optional list {} skipped: {e:#}", source.name);
                     continue;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             };
             push(ListSpec { name: source.name.clone(), role, prefixes })?;
         }
@@ -654,6 +662,49 @@ mod tests {
             "{e}"
         );
         assert_eq!(e.to_string(), "--never-block \"10.0.0.1/8\": host bits set: did you mean 10.0.0.0/8?");
+    }
+
+    /// URL sources fail by kind: a list the server refuses, a list whose content
+    /// does not parse, a reload that has no copy yet, a region URL that is gone.
+    #[test]
+    fn url_source_errors_say_which_step_failed() {
+        use crate::source::{fetch::FetchError, region::RegionError};
+        use blocker_tests::http::{serve, Script};
+        let script = std::sync::Arc::new(std::sync::Mutex::new(Script::default()));
+        let base = serve(script.clone());
+        let tmp = tmpdir();
+        let with_list = |url: &str| Policy {
+            deny: vec![url.parse().unwrap()],
+            cache_dir: tmp.path().to_owned(),
+            ..Default::default()
+        };
+        let respond = |status: u16, body: &str| script.lock().unwrap().responses.push((status, vec![], body.into()));
+
+        respond(404, "");
+        let e = with_list(&format!("{base}/gone.txt")).list_specs(UrlAccess::Fetch).unwrap_err();
+        let PolicyError::Fetch(FetchError::NoCopy { url, cause }) = &e else { panic!("{e:?}") };
+        assert!(url.ends_with("/gone.txt") && matches!(**cause, FetchError::Status { status: 404 }), "{e}");
+
+        respond(200, "192.0.2.0/24\nnot-an-address\n");
+        let e = with_list(&format!("{base}/bad.txt")).list_specs(UrlAccess::Fetch).unwrap_err();
+        let PolicyError::Fetch(FetchError::NoCopy { cause, .. }) = &e else { panic!("{e:?}") };
+        let FetchError::Invalid { had_copy: false, cause } = &**cause else { panic!("{e:?}") };
+        let line = cause.downcast_ref::<ListError>();
+        assert!(matches!(line, Some(ListError::Line { line: 2, .. })), "the parser's error, by line: {e:?}");
+
+        let e = with_list(&format!("{base}/later.txt")).list_specs(UrlAccess::CachedOnly).unwrap_err();
+        assert!(matches!(&e, PolicyError::Fetch(FetchError::NotCachedYet { .. })), "{e:?}");
+
+        respond(404, "");
+        let p = Policy {
+            deny_country: vec!["DE".into()],
+            country_source: vec![format!("rir:{base}/delegated").parse().unwrap()],
+            cache_dir: tmp.path().to_owned(),
+            ..Default::default()
+        };
+        let e = p.list_specs(UrlAccess::Fetch).unwrap_err();
+        let PolicyError::Region(RegionError::SourceFailed { cause, .. }) = &e else { panic!("{e:?}") };
+        assert!(matches!(&**cause, RegionError::Fetch(FetchError::NoCopy { .. })), "{e:?}");
     }
 
     #[test]

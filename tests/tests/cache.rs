@@ -9,13 +9,16 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use blocker::source::{cidr_list::read_list, fetch::fetch};
+use blocker::source::{
+    cidr_list::read_list,
+    fetch::{fetch, CheckError},
+};
 use blocker_tests::{
     file_kinds as files,
     http::{serve, Script},
 };
 
-fn list_check(path: &Path) -> anyhow::Result<usize> {
+fn list_check(path: &Path) -> Result<usize, CheckError> {
     Ok(read_list(path)?.len())
 }
 

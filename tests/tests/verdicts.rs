@@ -10,7 +10,7 @@ use aya::programs::{TestRun, TestRunOptions};
 use blocker::{
     compile::table::{build_table, compile},
     dataplane::{
-        maps::{Counters, DataplaneMaps, Mode, DEFAULT_TABLE_MEMORY},
+        maps::{Counters, DataplaneMaps, MapsError, Mode, TableError, DEFAULT_TABLE_MEMORY},
         object, pins,
     },
     net::parse_prefix,
@@ -54,7 +54,7 @@ impl Harness {
         Harness { maps, _root: root }
     }
 
-    fn apply(&mut self, lists: &[ListSpec]) -> anyhow::Result<blocker::dataplane::maps::ApplyReport> {
+    fn apply(&mut self, lists: &[ListSpec]) -> Result<blocker::dataplane::maps::ApplyReport, MapsError> {
         self.maps.apply(&compile(lists), DEFAULT_TABLE_MEMORY)
     }
 
@@ -257,8 +257,9 @@ fn table_too_large_is_refused_and_changes_nothing() {
     let too_many: Vec<ListSpec> = (0..blocker_common::MAX_LISTS + 1)
         .map(|i| ListSpec { name: format!("l{i}"), role: Role::Deny, prefixes: vec![] })
         .collect();
-    let err = h.apply(&too_many).unwrap_err().to_string();
-    assert!(err.contains("1025") && err.contains("1024") && err.contains("nothing was changed"), "{err}");
+    let err = h.apply(&too_many).unwrap_err();
+    assert!(matches!(err, MapsError::Table(TableError::TooManyLists { needed: 1025, max: 1024 })), "{err}");
+    assert!(err.to_string().contains("nothing was changed"), "{err}");
     assert_eq!(h.counters().program_id, program);
     assert_eq!(h.run(&ip_frame(ip("203.0.113.5"), &[])), XDP_DROP);
 }
@@ -369,14 +370,14 @@ fn table_over_the_memory_budget_is_refused_with_numbers() {
         .map(|i| blocker::net::Prefix { family: blocker::net::Family::V4, addr: (i * 42_947) | 1, len: 32 })
         .collect();
     let big = compile(&[ListSpec { name: "big".into(), role: Role::Deny, prefixes }]);
-    let err = h.maps.apply(&big, 1 << 20).unwrap_err().to_string();
-    assert!(
-        err.contains("100000 IPv4 + 0 IPv6 ranges")
-            && err.contains("over the table memory budget of 1.0 MiB")
-            && err.contains("--table-memory")
-            && err.contains("nothing was changed"),
-        "{err}"
-    );
+    let err = h.maps.apply(&big, 1 << 20).unwrap_err();
+    let MapsError::Table(TableError::OverBudget { v4_ranges, v6_ranges, needed_mib, budget_mib, .. }) = err else {
+        panic!("not refused for its size: {err}");
+    };
+    assert_eq!((v4_ranges, v6_ranges, budget_mib), (100_000, 0, 1.0));
+    assert!(needed_mib > 1.0, "{needed_mib}");
+    let text = err.to_string();
+    assert!(text.contains("--table-memory") && text.contains("nothing was changed"), "{text}");
     assert_eq!(h.counters().program_id, program);
     assert_eq!(h.run(&ip_frame(ip("203.0.113.5"), &[])), XDP_DROP, "the running table still answers");
     // The same table within a large enough budget loads.

@@ -164,7 +164,8 @@ pub(crate) struct CountrySource {
 
 impl CountrySource {
     pub(crate) fn db(self) -> Result<RegionDb> {
-        Policy { country_source: self.country_source, cache_dir: self.cache_dir, ..Default::default() }.region_db()
+        let policy = Policy { country_source: self.country_source, cache_dir: self.cache_dir, ..Default::default() };
+        Ok(policy.region_db()?)
     }
 }
 

@@ -24,7 +24,7 @@ pub(crate) fn lookup(addresses: &[IpAddr], policy: &Policy, pin_root: &Path, ifa
         let dir = pins::iface_dir(pin_root, &i);
         match DataplaneMaps::open(&dir) {
             Ok(m) => live.push((i, m.counters().map(|c| c.lists).unwrap_or_default(), m)),
-            Err(e) if iface.is_some() => return Err(e),
+            Err(e) if iface.is_some() => return Err(e.into()),
             Err(_) => {}
         }
     }

@@ -3,11 +3,10 @@
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     os::unix::net::UnixStream,
-    path::Path,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
-use anyhow::{anyhow, Context as _, Result};
 use serde::de::DeserializeOwned;
 
 use super::protocol::{ReloadReply, Request, StatsReply, StatusReply};
@@ -15,43 +14,92 @@ use super::protocol::{ReloadReply, Request, StatsReply, StatusReply};
 /// How long the client waits for an answer: a reload of a large table takes a while.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The daemon refused a request; the text is its reason.
+/// Why a request got no answer of the type asked for.
 #[derive(Debug, thiserror::Error)]
-#[error("{reason}")]
-pub struct Refused {
-    pub reason: String,
+pub enum ClientError {
+    #[error(
+        "no blocker daemon answers on {socket} ({error}); start one with `blocker run`, or point --socket at its \
+         socket"
+    )]
+    NoDaemon { socket: PathBuf, error: std::io::Error },
+    #[error("the daemon on {socket}: cannot {action}: {error}")]
+    Io { socket: PathBuf, action: &'static str, error: std::io::Error },
+    #[error("bad answer from the daemon: {answer} ({reason})")]
+    BadAnswer { answer: String, reason: String },
+    /// The daemon refused the request; `reason` is its own.
+    #[error("{reason}")]
+    Refused { reason: String },
 }
 
-/// Sends one request and reads the daemon's answer as `T`. A refusal is an
-/// error (`Refused`) carrying the daemon's reason.
-pub fn request<T: DeserializeOwned>(path: &Path, request: Request) -> Result<T> {
-    let mut stream = UnixStream::connect(path).map_err(|e| {
-        anyhow!(
-            "no blocker daemon answers on {} ({e}); start one with `blocker run`, or point --socket at its socket",
-            path.display()
-        )
-    })?;
-    stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
-    writeln!(stream, "{}", request.to_line())?;
+/// Sends one request and reads the daemon's answer as `T`. A refusal is
+/// `ClientError::Refused`, carrying the daemon's reason.
+pub fn request<T: DeserializeOwned>(path: &Path, request: Request) -> Result<T, ClientError> {
+    let io = |action| move |error| ClientError::Io { socket: path.to_owned(), action, error };
+    let mut stream =
+        UnixStream::connect(path).map_err(|error| ClientError::NoDaemon { socket: path.to_owned(), error })?;
+    stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io("set a timeout"))?;
+    writeln!(stream, "{}", request.to_line()).map_err(io("send the request"))?;
     let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).context("reading the daemon's answer")?;
-    let bad = || format!("bad answer from the daemon: {}", crate::source::input::quote(&line));
-    let v: serde_json::Value = serde_json::from_str(&line).with_context(bad)?;
+    BufReader::new(stream).read_line(&mut line).map_err(io("read the answer"))?;
+    let bad = |e: serde_json::Error| ClientError::BadAnswer {
+        answer: crate::source::input::quote(&line),
+        reason: e.to_string(),
+    };
+    let v: serde_json::Value = serde_json::from_str(&line).map_err(bad)?;
     if v.get("ok").and_then(|ok| ok.as_bool()) != Some(true) {
         let reason = v.get("error").and_then(|e| e.as_str()).unwrap_or("the daemon refused the request");
-        return Err(Refused { reason: reason.to_owned() }.into());
+        return Err(ClientError::Refused { reason: reason.to_owned() });
     }
-    serde_json::from_value(v).with_context(bad)
+    serde_json::from_value(v).map_err(bad)
 }
 
-pub fn status(path: &Path) -> Result<StatusReply> {
+pub fn status(path: &Path) -> Result<StatusReply, ClientError> {
     request(path, Request::Status)
 }
 
-pub fn stats(path: &Path) -> Result<StatsReply> {
+pub fn stats(path: &Path) -> Result<StatsReply, ClientError> {
     request(path, Request::Stats)
 }
 
-pub fn reload(path: &Path, accept_shrink: bool) -> Result<ReloadReply> {
+pub fn reload(path: &Path, accept_shrink: bool) -> Result<ReloadReply, ClientError> {
     request(path, Request::Reload { accept_shrink })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixListener;
+
+    use super::*;
+
+    /// A daemon stand-in that answers one request with `answer`.
+    fn answering(dir: &Path, answer: &'static str) -> PathBuf {
+        let path = dir.join(format!("s{}.sock", answer.len()));
+        let listener = UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut request = String::new();
+            BufReader::new(&stream).read_line(&mut request).unwrap();
+            writeln!(&stream, "{answer}").unwrap();
+        });
+        path
+    }
+
+    #[test]
+    fn each_way_a_request_fails_is_its_own_variant() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("none.sock");
+        let e = status(&missing).unwrap_err();
+        assert!(matches!(&e, ClientError::NoDaemon { socket, .. } if *socket == missing), "{e}");
+        assert!(e.to_string().contains("blocker run"), "says what to do: {e}");
+
+        let refusing = answering(tmp.path(), r#"{"ok":false,"error":"reload already running"}"#);
+        let e = reload(&refusing, false).unwrap_err();
+        assert!(matches!(&e, ClientError::Refused { reason } if reason == "reload already running"), "{e}");
+
+        let garbled = answering(tmp.path(), "HTTP/1.1 400 Bad Request");
+        assert!(matches!(stats(&garbled).unwrap_err(), ClientError::BadAnswer { .. }));
+        // Well-formed, but not the shape asked for.
+        let other = answering(tmp.path(), r#"{"ok":true}"#);
+        assert!(matches!(status(&other).unwrap_err(), ClientError::BadAnswer { .. }));
+    }
 }

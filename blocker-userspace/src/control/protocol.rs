@@ -90,6 +90,15 @@ impl Refusal {
     }
 }
 
+/// A reply as its JSON line (without the newline).
+pub fn reply_line(reply: &impl Serialize) -> String {
+    // Replies are plain strings and numbers, so encoding cannot fail; were it
+    // to, the client still reads a refusal, never a broken line.
+    serde_json::to_string(reply).unwrap_or_else(|e| {
+        serde_json::to_string(&Refusal::new(format!("cannot encode the reply: {e}"))).unwrap_or_default()
+    })
+}
+
 /// The answer to `status`: the daemon's interfaces, lists, sources and last reload.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusReply {

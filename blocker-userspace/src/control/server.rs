@@ -5,46 +5,60 @@ use std::{
         fs::{FileTypeExt as _, PermissionsExt as _},
         net::UnixStream,
     },
-    path::Path,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use super::protocol::{reply_line, Refusal, Request, RequestError};
 
-use super::protocol::{Refusal, Request, RequestError};
+/// Why the control socket cannot be bound.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error(
+        "{path}: exists and is not a socket; blocker does not delete it: give another --socket path, or remove \
+         the file yourself"
+    )]
+    NotASocket { path: PathBuf },
+    #[error("another blocker daemon answers on {path}; stop it first")]
+    InUse { path: PathBuf },
+    #[error("cannot {action} {path}: {error}")]
+    Io { action: &'static str, path: PathBuf, error: std::io::Error },
+}
+
+impl SocketError {
+    fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SocketError + 'a {
+        move |error| SocketError::Io { action, path: path.to_owned(), error }
+    }
+}
 
 /// Binds the socket, replacing a stale one (a socket no daemon answers on). Any
 /// other file at the path is refused, never deleted. The socket is created with
 /// its final mode (0600): there is no window in which others could connect.
 /// Refuses a socket path where a file that is not a socket exists (blocker never
 /// deletes one). `check-config` applies it too.
-pub fn check_socket_path(path: &Path) -> Result<()> {
+pub fn check_socket_path(path: &Path) -> Result<(), SocketError> {
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
-            bail!(
-                "{}: exists and is not a socket; blocker does not delete it: give another --socket \
-                 path, or remove the file yourself",
-                path.display()
-            );
+            return Err(SocketError::NotASocket { path: path.to_owned() });
         }
     }
     Ok(())
 }
 
-pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
+pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, SocketError> {
     check_socket_path(path)?;
     match std::fs::symlink_metadata(path) {
         Ok(_) => {
             if UnixStream::connect(path).is_ok() {
-                bail!("another blocker daemon answers on {}; stop it first", path.display());
+                return Err(SocketError::InUse { path: path.to_owned() });
             }
-            std::fs::remove_file(path).with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+            std::fs::remove_file(path).map_err(SocketError::io("remove the stale socket", path))?;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(anyhow!(e).context(format!("cannot inspect {}", path.display()))),
+        Err(e) => return Err(SocketError::io("inspect", path)(e)),
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(SocketError::io("create", dir))?;
     }
     // The umask applies to bind(2)'s socket file. It is process-wide, but this
     // runs at start-up, before the daemon creates any other file.
@@ -53,8 +67,9 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener> {
     let bound = tokio::net::UnixListener::bind(path);
     // SAFETY: as above.
     unsafe { libc::umask(old) };
-    let listener = bound.with_context(|| format!("cannot bind {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let listener = bound.map_err(SocketError::io("bind", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(SocketError::io("make private", path))?;
     Ok(listener)
 }
 
@@ -79,7 +94,7 @@ pub async fn control_client(stream: tokio::net::UnixStream, daemon: tokio::sync:
         _ => return, // silent, stalled or not UTF-8
     }
     let answer = if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST_BYTES {
-        serde_json::to_string(&Refusal::new(format!("request over {MAX_REQUEST_BYTES} bytes"))).unwrap_or_default()
+        reply_line(&Refusal::new(format!("request over {MAX_REQUEST_BYTES} bytes")))
     } else {
         let request = Request::parse(&line);
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -114,16 +129,16 @@ mod tests {
         let dir = tmp.path();
         let file = dir.join("precious");
         std::fs::write(&file, "data").unwrap();
-        let e = rt.block_on(async { bind(&file) }).unwrap_err().to_string();
-        assert!(e.contains("exists and is not a socket"), "{e}");
+        let e = rt.block_on(async { bind(&file) }).unwrap_err();
+        assert!(matches!(&e, SocketError::NotASocket { path } if *path == file), "{e}");
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "data");
 
         let sock = dir.join("s.sock");
         rt.block_on(async {
             let listener = bind(&sock).unwrap();
             assert_eq!(std::fs::metadata(&sock).unwrap().mode() & 0o777, 0o600);
-            let e = bind(&sock).unwrap_err().to_string();
-            assert!(e.contains("another blocker daemon answers"), "{e}");
+            let e = bind(&sock).unwrap_err();
+            assert!(matches!(&e, SocketError::InUse { path } if *path == sock), "{e}");
             drop(listener);
             // A stale socket (nobody answers) is replaced.
             bind(&sock).unwrap();

@@ -22,8 +22,8 @@ use crate::{
     config::{check_interface_names, InterfaceOptions, RunOptions},
     control::{
         protocol::{
-            InterfaceError, InterfaceStats, InterfaceStatus, LastReload, ListStatus, Refusal, ReloadReply, Request,
-            RequestError, SourceStatus, StatsReply, StatusReply,
+            reply_line, InterfaceError, InterfaceStats, InterfaceStatus, LastReload, ListStatus, Refusal, ReloadReply,
+            Request, RequestError, SourceStatus, StatsReply, StatusReply,
         },
         server::{accept, control_client, ControlRequest},
     },
@@ -348,8 +348,11 @@ impl Managed {
             ),
         };
         self.ifindex = Some(index);
-        let attached =
-            self.maps.ebpf_mut().and_then(|ebpf| link::attach(ebpf, pin_root, &self.iface, spec.attach_mode));
+        let attached = self
+            .maps
+            .ebpf_mut()
+            .map_err(anyhow::Error::from)
+            .and_then(|ebpf| Ok(link::attach(ebpf, pin_root, &self.iface, spec.attach_mode)?));
         match attached {
             Ok(how) => {
                 log::warn!("{}: {why}: {how}", self.iface);
@@ -659,12 +662,12 @@ impl Daemon {
     /// client's reading and writing happens in its own task (`control_client`).
     fn answer(&mut self, request: Result<Request, RequestError>) -> String {
         let answer = match request {
-            Err(error) => to_line(&Refusal::new(error.to_string())),
-            Ok(Request::Status) => to_line(&self.state.status(&self.opts, &self.managed)),
+            Err(error) => reply_line(&Refusal::new(error.to_string())),
+            Ok(Request::Status) => reply_line(&self.state.status(&self.opts, &self.managed)),
             Ok(Request::Reload { accept_shrink: true }) => self.reload_accepting_held(),
             Ok(Request::Reload { accept_shrink: false }) => match self.reload("blocker reload") {
-                Ok(summary) => to_line(&ReloadReply { ok: true, summary, accepted: None }),
-                Err(e) => to_line(&Refusal::new(e)),
+                Ok(summary) => reply_line(&ReloadReply { ok: true, summary, accepted: None }),
+                Err(e) => reply_line(&Refusal::new(e)),
             },
             Ok(Request::Stats) => {
                 let mut reply = StatsReply { ok: true, interfaces: Vec::new(), errors: Vec::new() };
@@ -676,7 +679,7 @@ impl Daemon {
                         }
                     }
                 }
-                to_line(&reply)
+                reply_line(&reply)
             }
         };
         answer
@@ -694,7 +697,7 @@ impl Daemon {
                     for (_, a) in accepted {
                         let _ = a.rollback();
                     }
-                    return to_line(&Refusal::new(format!("{e:#}")));
+                    return reply_line(&Refusal::new(format!("{e:#}")));
                 }
             }
         }
@@ -708,7 +711,7 @@ impl Daemon {
                 for (_, a) in accepted {
                     a.commit();
                 }
-                to_line(&ReloadReply { ok: true, summary, accepted: Some(names) })
+                reply_line(&ReloadReply { ok: true, summary, accepted: Some(names) })
             }
             Err(e) => {
                 // Nothing is accepted by a reload that did not apply.
@@ -717,16 +720,10 @@ impl Daemon {
                         log::error!("{url}: cannot put the held content back: {re:#}");
                     }
                 }
-                to_line(&Refusal::new(format!("{e}; the held content stays held")))
+                reply_line(&Refusal::new(format!("{e}; the held content stays held")))
             }
         }
     }
-}
-
-/// An answer as its JSON line (without the newline).
-fn to_line(reply: &impl serde::Serialize) -> String {
-    // The replies are plain structs of strings and numbers: serializing cannot fail.
-    serde_json::to_string(reply).unwrap_or_else(|e| format!("{{\"ok\":false,\"error\":\"{e}\"}}"))
 }
 
 /// The daemon builds tables of hundreds of MiB and then idles for hours: large

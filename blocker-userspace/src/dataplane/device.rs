@@ -3,7 +3,18 @@
 
 use std::ffi::CString;
 
-use anyhow::{anyhow, bail, Result};
+/// Why a device cannot be found or asked about.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("no interface named {name:?} in this network namespace (see `ip link`)")]
+    NoSuchInterface { name: String },
+    #[error("cannot look up interface {name:?}: {error}")]
+    Lookup { name: String, error: std::io::Error },
+    #[error("cannot ask the kernel which XDP program device {ifindex} runs (netlink {step}): {error}")]
+    Netlink { ifindex: u32, step: &'static str, error: std::io::Error },
+    #[error("cannot ask the kernel which XDP program device {ifindex} runs: unexpected netlink answer type {kind:?}")]
+    NetlinkAnswer { ifindex: u32, kind: Option<u16> },
+}
 
 /// The index of the device named `iface` here: None if there is none. Other
 /// failures (out of file descriptors, ...) are errors, never "gone".
@@ -22,14 +33,17 @@ pub fn find_interface(iface: &str) -> std::io::Result<Option<u32>> {
     }
 }
 
-pub fn ifindex(iface: &str) -> Result<u32> {
-    let c = CString::new(iface).map_err(|_| anyhow!("bad interface name {iface:?}"))?;
-    // SAFETY: as in `find_interface`.
-    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if idx == 0 {
-        bail!("no interface named {iface:?} in this network namespace (see `ip link`)");
+/// The index of the device named `iface` here; its absence is an error.
+pub fn ifindex(iface: &str) -> Result<u32, DeviceError> {
+    match find_interface(iface) {
+        Ok(Some(index)) => Ok(index),
+        Ok(None) => Err(DeviceError::NoSuchInterface { name: iface.to_owned() }),
+        // A name with a NUL byte names no device.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            Err(DeviceError::NoSuchInterface { name: iface.to_owned() })
+        }
+        Err(error) => Err(DeviceError::Lookup { name: iface.to_owned(), error }),
     }
-    Ok(idx)
 }
 
 /// The name of the device with index `index`, if there is one.
@@ -48,12 +62,13 @@ pub fn ifname(index: u32) -> Option<String> {
 /// runs (0: none), from the kernel's own answer to RTM_GETLINK (IFLA_XDP). An
 /// XDP link reports only an ifindex, and a device moved to another namespace
 /// can keep its index while a new device here takes the same one.
-pub fn xdp_program_on(ifindex: u32) -> Result<u32> {
+pub fn xdp_program_on(ifindex: u32) -> Result<u32, DeviceError> {
     use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
     const IFLA_XDP_PROG_ID: u16 = 4;
     const IFLA_XDP_DRV_PROG_ID: u16 = 5;
     const IFLA_XDP_SKB_PROG_ID: u16 = 6;
     const IFLA_XDP_HW_PROG_ID: u16 = 7;
+    let netlink = |step| DeviceError::Netlink { ifindex, step, error: std::io::Error::last_os_error() };
     #[repr(C)]
     struct Request {
         header: libc::nlmsghdr,
@@ -67,7 +82,7 @@ pub fn xdp_program_on(ifindex: u32) -> Result<u32> {
     // SAFETY: socket has no memory preconditions; the fd is owned below.
     let raw = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE) };
     if raw < 0 {
-        return Err(anyhow!(std::io::Error::last_os_error()).context("netlink socket"));
+        return Err(netlink("socket"));
     }
     // SAFETY: a new fd that nothing else owns.
     let sock = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -101,13 +116,13 @@ pub fn xdp_program_on(ifindex: u32) -> Result<u32> {
     let sent =
         unsafe { libc::send(sock.as_raw_fd(), std::ptr::addr_of!(request).cast(), std::mem::size_of::<Request>(), 0) };
     if sent < 0 {
-        return Err(anyhow!(std::io::Error::last_os_error()).context("netlink send"));
+        return Err(netlink("send"));
     }
     let mut buf = vec![0u8; 64 << 10];
     // SAFETY: buf is writable for its length.
     let got = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
     if got < 0 {
-        return Err(anyhow!(std::io::Error::last_os_error()).context("netlink receive"));
+        return Err(netlink("receive"));
     }
     let msg = &buf[..got as usize];
     let u16_at = |b: &[u8], at: usize| b.get(at..at + 2).map(|x| u16::from_ne_bytes([x[0], x[1]]));
@@ -118,10 +133,14 @@ pub fn xdp_program_on(ifindex: u32) -> Result<u32> {
             if errno == libc::ENODEV {
                 return Ok(0); // no such device here
             }
-            bail!("netlink: {}", std::io::Error::from_raw_os_error(errno));
+            return Err(DeviceError::Netlink {
+                ifindex,
+                step: "answer",
+                error: std::io::Error::from_raw_os_error(errno),
+            });
         }
         Some(t) if t == libc::RTM_NEWLINK => {}
-        other => bail!("netlink: unexpected answer type {other:?}"),
+        kind => return Err(DeviceError::NetlinkAnswer { ifindex, kind }),
     }
     // Attributes follow the 16-byte header and the 16-byte ifinfomsg, 4-aligned.
     let end = (u32_at(msg, 0).unwrap_or(0) as usize).min(msg.len());
@@ -150,4 +169,20 @@ pub fn xdp_program_on(ifindex: u32) -> Result<u32> {
         at += (len + 3) & !3;
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_absent_interface_is_named_in_the_error() {
+        for name in ["blk-absent0", "bad\0name"] {
+            match ifindex(name) {
+                Err(DeviceError::NoSuchInterface { name: got }) => assert_eq!(got, name),
+                other => panic!("{name:?}: {other:?}"),
+            }
+        }
+        assert_eq!(find_interface("blk-absent0").unwrap(), None);
+    }
 }

@@ -6,21 +6,74 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     programs::{
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
-        Xdp, XdpMode,
+        ProgramError, Xdp, XdpMode,
     },
     Ebpf,
 };
 
 use super::{
-    device::{find_interface, ifindex, ifname, xdp_program_on},
-    object::program_mut,
-    pins::{iface_dir, other_layouts, remove_pins, PinLock, LINK_PIN},
+    device::{find_interface, ifindex, ifname, xdp_program_on, DeviceError},
+    object::{program_mut, ObjectError},
+    pins::{iface_dir, other_layouts, remove_pins, PinError, PinLock, LINK_PIN},
 };
+
+/// Why the program cannot be put on (or taken off) an interface.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error(transparent)]
+    Pin(#[from] PinError),
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+    #[error("cannot open pinned link {path}: {error}")]
+    Open { path: PathBuf, error: std::io::Error },
+    #[error("cannot ask the kernel about the link pinned at {path}: {error}")]
+    Info { path: PathBuf, error: std::io::Error },
+    #[error(
+        "{path} holds a {what}, not a bpf link: something else pinned it there; remove it (rm {path}) and start \
+         blocker again"
+    )]
+    NotALink { path: PathBuf, what: String },
+    #[error(
+        "{path} holds a bpf link of type {kind}, not an XDP link: something else pinned it there; remove it \
+         (rm {path}) and start blocker again"
+    )]
+    NotXdp { path: PathBuf, kind: u32 },
+    /// Every mode `mode` allows was refused; a link on another device (the old
+    /// one renamed) stays there, still filtering.
+    #[error(
+        "cannot attach XDP program to {iface} (xdp_mode {}): {error}{}",
+        mode.name(),
+        earlier.as_ref().map(|on| format!("; the earlier attachment stays on {on}")).unwrap_or_default()
+    )]
+    AttachRefused { iface: String, mode: AttachMode, error: Box<ProgramError>, earlier: Option<String> },
+    #[error("the kernel gave no handle of the XDP attachment on {iface}: {error}")]
+    NoLink { iface: String, error: Box<ProgramError> },
+    #[error(
+        "the kernel attached the XDP program to {iface} without a bpf_link (a kernel older than 5.9?): \
+         blocker needs one to keep {iface} protected across restarts"
+    )]
+    NotBpfLink { iface: String },
+    #[error("cannot pin the XDP link at {path}: {error}")]
+    PinLink { path: PathBuf, error: aya::pin::PinError },
+    #[error("cannot detach the pinned link from {from}: {error}")]
+    Detach { from: String, error: std::io::Error },
+    #[error("cannot {action} {path}: {error}")]
+    Io { action: &'static str, path: PathBuf, error: std::io::Error },
+    #[error("nothing to detach: blocker has no pins for {iface} under {dir}")]
+    NothingToDetach { iface: String, dir: PathBuf },
+}
+
+impl LinkError {
+    fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> LinkError + 'a {
+        move |error| LinkError::Io { action, path: path.to_owned(), error }
+    }
+}
 
 /// How to attach: `Auto` tries native (driver) mode and falls back to generic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +107,7 @@ impl std::str::FromStr for AttachMode {
 /// the device the link is on, and a detach that holds whoever else has the link
 /// open. A pinned link belongs to an ifindex, not to a name: after
 /// `ip link set eth0 name eth9` it filters eth9.
-struct LinkHandle(std::os::fd::OwnedFd);
+struct LinkHandle(std::os::fd::OwnedFd, PathBuf);
 
 fn bpf_syscall<T>(cmd: aya_obj::generated::bpf_cmd, attr: &mut T) -> std::io::Result<i64> {
     // SAFETY: attr is a live, initialised bpf_attr prefix for cmd, of the size given.
@@ -67,25 +120,35 @@ fn bpf_syscall<T>(cmd: aya_obj::generated::bpf_cmd, attr: &mut T) -> std::io::Re
 }
 
 impl LinkHandle {
-    fn open(pin: &Path) -> Result<Self> {
-        use std::os::fd::FromRawFd as _;
+    fn open(pin: &Path) -> Result<Self, LinkError> {
+        use std::os::fd::{AsRawFd as _, FromRawFd as _};
         #[repr(C)]
         struct ObjGet {
             pathname: u64,
             bpf_fd: u32,
             file_flags: u32,
         }
-        let path = CString::new(pin.as_os_str().as_encoded_bytes())?;
+        let open_error = |error| LinkError::Open { path: pin.to_owned(), error };
+        let path = CString::new(pin.as_os_str().as_encoded_bytes())
+            .map_err(|_| open_error(std::io::ErrorKind::InvalidInput.into()))?;
         let mut attr = ObjGet { pathname: path.as_ptr() as u64, bpf_fd: 0, file_flags: 0 };
-        let fd = bpf_syscall(aya_obj::generated::bpf_cmd::BPF_OBJ_GET, &mut attr)
-            .with_context(|| format!("cannot open pinned link {}", pin.display()))?;
+        let fd = bpf_syscall(aya_obj::generated::bpf_cmd::BPF_OBJ_GET, &mut attr).map_err(open_error)?;
         // SAFETY: BPF_OBJ_GET returned a new fd that nothing else owns.
-        Ok(Self(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }))
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+        // Any bpf object can be pinned there, and the info of a map would read as
+        // a link's (a per-CPU array's type has the XDP link's number).
+        let kind = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(open_error)?;
+        if kind.as_os_str() != "anon_inode:bpf-link" {
+            let what = kind.to_string_lossy();
+            let what = what.strip_prefix("anon_inode:").unwrap_or(&what).replace('-', " ");
+            return Err(LinkError::NotALink { path: pin.to_owned(), what });
+        }
+        Ok(Self(fd, pin.to_owned()))
     }
 
     /// The index of the device the link filters (0 once that device is gone)
     /// and the id of the program the link runs.
-    fn device_and_program(&self) -> Result<(u32, u32)> {
+    fn device_and_program(&self) -> Result<(u32, u32), LinkError> {
         use aya_obj::generated::{bpf_link_info, bpf_link_type};
         use std::os::fd::AsRawFd as _;
         #[repr(C)]
@@ -102,24 +165,23 @@ impl LinkHandle {
             info: std::ptr::addr_of_mut!(info) as u64,
         };
         bpf_syscall(aya_obj::generated::bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr)
-            .context("BPF_OBJ_GET_INFO_BY_FD")?;
+            .map_err(|error| LinkError::Info { path: self.1.clone(), error })?;
         if info.type_ != bpf_link_type::BPF_LINK_TYPE_XDP as u32 {
-            bail!("pinned link {} is not an XDP link (type {})", info.id, info.type_);
+            return Err(LinkError::NotXdp { path: self.1.clone(), kind: info.type_ });
         }
         // SAFETY: the kernel fills the xdp member for an XDP link.
         Ok((unsafe { info.__bindgen_anon_1.xdp.ifindex }, info.prog_id))
     }
 
     /// Takes the program off the link's device, whoever else holds the link.
-    fn detach(&self) -> Result<()> {
+    fn detach(&self) -> std::io::Result<()> {
         use std::os::fd::AsRawFd as _;
         #[repr(C)]
         struct LinkDetach {
             link_fd: u32,
         }
         let mut attr = LinkDetach { link_fd: self.0.as_raw_fd() as u32 };
-        bpf_syscall(aya_obj::generated::bpf_cmd::BPF_LINK_DETACH, &mut attr).context("BPF_LINK_DETACH")?;
-        Ok(())
+        bpf_syscall(aya_obj::generated::bpf_cmd::BPF_LINK_DETACH, &mut attr).map(drop)
     }
 }
 
@@ -137,7 +199,7 @@ pub enum LinkAt {
     Elsewhere(u32),
 }
 
-pub fn link_at(dir: &Path) -> Result<LinkAt> {
+pub fn link_at(dir: &Path) -> Result<LinkAt, LinkError> {
     let pin = dir.join(LINK_PIN);
     if !pin.exists() {
         return Ok(LinkAt::NoPin);
@@ -188,7 +250,7 @@ enum PinnedLinkIs {
 /// Looks at the link pinned at `pin` for `iface` (now index `want`): blocker
 /// protects the device that carries the configured name, never an ifindex it
 /// once had.
-fn examine_pinned_link(pin: &Path, want: u32) -> Result<PinnedLinkIs> {
+fn examine_pinned_link(pin: &Path, want: u32) -> Result<PinnedLinkIs, LinkError> {
     let link = LinkHandle::open(pin)?;
     let (on, prog) = link.device_and_program()?;
     if on == 0 {
@@ -215,7 +277,7 @@ struct Retire {
 /// Puts the loaded program onto the XDP link pinned in `dir`, if there is one (one
 /// BPF_LINK_UPDATE: atomic for every packet). A link whose interface is gone is
 /// left for `attach` to replace.
-pub fn swap_program(ebpf: &mut Ebpf, dir: &Path) -> Result<()> {
+pub fn swap_program(ebpf: &mut Ebpf, dir: &Path) -> Result<(), LinkError> {
     let pin = dir.join(LINK_PIN);
     if !pin.exists() {
         return Ok(());
@@ -228,7 +290,7 @@ pub fn swap_program(ebpf: &mut Ebpf, dir: &Path) -> Result<()> {
 
 /// The id of the program running on the XDP link pinned in `dir`, if any (a
 /// pin that is not an XDP link is an error, never read as one).
-pub fn linked_program_id(dir: &Path) -> Result<Option<u32>> {
+pub fn linked_program_id(dir: &Path) -> Result<Option<u32>, LinkError> {
     let pin = dir.join(LINK_PIN);
     if !pin.exists() {
         return Ok(None);
@@ -277,7 +339,7 @@ impl std::fmt::Display for Attached {
 /// Puts the loaded program on `iface`: replaces the program of a pinned link if there
 /// is one (of this layout, or of another layout, whose pins are then removed),
 /// otherwise attaches anew and pins the link.
-pub fn attach(ebpf: &mut Ebpf, root: &Path, iface: &str, mode: AttachMode) -> Result<Attached> {
+pub fn attach(ebpf: &mut Ebpf, root: &Path, iface: &str, mode: AttachMode) -> Result<Attached, LinkError> {
     let dir = iface_dir(root, iface);
     let link_pin = dir.join(LINK_PIN);
     let want = ifindex(iface)?;
@@ -298,7 +360,7 @@ pub fn attach(ebpf: &mut Ebpf, root: &Path, iface: &str, mode: AttachMode) -> Re
     for (xdp_mode, result) in tries {
         match prog.attach(iface, *xdp_mode) {
             Ok(id) => {
-                let fd_link = FdLink::try_from(prog.take_link(id)?).context("XDP attachment is not a bpf_link")?;
+                let fd_link = take_fd_link(prog, id, iface)?;
                 return pin_new_link(fd_link, &link_pin, retire, iface, want, result.clone());
             }
             Err(e) => {
@@ -307,12 +369,19 @@ pub fn attach(ebpf: &mut Ebpf, root: &Path, iface: &str, mode: AttachMode) -> Re
             }
         }
     }
-    let err =
-        anyhow!(last_err.expect("at least one mode tried")).context(format!("cannot attach XDP program to {iface}"));
-    if let Some(r) = retire.first() {
-        return Err(err.context(format!("the earlier attachment stays on {}", r.from)));
-    }
-    Err(err)
+    Err(LinkError::AttachRefused {
+        iface: iface.to_owned(),
+        mode,
+        error: Box::new(last_err.expect("at least one mode tried")),
+        earlier: retire.into_iter().next().map(|r| r.from),
+    })
+}
+
+/// The bpf_link of a new attachment, owned from here on (to pin it).
+fn take_fd_link(prog: &mut Xdp, id: aya::programs::xdp::XdpLinkId, iface: &str) -> Result<FdLink, LinkError> {
+    let link =
+        prog.take_link(id).map_err(|error| LinkError::NoLink { iface: iface.to_owned(), error: Box::new(error) })?;
+    FdLink::try_from(link).map_err(|_| LinkError::NotBpfLink { iface: iface.to_owned() })
 }
 
 /// The link pinned for `iface` in this layout: the program swapped into it if it
@@ -325,7 +394,7 @@ fn adopt_pinned_link(
     link_pin: &Path,
     want: u32,
     retire: &mut Vec<Retire>,
-) -> Result<Option<Attached>> {
+) -> Result<Option<Attached>, LinkError> {
     if !link_pin.exists() {
         return Ok(None);
     }
@@ -334,13 +403,13 @@ fn adopt_pinned_link(
             Ok(_) => return Ok(Some(Attached::Adopted)),
             Err(e) => {
                 log::warn!("pinned link on {iface} is stale ({e}); attaching anew");
-                std::fs::remove_file(link_pin)?;
+                std::fs::remove_file(link_pin).map_err(LinkError::io("remove the stale link pin", link_pin))?;
             }
         },
         PinnedLinkIs::Stale => {
             // The device behind the old link is gone: start afresh.
             log::warn!("pinned link on {iface} is stale (its device is gone); attaching anew");
-            std::fs::remove_file(link_pin)?;
+            std::fs::remove_file(link_pin).map_err(LinkError::io("remove the stale link pin", link_pin))?;
         }
         PinnedLinkIs::Elsewhere { from, link } => {
             retire.push(Retire { link, from, remove: link_pin.to_owned(), _lock: None })
@@ -360,7 +429,7 @@ fn adopt_other_layouts(
     link_pin: &Path,
     want: u32,
     retire: &mut Vec<Retire>,
-) -> Result<Option<Attached>> {
+) -> Result<Option<Attached>, LinkError> {
     for (version, old_dir) in other_layouts(root, iface)? {
         // An older (or newer) blocker may still run there: never take it over.
         let old_lock = PinLock::acquire(&old_dir, iface)?;
@@ -369,9 +438,7 @@ fn adopt_other_layouts(
             match examine_pinned_link(&old_link, want)? {
                 PinnedLinkIs::Here => match swap_into_pinned_link(prog, &old_link)? {
                     Ok(id) => {
-                        let fd_link =
-                            FdLink::try_from(prog.take_link(id)?).context("XDP attachment is not a bpf_link")?;
-                        fd_link.pin(link_pin).with_context(|| format!("cannot pin link at {}", link_pin.display()))?;
+                        pin_link(take_fd_link(prog, id, iface)?, link_pin)?;
                         remove_pins(&old_dir)?;
                         return Ok(Some(Attached::Upgraded { from: version }));
                     }
@@ -399,23 +466,23 @@ fn pin_new_link(
     iface: &str,
     want: u32,
     result: Attached,
-) -> Result<Attached> {
+) -> Result<Attached, LinkError> {
     if retire.is_empty() {
-        fd_link.pin(link_pin).with_context(|| format!("cannot pin link at {}", link_pin.display()))?;
+        pin_link(fd_link, link_pin)?;
         return Ok(result);
     }
     // Pinned under a new name first (bpffs names take no '.'): the new link
     // outlives this process from now on, whatever happens to the old one.
     let new_pin = link_pin.with_file_name(format!("{LINK_PIN}_new"));
     let _ = std::fs::remove_file(&new_pin);
-    fd_link.pin(&new_pin).with_context(|| format!("cannot pin link at {}", new_pin.display()))?;
+    pin_link(fd_link, &new_pin)?;
     let mut moved_from = None;
     for r in retire {
-        r.link.detach().with_context(|| format!("cannot detach the pinned link from {}", r.from))?;
+        r.link.detach().map_err(|error| LinkError::Detach { from: r.from.clone(), error })?;
         if r.remove.is_dir() {
             remove_pins(&r.remove)?;
         } else {
-            std::fs::remove_file(&r.remove).with_context(|| format!("cannot remove {}", r.remove.display()))?;
+            std::fs::remove_file(&r.remove).map_err(LinkError::io("remove", &r.remove))?;
         }
         log::warn!(
             "{iface}: the pinned attachment was on {}, not on the device named {iface} here (renamed or moved?); \
@@ -425,12 +492,15 @@ fn pin_new_link(
         );
         moved_from = Some(r.from);
     }
-    std::fs::rename(&new_pin, link_pin)
-        .with_context(|| format!("cannot rename {} to {}", new_pin.display(), link_pin.display()))?;
+    std::fs::rename(&new_pin, link_pin).map_err(LinkError::io("rename the new link pin to its place", &new_pin))?;
     Ok(match moved_from {
         Some(from) => Attached::Moved { from, then: Box::new(result) },
         None => result,
     })
+}
+
+fn pin_link(link: FdLink, path: &Path) -> Result<(), LinkError> {
+    link.pin(path).map(drop).map_err(|error| LinkError::PinLink { path: path.to_owned(), error })
 }
 
 /// Replaces the program of the XDP link pinned at `pin` with `prog` (one
@@ -438,18 +508,57 @@ fn pin_new_link(
 fn swap_into_pinned_link(
     prog: &mut Xdp,
     pin: &Path,
-) -> Result<Result<aya::programs::xdp::XdpLinkId, aya::programs::ProgramError>> {
-    let pinned = PinnedLink::from_pin(pin).with_context(|| format!("cannot open pinned link {}", pin.display()))?;
-    let link = XdpLink::try_from(FdLink::from(pinned))?;
+) -> Result<Result<aya::programs::xdp::XdpLinkId, ProgramError>, LinkError> {
+    // Only an XDP link goes further: anything else pinned there is refused.
+    LinkHandle::open(pin)?.device_and_program()?;
+    let open_error = |error| LinkError::Open { path: pin.to_owned(), error };
+    let pinned = PinnedLink::from_pin(pin).map_err(|e| open_error(std::io::Error::other(e)))?;
+    let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| open_error(std::io::Error::other(e)))?;
     Ok(prog.attach_to_link(link))
 }
 
-/// Removes program, link and pins of `iface`.
-pub fn detach(root: &Path, iface: &str) -> Result<()> {
+/// Takes the program off `iface`'s link and removes the link and pins.
+pub fn detach(root: &Path, iface: &str) -> Result<(), LinkError> {
     let dir = iface_dir(root, iface);
     if !dir.exists() {
-        bail!("nothing to detach: blocker has no pins for {iface} under {}", dir.display());
+        return Err(LinkError::NothingToDetach { iface: iface.to_owned(), dir });
     }
     let _lock = PinLock::acquire(&dir, iface)?;
+    let pin = dir.join(LINK_PIN);
+    if pin.exists() {
+        // Off the device even while another process holds the link open.
+        let link = LinkHandle::open(&pin)?;
+        let (on, _) = link.device_and_program()?;
+        if on != 0 {
+            let from = link_place_text(LinkAt::Device(on));
+            link.detach().map_err(|error| LinkError::Detach { from, error })?;
+        }
+    }
     Ok(remove_pins(&dir)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detaching_an_interface_without_pins_says_so() {
+        let root = tempfile::tempdir().unwrap();
+        match detach(root.path(), "eth7") {
+            Err(LinkError::NothingToDetach { iface, dir }) => {
+                assert_eq!(iface, "eth7");
+                assert_eq!(dir, iface_dir(root.path(), "eth7"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(link_at(&iface_dir(root.path(), "eth7")).unwrap(), LinkAt::NoPin);
+    }
+
+    #[test]
+    fn attach_modes_parse_by_name_only() {
+        for mode in AttachMode::ALL {
+            assert_eq!(mode.name().parse::<AttachMode>(), Ok(mode));
+        }
+        assert!("driver".parse::<AttachMode>().unwrap_err().contains("auto, native, generic"));
+    }
 }

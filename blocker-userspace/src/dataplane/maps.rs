@@ -17,10 +17,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
-    maps::{Array, Map, MapData, PerCpuArray, PerCpuValues},
-    programs::links::{FdLink, PinnedLink},
+    maps::{Array, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+    programs::{
+        links::{FdLink, PinnedLink},
+        ProgramError,
+    },
     util::nr_cpus,
     Ebpf,
 };
@@ -30,10 +32,14 @@ use blocker_common::{
     LIST_STATE_RETIRED, MAX_LISTS, MODE_ENFORCE, MODE_MONITOR,
 };
 
-use super::{link, object, pins};
+use super::{
+    link::{self, LinkError},
+    object::{self, ObjectError},
+    pins,
+};
 use crate::{
     compile::{
-        classifier::{Image, Tables, ELEMENT_BYTES},
+        classifier::{BuildError, Image, Tables, ELEMENT_BYTES},
         table::CompiledTable,
     },
     net::Family,
@@ -58,6 +64,52 @@ pub enum TableError {
     TooManyLists { needed: usize, max: u32 },
 }
 
+/// Why a table cannot be applied or the maps cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error(
+        "blocker is not attached to {iface}: no pins under {dir} (start it with `blocker run --iface {iface} ...`)"
+    )]
+    NotAttached { iface: String, dir: PathBuf },
+    #[error("cannot open pinned map {path}: {error}")]
+    OpenPinned { path: PathBuf, error: Box<MapError> },
+    /// A map of ours that is not what this blocker builds: another version's.
+    #[error("{what}: {error}")]
+    Map { what: String, error: Box<MapError> },
+    #[error("map {name} missing from the eBPF object: the build is broken")]
+    MissingMap { name: &'static str },
+    #[error("cannot mmap classifier map {name}: {error}")]
+    Mmap { name: &'static str, error: std::io::Error },
+    #[error("the program {program_id} on the link pinned at {pin} is gone")]
+    ProgramGone { program_id: u32, pin: PathBuf },
+    #[error("program {program_id} on the link pinned at {pin} has no map {name}: it is not blocker's")]
+    ProgramWithoutMap { program_id: u32, pin: PathBuf, name: &'static str },
+    #[error("the kernel: {what}: {error}")]
+    Kernel { what: String, error: Box<ProgramError> },
+    #[error("cannot {action} {path}: {error}")]
+    Io { action: &'static str, path: PathBuf, error: std::io::Error },
+    #[error("no program is loaded or attached for {dir}")]
+    NotLoaded { dir: PathBuf },
+}
+
+impl MapsError {
+    /// A map operation that failed, with what it was for.
+    fn map(what: impl Into<String>) -> impl FnOnce(MapError) -> MapsError {
+        let what = what.into();
+        move |error| MapsError::Map { what, error: Box::new(error) }
+    }
+}
+
+type Result<T, E = MapsError> = std::result::Result<T, E>;
+
 /// A table needs one list id per list, and the maps hold `MAX_LISTS`.
 /// `check-config`, the start and every apply check it alike.
 pub fn check_list_count(table: &CompiledTable) -> Result<(), TableError> {
@@ -72,9 +124,9 @@ where
     T: TryFrom<Map, Error = aya::maps::MapError>,
 {
     let path = dir.join(name);
-    let data = MapData::from_pin(&path).with_context(|| format!("cannot open pinned map {}", path.display()))?;
-    let map = Map::from_map_data(data).with_context(|| format!("map {}", path.display()))?;
-    T::try_from(map).with_context(|| format!("pinned map {} has an unexpected type or size", path.display()))
+    let opened = MapData::from_pin(&path).and_then(Map::from_map_data);
+    let map = opened.map_err(|error| MapsError::OpenPinned { path: path.clone(), error: Box::new(error) })?;
+    T::try_from(map).map_err(MapsError::map(format!("pinned map {} has an unexpected type or size", path.display())))
 }
 
 /// One classifier map (an mmapable BPF array of 64-byte blocks) mapped into this
@@ -85,14 +137,14 @@ struct Mapping {
 }
 
 impl Mapping {
-    fn new(fd: BorrowedFd<'_>, blocks: usize, writable: bool, name: &str) -> Result<Self> {
+    fn new(fd: BorrowedFd<'_>, blocks: usize, writable: bool, name: &'static str) -> Result<Self> {
         let bytes = blocks * BLOCK_BYTES;
         let prot = if writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
         // SAFETY: mapping a BPF array created with BPF_F_MMAPABLE; the length is at
         // most the array's data size; unmapped in Drop.
         let ptr = unsafe { libc::mmap(std::ptr::null_mut(), bytes, prot, libc::MAP_SHARED, fd.as_raw_fd(), 0) };
         if ptr == libc::MAP_FAILED {
-            bail!("cannot mmap classifier map {name}: {}", std::io::Error::last_os_error());
+            return Err(MapsError::Mmap { name, error: std::io::Error::last_os_error() });
         }
         Ok(Mapping { ptr: ptr.cast(), bytes })
     }
@@ -161,10 +213,14 @@ fn instance_maps(ebpf: &Ebpf) -> Result<Vec<(BorrowedFd<'_>, usize)>> {
     map_names::CLASSIFIER
         .iter()
         .map(|name| match ebpf.map(name) {
-            Some(Map::Array(data)) => Ok((data.fd().as_fd(), data.info()?.max_entries() as usize)),
-            _ => Err(anyhow!("classifier map {name} missing from the eBPF object")),
+            Some(Map::Array(data)) => Ok((data.fd().as_fd(), max_entries(data, name)?)),
+            _ => Err(MapsError::MissingMap { name }),
         })
         .collect()
+}
+
+fn max_entries(map: &MapData, name: &str) -> Result<usize> {
+    Ok(map.info().map_err(MapsError::map(format!("map {name}")))?.max_entries() as usize)
 }
 
 /// A program instance with its table: the program that is (or will be) on the
@@ -189,8 +245,9 @@ struct Instance {
 /// reports in the map fd's fdinfo), by name.
 pub fn pinned_map_memory(dir: &Path) -> Result<Vec<(String, u64)>> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
-        let path = entry?.path();
+    let io = |error| MapsError::Io { action: "read", path: dir.to_owned(), error };
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
         let Ok(map) = MapData::from_pin(&path) else { continue }; // the link pin
         out.push((path.file_name().unwrap_or_default().to_string_lossy().into_owned(), map_memory(&map)?));
     }
@@ -201,7 +258,11 @@ pub fn pinned_map_memory(dir: &Path) -> Result<Vec<(String, u64)>> {
 /// The kernel's `memlock` figure for a map.
 pub fn map_memory(map: &MapData) -> Result<u64> {
     let fdinfo = format!("/proc/self/fdinfo/{}", map.fd().as_fd().as_raw_fd());
-    let text = std::fs::read_to_string(&fdinfo).with_context(|| format!("cannot read {fdinfo}"))?;
+    let text = std::fs::read_to_string(&fdinfo).map_err(|error| MapsError::Io {
+        action: "read",
+        path: fdinfo.clone().into(),
+        error,
+    })?;
     Ok(text.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0))
 }
 
@@ -218,33 +279,41 @@ impl LinkTables {
         if !pin.exists() {
             return Ok(None);
         }
-        let link = FdLink::from(PinnedLink::from_pin(&pin).with_context(|| format!("cannot open {}", pin.display()))?);
-        let program_id = link.info()?.program_id();
+        let link_error = |error: aya::programs::links::LinkError| {
+            let error = std::io::Error::other(error);
+            MapsError::Link(LinkError::Open { path: pin.clone(), error })
+        };
+        let link = FdLink::from(PinnedLink::from_pin(&pin).map_err(link_error)?);
+        let program_id = link.info().map_err(link_error)?.program_id();
         let program = aya::programs::loaded_programs()
             .filter_map(Result::ok)
             .find(|p| p.id() == program_id)
-            .ok_or_else(|| anyhow!("the program {program_id} of {} is gone", pin.display()))?;
+            .ok_or_else(|| MapsError::ProgramGone { program_id, pin: pin.clone() })?;
+        let map_ids = program.map_ids().map_err(|error| MapsError::Kernel {
+            what: format!("the maps of program {program_id}"),
+            error: error.into(),
+        })?;
         let mut found: HashMap<String, MapData> = HashMap::new();
-        for id in program.map_ids()?.unwrap_or_default() {
-            let map = MapData::from_id(id)?;
-            let name = map.info()?.name_as_str().unwrap_or_default().to_owned();
-            found.insert(name, map);
+        for id in map_ids.unwrap_or_default() {
+            let map = MapData::from_id(id).map_err(MapsError::map(format!("map {id}")))?;
+            let info = map.info().map_err(MapsError::map(format!("map {id}")))?;
+            found.insert(info.name_as_str().unwrap_or_default().to_owned(), map);
         }
+        let mut take = |name: &'static str| {
+            found.remove(name).ok_or_else(|| MapsError::ProgramWithoutMap { program_id, pin: pin.clone(), name })
+        };
         let mut maps = Vec::new();
         let mut memory = 0;
         for name in map_names::CLASSIFIER {
-            let map = found.remove(name).ok_or_else(|| anyhow!("program {program_id} has no map {name}"))?;
+            let map = take(name)?;
             memory += map_memory(&map)?;
-            maps.push(map);
+            maps.push((map, name));
         }
         let fds: Vec<(BorrowedFd<'_>, usize)> =
-            maps.iter().map(|m| Ok((m.fd().as_fd(), m.info()?.max_entries() as usize))).collect::<Result<_>>()?;
-        let shape_map: Array<MapData, Shape> = Array::try_from(Map::Array(
-            found
-                .remove(map_names::SHAPE)
-                .ok_or_else(|| anyhow!("program {program_id} has no map {}", map_names::SHAPE))?,
-        ))?;
-        let shape = shape_map.get(&0, 0)?;
+            maps.iter().map(|(m, name)| Ok((m.fd().as_fd(), max_entries(m, name)?))).collect::<Result<_>>()?;
+        let shape_map: Array<MapData, Shape> =
+            Array::try_from(Map::Array(take(map_names::SHAPE)?)).map_err(MapsError::map(map_names::SHAPE))?;
+        let shape = shape_map.get(&0, 0).map_err(MapsError::map(map_names::SHAPE))?;
         Ok(Some(LinkTables { tables: MappedTables::read_only(&fds, shape)?, memory }))
     }
 }
@@ -281,7 +350,7 @@ impl Shared {
     }
 
     fn list_infos(&self) -> Result<Vec<ListInfo>> {
-        (0..MAX_LISTS).map(|i| Ok(self.list_info.get(&i, 0)?)).collect()
+        (0..MAX_LISTS).map(|i| self.list_info.get(&i, 0).map_err(MapsError::map(map_names::LIST_INFO))).collect()
     }
 }
 
@@ -407,12 +476,12 @@ impl DataplaneMaps {
 
     /// The loaded program instance (to attach it, or to run it in tests).
     pub fn ebpf_mut(&mut self) -> Result<&mut Ebpf> {
-        self.live.as_mut().map(|i| &mut i.ebpf).ok_or_else(|| anyhow!("no program loaded for {}", self.dir.display()))
+        self.live.as_mut().map(|i| &mut i.ebpf).ok_or_else(|| MapsError::NotLoaded { dir: self.dir.clone() })
     }
 
     pub fn set_mode(&mut self, mode: Mode) -> Result<()> {
         let mode = mode.code();
-        self.shared.config.set(config::MODE, mode, 0)?;
+        self.shared.config.set(config::MODE, mode, 0).map_err(MapsError::map(map_names::CONFIG))?;
         Ok(())
     }
 
@@ -469,16 +538,23 @@ impl DataplaneMaps {
         let Prepared { mut instance, infos, ids, kept } = prepared;
         // An id taken over from another list starts from zero, so the old list's
         // counters are not shown under the new one.
-        let cpus = nr_cpus().map_err(|(_, e)| e)?;
+        let cpus = nr_cpus().map_err(|(path, error)| MapsError::Io { action: "read", path: path.into(), error })?;
         for (&id, &kept) in ids.iter().zip(&kept) {
             if !kept && infos[id as usize].state != LIST_STATE_FREE {
-                let zero = PerCpuValues::try_from(vec![ListStats::default(); cpus])?;
-                self.shared.list_stats.set(id, zero, 0)?;
+                let zero = PerCpuValues::try_from(vec![ListStats::default(); cpus]).map_err(|error| MapsError::Io {
+                    action: "size per-CPU values for",
+                    path: "/sys".into(),
+                    error,
+                })?;
+                self.shared.list_stats.set(id, zero, 0).map_err(MapsError::map(map_names::LIST_STATS))?;
             }
         }
         // The swap: from here on packets see the new table.
         link::swap_program(&mut instance.ebpf, &self.dir)?;
-        let program_id = object::program_mut(&mut instance.ebpf)?.info()?.id();
+        let program_info = object::program_mut(&mut instance.ebpf)?.info();
+        let program_id = program_info
+            .map_err(|error| MapsError::Kernel { what: "the new program".into(), error: error.into() })?
+            .id();
         let report = ApplyReport {
             v4_ranges: table.v4.len(),
             v6_ranges: table.v6.len(),
@@ -489,13 +565,14 @@ impl DataplaneMaps {
         self.live = Some(instance);
 
         for (list, &id) in table.lists.iter().zip(&ids) {
-            self.shared.list_info.set(id, make_info(LIST_STATE_LIVE, list.action.code(), &list.name), 0)?;
+            let info = make_info(LIST_STATE_LIVE, list.action.code(), &list.name);
+            self.shared.list_info.set(id, info, 0).map_err(MapsError::map(map_names::LIST_INFO))?;
         }
         for (id, info) in infos.iter().enumerate() {
             if info.state == LIST_STATE_LIVE && !ids.contains(&(id as u32)) {
                 let mut retired = *info;
                 retired.state = LIST_STATE_RETIRED;
-                self.shared.list_info.set(id as u32, retired, 0)?;
+                self.shared.list_info.set(id as u32, retired, 0).map_err(MapsError::map(map_names::LIST_INFO))?;
             }
         }
         self.ids_by_name = table.lists.iter().zip(&ids).map(|(l, &id)| (l.name.clone(), id)).collect();
@@ -515,7 +592,7 @@ impl DataplaneMaps {
         let tables = match (LinkTables::open(&self.dir)?, &self.live) {
             (Some(l), _) => l.tables,
             (None, Some(i)) => MappedTables::read_only(&instance_maps(&i.ebpf)?, i.shape)?,
-            (None, None) => bail!("no program is attached for {}", self.dir.display()),
+            (None, None) => return Err(MapsError::NotLoaded { dir: self.dir.clone() }),
         };
         Ok(LiveTable { tables })
     }
@@ -545,14 +622,16 @@ impl DataplaneMaps {
     pub fn counters(&self) -> Result<Counters> {
         let mut global = [0u64; counter::COUNT as usize];
         for (i, slot) in global.iter_mut().enumerate() {
-            *slot = self.shared.global_stats.get(&(i as u32), 0)?.iter().sum();
+            let per_cpu =
+                self.shared.global_stats.get(&(i as u32), 0).map_err(MapsError::map(map_names::GLOBAL_STATS))?;
+            *slot = per_cpu.iter().sum();
         }
         let mut lists = Vec::new();
         for (id, info) in self.shared.list_infos()?.into_iter().enumerate() {
             if info.state == LIST_STATE_FREE {
                 continue;
             }
-            let per_cpu = self.shared.list_stats.get(&(id as u32), 0)?;
+            let per_cpu = self.shared.list_stats.get(&(id as u32), 0).map_err(MapsError::map(map_names::LIST_STATS))?;
             lists.push(ListCounters {
                 id: id as u32,
                 name: String::from_utf8_lossy(&info.name[..info.name_len as usize]).into_owned(),
@@ -570,7 +649,10 @@ impl DataplaneMaps {
             },
         };
         Ok(Counters {
-            mode: if self.shared.config.get(&config::MODE, 0)? == MODE_MONITOR { Mode::Monitor } else { Mode::Enforce },
+            mode: match self.shared.config.get(&config::MODE, 0).map_err(MapsError::map(map_names::CONFIG))? {
+                MODE_MONITOR => Mode::Monitor,
+                _ => Mode::Enforce,
+            },
             program_id,
             global,
             lists,
@@ -655,11 +737,10 @@ fn check_budget(table: &CompiledTable, image: &Image, budget: u64) -> Result<(),
 fn load_instance(dir: &Path, log_level: u8, image: &Image) -> Result<Instance> {
     let blocks = image.map_blocks();
     let mut ebpf = object::load(dir, log_level, &blocks, image.shape)?;
-    let mut shape_map: Array<&mut MapData, Shape> = Array::try_from(
-        ebpf.map_mut(map_names::SHAPE)
-            .ok_or_else(|| anyhow!("map {} missing from the eBPF object", map_names::SHAPE))?,
-    )?;
-    shape_map.set(0, image.shape, 0)?;
+    let shape_map = ebpf.map_mut(map_names::SHAPE).ok_or(MapsError::MissingMap { name: map_names::SHAPE })?;
+    let mut shape_map: Array<&mut MapData, Shape> =
+        Array::try_from(shape_map).map_err(MapsError::map(map_names::SHAPE))?;
+    shape_map.set(0, image.shape, 0).map_err(MapsError::map(map_names::SHAPE))?;
     let fds = instance_maps(&ebpf)?;
     let mut tables = MappedTables::new(&fds, image.shape, true)?;
     for (mapping, content) in tables.maps.iter_mut().zip(image.map_bytes()) {
@@ -688,10 +769,7 @@ fn make_info(state: u32, action: u32, name: &str) -> ListInfo {
 pub fn read_pinned_counters(pin_root: &Path, iface: &str) -> Result<Counters> {
     let dir = pins::iface_dir(pin_root, iface);
     if !dir.exists() {
-        anyhow::bail!(
-            "blocker is not attached to {iface}: no pins under {} (start it with `blocker run --iface {iface} ...`)",
-            dir.display()
-        );
+        return Err(MapsError::NotAttached { iface: iface.to_owned(), dir });
     }
     let mut counters = DataplaneMaps::open(&dir)?.counters()?;
     // A checked fact, not the pins' word: the link must be on the device that
@@ -720,6 +798,17 @@ mod tests {
             infos[id as usize] = make_info(LIST_STATE_LIVE, l.action.code(), &l.name);
         }
         infos
+    }
+
+    #[test]
+    fn counters_of_an_interface_without_pins_say_how_to_start() {
+        let root = tempfile::tempdir().unwrap();
+        match read_pinned_counters(root.path(), "eth3") {
+            Err(MapsError::NotAttached { iface, dir }) => {
+                assert_eq!((iface.as_str(), dir), ("eth3", pins::iface_dir(root.path(), "eth3")));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

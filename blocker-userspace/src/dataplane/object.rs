@@ -1,20 +1,42 @@
 //! The XDP object: loading it with its maps pinned under an interface's directory
 //! and the classifier maps sized to the table.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context as _, Result};
-use aya::{programs::Xdp, Ebpf, EbpfLoader};
+use aya::{
+    programs::{ProgramError, Xdp},
+    Ebpf, EbpfError, EbpfLoader,
+};
 use blocker_common::{classifier::Shape, map_names, PROGRAM_NAME};
 
 /// The XDP object built from blocker-ebpf by build.rs.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/blocker"));
 
+/// Why the XDP program cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error(
+        "blocker needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, to load XDP programs \
+         and use pinned maps: run it with sudo"
+    )]
+    Privileges,
+    #[error("cannot create {path}: {error}")]
+    CreateDir { path: PathBuf, error: std::io::Error },
+    #[error("classifier map {map}: {blocks} blocks is too many")]
+    TooManyBlocks { map: &'static str, blocks: usize },
+    #[error("loading the blocker eBPF object: {error}")]
+    Load { error: Box<EbpfError> },
+    #[error("the kernel refused the XDP program: {error}")]
+    Refused { error: Box<ProgramError> },
+    #[error("the eBPF object has no XDP program {PROGRAM_NAME}: the build is broken")]
+    NoProgram,
+}
+
 /// aya-log's ring buffer.
 const EBPF_LOG_MAP: &str = "AYA_LOGS";
 
 /// Refuses early, with what to do, when the process lacks the capabilities.
-pub fn check_privileges() -> Result<()> {
+pub fn check_privileges() -> Result<(), ObjectError> {
     const CAP_NET_ADMIN: u32 = 12;
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
@@ -29,10 +51,7 @@ pub fn check_privileges() -> Result<()> {
     // CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON; the verifier allows the
     // program's packet pointer arithmetic only with CAP_PERFMON.
     if !(has(CAP_NET_ADMIN) && (has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)))) {
-        bail!(
-            "blocker needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, \
-             to load XDP programs and use pinned maps: run it with sudo"
-        );
+        return Err(ObjectError::Privileges);
     }
     Ok(())
 }
@@ -41,8 +60,8 @@ pub fn check_privileges() -> Result<()> {
 /// already pinned there), its classifier maps created at `table_blocks` blocks
 /// each (`map_names::CLASSIFIER` order), and the table's shape. `ebpf_log_level`
 /// 0 compiles every aya-log statement out.
-pub fn load(dir: &Path, ebpf_log_level: u8, table_blocks: &[usize; 7], shape: Shape) -> Result<Ebpf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+pub fn load(dir: &Path, ebpf_log_level: u8, table_blocks: &[usize; 7], shape: Shape) -> Result<Ebpf, ObjectError> {
+    std::fs::create_dir_all(dir).map_err(|error| ObjectError::CreateDir { path: dir.to_owned(), error })?;
     let mut loader = EbpfLoader::new();
     loader.default_map_pin_directory(dir).override_global("AYA_LOG_LEVEL", &ebpf_log_level, false);
     // Every program instance of the interface logs into the same ring buffer.
@@ -50,19 +69,17 @@ pub fn load(dir: &Path, ebpf_log_level: u8, table_blocks: &[usize; 7], shape: Sh
     loader.map_pin_path(EBPF_LOG_MAP, log_pin.as_path());
     loader.override_global(map_names::V4_DIR_BITS, &shape.v4_bits, true);
     loader.override_global(map_names::V6_DIR_BITS, &shape.v6_bits, true);
-    for (map, n) in map_names::CLASSIFIER.iter().zip(table_blocks) {
-        let n = u32::try_from(*n).map_err(|_| anyhow!("classifier map {map}: {n} blocks is too many"))?;
+    for (&map, &blocks) in map_names::CLASSIFIER.iter().zip(table_blocks) {
+        let n = u32::try_from(blocks).map_err(|_| ObjectError::TooManyBlocks { map, blocks })?;
         loader.map_max_entries(map, n);
     }
-    let mut ebpf = loader.load(EBPF_OBJECT).context("loading the blocker eBPF object")?;
+    let mut ebpf = loader.load(EBPF_OBJECT).map_err(|error| ObjectError::Load { error: Box::new(error) })?;
     let prog = program_mut(&mut ebpf)?;
-    prog.load().context("the kernel refused the XDP program")?;
+    prog.load().map_err(|error| ObjectError::Refused { error: Box::new(error) })?;
     Ok(ebpf)
 }
 
-pub fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
-    ebpf.program_mut(PROGRAM_NAME)
-        .ok_or_else(|| anyhow!("program {PROGRAM_NAME} missing from the eBPF object"))?
-        .try_into()
-        .context("program has the wrong type")
+/// The object's XDP program.
+pub fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, ObjectError> {
+    ebpf.program_mut(PROGRAM_NAME).and_then(|p| p.try_into().ok()).ok_or(ObjectError::NoProgram)
 }

@@ -18,8 +18,6 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use anyhow::Result;
-
 use crate::clock::{age_text, unix_secs};
 
 /// Why a URL's content could not be had. With a last good copy, a failed fetch is
@@ -103,7 +101,20 @@ impl Default for FetchOptions {
 
 /// Validates fetched content, given as the path of a file that holds it:
 /// parses it as the source's format and returns how many prefixes it holds.
-pub type Check<'a> = &'a (dyn Fn(&Path) -> Result<usize> + Sync);
+pub type Check<'a> = &'a (dyn Fn(&Path) -> Result<usize, CheckError> + Sync);
+
+/// Why a source's parser refused fetched content (it names the source).
+pub type CheckError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why `obtain_parsed` has no value: the fetch failed, or the source's parser
+/// (`E`) refused the copy.
+#[derive(Debug, thiserror::Error)]
+pub enum ObtainError<E> {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Parse(E),
+}
 
 /// A local copy of a URL's content.
 #[derive(Debug)]
@@ -350,16 +361,16 @@ pub fn obtain(
 /// `obtain`, with the content parsed once: when new content was validated by
 /// `parse` and became the copy, that parse is the one returned; otherwise (not
 /// modified, held back, failed, cached only) the copy is parsed.
-pub fn obtain_parsed<T: Send>(
+pub fn obtain_parsed<T: Send, E: std::error::Error + Send + Sync + 'static>(
     url: &str,
     cache_dir: &Path,
     access: UrlAccess,
     opts: &FetchOptions,
-    parse: impl Fn(&Path) -> Result<T> + Sync,
+    parse: impl Fn(&Path) -> Result<T, E> + Sync,
     prefixes: impl Fn(&T) -> usize + Sync,
-) -> Result<(T, Fetched)> {
+) -> Result<(T, Fetched), ObtainError<E>> {
     let validated = std::sync::Mutex::new(None);
-    let check = |path: &Path| -> Result<usize> {
+    let check = |path: &Path| -> Result<usize, CheckError> {
         let value = parse(path)?;
         let n = prefixes(&value);
         if let Ok(mut slot) = validated.lock() {
@@ -370,7 +381,7 @@ pub fn obtain_parsed<T: Send>(
     let fetched = obtain(url, cache_dir, access, &check, opts)?;
     let value = match validated.into_inner().ok().flatten() {
         Some(value) if fetched.changed => value,
-        _ => parse(&fetched.path)?,
+        _ => parse(&fetched.path).map_err(ObtainError::Parse)?,
     };
     Ok((value, fetched))
 }
@@ -489,8 +500,7 @@ fn download(
     }
     drop(old);
     write_synced(&paths.incoming, &body)?;
-    let prefixes = check(&paths.incoming)
-        .map_err(|cause| FetchError::Invalid { had_copy: cached.is_some(), cause: cause.into() })?;
+    let prefixes = check(&paths.incoming).map_err(|cause| FetchError::Invalid { had_copy: cached.is_some(), cause })?;
     let was = cached.and_then(|m| m.prefixes);
     let shrank = prefixes == 0 || was.is_some_and(|w| prefixes < w.div_ceil(2));
     let mut meta = cached.map(|_| read_meta(&paths.meta).unwrap_or_default()).unwrap_or_default();
@@ -524,7 +534,7 @@ mod tests {
 
     use super::*;
 
-    fn list_check(path: &Path) -> Result<usize> {
+    fn list_check(path: &Path) -> Result<usize, CheckError> {
         Ok(crate::source::cidr_list::read_list(path)?.len())
     }
 

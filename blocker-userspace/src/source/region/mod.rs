@@ -19,8 +19,6 @@ use std::{
     str::FromStr,
 };
 
-use anyhow::Result;
-
 use self::{
     csv::parse_csv,
     db::{RegionDb, SourceInfo},
@@ -29,7 +27,7 @@ use self::{
 use crate::{
     net::{ip_to_u128, Family},
     source::{
-        fetch::{FetchOptions, UrlAccess},
+        fetch::{CheckError, FetchError, FetchOptions, Fetched, ObtainError, UrlAccess},
         spec::{Modifiers, Refresh},
     },
 };
@@ -112,7 +110,7 @@ pub fn load(
     opts: &FetchOptions,
 ) -> Result<RegionDb, RegionError> {
     let (mut db, note) = if source.is_url() {
-        let parse = |path: &Path| Ok(load_path(source, path)?);
+        let parse = |path: &Path| load_path(source, path);
         let (db, fetched) = crate::source::fetch::obtain_parsed(
             &source.location,
             cache_dir,
@@ -121,7 +119,10 @@ pub fn load(
             parse,
             RegionDb::prefix_count,
         )
-        .map_err(RegionError::Url)?;
+        .map_err(|e| match e {
+            ObtainError::Fetch(e) => RegionError::Fetch(e),
+            ObtainError::Parse(e) => e,
+        })?;
         (db, fetched.note)
     } else {
         (load_path(source, Path::new(&source.location))?, None)
@@ -131,9 +132,9 @@ pub fn load(
 }
 
 /// Fetches a URL source into the cache, validated as its format.
-pub fn fetch(source: &RegionSource, cache_dir: &Path, opts: &FetchOptions) -> Result<crate::source::fetch::Fetched> {
-    let check = |path: &Path| -> Result<usize> { Ok(load_path(source, path)?.prefix_count()) };
-    Ok(crate::source::fetch::fetch_with(&source.location, cache_dir, &check, opts)?)
+pub fn fetch(source: &RegionSource, cache_dir: &Path, opts: &FetchOptions) -> Result<Fetched, FetchError> {
+    let check = |path: &Path| -> Result<usize, CheckError> { Ok(load_path(source, path)?.prefix_count()) };
+    crate::source::fetch::fetch_with(&source.location, cache_dir, &check, opts)
 }
 
 /// Reads the region data at `path` (the source's file, or a copy of its URL).
@@ -201,9 +202,12 @@ pub enum RegionError {
     NoCountryDirectories { dir: PathBuf },
     #[error("{source_name}: {reason}")]
     Mmdb { source_name: String, reason: String },
-    /// A URL source: fetching it, or parsing its copy (the error names the URL).
+    /// A URL source that could not be fetched (parsing its copy gives the
+    /// other variants, naming the URL).
     #[error(transparent)]
-    Url(anyhow::Error),
+    Fetch(#[from] crate::source::fetch::FetchError),
+    #[error(transparent)]
+    Snapshot(#[from] crate::source::region::snapshot::SnapshotError),
     #[error("country source {location} failed; nothing was applied")]
     SourceFailed {
         location: String,

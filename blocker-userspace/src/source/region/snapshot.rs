@@ -6,8 +6,6 @@
 
 use std::io::{Read as _, Write as _};
 
-use anyhow::{anyhow, bail, ensure, Context as _, Result};
-
 use crate::{
     net::{Family, Prefix},
     source::region::db::{RegionDb, SourceInfo},
@@ -16,10 +14,19 @@ use crate::{
 const MAGIC: &[u8] = b"BLKRGN1\n";
 static BUNDLED: &[u8] = include_bytes!("../../../data/countries.snapshot");
 
+/// Why a snapshot cannot be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("the region snapshot does not inflate: {error}")]
+    Inflate { error: std::io::Error },
+    #[error("the region snapshot is corrupt: {reason} at byte {at}")]
+    Corrupt { reason: &'static str, at: usize },
+}
+
 impl RegionDb {
     /// The snapshot compiled into the binary.
-    pub fn bundled() -> Result<RegionDb> {
-        decode_snapshot(BUNDLED).context("the bundled region snapshot is corrupt")
+    pub fn bundled() -> Result<RegionDb, SnapshotError> {
+        decode_snapshot(BUNDLED)
     }
 }
 
@@ -40,12 +47,28 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-struct Reader<'a>(&'a [u8]);
+/// The decoded bytes, and how far into them the decoder is.
+struct Reader<'a> {
+    raw: &'a [u8],
+    at: usize,
+}
+
+type Result<T, E = SnapshotError> = std::result::Result<T, E>;
 
 impl Reader<'_> {
+    fn corrupt(&self, reason: &'static str) -> SnapshotError {
+        SnapshotError::Corrupt { reason, at: self.at }
+    }
+    fn ensure(&self, ok: bool, reason: &'static str) -> Result<()> {
+        if ok {
+            Ok(())
+        } else {
+            Err(self.corrupt(reason))
+        }
+    }
     fn byte(&mut self) -> Result<u8> {
-        let (&b, rest) = self.0.split_first().ok_or_else(|| anyhow!("truncated"))?;
-        self.0 = rest;
+        let b = *self.raw.get(self.at).ok_or_else(|| self.corrupt("truncated"))?;
+        self.at += 1;
         Ok(b)
     }
     fn varint(&mut self) -> Result<u128> {
@@ -57,19 +80,20 @@ impl Reader<'_> {
                 return Ok(v);
             }
         }
-        bail!("varint too long")
+        Err(self.corrupt("varint too long"))
     }
     fn string(&mut self) -> Result<String> {
-        let n = self.varint()? as usize;
-        ensure!(n <= self.0.len(), "truncated");
-        let (s, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(String::from_utf8(s.to_vec())?)
+        let n = self.varint()?;
+        let end = usize::try_from(n).ok().and_then(|n| self.at.checked_add(n)).filter(|&e| e <= self.raw.len());
+        let end = end.ok_or_else(|| self.corrupt("truncated string"))?;
+        let text = String::from_utf8(self.raw[self.at..end].to_vec()).map_err(|_| self.corrupt("not UTF-8"))?;
+        self.at = end;
+        Ok(text)
     }
 }
 
 /// Encodes a region database as a compressed snapshot.
-pub fn encode_snapshot(db: &RegionDb, source: &str, date: &str) -> Result<Vec<u8>> {
+pub fn encode_snapshot(db: &RegionDb, source: &str, date: &str) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::from(MAGIC);
     put_str(&mut out, source);
     put_str(&mut out, date);
@@ -96,14 +120,14 @@ pub fn encode_snapshot(db: &RegionDb, source: &str, date: &str) -> Result<Vec<u8
     }
     let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
     z.write_all(&out)?;
-    Ok(z.finish()?)
+    z.finish()
 }
 
 pub fn decode_snapshot(bytes: &[u8]) -> Result<RegionDb> {
     let mut raw = Vec::new();
-    flate2::read::DeflateDecoder::new(bytes).read_to_end(&mut raw)?;
-    ensure!(raw.starts_with(MAGIC), "not a blocker region snapshot");
-    let mut r = Reader(&raw[MAGIC.len()..]);
+    flate2::read::DeflateDecoder::new(bytes).read_to_end(&mut raw).map_err(|error| SnapshotError::Inflate { error })?;
+    let mut r = Reader { raw: &raw, at: MAGIC.len() };
+    r.ensure(raw.starts_with(MAGIC), "not a blocker region snapshot")?;
     let source = r.string()?;
     let date = r.string()?;
     let mut db = RegionDb::default();
@@ -113,12 +137,12 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<RegionDb> {
         let mut prefixes = Vec::new();
         for family in [Family::V4, Family::V6] {
             let shift = r.byte()?;
-            ensure!(shift <= family.bits(), "bad shift");
+            r.ensure(shift <= family.bits(), "bad shift")?;
             let mut unit = 0u128;
             for _ in 0..r.varint()? {
-                unit += r.varint()?;
+                unit = unit.checked_add(r.varint()?).ok_or_else(|| r.corrupt("address out of range"))?;
                 let len = r.byte()?;
-                ensure!(len <= family.bits(), "bad prefix length");
+                r.ensure(len <= family.bits(), "bad prefix length")?;
                 let addr = if shift >= 128 { 0 } else { unit << shift };
                 prefixes.push(Prefix { family, addr, len });
             }
@@ -150,5 +174,20 @@ mod tests {
         assert_eq!(back.regions["DE"].name.as_deref(), Some("Germany"));
         assert_eq!(back.regions["ZZ"].prefixes, db.regions["ZZ"].prefixes);
         assert_eq!(back.sources[0].date.as_deref(), Some("2026-01-01"));
+    }
+
+    #[test]
+    fn a_damaged_snapshot_is_refused_with_where() {
+        let mut db = RegionDb::default();
+        db.add("DE", Some("Germany"), "test", [p("2.16.0.0/13")]);
+        let bytes = encode_snapshot(&db, "test", "2026-01-01").unwrap();
+        assert!(matches!(decode_snapshot(&bytes[..bytes.len() / 2]), Err(SnapshotError::Inflate { .. })));
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(b"BLKRGN1\n\x05test").unwrap();
+        let truncated = z.finish().unwrap();
+        assert!(matches!(
+            decode_snapshot(&truncated),
+            Err(SnapshotError::Corrupt { reason: "truncated string", at: 9 })
+        ));
     }
 }
