@@ -64,6 +64,7 @@ struct DaemonSection {
     watch_files: Option<bool>,
     watch_debounce: Option<String>,
     table_memory: Option<String>,
+    metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -183,6 +184,12 @@ pub fn parse(path: &Path, text: &str) -> Result<RunOptions, ConfigError> {
         socket: Some(d.socket.clone().unwrap_or_else(|| crate::control::protocol::DEFAULT_SOCKET.into())),
         watch_debounce: d.watch_files.unwrap_or(true).then_some(watch_debounce),
         table_memory,
+        metrics_listen: d
+            .metrics_listen
+            .as_deref()
+            .map(crate::metrics::server::parse_listen)
+            .transpose()
+            .map_err(|e| ConfigError::key(path, "daemon.metrics_listen", e))?,
     })
 }
 
@@ -253,6 +260,8 @@ pub struct RunOptions {
     pub watch_debounce: Option<Duration>,
     /// The most bytes of classifier maps a table may take, per interface.
     pub table_memory: u64,
+    /// Where `GET /metrics` is served (None: no metrics endpoint).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[cfg(test)]
@@ -276,6 +285,7 @@ mod tests {
         assert_eq!(o.policy.deny[0].name, "attackers");
         assert!(o.policy.deny[0].optional);
         assert_eq!(o.watch_debounce, Some(std::time::Duration::from_secs(2)));
+        assert_eq!(o.metrics_listen, Some("127.0.0.1:9187".parse().unwrap()));
         assert_eq!(o.policy.url_refresh, Refresh::Every(std::time::Duration::from_secs(6 * 3600)));
     }
 
@@ -346,6 +356,8 @@ mod tests {
             matches!(&e, ConfigError::Key { key, reason, .. } if key == "policy.deny[0]" && reason.contains("URL sources only")),
             "{e}"
         );
+        let e = p("[daemon]\nmetrics_listen = \"localhost:9187\"\n[[interface]]\nname = \"eth0\"\n").unwrap_err();
+        assert!(matches!(&e, ConfigError::Key { key, .. } if key == "daemon.metrics_listen"), "{e}");
         // The text names the file and the key.
         let e = p("[[interface]]\nname = \"eth0\"\nxdp_mode = \"fast\"\n").unwrap_err().to_string();
         assert_eq!(

@@ -6,7 +6,7 @@
 //! - `compile`: the disjoint table, and the classifier image built from it;
 //! - `dataplane`: the XDP object, pins and locks, links, and map writes and swaps;
 //! - `control`: the control socket's protocol (typed requests and replies), its
-//!   server and client;
+//!   server and client; `metrics`: the Prometheus endpoint;
 //! - `config`: a TOML file as run options;
 //! - `daemon`: the running daemon.
 //!
@@ -24,6 +24,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod metrics;
 pub mod net;
 pub mod policy;
 pub mod source;

@@ -77,23 +77,27 @@ pub fn ip_to_u128(ip: IpAddr) -> (Family, u128) {
 }
 
 /// Cuts the inclusive range [lo, hi] into the fewest aligned CIDR blocks.
-pub fn range_to_prefixes(family: Family, mut lo: u128, hi: u128) -> Vec<Prefix> {
+pub fn range_to_prefixes(family: Family, lo: u128, hi: u128) -> Vec<Prefix> {
+    range_prefixes(family, lo, hi).collect()
+}
+
+/// The fewest CIDRs that cover `lo..=hi` exactly, in address order, one at a
+/// time (counting them allocates nothing).
+pub fn range_prefixes(family: Family, lo: u128, hi: u128) -> impl Iterator<Item = Prefix> {
     let bits = u32::from(family.bits());
     let span = |host: u32| if host >= 128 { u128::MAX } else { (1u128 << host) - 1 };
-    let mut out = Vec::new();
-    loop {
+    let mut next = Some(lo);
+    std::iter::from_fn(move || {
+        let lo = next?;
         let mut host = if lo == 0 { bits } else { lo.trailing_zeros().min(bits) };
         // lo is aligned to 2^host, so lo + span(host) == lo | span(host): no overflow.
         while lo | span(host) > hi {
             host -= 1;
         }
-        out.push(Prefix { family, addr: lo, len: (bits - host) as u8 });
         let end = lo | span(host);
-        if end >= hi {
-            return out;
-        }
-        lo = end + 1;
-    }
+        next = (end < hi).then(|| end + 1);
+        Some(Prefix { family, addr: lo, len: (bits - host) as u8 })
+    })
 }
 
 /// Every prefix of `family` not covered by `prefixes`, as few CIDRs as possible.

@@ -69,14 +69,80 @@ pub fn serve(script: Arc<Mutex<Script>>) -> String {
 /// Serves on 127.0.0.1 inside network namespace `ns` (bound from a thread that
 /// entered it), so a daemon running there can reach it.
 pub fn serve_in_netns(ns: &str, script: Arc<Mutex<Script>>) -> anyhow::Result<String> {
+    // The listener keeps the namespace of the thread that created it.
+    in_netns(ns, move || serve(script))
+}
+
+/// Runs `f` on a thread that entered network namespace `ns` (connections it
+/// makes start from there).
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
     let file = std::fs::File::open(format!("/run/netns/{ns}"))?;
-    let handle = std::thread::spawn(move || -> anyhow::Result<String> {
+    let handle = std::thread::spawn(move || -> anyhow::Result<T> {
         // SAFETY: setns on this thread only; the file is a network namespace.
         if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             anyhow::bail!("setns: {}", std::io::Error::last_os_error());
         }
-        // The listener keeps the namespace of the thread that created it.
-        Ok(serve(script))
+        Ok(f())
     });
-    handle.join().map_err(|_| anyhow::anyhow!("server thread panicked"))?
+    handle.join().map_err(|_| anyhow::anyhow!("thread in {ns} panicked"))?
+}
+
+/// An HTTP/1.0 answer: status, headers (lower-case names) and body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Answer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// `METHOD path` to `addr` (host:port) from network namespace `ns`, HTTP/1.0 so
+/// the server closes when done; at most 10 s.
+pub fn request_in_netns(ns: &str, addr: &str, method: &str, path: &str) -> anyhow::Result<Answer> {
+    request_in_netns_with(ns, addr, method, path, &[])
+}
+
+/// `request_in_netns` with extra request headers.
+pub fn request_in_netns_with(
+    ns: &str,
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<Answer> {
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let (addr, head) = (addr.to_owned(), format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{extra}\r\n"));
+    in_netns(ns, move || -> anyhow::Result<Answer> {
+        use std::io::Read as _;
+        let mut stream = std::net::TcpStream::connect(&addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.write_all(head.as_bytes())?;
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw)?;
+        let (head, body) = raw.split_once("\r\n\r\n").ok_or_else(|| anyhow::anyhow!("no header end: {raw:?}"))?;
+        let mut lines = head.lines();
+        let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok());
+        let status = status.ok_or_else(|| anyhow::anyhow!("no status line: {head:?}"))?;
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        Ok(Answer { status, headers, body: body.to_owned() })
+    })?
+}
+
+/// `s` for a URL's query string: everything but unreserved characters
+/// percent-encoded.
+pub fn query_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -1081,6 +1081,36 @@ fn failed_start_on_a_second_takeover_changes_neither() {
     assert_eq!(s.ping("198.51.100.2"), PINGS);
 }
 
+/// systemd's notify protocol, read on a socket of the test's (as systemd would
+/// with Type=notify): READY=1 only once the program is on the interface, with a
+/// status line that says what is enforced; a reload updates it; SIGTERM says
+/// STOPPING=1.
+#[test]
+fn systemd_hears_ready_only_when_enforcing_then_status_and_stopping() {
+    let s = Setup::new();
+    let path = s.dir.join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let next = || {
+        let mut buf = [0u8; 4096];
+        let n = socket.recv(&mut buf).expect("a notification within 30 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let deny = format!("deny={}", s.file("deny.txt"));
+    let args = s.run_args(&["--deny", &deny, "--xdp-mode", "native"]);
+    let notify = [("NOTIFY_SOCKET", path.to_str().unwrap())];
+    let d = Daemon::start_with_env(&s.net.rx_ns, &args, &s.dir.join("daemon.log"), &notify).unwrap();
+    let ready = next();
+    assert!(s.net.rx_has_xdp().unwrap(), "READY=1 comes only once the program is attached");
+    let rx = &s.net.rx_if;
+    assert_eq!(ready, format!("READY=1\nSTATUS=enforcing 2 prefixes on {rx}; no reload yet\n"));
+    d.signal(libc::SIGHUP);
+    let status = next();
+    assert!(status.starts_with(&format!("STATUS=enforcing 2 prefixes on {rx}; last reload ok ")), "{status}");
+    d.stop_with(libc::SIGTERM).unwrap();
+    assert_eq!(next(), "STOPPING=1\nSTATUS=stopping\n");
+}
+
 /// The shipped systemd unit: systemd accepts it, and the capabilities it grants
 /// (CapabilityBoundingSet=, for a root service) are enough to attach, reload,
 /// restart and adopt, while any one fewer is refused.

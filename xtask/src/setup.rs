@@ -22,6 +22,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("setpriv", "util-linux"),
     // systemd-analyze checks the shipped unit file.
     ("systemd-analyze", "systemd"),
+    // The metrics tests scrape the daemon with a real Prometheus and check the
+    // exposition and the shipped alert rules with promtool.
+    ("prometheus", "prometheus"),
+    ("promtool", "prometheus"),
 ];
 /// What the benchmarks' baselines need besides.
 const BENCH_PACKAGES: &[(&str, &str)] = &[

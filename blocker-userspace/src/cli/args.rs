@@ -124,6 +124,10 @@ pub(crate) struct RunArgs {
     /// interface; a larger table is refused and the running one kept.
     #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = blocker::config::parse_size)]
     pub(crate) table_memory: u64,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (a port alone:
+    /// loopback). Off by default.
+    #[arg(long, value_name = "[ADDR:]PORT", value_parser = |s: &str| blocker::metrics::server::parse_listen(s).map_err(|e| e.to_string()))]
+    pub(crate) metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand)]

@@ -75,6 +75,7 @@ fn run_daemon(args: RunArgs, socket: &Path, pin_root: &Path, run_options_given: 
             socket: Some(socket.to_owned()),
             watch_debounce: (!args.no_watch).then_some(args.watch_debounce),
             table_memory: args.table_memory,
+            metrics_listen: args.metrics_listen,
         }
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -76,6 +76,19 @@ impl CompiledTable {
     }
 
     /// Ranges of each list: (IPv4, IPv6), indexed like `lists`.
+    /// The CIDRs each list holds in the table (its ranges as the fewest
+    /// prefixes), IPv4 and IPv6.
+    pub fn prefixes_per_list(&self) -> Vec<(usize, usize)> {
+        let mut out = vec![(0, 0); self.lists.len()];
+        for r in &self.v4 {
+            out[r.list].0 += crate::net::range_prefixes(Family::V4, r.lo, r.hi).count();
+        }
+        for r in &self.v6 {
+            out[r.list].1 += crate::net::range_prefixes(Family::V6, r.lo, r.hi).count();
+        }
+        out
+    }
+
     pub fn ranges_per_list(&self) -> Vec<(usize, usize)> {
         let mut out = vec![(0, 0); self.lists.len()];
         for r in &self.v4 {

@@ -1,9 +1,10 @@
 //! `blocker run`: attach to interfaces, keep the tables current, stop on signal.
 
+mod notify;
 pub mod triggers;
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     path::PathBuf,
     time::{Duration, Instant, SystemTime},
 };
@@ -33,12 +34,15 @@ use crate::{
         object,
         pins::{self, PinLock},
     },
+    metrics::{DaemonFacts, ListFacts, LoadFacts, SharedFacts},
     policy::Policy,
     source::{fetch, spec::Refresh},
 };
 
 /// How often the daemon looks at its interfaces, source files and URL schedule.
 const TICK: Duration = Duration::from_millis(500);
+/// How often systemd's status line is sent again besides after each reload.
+const STATUS_EVERY: Duration = Duration::from_secs(60);
 /// What every refused reload says.
 const ABORTED: &str = "reload aborted, the running tables are unchanged";
 /// How often a reload that waits for the first copy of a URL is tried again.
@@ -61,14 +65,24 @@ struct State {
     last_reload: Option<(SystemTime, String, Result<String, String>)>,
     /// Reloads tried since the start (whatever their outcome).
     reloads: u64,
+    /// Of them, those that failed.
+    reloads_failed: u64,
+    /// The last load of the table: the start's, then each reload's.
+    last_load: LoadFacts,
+    /// Failed fetches since the start, by URL.
+    fetch_failures: BTreeMap<String, u64>,
+    /// Where the metrics endpoint reads the daemon's facts (None: no endpoint).
+    facts: Option<SharedFacts>,
 }
 
-/// One list of the live table, for status.
+/// One list of the live table, for status and metrics.
 struct ListSummary {
     name: String,
     action: &'static str,
     v4_ranges: usize,
     v6_ranges: usize,
+    /// The table's CIDRs of the list, IPv4 and IPv6.
+    prefixes: (usize, usize),
 }
 
 fn list_summaries(table: &CompiledTable) -> Vec<ListSummary> {
@@ -76,16 +90,56 @@ fn list_summaries(table: &CompiledTable) -> Vec<ListSummary> {
         .lists
         .iter()
         .zip(table.ranges_per_list())
-        .map(|(l, (v4_ranges, v6_ranges))| ListSummary {
+        .zip(table.prefixes_per_list())
+        .map(|((l, (v4_ranges, v6_ranges)), prefixes)| ListSummary {
             name: l.name.clone(),
             action: l.action.name(),
             v4_ranges,
             v6_ranges,
+            prefixes,
         })
         .collect()
 }
 
+/// The end of a load of the table that began at `started`.
+fn load_facts(started: Instant, ok: bool) -> LoadFacts {
+    let at = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    LoadFacts { at, ok, duration_seconds: started.elapsed().as_secs_f64() }
+}
+
+/// What a finished URL refresh reports to the daemon's task.
+struct Refreshed {
+    url: String,
+    /// Whether the copy changed; Err: the fetch failed with no copy to use.
+    result: Result<bool, String>,
+    /// The fetch failed (a last good copy, if any, stays in use).
+    failed: bool,
+}
+
 impl State {
+    /// Gives the metrics endpoint the daemon's facts as they are now.
+    fn publish(&self, opts: &RunOptions) {
+        let Some(shared) = &self.facts else { return };
+        let mut sources: Vec<String> =
+            opts.policy.local_sources().into_iter().map(|p| p.display().to_string()).collect();
+        sources.extend(opts.policy.url_sources().into_iter().map(|(url, _)| url));
+        let facts = DaemonFacts {
+            pin_root: opts.pin_root.clone(),
+            cache_dir: opts.policy.cache_dir.clone(),
+            interfaces: opts.interfaces.iter().map(|i| (i.name.clone(), i.mode)).collect(),
+            lists: self.lists.iter().map(|l| ListFacts { name: l.name.clone(), prefixes: l.prefixes }).collect(),
+            reloads_succeeded: self.reloads - self.reloads_failed,
+            reloads_failed: self.reloads_failed,
+            last_load: Some(self.last_load),
+            sources,
+            fetch_failures: self.fetch_failures.clone(),
+        };
+        match shared.lock() {
+            Ok(mut f) => *f = facts,
+            Err(poisoned) => *poisoned.into_inner() = facts,
+        }
+    }
+
     fn status(&self, opts: &RunOptions, managed: &[Managed]) -> StatusReply {
         let lists = self
             .lists
@@ -208,6 +262,9 @@ fn keys_needing_restart(running: &RunOptions, fresh: &RunOptions) -> Vec<String>
     }
     if fresh.socket != running.socket {
         keys.push("daemon.socket".to_string());
+    }
+    if fresh.metrics_listen != running.metrics_listen {
+        keys.push("daemon.metrics_listen".to_string());
     }
     if fresh.watch_debounce.is_some() != running.watch_debounce.is_some() {
         keys.push("daemon.watch_files".to_string());
@@ -436,13 +493,34 @@ struct Daemon {
     urls: UrlSchedule,
     /// URL refreshes run off the daemon's task (a slow server must not stall the
     /// control socket); each reports here whether its content changed.
-    refreshed_tx: tokio::sync::mpsc::UnboundedSender<(String, Result<bool, String>)>,
+    refreshed_tx: tokio::sync::mpsc::UnboundedSender<Refreshed>,
     refreshing: HashSet<String>,
     /// When to try again a reload that waits for the first copy of a URL.
     retry_reload_at: Option<Instant>,
+    /// When systemd's status line is due again (its "ago" ages).
+    next_status: Instant,
 }
 
 impl Daemon {
+    /// systemd's status line: what is in force where, and the last reload.
+    fn status_line(&self) -> String {
+        // What is blocked: the prefixes of the lists that drop.
+        let drop = crate::policy::Action::Drop.name();
+        let prefixes = self.state.lists.iter().filter(|l| l.action == drop).map(|l| l.prefixes.0 + l.prefixes.1).sum();
+        let interfaces: Vec<notify::InterfaceLine<'_>> = self
+            .managed
+            .iter()
+            .zip(&self.opts.interfaces)
+            .map(|(m, spec)| notify::InterfaceLine {
+                name: &m.iface,
+                attached: m.attachment_fact().0,
+                monitor: spec.mode == Mode::Monitor,
+            })
+            .collect();
+        let last = self.state.last_reload.as_ref().map(|(at, _, result)| (*at, result.is_ok()));
+        notify::status_line(prefixes, &interfaces, last)
+    }
+
     /// Re-reads the policy (and the config file, if any) and applies it everywhere;
     /// records the result for `status`. Errors leave the running tables unchanged.
     fn reload(&mut self, trigger: &str) -> Result<String, String> {
@@ -454,6 +532,7 @@ impl Daemon {
         if let Some(w) = &mut self.files {
             w.rebase(&self.opts.policy);
         }
+        let started = Instant::now();
         let result = self.try_reload().map_err(|e| format!("{e:#}"));
         if let Err(e) = &result {
             log::error!("{e}");
@@ -469,6 +548,10 @@ impl Daemon {
         }
         self.state.last_reload = Some((SystemTime::now(), trigger.to_owned(), result.clone()));
         self.state.reloads += 1;
+        self.state.reloads_failed += u64::from(result.is_err());
+        self.state.last_load = load_facts(started, result.is_ok());
+        self.state.publish(&self.opts);
+        notify::status(&self.status_line());
         result
     }
 
@@ -612,6 +695,10 @@ impl Daemon {
         for (m, spec) in self.managed.iter_mut().zip(&self.opts.interfaces) {
             m.check_presence(spec, &self.opts.pin_root);
         }
+        if now >= self.next_status {
+            notify::status(&self.status_line());
+            self.next_status = now + STATUS_EVERY;
+        }
         if let Some(changed) = self.files.as_mut().and_then(|w| w.poll(now)) {
             // A refreshed data directory can change hundreds of files: name a few.
             let mut names: Vec<String> = changed.iter().take(3).map(|p| p.display().to_string()).collect();
@@ -639,15 +726,23 @@ impl Daemon {
             }
             let tx = self.refreshed_tx.clone();
             tokio::task::spawn_blocking(move || {
-                let result = job.fetch().map(|f| f.changed).map_err(|e| format!("{e:#}"));
-                let _ = tx.send((job.url, result));
+                let fetched = job.fetch();
+                // A stale copy without held content: the fetch itself failed.
+                let failed = fetched.as_ref().map_or(true, |f| f.stale && f.held.is_none());
+                let result = fetched.map(|f| f.changed).map_err(|e| format!("{e:#}"));
+                let _ = tx.send(Refreshed { url: job.url, result, failed });
             });
         }
     }
 
     /// A URL refresh finished: reload when its content changed.
-    fn refreshed(&mut self, url: String, result: Result<bool, String>) {
+    fn refreshed(&mut self, refreshed: Refreshed) {
+        let Refreshed { url, result, failed } = refreshed;
         self.refreshing.remove(&url);
+        if failed {
+            *self.state.fetch_failures.entry(url.clone()).or_insert(0) += 1;
+            self.state.publish(&self.opts);
+        }
         match result {
             Ok(true) => {
                 let _ = self.reload(&format!("refresh of {url}: content changed"));
@@ -792,17 +887,37 @@ impl Created {
 /// loop, then the shutdown.
 pub async fn run(opts: RunOptions) -> Result<()> {
     fix_malloc_threshold();
+    let load_started = Instant::now();
     let (table, pin_life) = validate(&opts)?;
+    // Bound before anything is attached: a taken port changes nothing.
+    let metrics = opts.metrics_listen.map(crate::metrics::server::bind).transpose()?;
     let (managed, listener) = start(&opts, &table)?;
     let files = opts.watch_debounce.map(|d| FileWatch::new(&opts.policy, d));
     let urls = UrlSchedule::new(&opts.policy, Instant::now());
     // Handlers first: whoever acts on "ready" may signal at once, and SIGHUP's
     // default action would end the daemon.
     let signals = Signals::install()?;
-    announce(&opts, files.as_ref());
     let (refreshed_tx, refreshed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let state = State {
+        started: SystemTime::now(),
+        lists: list_summaries(&table),
+        last_reload: None,
+        reloads: 0,
+        reloads_failed: 0,
+        last_load: load_facts(load_started, true),
+        fetch_failures: BTreeMap::new(),
+        facts: metrics.as_ref().map(|_| SharedFacts::default()),
+    };
+    state.publish(&opts);
+    if let (Some(listener), Some(facts)) = (metrics, &state.facts) {
+        crate::metrics::server::spawn(listener, facts.clone())?;
+        if let Some(addr) = opts.metrics_listen {
+            log::info!("metrics: http://{addr}/metrics");
+        }
+    }
+    announce(&opts, files.as_ref());
     let daemon = Daemon {
-        state: State { started: SystemTime::now(), lists: list_summaries(&table), last_reload: None, reloads: 0 },
+        state,
         opts,
         managed,
         files,
@@ -810,7 +925,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         refreshed_tx,
         refreshing: HashSet::new(),
         retry_reload_at: None,
+        next_status: Instant::now() + STATUS_EVERY,
     };
+    // Every interface is attached with its table: systemd may go on.
+    notify::ready(&daemon.status_line());
     // Only its summary is kept (see `State`).
     drop(table);
     release_free_memory();
@@ -936,7 +1054,7 @@ async fn event_loop(
     mut daemon: Daemon,
     mut signals: Signals,
     listener: Option<tokio::net::UnixListener>,
-    mut refreshed_rx: tokio::sync::mpsc::UnboundedReceiver<(String, Result<bool, String>)>,
+    mut refreshed_rx: tokio::sync::mpsc::UnboundedReceiver<Refreshed>,
 ) -> Daemon {
     let (control_tx, mut control_rx) = tokio::sync::mpsc::channel::<ControlRequest>(64);
     let mut ticks = tokio::time::interval(TICK);
@@ -955,7 +1073,7 @@ async fn event_loop(
                 let _ = reply.send(daemon.answer(request));
             }
             at = ticks.tick() => daemon.tick(at.into_std()),
-            Some((url, result)) = refreshed_rx.recv() => daemon.refreshed(url, result),
+            Some(refreshed) = refreshed_rx.recv() => daemon.refreshed(refreshed),
             _ = signals.int.recv() => break,
             _ = signals.term.recv() => break,
         }
@@ -968,6 +1086,7 @@ async fn event_loop(
 
 /// Detaches (with --detach-on-exit) or says how the program stays attached.
 fn shutdown(daemon: Daemon, pin_life: &pins::PinLife) -> Result<()> {
+    notify::stopping();
     let Daemon { opts, managed, .. } = daemon;
     if opts.detach_on_exit {
         let ifaces: Vec<String> = managed.iter().map(|m| m.iface.clone()).collect();

@@ -268,6 +268,17 @@ pub fn cached_copy(url: &str, cache_dir: &Path) -> PathBuf {
     cache_paths(url, cache_dir).data
 }
 
+/// When the last good copy of `url` was fetched (Unix seconds; an unchanged
+/// answer counts), if there is a copy.
+pub fn last_good_fetch(url: &str, cache_dir: &Path) -> Option<u64> {
+    let paths = cache_paths(url, cache_dir);
+    match read_meta(&paths.meta).map(|m| m.fetched_at) {
+        Some(t) if t > 0 && paths.data.exists() => Some(t),
+        // Without readable metadata, the copy's own mtime.
+        _ => std::fs::metadata(&paths.data).and_then(|d| d.modified()).ok().map(unix_secs),
+    }
+}
+
 /// The content held back for `url`, if any (for status).
 pub fn held(url: &str, cache_dir: &Path) -> Option<Held> {
     let paths = cache_paths(url, cache_dir);
