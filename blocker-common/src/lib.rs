@@ -7,12 +7,13 @@
 
 /// Bumped whenever a map's type, key, value or size changes. It is part of the pin
 /// directory path, so a new layout never silently reuses an incompatible pinned map.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Number of list ids (a list is one deny/allow/monitor source, e.g. one file).
 pub const MAX_LISTS: u32 = 1024;
 
 pub mod classifier;
+pub mod events;
 pub mod wire;
 
 /// Map names, as declared in the XDP program and pinned by name.
@@ -21,6 +22,9 @@ pub mod map_names {
     pub const LIST_STATS: &str = "BLK_LIST_STATS";
     pub const GLOBAL_STATS: &str = "BLK_GLOBAL_STATS";
     pub const LIST_INFO: &str = "BLK_LIST_INFO";
+    /// The sampled drop events (`events::DropEvent`) and their token buckets.
+    pub const EVENTS: &str = "BLK_EVENTS";
+    pub const EVENT_STATE: &str = "BLK_EVENT_STATE";
     /// The classifier's maps (see `classifier`): made for each table, sized to it.
     pub const V4_DIR: &str = "BLK_V4_DIR";
     pub const V4_RANGES: &str = "BLK_V4_RANGES";
@@ -73,7 +77,10 @@ pub mod bench {
 pub mod config {
     /// `MODE_ENFORCE` or `MODE_MONITOR`.
     pub const MODE: u32 = 0;
-    pub const SLOTS: u32 = 1;
+    /// Nanoseconds of token-bucket credit one drop event costs on one CPU
+    /// (10^9 / events per second); 0: no events.
+    pub const EVENT_INTERVAL_NS: u32 = 1;
+    pub const SLOTS: u32 = 2;
 }
 
 pub const MODE_ENFORCE: u32 = 0;
@@ -143,4 +150,6 @@ mod user {
     unsafe impl aya::Pod for super::ListInfo {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::classifier::Shape {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::events::EventState {}
 }

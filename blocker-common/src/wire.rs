@@ -20,9 +20,31 @@ pub const IPV4_MIN_HLEN: usize = 20;
 pub const IPV4_SRC_OFFSET: usize = 12;
 /// Where the header checksum is.
 pub const IPV4_CHECKSUM_OFFSET: usize = 10;
+/// Flags and fragment offset (16 bits), and the protocol (8 bits).
+pub const IPV4_FRAG_OFFSET: usize = 6;
+pub const IPV4_PROTOCOL_OFFSET: usize = 9;
+/// The fragment offset's bits of that field.
+pub const IPV4_FRAG_MASK: u16 = 0x1fff;
 /// The IPv6 header, and where its source address is.
 pub const IPV6_HLEN: usize = 40;
 pub const IPV6_SRC_OFFSET: usize = 8;
+/// Where the first next-header byte is.
+pub const IPV6_NEXT_HEADER_OFFSET: usize = 6;
+
+/// IPv6 extension headers the parser walks to reach the L4 header.
+pub const IPV6_HOP_BY_HOP: u8 = 0;
+pub const IPV6_ROUTING: u8 = 43;
+pub const IPV6_FRAGMENT: u8 = 44;
+pub const IPV6_AUTH: u8 = 51;
+pub const IPV6_DEST_OPTS: u8 = 60;
+/// The most extension headers walked: more is never seen from a real stack
+/// (RFC 8200 orders at most six, each once), and the walk must be bounded.
+pub const IPV6_MAX_EXT_HEADERS: usize = 6;
+
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_ICMPV6: u8 = 58;
 
 /// The checksum of an IPv4 header (RFC 1071) whose checksum field is zero: the
 /// ones' complement of the ones' complement sum of its 16-bit words. Written

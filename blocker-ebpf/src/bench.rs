@@ -20,6 +20,7 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+mod events;
 mod filter;
 mod parse;
 mod runtime;

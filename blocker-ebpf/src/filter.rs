@@ -1,5 +1,5 @@
 //! The filter every program variant shares: parse -> classify (a leaf: list id
-//! and action) -> verdict and counters, with the maps every program instance of
+//! and action) -> verdict, counters and a sampled event, with the maps every program instance of
 //! an interface shares (pinned). The classifier is a parameter, so that the
 //! benchmark object can run the same filter over other classifiers.
 
@@ -16,7 +16,10 @@ use blocker_common::{
     MODE_MONITOR,
 };
 
-use crate::parse::{self, Packet};
+use crate::{
+    events,
+    parse::{self, Packet},
+};
 
 // Shared by every program instance of an interface (pinned): the mode, the
 // counters and the names of list ids. The classifier maps are per table
@@ -39,9 +42,10 @@ pub(crate) fn filter(
     lookup_v6: impl Fn([u8; 16]) -> Option<u16>,
 ) -> u32 {
     let frame_len = (ctx.data_end() - ctx.data()) as u64;
-    let leaf = match parse::parse(ctx) {
-        Packet::V4 { src } => lookup_v4(src),
-        Packet::V6 { src } => lookup_v6(src),
+    let packet = parse::parse(ctx);
+    let leaf = match packet {
+        Packet::V4 { src, .. } => lookup_v4(src),
+        Packet::V6 { src, .. } => lookup_v6(src),
         Packet::NonIp => return count(counter::NON_IP, xdp_action::XDP_PASS),
         Packet::Malformed => return count(counter::MALFORMED, xdp_action::XDP_PASS),
     };
@@ -62,11 +66,14 @@ pub(crate) fn filter(
         }
     }
     let monitor_mode = matches!(BLK_CONFIG.get(config::MODE), Some(m) if *m == MODE_MONITOR);
-    match action {
-        ACTION_DROP if !monitor_mode => count(counter::DROPPED, xdp_action::XDP_DROP),
-        ACTION_DROP | ACTION_MONITOR => count(counter::MONITORED, xdp_action::XDP_PASS),
-        _ => count(counter::PASSED, xdp_action::XDP_PASS),
-    }
+    let (verdict, xdp) = match action {
+        ACTION_DROP if !monitor_mode => (counter::DROPPED, xdp_action::XDP_DROP),
+        ACTION_DROP | ACTION_MONITOR => (counter::MONITORED, xdp_action::XDP_PASS),
+        _ => return count(counter::PASSED, xdp_action::XDP_PASS),
+    };
+    let interval_ns = BLK_CONFIG.get(config::EVENT_INTERVAL_NS).map_or(0, |i| u64::from(*i));
+    events::sample(ctx, &packet, interval_ns, list_id, action, verdict);
+    count(verdict, xdp)
 }
 
 #[inline(always)]

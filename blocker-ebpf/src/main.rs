@@ -10,6 +10,7 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 mod classify;
+mod events;
 mod filter;
 mod parse;
 mod runtime;

@@ -1,23 +1,32 @@
-//! Packet parsing: Ethernet, up to two VLAN tags, IPv4 / IPv6 source address.
-//! Every header access is bounds-checked against `data_end` before it is read.
+//! Packet parsing: Ethernet, up to two VLAN tags, IPv4 / IPv6 source address;
+//! on demand (`l4`), the L4 protocol and destination port behind the IPv4
+//! options or the IPv6 extension headers. Every header access is bounds-checked
+//! against `data_end` before it is read.
 
 use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
 
-use blocker_common::wire::{
-    ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, IPV4_MIN_HLEN, IPV4_SRC_OFFSET, IPV6_HLEN,
-    IPV6_SRC_OFFSET, VLAN_HLEN,
+use blocker_common::{
+    events::{has_ports, FLAG_LATER_FRAGMENT, FLAG_NO_L4},
+    wire::{
+        ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, IPV4_FRAG_MASK, IPV4_FRAG_OFFSET, IPV4_MIN_HLEN,
+        IPV4_PROTOCOL_OFFSET, IPV4_SRC_OFFSET, IPV6_AUTH, IPV6_DEST_OPTS, IPV6_FRAGMENT, IPV6_HLEN, IPV6_HOP_BY_HOP,
+        IPV6_MAX_EXT_HEADERS, IPV6_NEXT_HEADER_OFFSET, IPV6_ROUTING, IPV6_SRC_OFFSET, VLAN_HLEN,
+    },
 };
 
 const MAX_VLAN_TAGS: usize = 2;
 
 pub(crate) enum Packet {
+    /// `l3`: where the IP header starts.
     V4 {
         src: [u8; 4],
+        l3: usize,
     },
     V6 {
         src: [u8; 16],
+        l3: usize,
     },
     /// Not IP (ARP, LLDP, a third VLAN tag, ...): not ours to judge.
     NonIp,
@@ -75,7 +84,7 @@ pub(crate) fn parse(ctx: &XdpContext) -> Packet {
                 return Packet::Malformed;
             }
             match read_at::<[u8; 4]>(ctx, l3 + IPV4_SRC_OFFSET) {
-                Some(src) => Packet::V4 { src },
+                Some(src) => Packet::V4 { src, l3 },
                 None => Packet::Malformed,
             }
         }
@@ -87,10 +96,91 @@ pub(crate) fn parse(ctx: &XdpContext) -> Packet {
                 return Packet::Malformed;
             }
             match read_at::<[u8; 16]>(ctx, l3 + IPV6_SRC_OFFSET) {
-                Some(src) => Packet::V6 { src },
+                Some(src) => Packet::V6 { src, l3 },
                 None => Packet::Malformed,
             }
         }
         _ => Packet::NonIp,
+    }
+}
+
+/// What lies behind the IP header: the L4 protocol, its destination port, and
+/// why there is none (`FLAG_*`).
+#[derive(Clone, Copy)]
+pub(crate) struct L4 {
+    pub(crate) protocol: u8,
+    pub(crate) dst_port: u16,
+    pub(crate) flags: u8,
+}
+
+/// The L4 header of an IPv4 packet whose header starts at `l3` (its IHL honoured).
+// Reads here are of whole header pieces, never of one byte at a variable
+// offset: LLVM turns `at + 1 > end` into `at >= end`, which the verifier
+// cannot prove a one-byte read from.
+#[inline(always)]
+pub(crate) fn l4_v4(ctx: &XdpContext, l3: usize) -> L4 {
+    let Some(h) = read_at::<[u8; IPV4_MIN_HLEN]>(ctx, l3) else {
+        return L4 { protocol: 0, dst_port: 0, flags: FLAG_NO_L4 };
+    };
+    let protocol = h[IPV4_PROTOCOL_OFFSET];
+    let frag = u16::from_be_bytes([h[IPV4_FRAG_OFFSET], h[IPV4_FRAG_OFFSET + 1]]);
+    if frag & IPV4_FRAG_MASK != 0 {
+        return L4 { protocol, dst_port: 0, flags: FLAG_LATER_FRAGMENT };
+    }
+    let ihl = ((h[0] & 0x0f) as usize) * 4;
+    ports(ctx, protocol, l3 + ihl)
+}
+
+/// The L4 header of an IPv6 packet whose header starts at `l3`, behind at most
+/// `IPV6_MAX_EXT_HEADERS` extension headers.
+#[inline(always)]
+pub(crate) fn l4_v6(ctx: &XdpContext, l3: usize) -> L4 {
+    let Some(h) = read_at::<[u8; IPV6_HLEN]>(ctx, l3) else {
+        return L4 { protocol: 0, dst_port: 0, flags: FLAG_NO_L4 };
+    };
+    let mut next = h[IPV6_NEXT_HEADER_OFFSET];
+    let mut at = l3 + IPV6_HLEN;
+    for _ in 0..IPV6_MAX_EXT_HEADERS {
+        if !is_extension_header(next) {
+            return ports(ctx, next, at);
+        }
+        // Every extension header has at least 8 bytes: next header, length,
+        // and (fragment header) the fragment offset.
+        let Some(ext) = read_at::<[u8; 8]>(ctx, at) else {
+            return L4 { protocol: next, dst_port: 0, flags: FLAG_NO_L4 };
+        };
+        let len = match next {
+            IPV6_FRAGMENT => {
+                if u16::from_be_bytes([ext[2], ext[3]]) >> 3 != 0 {
+                    return L4 { protocol: ext[0], dst_port: 0, flags: FLAG_LATER_FRAGMENT };
+                }
+                8
+            }
+            IPV6_AUTH => (ext[1] as usize + 2) * 4,
+            _ => (ext[1] as usize + 1) * 8,
+        };
+        next = ext[0];
+        at += len;
+    }
+    if is_extension_header(next) {
+        return L4 { protocol: next, dst_port: 0, flags: FLAG_NO_L4 };
+    }
+    ports(ctx, next, at)
+}
+
+#[inline(always)]
+fn is_extension_header(next: u8) -> bool {
+    matches!(next, IPV6_HOP_BY_HOP | IPV6_ROUTING | IPV6_DEST_OPTS | IPV6_FRAGMENT | IPV6_AUTH)
+}
+
+/// The destination port of `protocol`'s header at `at`, for protocols with ports.
+#[inline(always)]
+fn ports(ctx: &XdpContext, protocol: u8, at: usize) -> L4 {
+    if !has_ports(protocol) {
+        return L4 { protocol, dst_port: 0, flags: 0 };
+    }
+    match read_at::<[u8; 4]>(ctx, at) {
+        Some(p) => L4 { protocol, dst_port: u16::from_be_bytes([p[2], p[3]]), flags: 0 },
+        None => L4 { protocol, dst_port: 0, flags: FLAG_NO_L4 },
     }
 }

@@ -60,6 +60,30 @@ pub fn age_text(secs: u64) -> String {
     }
 }
 
+/// `t` in RFC 3339, UTC, with milliseconds: "2026-12-02T00:16:29.123Z".
+pub fn rfc3339_millis(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // The civil date of a day count (Howard Hinnant's days_from_civil, inverted).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        since.subsec_millis()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use rstest::rstest;
@@ -102,6 +126,15 @@ mod tests {
         let e = parse_duration("6 hours").unwrap_err();
         assert_eq!(e, DurationError::UnknownUnit { text: "6 hours".into(), unit: " hours".into() });
         assert_eq!(e.to_string(), "\"6 hours\": unknown unit \" hours\" (ms, s, m, h, d)");
+    }
+
+    #[rstest]
+    #[case(0, "1970-01-01T00:00:00.000Z")]
+    #[case(951_782_400_500, "2000-02-29T00:00:00.500Z")]
+    #[case(1_796_170_589_123, "2026-12-02T00:16:29.123Z")]
+    #[case(4_107_542_399_999, "2100-02-28T23:59:59.999Z")]
+    fn times_in_rfc3339(#[case] ms: u64, #[case] want: &str) {
+        assert_eq!(rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)), want);
     }
 
     #[test]

@@ -65,6 +65,7 @@ struct DaemonSection {
     watch_debounce: Option<String>,
     table_memory: Option<String>,
     metrics_listen: Option<String>,
+    events_per_second: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,6 +157,14 @@ pub fn parse(path: &Path, text: &str) -> Result<RunOptions, ConfigError> {
             crate::clock::parse_duration(text).map_err(|e| ConfigError::key(path, "daemon.watch_debounce", e))?
         }
     };
+    let events_per_second = d.events_per_second.unwrap_or(crate::events::DEFAULT_EVENTS_PER_SECOND);
+    if events_per_second > crate::dataplane::maps::MAX_EVENTS_PER_SECOND {
+        return Err(ConfigError::key(
+            path,
+            "daemon.events_per_second",
+            format!("must be 0 (off) to {}", crate::dataplane::maps::MAX_EVENTS_PER_SECOND),
+        ));
+    }
     let table_memory = match &d.table_memory {
         None => crate::dataplane::maps::DEFAULT_TABLE_MEMORY,
         Some(text) => parse_size(text).map_err(|e| ConfigError::key(path, "daemon.table_memory", e))?,
@@ -184,6 +193,7 @@ pub fn parse(path: &Path, text: &str) -> Result<RunOptions, ConfigError> {
         socket: Some(d.socket.clone().unwrap_or_else(|| crate::control::protocol::DEFAULT_SOCKET.into())),
         watch_debounce: d.watch_files.unwrap_or(true).then_some(watch_debounce),
         table_memory,
+        events_per_second,
         metrics_listen: d
             .metrics_listen
             .as_deref()
@@ -262,6 +272,8 @@ pub struct RunOptions {
     pub table_memory: u64,
     /// Where `GET /metrics` is served (None: no metrics endpoint).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Drop events each CPU may sample per second, per interface (0: none).
+    pub events_per_second: u32,
 }
 
 #[cfg(test)]
@@ -351,6 +363,12 @@ mod tests {
             refused_key("[daemon]\ntable_memory = \"lots\"\n[[interface]]\nname = \"eth0\"\n"),
             "daemon.table_memory"
         );
+        assert_eq!(
+            refused_key("[daemon]\nevents_per_second = 2000000\n[[interface]]\nname = \"eth0\"\n"),
+            "daemon.events_per_second"
+        );
+        assert!(syntax_error("[daemon]\nevents_per_second = -1\n[[interface]]\nname = \"eth0\"\n")
+            .contains("events_per_second"));
         let e = p("[[interface]]\nname = \"eth0\"\n[policy]\ndeny = [\"refresh=1h:/etc/x.txt\"]\n").unwrap_err();
         assert!(
             matches!(&e, ConfigError::Key { key, reason, .. } if key == "policy.deny[0]" && reason.contains("URL sources only")),

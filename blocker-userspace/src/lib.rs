@@ -5,6 +5,7 @@
 //! - `policy`: what to enforce, as plain data, and the list specs it yields;
 //! - `compile`: the disjoint table, and the classifier image built from it;
 //! - `dataplane`: the XDP object, pins and locks, links, and map writes and swaps;
+//! - `events`: the sampled drop events, read from the ring buffers and streamed;
 //! - `control`: the control socket's protocol (typed requests and replies), its
 //!   server and client; `metrics`: the Prometheus endpoint;
 //! - `config`: a TOML file as run options;
@@ -14,9 +15,9 @@
 // Unit tests build without the dev-dependencies the benches use.
 #![cfg_attr(test, allow(unused_crate_dependencies))]
 
-// The binary's own dependencies (its arguments and log output): cargo has no
-// dependencies per target.
-use {clap as _, env_logger as _};
+// The binary's own dependencies (its arguments, log output and `blocker top`'s
+// terminal view): cargo has no dependencies per target.
+use {clap as _, env_logger as _, ratatui as _};
 
 pub mod clock;
 pub mod compile;
@@ -24,6 +25,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod events;
 pub mod metrics;
 pub mod net;
 pub mod policy;

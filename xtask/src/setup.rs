@@ -26,6 +26,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // exposition and the shipped alert rules with promtool.
     ("prometheus", "prometheus"),
     ("promtool", "prometheus"),
+    // `blocker top` is tested in a real terminal (send-keys, capture-pane).
+    ("tmux", "tmux"),
 ];
 /// What the benchmarks' baselines need besides.
 const BENCH_PACKAGES: &[(&str, &str)] = &[

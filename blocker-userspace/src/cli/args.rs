@@ -61,6 +61,27 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Stream the sampled drop events live from the running daemon: time,
+    /// interface, source, list, verdict, protocol and port, frame length.
+    Events {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Only this interface's events.
+        #[arg(long)]
+        iface: Option<String>,
+        /// Only the events of the list with this name (countries: country:CC).
+        #[arg(long)]
+        list: Option<String>,
+    },
+    /// A live view, refreshed every second: drop and pass rates per interface,
+    /// the top lists and countries, the top sources and their /24 or /48 from
+    /// the sampled events. `q` quits. Not on a terminal: one snapshot.
+    Top {
+        /// Only this interface (default: every interface blocker is attached to).
+        #[arg(long)]
+        iface: Option<String>,
+    },
     /// Remove the program, its link and its pins from an interface.
     Detach {
         #[arg(long)]
@@ -128,6 +149,11 @@ pub(crate) struct RunArgs {
     /// loopback). Off by default.
     #[arg(long, value_name = "[ADDR:]PORT", value_parser = |s: &str| blocker::metrics::server::parse_listen(s).map_err(|e| e.to_string()))]
     pub(crate) metrics_listen: Option<std::net::SocketAddr>,
+    /// Sample at most this many dropped or monitored packets per second and CPU,
+    /// per interface, as events for `blocker events` and `blocker top` (0: off).
+    #[arg(long, value_name = "N", default_value_t = blocker::events::DEFAULT_EVENTS_PER_SECOND,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(blocker::dataplane::maps::MAX_EVENTS_PER_SECOND)))]
+    pub(crate) events_per_second: u32,
 }
 
 #[derive(Subcommand)]

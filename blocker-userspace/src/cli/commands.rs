@@ -7,8 +7,9 @@ use blocker::{
     config::{InterfaceOptions, RunOptions, DEFAULT_CONFIG},
     control::{
         client,
-        protocol::{InterfaceStats, StatsReply},
+        protocol::{InterfaceStats, StatsReply, StreamItem},
     },
+    events::EventFilter,
     dataplane::{
         link,
         maps::{read_pinned_counters, Mode},
@@ -35,6 +36,8 @@ pub(crate) fn run(cli: Cli, run_options_given: &[String]) -> Result<()> {
             Ok(())
         }
         Command::Stats { iface, json } => stats(&pin_root, iface, json),
+        Command::Events { json, iface, list } => events(&socket, EventFilter { iface, list }, json),
+        Command::Top { iface } => super::top::run(&socket, &pin_root, iface),
         Command::Detach { iface } => {
             object::check_privileges()?;
             link::detach(&pin_root, &iface)?;
@@ -76,6 +79,7 @@ fn run_daemon(args: RunArgs, socket: &Path, pin_root: &Path, run_options_given: 
             watch_debounce: (!args.no_watch).then_some(args.watch_debounce),
             table_memory: args.table_memory,
             metrics_listen: args.metrics_listen,
+            events_per_second: args.events_per_second,
         }
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -127,6 +131,39 @@ fn stats(pin_root: &Path, iface: Option<String>, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&reply)?);
     }
     Ok(())
+}
+
+/// Streams events until the daemon ends the stream or the reader goes away.
+fn events(socket: &Path, filter: EventFilter, json: bool) -> Result<()> {
+    use std::io::Write as _;
+    let mut stream = client::events(socket, &filter)?;
+    let header = stream.header.clone();
+    let scope = match &filter.iface {
+        Some(i) => i.clone(),
+        None => header.interfaces.join(", "),
+    };
+    eprintln!(
+        "blocker: streaming drop events from {scope} (sampled: at most {} per second and CPU on each interface); \
+         Ctrl-C stops",
+        header.events_per_second
+    );
+    let mut out = std::io::stdout().lock();
+    for item in stream.by_ref() {
+        match item? {
+            StreamItem::Event(e) => {
+                if json {
+                    writeln!(out, "{}", serde_json::to_string(&e)?)?;
+                } else {
+                    writeln!(out, "{}", render::event_line(&e))?;
+                }
+                out.flush()?;
+            }
+            StreamItem::Missed { missed } => {
+                eprintln!("blocker: {missed} events missed: this terminal read them too slowly");
+            }
+        }
+    }
+    bail!("the daemon ended the event stream (it stopped?)")
 }
 
 fn lookup(addresses: &[IpAddr], policy: &Policy, pin_root: &Path, iface: Option<String>) -> Result<()> {

@@ -5,3 +5,4 @@ pub(crate) mod args;
 pub(crate) mod commands;
 pub(crate) mod inspect;
 pub(crate) mod render;
+pub(crate) mod top;

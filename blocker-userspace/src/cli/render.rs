@@ -6,6 +6,7 @@ use anyhow::Result;
 use blocker::{
     clock::{age_text, unix_secs},
     control::protocol::{InterfaceStats, StatusReply},
+    events::Event,
     net::Family,
     source::region::db::RegionDb,
 };
@@ -30,6 +31,19 @@ pub(crate) fn stats_text(c: &InterfaceStats) -> String {
     let totals: Vec<String> =
         counter::NAMES.iter().enumerate().map(|(i, name)| format!("{name} {}", c.total(i as u32))).collect();
     let _ = writeln!(s, "  totals (packets): {}", totals.join(", "));
+    let e = &c.events;
+    match c.events_per_second {
+        0 => {
+            let _ = writeln!(s, "  events: off");
+        }
+        rate => {
+            let _ = writeln!(
+                s,
+                "  events ({rate}/s per CPU at most): {} sampled, {} not sampled (rate limit), {} lost (ring full)",
+                e.sent, e.rate_limited, e.ring_full
+            );
+        }
+    }
     if c.lists.is_empty() {
         let _ = writeln!(s, "  no lists");
         return s;
@@ -123,6 +137,12 @@ pub(crate) fn status_text(v: &StatusReply) -> String {
             let _ = writeln!(s, "  HELD: {held}");
         }
     }
+    let events = &v.events;
+    let _ = match (&events.error, events.events_per_second) {
+        (Some(e), _) => writeln!(s, "events: NOT READ: {e}"),
+        (None, 0) => writeln!(s, "events: off (events_per_second = 0)"),
+        (None, rate) => writeln!(s, "events: sampled, at most {rate} per second and CPU on each interface"),
+    };
     match &v.last_reload {
         None => {
             let _ = writeln!(s, "last reload: none since start");
@@ -138,4 +158,15 @@ pub(crate) fn status_text(v: &StatusReply) -> String {
         }
     }
     s
+}
+
+/// One event of `blocker events`, as a line of text.
+pub(crate) fn event_line(e: &Event) -> String {
+    let list = e.list.clone().unwrap_or_else(|| format!("id {}", e.list_id));
+    let l4 = match (e.dst_port, &e.l4) {
+        (Some(port), _) => format!("{}/{port}", e.protocol_name),
+        (None, Some(why)) => format!("{} ({why})", e.protocol_name),
+        (None, None) => e.protocol_name.clone(),
+    };
+    format!("{} {} {} {} list {list} {l4} {} bytes", e.time, e.interface, e.verdict, e.source, e.frame_len)
 }

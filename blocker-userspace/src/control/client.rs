@@ -9,7 +9,8 @@ use std::{
 
 use serde::de::DeserializeOwned;
 
-use super::protocol::{ReloadReply, Request, StatsReply, StatusReply};
+use super::protocol::{EventsReply, ReloadReply, Request, StatsReply, StatusReply, StreamItem};
+use crate::events::EventFilter;
 
 /// How long the client waits for an answer: a reload of a large table takes a while.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -34,13 +35,20 @@ pub enum ClientError {
 /// Sends one request and reads the daemon's answer as `T`. A refusal is
 /// `ClientError::Refused`, carrying the daemon's reason.
 pub fn request<T: DeserializeOwned>(path: &Path, request: Request) -> Result<T, ClientError> {
+    Ok(send(path, &request)?.0)
+}
+
+/// Sends `request` and reads the first answer line as `T`; returns it with the
+/// connection, positioned after that line.
+fn send<T: DeserializeOwned>(path: &Path, request: &Request) -> Result<(T, BufReader<UnixStream>), ClientError> {
     let io = |action| move |error| ClientError::Io { socket: path.to_owned(), action, error };
     let mut stream =
         UnixStream::connect(path).map_err(|error| ClientError::NoDaemon { socket: path.to_owned(), error })?;
     stream.set_read_timeout(Some(ANSWER_TIMEOUT)).map_err(io("set a timeout"))?;
     writeln!(stream, "{}", request.to_line()).map_err(io("send the request"))?;
+    let mut reader = BufReader::new(stream);
     let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).map_err(io("read the answer"))?;
+    reader.read_line(&mut line).map_err(io("read the answer"))?;
     let bad = |e: serde_json::Error| ClientError::BadAnswer {
         answer: crate::source::input::quote(&line),
         reason: e.to_string(),
@@ -50,7 +58,43 @@ pub fn request<T: DeserializeOwned>(path: &Path, request: Request) -> Result<T, 
         let reason = v.get("error").and_then(|e| e.as_str()).unwrap_or("the daemon refused the request");
         return Err(ClientError::Refused { reason: reason.to_owned() });
     }
-    serde_json::from_value(v).map_err(bad)
+    Ok((serde_json::from_value(v).map_err(bad)?, reader))
+}
+
+/// An open event stream: what the daemon said it carries, then its items.
+pub struct EventStream {
+    pub header: EventsReply,
+    socket: std::path::PathBuf,
+    reader: BufReader<UnixStream>,
+}
+
+/// Opens an event stream (`blocker events`). Events may be rare: reading waits
+/// without a timeout; the stream ends when the daemon closes it.
+pub fn events(path: &Path, filter: &EventFilter) -> Result<EventStream, ClientError> {
+    let (header, reader) = send::<EventsReply>(path, &Request::Events { filter: filter.clone() })?;
+    reader.get_ref().set_read_timeout(None).map_err(|error| ClientError::Io {
+        socket: path.to_owned(),
+        action: "set a timeout",
+        error,
+    })?;
+    Ok(EventStream { header, socket: path.to_owned(), reader })
+}
+
+impl Iterator for EventStream {
+    type Item = Result<StreamItem, ClientError>;
+
+    /// The next item; None once the daemon has closed the stream.
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => None,
+            Ok(_) => Some(serde_json::from_str(&line).map_err(|e| ClientError::BadAnswer {
+                answer: crate::source::input::quote(&line),
+                reason: e.to_string(),
+            })),
+            Err(error) => Some(Err(ClientError::Io { socket: self.socket.clone(), action: "read events", error })),
+        }
+    }
 }
 
 pub fn status(path: &Path) -> Result<StatusReply, ClientError> {

@@ -1,7 +1,9 @@
 //! The control protocol: one JSON request per line, answered with one JSON line.
 //! Requests: `{"command":"status"}`, `{"command":"reload"}` (optionally with
-//! `"accept_shrink":true`), `{"command":"stats"}`. Every answer has `"ok"`; a
-//! refused request is answered `{"ok":false,"error":"..."}`.
+//! `"accept_shrink":true`), `{"command":"stats"}`, and `{"command":"events"}`
+//! (optionally with `"iface"` and `"list"`), whose answer is followed by one
+//! line per event (`StreamItem`) until either side closes. Every answer has
+//! `"ok"`; a refused request is answered `{"ok":false,"error":"..."}`.
 //!
 //! The types here are the protocol: the server builds them, the client and the
 //! CLI's renderers read them, and the tests wait on them.
@@ -11,7 +13,11 @@ use std::{collections::BTreeMap, path::PathBuf};
 use blocker_common::counter;
 use serde::{Deserialize, Serialize};
 
-use crate::{dataplane::maps::Mode, source::input::quote};
+use crate::{
+    dataplane::maps::{EventCounters, Mode},
+    events::{Event, EventFilter},
+    source::input::quote,
+};
 
 pub const DEFAULT_SOCKET: &str = "/run/blocker/blocker.sock";
 
@@ -20,7 +26,7 @@ pub fn socket_path(given: Option<PathBuf>) -> PathBuf {
 }
 
 /// One control request, as the daemon understands it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "lowercase")]
 pub enum Request {
     Status,
@@ -30,10 +36,17 @@ pub enum Request {
         accept_shrink: bool,
     },
     Stats,
+    /// Stream the sampled drop events that pass the filter.
+    Events {
+        #[serde(flatten)]
+        filter: EventFilter,
+    },
 }
 
 /// The commands, as the wire names them.
-const COMMANDS: [&str; 3] = ["status", "reload", "stats"];
+const COMMANDS: [&str; 4] = ["status", "reload", "stats", "events"];
+/// The most bytes of a name in an events filter (a list's name is a path or URL).
+const MAX_FILTER_BYTES: usize = 1024;
 
 fn null_as_false<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
@@ -47,10 +60,12 @@ pub enum RequestError {
     NotJson { reason: String },
     #[error("the request has no \"command\" string")]
     NoCommand,
-    #[error("unknown command {command} (status, reload, stats)")]
+    #[error("unknown command {command} (status, reload, stats, events)")]
     UnknownCommand { command: String },
     #[error("{field:?} must be true or false")]
     NotABool { field: &'static str },
+    #[error("{field:?} must be a string of at most {max} bytes")]
+    NotAName { field: &'static str, max: usize },
     #[error("bad request: {reason}")]
     Bad { reason: String },
 }
@@ -68,11 +83,18 @@ impl Request {
         if !matches!(v.get("accept_shrink"), None | Some(serde_json::Value::Null | serde_json::Value::Bool(_))) {
             return Err(RequestError::NotABool { field: "accept_shrink" });
         }
+        for field in ["iface", "list"] {
+            match v.get(field) {
+                None | Some(serde_json::Value::Null) => {}
+                Some(serde_json::Value::String(s)) if s.len() <= MAX_FILTER_BYTES => {}
+                Some(_) => return Err(RequestError::NotAName { field, max: MAX_FILTER_BYTES }),
+            }
+        }
         serde_json::from_value(v).map_err(|e| RequestError::Bad { reason: quote(&e.to_string()) })
     }
 
     /// The request line (without its newline).
-    pub fn to_line(self) -> String {
+    pub fn to_line(&self) -> String {
         serde_json::to_string(&self).expect("a request always serializes")
     }
 }
@@ -115,6 +137,7 @@ pub struct StatusReply {
     pub reloads: u64,
     /// The last of them.
     pub last_reload: Option<LastReload>,
+    pub events: EventsStatus,
 }
 
 /// One interface of `status`, as the kernel says it is.
@@ -187,6 +210,36 @@ pub struct ReloadReply {
     pub accepted: Option<Vec<String>>,
 }
 
+/// The answer to `events`, before the stream: what it will carry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsReply {
+    pub ok: bool,
+    /// The rate limit of each CPU on each interface.
+    pub events_per_second: u32,
+    /// The interfaces whose events are read.
+    pub interfaces: Vec<String>,
+}
+
+/// One line of an event stream after its `EventsReply`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StreamItem {
+    Event(Box<Event>),
+    /// The client read too slowly: this many events were not sent to it.
+    Missed { missed: u64 },
+}
+
+/// Whether the event reader runs, for `status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsStatus {
+    pub events_per_second: u32,
+    /// The daemon reads the interfaces' ring buffers.
+    pub reading: bool,
+    /// Why it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// The answer to `stats`, and the output of `blocker stats --json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsReply {
@@ -214,6 +267,10 @@ pub struct InterfaceStats {
     /// Packets by outcome, keyed by `blocker_common::counter::NAMES`.
     pub totals: BTreeMap<String, u64>,
     pub lists: Vec<ListStats>,
+    /// The interface's event rate limit (per second and CPU; 0: off) and
+    /// what became of the packets it saw.
+    pub events_per_second: u32,
+    pub events: EventCounters,
 }
 
 impl InterfaceStats {
@@ -249,6 +306,8 @@ impl InterfaceStats {
             program_id: c.program_id,
             attached_here: c.attached_here,
             totals: counter::NAMES.iter().zip(c.global).map(|(name, v)| (name.to_string(), v)).collect(),
+            events_per_second: c.events_per_second,
+            events: c.events,
             lists: c
                 .lists
                 .iter()
@@ -276,9 +335,21 @@ mod tests {
             Request::Stats,
             Request::Reload { accept_shrink: false },
             Request::Reload { accept_shrink: true },
+            Request::Events { filter: EventFilter::default() },
+            Request::Events { filter: EventFilter { iface: Some("eth0".into()), list: Some("country:CN".into()) } },
         ] {
             assert_eq!(Request::parse(&r.to_line()), Ok(r));
         }
+        assert_eq!(
+            Request::Events { filter: EventFilter { iface: Some("eth0".into()), list: None } }.to_line(),
+            r#"{"command":"events","iface":"eth0"}"#
+        );
+        assert_eq!(
+            Request::parse(r#"{"command":"events","list":7}"#),
+            Err(RequestError::NotAName { field: "list", max: MAX_FILTER_BYTES })
+        );
+        let long = format!(r#"{{"command":"events","iface":"{}"}}"#, "x".repeat(2000));
+        assert_eq!(Request::parse(&long), Err(RequestError::NotAName { field: "iface", max: MAX_FILTER_BYTES }));
         assert_eq!(Request::parse(r#"{"command":"reload"}"#), Ok(Request::Reload { accept_shrink: false }));
         assert_eq!(
             Request::parse(r#"{"command":"reload","accept_shrink":null}"#),

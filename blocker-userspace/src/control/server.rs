@@ -9,7 +9,8 @@ use std::{
     time::Duration,
 };
 
-use super::protocol::{reply_line, Refusal, Request, RequestError};
+use super::protocol::{reply_line, EventsReply, Refusal, Request, RequestError, StreamItem};
+use crate::events::{EventFilter, EventHub, MAX_STREAMS};
 
 /// Why the control socket cannot be bound.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +85,12 @@ pub type ControlRequest = (Result<Request, RequestError>, tokio::sync::oneshot::
 /// One control client, in a task of its own: a client that stalls holds only
 /// this task, never the daemon. It reads one bounded request line, passes the
 /// command to the daemon's task and writes the answer back, each with a timeout.
-pub async fn control_client(stream: tokio::net::UnixStream, daemon: tokio::sync::mpsc::Sender<ControlRequest>) {
+/// An accepted `events` request then streams the hub's events to the client.
+pub async fn control_client(
+    stream: tokio::net::UnixStream,
+    daemon: tokio::sync::mpsc::Sender<ControlRequest>,
+    hub: EventHub,
+) {
     use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
@@ -93,10 +99,24 @@ pub async fn control_client(stream: tokio::net::UnixStream, daemon: tokio::sync:
         Ok(Ok(_)) => {}
         _ => return, // silent, stalled or not UTF-8
     }
+    let mut events = None;
     let answer = if !line.ends_with('\n') && line.len() as u64 >= MAX_REQUEST_BYTES {
         reply_line(&Refusal::new(format!("request over {MAX_REQUEST_BYTES} bytes")))
     } else {
         let request = Request::parse(&line);
+        // Subscribed before the daemon answers, so no event between the answer
+        // and the stream is missed.
+        if let Ok(Request::Events { filter }) = &request {
+            match hub.subscribe() {
+                Some(stream) => events = Some((stream, filter.clone())),
+                None => {
+                    let refusal = Refusal::new(format!("{MAX_STREAMS} event streams are open already; close one"));
+                    let line = format!("{}\n", reply_line(&refusal));
+                    let _ = tokio::time::timeout(CLIENT_TIMEOUT, write.write_all(line.as_bytes())).await;
+                    return;
+                }
+            }
+        }
         let (reply, answer) = tokio::sync::oneshot::channel();
         if daemon.send((request, reply)).await.is_err() {
             return; // the daemon is stopping
@@ -106,7 +126,43 @@ pub async fn control_client(stream: tokio::net::UnixStream, daemon: tokio::sync:
             Err(_) => return,
         }
     };
-    let _ = tokio::time::timeout(CLIENT_TIMEOUT, write.write_all(format!("{answer}\n").as_bytes())).await;
+    let written = tokio::time::timeout(CLIENT_TIMEOUT, write.write_all(format!("{answer}\n").as_bytes())).await;
+    let Some((stream, filter)) = events else { return };
+    if !matches!(written, Ok(Ok(()))) || serde_json::from_str::<EventsReply>(&answer).is_err() {
+        return; // refused, or the client is gone
+    }
+    stream_events(stream, &filter, reader.into_inner().into_inner(), write).await;
+}
+
+/// Writes each event that passes `filter` as a line, until the client closes
+/// its end or stops reading for `CLIENT_TIMEOUT`, or the daemon stops.
+async fn stream_events(
+    mut stream: crate::events::Stream,
+    filter: &EventFilter,
+    mut read: tokio::net::unix::OwnedReadHalf,
+    mut write: tokio::net::unix::OwnedWriteHalf,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::sync::broadcast::error::RecvError;
+    let mut scratch = [0u8; 256];
+    loop {
+        let item = tokio::select! {
+            received = stream.receiver.recv() => match received {
+                Ok(event) if filter.matches(&event) => StreamItem::Event(Box::new((*event).clone())),
+                Ok(_) => continue,
+                Err(RecvError::Lagged(missed)) => StreamItem::Missed { missed },
+                Err(RecvError::Closed) => return,
+            },
+            // Anything the client sends after its request, or its end closing,
+            // ends the stream.
+            _ = read.read(&mut scratch) => return,
+        };
+        let line = format!("{}\n", reply_line(&item));
+        match tokio::time::timeout(CLIENT_TIMEOUT, write.write_all(line.as_bytes())).await {
+            Ok(Ok(())) => {}
+            _ => return,
+        }
+    }
 }
 
 pub async fn accept(listener: &Option<tokio::net::UnixListener>) -> std::io::Result<tokio::net::UnixStream> {

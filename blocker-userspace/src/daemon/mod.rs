@@ -23,8 +23,8 @@ use crate::{
     config::{check_interface_names, InterfaceOptions, RunOptions},
     control::{
         protocol::{
-            reply_line, InterfaceError, InterfaceStats, InterfaceStatus, LastReload, ListStatus, Refusal, ReloadReply,
-            Request, RequestError, SourceStatus, StatsReply, StatusReply,
+            reply_line, EventsReply, EventsStatus, InterfaceError, InterfaceStats, InterfaceStatus, LastReload,
+            ListStatus, Refusal, ReloadReply, Request, RequestError, SourceStatus, StatsReply, StatusReply,
         },
         server::{accept, control_client, ControlRequest},
     },
@@ -34,9 +34,10 @@ use crate::{
         object,
         pins::{self, PinLock},
     },
+    events::{reader::Reader, EventFilter, EventHub},
     metrics::{DaemonFacts, ListFacts, LoadFacts, SharedFacts},
     policy::Policy,
-    source::{fetch, spec::Refresh},
+    source::{fetch, input::quote, spec::Refresh},
 };
 
 /// How often the daemon looks at its interfaces, source files and URL schedule.
@@ -53,6 +54,7 @@ struct Reloaded {
     interfaces: Vec<InterfaceOptions>,
     table_memory: u64,
     detach_on_exit: bool,
+    events_per_second: u32,
 }
 
 /// What `blocker status` reports besides the live maps.
@@ -140,7 +142,7 @@ impl State {
         }
     }
 
-    fn status(&self, opts: &RunOptions, managed: &[Managed]) -> StatusReply {
+    fn status(&self, opts: &RunOptions, managed: &[Managed], reader: &Result<Reader, String>) -> StatusReply {
         let lists = self
             .lists
             .iter()
@@ -206,6 +208,11 @@ impl State {
                 summary: r.as_ref().ok().cloned(),
                 error: r.as_ref().err().cloned(),
             }),
+            events: EventsStatus {
+                events_per_second: opts.events_per_second,
+                reading: reader.is_ok(),
+                error: reader.as_ref().err().cloned(),
+            },
         }
     }
 }
@@ -327,6 +334,7 @@ fn finish_interface(opts: &RunOptions, spec: &InterfaceOptions, table: &Compiled
     let Opening { iface, lock, mut maps, prepared } = o;
     let report = maps.commit(table, prepared)?;
     maps.set_mode(spec.mode)?;
+    maps.set_events_per_second(opts.events_per_second)?;
     let ifindex = device::ifindex(&iface)?;
     let how = link::attach(maps.ebpf_mut()?, &opts.pin_root, &iface, spec.attach_mode)?;
     log::info!(
@@ -499,6 +507,10 @@ struct Daemon {
     retry_reload_at: Option<Instant>,
     /// When systemd's status line is due again (its "ago" ages).
     next_status: Instant,
+    /// Where the event reader hands events to the streams.
+    hub: EventHub,
+    /// The event reader (Err: why the rings are not read).
+    reader: Result<Reader, String>,
 }
 
 impl Daemon {
@@ -581,6 +593,7 @@ impl Daemon {
         self.opts.interfaces = fresh.interfaces;
         self.opts.table_memory = fresh.table_memory;
         self.opts.detach_on_exit = fresh.detach_on_exit;
+        self.opts.events_per_second = fresh.events_per_second;
         self.state.lists = list_summaries(&table);
         drop(table);
         release_free_memory();
@@ -598,6 +611,7 @@ impl Daemon {
                 interfaces: o.interfaces.clone(),
                 table_memory: o.table_memory,
                 detach_on_exit: o.detach_on_exit,
+                events_per_second: o.events_per_second,
             };
             return Ok((same, Vec::new()));
         };
@@ -619,6 +633,7 @@ impl Daemon {
             interfaces,
             table_memory: fresh.table_memory,
             detach_on_exit: fresh.detach_on_exit,
+            events_per_second: fresh.events_per_second,
         };
         Ok((reloaded, restart_keys))
     }
@@ -660,6 +675,8 @@ impl Daemon {
             prepared.push(p);
         }
         let mut kept_previous = Vec::new();
+        // List ids may change their names: the event reader reads them again.
+        let _names_changed = ListsChanged(self.reader.as_ref().ok());
         for ((m, spec), prepared) in self.managed.iter_mut().zip(&fresh.interfaces).zip(prepared) {
             let report = match m.maps.commit(table, prepared) {
                 Ok(report) => report,
@@ -670,6 +687,7 @@ impl Daemon {
                 }
             };
             m.maps.set_mode(spec.mode)?;
+            m.maps.set_events_per_second(fresh.events_per_second)?;
             log::info!(
                 "{}: reloaded {} ({}, program {}) in {} ms",
                 m.iface,
@@ -758,7 +776,15 @@ impl Daemon {
     fn answer(&mut self, request: Result<Request, RequestError>) -> String {
         let answer = match request {
             Err(error) => reply_line(&Refusal::new(error.to_string())),
-            Ok(Request::Status) => reply_line(&self.state.status(&self.opts, &self.managed)),
+            Ok(Request::Status) => reply_line(&self.state.status(&self.opts, &self.managed, &self.reader)),
+            Ok(Request::Events { filter }) => match self.events_refusal(&filter) {
+                Some(why) => reply_line(&Refusal::new(why)),
+                None => reply_line(&EventsReply {
+                    ok: true,
+                    events_per_second: self.opts.events_per_second,
+                    interfaces: self.managed.iter().map(|m| m.iface.clone()).collect(),
+                }),
+            },
             Ok(Request::Reload { accept_shrink: true }) => self.reload_accepting_held(),
             Ok(Request::Reload { accept_shrink: false }) => match self.reload("blocker reload") {
                 Ok(summary) => reply_line(&ReloadReply { ok: true, summary, accepted: None }),
@@ -778,6 +804,37 @@ impl Daemon {
             }
         };
         answer
+    }
+
+    /// Why an event stream with `filter` cannot be had, if it cannot.
+    fn events_refusal(&self, filter: &EventFilter) -> Option<String> {
+        if let Err(e) = &self.reader {
+            return Some(format!("the daemon does not read events: {e}"));
+        }
+        if self.opts.events_per_second == 0 {
+            return Some(
+                "events are off (events_per_second = 0): set [daemon] events_per_second or \
+                 --events-per-second above 0, then reload"
+                    .into(),
+            );
+        }
+        let names = |v: Vec<&str>| v.join(", ");
+        if let Some(iface) = &filter.iface {
+            if !self.managed.iter().any(|m| m.iface == *iface) {
+                let ifaces = names(self.managed.iter().map(|m| m.iface.as_str()).collect());
+                return Some(format!("no interface {} under this daemon (it runs on {ifaces})", quote(iface)));
+            }
+        }
+        if let Some(list) = &filter.list {
+            if !self.state.lists.iter().any(|l| l.name == *list) {
+                let mut known: Vec<&str> = self.state.lists.iter().map(|l| l.name.as_str()).take(10).collect();
+                if self.state.lists.len() > 10 {
+                    known.push("...");
+                }
+                return Some(format!("no list {} in the policy in force (lists: {})", quote(list), names(known)));
+            }
+        }
+        None
     }
 
     /// `reload --accept-shrink`: the held content of every URL becomes its last
@@ -817,6 +874,18 @@ impl Daemon {
                 }
                 reply_line(&Refusal::new(format!("{e}; the held content stays held")))
             }
+        }
+    }
+}
+
+/// Tells the event reader, when dropped, that list ids may have new names:
+/// after every commit, whichever way the reload ends.
+struct ListsChanged<'a>(Option<&'a Reader>);
+
+impl Drop for ListsChanged<'_> {
+    fn drop(&mut self) {
+        if let Some(r) = self.0 {
+            r.lists_changed();
         }
     }
 }
@@ -916,6 +985,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
     }
     announce(&opts, files.as_ref());
+    let hub = EventHub::default();
+    let rings: Vec<(String, PathBuf)> = managed.iter().map(|m| (m.iface.clone(), m.maps.dir.clone())).collect();
+    // Events serve observation only: without them the daemon still enforces,
+    // and status says why there are none.
+    let reader = Reader::spawn(&rings, hub.clone()).map_err(|e| {
+        log::error!("drop events unavailable: {e}");
+        e.to_string()
+    });
     let daemon = Daemon {
         state,
         opts,
@@ -926,6 +1003,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         refreshing: HashSet::new(),
         retry_reload_at: None,
         next_status: Instant::now() + STATUS_EVERY,
+        hub,
+        reader,
     };
     // Every interface is attached with its table: systemd may go on.
     notify::ready(&daemon.status_line());
@@ -1066,7 +1145,7 @@ async fn event_loop(
             }
             conn = accept(&listener) => {
                 if let Ok(stream) = conn {
-                    tokio::spawn(control_client(stream, control_tx.clone()));
+                    tokio::spawn(control_client(stream, control_tx.clone(), daemon.hub.clone()));
                 }
             }
             Some((request, reply)) = control_rx.recv() => {

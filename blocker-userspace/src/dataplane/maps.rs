@@ -28,7 +28,9 @@ use aya::{
 };
 use blocker_common::{
     classifier::{leaf, leaf_action, leaf_list, Shape, BLOCK_BYTES, LEAF_NONE},
-    config, counter, map_names, ListInfo, ListStats, LIST_NAME_LEN, LIST_STATE_FREE, LIST_STATE_LIVE,
+    config, counter,
+    events::EventState,
+    map_names, ListInfo, ListStats, LIST_NAME_LEN, LIST_STATE_FREE, LIST_STATE_LIVE,
     LIST_STATE_RETIRED, MAX_LISTS, MODE_ENFORCE, MODE_MONITOR,
 };
 
@@ -337,6 +339,7 @@ struct Shared {
     list_stats: PerCpuArray<MapData, ListStats>,
     global_stats: PerCpuArray<MapData, u64>,
     list_info: Array<MapData, ListInfo>,
+    event_state: PerCpuArray<MapData, EventState>,
 }
 
 impl Shared {
@@ -346,6 +349,7 @@ impl Shared {
             list_stats: open(dir, map_names::LIST_STATS)?,
             global_stats: open(dir, map_names::GLOBAL_STATS)?,
             list_info: open(dir, map_names::LIST_INFO)?,
+            event_state: open(dir, map_names::EVENT_STATE)?,
         })
     }
 
@@ -412,9 +416,23 @@ impl Mode {
     }
 }
 
+/// What became of the packets the event sampler saw, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EventCounters {
+    /// Events written to the ring buffer.
+    pub sent: u64,
+    /// Dropped or monitored packets not sampled: the rate limit.
+    pub rate_limited: u64,
+    /// Events lost: the ring buffer was full (no reader, or a slow one).
+    pub ring_full: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counters {
     pub mode: Mode,
+    /// The interface's events per second and CPU (0: off), as its maps hold it.
+    pub events_per_second: u32,
+    pub events: EventCounters,
     /// The program running the live table (None: not attached, not loaded).
     pub program_id: Option<u32>,
     /// Indexed by `blocker_common::counter::*`.
@@ -482,6 +500,14 @@ impl DataplaneMaps {
     pub fn set_mode(&mut self, mode: Mode) -> Result<()> {
         let mode = mode.code();
         self.shared.config.set(config::MODE, mode, 0).map_err(MapsError::map(map_names::CONFIG))?;
+        Ok(())
+    }
+
+    /// How many drop events each CPU may write per second (0: none). One
+    /// aligned store: the program sees the old rate or the new one.
+    pub fn set_events_per_second(&mut self, per_second: u32) -> Result<()> {
+        let interval = event_interval_ns(per_second);
+        self.shared.config.set(config::EVENT_INTERVAL_NS, interval, 0).map_err(MapsError::map(map_names::CONFIG))?;
         Ok(())
     }
 
@@ -648,16 +674,44 @@ impl DataplaneMaps {
                 None => None,
             },
         };
+        let mut events = EventCounters::default();
+        for cpu in self.shared.event_state.get(&0, 0).map_err(MapsError::map(map_names::EVENT_STATE))?.iter() {
+            events.sent += cpu.sent;
+            events.rate_limited += cpu.rate_limited;
+            events.ring_full += cpu.ring_full;
+        }
+        let interval =
+            self.shared.config.get(&config::EVENT_INTERVAL_NS, 0).map_err(MapsError::map(map_names::CONFIG))?;
         Ok(Counters {
             mode: match self.shared.config.get(&config::MODE, 0).map_err(MapsError::map(map_names::CONFIG))? {
                 MODE_MONITOR => Mode::Monitor,
                 _ => Mode::Enforce,
             },
+            events_per_second: events_per_second_of(interval),
+            events,
             program_id,
             global,
             lists,
             attached_here: None,
         })
+    }
+}
+
+/// The most events per second and CPU: an event costs 1 µs of credit at this rate.
+pub const MAX_EVENTS_PER_SECOND: u32 = 1_000_000;
+
+/// The bucket's cost of one event at `per_second` (0: off).
+fn event_interval_ns(per_second: u32) -> u32 {
+    match per_second.min(MAX_EVENTS_PER_SECOND) {
+        0 => 0,
+        n => 1_000_000_000 / n,
+    }
+}
+
+fn events_per_second_of(interval_ns: u32) -> u32 {
+    match interval_ns {
+        0 => 0,
+        i => (1_000_000_000 + i / 2) / i,
     }
 }
 

@@ -299,6 +299,22 @@ impl prometheus_client::collector::Collector for Scrape {
                     .map(|(verdict, v)| ([("interface", i.name.as_str()), ("verdict", *verdict)], v))
             }),
         )?;
+        counters(
+            &mut e,
+            "blocker_events",
+            "Sampled drop events written to the interface's ring buffer (`blocker events`, `blocker top`).",
+            read.iter().map(|(i, c)| ([("interface", i.name.as_str())], c.events.sent)),
+        )?;
+        counters(
+            &mut e,
+            "blocker_events_dropped",
+            "Dropped or monitored packets that got no event, by reason: rate_limited (the per-CPU token bucket \
+             of events_per_second was empty) or ring_full (the ring buffer was full: no reader, or a slow one).",
+            read.iter().flat_map(|(i, c)| {
+                [("rate_limited", c.events.rate_limited), ("ring_full", c.events.ring_full)]
+                    .map(|(reason, v)| ([("interface", i.name.as_str()), ("reason", reason)], v))
+            }),
+        )?;
         gauges(
             &mut e,
             "blocker_table_prefixes",
@@ -388,6 +404,8 @@ mod tests {
     fn scrape() -> Scrape {
         let counters = Counters {
             mode: Mode::Enforce,
+            events_per_second: 100,
+            events: crate::dataplane::maps::EventCounters { sent: 4, rate_limited: 6, ring_full: 1 },
             program_id: Some(7),
             global: [10, 5, 0, 2, 1],
             lists: vec![
@@ -441,6 +459,9 @@ mod tests {
             r#"blocker_list_bytes_total{interface="eth0",list="country:DE",action="drop"} 320"#,
             r#"blocker_packets_total{interface="eth0",verdict="passed"} 10"#,
             r#"blocker_packets_total{interface="eth0",verdict="malformed"} 1"#,
+            r#"blocker_events_total{interface="eth0"} 4"#,
+            r#"blocker_events_dropped_total{interface="eth0",reason="rate_limited"} 6"#,
+            r#"blocker_events_dropped_total{interface="eth0",reason="ring_full"} 1"#,
             r#"blocker_table_prefixes{list="country:DE",family="ipv4"} 3"#,
             r#"blocker_table_prefixes{list="country:DE",family="ipv6"} 1"#,
             r#"blocker_map_memory_bytes{interface="eth0"} 4096"#,
