@@ -1,7 +1,9 @@
 //! The XDP program's packet parser, through BPF_PROG_TEST_RUN: the program in the
 //! kernel, loaded once with a fixed table, judges every input frame, and its
 //! verdict and counters must match the reference (`reference_parse`, then the
-//! compiled table's own lookup). Needs root, like the tests.
+//! compiled table's own lookup). A dropped or monitored frame's event must carry
+//! the L4 protocol and port the reference L4 parser (`reference_l4`) reads.
+//! Needs root, like the tests.
 #![no_main]
 
 use std::sync::Mutex;
@@ -13,11 +15,15 @@ use blocker::{
         maps::{DataplaneMaps, DEFAULT_TABLE_MEMORY},
         object, pins,
     },
+    events::reader::EventRing,
     net::{parse_prefix, Family},
     policy::{Action, ListSpec, Role},
 };
-use blocker_common::counter;
-use blocker_tests::frames::{reference_parse, Parsed};
+use blocker_common::{
+    counter,
+    events::{has_ports, FLAG_LATER_FRAGMENT, FLAG_NO_L4},
+};
+use blocker_tests::frames::{reference_l4, reference_parse, Parsed};
 use libfuzzer_sys::fuzz_target;
 
 const XDP_DROP: u32 = 1;
@@ -26,6 +32,7 @@ const XDP_PASS: u32 = 2;
 struct Harness {
     maps: DataplaneMaps,
     table: CompiledTable,
+    ring: EventRing,
 }
 
 fn list(name: &str, role: Role, prefixes: &[&str]) -> ListSpec {
@@ -36,7 +43,11 @@ fn harness() -> Harness {
     // Pins under a directory of this process; `cargo xtask fuzz` removes it.
     let root = std::path::PathBuf::from(format!("/sys/fs/bpf/blocker-fuzz-{}", std::process::id()));
     pins::ensure_bpffs(&root).expect("a bpffs (run as root)");
-    let mut maps = DataplaneMaps::load(&pins::iface_dir(&root, "fuzz"), 0).expect("load the XDP program (root?)");
+    let dir = pins::iface_dir(&root, "fuzz");
+    let mut maps = DataplaneMaps::load(&dir, 0).expect("load the XDP program (root?)");
+    // A rate no fuzzing speed exhausts: every dropped or monitored frame has its event.
+    maps.set_events_per_second(blocker::dataplane::maps::MAX_EVENTS_PER_SECOND).expect("set the event rate");
+    let ring = EventRing::open("fuzz", &dir).expect("open the event ring");
     // Short prefixes, so random frames hit them: deny, an allow hole, a monitor list.
     let lists = [
         list("deny", Role::Deny, &["0.0.0.0/2", "2000::/3", "::/8"]),
@@ -45,7 +56,7 @@ fn harness() -> Harness {
     ];
     let table = compile(&lists);
     maps.apply(&table, DEFAULT_TABLE_MEMORY).expect("apply the table");
-    Harness { maps, table }
+    Harness { maps, table, ring }
 }
 
 static HARNESS: Mutex<Option<Harness>> = Mutex::new(None);
@@ -85,4 +96,26 @@ fuzz_target!(|frame: &[u8]| {
         let delta = after.global(c) - before.global(c);
         assert_eq!(delta, u64::from(c == want_counter), "counter {c} for {frame:02x?}");
     }
+    check_event(h, frame, want_counter);
 });
+
+/// The event of a dropped or monitored frame matches the reference L4 parse.
+fn check_event(h: &mut Harness, frame: &[u8], want_counter: u32) {
+    let events = h.ring.read_all();
+    if want_counter != counter::DROPPED && want_counter != counter::MONITORED {
+        assert!(events.is_empty(), "no event for {frame:02x?}: {events:?}");
+        return;
+    }
+    assert_eq!(events.len(), 1, "one event for {frame:02x?}: {events:?}");
+    let e = &events[0];
+    let (protocol, port, flags) = reference_l4(frame).expect("an IP frame");
+    let l4 = match flags {
+        0 => None,
+        FLAG_LATER_FRAGMENT => Some("later fragment"),
+        FLAG_NO_L4 => Some("unreachable"),
+        other => panic!("reference flags {other}"),
+    };
+    let dst_port = (flags == 0 && has_ports(protocol)).then_some(port);
+    assert_eq!((e.protocol, e.dst_port, e.l4.as_deref()), (protocol, dst_port, l4), "L4 of {frame:02x?}");
+    assert_eq!(e.frame_len as usize, frame.len());
+}

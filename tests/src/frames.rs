@@ -104,6 +104,23 @@ pub struct Frame {
     ihl: Option<u8>,
     version: Option<u8>,
     truncate: Option<usize>,
+    transport: Transport,
+    /// A fragment at this offset (8-byte units): IPv4's field, an IPv6
+    /// fragment header.
+    fragment: Option<u16>,
+    /// IPv6 extension headers before the fragment header and the L4 header.
+    ext: Vec<u8>,
+}
+
+/// What the IP packet of a `Frame` carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP to this port.
+    Udp(u16),
+    /// A TCP SYN to this port.
+    Tcp(u16),
+    /// ICMP (IPv4) or ICMPv6 (IPv6) echo request.
+    Echo,
 }
 
 #[derive(Clone, Debug)]
@@ -118,7 +135,17 @@ impl Frame {
     /// An Ethernet header of type IPv4 with nothing after it (until `ipv4`,
     /// `ipv6`, `ether_type` or `arp` says what follows).
     pub fn eth() -> Frame {
-        Frame { tags: Vec::new(), l3: L3::Bare(ETH_P_IPV4), options: 0, ihl: None, version: None, truncate: None }
+        Frame {
+            tags: Vec::new(),
+            l3: L3::Bare(ETH_P_IPV4),
+            options: 0,
+            ihl: None,
+            version: None,
+            truncate: None,
+            transport: Transport::Udp(9),
+            fragment: None,
+            ext: Vec::new(),
+        }
     }
 
     /// A VLAN tag (outermost first).
@@ -168,6 +195,25 @@ impl Frame {
         self
     }
 
+    /// What the packet carries (default: UDP to port 9).
+    pub fn transport(mut self, transport: Transport) -> Frame {
+        self.transport = transport;
+        self
+    }
+
+    /// A fragment at `offset` (8-byte units; 0: the first fragment, with the L4 header).
+    pub fn fragment(mut self, offset: u16) -> Frame {
+        self.fragment = Some(offset);
+        self
+    }
+
+    /// IPv6 extension headers (hop-by-hop 0, routing 43, destination options 60,
+    /// authentication 51), in order, before the fragment header and L4.
+    pub fn ext_headers(mut self, types: &[u8]) -> Frame {
+        self.ext = types.to_vec();
+        self
+    }
+
     /// Cuts the frame to its first `len` bytes.
     pub fn truncate(mut self, len: usize) -> Frame {
         self.truncate = Some(len);
@@ -180,7 +226,6 @@ impl Frame {
     }
 
     pub fn build(&self) -> Vec<u8> {
-        let payload = [0xabu8; 18];
         let mut f = match self.l3 {
             L3::Bare(ether_type) => ethernet(&self.tags, ether_type),
             L3::Arp => {
@@ -190,12 +235,12 @@ impl Frame {
             }
             L3::Ip(IpAddr::V4(src)) => {
                 let mut f = ethernet(&self.tags, ETH_P_IPV4);
-                f.extend(ipv4_packet(src, Ipv4Addr::new(192, 0, 2, 1), self.options, &payload));
+                f.extend(self.ipv4_bytes(src));
                 f
             }
             L3::Ip(IpAddr::V6(src)) => {
                 let mut f = ethernet(&self.tags, ETH_P_IPV6);
-                f.extend(ipv6_packet(src, "2001:db8:1::1".parse().expect("an address"), &payload));
+                f.extend(self.ipv6_bytes(src));
                 f
             }
         };
@@ -210,6 +255,89 @@ impl Frame {
             f.truncate(len);
         }
         f
+    }
+
+    /// The L4 header and payload, and its protocol number for `v6` or not.
+    fn l4(&self, v6: bool) -> (u8, Vec<u8>) {
+        let payload = [0xabu8; 18];
+        match self.transport {
+            Transport::Udp(port) => {
+                let mut u = udp(&payload);
+                u[2..4].copy_from_slice(&port.to_be_bytes());
+                (17, u)
+            }
+            Transport::Tcp(port) => {
+                let mut t = vec![0u8; 20];
+                t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+                t[2..4].copy_from_slice(&port.to_be_bytes());
+                t[12] = 5 << 4; // data offset
+                t[13] = 0x02; // SYN
+                (6, t)
+            }
+            Transport::Echo => {
+                let mut e = vec![if v6 { 128 } else { 8 }, 0, 0, 0, 0, 1, 0, 1];
+                e.extend_from_slice(&payload);
+                (if v6 { 58 } else { 1 }, e)
+            }
+        }
+    }
+
+    fn ipv4_bytes(&self, src: Ipv4Addr) -> Vec<u8> {
+        let (protocol, l4) = self.l4(false);
+        let ihl = 5 + self.options;
+        let mut h = vec![0u8; ihl * 4];
+        h[0] = 0x40 | ihl as u8;
+        h[2..4].copy_from_slice(&((ihl * 4 + l4.len()) as u16).to_be_bytes());
+        if let Some(offset) = self.fragment {
+            h[6..8].copy_from_slice(&(offset & 0x1fff).to_be_bytes());
+        }
+        h[8] = 64;
+        h[9] = protocol;
+        h[12..16].copy_from_slice(&src.octets());
+        h[16..20].copy_from_slice(&[192, 0, 2, 1]);
+        for b in &mut h[20..] {
+            *b = 1; // NOP
+        }
+        let c = ipv4_checksum(&h);
+        h[IPV4_CHECKSUM_OFFSET..IPV4_CHECKSUM_OFFSET + 2].copy_from_slice(&c.to_be_bytes());
+        h.extend_from_slice(&l4);
+        h
+    }
+
+    fn ipv6_bytes(&self, src: Ipv6Addr) -> Vec<u8> {
+        let (protocol, l4) = self.l4(true);
+        // The chain: each extension header names the next one.
+        let mut chain: Vec<u8> = self.ext.clone();
+        if self.fragment.is_some() {
+            chain.push(44);
+        }
+        chain.push(protocol);
+        let mut body = Vec::new();
+        for (i, &kind) in chain[..chain.len() - 1].iter().enumerate() {
+            let next = chain[i + 1];
+            match kind {
+                44 => {
+                    let offset = self.fragment.unwrap_or(0) << 3;
+                    body.extend_from_slice(&[next, 0]);
+                    body.extend_from_slice(&offset.to_be_bytes());
+                    body.extend_from_slice(&[0, 0, 0, 1]);
+                }
+                // Authentication: 12 bytes (its length counts 4-byte words, minus 2).
+                51 => body.extend_from_slice(&[next, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1]),
+                // Hop-by-hop, routing, destination options: 8 bytes of padding options.
+                _ => body.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]),
+            }
+        }
+        body.extend_from_slice(&l4);
+        let mut h = vec![0u8; 40];
+        h[0] = 0x60;
+        h[4..6].copy_from_slice(&(body.len() as u16).to_be_bytes());
+        h[6] = chain[0];
+        h[7] = 64;
+        h[8..24].copy_from_slice(&src.octets());
+        h[24..40].copy_from_slice(&"2001:db8:1::1".parse::<Ipv6Addr>().expect("an address").octets());
+        h.extend_from_slice(&body);
+        h
     }
 }
 
@@ -252,4 +380,72 @@ pub fn reference_parse(frame: &[u8]) -> Parsed {
         },
         _ => Parsed::NonIp,
     }
+}
+
+/// What lies behind the IP header, as the XDP program's L4 parser
+/// (blocker-ebpf/src/parse.rs, `l4_v4` / `l4_v6`) reads it, written again in
+/// plain Rust: the protocol, the destination port (protocols with ports; 0
+/// otherwise), and the `blocker_common::events::FLAG_*` bits.
+pub fn reference_l4(frame: &[u8]) -> Option<(u8, u16, u8)> {
+    use blocker_common::events::{has_ports, FLAG_LATER_FRAGMENT, FLAG_NO_L4};
+    let (l3, v4) = match reference_parse(frame) {
+        Parsed::V4(_) => (l3_of(frame), true),
+        Parsed::V6(_) => (l3_of(frame), false),
+        _ => return None,
+    };
+    let ports = |protocol: u8, at: usize| {
+        if !has_ports(protocol) {
+            return (protocol, 0, 0);
+        }
+        match frame.get(at..at + 4) {
+            Some(p) => (protocol, u16::from_be_bytes([p[2], p[3]]), 0),
+            None => (protocol, 0, FLAG_NO_L4),
+        }
+    };
+    if v4 {
+        let h = &frame[l3..l3 + 20];
+        if u16::from_be_bytes([h[6], h[7]]) & 0x1fff != 0 {
+            return Some((h[9], 0, FLAG_LATER_FRAGMENT));
+        }
+        return Some(ports(h[9], l3 + usize::from(h[0] & 0x0f) * 4));
+    }
+    let is_ext = |n: u8| matches!(n, 0 | 43 | 44 | 51 | 60);
+    let mut next = frame[l3 + 6];
+    let mut at = l3 + 40;
+    for _ in 0..blocker_common::wire::IPV6_MAX_EXT_HEADERS {
+        if !is_ext(next) {
+            return Some(ports(next, at));
+        }
+        let Some(ext) = frame.get(at..at + 8) else { return Some((next, 0, FLAG_NO_L4)) };
+        let len = match next {
+            44 => {
+                if u16::from_be_bytes([ext[2], ext[3]]) >> 3 != 0 {
+                    return Some((ext[0], 0, FLAG_LATER_FRAGMENT));
+                }
+                8
+            }
+            51 => (usize::from(ext[1]) + 2) * 4,
+            _ => (usize::from(ext[1]) + 1) * 8,
+        };
+        next = ext[0];
+        at += len;
+    }
+    if is_ext(next) {
+        return Some((next, 0, FLAG_NO_L4));
+    }
+    Some(ports(next, at))
+}
+
+/// Where the IP header of a frame starts (after up to two VLAN tags).
+fn l3_of(frame: &[u8]) -> usize {
+    let mut l3 = 14;
+    let mut ether_type = u16::from_be_bytes([frame[12], frame[13]]);
+    for _ in 0..2 {
+        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+            break;
+        }
+        ether_type = u16::from_be_bytes([frame[l3 + 2], frame[l3 + 3]]);
+        l3 += 4;
+    }
+    l3
 }

@@ -37,6 +37,9 @@ pub(crate) enum Command {
     CheckConfig {
         #[arg(long, default_value = blocker::config::DEFAULT_CONFIG)]
         config: PathBuf,
+        /// The report as JSON (a refused file: `{"valid":false,"error":...}`).
+        #[arg(long)]
+        json: bool,
     },
     /// Ask the running daemon for its state: interfaces, program ids, lists, last
     /// reload, age of each source.
@@ -97,6 +100,8 @@ pub(crate) enum Command {
         /// Only compare with this interface's live maps (default: all attached).
         #[arg(long)]
         iface: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// The countries blocker knows and their prefixes.
     Regions {
@@ -162,12 +167,16 @@ pub(crate) enum RegionsCommand {
     List {
         #[command(flatten)]
         source: CountrySource,
+        #[arg(long)]
+        json: bool,
     },
     /// A country's details and prefixes.
     Show {
         code: String,
         #[command(flatten)]
         source: CountrySource,
+        #[arg(long)]
+        json: bool,
     },
     /// Rebuild the bundled snapshot from a country-ip-blocks directory
     /// (`cargo xtask snapshot` runs this).

@@ -1,6 +1,6 @@
 //! One function per subcommand.
 
-use std::{net::IpAddr, path::Path};
+use std::path::Path;
 
 use anyhow::{bail, Result};
 use blocker::{
@@ -8,6 +8,7 @@ use blocker::{
     control::{
         client,
         protocol::{InterfaceStats, StatsReply, StreamItem},
+        report::{ConfigRefusal, RegionDetail, RegionsList},
     },
     events::EventFilter,
     dataplane::{
@@ -15,7 +16,6 @@ use blocker::{
         maps::{read_pinned_counters, Mode},
         object, pins,
     },
-    policy::Policy,
     source::region::{db::RegionDb, snapshot},
 };
 
@@ -30,11 +30,7 @@ pub(crate) fn run(cli: Cli, run_options_given: &[String]) -> Result<()> {
         Command::Run(args) => run_daemon(args, &socket, &pin_root, run_options_given),
         Command::Status { json } => status(&socket, json),
         Command::Reload { accept_shrink } => reload(&socket, accept_shrink),
-        Command::CheckConfig { config } => {
-            let opts = blocker::config::load(&config)?;
-            print!("{}", inspect::check_config(&opts)?);
-            Ok(())
-        }
+        Command::CheckConfig { config, json } => check_config(&config, json),
         Command::Stats { iface, json } => stats(&pin_root, iface, json),
         Command::Events { json, iface, list } => events(&socket, EventFilter { iface, list }, json),
         Command::Top { iface } => super::top::run(&socket, &pin_root, iface),
@@ -44,7 +40,10 @@ pub(crate) fn run(cli: Cli, run_options_given: &[String]) -> Result<()> {
             println!("{iface}: detached; program, link and pins removed");
             Ok(())
         }
-        Command::Lookup { addresses, policy, iface } => lookup(&addresses, &policy.into(), &pin_root, iface),
+        Command::Lookup { addresses, policy, iface, json } => {
+            let report = inspect::lookup(&addresses, &policy.into(), &pin_root, iface.as_deref())?;
+            print_as(json, &report, render::lookup_text)
+        }
         Command::Regions { command } => regions(command),
     }
 }
@@ -166,15 +165,46 @@ fn events(socket: &Path, filter: EventFilter, json: bool) -> Result<()> {
     bail!("the daemon ended the event stream (it stopped?)")
 }
 
-fn lookup(addresses: &[IpAddr], policy: &Policy, pin_root: &Path, iface: Option<String>) -> Result<()> {
-    print!("{}", inspect::lookup(addresses, policy, pin_root, iface.as_deref())?);
+/// Prints `report` as pretty JSON, or as `text` renders it.
+fn print_as<T: serde::Serialize>(json: bool, report: &T, text: impl Fn(&T) -> String) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", text(report));
+    }
     Ok(())
+}
+
+/// `check-config`: the report, and an exit status that says whether `run`
+/// would start with the file.
+fn check_config(path: &Path, json: bool) -> Result<()> {
+    let report = blocker::config::load(path).map_err(anyhow::Error::from).and_then(|opts| inspect::check_config(&opts));
+    match report {
+        Ok(report) => {
+            print_as(json, &report, render::check_config_text)?;
+            match &report.error {
+                Some(e) => bail!("{e}"),
+                None => Ok(()),
+            }
+        }
+        Err(e) if json => {
+            let refusal = ConfigRefusal { config: path.display().to_string(), valid: false, error: format!("{e:#}") };
+            println!("{}", serde_json::to_string_pretty(&refusal)?);
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn regions(command: RegionsCommand) -> Result<()> {
     match command {
-        RegionsCommand::List { source } => print!("{}", render::regions_list(&source.db()?)),
-        RegionsCommand::Show { code, source } => print!("{}", render::region_show(&source.db()?, &code)?),
+        RegionsCommand::List { source, json } => {
+            print_as(json, &RegionsList::of(&source.db()?), render::regions_list)?;
+        }
+        RegionsCommand::Show { code, source, json } => {
+            let db = source.db()?;
+            print_as(json, &RegionDetail::of(db.get(&code)?), render::region_show)?;
+        }
         RegionsCommand::BuildSnapshot { from, date, out } => {
             const SOURCE: &str = "ipverse country-ip-blocks (CC0 1.0)";
             let db = RegionDb::from_cidr_dir(&from, SOURCE)?;

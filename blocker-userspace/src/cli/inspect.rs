@@ -1,18 +1,28 @@
-//! The CLI's answers that compute: `blocker lookup` and `blocker check-config`.
+//! The CLI's answers that compute: `blocker lookup` and `blocker check-config`,
+//! as the typed reports of `control::report` (printed as text or JSON).
 
-use std::{fmt::Write as _, net::IpAddr, path::Path};
+use std::{net::IpAddr, path::Path};
 
 use anyhow::Result;
 
 use blocker::{
     compile::table::build_table,
     config::RunOptions,
+    control::report::{
+        AddressLookup, ConfigInterface, ConfigList, ConfigReport, ConfigSource, ConfigTable, LiveVerdict,
+        LookupReport, NeverBlocked, RegionName, Verdict,
+    },
     dataplane::{device, link, maps::DataplaneMaps, pins},
     net::ip_to_u128,
     policy::Policy,
 };
 
-pub(crate) fn lookup(addresses: &[IpAddr], policy: &Policy, pin_root: &Path, iface: Option<&str>) -> Result<String> {
+pub(crate) fn lookup(
+    addresses: &[IpAddr],
+    policy: &Policy,
+    pin_root: &Path,
+    iface: Option<&str>,
+) -> Result<LookupReport> {
     let db = policy.region_db()?;
     let table = if policy.has_rules() { Some(build_table(policy)?) } else { None };
     let ifaces = match iface {
@@ -23,66 +33,53 @@ pub(crate) fn lookup(addresses: &[IpAddr], policy: &Policy, pin_root: &Path, ifa
     for i in ifaces {
         let dir = pins::iface_dir(pin_root, &i);
         match DataplaneMaps::open(&dir) {
-            Ok(m) => live.push((i, m.counters().map(|c| c.lists).unwrap_or_default(), m)),
+            Ok(m) => {
+                let lists = m.counters().map(|c| c.lists).unwrap_or_default();
+                // What the live table says counts only if its program is on the
+                // device with the name here.
+                let here = link::attached_here(&dir, &i);
+                live.push((i, lists, m, here));
+            }
             Err(e) if iface.is_some() => return Err(e.into()),
             Err(_) => {}
         }
     }
-    let mut s = String::new();
+    let mut report = LookupReport { addresses: Vec::new() };
     for addr in addresses {
         let (family, value) = ip_to_u128(*addr);
-        let _ = writeln!(s, "{addr}");
-        let regions: Vec<String> = db
+        let regions = db
             .containing(family, value)
             .iter()
-            .map(|r| format!("{}{}", r.code, r.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()))
+            .map(|r| RegionName { code: r.code.clone(), name: r.name.clone() })
             .collect();
-        let _ = writeln!(s, "  regions: {}", if regions.is_empty() { "none".into() } else { regions.join(", ") });
-        let expected = table.as_ref().map(|t| match t.lookup(family, value) {
-            Some(i) => (Some(t.lists[i].name.clone()), t.lists[i].action.name()),
-            None => (None, "pass"),
+        let policy = table.as_ref().map(|t| match t.lookup(family, value) {
+            Some(i) => Verdict { list: Some(t.lists[i].name.clone()), action: t.lists[i].action.name().into() },
+            None => Verdict { list: None, action: "pass".into() },
         });
-        match &expected {
-            Some((list, action)) => {
-                let _ = writeln!(
-                    s,
-                    "  policy: {} -> {action}",
-                    list.as_deref().map_or("in no list".into(), |l| format!("list {l}"))
-                );
-            }
-            None => {
-                let _ = writeln!(s, "  policy: none given (pass the options of `blocker run` to evaluate one)");
-            }
-        }
-        for (iface, lists, maps) in &live {
-            let (list, action) = match maps.lookup(family, value)? {
-                Some((id, action)) => {
-                    (lists.iter().find(|l| l.id == id).map(|l| l.name.clone()), action.map_or("pass", |a| a.name()))
-                }
-                None => (None, "pass"),
+        let mut verdicts = Vec::new();
+        for (interface, lists, maps, attached_here) in &live {
+            let verdict = match maps.lookup(family, value)? {
+                Some((id, action)) => Verdict {
+                    list: lists.iter().find(|l| l.id == id).map(|l| l.name.clone()),
+                    action: action.map_or("pass", |a| a.name()).into(),
+                },
+                None => Verdict { list: None, action: "pass".into() },
             };
-            let verdict = match &expected {
-                Some((el, ea)) if *el == list && *ea == action => " (agrees with the policy given)",
-                Some(_) => " (DIFFERS from the policy given: reload the daemon?)",
-                None => "",
-            };
-            // What the live table says counts only if its program is on the device
-            // with the name here.
-            let here = link::attached_here(&pins::iface_dir(pin_root, iface), iface);
-            let not_here =
-                if here { "" } else { " -- but NOT ATTACHED to the device named so here: its traffic passes" };
-            let _ = writeln!(
-                s,
-                "  live on {iface}: {} -> {action}{verdict}{not_here}",
-                list.as_deref().map_or("in no list".into(), |l| format!("list {l}"))
-            );
+            verdicts.push(LiveVerdict {
+                interface: interface.clone(),
+                agrees: policy.as_ref().map(|p| *p == verdict),
+                verdict,
+                attached_here: *attached_here,
+            });
         }
+        report.addresses.push(AddressLookup { address: *addr, regions, policy, live: verdicts });
     }
-    Ok(s)
+    Ok(report)
 }
 
-/// What `blocker check-config` prints: the run a config file describes, compiled.
-pub(crate) fn check_config(opts: &RunOptions) -> Result<String> {
+/// What `blocker check-config` reports: the run a config file describes,
+/// compiled. Err: `run` would refuse the file outright.
+pub(crate) fn check_config(opts: &RunOptions) -> Result<ConfigReport> {
     // What `run` would refuse, refused here too.
     pins::check_pin_root(&opts.pin_root)?;
     if let Some(socket) = &opts.socket {
@@ -90,35 +87,50 @@ pub(crate) fn check_config(opts: &RunOptions) -> Result<String> {
     }
     let table = build_table(&opts.policy)?;
     blocker::dataplane::maps::check_list_count(&table)?;
-    let mut s = String::new();
-    let path = opts.config.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
-    let _ = writeln!(s, "{path}: valid");
-    for i in &opts.interfaces {
-        // A config is often checked on another host than the one it is for:
-        // a missing interface is said, not refused.
-        let here = match device::ifindex(&i.name) {
-            Ok(_) => "",
-            Err(_) => " (no such interface on this host: `blocker run` would refuse to start here)",
-        };
-        let _ = writeln!(s, "interface {}: xdp mode {}, {}{here}", i.name, i.attach_mode.name(), i.mode.description());
-    }
-    let _ = writeln!(s, "pins under {}", opts.pin_root.display());
-    for path in opts.policy.local_sources() {
-        let how = match opts.watch_debounce {
-            Some(d) => format!("reloaded {} ms after it changes", d.as_millis()),
-            None => "not watched (reload with SIGHUP or `blocker reload`)".into(),
-        };
-        let _ = writeln!(s, "source {}: {how}", path.display());
-    }
-    for (url, refresh) in opts.policy.url_sources() {
-        let _ = writeln!(s, "source {url}: refreshed every {refresh}");
-    }
-    for (p, why) in opts.policy.never_block_ranges()? {
-        let _ = writeln!(s, "never blocked: {p} ({why})");
-    }
-    for (l, (v4, v6)) in table.lists.iter().zip(table.ranges_per_list()) {
-        let _ = writeln!(s, "list {}: {} -> {v4} IPv4 + {v6} IPv6 ranges in the table", l.name, l.action.name());
-    }
+    let interfaces = opts
+        .interfaces
+        .iter()
+        .map(|i| ConfigInterface {
+            name: i.name.clone(),
+            xdp_mode: i.attach_mode.name().into(),
+            mode: i.mode,
+            // A config is often checked on another host than the one it is for:
+            // a missing interface is said, not refused.
+            present_here: device::ifindex(&i.name).is_ok(),
+        })
+        .collect();
+    let mut sources: Vec<ConfigSource> = opts
+        .policy
+        .local_sources()
+        .into_iter()
+        .map(|p| ConfigSource {
+            source: p.display().to_string(),
+            watch_debounce_ms: opts.watch_debounce.map(|d| d.as_millis() as u64),
+            refresh: None,
+        })
+        .collect();
+    sources.extend(opts.policy.url_sources().into_iter().map(|(url, refresh)| ConfigSource {
+        source: url,
+        watch_debounce_ms: None,
+        refresh: Some(refresh.to_string()),
+    }));
+    let never_block = opts
+        .policy
+        .never_block_ranges()?
+        .into_iter()
+        .map(|(p, why)| NeverBlocked { prefix: p.to_string(), why: why.into() })
+        .collect();
+    let lists = table
+        .lists
+        .iter()
+        .zip(table.ranges_per_list())
+        .map(|(l, (v4, v6))| ConfigList {
+            name: l.name.clone(),
+            action: l.action.name().into(),
+            ipv4_ranges: v4,
+            ipv6_ranges: v6,
+        })
+        .collect();
     // The same build and budget check as the daemon's reload (list ids in order).
     let image = blocker::compile::classifier::Image::build_for_budget(
         &table.v4,
@@ -126,16 +138,26 @@ pub(crate) fn check_config(opts: &RunOptions) -> Result<String> {
         |l| blocker_common::classifier::leaf(table.lists[l].action.code(), l as u32),
         opts.table_memory,
     )?;
-    let _ = writeln!(
-        s,
-        "table: {} IPv4 + {} IPv6 ranges; classifier maps {:.1} MiB of the {:.1} MiB budget (table_memory)",
-        table.v4.len(),
-        table.v6.len(),
-        image.bytes() as f64 / f64::from(1 << 20),
-        opts.table_memory as f64 / f64::from(1 << 20),
-    );
-    if image.bytes() > opts.table_memory {
-        anyhow::bail!("{s}the table is over the table memory budget: raise daemon.table_memory or shorten the lists");
-    }
-    Ok(s)
+    let over = image.bytes() > opts.table_memory;
+    Ok(ConfigReport {
+        config: opts.config.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+        valid: !over,
+        error: over.then(|| {
+            "the table is over the table memory budget: raise daemon.table_memory or shorten the lists".to_owned()
+        }),
+        interfaces,
+        pin_root: opts.pin_root.display().to_string(),
+        socket: opts.socket.as_deref().map(|p| p.display().to_string()),
+        metrics_listen: opts.metrics_listen.map(|a| a.to_string()),
+        events_per_second: opts.events_per_second,
+        sources,
+        never_block,
+        lists,
+        table: ConfigTable {
+            ipv4_ranges: table.v4.len(),
+            ipv6_ranges: table.v6.len(),
+            classifier_bytes: image.bytes(),
+            budget_bytes: opts.table_memory,
+        },
+    })
 }

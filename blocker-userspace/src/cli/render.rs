@@ -2,13 +2,13 @@
 
 use std::fmt::Write as _;
 
-use anyhow::Result;
 use blocker::{
     clock::{age_text, unix_secs},
-    control::protocol::{InterfaceStats, StatusReply},
+    control::{
+        protocol::{InterfaceStats, StatusReply},
+        report::{ConfigReport, LookupReport, RegionDetail, RegionsList, Verdict},
+    },
     events::Event,
-    net::Family,
-    source::region::db::RegionDb,
 };
 use blocker_common::counter;
 
@@ -65,9 +65,9 @@ pub(crate) fn stats_text(c: &InterfaceStats) -> String {
     s
 }
 
-pub(crate) fn regions_list(db: &RegionDb) -> String {
+pub(crate) fn regions_list(list: &RegionsList) -> String {
     let mut s = String::new();
-    for src in &db.sources {
+    for src in &list.sources {
         let _ = writeln!(
             s,
             "# source: {}{}",
@@ -76,30 +76,111 @@ pub(crate) fn regions_list(db: &RegionDb) -> String {
         );
     }
     let _ = writeln!(s, "{:<4} {:<40} {:>8} {:>8}  source", "code", "name", "ipv4", "ipv6");
-    for r in db.regions.values() {
+    for r in &list.regions {
         let _ = writeln!(
             s,
             "{:<4} {:<40} {:>8} {:>8}  {}",
             r.code,
             r.name.as_deref().unwrap_or("-"),
-            r.count(Family::V4),
-            r.count(Family::V6),
+            r.ipv4_prefixes,
+            r.ipv6_prefixes,
             r.sources.join(", ")
         );
     }
     s
 }
 
-pub(crate) fn region_show(db: &RegionDb, code: &str) -> Result<String> {
-    let r = db.get(code)?;
+pub(crate) fn region_show(r: &RegionDetail) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "{} {}", r.code, r.name.as_deref().unwrap_or(""));
-    let _ = writeln!(s, "ipv4 prefixes: {}, ipv6 prefixes: {}", r.count(Family::V4), r.count(Family::V6));
-    let _ = writeln!(s, "source: {}", r.sources.join(", "));
+    let r0 = &r.summary;
+    let _ = writeln!(s, "{} {}", r0.code, r0.name.as_deref().unwrap_or(""));
+    let _ = writeln!(s, "ipv4 prefixes: {}, ipv6 prefixes: {}", r0.ipv4_prefixes, r0.ipv6_prefixes);
+    let _ = writeln!(s, "source: {}", r0.sources.join(", "));
     for p in &r.prefixes {
         let _ = writeln!(s, "{p}");
     }
-    Ok(s)
+    s
+}
+
+/// `blocker lookup` as text.
+pub(crate) fn lookup_text(report: &LookupReport) -> String {
+    let mut s = String::new();
+    let in_list = |v: &Verdict| v.list.as_deref().map_or("in no list".into(), |l| format!("list {l}"));
+    for a in &report.addresses {
+        let _ = writeln!(s, "{}", a.address);
+        let regions: Vec<String> = a
+            .regions
+            .iter()
+            .map(|r| format!("{}{}", r.code, r.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()))
+            .collect();
+        let _ = writeln!(s, "  regions: {}", if regions.is_empty() { "none".into() } else { regions.join(", ") });
+        let _ = match &a.policy {
+            Some(v) => writeln!(s, "  policy: {} -> {}", in_list(v), v.action),
+            None => writeln!(s, "  policy: none given (pass the options of `blocker run` to evaluate one)"),
+        };
+        for l in &a.live {
+            let agrees = match l.agrees {
+                Some(true) => " (agrees with the policy given)",
+                Some(false) => " (DIFFERS from the policy given: reload the daemon?)",
+                None => "",
+            };
+            let not_here = if l.attached_here {
+                ""
+            } else {
+                " -- but NOT ATTACHED to the device named so here: its traffic passes"
+            };
+            let _ =
+                writeln!(s, "  live on {}: {} -> {}{agrees}{not_here}", l.interface, in_list(&l.verdict), l.verdict.action);
+        }
+    }
+    s
+}
+
+/// `blocker check-config` as text.
+pub(crate) fn check_config_text(r: &ConfigReport) -> String {
+    const MIB: f64 = (1u64 << 20) as f64;
+    let mut s = String::new();
+    let _ = writeln!(s, "{}: {}", r.config, if r.valid { "valid" } else { "NOT VALID" });
+    for i in &r.interfaces {
+        let here = if i.present_here { "" } else { " (no such interface on this host: `blocker run` would refuse to start here)" };
+        let _ = writeln!(s, "interface {}: xdp mode {}, {}{here}", i.name, i.xdp_mode, i.mode.description());
+    }
+    let _ = writeln!(s, "pins under {}", r.pin_root);
+    if let Some(socket) = &r.socket {
+        let _ = writeln!(s, "control socket {socket}");
+    }
+    let _ = match &r.metrics_listen {
+        Some(addr) => writeln!(s, "metrics: http://{addr}/metrics"),
+        None => writeln!(s, "metrics: off (daemon.metrics_listen)"),
+    };
+    let _ = match r.events_per_second {
+        0 => writeln!(s, "events: off (daemon.events_per_second = 0)"),
+        n => writeln!(s, "events: at most {n} per second and CPU on each interface"),
+    };
+    for src in &r.sources {
+        let how = match (&src.refresh, src.watch_debounce_ms) {
+            (Some(refresh), _) => format!("refreshed every {refresh}"),
+            (None, Some(ms)) => format!("reloaded {ms} ms after it changes"),
+            (None, None) => "not watched (reload with SIGHUP or `blocker reload`)".into(),
+        };
+        let _ = writeln!(s, "source {}: {how}", src.source);
+    }
+    for n in &r.never_block {
+        let _ = writeln!(s, "never blocked: {} ({})", n.prefix, n.why);
+    }
+    for l in &r.lists {
+        let _ = writeln!(s, "list {}: {} -> {} IPv4 + {} IPv6 ranges in the table", l.name, l.action, l.ipv4_ranges, l.ipv6_ranges);
+    }
+    let t = &r.table;
+    let _ = writeln!(
+        s,
+        "table: {} IPv4 + {} IPv6 ranges; classifier maps {:.1} MiB of the {:.1} MiB budget (table_memory)",
+        t.ipv4_ranges,
+        t.ipv6_ranges,
+        t.classifier_bytes as f64 / MIB,
+        t.budget_bytes as f64 / MIB,
+    );
+    s
 }
 
 /// `blocker status` as text.

@@ -36,8 +36,9 @@ pub enum ReaderError {
     Thread(std::io::Error),
 }
 
-/// One interface's ring buffer and the names of its list ids.
-struct Ring {
+/// One interface's ring buffer and the names of its list ids. Only one
+/// process may read a ring: the daemon (tests and the fuzzer read their own).
+pub struct EventRing {
     interface: String,
     ring: RingBuf<MapData>,
     list_info: Array<MapData, ListInfo>,
@@ -45,8 +46,9 @@ struct Ring {
     names: HashMap<u32, String>,
 }
 
-impl Ring {
-    fn open(interface: &str, dir: &Path) -> Result<Ring, ReaderError> {
+impl EventRing {
+    /// The ring pinned in `dir` (an interface's pin directory).
+    pub fn open(interface: &str, dir: &Path) -> Result<EventRing, ReaderError> {
         let open = |name: &str| {
             let path = dir.join(name);
             MapData::from_pin(&path)
@@ -58,7 +60,22 @@ impl Ring {
         let ring = RingBuf::try_from(ring).map_err(|error| ReaderError::Open { path, error: Box::new(error) })?;
         let (info, path) = open(map_names::LIST_INFO)?;
         let list_info = Array::try_from(info).map_err(|error| ReaderError::Open { path, error: Box::new(error) })?;
-        Ok(Ring { interface: interface.to_owned(), ring, list_info, names: HashMap::new() })
+        Ok(EventRing { interface: interface.to_owned(), ring, list_info, names: HashMap::new() })
+    }
+
+    /// Every event in the ring now, oldest first.
+    pub fn read_all(&mut self) -> Vec<Event> {
+        let clock = EventClock::now();
+        let mut out = Vec::new();
+        // Each record is copied out, so the ring's slot is released before
+        // the list's name is looked up.
+        while let Some(record) = self.ring.next().map(|r| r.to_vec()) {
+            let interface = self.interface.clone();
+            if let Some(event) = Event::decode(&record, &interface, &clock, |id| self.name(id)) {
+                out.push(event);
+            }
+        }
+        out
     }
 
     /// The name of list `id`, from the cache or the pinned map. An id without
@@ -87,7 +104,8 @@ impl Reader {
     /// interface whose ring cannot be opened is named in the error, and no
     /// thread is started.
     pub fn spawn(interfaces: &[(String, PathBuf)], hub: EventHub) -> Result<Reader, ReaderError> {
-        let rings = interfaces.iter().map(|(name, dir)| Ring::open(name, dir)).collect::<Result<Vec<_>, _>>()?;
+        let rings =
+            interfaces.iter().map(|(name, dir)| EventRing::open(name, dir)).collect::<Result<Vec<_>, _>>()?;
         let stop = Arc::new(AtomicBool::new(false));
         let generation = Arc::new(AtomicU64::new(0));
         let (s, g) = (stop.clone(), generation.clone());
@@ -113,7 +131,7 @@ impl Drop for Reader {
     }
 }
 
-fn read_loop(mut rings: Vec<Ring>, hub: EventHub, stop: &AtomicBool, generation: &AtomicU64) {
+fn read_loop(mut rings: Vec<EventRing>, hub: EventHub, stop: &AtomicBool, generation: &AtomicU64) {
     let mut seen_generation = generation.load(Ordering::Relaxed);
     let mut summary = Summary::new(Instant::now());
     while !stop.load(Ordering::Relaxed) {
@@ -126,16 +144,10 @@ fn read_loop(mut rings: Vec<Ring>, hub: EventHub, stop: &AtomicBool, generation:
             seen_generation = now;
             rings.iter_mut().for_each(|r| r.names.clear());
         }
-        let clock = EventClock::now();
         for ring in &mut rings {
-            // Each record is copied out, so the ring's slot is released before
-            // the list's name is looked up.
-            while let Some(record) = ring.ring.next().map(|r| r.to_vec()) {
-                let interface = ring.interface.clone();
-                if let Some(event) = Event::decode(&record, &interface, &clock, |id| ring.name(id)) {
-                    summary.add(&event);
-                    hub.publish(event);
-                }
+            for event in ring.read_all() {
+                summary.add(&event);
+                hub.publish(event);
             }
         }
         if let Some(line) = summary.take_line(Instant::now()) {

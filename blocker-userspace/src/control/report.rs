@@ -1,0 +1,189 @@
+//! What the CLI's reading commands answer, as typed data: `lookup`, `regions
+//! list`, `regions show` and `check-config`. The CLI computes them and prints
+//! either their text or, with `--json`, these structs as they are (the JSON
+//! shapes are a contract, like the control protocol's replies).
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    dataplane::maps::Mode,
+    net::Family,
+    source::region::db::{Region, RegionDb},
+};
+
+/// `blocker lookup ADDR...`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookupReport {
+    pub addresses: Vec<AddressLookup>,
+}
+
+/// One address: its regions, what the policy given does with it, and what
+/// each interface's live maps do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressLookup {
+    pub address: IpAddr,
+    pub regions: Vec<RegionName>,
+    /// None: no policy was given to evaluate.
+    pub policy: Option<Verdict>,
+    pub live: Vec<LiveVerdict>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionName {
+    pub code: String,
+    pub name: Option<String>,
+}
+
+/// The list an address falls in (None: none) and that list's action: "drop",
+/// "monitor", "allow", or "pass" for an address in no list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub list: Option<String>,
+    pub action: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveVerdict {
+    pub interface: String,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    /// Whether it is the policy's verdict (None: no policy given).
+    pub agrees: Option<bool>,
+    /// The interface's program is on the device with the name here: if not,
+    /// the live maps judge nothing and its traffic passes.
+    pub attached_here: bool,
+}
+
+/// `blocker regions list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionsList {
+    pub sources: Vec<RegionDataSource>,
+    pub regions: Vec<RegionSummary>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionDataSource {
+    pub name: String,
+    /// The date of the data, when the source says.
+    pub date: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionSummary {
+    pub code: String,
+    pub name: Option<String>,
+    pub ipv4_prefixes: usize,
+    pub ipv6_prefixes: usize,
+    pub sources: Vec<String>,
+}
+
+/// `blocker regions show CC`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionDetail {
+    #[serde(flatten)]
+    pub summary: RegionSummary,
+    pub prefixes: Vec<String>,
+}
+
+impl RegionSummary {
+    pub fn of(r: &Region) -> RegionSummary {
+        RegionSummary {
+            code: r.code.clone(),
+            name: r.name.clone(),
+            ipv4_prefixes: r.count(Family::V4),
+            ipv6_prefixes: r.count(Family::V6),
+            sources: r.sources.clone(),
+        }
+    }
+}
+
+impl RegionsList {
+    pub fn of(db: &RegionDb) -> RegionsList {
+        RegionsList {
+            sources: db.sources.iter().map(|s| RegionDataSource { name: s.name.clone(), date: s.date.clone() }).collect(),
+            regions: db.regions.values().map(RegionSummary::of).collect(),
+        }
+    }
+}
+
+impl RegionDetail {
+    pub fn of(r: &Region) -> RegionDetail {
+        RegionDetail { summary: RegionSummary::of(r), prefixes: r.prefixes.iter().map(|p| p.to_string()).collect() }
+    }
+}
+
+/// `blocker check-config`: the run a config file describes, compiled.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConfigReport {
+    pub config: String,
+    /// Whether `blocker run` would start with it (the table fits its budget).
+    pub valid: bool,
+    /// Why not, when it would not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub interfaces: Vec<ConfigInterface>,
+    pub pin_root: String,
+    pub socket: Option<String>,
+    pub metrics_listen: Option<String>,
+    pub events_per_second: u32,
+    pub sources: Vec<ConfigSource>,
+    pub never_block: Vec<NeverBlocked>,
+    pub lists: Vec<ConfigList>,
+    pub table: ConfigTable,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigInterface {
+    pub name: String,
+    pub xdp_mode: String,
+    pub mode: Mode,
+    /// A device has the name on this host (a config is often checked elsewhere).
+    pub present_here: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigSource {
+    /// Its path or URL.
+    pub source: String,
+    /// Files: reloaded this long after they change (None: not watched).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_debounce_ms: Option<u64>,
+    /// URLs: how often they are fetched ("off", or like "21600s").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeverBlocked {
+    pub prefix: String,
+    /// "configured", "loopback", "link-local", "ssh client", ...
+    pub why: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigList {
+    pub name: String,
+    pub action: String,
+    pub ipv4_ranges: usize,
+    pub ipv6_ranges: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConfigTable {
+    pub ipv4_ranges: usize,
+    pub ipv6_ranges: usize,
+    /// Bytes of classifier maps the table takes, and the budget (table_memory).
+    pub classifier_bytes: u64,
+    pub budget_bytes: u64,
+}
+
+/// `blocker check-config --json` for a file `run` would refuse outright (it
+/// cannot be read, a list is bad, the pin root is off bpffs, ...).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigRefusal {
+    pub config: String,
+    pub valid: bool,
+    pub error: String,
+}
