@@ -654,14 +654,14 @@ fn layout_text(shape: Shape) -> String {
 /// The table of receivers' rates: per mix, Mpps, share of the floor (row 0) and
 /// how many times blocker (row 1) is faster.
 fn write_rates(out: &mut String, mixes: [&str; 2], rows: &[Receiver]) {
-    let _ = writeln!(out, "{:<52} {:>22} {:>22}", "", mixes[0], mixes[1]);
+    let _ = writeln!(out, "{:<62} {:>22} {:>22}", "", mixes[0], mixes[1]);
     let _ = writeln!(
         out,
-        "{:<52} {:>7} {:>6} {:>7}  {:>7} {:>6} {:>7}",
+        "{:<62} {:>7} {:>6} {:>7}  {:>7} {:>6} {:>7}",
         "receiver", "Mpps", "floor", "blk is", "Mpps", "floor", "blk is"
     );
     for r in rows {
-        let _ = write!(out, "{:<52}", r.name);
+        let _ = write!(out, "{:<62}", r.name);
         for (i, mpps) in r.mpps.iter().enumerate() {
             let _ =
                 write!(out, " {mpps:>7.2} {:>5.0}% {:>6.1}x ", mpps / rows[0].mpps[i] * 100.0, rows[1].mpps[i] / mpps);
@@ -693,6 +693,8 @@ const ATTACK_MIXES: [&str; 2] = ["every source from the list (attack)", "random 
 struct AttackRun {
     rows: Vec<Receiver>,
     load_nft: (Duration, u64),
+    /// What the event sampler did over the events-on rounds.
+    events: blocker::dataplane::maps::EventCounters,
 }
 
 fn run_attack(net: &Net, pins: &std::path::Path, frames: u32) -> AttackRun {
@@ -722,8 +724,11 @@ fn run_attack(net: &Net, pins: &std::path::Path, frames: u32) -> AttackRun {
     let alt_shape = other_v4_layout(shape);
     alt.apply_with_shape(&table, DEFAULT_TABLE_MEMORY, Some(alt_shape)).unwrap();
     let (mut floor_rounds, mut blocker_rounds, mut alt_rounds) = (Vec::new(), Vec::new(), Vec::new());
-    let name = format!("blocker, 2M-address list ({})", layout_text(shape));
+    let mut events_rounds = Vec::new();
+    let name = format!("blocker, 2M-address list ({}), events off", layout_text(shape));
     let alt_name = format!("blocker, the same in {}", layout_text(alt_shape));
+    let events_on = blocker::events::DEFAULT_EVENTS_PER_SECOND;
+    let events_name = format!("blocker, the same, events on ({events_on}/s per CPU, the default)");
     for _ in 0..knob("BLOCKER_BENCH_ROUNDS", 3usize).max(1) {
         let floor = &mut floor_obj;
         let link = attach(floor, PROGRAM_DROP_FLOOR);
@@ -735,9 +740,19 @@ fn run_attack(net: &Net, pins: &std::path::Path, frames: u32) -> AttackRun {
             rounds.push(sender.measure(name, &pools));
             detach(rx, PROGRAM_NAME, link);
         }
+        // Every frame of the first mix is dropped: each one passes the token
+        // bucket, and at most the rate of them is written to the ring.
+        maps.set_events_per_second(events_on).unwrap();
+        let rx = maps.ebpf_mut().unwrap();
+        let link = attach(rx, PROGRAM_NAME);
+        events_rounds.push(sender.measure(&events_name, &pools));
+        detach(rx, PROGRAM_NAME, link);
+        maps.set_events_per_second(0).unwrap();
     }
     drop(alt);
-    let mut rows = vec![median_of(floor_rounds), median_of(blocker_rounds), median_of(alt_rounds)];
+    let events = maps.counters().unwrap().events;
+    let mut rows =
+        vec![median_of(floor_rounds), median_of(blocker_rounds), median_of(alt_rounds), median_of(events_rounds)];
     // Profile: the same table, every source from 4,096 listed addresses, whose
     // table blocks stay in cache and in the TLB: the difference to the row above
     // is what the table's memory costs (dependent reads of a 20+ MiB table).
@@ -772,7 +787,7 @@ fn run_attack(net: &Net, pins: &std::path::Path, frames: u32) -> AttackRun {
     net.in_rx("nft", &["delete", "table", "netdev", "blk"]);
     rows.push(sender.measure("XDP_PASS, no filter", &pools));
     detach(rx, PROGRAM_PASS_FLOOR, link);
-    AttackRun { rows, load_nft }
+    AttackRun { rows, load_nft, events }
 }
 
 impl AttackRun {
@@ -786,9 +801,20 @@ impl AttackRun {
                 serde_json::json!({ "receiver": r.name, "mpps": r.mpps, "arrived": r.arrived, "rounds": r.rounds }),
             );
         }
+        let (off, on) = (&self.rows[1], &self.rows[3]);
         let _ = writeln!(
             out,
-            "floor and blocker: median of {} alternating rounds; nft -f of the set: {:.1} s, peak RSS {:.0} MiB\n",
+            "events on / events off: {:.3}x (sources from the list), {:.3}x (random sources); the sampler wrote {} \
+             events and left {} packets unsampled (rate limit), {} lost (ring full, nobody reading)",
+            on.mpps[0] / off.mpps[0],
+            on.mpps[1] / off.mpps[1],
+            self.events.sent,
+            self.events.rate_limited,
+            self.events.ring_full
+        );
+        let _ = writeln!(
+            out,
+            "floor and blocker rows: median of {} alternating rounds; nft -f of the set: {:.1} s, peak RSS {:.0} MiB\n",
             self.rows[0].rounds,
             self.load_nft.0.as_secs_f64(),
             self.load_nft.1 as f64 / 1024.0
@@ -796,6 +822,8 @@ impl AttackRun {
         json.insert(
             "attack_2m".into(),
             serde_json::json!({ "mixes": ATTACK_MIXES, "receivers": rows_json,
+                "events_on_over_off": [on.mpps[0] / off.mpps[0], on.mpps[1] / off.mpps[1]],
+                "events": self.events,
                 "nft_load_s": self.load_nft.0.as_secs_f64(), "nft_peak_rss_kib": self.load_nft.1 }),
         );
     }

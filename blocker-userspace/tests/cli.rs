@@ -57,6 +57,57 @@ fn shipped_example_config_passes_check_config() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("valid"), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
+/// Every reading command answers in JSON with its typed report.
+#[test]
+fn reading_commands_answer_in_json() {
+    use blocker::control::report::{ConfigRefusal, ConfigReport, LookupReport, RegionDetail, RegionsList};
+    let json = |args: &[&str]| {
+        let out = blocker(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    let list: RegionsList = serde_json::from_slice(&json(&["regions", "list", "--json"])).unwrap();
+    assert_eq!(list.regions.len(), 237);
+    assert!(list.sources[0].name.contains("country-ip-blocks") && list.sources[0].date.is_some());
+    let de = list.regions.iter().find(|r| r.code == "DE").unwrap();
+    assert_eq!(de.name.as_deref(), Some("Germany"));
+    assert!(de.ipv4_prefixes > 1000 && de.ipv6_prefixes > 1000, "{de:?}");
+
+    let li: RegionDetail = serde_json::from_slice(&json(&["regions", "show", "LI", "--json"])).unwrap();
+    assert_eq!((li.summary.code.as_str(), li.summary.name.as_deref()), ("LI", Some("Liechtenstein")));
+    assert_eq!(li.prefixes.len(), li.summary.ipv4_prefixes + li.summary.ipv6_prefixes);
+
+    let args = ["lookup", "127.0.0.1", "1.2.3.4", "--deny-country", "CN", "--pin-root", "/nonexistent", "--json"];
+    let lookup: LookupReport = serde_json::from_slice(&json(&args)).unwrap();
+    assert_eq!(lookup.addresses.len(), 2);
+    let lo = &lookup.addresses[0];
+    assert_eq!(lo.address.to_string(), "127.0.0.1");
+    let policy = lo.policy.as_ref().unwrap();
+    assert_eq!((policy.list.as_deref(), policy.action.as_str()), (Some("never-block"), "allow"));
+    assert!(lo.live.is_empty(), "no daemon: no live verdicts");
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/blocker.toml");
+    let cache = std::env::temp_dir().join(format!("blocker-json-cache-{}", std::process::id()));
+    let text = std::fs::read_to_string(example).unwrap().replace("/var/lib/blocker/cache", cache.to_str().unwrap());
+    let copy = std::env::temp_dir().join(format!("blocker-json-{}.toml", std::process::id()));
+    std::fs::write(&copy, text).unwrap();
+    let report: ConfigReport =
+        serde_json::from_slice(&json(&["check-config", "--config", copy.to_str().unwrap(), "--json"])).unwrap();
+    assert!(report.valid && report.error.is_none(), "{report:?}");
+    assert_eq!(report.interfaces.len(), 2);
+    assert_eq!((report.metrics_listen.as_deref(), report.events_per_second), (Some("127.0.0.1:9187"), 100));
+    assert!(report.lists.iter().any(|l| l.name == "country:CN" && l.action == "drop"), "{:?}", report.lists);
+    assert!(report.table.classifier_bytes > 0 && report.table.budget_bytes == 256 << 20);
+    // A refused file: the refusal, in JSON too, and a failing exit status.
+    std::fs::write(&copy, "[[interface]]\nname = \"eth0\"\nbogus = 1\n").unwrap();
+    let out = blocker(&["check-config", "--config", copy.to_str().unwrap(), "--json"]);
+    assert!(!out.status.success());
+    let refusal: ConfigRefusal = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!refusal.valid && refusal.error.contains("unknown field `bogus`"), "{refusal:?}");
+    let _ = std::fs::remove_file(&copy);
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
 /// What `run` refuses, `check-config` refuses too: a pin root off any bpffs, a
 /// file at the socket path that is not a socket, a control character in an
 /// interface name.

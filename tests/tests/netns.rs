@@ -528,6 +528,15 @@ fn lookup_answers_from_policy_and_live_maps() {
     // A different policy: the live maps disagree, and lookup says so.
     let out = run(&["--deny", &allow]);
     assert!(out.contains("DIFFERS"), "{out}");
+    // The same answers as data.
+    let out = run(&["--deny", &deny, "--allow", &allow, "--json"]);
+    let report: blocker::control::report::LookupReport = serde_json::from_str(&out).unwrap();
+    let first = &report.addresses[0];
+    assert_eq!(first.address.to_string(), "203.0.113.7");
+    let live = &first.live[0];
+    assert_eq!((live.interface.as_str(), live.verdict.list.as_deref()), (s.net.rx_if.as_str(), Some("deny")));
+    assert_eq!((live.verdict.action.as_str(), live.agrees, live.attached_here), ("drop", Some(true), true));
+    assert_eq!(report.addresses[2].live[0].verdict.list, None);
     drop(d);
 }
 
