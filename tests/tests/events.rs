@@ -86,7 +86,8 @@ const D4: &str = "203.0.113.5";
 const D6: &str = "2001:db8:b::5";
 
 fn drop_row(name: &'static str, frame: Frame, source: &'static str, protocol: &'static str, port: Option<u16>) -> Row {
-    let expect = Expect { source, list: "deny", action: "drop", verdict: "dropped", protocol, dst_port: port, l4: None };
+    let expect =
+        Expect { source, list: "deny", action: "drop", verdict: "dropped", protocol, dst_port: port, l4: None };
     Row { name, frame, expect: Some(expect) }
 }
 

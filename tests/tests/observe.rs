@@ -75,12 +75,8 @@ impl Setup {
         let mut full = self.global();
         full.push("events".into());
         full.extend(args.iter().map(|a| a.to_string()));
-        let mut child = Command::new(blocker_bin())
-            .args(&full)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child =
+            Command::new(blocker_bin()).args(&full).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {
@@ -160,7 +156,10 @@ fn events_stream_real_drops_with_their_fields_and_filters() {
         for e in got {
             assert_eq!(e.interface, s.net.rx_if);
             assert_eq!(e.ifindex, s.net.rx_index().unwrap());
-            assert_eq!((e.list.as_deref(), e.verdict.as_str(), e.protocol_name.as_str()), (Some(list), verdict, protocol));
+            assert_eq!(
+                (e.list.as_deref(), e.verdict.as_str(), e.protocol_name.as_str()),
+                (Some(list), verdict, protocol)
+            );
             assert_eq!(e.dst_port, None, "ICMP has no ports");
             let frame = if src.contains(':') { 14 + 40 + 8 + 56 } else { 14 + 20 + 8 + 56 };
             assert_eq!(e.frame_len, frame);
@@ -219,12 +218,7 @@ fn a_reload_applies_a_new_event_rate_and_stats_count_what_was_sampled() {
         std::fs::write(&config, text).unwrap();
     };
     write(0);
-    let daemon = Daemon::start(
-        &s.net.rx_ns,
-        &["run", "--config", &config],
-        &s.dir.path().join("daemon.log"),
-    )
-    .unwrap();
+    let daemon = Daemon::start(&s.net.rx_ns, &["run", "--config", &config], &s.dir.path().join("daemon.log")).unwrap();
     let out = s.cli(&["events"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("events are off (events_per_second = 0)"), "{err}");
@@ -317,18 +311,15 @@ fn top_shows_the_dropping_list_and_its_sources_in_a_terminal_and_quits_on_q() {
     let _daemon = s.start(&[]);
     let mut pings = s.net.ping_in_background(DENIED, 3000, "0.01").unwrap();
     let tmux = Tmux { socket: format!("blk-top-{}", unique_tag()) };
-    let command = format!(
-        "nsenter --net=/run/netns/{} {} {} top",
-        s.net.rx_ns,
-        blocker_bin().display(),
-        s.global().join(" ")
-    );
+    let command =
+        format!("nsenter --net=/run/netns/{} {} {} top", s.net.rx_ns, blocker_bin().display(), s.global().join(" "));
     tmux.run(&["new-session", "-d", "-s", "top", "-x", "160", "-y", "60", &command]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let screen = loop {
         let screen = tmux.run(&["capture-pane", "-p", "-t", "top"]).unwrap_or_default();
         // The list table's row: list, action, packets/s (not zero), ...
-        let dropping = screen.lines().map(cells).any(|c| c.len() > 2 && c[0] == "deny" && c[1] == "drop" && c[2] != "0");
+        let dropping =
+            screen.lines().map(cells).any(|c| c.len() > 2 && c[0] == "deny" && c[1] == "drop" && c[2] != "0");
         if dropping && screen.contains(DENIED) && screen.contains("203.0.113.0/24") {
             break screen;
         }

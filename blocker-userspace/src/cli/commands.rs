@@ -10,12 +10,12 @@ use blocker::{
         protocol::{InterfaceStats, StatsReply, StreamItem},
         report::{ConfigRefusal, RegionDetail, RegionsList},
     },
-    events::EventFilter,
     dataplane::{
         link,
         maps::{read_pinned_counters, Mode},
         object, pins,
     },
+    events::EventFilter,
     source::region::{db::RegionDb, snapshot},
 };
 

@@ -9,8 +9,8 @@ use blocker::{
     compile::table::build_table,
     config::RunOptions,
     control::report::{
-        AddressLookup, ConfigInterface, ConfigList, ConfigReport, ConfigSource, ConfigTable, LiveVerdict,
-        LookupReport, NeverBlocked, RegionName, Verdict,
+        AddressLookup, ConfigInterface, ConfigList, ConfigReport, ConfigSource, ConfigTable, LiveVerdict, LookupReport,
+        NeverBlocked, RegionName, Verdict,
     },
     dataplane::{device, link, maps::DataplaneMaps, pins},
     net::ip_to_u128,

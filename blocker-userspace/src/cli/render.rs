@@ -129,8 +129,13 @@ pub(crate) fn lookup_text(report: &LookupReport) -> String {
             } else {
                 " -- but NOT ATTACHED to the device named so here: its traffic passes"
             };
-            let _ =
-                writeln!(s, "  live on {}: {} -> {}{agrees}{not_here}", l.interface, in_list(&l.verdict), l.verdict.action);
+            let _ = writeln!(
+                s,
+                "  live on {}: {} -> {}{agrees}{not_here}",
+                l.interface,
+                in_list(&l.verdict),
+                l.verdict.action
+            );
         }
     }
     s
@@ -142,7 +147,11 @@ pub(crate) fn check_config_text(r: &ConfigReport) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{}: {}", r.config, if r.valid { "valid" } else { "NOT VALID" });
     for i in &r.interfaces {
-        let here = if i.present_here { "" } else { " (no such interface on this host: `blocker run` would refuse to start here)" };
+        let here = if i.present_here {
+            ""
+        } else {
+            " (no such interface on this host: `blocker run` would refuse to start here)"
+        };
         let _ = writeln!(s, "interface {}: xdp mode {}, {}{here}", i.name, i.xdp_mode, i.mode.description());
     }
     let _ = writeln!(s, "pins under {}", r.pin_root);
@@ -169,7 +178,11 @@ pub(crate) fn check_config_text(r: &ConfigReport) -> String {
         let _ = writeln!(s, "never blocked: {} ({})", n.prefix, n.why);
     }
     for l in &r.lists {
-        let _ = writeln!(s, "list {}: {} -> {} IPv4 + {} IPv6 ranges in the table", l.name, l.action, l.ipv4_ranges, l.ipv6_ranges);
+        let _ = writeln!(
+            s,
+            "list {}: {} -> {} IPv4 + {} IPv6 ranges in the table",
+            l.name, l.action, l.ipv4_ranges, l.ipv6_ranges
+        );
     }
     let t = &r.table;
     let _ = writeln!(

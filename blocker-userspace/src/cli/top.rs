@@ -145,9 +145,9 @@ impl Top {
             for l in now.lists.iter().filter(|l| l.live) {
                 let was = before.lists.iter().find(|b| b.id == l.id && b.name == l.name);
                 let (p, b) = was.map_or((0, 0), |w| (w.packets, w.bytes));
-                let entry = lists.entry(l.name.clone()).or_insert_with(|| {
-                    (l.action.map_or("?", |a| a.name()).to_owned(), 0.0, 0.0, 0)
-                });
+                let entry = lists
+                    .entry(l.name.clone())
+                    .or_insert_with(|| (l.action.map_or("?", |a| a.name()).to_owned(), 0.0, 0.0, 0));
                 entry.1 += rate(l.packets, p);
                 entry.2 += rate(l.bytes, b);
                 entry.3 += l.packets;
@@ -290,8 +290,7 @@ impl View {
             let _ = writeln!(s, "\n{}", t.title);
             let widths = t.widths();
             let line = |cells: &[String]| {
-                let padded: Vec<String> =
-                    cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}", w = *w)).collect();
+                let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}", w = *w)).collect();
                 format!("  {}", padded.join("  ").trim_end())
             };
             let _ = writeln!(s, "{}", line(&t.header));

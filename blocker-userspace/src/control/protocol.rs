@@ -226,7 +226,9 @@ pub struct EventsReply {
 pub enum StreamItem {
     Event(Box<Event>),
     /// The client read too slowly: this many events were not sent to it.
-    Missed { missed: u64 },
+    Missed {
+        missed: u64,
+    },
 }
 
 /// Whether the event reader runs, for `status`.

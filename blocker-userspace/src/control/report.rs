@@ -102,7 +102,11 @@ impl RegionSummary {
 impl RegionsList {
     pub fn of(db: &RegionDb) -> RegionsList {
         RegionsList {
-            sources: db.sources.iter().map(|s| RegionDataSource { name: s.name.clone(), date: s.date.clone() }).collect(),
+            sources: db
+                .sources
+                .iter()
+                .map(|s| RegionDataSource { name: s.name.clone(), date: s.date.clone() })
+                .collect(),
             regions: db.regions.values().map(RegionSummary::of).collect(),
         }
     }

@@ -30,8 +30,8 @@ use blocker_common::{
     classifier::{leaf, leaf_action, leaf_list, Shape, BLOCK_BYTES, LEAF_NONE},
     config, counter,
     events::EventState,
-    map_names, ListInfo, ListStats, LIST_NAME_LEN, LIST_STATE_FREE, LIST_STATE_LIVE,
-    LIST_STATE_RETIRED, MAX_LISTS, MODE_ENFORCE, MODE_MONITOR,
+    map_names, ListInfo, ListStats, LIST_NAME_LEN, LIST_STATE_FREE, LIST_STATE_LIVE, LIST_STATE_RETIRED, MAX_LISTS,
+    MODE_ENFORCE, MODE_MONITOR,
 };
 
 use super::{

@@ -231,7 +231,8 @@ pub struct EventFilter {
 
 impl EventFilter {
     pub fn matches(&self, e: &Event) -> bool {
-        self.iface.as_ref().is_none_or(|i| *i == e.interface) && self.list.as_ref().is_none_or(|l| e.list.as_ref() == Some(l))
+        self.iface.as_ref().is_none_or(|i| *i == e.interface)
+            && self.list.as_ref().is_none_or(|l| e.list.as_ref() == Some(l))
     }
 }
 
@@ -266,7 +267,10 @@ mod tests {
         v4[..4].copy_from_slice(&[203, 0, 113, 7]);
         let e = Event::decode(&raw(FAMILY_V4, v4, 6, 0), "eth0", &clock, |id| Some(format!("list{id}"))).unwrap();
         assert_eq!(e.source, "203.0.113.7".parse::<IpAddr>().unwrap());
-        assert_eq!((e.list.as_deref(), e.list_id, e.action.as_str(), e.verdict.as_str()), (Some("list3"), 3, "drop", "dropped"));
+        assert_eq!(
+            (e.list.as_deref(), e.list_id, e.action.as_str(), e.verdict.as_str()),
+            (Some("list3"), 3, "drop", "dropped")
+        );
         assert_eq!((e.protocol_name.as_str(), e.dst_port, e.l4.as_deref()), ("tcp", Some(443), None));
         assert_eq!((e.interface.as_str(), e.ifindex, e.frame_len), ("eth0", 7, 98));
         // One second before the clock's reading.

@@ -104,8 +104,7 @@ impl Reader {
     /// interface whose ring cannot be opened is named in the error, and no
     /// thread is started.
     pub fn spawn(interfaces: &[(String, PathBuf)], hub: EventHub) -> Result<Reader, ReaderError> {
-        let rings =
-            interfaces.iter().map(|(name, dir)| EventRing::open(name, dir)).collect::<Result<Vec<_>, _>>()?;
+        let rings = interfaces.iter().map(|(name, dir)| EventRing::open(name, dir)).collect::<Result<Vec<_>, _>>()?;
         let stop = Arc::new(AtomicBool::new(false));
         let generation = Arc::new(AtomicU64::new(0));
         let (s, g) = (stop.clone(), generation.clone());
