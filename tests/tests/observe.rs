@@ -361,3 +361,33 @@ fn top_without_a_terminal_prints_one_snapshot() {
 fn cells(line: &str) -> Vec<String> {
     line.split(|c: char| c.is_whitespace() || c == '│').filter(|w| !w.is_empty()).map(str::to_owned).collect()
 }
+
+/// A client that asks for events and then stops reading is cut off once its
+/// socket stays full for 5 s; the daemon and the other streams go on.
+#[test]
+fn a_stream_that_stops_reading_is_cut_off_and_others_go_on() {
+    use std::io::{BufRead as _, Read as _, Write as _};
+    let s = Setup::new();
+    let _daemon = s.start(&["--events-per-second", "5000"]);
+    let mut stalled = std::os::unix::net::UnixStream::connect(s.path("blocker.sock")).unwrap();
+    writeln!(stalled, "{{\"command\":\"events\"}}").unwrap();
+    let mut header = String::new();
+    std::io::BufReader::new(stalled.try_clone().unwrap()).read_line(&mut header).unwrap();
+    assert!(header.contains("\"ok\":true"), "{header}");
+    let healthy = s.events(&["--json"]);
+    settle();
+    // Thousands of events: far more than the stalled client's socket buffer holds.
+    let pings = s.net.ping_in_background(DENIED, 4000, "0.002").unwrap();
+    assert!(!healthy.take(200).is_empty());
+    std::thread::sleep(Duration::from_secs(7));
+    // The daemon answers, and the healthy stream still gets events.
+    let out = s.cli(&["status", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!healthy.take(10).is_empty());
+    // The stalled client finds its stream ended once it reads what was queued.
+    stalled.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut rest = Vec::new();
+    let read = stalled.read_to_end(&mut rest);
+    assert!(read.is_ok(), "the daemon closed the stream: {read:?}");
+    let _ = pings.stop();
+}
