@@ -21,6 +21,10 @@
 //! A chunk that fits in one 64-byte block never straddles two (the builder pads
 //! before it), so its whole search reads one block.
 //!
+//! An image may hold several tables, one per scope (`crate::scope`), with one
+//! shape: scope s's direct table is entries `s << b ..` of `DIR`, and its
+//! chunks lie after those of the scopes before it.
+//!
 //! A layout with the chunk inside its direct-table entry (a 64-byte bucket per
 //! /b, one cache line per lookup) was measured end to end and lost to this one,
 //! for the world table and for a 2M-address list alike: the larger first level
@@ -49,11 +53,19 @@ pub struct Shape {
     /// b of each family's direct table.
     pub v4_bits: u32,
     pub v6_bits: u32,
+    /// Tables in the image, one per scope (at least 1). The walk does not read
+    /// it (a scope past the maps finds nothing); userspace does.
+    pub scopes: u32,
 }
 
 impl Shape {
     /// The smallest shape: 256 KiB per family for the direct tables.
-    pub const SMALLEST: Shape = Shape { v4_bits: MIN_DIR_BITS, v6_bits: MIN_DIR_BITS };
+    pub const SMALLEST: Shape = Shape { v4_bits: MIN_DIR_BITS, v6_bits: MIN_DIR_BITS, scopes: 1 };
+
+    /// The same with `scopes` tables.
+    pub const fn with_scopes(self, scopes: u32) -> Shape {
+        Shape { scopes, ..self }
+    }
 
     /// Whether a lookup can use it (a damaged table is never walked).
     #[inline(always)]
@@ -211,16 +223,18 @@ fn search<'a, B: Slots + 'a>(
     Some((lo, found))
 }
 
-/// The leaf of an IPv4 address (host order). None only for a damaged table.
+/// The leaf of an IPv4 address (host order) in the table of `scope` (0 for an
+/// image of one table). None only for a damaged table.
 #[inline(always)]
-pub fn lookup_v4(m: &impl Memory, addr: u32) -> Option<u16> {
+pub fn lookup_v4(m: &impl Memory, scope: u32, addr: u32) -> Option<u16> {
     let shape = m.shape();
     if !shape.valid() {
         return None;
     }
     let bits = shape.v4_bits;
     let key = u64::from(addr & ((1 << (32 - bits)) - 1));
-    let d = element(|b| m.v4_dir(b), addr >> (32 - bits))?;
+    // Each scope's direct table follows the one before it.
+    let d = element(|b| m.v4_dir(b), (scope << bits) | (addr >> (32 - bits)))?;
     if d & DIR_LEAF != 0 {
         return Some(d as u16);
     }
@@ -230,15 +244,16 @@ pub fn lookup_v4(m: &impl Memory, addr: u32) -> Option<u16> {
     Some(e as u16)
 }
 
-/// The leaf of an IPv6 address given as its upper and lower 64 bits.
+/// The leaf of an IPv6 address given as its upper and lower 64 bits, in the
+/// table of `scope`.
 #[inline(always)]
-pub fn lookup_v6(m: &impl Memory, hi: u64, lo: u64) -> Option<u16> {
+pub fn lookup_v6(m: &impl Memory, scope: u32, hi: u64, lo: u64) -> Option<u16> {
     let shape = m.shape();
     if !shape.valid() {
         return None;
     }
     let bits = shape.v6_bits;
-    let d = element(|b| m.v6_dir(b), (hi >> (64 - bits)) as u32)?;
+    let d = element(|b| m.v6_dir(b), (scope << bits) | (hi >> (64 - bits)) as u32)?;
     if d & DIR_LEAF != 0 {
         return Some(d as u16);
     }

@@ -45,7 +45,7 @@ pub struct DropEvent {
     pub protocol: u8,
     /// The list's action (`ACTION_*`).
     pub action: u8,
-    /// What happened (`counter::DROPPED` or `counter::MONITORED`).
+    /// What happened (`counter::DROPPED`, `counter::MONITORED` or `counter::REJECTED`).
     pub verdict: u8,
     /// `FLAG_*`.
     pub flags: u8,
@@ -74,4 +74,31 @@ pub struct EventState {
 #[inline(always)]
 pub const fn has_ports(protocol: u8) -> bool {
     matches!(protocol, 6 | 17 | 33 | 132 | 136)
+}
+
+/// A per-CPU token bucket (the reject answers'), with what it let through and
+/// what it held back.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct Bucket {
+    pub last_ns: u64,
+    pub credit_ns: u64,
+    pub taken: u64,
+    pub refused: u64,
+}
+
+/// One token of a bucket that last looked at the clock at `*last_ns` and holds
+/// `*credit_ns` of credit, at `now`, for `interval_ns` each: true if taken.
+/// Credit builds up with time, at most `BURST_NS`.
+#[inline(always)]
+pub fn take_token(last_ns: &mut u64, credit_ns: &mut u64, now: u64, interval_ns: u64) -> bool {
+    let credit = (*credit_ns + now.wrapping_sub(*last_ns).min(BURST_NS)).min(BURST_NS);
+    *last_ns = now;
+    if credit < interval_ns {
+        *credit_ns = credit;
+        return false;
+    }
+    *credit_ns = credit - interval_ns;
+    true
 }

@@ -7,13 +7,14 @@
 
 /// Bumped whenever a map's type, key, value or size changes. It is part of the pin
 /// directory path, so a new layout never silently reuses an incompatible pinned map.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Number of list ids (a list is one deny/allow/monitor source, e.g. one file).
 pub const MAX_LISTS: u32 = 1024;
 
 pub mod classifier;
 pub mod events;
+pub mod scope;
 pub mod wire;
 
 /// Map names, as declared in the XDP program and pinned by name.
@@ -25,6 +26,8 @@ pub mod map_names {
     /// The sampled drop events (`events::DropEvent`) and their token buckets.
     pub const EVENTS: &str = "BLK_EVENTS";
     pub const EVENT_STATE: &str = "BLK_EVENT_STATE";
+    /// The reject answers' token buckets (`events::Bucket`, per CPU).
+    pub const REJECT_STATE: &str = "BLK_REJECT_STATE";
     /// The classifier's maps (see `classifier`): made for each table, sized to it.
     pub const V4_DIR: &str = "BLK_V4_DIR";
     pub const V4_RANGES: &str = "BLK_V4_RANGES";
@@ -38,9 +41,16 @@ pub mod map_names {
     /// tables (`classifier::Shape`), set by userspace when it loads the object.
     pub const V4_DIR_BITS: &str = "BLK_V4_DIR_BITS";
     pub const V6_DIR_BITS: &str = "BLK_V6_DIR_BITS";
-    /// The same shape (`classifier::Shape`) for userspace, in a one-entry map of
-    /// each program instance.
+    /// The same shape, with the scopes' names (`scope::TableInfo`), for
+    /// userspace, in a one-entry map of each program instance.
     pub const SHAPE: &str = "BLK_SHAPE";
+    /// Scopes (`scope`): the port map of each program instance (one block when
+    /// the policy has no scopes), and the read-only global that says whether
+    /// the program reads it.
+    pub const PORT_SCOPES: &str = "BLK_PORT_SCOPES";
+    /// The port map again, as the read-only global the program reads.
+    pub const PORT_MAP: &str = "BLK_PORT_MAP";
+    pub const SCOPED: &str = "BLK_SCOPED";
 }
 
 /// The log target of the XDP program's aya-log records in userspace.
@@ -80,7 +90,10 @@ pub mod config {
     /// Nanoseconds of token-bucket credit one drop event costs on one CPU
     /// (10^9 / events per second); 0: no events.
     pub const EVENT_INTERVAL_NS: u32 = 1;
-    pub const SLOTS: u32 = 2;
+    /// The same for one reject answer (10^9 * CPUs / answers per second, so
+    /// that all CPUs together keep to the interface's rate); 0: no answers.
+    pub const REJECT_INTERVAL_NS: u32 = 2;
+    pub const SLOTS: u32 = 3;
 }
 
 pub const MODE_ENFORCE: u32 = 0;
@@ -94,6 +107,8 @@ pub const ACTION_PASS: u32 = 1;
 pub const ACTION_DROP: u32 = 2;
 /// Counted as a would-be drop, then passed.
 pub const ACTION_MONITOR: u32 = 3;
+/// Dropped, and answered (TCP RST, ICMP unreachable) within the reject rate.
+pub const ACTION_REJECT: u32 = 4;
 
 /// Indices of the per-CPU `BLK_GLOBAL_STATS` array (u64 packet counts).
 pub mod counter {
@@ -107,8 +122,11 @@ pub mod counter {
     /// Too short for its headers or an impossible header: passed to the stack,
     /// which drops it itself.
     pub const MALFORMED: u32 = 4;
-    pub const COUNT: u32 = 5;
-    pub const NAMES: [&str; COUNT as usize] = ["passed", "dropped", "monitored", "non_ip", "malformed"];
+    /// Dropped and answered (a reject list, within the reject rate; past it, a
+    /// reject is dropped without an answer and counted as dropped).
+    pub const REJECTED: u32 = 5;
+    pub const COUNT: u32 = 6;
+    pub const NAMES: [&str; COUNT as usize] = ["passed", "dropped", "monitored", "non_ip", "malformed", "rejected"];
 }
 
 /// Value of the per-CPU `BLK_LIST_STATS` array: traffic that hit a list.
@@ -122,6 +140,8 @@ pub struct ListStats {
 }
 
 pub const LIST_NAME_LEN: usize = 120;
+/// The longest scope name (`scope`).
+pub const SCOPE_NAME_LEN: usize = 28;
 
 /// Value of the `BLK_LIST_INFO` array: what a list id means, so that `blocker stats`
 /// can name lists from the pins alone, without the daemon. Not read by the kernel.
@@ -135,6 +155,9 @@ pub struct ListInfo {
     pub action: u32,
     pub name_len: u32,
     pub name: [u8; LIST_NAME_LEN],
+    /// The scope the list belongs to (`default` outside every scope).
+    pub scope_len: u32,
+    pub scope: [u8; SCOPE_NAME_LEN],
 }
 
 pub const LIST_STATE_FREE: u32 = 0;
@@ -151,5 +174,9 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::classifier::Shape {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for super::scope::TableInfo {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::events::EventState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::events::Bucket {}
 }

@@ -23,6 +23,7 @@
 mod events;
 mod filter;
 mod parse;
+mod reject;
 mod runtime;
 
 use aya_ebpf::{
@@ -48,15 +49,16 @@ static BLK_LPM_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(LPM_BASELI
 fn blocker_lpm(ctx: XdpContext) -> u32 {
     filter::filter(
         &ctx,
-        |src| BLK_LPM_V4.get(Key::new(32, src)).map(|l| *l as u16),
-        |src| BLK_LPM_V6.get(Key::new(128, src)).map(|l| *l as u16),
+        |_, _| 0,
+        |_, src| BLK_LPM_V4.get(Key::new(32, src)).map(|l| *l as u16),
+        |_, src| BLK_LPM_V6.get(Key::new(128, src)).map(|l| *l as u16),
     )
 }
 
 #[xdp]
 fn blocker_no_lookup(ctx: XdpContext) -> u32 {
     const HIT: u16 = leaf(ACTION_DROP, 1);
-    filter::filter(&ctx, |_| Some(HIT), |_| Some(HIT))
+    filter::filter(&ctx, |_, _| 0, |_, _| Some(HIT), |_, _| Some(HIT))
 }
 
 /// Source addresses (raw network-order bytes as u32).

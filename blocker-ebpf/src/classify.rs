@@ -2,8 +2,13 @@
 //! userspace). The maps are created for each table, sized to it, and filled by
 //! userspace before the program that uses them is swapped onto the interface.
 
-use aya_ebpf::{bindings::BPF_F_MMAPABLE, macros::map, maps::Array};
-use blocker_common::classifier::{self, Block16, Block32, Block64, Memory, Shape};
+use aya_ebpf::{bindings::BPF_F_MMAPABLE, macros::map, maps::Array, programs::XdpContext};
+use blocker_common::{
+    classifier::{self, Block16, Block32, Block64, Memory, Shape},
+    scope::{key_of, PortMap, TableInfo, PORT_KEYS, PORT_MAP_BYTES, SCOPE_NONE},
+};
+
+use crate::parse::{self, Packet};
 
 // Sizes here are placeholders: the loader sets each map's size to its table's.
 #[map]
@@ -27,11 +32,25 @@ static BLK_V6_HVALS: Array<Block16> = Array::with_max_entries(1, BPF_F_MMAPABLE)
 static BLK_V4_DIR_BITS: u32 = classifier::MIN_DIR_BITS;
 #[unsafe(no_mangle)]
 static BLK_V6_DIR_BITS: u32 = classifier::MIN_DIR_BITS;
+/// 1 when the table has scopes: the program reads the packet's L4 header and
+/// the port map. A constant to the verifier, so a policy without scopes costs
+/// nothing here.
+#[unsafe(no_mangle)]
+static BLK_SCOPED: u32 = 0;
+
+/// The port map (`blocker_common::scope`): which scope a packet belongs to. A
+/// read-only global, set when the program is loaded: one load reads a key's
+/// scope, with no map lookup before it. `BLK_PORT_SCOPES` holds the same for
+/// userspace.
+#[unsafe(no_mangle)]
+static BLK_PORT_MAP: PortMap = [SCOPE_NONE; PORT_MAP_BYTES];
+#[map]
+static BLK_PORT_SCOPES: Array<PortMap> = Array::with_max_entries(1, 0);
 
 /// The shape again, for userspace (which cannot read the globals by name from a
 /// loaded program). See `lookup_v4` for how it stays bound to the program.
 #[map]
-static BLK_SHAPE: Array<Shape> = Array::with_max_entries(1, 0);
+static BLK_SHAPE: Array<TableInfo> = Array::with_max_entries(1, 0);
 
 /// The classifier's memory as the program sees it: blocks of the maps.
 struct Maps;
@@ -45,6 +64,7 @@ impl Memory for Maps {
             Shape {
                 v4_bits: core::ptr::read_volatile(&BLK_V4_DIR_BITS),
                 v6_bits: core::ptr::read_volatile(&BLK_V6_DIR_BITS),
+                scopes: 1,
             }
         }
     }
@@ -78,22 +98,49 @@ impl Memory for Maps {
     }
 }
 
-/// The leaf whose range holds `src` (network-order bytes).
+/// The scope a packet belongs to: 0 when the table has none; otherwise the
+/// port map's entry for its L4 protocol and destination port (`SCOPE_NONE`:
+/// no scope takes it). A packet without a readable port (a later fragment, a
+/// cut header) takes its protocol's no-port entry, which stays in scope.
 #[inline(always)]
-pub(crate) fn lookup_v4(src: [u8; 4]) -> Option<u16> {
+pub(crate) fn scope_of(ctx: &XdpContext, packet: &Packet) -> u32 {
+    // SAFETY: as in `Maps::shape`.
+    let scoped = unsafe { core::ptr::read_volatile(&BLK_SCOPED) };
+    // Never taken (the flag is 0 or 1, a constant to the verifier, which
+    // removes the branch): it names the userspace copy of the port map, so that
+    // it is bound to the program (see `lookup_v4`).
+    if scoped > 1 {
+        return BLK_PORT_SCOPES.get(0).map_or(u32::from(SCOPE_NONE), |m| u32::from(m[0]));
+    }
+    if scoped == 0 {
+        return 0;
+    }
+    let Some(l4) = parse::l4(ctx, packet) else { return u32::from(SCOPE_NONE) };
+    let port = if l4.flags == 0 { Some(l4.dst_port) } else { None };
+    let key = key_of(l4.protocol, port);
+    if key >= PORT_KEYS {
+        return u32::from(SCOPE_NONE);
+    }
+    // SAFETY: a read of the global inside its bounds (key < PORT_KEYS).
+    u32::from(unsafe { core::ptr::read_volatile(BLK_PORT_MAP.as_ptr().add(key as usize)) })
+}
+
+/// The leaf whose range holds `src` (network-order bytes) in `scope`'s table.
+#[inline(always)]
+pub(crate) fn lookup_v4(scope: u32, src: [u8; 4]) -> Option<u16> {
     // A program binds only the maps its code names. This branch, which the
     // verifier removes as dead (the bits are a constant and never 0), names
     // BLK_SHAPE so that userspace finds it among the program's maps.
     // SAFETY: as in `Maps::shape`.
     if unsafe { core::ptr::read_volatile(&BLK_V4_DIR_BITS) } == 0 {
-        return BLK_SHAPE.get(0).map(|s| s.v4_bits as u16);
+        return BLK_SHAPE.get(0).map(|s| s.shape.v4_bits as u16);
     }
-    classifier::lookup_v4(&Maps, u32::from_be_bytes(src))
+    classifier::lookup_v4(&Maps, scope, u32::from_be_bytes(src))
 }
 
 #[inline(always)]
-pub(crate) fn lookup_v6(src: [u8; 16]) -> Option<u16> {
+pub(crate) fn lookup_v6(scope: u32, src: [u8; 16]) -> Option<u16> {
     let hi = u64::from_be_bytes([src[0], src[1], src[2], src[3], src[4], src[5], src[6], src[7]]);
     let lo = u64::from_be_bytes([src[8], src[9], src[10], src[11], src[12], src[13], src[14], src[15]]);
-    classifier::lookup_v6(&Maps, hi, lo)
+    classifier::lookup_v6(&Maps, scope, hi, lo)
 }

@@ -9,7 +9,7 @@ use aya_ebpf::{
     maps::{PerCpuArray, RingBuf},
     programs::XdpContext,
 };
-use blocker_common::events::{DropEvent, EventState, BURST_NS, FAMILY_V4, FAMILY_V6, RING_BYTES};
+use blocker_common::events::{take_token, DropEvent, EventState, FAMILY_V4, FAMILY_V6, RING_BYTES};
 
 use crate::parse::{self, Packet};
 
@@ -31,29 +31,29 @@ pub(crate) fn sample(ctx: &XdpContext, packet: &Packet, interval_ns: u64, list_i
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
     let state = unsafe { &mut *state };
-    let credit = (state.credit_ns + now.wrapping_sub(state.last_ns).min(BURST_NS)).min(BURST_NS);
-    state.last_ns = now;
-    if credit < interval_ns {
-        state.credit_ns = credit;
+    if !take_token(&mut state.last_ns, &mut state.credit_ns, now, interval_ns) {
         state.rate_limited += 1;
         return;
     }
-    state.credit_ns = credit - interval_ns;
     let Some(mut entry) = BLK_EVENTS.reserve::<DropEvent>(0) else {
         state.ring_full += 1;
         return;
     };
-    let (family, src, l4) = match *packet {
-        Packet::V4 { src, l3 } => {
+    let (family, src) = match *packet {
+        Packet::V4 { src, .. } => {
             let mut wide = [0u8; 16];
             wide[..4].copy_from_slice(&src);
-            (FAMILY_V4, wide, parse::l4_v4(ctx, l3))
+            (FAMILY_V4, wide)
         }
-        Packet::V6 { src, l3 } => (FAMILY_V6, src, parse::l4_v6(ctx, l3)),
-        _ => {
+        Packet::V6 { src, .. } => (FAMILY_V6, src),
+        Packet::NonIp | Packet::Malformed => {
             entry.discard(0);
             return;
         }
+    };
+    let Some(l4) = parse::l4(ctx, packet) else {
+        entry.discard(0);
+        return;
     };
     entry.write(DropEvent {
         time_ns: now,

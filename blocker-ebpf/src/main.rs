@@ -13,13 +13,14 @@ mod classify;
 mod events;
 mod filter;
 mod parse;
+mod reject;
 mod runtime;
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
 
 #[xdp]
 fn blocker(ctx: XdpContext) -> u32 {
-    filter::filter(&ctx, classify::lookup_v4, classify::lookup_v6)
+    filter::filter(&ctx, classify::scope_of, classify::lookup_v4, classify::lookup_v6)
 }
 
 #[cfg(not(target_arch = "bpf"))]

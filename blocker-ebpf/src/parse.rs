@@ -19,14 +19,22 @@ use blocker_common::{
 const MAX_VLAN_TAGS: usize = 2;
 
 pub(crate) enum Packet {
-    /// `l3`: where the IP header starts.
+    /// `l3`: where the IP header starts; the header's fields the L4 parser
+    /// needs, read with the source (`l4`).
     V4 {
         src: [u8; 4],
         l3: usize,
+        /// Header length in bytes (20 to 60).
+        ihl: usize,
+        protocol: u8,
+        /// Flags and fragment offset.
+        frag: u16,
     },
     V6 {
         src: [u8; 16],
         l3: usize,
+        /// The first next-header value.
+        next: u8,
     },
     /// Not IP (ARP, LLDP, a third VLAN tag, ...): not ours to judge.
     NonIp,
@@ -36,7 +44,7 @@ pub(crate) enum Packet {
 
 /// Returns a copy of the `T` at `offset`, or `None` if it does not fit in the frame.
 #[inline(always)]
-fn read_at<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
+pub(crate) fn read_at<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + size_of::<T>() > end {
@@ -72,33 +80,34 @@ pub(crate) fn parse(ctx: &XdpContext) -> Packet {
     }
     match ether_type {
         ETH_P_IPV4 => {
-            let Some(version_ihl) = read_at::<u8>(ctx, l3) else {
+            // The whole fixed header must be present, not just the source field;
+            // one read takes every field used later.
+            let Some(h) = read_at::<[u8; IPV4_MIN_HLEN]>(ctx, l3) else {
                 return Packet::Malformed;
             };
-            let ihl = ((version_ihl & 0x0f) as usize) * 4;
-            if version_ihl >> 4 != 4 || ihl < IPV4_MIN_HLEN {
+            let ihl = ((h[0] & 0x0f) as usize) * 4;
+            if h[0] >> 4 != 4 || ihl < IPV4_MIN_HLEN {
                 return Packet::Malformed;
             }
-            // The whole fixed header must be present, not just the source field.
-            if read_at::<[u8; IPV4_MIN_HLEN]>(ctx, l3).is_none() {
-                return Packet::Malformed;
-            }
-            match read_at::<[u8; 4]>(ctx, l3 + IPV4_SRC_OFFSET) {
-                Some(src) => Packet::V4 { src, l3 },
-                None => Packet::Malformed,
+            let o = IPV4_SRC_OFFSET;
+            Packet::V4 {
+                src: [h[o], h[o + 1], h[o + 2], h[o + 3]],
+                l3,
+                ihl,
+                protocol: h[IPV4_PROTOCOL_OFFSET],
+                frag: u16::from_be_bytes([h[IPV4_FRAG_OFFSET], h[IPV4_FRAG_OFFSET + 1]]),
             }
         }
         ETH_P_IPV6 => {
-            let Some(version) = read_at::<u8>(ctx, l3) else {
+            let Some(h) = read_at::<[u8; IPV6_HLEN]>(ctx, l3) else {
                 return Packet::Malformed;
             };
-            if version >> 4 != 6 || read_at::<[u8; IPV6_HLEN]>(ctx, l3).is_none() {
+            if h[0] >> 4 != 6 {
                 return Packet::Malformed;
             }
-            match read_at::<[u8; 16]>(ctx, l3 + IPV6_SRC_OFFSET) {
-                Some(src) => Packet::V6 { src, l3 },
-                None => Packet::Malformed,
-            }
+            let mut src = [0u8; 16];
+            src.copy_from_slice(&h[IPV6_SRC_OFFSET..IPV6_SRC_OFFSET + 16]);
+            Packet::V6 { src, l3, next: h[IPV6_NEXT_HEADER_OFFSET] }
         }
         _ => Packet::NonIp,
     }
@@ -111,35 +120,37 @@ pub(crate) struct L4 {
     pub(crate) protocol: u8,
     pub(crate) dst_port: u16,
     pub(crate) flags: u8,
+    /// Where the L4 header starts (0 when there is none to read: `flags`).
+    pub(crate) at: usize,
 }
 
-/// The L4 header of an IPv4 packet whose header starts at `l3` (its IHL honoured).
+/// What lies behind an IP packet's header (None: not an IP packet).
 // Reads here are of whole header pieces, never of one byte at a variable
 // offset: LLVM turns `at + 1 > end` into `at >= end`, which the verifier
 // cannot prove a one-byte read from.
 #[inline(always)]
-pub(crate) fn l4_v4(ctx: &XdpContext, l3: usize) -> L4 {
-    let Some(h) = read_at::<[u8; IPV4_MIN_HLEN]>(ctx, l3) else {
-        return L4 { protocol: 0, dst_port: 0, flags: FLAG_NO_L4 };
-    };
-    let protocol = h[IPV4_PROTOCOL_OFFSET];
-    let frag = u16::from_be_bytes([h[IPV4_FRAG_OFFSET], h[IPV4_FRAG_OFFSET + 1]]);
-    if frag & IPV4_FRAG_MASK != 0 {
-        return L4 { protocol, dst_port: 0, flags: FLAG_LATER_FRAGMENT };
+pub(crate) fn l4(ctx: &XdpContext, packet: &Packet) -> Option<L4> {
+    match *packet {
+        Packet::V4 { l3, ihl, protocol, frag, .. } => Some(l4_v4(ctx, l3 + ihl, protocol, frag)),
+        Packet::V6 { l3, next, .. } => Some(l4_v6(ctx, l3 + IPV6_HLEN, next)),
+        Packet::NonIp | Packet::Malformed => None,
     }
-    let ihl = ((h[0] & 0x0f) as usize) * 4;
-    ports(ctx, protocol, l3 + ihl)
 }
 
-/// The L4 header of an IPv6 packet whose header starts at `l3`, behind at most
-/// `IPV6_MAX_EXT_HEADERS` extension headers.
+/// IPv4: the L4 header at `at` (after the options), unless the packet is a
+/// later fragment.
 #[inline(always)]
-pub(crate) fn l4_v6(ctx: &XdpContext, l3: usize) -> L4 {
-    let Some(h) = read_at::<[u8; IPV6_HLEN]>(ctx, l3) else {
-        return L4 { protocol: 0, dst_port: 0, flags: FLAG_NO_L4 };
-    };
-    let mut next = h[IPV6_NEXT_HEADER_OFFSET];
-    let mut at = l3 + IPV6_HLEN;
+fn l4_v4(ctx: &XdpContext, at: usize, protocol: u8, frag: u16) -> L4 {
+    if frag & IPV4_FRAG_MASK != 0 {
+        return L4 { protocol, dst_port: 0, flags: FLAG_LATER_FRAGMENT, at: 0 };
+    }
+    ports(ctx, protocol, at)
+}
+
+/// IPv6: the L4 header behind at most `IPV6_MAX_EXT_HEADERS` extension headers,
+/// the first at `at` of type `next`.
+#[inline(always)]
+fn l4_v6(ctx: &XdpContext, mut at: usize, mut next: u8) -> L4 {
     for _ in 0..IPV6_MAX_EXT_HEADERS {
         if !is_extension_header(next) {
             return ports(ctx, next, at);
@@ -147,12 +158,12 @@ pub(crate) fn l4_v6(ctx: &XdpContext, l3: usize) -> L4 {
         // Every extension header has at least 8 bytes: next header, length,
         // and (fragment header) the fragment offset.
         let Some(ext) = read_at::<[u8; 8]>(ctx, at) else {
-            return L4 { protocol: next, dst_port: 0, flags: FLAG_NO_L4 };
+            return L4 { protocol: next, dst_port: 0, flags: FLAG_NO_L4, at: 0 };
         };
         let len = match next {
             IPV6_FRAGMENT => {
                 if u16::from_be_bytes([ext[2], ext[3]]) >> 3 != 0 {
-                    return L4 { protocol: ext[0], dst_port: 0, flags: FLAG_LATER_FRAGMENT };
+                    return L4 { protocol: ext[0], dst_port: 0, flags: FLAG_LATER_FRAGMENT, at: 0 };
                 }
                 8
             }
@@ -163,7 +174,7 @@ pub(crate) fn l4_v6(ctx: &XdpContext, l3: usize) -> L4 {
         at += len;
     }
     if is_extension_header(next) {
-        return L4 { protocol: next, dst_port: 0, flags: FLAG_NO_L4 };
+        return L4 { protocol: next, dst_port: 0, flags: FLAG_NO_L4, at: 0 };
     }
     ports(ctx, next, at)
 }
@@ -177,10 +188,23 @@ fn is_extension_header(next: u8) -> bool {
 #[inline(always)]
 fn ports(ctx: &XdpContext, protocol: u8, at: usize) -> L4 {
     if !has_ports(protocol) {
-        return L4 { protocol, dst_port: 0, flags: 0 };
+        return L4 { protocol, dst_port: 0, flags: 0, at };
     }
-    match read_at::<[u8; 4]>(ctx, at) {
-        Some(p) => L4 { protocol, dst_port: u16::from_be_bytes([p[2], p[3]]), flags: 0 },
-        None => L4 { protocol, dst_port: 0, flags: FLAG_NO_L4 },
+    match read_be16(ctx, at + 2) {
+        Some(dst_port) => L4 { protocol, dst_port, flags: 0, at },
+        None => L4 { protocol, dst_port: 0, flags: FLAG_NO_L4, at: 0 },
     }
+}
+
+/// Writes `value` at `offset`; false if it does not fit in the frame.
+#[inline(always)]
+pub(crate) fn write_at<T: Copy>(ctx: &XdpContext, offset: usize, value: T) -> bool {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + size_of::<T>() > end {
+        return false;
+    }
+    // SAFETY: as in `read_at`; the frame is writable in XDP.
+    unsafe { core::ptr::write_unaligned((start + offset) as *mut T, value) };
+    true
 }

@@ -8,6 +8,10 @@
 //! that reads no memory (every source a hit of list 1): LPM / no-lookup is the most
 //! any classifier could gain over the LPM trie inside this program.
 //!
+//! For the world tables a fifth: blocker with the same table in a policy of two
+//! scopes (TCP 443, then everything else): `scoped/blk` is what reading the L4
+//! header and the port map costs per packet.
+//!
 //! Tables: the world (bundled countries) in deny-all and allowlist modes; a threat
 //! list of 2,000,000 random IPv4 hosts, 1,000,000 IPv6 hosts and 1,000,000 IPv6
 //! /64s; a geo-like table (the countries cut into finer interleaved pieces, over
@@ -40,13 +44,16 @@ use aya::{
     Ebpf,
 };
 use blocker::{
-    compile::table::{build_table, compile, CompiledTable},
+    compile::table::{build_table, compile, CompiledTable, ScopeTable},
     dataplane::{
         maps::{DataplaneMaps, DEFAULT_TABLE_MEMORY},
         object, pins,
     },
     net::{complement, Family, Prefix},
-    policy::{ListSpec, Policy, Role},
+    policy::{
+        ports::{PortRule, Ports},
+        ListSpec, Policy, Role,
+    },
     source::{cidr_list::parse_list, region::db::RegionDb},
 };
 use blocker_common::{
@@ -125,7 +132,7 @@ fn load_extra(ebpf: &mut Ebpf, name: &str) {
 struct ParkingNetns(String);
 
 /// Programs parked at once: one veth each.
-const PARKING_SPOTS: usize = 4;
+const PARKING_SPOTS: usize = 5;
 
 impl ParkingNetns {
     fn enter() -> ParkingNetns {
@@ -263,6 +270,9 @@ struct Row {
     no_lookup: f64,
     lpm: f64,
     blocker: f64,
+    /// The same table in a policy with scopes (world tables only): the port
+    /// check's cost is `scoped / blocker`.
+    scoped: f64,
     hits: usize,
 }
 
@@ -288,9 +298,26 @@ fn main() {
         if let Some(entries) = &lpm {
             fill_lpm(&mut bench, entries);
         }
+        // The world tables again, in a policy with two scopes: TCP 443 first, then
+        // everything else (where the frames, UDP, go). The program reads each
+        // frame's L4 header and the port map before the same lookup.
+        let mut scoped = mode.starts_with("world").then(|| {
+            let mut m = DataplaneMaps::load(&pins::iface_dir(&root, "scoped"), 0).unwrap();
+            let api: Ports = Ports(vec!["tcp:443".parse::<PortRule>().unwrap()]);
+            let everything = Ports::default();
+            let scopes = [
+                ScopeTable { name: "api", ports: &api, table },
+                ScopeTable { name: "default", ports: &everything, table },
+            ];
+            m.apply_scopes(&scopes, DEFAULT_TABLE_MEMORY, None).unwrap();
+            m
+        });
         if knob("BLOCKER_BENCH_PARK", 1) == 1 {
             parking.park(maps.ebpf_mut().unwrap(), &[PROGRAM_NAME], 0);
             parking.park(&mut bench, &[PROGRAM_LPM_BASELINE, PROGRAM_DROP_FLOOR, PROGRAM_NO_LOOKUP], 1);
+            if let Some(m) = &mut scoped {
+                parking.park(m.ebpf_mut().unwrap(), &[PROGRAM_NAME], 4);
+            }
         }
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         for family in [Family::V4, Family::V6] {
@@ -298,13 +325,22 @@ fn main() {
             let ebpf: &Ebpf = maps.ebpf_mut().unwrap();
             let mut progs =
                 vec![prog(&bench, PROGRAM_DROP_FLOOR), prog(&bench, PROGRAM_NO_LOOKUP), prog(ebpf, PROGRAM_NAME)];
+            let scoped_ebpf: Option<&Ebpf> = scoped.as_mut().map(|m| &*m.ebpf_mut().unwrap());
+            if let Some(e) = scoped_ebpf {
+                progs.push(prog(e, PROGRAM_NAME));
+            }
+            let lpm_at = progs.len();
             if lpm.is_some() {
                 progs.push(prog(&bench, PROGRAM_LPM_BASELINE));
             }
             let results = measure(&progs, &fs);
             let (floor, no_lookup, (blocker, verdicts)) = (results[0].0, results[1].0, &results[2]);
             let blocker = *blocker;
-            let lpm_ns = results.get(3).map(|(lpm_ns, lpm_verdicts)| {
+            let scoped_ns = scoped_ebpf.map(|_| {
+                assert_eq!(&results[3].1, verdicts, "the scoped policy's default scope must judge like the table");
+                results[3].0
+            });
+            let lpm_ns = results.get(lpm_at).map(|(lpm_ns, lpm_verdicts)| {
                 assert_eq!(verdicts, lpm_verdicts, "the classifier and the LPM baseline must agree on every frame");
                 *lpm_ns
             });
@@ -317,10 +353,12 @@ fn main() {
                 no_lookup,
                 lpm: lpm_ns.unwrap_or(f64::NAN),
                 blocker,
+                scoped: scoped_ns.unwrap_or(f64::NAN),
                 hits: verdicts.iter().filter(|v| **v == 1).count(),
             });
         }
         drop(bench);
+        drop(scoped);
         drop(maps);
         let _ = std::fs::remove_dir_all(&root);
     }
@@ -330,7 +368,7 @@ fn main() {
         writeln!(out, "per packet through BPF_PROG_TEST_RUN, {frames_n} distinct frames per family, repeat {repeat}");
     let _ = writeln!(
         out,
-        "{:<16} {:<5} {:>9} {:>8} {:>9} {:>10} {:>9} {:>9} {:>11} {:>9} {:>16} {:>15} {:>7}",
+        "{:<16} {:<5} {:>9} {:>8} {:>9} {:>10} {:>9} {:>9} {:>11} {:>9} {:>16} {:>15} {:>10} {:>7}",
         "table",
         "fam",
         "ranges",
@@ -343,13 +381,14 @@ fn main() {
         "lpm/blk",
         "above floor l/t",
         "lpm/no-lookup",
+        "scoped/blk",
         "drops"
     );
     let mut json = Vec::new();
     for r in &rows {
         let _ = writeln!(
             out,
-            "{:<16} {:<5} {:>9} {:>8.1} {:>9.1} {:>10.1} {:>9.1} {:>9.1} {:>10.2}x {:>8.2}x {:>15.2}x {:>14.2}x {:>7}",
+            "{:<16} {:<5} {:>9} {:>8.1} {:>9.1} {:>10.1} {:>9.1} {:>9.1} {:>10.2}x {:>8.2}x {:>15.2}x {:>14.2}x {:>9.3}x {:>7}",
             r.mode,
             r.family,
             r.ranges,
@@ -362,11 +401,13 @@ fn main() {
             r.lpm / r.blocker,
             (r.lpm - r.floor) / (r.blocker - r.floor),
             r.lpm / r.no_lookup,
+            r.scoped / r.blocker,
             r.hits
         );
         json.push(serde_json::json!({
             "table": r.mode, "family": r.family, "ranges": r.ranges, "table_mib": r.table_mib, "floor_ns": r.floor, "no_lookup_ns": r.no_lookup, "lpm_ns": r.lpm, "blocker_ns": r.blocker,
             "lpm_over_no_lookup": r.lpm / r.no_lookup,
+            "scoped_ns": r.scoped, "scoped_over_blocker": r.scoped / r.blocker,
             "blocker_over_floor": r.blocker / r.floor, "lpm_over_blocker": r.lpm / r.blocker,
             "lpm_over_blocker_above_floor": (r.lpm - r.floor) / (r.blocker - r.floor), "frames": frames_n, "repeat": repeat, "drops": r.hits,
         }));

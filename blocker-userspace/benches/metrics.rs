@@ -94,7 +94,7 @@ fn main() {
             .lists
             .iter()
             .zip(table.prefixes_per_list())
-            .map(|(l, prefixes)| ListFacts { name: l.name.clone(), prefixes })
+            .map(|(l, prefixes)| ListFacts { scope: "default".into(), name: l.name.clone(), prefixes })
             .collect(),
         last_load: Some(LoadFacts { at: 0.0, ok: true, duration_seconds: 0.1 }),
         sources: vec!["/etc/hostname".into()],

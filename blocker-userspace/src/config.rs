@@ -12,7 +12,10 @@ use serde::Deserialize;
 
 use crate::{
     dataplane::{link::AttachMode, maps::Mode, pins::DEFAULT_PIN_ROOT},
-    policy::Policy,
+    policy::{
+        ports::{PortRule, Ports},
+        Policy, Scope,
+    },
     source::{cidr_list::ListSource, region::RegionSource},
 };
 
@@ -51,6 +54,31 @@ struct ConfigFile {
     interfaces: Vec<InterfaceSection>,
     #[serde(default)]
     policy: PolicySection,
+    /// Scopes, tried in the order of the file before `[policy]`'s own lists.
+    #[serde(default, rename = "scope")]
+    scopes: Vec<ScopeSection>,
+}
+
+/// `[[scope]]`: lists and countries for the traffic its ports name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopeSection {
+    name: String,
+    ports: Vec<String>,
+    #[serde(default)]
+    deny: Vec<String>,
+    #[serde(default)]
+    reject: Vec<String>,
+    #[serde(default)]
+    reject_countries: Vec<String>,
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    monitor: Vec<String>,
+    #[serde(default)]
+    deny_countries: Vec<String>,
+    #[serde(default)]
+    allow_countries: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -92,6 +120,12 @@ struct PolicySection {
     #[serde(default)]
     allow_countries: Vec<String>,
     #[serde(default)]
+    reject: Vec<String>,
+    #[serde(default)]
+    reject_countries: Vec<String>,
+    /// Answers to rejected packets per second on each interface.
+    reject_per_second: Option<u32>,
+    #[serde(default)]
     country_sources: Vec<String>,
     #[serde(default)]
     never_block: Vec<String>,
@@ -103,9 +137,12 @@ struct PolicySection {
     /// Apply URL content that is empty or lost more than half of its prefixes.
     #[serde(default)]
     accept_shrink: bool,
+    /// The traffic `[policy]`'s own lists apply to (none: all that no scope takes).
+    #[serde(default)]
+    ports: Vec<String>,
 }
 
-fn parse_all<T: std::str::FromStr<Err = String>>(
+fn parse_all<T: std::str::FromStr<Err = E>, E: std::fmt::Display>(
     path: &Path,
     key: &str,
     items: &[String],
@@ -113,8 +150,39 @@ fn parse_all<T: std::str::FromStr<Err = String>>(
     items
         .iter()
         .enumerate()
-        .map(|(i, s)| s.parse::<T>().map_err(|e| ConfigError::key(path, format!("policy.{key}[{i}]"), e)))
+        .map(|(i, s)| s.parse::<T>().map_err(|e| ConfigError::key(path, format!("{key}[{i}]"), e)))
         .collect()
+}
+
+/// The `[[scope]]` sections, in order, their names and ports checked.
+fn scopes(path: &Path, sections: &[ScopeSection]) -> Result<Vec<Scope>, ConfigError> {
+    let mut out: Vec<Scope> = Vec::new();
+    for (i, s) in sections.iter().enumerate() {
+        let at = |key: &str| format!("scope[{i}].{key}");
+        crate::policy::check_scope_name(&s.name).map_err(|e| ConfigError::key(path, at("name"), e))?;
+        if out.iter().any(|o| o.name == s.name) {
+            return Err(ConfigError::key(path, at("name"), format!("scope {} is given twice", s.name)));
+        }
+        if s.ports.is_empty() {
+            return Err(ConfigError::key(
+                path,
+                at("ports"),
+                "a scope takes the traffic its ports name: give at least one, like \"tcp:443\"",
+            ));
+        }
+        out.push(Scope {
+            name: s.name.clone(),
+            ports: Ports(parse_all::<PortRule, _>(path, &at("ports"), &s.ports)?),
+            deny: parse_all::<ListSource, _>(path, &at("deny"), &s.deny)?,
+            reject: parse_all::<ListSource, _>(path, &at("reject"), &s.reject)?,
+            reject_country: s.reject_countries.clone(),
+            allow: parse_all::<ListSource, _>(path, &at("allow"), &s.allow)?,
+            monitor_list: parse_all::<ListSource, _>(path, &at("monitor"), &s.monitor)?,
+            deny_country: s.deny_countries.clone(),
+            allow_country: s.allow_countries.clone(),
+        });
+    }
+    Ok(out)
 }
 
 /// Reads and validates a configuration file (no kernel access).
@@ -165,17 +233,29 @@ pub fn parse(path: &Path, text: &str) -> Result<RunOptions, ConfigError> {
             format!("must be 0 (off) to {}", crate::dataplane::maps::MAX_EVENTS_PER_SECOND),
         ));
     }
+    let reject_per_second = p.reject_per_second.unwrap_or(crate::dataplane::maps::DEFAULT_REJECT_PER_SECOND);
+    if reject_per_second > crate::dataplane::maps::MAX_REJECT_PER_SECOND {
+        return Err(ConfigError::key(
+            path,
+            "policy.reject_per_second",
+            format!("must be 0 (no answers) to {}", crate::dataplane::maps::MAX_REJECT_PER_SECOND),
+        ));
+    }
     let table_memory = match &d.table_memory {
         None => crate::dataplane::maps::DEFAULT_TABLE_MEMORY,
         Some(text) => parse_size(text).map_err(|e| ConfigError::key(path, "daemon.table_memory", e))?,
     };
     let policy = Policy {
-        deny: parse_all::<ListSource>(path, "deny", &p.deny)?,
-        allow: parse_all::<ListSource>(path, "allow", &p.allow)?,
-        monitor_list: parse_all::<ListSource>(path, "monitor", &p.monitor)?,
+        deny: parse_all::<ListSource, _>(path, "policy.deny", &p.deny)?,
+        allow: parse_all::<ListSource, _>(path, "policy.allow", &p.allow)?,
+        monitor_list: parse_all::<ListSource, _>(path, "policy.monitor", &p.monitor)?,
         deny_country: p.deny_countries.clone(),
         allow_country: p.allow_countries.clone(),
-        country_source: parse_all::<RegionSource>(path, "country_sources", &p.country_sources)?,
+        reject: parse_all::<ListSource, _>(path, "policy.reject", &p.reject)?,
+        reject_country: p.reject_countries.clone(),
+        country_source: parse_all::<RegionSource, _>(path, "policy.country_sources", &p.country_sources)?,
+        ports: Ports(parse_all::<PortRule, _>(path, "policy.ports", &p.ports)?),
+        scopes: scopes(path, &file.scopes)?,
         never_block: p.never_block.clone(),
         no_default_never_block: p.no_default_never_block,
         confirm_allowlist_without_never_block: p.confirm_allowlist_without_never_block,
@@ -194,6 +274,7 @@ pub fn parse(path: &Path, text: &str) -> Result<RunOptions, ConfigError> {
         watch_debounce: d.watch_files.unwrap_or(true).then_some(watch_debounce),
         table_memory,
         events_per_second,
+        reject_per_second,
         metrics_listen: d
             .metrics_listen
             .as_deref()
@@ -274,6 +355,8 @@ pub struct RunOptions {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Drop events each CPU may sample per second, per interface (0: none).
     pub events_per_second: u32,
+    /// Answers to rejected packets per second, per interface (0: none).
+    pub reject_per_second: u32,
 }
 
 #[cfg(test)]
@@ -299,6 +382,55 @@ mod tests {
         assert_eq!(o.watch_debounce, Some(std::time::Duration::from_secs(2)));
         assert_eq!(o.metrics_listen, Some("127.0.0.1:9187".parse().unwrap()));
         assert_eq!(o.policy.url_refresh, Refresh::Every(std::time::Duration::from_secs(6 * 3600)));
+    }
+
+    #[test]
+    fn scopes_read_in_order_with_their_ports_and_lists() {
+        let o = p("[[interface]]\nname = \"eth0\"\n[policy]\ndeny = [\"/etc/d.txt\"]\nports = [\"udp:53\"]\n\
+                   [[scope]]\nname = \"api\"\nports = [\"tcp:443,8443\", \"udp:443\"]\nallow_countries = [\"US\"]\n\
+                   [[scope]]\nname = \"ssh\"\nports = [\"tcp:22\"]\ndeny = [\"bad=/etc/bad.txt\"]\n")
+        .unwrap();
+        let s = &o.policy.scopes;
+        assert_eq!(s.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["api", "ssh"]);
+        assert_eq!(s[0].ports.describe(), "tcp:443,8443 udp:443");
+        assert_eq!(s[0].allow_country, ["US"]);
+        assert_eq!(s[1].deny[0].name, "bad");
+        assert_eq!(o.policy.ports.describe(), "udp:53");
+    }
+
+    #[test]
+    fn reject_lists_countries_and_rate_read_and_bad_ones_name_their_key() {
+        let o = p("[[interface]]\nname = \"eth0\"\n[policy]\nreject = [\"r=/etc/r.txt\"]\nreject_countries = [\"CN\"]\n\
+                   reject_per_second = 50\n[[scope]]\nname = \"api\"\nports = [\"tcp:443\"]\nreject = [\"/etc/a.txt\"]\n")
+        .unwrap();
+        assert_eq!(
+            (o.policy.reject[0].name.as_str(), o.policy.reject_country.as_slice()),
+            ("r", &["CN".to_string()][..])
+        );
+        assert_eq!(o.reject_per_second, 50);
+        assert_eq!(o.policy.scopes[0].reject.len(), 1);
+        let o = p("[[interface]]\nname = \"eth0\"\n").unwrap();
+        assert_eq!(o.reject_per_second, crate::dataplane::maps::DEFAULT_REJECT_PER_SECOND);
+        assert_eq!(
+            refused_key("[[interface]]\nname = \"eth0\"\n[policy]\nreject_per_second = 2000000\n"),
+            "policy.reject_per_second"
+        );
+        assert_eq!(refused_key("[[interface]]\nname = \"eth0\"\n[policy]\nreject = [\"\"]\n"), "policy.reject[0]");
+    }
+
+    #[test]
+    fn bad_scopes_name_their_key() {
+        let scope = |body: &str| format!("[[interface]]\nname = \"eth0\"\n[[scope]]\n{body}\n");
+        assert_eq!(refused_key(&scope("name = \"api\"\nports = [\"tcp:99999\"]")), "scope[0].ports[0]");
+        assert_eq!(refused_key(&scope("name = \"api\"\nports = []")), "scope[0].ports");
+        assert_eq!(refused_key(&scope("name = \"a/b\"\nports = [\"tcp\"]")), "scope[0].name");
+        assert_eq!(refused_key(&scope("name = \"default\"\nports = [\"tcp\"]")), "scope[0].name");
+        assert_eq!(refused_key(&scope("name = \"api\"\nports = [\"tcp\"]\ndeny = [\"\"]")), "scope[0].deny[0]");
+        let twice =
+            format!("{}[[scope]]\nname = \"api\"\nports = [\"udp\"]\n", scope("name = \"api\"\nports = [\"tcp\"]"));
+        assert_eq!(refused_key(&twice), "scope[1].name");
+        assert!(syntax_error(&scope("name = \"api\"\nport = [\"tcp\"]")).contains("unknown field `port`"));
+        assert_eq!(refused_key("[[interface]]\nname = \"eth0\"\n[policy]\nports = [\"icmp\"]\n"), "policy.ports[0]");
     }
 
     /// The key a refusal names.

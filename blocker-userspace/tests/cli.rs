@@ -82,8 +82,10 @@ fn reading_commands_answer_in_json() {
     assert_eq!(lookup.addresses.len(), 2);
     let lo = &lookup.addresses[0];
     assert_eq!(lo.address.to_string(), "127.0.0.1");
-    let policy = lo.policy.as_ref().unwrap();
-    assert_eq!((policy.list.as_deref(), policy.action.as_str()), (Some("never-block"), "allow"));
+    assert_eq!(lo.policy.len(), 1, "one scope, for all traffic");
+    let policy = &lo.policy[0];
+    assert_eq!((policy.scope.as_str(), policy.ports.as_str()), ("default", "all traffic"));
+    assert_eq!((policy.verdict.list.as_deref(), policy.verdict.action.as_str()), (Some("never-block"), "allow"));
     assert!(lo.live.is_empty(), "no daemon: no live verdicts");
 
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/blocker.toml");

@@ -1,8 +1,10 @@
 //! The XDP program's packet parser, through BPF_PROG_TEST_RUN: the program in the
 //! kernel, loaded once with a fixed table, judges every input frame, and its
 //! verdict and counters must match the reference (`reference_parse`, then the
-//! compiled table's own lookup). A dropped or monitored frame's event must carry
-//! the L4 protocol and port the reference L4 parser (`reference_l4`) reads.
+//! compiled table's own lookup). The table has scopes: the reference L4 parser
+//! (`reference_l4`) picks the scope whose table judges the frame, as the
+//! program's port map must. A dropped or monitored frame's event must carry the
+//! L4 protocol and port the reference reads.
 //! Needs root, like the tests.
 #![no_main]
 
@@ -10,14 +12,17 @@ use std::sync::Mutex;
 
 use aya::programs::{TestRun as _, TestRunOptions};
 use blocker::{
-    compile::table::{compile, CompiledTable},
+    compile::table::{compile, CompiledPolicy, CompiledScope},
     dataplane::{
         maps::{DataplaneMaps, DEFAULT_TABLE_MEMORY},
         object, pins,
     },
     events::reader::EventRing,
     net::{parse_prefix, Family},
-    policy::{Action, ListSpec, Role},
+    policy::{
+        ports::{PortRule, Ports},
+        Action, ListSpec, Role,
+    },
 };
 use blocker_common::{
     counter,
@@ -31,7 +36,7 @@ const XDP_PASS: u32 = 2;
 
 struct Harness {
     maps: DataplaneMaps,
-    table: CompiledTable,
+    policy: CompiledPolicy,
     ring: EventRing,
 }
 
@@ -54,25 +59,95 @@ fn harness() -> Harness {
         list("allow", Role::Exception, &["32.0.0.0/4", "2000::/5"]),
         list("monitor", Role::Monitor, &["128.0.0.0/2", "fc00::/7"]),
     ];
-    let table = compile(&lists);
-    maps.apply(&table, DEFAULT_TABLE_MEMORY).expect("apply the table");
-    Harness { maps, table, ring }
+    // Low ports and DNS get these lists; every other packet a deny list of its own
+    // that overlaps them differently, so a wrong scope shows in the verdict.
+    let rules = |r: &[&str]| Ports(r.iter().map(|r| r.parse::<PortRule>().unwrap()).collect());
+    let policy = CompiledPolicy {
+        scopes: vec![
+            CompiledScope {
+                name: "low".into(),
+                ports: rules(&["tcp:0-1023", "udp:53", "sctp"]),
+                table: compile(&lists),
+            },
+            CompiledScope {
+                name: "default".into(),
+                ports: Ports::default(),
+                table: compile(&[
+                    list("rest", Role::Deny, &["64.0.0.0/2", "4000::/3", "fc00::/8"]),
+                    // Every other answer the program builds is checked.
+                    list("refuse", Role::Reject, &["128.0.0.0/1", "2000::/3", "::/8"]),
+                ]),
+            },
+        ],
+    };
+    maps.apply_scopes(&policy.view(), DEFAULT_TABLE_MEMORY, None).expect("apply the table");
+    maps.set_reject_per_second(blocker::dataplane::maps::MAX_REJECT_PER_SECOND).expect("set the reject rate");
+    Harness { maps, policy, ring }
 }
 
 static HARNESS: Mutex<Option<Harness>> = Mutex::new(None);
 
 /// The verdict and the global counter the reference expects for `frame`.
-fn expected(table: &CompiledTable, frame: &[u8]) -> (u32, u32) {
+fn expected(policy: &CompiledPolicy, frame: &[u8]) -> (u32, u32) {
     let (family, addr) = match reference_parse(frame) {
         Parsed::NonIp => return (XDP_PASS, counter::NON_IP),
         Parsed::Malformed => return (XDP_PASS, counter::MALFORMED),
         Parsed::V4(a) => (Family::V4, u128::from(u32::from_be_bytes(a))),
         Parsed::V6(a) => (Family::V6, u128::from_be_bytes(a)),
     };
+    let (protocol, port, flags) = reference_l4(frame).expect("an IP frame");
+    let Some(scope) = policy.scope_for(protocol, (flags == 0).then_some(port)) else {
+        return (XDP_PASS, counter::PASSED);
+    };
+    let table = &scope.table;
     match table.lookup(family, addr).map(|i| table.lists[i].action) {
         Some(Action::Drop) => (XDP_DROP, counter::DROPPED),
         Some(Action::Monitor) => (XDP_PASS, counter::MONITORED),
+        // Answered or only dropped, by the kind of packet: `check_answer` judges.
+        Some(Action::Reject) => (XDP_TX, counter::REJECTED),
         Some(Action::Pass) | None => (XDP_PASS, counter::PASSED),
+    }
+}
+
+const XDP_TX: u32 = 3;
+
+/// The sum of big-endian 16-bit words (0xffff over data holding its own checksum).
+fn word_sum(parts: &[&[u8]]) -> u16 {
+    let bytes = parts.concat();
+    let mut s: u32 = bytes.chunks(2).map(|p| u32::from(u16::from_be_bytes([p[0], *p.get(1).unwrap_or(&0)]))).sum();
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    s as u16
+}
+
+/// An answer the program built for `frame`: back to its sender, every checksum
+/// valid, a TCP RST or an ICMP(v6) administratively prohibited.
+fn check_answer(frame: &[u8], out: &[u8]) {
+    assert_eq!((&out[..6], &out[6..12]), (&frame[6..12], &frame[..6]), "turned round: {frame:02x?} -> {out:02x?}");
+    let l3 = (14..=22)
+        .step_by(4)
+        .find(|&l| matches!(u16::from_be_bytes([out[l - 2], out[l - 1]]), 0x0800 | 0x86dd))
+        .unwrap();
+    let ip = &out[l3..];
+    if ip[0] >> 4 == 4 {
+        assert_eq!(word_sum(&[&ip[..20]]), 0xffff, "IPv4 header checksum: {out:02x?}");
+        let l4 = &ip[20..];
+        let len = (l4.len() as u16).to_be_bytes();
+        match ip[9] {
+            6 => assert_eq!(word_sum(&[&ip[12..20], &[0, 6], &len, l4]), 0xffff, "TCP checksum: {out:02x?}"),
+            1 => assert_eq!((l4[0], l4[1], word_sum(&[l4])), (3, 13, 0xffff), "ICMP: {out:02x?}"),
+            p => panic!("answer of protocol {p}: {out:02x?}"),
+        }
+    } else {
+        let l4 = &ip[40..];
+        let len = (l4.len() as u32).to_be_bytes();
+        let pseudo = |next: u8| word_sum(&[&ip[8..40], &len, &[0, 0, 0, next], l4]);
+        match ip[6] {
+            6 => assert_eq!(pseudo(6), 0xffff, "TCP checksum: {out:02x?}"),
+            58 => assert_eq!((l4[0], l4[1], pseudo(58)), (1, 1, 0xffff), "ICMPv6: {out:02x?}"),
+            p => panic!("answer of next header {p}: {out:02x?}"),
+        }
     }
 }
 
@@ -85,18 +160,27 @@ fuzz_target!(|frame: &[u8]| {
     let h = guard.get_or_insert_with(harness);
     let before = h.maps.counters().unwrap();
     let prog = object::program_mut(h.maps.ebpf_mut().unwrap()).unwrap();
-    let verdict = prog
-        .test_run(TestRunOptions { data_in: Some(frame), ..Default::default() })
-        .expect("BPF_PROG_TEST_RUN")
-        .return_value;
+    let mut out = vec![0u8; 2048];
+    let run = prog
+        .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(run.data_size_out as usize);
+    let verdict = run.return_value;
     let after = h.maps.counters().unwrap();
-    let (want_verdict, want_counter) = expected(&h.table, frame);
+    let (mut want_verdict, mut want_counter) = expected(&h.policy, frame);
+    if want_verdict == XDP_TX {
+        match verdict {
+            XDP_TX => check_answer(frame, &out),
+            // Not answerable (an error, a later fragment, too short to quote, ...).
+            _ => (want_verdict, want_counter) = (XDP_DROP, counter::DROPPED),
+        }
+    }
     assert_eq!(verdict, want_verdict, "verdict for {frame:02x?} (reference: {:?})", reference_parse(frame));
     for c in 0..counter::COUNT {
         let delta = after.global(c) - before.global(c);
         assert_eq!(delta, u64::from(c == want_counter), "counter {c} for {frame:02x?}");
     }
-    check_event(h, frame, want_counter);
+    check_event(h, frame, if want_counter == counter::REJECTED { counter::DROPPED } else { want_counter });
 });
 
 /// The event of a dropped or monitored frame matches the reference L4 parse.

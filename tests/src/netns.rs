@@ -265,3 +265,52 @@ impl BackgroundPing {
         Ok((field(" packets transmitted")?, field(" received")?))
     }
 }
+
+/// How a TCP connection attempt ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Connect {
+    /// Connected and answered.
+    Answered,
+    /// Refused at once (a RST came back).
+    Refused,
+    /// No answer within the timeout (dropped).
+    TimedOut,
+    /// curl's exit code for anything else.
+    Other(i32),
+}
+
+impl NetnsPair {
+    /// Serves a minimal HTTP answer on `port` of every address of the receiving
+    /// namespace, from a thread of this process, for as long as the process runs.
+    pub fn serve_http(&self, port: u16) -> Result<()> {
+        let listener = crate::http::in_netns(&self.rx_ns, move || std::net::TcpListener::bind(("::", port)))??;
+        std::thread::spawn(move || {
+            use std::io::{Read as _, Write as _};
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            }
+        });
+        Ok(())
+    }
+
+    /// An HTTP request from the sender's address `src` to the receiver's `port`
+    /// (curl, `--connect-timeout` of `timeout` seconds), and how it ended.
+    pub fn connect_from(&self, src: &str, port: u16, timeout: &str) -> Result<Connect> {
+        let dst = if src.contains(':') { format!("[{RX_V6}]") } else { RX_V4.to_owned() };
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.tx_ns, "curl", "-s", "-o", "/dev/null", "--interface", src])
+            .args(["--connect-timeout", timeout, "--max-time", "5", &format!("http://{dst}:{port}/")])
+            .output()?;
+        Ok(match out.status.code() {
+            Some(0) => Connect::Answered,
+            Some(7) => Connect::Refused,
+            Some(28) => Connect::TimedOut,
+            Some(code) => Connect::Other(code),
+            None => Connect::Other(-1),
+        })
+    }
+}

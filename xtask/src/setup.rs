@@ -18,6 +18,10 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("ping", "iputils-ping"),
+    // TCP connections through scopes and rejects; GRO on a veth so that it
+    // receives the XDP_TX answers of a reject.
+    ("curl", "curl"),
+    ("ethtool", "ethtool"),
     ("nsenter", "util-linux"),
     ("setpriv", "util-linux"),
     // systemd-analyze checks the shipped unit file.

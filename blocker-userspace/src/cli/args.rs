@@ -7,7 +7,10 @@ use blocker::source::region::db::RegionDb;
 use blocker::{
     control::protocol::DEFAULT_SOCKET,
     dataplane::{link::AttachMode, pins::DEFAULT_PIN_ROOT},
-    policy::Policy,
+    policy::{
+        ports::{PortRule, Ports},
+        Policy,
+    },
     source::{cidr_list::ListSource, region::RegionSource, spec::Refresh},
 };
 use clap::{
@@ -159,6 +162,11 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = blocker::events::DEFAULT_EVENTS_PER_SECOND,
           value_parser = clap::value_parser!(u32).range(0..=i64::from(blocker::dataplane::maps::MAX_EVENTS_PER_SECOND)))]
     pub(crate) events_per_second: u32,
+    /// Answer at most this many rejected packets per second on each interface
+    /// (TCP RST, ICMP unreachable); past it they are dropped unanswered (0: none).
+    #[arg(long, value_name = "N", default_value_t = blocker::dataplane::maps::DEFAULT_REJECT_PER_SECOND,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(blocker::dataplane::maps::MAX_REJECT_PER_SECOND)))]
+    pub(crate) reject_per_second: u32,
 }
 
 #[derive(Subcommand)]
@@ -241,6 +249,10 @@ pub(crate) struct PolicyArgs {
     /// CIDR list whose sources are dropped: FILE or NAME=FILE.
     #[arg(long, value_name = "[NAME=]FILE")]
     pub(crate) deny: Vec<ListSource>,
+    /// CIDR list whose sources are rejected: dropped and answered (TCP RST,
+    /// ICMP administratively prohibited), so clients fail at once.
+    #[arg(long, value_name = "[NAME=]FILE")]
+    pub(crate) reject: Vec<ListSource>,
     /// CIDR list of exceptions that pass even inside denied ranges or countries.
     #[arg(long, value_name = "[NAME=]FILE")]
     pub(crate) allow: Vec<ListSource>,
@@ -254,6 +266,9 @@ pub(crate) struct PolicyArgs {
     /// (allow exceptions still pass, deny lists still drop).
     #[arg(long, value_name = "CC,CC", value_delimiter = ',')]
     pub(crate) allow_country: Vec<String>,
+    /// Countries whose addresses are rejected (dropped and answered).
+    #[arg(long, value_name = "CC,CC", value_delimiter = ',')]
+    pub(crate) reject_country: Vec<String>,
     /// Where country prefixes come from instead of the bundled snapshot:
     /// `[optional:][refresh=DURATION:][rir:|csv:|mmdb:|cidr-dir:]PATH|URL` (format detected when not
     /// given). Repeat to merge several.
@@ -284,12 +299,19 @@ pub(crate) struct PolicyArgs {
     /// until `blocker reload --accept-shrink`).
     #[arg(long)]
     pub(crate) accept_shrink: bool,
+    /// Apply the policy only to this traffic: `tcp:443,8443`, `udp:53`,
+    /// `tcp:all-except:22`, `sctp` (every port). Repeat for several; other traffic
+    /// passes, counted as passed. The config file can hold several scopes.
+    #[arg(long, value_name = "PROTO[:PORTS|:all-except:PORTS]")]
+    pub(crate) ports: Vec<PortRule>,
 }
 
 impl From<PolicyArgs> for Policy {
     fn from(a: PolicyArgs) -> Policy {
         Policy {
             deny: a.deny,
+            reject: a.reject,
+            reject_country: a.reject_country,
             allow: a.allow,
             monitor_list: a.monitor_list,
             deny_country: a.deny_country,
@@ -301,6 +323,8 @@ impl From<PolicyArgs> for Policy {
             url_refresh: a.url_refresh,
             cache_dir: a.cache_dir,
             accept_shrink: a.accept_shrink,
+            ports: Ports(a.ports),
+            scopes: Vec::new(),
         }
     }
 }

@@ -79,6 +79,7 @@ fn run_daemon(args: RunArgs, socket: &Path, pin_root: &Path, run_options_given: 
             table_memory: args.table_memory,
             metrics_listen: args.metrics_listen,
             events_per_second: args.events_per_second,
+            reject_per_second: args.reject_per_second,
         }
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -105,19 +106,22 @@ fn reload(socket: &Path, accept_shrink: bool) -> Result<()> {
     Ok(())
 }
 
+/// The interface given, or every interface blocker has pins for.
+pub(crate) fn interfaces_to_read(pin_root: &Path, iface: Option<String>) -> Result<Vec<String>> {
+    if let Some(i) = iface {
+        return Ok(vec![i]);
+    }
+    let all = pins::pinned_interfaces(pin_root)?;
+    if all.is_empty() {
+        bail!("blocker is not attached anywhere (no pins under {})", pin_root.display());
+    }
+    Ok(all)
+}
+
 /// Counters read from the pins: no daemon needed.
 fn stats(pin_root: &Path, iface: Option<String>, json: bool) -> Result<()> {
     object::check_privileges()?;
-    let ifaces = match iface {
-        Some(i) => vec![i],
-        None => {
-            let all = pins::pinned_interfaces(pin_root)?;
-            if all.is_empty() {
-                bail!("blocker is not attached anywhere (no pins under {})", pin_root.display());
-            }
-            all
-        }
-    };
+    let ifaces = interfaces_to_read(pin_root, iface)?;
     let mut reply = StatsReply { ok: true, interfaces: Vec::new(), errors: Vec::new() };
     for i in &ifaces {
         let stats = InterfaceStats::new(i, &read_pinned_counters(pin_root, i)?);

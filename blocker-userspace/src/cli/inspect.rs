@@ -4,13 +4,14 @@
 use std::{net::IpAddr, path::Path};
 
 use anyhow::Result;
+use blocker_common::scope::PORT_MAP_BYTES;
 
 use blocker::{
-    compile::table::build_table,
+    compile::table::{build_policy, is_scoped, Range},
     config::RunOptions,
     control::report::{
-        AddressLookup, ConfigInterface, ConfigList, ConfigReport, ConfigSource, ConfigTable, LiveVerdict, LookupReport,
-        NeverBlocked, RegionName, Verdict,
+        AddressLookup, ConfigInterface, ConfigList, ConfigReport, ConfigScope, ConfigSource, ConfigTable, LiveVerdict,
+        LookupReport, NeverBlocked, RegionName, ScopeVerdict, Verdict,
     },
     dataplane::{device, link, maps::DataplaneMaps, pins},
     net::ip_to_u128,
@@ -24,7 +25,7 @@ pub(crate) fn lookup(
     iface: Option<&str>,
 ) -> Result<LookupReport> {
     let db = policy.region_db()?;
-    let table = if policy.has_rules() { Some(build_table(policy)?) } else { None };
+    let compiled = if policy.has_rules() { Some(build_policy(policy)?) } else { None };
     let ifaces = match iface {
         Some(i) => vec![i.to_owned()],
         None => pins::pinned_interfaces(pin_root).unwrap_or_default(),
@@ -38,7 +39,7 @@ pub(crate) fn lookup(
                 // What the live table says counts only if its program is on the
                 // device with the name here.
                 let here = link::attached_here(&dir, &i);
-                live.push((i, lists, m, here));
+                live.push((i, lists, m.live_table()?, here));
             }
             Err(e) if iface.is_some() => return Err(e.into()),
             Err(_) => {}
@@ -52,25 +53,37 @@ pub(crate) fn lookup(
             .iter()
             .map(|r| RegionName { code: r.code.clone(), name: r.name.clone() })
             .collect();
-        let policy = table.as_ref().map(|t| match t.lookup(family, value) {
-            Some(i) => Verdict { list: Some(t.lists[i].name.clone()), action: t.lists[i].action.name().into() },
-            None => Verdict { list: None, action: "pass".into() },
-        });
+        let policy: Vec<ScopeVerdict> = compiled
+            .iter()
+            .flat_map(|c| &c.scopes)
+            .map(|s| {
+                let t = &s.table;
+                let verdict = match t.lookup(family, value) {
+                    Some(i) => Verdict { list: Some(t.lists[i].name.clone()), action: t.lists[i].action.name().into() },
+                    None => Verdict { list: None, action: "pass".into() },
+                };
+                ScopeVerdict { scope: s.name.clone(), ports: s.ports.describe(), verdict }
+            })
+            .collect();
         let mut verdicts = Vec::new();
-        for (interface, lists, maps, attached_here) in &live {
-            let verdict = match maps.lookup(family, value)? {
-                Some((id, action)) => Verdict {
-                    list: lists.iter().find(|l| l.id == id).map(|l| l.name.clone()),
-                    action: action.map_or("pass", |a| a.name()).into(),
-                },
-                None => Verdict { list: None, action: "pass".into() },
-            };
-            verdicts.push(LiveVerdict {
-                interface: interface.clone(),
-                agrees: policy.as_ref().map(|p| *p == verdict),
-                verdict,
-                attached_here: *attached_here,
-            });
+        for (interface, lists, table, attached_here) in &live {
+            for (i, scope) in table.scopes().iter().enumerate() {
+                let verdict = match table.lookup_in(i as u32, family, value) {
+                    Some((id, action)) => Verdict {
+                        list: lists.iter().find(|l| l.id == id).map(|l| l.name.clone()),
+                        action: action.map_or("pass", |a| a.name()).into(),
+                    },
+                    None => Verdict { list: None, action: "pass".into() },
+                };
+                let given = policy.iter().find(|p| p.scope == *scope).map(|p| &p.verdict);
+                verdicts.push(LiveVerdict {
+                    interface: interface.clone(),
+                    scope: scope.clone(),
+                    agrees: (!policy.is_empty()).then(|| given == Some(&verdict)),
+                    verdict,
+                    attached_here: *attached_here,
+                });
+            }
         }
         report.addresses.push(AddressLookup { address: *addr, regions, policy, live: verdicts });
     }
@@ -85,8 +98,8 @@ pub(crate) fn check_config(opts: &RunOptions) -> Result<ConfigReport> {
     if let Some(socket) = &opts.socket {
         blocker::control::server::check_socket_path(socket)?;
     }
-    let table = build_table(&opts.policy)?;
-    blocker::dataplane::maps::check_list_count(&table)?;
+    let compiled = build_policy(&opts.policy)?;
+    blocker::dataplane::maps::check_list_count(&compiled.view())?;
     let interfaces = opts
         .interfaces
         .iter()
@@ -120,25 +133,38 @@ pub(crate) fn check_config(opts: &RunOptions) -> Result<ConfigReport> {
         .into_iter()
         .map(|(p, why)| NeverBlocked { prefix: p.to_string(), why: why.into() })
         .collect();
-    let lists = table
-        .lists
-        .iter()
-        .zip(table.ranges_per_list())
-        .map(|(l, (v4, v6))| ConfigList {
+    let scopes =
+        compiled.scopes.iter().map(|s| ConfigScope { name: s.name.clone(), ports: s.ports.describe() }).collect();
+    let mut lists = Vec::new();
+    for s in &compiled.scopes {
+        lists.extend(s.table.lists.iter().zip(s.table.ranges_per_list()).map(|(l, (v4, v6))| ConfigList {
+            scope: s.name.clone(),
             name: l.name.clone(),
             action: l.action.name().into(),
             ipv4_ranges: v4,
             ipv6_ranges: v6,
-        })
-        .collect();
+        }));
+    }
     // The same build and budget check as the daemon's reload (list ids in order).
-    let image = blocker::compile::classifier::Image::build_for_budget(
-        &table.v4,
-        &table.v6,
-        |l| blocker_common::classifier::leaf(table.lists[l].action.code(), l as u32),
+    let view = compiled.view();
+    let ranges: Vec<(&[Range], &[Range])> = view.iter().map(|s| (&s.table.v4[..], &s.table.v6[..])).collect();
+    let mut first_id = Vec::new();
+    let mut next = 0;
+    for s in &view {
+        first_id.push(next);
+        next += s.table.lists.len();
+    }
+    let image = blocker::compile::classifier::Image::build_scopes_for_budget(
+        &ranges,
+        |scope, l| {
+            blocker_common::classifier::leaf(view[scope].table.lists[l].action.code(), (first_id[scope] + l) as u32)
+        },
         opts.table_memory,
     )?;
-    let over = image.bytes() > opts.table_memory;
+    let port_bytes = if is_scoped(&view) { PORT_MAP_BYTES as u64 } else { 0 };
+    let classifier_bytes = image.bytes() + port_bytes;
+    let over = classifier_bytes > opts.table_memory;
+    let (v4_ranges, v6_ranges) = compiled.ranges();
     Ok(ConfigReport {
         config: opts.config.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
         valid: !over,
@@ -150,13 +176,15 @@ pub(crate) fn check_config(opts: &RunOptions) -> Result<ConfigReport> {
         socket: opts.socket.as_deref().map(|p| p.display().to_string()),
         metrics_listen: opts.metrics_listen.map(|a| a.to_string()),
         events_per_second: opts.events_per_second,
+        reject_per_second: opts.reject_per_second,
+        scopes,
         sources,
         never_block,
         lists,
         table: ConfigTable {
-            ipv4_ranges: table.v4.len(),
-            ipv6_ranges: table.v6.len(),
-            classifier_bytes: image.bytes(),
+            ipv4_ranges: v4_ranges,
+            ipv6_ranges: v6_ranges,
+            classifier_bytes,
             budget_bytes: opts.table_memory,
         },
     })

@@ -53,12 +53,13 @@ pub(crate) fn stats_text(c: &InterfaceStats) -> String {
         let action = l.action.as_deref().unwrap_or("?");
         let _ = writeln!(
             s,
-            "  {:>4}  {:<8} {:>14} {:>16}  {}{}",
+            "  {:>4}  {:<8} {:>14} {:>16}  {}{}{}",
             l.id,
             action,
             l.packets,
             l.bytes,
             l.name,
+            if l.scope == blocker::policy::DEFAULT_SCOPE { String::new() } else { format!(" (scope {})", l.scope) },
             if l.live { "" } else { " (retired)" }
         );
     }
@@ -114,10 +115,16 @@ pub(crate) fn lookup_text(report: &LookupReport) -> String {
             .map(|r| format!("{}{}", r.code, r.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()))
             .collect();
         let _ = writeln!(s, "  regions: {}", if regions.is_empty() { "none".into() } else { regions.join(", ") });
-        let _ = match &a.policy {
-            Some(v) => writeln!(s, "  policy: {} -> {}", in_list(v), v.action),
-            None => writeln!(s, "  policy: none given (pass the options of `blocker run` to evaluate one)"),
-        };
+        if a.policy.is_empty() {
+            let _ = writeln!(s, "  policy: none given (pass the options of `blocker run` to evaluate one)");
+        }
+        // One scope for all traffic reads as it did before scopes.
+        let scoped = a.policy.len() > 1 || a.policy.iter().any(|p| p.ports != "all traffic");
+        for p in &a.policy {
+            let scope = if scoped { format!(", scope {} ({})", p.scope, p.ports) } else { String::new() };
+            let _ = writeln!(s, "  policy{scope}: {} -> {}", in_list(&p.verdict), p.verdict.action);
+        }
+        let live_scoped = a.live.iter().any(|l| l.scope != blocker::policy::DEFAULT_SCOPE);
         for l in &a.live {
             let agrees = match l.agrees {
                 Some(true) => " (agrees with the policy given)",
@@ -129,9 +136,10 @@ pub(crate) fn lookup_text(report: &LookupReport) -> String {
             } else {
                 " -- but NOT ATTACHED to the device named so here: its traffic passes"
             };
+            let scope = if live_scoped { format!(", scope {}", l.scope) } else { String::new() };
             let _ = writeln!(
                 s,
-                "  live on {}: {} -> {}{agrees}{not_here}",
+                "  live on {}{scope}: {} -> {}{agrees}{not_here}",
                 l.interface,
                 in_list(&l.verdict),
                 l.verdict.action
@@ -166,6 +174,19 @@ pub(crate) fn check_config_text(r: &ConfigReport) -> String {
         0 => writeln!(s, "events: off (daemon.events_per_second = 0)"),
         n => writeln!(s, "events: at most {n} per second and CPU on each interface"),
     };
+    if r.lists.iter().any(|l| l.action == "reject") {
+        let _ = match r.reject_per_second {
+            0 => writeln!(s, "rejects: dropped, never answered (policy.reject_per_second = 0)"),
+            n => writeln!(s, "rejects: answered, at most {n} per second on each interface"),
+        };
+    }
+    let scoped = r.scopes.len() > 1 || r.scopes.iter().any(|s| s.ports != "all traffic");
+    if scoped {
+        for (i, sc) in r.scopes.iter().enumerate() {
+            let _ = writeln!(s, "scope {} (tried {}): {}", sc.name, ordinal(i + 1), sc.ports);
+        }
+        let _ = writeln!(s, "other traffic: passes (no scope takes it)");
+    }
     for src in &r.sources {
         let how = match (&src.refresh, src.watch_debounce_ms) {
             (Some(refresh), _) => format!("refreshed every {refresh}"),
@@ -178,9 +199,10 @@ pub(crate) fn check_config_text(r: &ConfigReport) -> String {
         let _ = writeln!(s, "never blocked: {} ({})", n.prefix, n.why);
     }
     for l in &r.lists {
+        let scope = if scoped { format!(" (scope {})", l.scope) } else { String::new() };
         let _ = writeln!(
             s,
-            "list {}: {} -> {} IPv4 + {} IPv6 ranges in the table",
+            "list {}{scope}: {} -> {} IPv4 + {} IPv6 ranges in the table",
             l.name, l.action, l.ipv4_ranges, l.ipv6_ranges
         );
     }
@@ -194,6 +216,18 @@ pub(crate) fn check_config_text(r: &ConfigReport) -> String {
         t.budget_bytes as f64 / MIB,
     );
     s
+}
+
+/// "1st", "2nd", "3rd", "4th", ...
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (1, 11) | (2, 12) | (3, 13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
 }
 
 /// `blocker status` as text.
@@ -215,8 +249,19 @@ pub(crate) fn status_text(v: &StatusReply) -> String {
             i.map_memory_bytes.unwrap_or(0) as f64 / MIB
         );
     }
+    let scoped = v.scopes.len() > 1 || v.scopes.iter().any(|sc| sc.ports != "all traffic");
+    if scoped {
+        for (i, sc) in v.scopes.iter().enumerate() {
+            let _ = writeln!(s, "scope {} (tried {}): {}", sc.name, ordinal(i + 1), sc.ports);
+        }
+    }
     for l in &v.lists {
-        let _ = writeln!(s, "list {}: {} ({} IPv4 + {} IPv6 ranges)", l.name, l.action, l.ipv4_ranges, l.ipv6_ranges);
+        let scope = if scoped { format!(" (scope {})", l.scope) } else { String::new() };
+        let _ = writeln!(
+            s,
+            "list {}{scope}: {} ({} IPv4 + {} IPv6 ranges)",
+            l.name, l.action, l.ipv4_ranges, l.ipv6_ranges
+        );
     }
     for src in &v.sources {
         let age = src.age_seconds.map_or("unknown".to_string(), age_text);

@@ -11,13 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use blocker::{
     control::{client, protocol::StreamItem},
-    dataplane::{
-        maps::{read_pinned_counters, Counters},
-        pins,
-    },
+    dataplane::maps::{read_pinned_counters, Counters},
     events::{Event, EventFilter},
 };
 use blocker_common::counter;
@@ -31,16 +28,7 @@ const TOP_ROWS: usize = 10;
 
 pub(crate) fn run(socket: &Path, pin_root: &Path, iface: Option<String>) -> Result<()> {
     blocker::dataplane::object::check_privileges()?;
-    let interfaces = match iface {
-        Some(i) => vec![i],
-        None => {
-            let all = pins::pinned_interfaces(pin_root)?;
-            if all.is_empty() {
-                bail!("blocker is not attached anywhere (no pins under {})", pin_root.display());
-            }
-            all
-        }
-    };
+    let interfaces = super::commands::interfaces_to_read(pin_root, iface)?;
     let mut top = Top::new(pin_root, interfaces, socket);
     if !std::io::stdout().is_terminal() {
         std::thread::sleep(REFRESH);
@@ -143,10 +131,16 @@ impl Top {
                 number(now.global(counter::DROPPED) as f64),
             ]);
             for l in now.lists.iter().filter(|l| l.live) {
-                let was = before.lists.iter().find(|b| b.id == l.id && b.name == l.name);
+                let was = before.lists.iter().find(|b| b.id == l.id && b.name == l.name && b.scope == l.scope);
                 let (p, b) = was.map_or((0, 0), |w| (w.packets, w.bytes));
+                // A list is its scope and name: the same name in two scopes is two lists.
+                let shown = if l.scope == blocker::policy::DEFAULT_SCOPE {
+                    l.name.clone()
+                } else {
+                    format!("{} (scope {})", l.name, l.scope)
+                };
                 let entry = lists
-                    .entry(l.name.clone())
+                    .entry(shown)
                     .or_insert_with(|| (l.action.map_or("?", |a| a.name()).to_owned(), 0.0, 0.0, 0));
                 entry.1 += rate(l.packets, p);
                 entry.2 += rate(l.bytes, b);

@@ -53,6 +53,9 @@ const _: () = {
     assert!(std::mem::size_of::<Block16>() == BLOCK_BYTES);
 };
 
+/// One scope's table for the builder: its ranges, per family.
+pub type ScopeRanges<'a> = (&'a [Range], &'a [Range]);
+
 impl Image {
     /// Builds the range tables for `v4` and `v6` (disjoint ranges sorted by
     /// address, as the compiler produces them); `leaf(list)` is the leaf a hit of
@@ -70,11 +73,7 @@ impl Image {
         leaf: impl Fn(usize) -> u16,
         budget: u64,
     ) -> Result<Image, BuildError> {
-        let image = Image::build(v4, v6, &leaf)?;
-        if image.bytes() <= budget || image.shape == Shape::SMALLEST {
-            return Ok(image);
-        }
-        Image::build_with_shape(v4, v6, leaf, Shape::SMALLEST)
+        Image::build_scopes_for_budget(&[(v4, v6)], |_, l| leaf(l), budget)
     }
 
     /// `build` with the shape given (a valid one).
@@ -84,10 +83,44 @@ impl Image {
         leaf: impl Fn(usize) -> u16,
         shape: Shape,
     ) -> Result<Image, BuildError> {
-        assert!(shape.valid(), "{shape:?}");
+        Image::build_scopes(&[(v4, v6)], |_, l| leaf(l), shape.with_scopes(1))
+    }
+
+    /// One table per scope, one after another (see `blocker_common::classifier`);
+    /// `leaf(scope, list)` is the leaf of a hit of that scope's list. The shape
+    /// is the one the largest scope prefers, unless the budget needs the smallest.
+    pub fn build_scopes_for_budget(
+        scopes: &[ScopeRanges<'_>],
+        leaf: impl Fn(usize, usize) -> u16,
+        budget: u64,
+    ) -> Result<Image, BuildError> {
+        let v4 = scopes.iter().map(|s| s.0.len()).max().unwrap_or(0);
+        let v6 = scopes.iter().map(|s| s.1.len()).max().unwrap_or(0);
+        let count = scopes.len().max(1) as u32;
+        let image = Image::build_scopes(scopes, &leaf, preferred_shape(v4, v6).with_scopes(count))?;
+        if image.bytes() <= budget || image.shape == Shape::SMALLEST.with_scopes(count) {
+            return Ok(image);
+        }
+        Image::build_scopes(scopes, leaf, Shape::SMALLEST.with_scopes(count))
+    }
+
+    /// `build_scopes_for_budget` with the shape given (a valid one, whose
+    /// `scopes` is the number of tables).
+    pub fn build_scopes(
+        scopes: &[ScopeRanges<'_>],
+        leaf: impl Fn(usize, usize) -> u16,
+        shape: Shape,
+    ) -> Result<Image, BuildError> {
+        assert!(shape.valid() && shape.scopes as usize == scopes.len().max(1), "{shape:?}");
         let mut image = Image { shape, ..Image::default() };
-        build_v4(&mut image, v4, &leaf);
-        build_v6(&mut image, v6, &leaf, shape.v6_bits);
+        if scopes.is_empty() {
+            build_v4(&mut image, &[], &|_| LEAF_NONE);
+            build_v6(&mut image, &[], &|_| LEAF_NONE, shape.v6_bits);
+        }
+        for (i, (v4, v6)) in scopes.iter().enumerate() {
+            build_v4(&mut image, v4, &|l| leaf(i, l));
+            build_v6(&mut image, v6, &|l| leaf(i, l), shape.v6_bits);
+        }
         image.pad_to_blocks();
         // Indices are u32 in the walk, and a direct-table entry has 31 bits.
         for (map, len) in [
@@ -217,11 +250,17 @@ impl Memory for Tables<'_> {
 }
 
 impl Tables<'_> {
-    /// The leaf the XDP program finds for `addr` (`LEAF_NONE`: no list).
+    /// The leaf the XDP program finds for `addr` (`LEAF_NONE`: no list), in
+    /// the table of the image's first scope.
     pub fn lookup(&self, family: Family, addr: u128) -> u16 {
+        self.lookup_in(0, family, addr)
+    }
+
+    /// The same in `scope`'s table.
+    pub fn lookup_in(&self, scope: u32, family: Family, addr: u128) -> u16 {
         let leaf = match family {
-            Family::V4 => format::lookup_v4(self, addr as u32),
-            Family::V6 => format::lookup_v6(self, (addr >> 64) as u64, addr as u64),
+            Family::V4 => format::lookup_v4(self, scope, addr as u32),
+            Family::V6 => format::lookup_v6(self, scope, (addr >> 64) as u64, addr as u64),
         };
         leaf.unwrap_or(LEAF_NONE)
     }
@@ -306,7 +345,7 @@ impl<'a, I: Iterator<Item = &'a Range>, F: Fn(usize) -> u16> Iterator for Bounda
 /// range costs 12 bytes, 3 entries' worth.
 pub fn preferred_shape(v4: usize, v6: usize) -> Shape {
     let bits = |n: usize, max: u32| n.max(1).ilog2().clamp(MIN_DIR_BITS, max);
-    Shape { v4_bits: bits(v4, MAX_DIR_BITS), v6_bits: bits(v6.saturating_mul(8), MAX_V6_PREFERRED_BITS) }
+    Shape { v4_bits: bits(v4, MAX_DIR_BITS), v6_bits: bits(v6.saturating_mul(8), MAX_V6_PREFERRED_BITS), scopes: 1 }
 }
 
 /// 16 MiB of IPv6 direct table.
@@ -520,6 +559,35 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_image_of_several_scopes_answers_each_like_its_own_table() {
+        let p = |s: &str| crate::net::parse_prefix(s).unwrap();
+        // Tables of different sizes and families; hosts cut /64 units in one.
+        let tables = [
+            compile(&[deny("a", vec![p("203.0.113.0/24"), p("2001:db8::/32")])]),
+            compile(&[
+                deny("b", vec![p("10.0.0.0/8"), p("10.1.2.3"), p("2001:db8:1::5"), p("2001:db8:1::9")]),
+                deny("c", vec![p("10.1.0.0/16")]),
+            ]),
+            compile(&[]),
+        ];
+        let ranges: Vec<ScopeRanges<'_>> = tables.iter().map(|t| (&t.v4[..], &t.v6[..])).collect();
+        let leaf = |s: usize, l: usize| format::leaf(tables[s].lists[l].action.code(), (s * 10 + l) as u32);
+        for shape in [Shape::SMALLEST, Shape { v4_bits: 20, v6_bits: 18, scopes: 1 }] {
+            let image = Image::build_scopes(&ranges, leaf, shape.with_scopes(3)).unwrap();
+            let view = image.view();
+            for (s, table) in tables.iter().enumerate() {
+                let probes = tables.iter().flat_map(boundaries);
+                for (family, a) in probes {
+                    let want = table.lookup(family, a).map_or(LEAF_NONE, |l| leaf(s, l));
+                    assert_eq!(view.lookup_in(s as u32, family, a), want, "scope {s} {family:?} {a:#x} {shape:?}");
+                }
+            }
+            // A scope past the image finds nothing.
+            assert_eq!(view.lookup_in(3, Family::V4, 0x0a01_0203), LEAF_NONE);
+        }
+    }
+
     /// Every range boundary of the table, and its neighbours.
     fn boundaries(table: &CompiledTable) -> Vec<(Family, u128)> {
         let mut v = Vec::new();
@@ -603,7 +671,7 @@ mod tests {
     }
 
     fn shape(v4_bits: u32, v6_bits: u32) -> Shape {
-        Shape { v4_bits, v6_bits }
+        Shape { v4_bits, v6_bits, scopes: 1 }
     }
 
     /// Chunks that fit in one block but straddle two (each would cost a map

@@ -5,7 +5,7 @@
 //! needs one lookup), by the role each list plays:
 //! 0. never-block ranges (lockout protection) beat everything;
 //! 1. then allow exceptions (`--allow FILE`);
-//! 2. then deny lists and denied countries;
+//! 2. then deny and reject lists, denied and rejected countries;
 //! 3. then, in allowlist mode, the space outside every allowed country (dropped);
 //! 4. then monitor lists;
 //! 5. then allowed countries (passed).
@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     net::{range_to_prefixes, Family, Prefix},
-    policy::{Action, ListSpec, Policy, PolicyError, Role},
+    policy::{ports::Ports, Action, ListSpec, Policy, PolicyError, Role},
     source::fetch::UrlAccess,
 };
 
@@ -106,7 +106,7 @@ const fn role_rank(role: Role) -> u8 {
     match role {
         Role::NeverBlock => 5,
         Role::Exception => 4,
-        Role::Deny => 3,
+        Role::Deny | Role::Reject => 3,
         Role::OutsideAllowed => 2,
         Role::Monitor => 1,
         Role::AllowedRegion => 0,
@@ -141,16 +141,89 @@ pub fn reference_lookup(lists: &[ListSpec], family: Family, addr: u128) -> Optio
         .map(|(i, _, _)| i)
 }
 
-/// Reads every list of `policy` (fetching URL sources) and compiles them. Any
-/// error aborts before anything is applied.
+/// Reads every list of `policy`'s own scope (fetching URL sources) and
+/// compiles them: the table of a policy without `[[scope]]`s. Any error aborts
+/// before anything is applied.
 pub fn build_table(policy: &Policy) -> Result<CompiledTable, PolicyError> {
-    build_table_with(policy, UrlAccess::Fetch)
+    Ok(compile_owned(policy.list_specs(UrlAccess::Fetch)?))
 }
 
-/// `build_table`, with URL sources read as `access` says (reloads read the cached
-/// copies only).
-pub fn build_table_with(policy: &Policy, access: UrlAccess) -> Result<CompiledTable, PolicyError> {
-    Ok(compile_owned(policy.list_specs(access)?))
+/// A compiled policy: one table per scope, in the order scopes are tried (the
+/// first whose ports take a packet judges it).
+#[derive(Clone, Debug, Default)]
+pub struct CompiledPolicy {
+    pub scopes: Vec<CompiledScope>,
+}
+
+#[derive(Clone, Debug)]
+pub struct CompiledScope {
+    pub name: String,
+    pub ports: Ports,
+    pub table: CompiledTable,
+}
+
+/// Reads every list of every scope of `policy` (fetching URL sources) and
+/// compiles each scope's. Any error aborts before anything is applied.
+pub fn build_policy(policy: &Policy) -> Result<CompiledPolicy, PolicyError> {
+    build_policy_with(policy, UrlAccess::Fetch)
+}
+
+/// `build_policy`, with URL sources read as `access` says (reloads read the
+/// cached copies only).
+pub fn build_policy_with(policy: &Policy, access: UrlAccess) -> Result<CompiledPolicy, PolicyError> {
+    let scopes = policy
+        .scope_specs(access)?
+        .into_iter()
+        .map(|s| CompiledScope { name: s.name, ports: s.ports, table: compile_owned(s.lists) })
+        .collect();
+    Ok(CompiledPolicy { scopes })
+}
+
+/// A scope's table as the data plane takes it: the scopes of a compiled
+/// policy, or one table for all traffic.
+#[derive(Clone, Copy, Debug)]
+pub struct ScopeTable<'a> {
+    pub name: &'a str,
+    pub ports: &'a Ports,
+    pub table: &'a CompiledTable,
+}
+
+/// Every packet: the ports of a table without scopes.
+static EVERYTHING: Ports = Ports(Vec::new());
+
+impl CompiledPolicy {
+    pub fn view(&self) -> Vec<ScopeTable<'_>> {
+        self.scopes.iter().map(|s| ScopeTable { name: &s.name, ports: &s.ports, table: &s.table }).collect()
+    }
+
+    /// Ranges of the whole policy, IPv4 and IPv6.
+    pub fn ranges(&self) -> (usize, usize) {
+        self.scopes.iter().fold((0, 0), |(a, b), s| (a + s.table.v4.len(), b + s.table.v6.len()))
+    }
+
+    /// Lists of the whole policy (every scope's).
+    pub fn list_count(&self) -> usize {
+        self.scopes.iter().map(|s| s.table.lists.len()).sum()
+    }
+
+    /// The scope that takes a packet of IP protocol `protocol` to `port` (None:
+    /// no port to read), as the XDP program picks it: the first whose ports match.
+    pub fn scope_for(&self, protocol: u8, port: Option<u16>) -> Option<&CompiledScope> {
+        self.scopes.iter().find(|s| s.ports.matches(protocol, port))
+    }
+}
+
+impl<'a> ScopeTable<'a> {
+    /// `table` for every packet, as the one scope of a policy without scopes.
+    pub fn everything(table: &'a CompiledTable) -> ScopeTable<'a> {
+        ScopeTable { name: crate::policy::DEFAULT_SCOPE, ports: &EVERYTHING, table }
+    }
+}
+
+/// Whether the scopes need the port map: more than one, or one that does not
+/// take every packet.
+pub fn is_scoped(scopes: &[ScopeTable<'_>]) -> bool {
+    scopes.len() > 1 || scopes.iter().any(|s| !s.ports.is_everything())
 }
 
 pub fn compile(lists: &[ListSpec]) -> CompiledTable {

@@ -130,6 +130,9 @@ pub struct StatusReply {
     /// The config file it runs from, if any.
     pub config: Option<String>,
     pub interfaces: Vec<InterfaceStatus>,
+    /// The scopes in the order they are tried (one, `default` for all traffic,
+    /// without `[[scope]]`s).
+    pub scopes: Vec<ScopeStatus>,
     pub lists: Vec<ListStatus>,
     pub sources: Vec<SourceStatus>,
     /// Reloads tried since the start, whatever their outcome: a client that saw
@@ -158,9 +161,19 @@ pub struct InterfaceStatus {
     pub map_memory_bytes: Option<u64>,
 }
 
+/// One scope of the policy in force.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeStatus {
+    pub name: String,
+    /// The traffic it takes: "all traffic", or rules like "tcp:443 udp:443".
+    pub ports: String,
+}
+
 /// One list of the live table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListStatus {
+    /// Its scope (`default` outside every scope).
+    pub scope: String,
     pub name: String,
     /// "allow", "drop" or "monitor".
     pub action: String,
@@ -291,6 +304,8 @@ impl InterfaceStats {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListStats {
     pub id: u32,
+    /// Its scope (`default` outside every scope).
+    pub scope: String,
     pub name: String,
     /// "allow", "drop" or "monitor" (None: an action this version does not know).
     pub action: Option<String>,
@@ -315,6 +330,7 @@ impl InterfaceStats {
                 .iter()
                 .map(|l| ListStats {
                     id: l.id,
+                    scope: l.scope.clone(),
                     name: l.name.clone(),
                     action: l.action.map(|a| a.name().to_owned()),
                     live: l.live,

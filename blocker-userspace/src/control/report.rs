@@ -19,15 +19,25 @@ pub struct LookupReport {
     pub addresses: Vec<AddressLookup>,
 }
 
-/// One address: its regions, what the policy given does with it, and what
-/// each interface's live maps do.
+/// One address: its regions, what each scope of the policy given does with
+/// it, and what each scope of each interface's live maps does.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddressLookup {
     pub address: IpAddr,
     pub regions: Vec<RegionName>,
-    /// None: no policy was given to evaluate.
-    pub policy: Option<Verdict>,
+    /// Empty: no policy was given to evaluate.
+    pub policy: Vec<ScopeVerdict>,
     pub live: Vec<LiveVerdict>,
+}
+
+/// A scope's verdict: the scope (`default` outside every scope), the traffic
+/// it takes, and the list and action.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeVerdict {
+    pub scope: String,
+    pub ports: String,
+    #[serde(flatten)]
+    pub verdict: Verdict,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +57,7 @@ pub struct Verdict {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveVerdict {
     pub interface: String,
+    pub scope: String,
     #[serde(flatten)]
     pub verdict: Verdict,
     /// Whether it is the policy's verdict (None: no policy given).
@@ -132,6 +143,10 @@ pub struct ConfigReport {
     pub socket: Option<String>,
     pub metrics_listen: Option<String>,
     pub events_per_second: u32,
+    /// Answers to rejected packets per second on each interface.
+    pub reject_per_second: u32,
+    /// The scopes in the order they are tried.
+    pub scopes: Vec<ConfigScope>,
     pub sources: Vec<ConfigSource>,
     pub never_block: Vec<NeverBlocked>,
     pub lists: Vec<ConfigList>,
@@ -167,7 +182,15 @@ pub struct NeverBlocked {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigScope {
+    pub name: String,
+    /// "all traffic", or rules like "tcp:443 udp:443".
+    pub ports: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigList {
+    pub scope: String,
     pub name: String,
     pub action: String,
     pub ipv4_ranges: usize,

@@ -19,12 +19,13 @@ use tokio::{
 use self::triggers::{FileWatch, UrlSchedule};
 use crate::{
     clock::unix_secs,
-    compile::table::{build_table, build_table_with, CompiledTable},
+    compile::table::{build_policy, build_policy_with, CompiledPolicy},
     config::{check_interface_names, InterfaceOptions, RunOptions},
     control::{
         protocol::{
             reply_line, EventsReply, EventsStatus, InterfaceError, InterfaceStats, InterfaceStatus, LastReload,
-            ListStatus, Refusal, ReloadReply, Request, RequestError, SourceStatus, StatsReply, StatusReply,
+            ListStatus, Refusal, ReloadReply, Request, RequestError, ScopeStatus, SourceStatus, StatsReply,
+            StatusReply,
         },
         server::{accept, control_client, ControlRequest},
     },
@@ -55,6 +56,7 @@ struct Reloaded {
     table_memory: u64,
     detach_on_exit: bool,
     events_per_second: u32,
+    reject_per_second: u32,
 }
 
 /// What `blocker status` reports besides the live maps.
@@ -63,6 +65,8 @@ struct State {
     /// What status shows of the live table, not the table itself: a table of
     /// millions of ranges would double the daemon's memory between reloads.
     lists: Vec<ListSummary>,
+    /// The scopes of the policy in force, in the order they are tried.
+    scopes: Vec<ScopeStatus>,
     /// When, why (the trigger) and with what result the tables were last reloaded.
     last_reload: Option<(SystemTime, String, Result<String, String>)>,
     /// Reloads tried since the start (whatever their outcome).
@@ -79,6 +83,8 @@ struct State {
 
 /// One list of the live table, for status and metrics.
 struct ListSummary {
+    /// Its scope (`default` outside every scope).
+    scope: String,
     name: String,
     action: &'static str,
     v4_ranges: usize,
@@ -87,20 +93,26 @@ struct ListSummary {
     prefixes: (usize, usize),
 }
 
-fn list_summaries(table: &CompiledTable) -> Vec<ListSummary> {
-    table
-        .lists
-        .iter()
-        .zip(table.ranges_per_list())
-        .zip(table.prefixes_per_list())
-        .map(|((l, (v4_ranges, v6_ranges)), prefixes)| ListSummary {
-            name: l.name.clone(),
-            action: l.action.name(),
-            v4_ranges,
-            v6_ranges,
-            prefixes,
-        })
-        .collect()
+fn scope_summaries(policy: &CompiledPolicy) -> Vec<ScopeStatus> {
+    policy.scopes.iter().map(|s| ScopeStatus { name: s.name.clone(), ports: s.ports.describe() }).collect()
+}
+
+fn list_summaries(policy: &CompiledPolicy) -> Vec<ListSummary> {
+    let mut out = Vec::new();
+    for scope in &policy.scopes {
+        let table = &scope.table;
+        out.extend(table.lists.iter().zip(table.ranges_per_list()).zip(table.prefixes_per_list()).map(
+            |((l, (v4_ranges, v6_ranges)), prefixes)| ListSummary {
+                scope: scope.name.clone(),
+                name: l.name.clone(),
+                action: l.action.name(),
+                v4_ranges,
+                v6_ranges,
+                prefixes,
+            },
+        ));
+    }
+    out
 }
 
 /// The end of a load of the table that began at `started`.
@@ -129,7 +141,11 @@ impl State {
             pin_root: opts.pin_root.clone(),
             cache_dir: opts.policy.cache_dir.clone(),
             interfaces: opts.interfaces.iter().map(|i| (i.name.clone(), i.mode)).collect(),
-            lists: self.lists.iter().map(|l| ListFacts { name: l.name.clone(), prefixes: l.prefixes }).collect(),
+            lists: self
+                .lists
+                .iter()
+                .map(|l| ListFacts { scope: l.scope.clone(), name: l.name.clone(), prefixes: l.prefixes })
+                .collect(),
             reloads_succeeded: self.reloads - self.reloads_failed,
             reloads_failed: self.reloads_failed,
             last_load: Some(self.last_load),
@@ -147,6 +163,7 @@ impl State {
             .lists
             .iter()
             .map(|l| ListStatus {
+                scope: l.scope.clone(),
                 name: l.name.clone(),
                 action: l.action.to_owned(),
                 ipv4_ranges: l.v4_ranges,
@@ -198,6 +215,7 @@ impl State {
             started: unix_secs(self.started),
             config: opts.config.as_ref().map(|p| p.display().to_string()),
             interfaces,
+            scopes: self.scopes.clone(),
             lists,
             sources,
             reloads: self.reloads,
@@ -246,11 +264,11 @@ struct Managed {
 
 /// Lists that a reload empties, or that lose more than half of their ranges:
 /// applied (a local file is the operator's own), but never in silence.
-fn shrink_warnings(before: &[ListSummary], table: &CompiledTable) -> Vec<String> {
+fn shrink_warnings(before: &[ListSummary], policy: &CompiledPolicy) -> Vec<String> {
     let mut out = Vec::new();
-    for (after, (v4, v6)) in list_summaries(table).iter().zip(table.ranges_per_list()) {
-        let Some(old) = before.iter().find(|b| b.name == after.name) else { continue };
-        let (was, now) = (old.v4_ranges + old.v6_ranges, v4 + v6);
+    for after in list_summaries(policy) {
+        let Some(old) = before.iter().find(|b| b.name == after.name && b.scope == after.scope) else { continue };
+        let (was, now) = (old.v4_ranges + old.v6_ranges, after.v4_ranges + after.v6_ranges);
         if was > 0 && now == 0 {
             out.push(format!("list {} is now empty (it had {was} ranges): nothing of it is blocked", after.name));
         } else if now < was.div_ceil(2) {
@@ -286,8 +304,13 @@ fn keys_needing_restart(running: &RunOptions, fresh: &RunOptions) -> Vec<String>
     keys
 }
 
-fn table_summary(table: &CompiledTable) -> String {
-    format!("{} IPv4 + {} IPv6 ranges from {} lists", table.v4.len(), table.v6.len(), table.lists.len())
+fn table_summary(policy: &CompiledPolicy) -> String {
+    let (v4, v6) = policy.ranges();
+    let scopes = match policy.scopes.len() {
+        1 if policy.scopes[0].ports.is_everything() => String::new(),
+        n => format!(" in {n} scopes"),
+    };
+    format!("{v4} IPv4 + {v6} IPv6 ranges from {} lists{scopes}", policy.list_count())
 }
 
 fn memory_text(bytes: u64) -> String {
@@ -309,7 +332,7 @@ struct Opening {
 fn open_interface(
     opts: &RunOptions,
     spec: &InterfaceOptions,
-    table: &CompiledTable,
+    table: &CompiledPolicy,
     created: &mut Created,
 ) -> Result<Opening> {
     let iface = spec.name.as_str();
@@ -323,18 +346,19 @@ fn open_interface(
     if opts.ebpf_log_level > 0 {
         spawn_ebpf_logger(maps.ebpf_mut()?, iface);
     }
-    let prepared = maps.prepare(table, opts.table_memory, None)?;
+    let prepared = maps.prepare(&table.view(), opts.table_memory, None)?;
     Ok(Opening { iface: iface.into(), lock, maps, prepared })
 }
 
 /// Second half: the table in force, the mode, then the program on the link (it
 /// filters from its first packet; a link an earlier run pinned gets the new
 /// program in the commit already).
-fn finish_interface(opts: &RunOptions, spec: &InterfaceOptions, table: &CompiledTable, o: Opening) -> Result<Managed> {
+fn finish_interface(opts: &RunOptions, spec: &InterfaceOptions, table: &CompiledPolicy, o: Opening) -> Result<Managed> {
     let Opening { iface, lock, mut maps, prepared } = o;
-    let report = maps.commit(table, prepared)?;
+    let report = maps.commit(&table.view(), prepared)?;
     maps.set_mode(spec.mode)?;
     maps.set_events_per_second(opts.events_per_second)?;
+    maps.set_reject_per_second(opts.reject_per_second)?;
     let ifindex = device::ifindex(&iface)?;
     let how = link::attach(maps.ebpf_mut()?, &opts.pin_root, &iface, spec.attach_mode)?;
     log::info!(
@@ -573,7 +597,7 @@ impl Daemon {
         // never describes a configuration that is not running.
         let (fresh, restart_keys) = self.reloaded_options()?;
         self.check_cached_copies(&fresh.policy)?;
-        let table = build_table_with(&fresh.policy, fetch::UrlAccess::CachedOnly).context(ABORTED)?;
+        let table = build_policy_with(&fresh.policy, fetch::UrlAccess::CachedOnly).context(ABORTED)?;
         let mut warnings = shrink_warnings(&self.state.lists, &table);
         if !restart_keys.is_empty() {
             warnings.push(format!(
@@ -594,7 +618,9 @@ impl Daemon {
         self.opts.table_memory = fresh.table_memory;
         self.opts.detach_on_exit = fresh.detach_on_exit;
         self.opts.events_per_second = fresh.events_per_second;
+        self.opts.reject_per_second = fresh.reject_per_second;
         self.state.lists = list_summaries(&table);
+        self.state.scopes = scope_summaries(&table);
         drop(table);
         release_free_memory();
         Ok(summary)
@@ -612,6 +638,7 @@ impl Daemon {
                 table_memory: o.table_memory,
                 detach_on_exit: o.detach_on_exit,
                 events_per_second: o.events_per_second,
+                reject_per_second: o.reject_per_second,
             };
             return Ok((same, Vec::new()));
         };
@@ -634,6 +661,7 @@ impl Daemon {
             table_memory: fresh.table_memory,
             detach_on_exit: fresh.detach_on_exit,
             events_per_second: fresh.events_per_second,
+            reject_per_second: fresh.reject_per_second,
         };
         Ok((reloaded, restart_keys))
     }
@@ -667,18 +695,20 @@ impl Daemon {
     /// the second interface leaves the first as it was. A commit (one
     /// BPF_LINK_UPDATE) that still fails leaves that interface on its previous
     /// table; the others go on, and the error names it.
-    fn apply_everywhere(&mut self, table: &CompiledTable, fresh: &Reloaded, started: Instant) -> Result<()> {
+    fn apply_everywhere(&mut self, table: &CompiledPolicy, fresh: &Reloaded, started: Instant) -> Result<()> {
         let mut prepared = Vec::new();
         for m in &mut self.managed {
-            let p =
-                m.maps.prepare(table, fresh.table_memory, None).with_context(|| format!("{}: {ABORTED}", m.iface))?;
+            let p = m
+                .maps
+                .prepare(&table.view(), fresh.table_memory, None)
+                .with_context(|| format!("{}: {ABORTED}", m.iface))?;
             prepared.push(p);
         }
         let mut kept_previous = Vec::new();
         // List ids may change their names: the event reader reads them again.
         let _names_changed = ListsChanged(self.reader.as_ref().ok());
         for ((m, spec), prepared) in self.managed.iter_mut().zip(&fresh.interfaces).zip(prepared) {
-            let report = match m.maps.commit(table, prepared) {
+            let report = match m.maps.commit(&table.view(), prepared) {
                 Ok(report) => report,
                 Err(e) => {
                     log::error!("{}: the new table could not be put in force: {e:#}", m.iface);
@@ -688,6 +718,7 @@ impl Daemon {
             };
             m.maps.set_mode(spec.mode)?;
             m.maps.set_events_per_second(fresh.events_per_second)?;
+            m.maps.set_reject_per_second(fresh.reject_per_second)?;
             log::info!(
                 "{}: reloaded {} ({}, program {}) in {} ms",
                 m.iface,
@@ -699,6 +730,7 @@ impl Daemon {
         }
         if !kept_previous.is_empty() {
             self.state.lists = list_summaries(table);
+            self.state.scopes = scope_summaries(table);
             bail!(
                 "reload applied only in part: {} kept the previous table; every other interface runs the new one",
                 kept_previous.join(", ")
@@ -970,6 +1002,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let state = State {
         started: SystemTime::now(),
         lists: list_summaries(&table),
+        scopes: scope_summaries(&table),
         last_reload: None,
         reloads: 0,
         reloads_failed: 0,
@@ -1017,15 +1050,15 @@ pub async fn run(opts: RunOptions) -> Result<()> {
 
 /// Everything that can be checked before the kernel is touched: the options,
 /// the privileges, the lists (read and compiled), the pin root and the interfaces.
-fn validate(opts: &RunOptions) -> Result<(CompiledTable, pins::PinLife)> {
+fn validate(opts: &RunOptions) -> Result<(CompiledPolicy, pins::PinLife)> {
     if opts.interfaces.is_empty() {
         bail!("no interface given: pass --iface IF");
     }
     check_interface_names(opts.interfaces.iter().map(|i| i.name.as_str())).map_err(|e| anyhow!(e))?;
     object::check_privileges()?;
     // Bad lists fail here, before the kernel is touched.
-    let table = build_table(&opts.policy)?;
-    crate::dataplane::maps::check_list_count(&table)?;
+    let table = build_policy(&opts.policy)?;
+    crate::dataplane::maps::check_list_count(&table.view())?;
     if !opts.policy.has_rules() {
         log::warn!("no lists given: every packet passes (see --deny, --deny-country, --allow-country)");
     }
@@ -1046,7 +1079,7 @@ fn validate(opts: &RunOptions) -> Result<(CompiledTable, pins::PinLife)> {
 /// earlier run's attachment last: an attach that fails leaves the earlier
 /// attachments exactly as they were (their tables, their mode). A start that
 /// fails removes what it created.
-fn start(opts: &RunOptions, table: &CompiledTable) -> Result<(Vec<Managed>, Option<tokio::net::UnixListener>)> {
+fn start(opts: &RunOptions, table: &CompiledPolicy) -> Result<(Vec<Managed>, Option<tokio::net::UnixListener>)> {
     let mut created = Created::before_start(opts);
     let listener = match &opts.socket {
         Some(path) => Some(crate::control::server::bind(path)?),

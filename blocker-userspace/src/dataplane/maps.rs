@@ -30,8 +30,10 @@ use blocker_common::{
     classifier::{leaf, leaf_action, leaf_list, Shape, BLOCK_BYTES, LEAF_NONE},
     config, counter,
     events::EventState,
-    map_names, ListInfo, ListStats, LIST_NAME_LEN, LIST_STATE_FREE, LIST_STATE_LIVE, LIST_STATE_RETIRED, MAX_LISTS,
-    MODE_ENFORCE, MODE_MONITOR,
+    map_names,
+    scope::{key_of, PortMap, TableInfo, MAX_SCOPES, PORT_MAP_BYTES, SCOPE_NONE},
+    ListInfo, ListStats, LIST_NAME_LEN, LIST_STATE_FREE, LIST_STATE_LIVE, LIST_STATE_RETIRED, MAX_LISTS, MODE_ENFORCE,
+    MODE_MONITOR, SCOPE_NAME_LEN,
 };
 
 use super::{
@@ -41,8 +43,8 @@ use super::{
 };
 use crate::{
     compile::{
-        classifier::{BuildError, Image, Tables, ELEMENT_BYTES},
-        table::CompiledTable,
+        classifier::{BuildError, Image, ScopeRanges, Tables, ELEMENT_BYTES},
+        table::{is_scoped, CompiledTable, ScopeTable},
     },
     net::Family,
     policy::Action,
@@ -64,6 +66,8 @@ pub enum TableError {
     OverBudget { v4_ranges: usize, v6_ranges: usize, needed_mib: f64, v4_mib: f64, v6_mib: f64, budget_mib: f64 },
     #[error("too many lists: {needed} list ids needed, the maps hold at most {max}; nothing was changed")]
     TooManyLists { needed: usize, max: u32 },
+    #[error("too many scopes: {needed}, at most {max}; nothing was changed")]
+    TooManyScopes { needed: usize, max: u32 },
 }
 
 /// Why a table cannot be applied or the maps cannot be read.
@@ -112,13 +116,38 @@ impl MapsError {
 
 type Result<T, E = MapsError> = std::result::Result<T, E>;
 
-/// A table needs one list id per list, and the maps hold `MAX_LISTS`.
-/// `check-config`, the start and every apply check it alike.
-pub fn check_list_count(table: &CompiledTable) -> Result<(), TableError> {
-    if table.lists.len() > MAX_LISTS as usize {
-        return Err(TableError::TooManyLists { needed: table.lists.len(), max: MAX_LISTS });
+/// A policy needs one list id per list of each scope, and the maps hold
+/// `MAX_LISTS`; its scopes are at most `MAX_SCOPES`. `check-config`, the start
+/// and every apply check it alike.
+pub fn check_list_count(scopes: &[ScopeTable<'_>]) -> Result<(), TableError> {
+    if scopes.len() > MAX_SCOPES as usize {
+        return Err(TableError::TooManyScopes { needed: scopes.len(), max: MAX_SCOPES });
+    }
+    let needed: usize = scopes.iter().map(|s| s.table.lists.len()).sum();
+    if needed > MAX_LISTS as usize {
+        return Err(TableError::TooManyLists { needed, max: MAX_LISTS });
     }
     Ok(())
+}
+
+/// One list of a policy, as the maps know it: its scope and name (together
+/// they are the list), and its action.
+struct PolicyList<'a> {
+    scope: &'a str,
+    name: &'a str,
+    action: Action,
+}
+
+/// Every list of every scope, in scope order; and where each scope's lists
+/// start in that order.
+fn policy_lists<'a>(scopes: &[ScopeTable<'a>]) -> (Vec<PolicyList<'a>>, Vec<usize>) {
+    let mut lists = Vec::new();
+    let mut starts = Vec::new();
+    for s in scopes {
+        starts.push(lists.len());
+        lists.extend(s.table.lists.iter().map(|l| PolicyList { scope: s.name, name: &l.name, action: l.action }));
+    }
+    (lists, starts)
 }
 
 fn open<T>(dir: &Path, name: &str) -> Result<T>
@@ -239,8 +268,10 @@ pub struct Prepared {
 
 struct Instance {
     ebpf: Ebpf,
-    shape: Shape,
+    info: TableInfo,
     bytes: u64,
+    /// The port map of a table with scopes.
+    port_map: Option<Vec<u8>>,
 }
 
 /// Kernel memory charged for each map pinned in `dir` (the `memlock` the kernel
@@ -271,7 +302,7 @@ pub fn map_memory(map: &MapData) -> Result<u64> {
 /// The classifier maps of the program on the XDP link pinned in `dir`, found from
 /// the kernel (link -> program -> its maps), and their kernel memory.
 struct LinkTables {
-    tables: MappedTables,
+    live: LiveTable,
     memory: u64,
 }
 
@@ -313,23 +344,87 @@ impl LinkTables {
         }
         let fds: Vec<(BorrowedFd<'_>, usize)> =
             maps.iter().map(|(m, name)| Ok((m.fd().as_fd(), max_entries(m, name)?))).collect::<Result<_>>()?;
-        let shape_map: Array<MapData, Shape> =
+        let info_map: Array<MapData, TableInfo> =
             Array::try_from(Map::Array(take(map_names::SHAPE)?)).map_err(MapsError::map(map_names::SHAPE))?;
-        let shape = shape_map.get(&0, 0).map_err(MapsError::map(map_names::SHAPE))?;
-        Ok(Some(LinkTables { tables: MappedTables::read_only(&fds, shape)?, memory }))
+        let info = info_map.get(&0, 0).map_err(MapsError::map(map_names::SHAPE))?;
+        let ports = take(map_names::PORT_SCOPES)?;
+        memory += map_memory(&ports)?;
+        let port_map = read_port_map(ports, info.scoped != 0)?;
+        let tables = MappedTables::read_only(&fds, info.shape)?;
+        Ok(Some(LinkTables { live: LiveTable { tables, scopes: scope_names(&info), port_map }, memory }))
     }
+}
+
+/// The port map of a scoped table (None: the table has no scopes).
+fn read_port_map(map: MapData, scoped: bool) -> Result<Option<Vec<u8>>> {
+    if !scoped {
+        return Ok(None);
+    }
+    let map: Array<MapData, PortMap> =
+        Array::try_from(Map::Array(map)).map_err(MapsError::map(map_names::PORT_SCOPES))?;
+    Ok(Some(map.get(&0, 0).map_err(MapsError::map(map_names::PORT_SCOPES))?.to_vec()))
+}
+
+fn scope_names(info: &TableInfo) -> Vec<String> {
+    (0..info.shape.scopes.clamp(1, MAX_SCOPES) as usize)
+        .map(|i| {
+            let len = usize::from(info.scope_name_lens[i]).min(SCOPE_NAME_LEN);
+            String::from_utf8_lossy(&info.scope_names[i][..len]).into_owned()
+        })
+        .collect()
+}
+
+fn table_info(shape: Shape, scopes: &[ScopeTable<'_>], scoped: bool) -> TableInfo {
+    let mut info = TableInfo {
+        shape,
+        scoped: u32::from(scoped),
+        scope_name_lens: [0; MAX_SCOPES as usize],
+        scope_names: [[0; SCOPE_NAME_LEN]; MAX_SCOPES as usize],
+    };
+    for (i, s) in scopes.iter().take(MAX_SCOPES as usize).enumerate() {
+        let name = &s.name.as_bytes()[..s.name.len().min(SCOPE_NAME_LEN)];
+        info.scope_name_lens[i] = name.len() as u8;
+        info.scope_names[i][..name.len()].copy_from_slice(name);
+    }
+    info
 }
 
 /// A table's maps mapped read-only (see `DataplaneMaps::live_table`).
 pub struct LiveTable {
     tables: MappedTables,
+    /// Its scopes' names, in the order they are tried.
+    scopes: Vec<String>,
+    /// The port map of a table with scopes.
+    port_map: Option<Vec<u8>>,
 }
 
+/// What the live table does with an address: its list id and action.
+pub type LiveHit = Option<(u32, Option<Action>)>;
+
 impl LiveTable {
-    /// The list id and action the XDP program finds for `addr`, if any.
-    pub fn lookup(&self, family: Family, addr: u128) -> Option<(u32, Option<Action>)> {
-        let found = self.tables.view().lookup(family, addr);
+    /// The list id and action the XDP program finds for `addr` in the first
+    /// scope's table, if any.
+    pub fn lookup(&self, family: Family, addr: u128) -> LiveHit {
+        self.lookup_in(0, family, addr)
+    }
+
+    /// The same in scope `scope`'s table.
+    pub fn lookup_in(&self, scope: u32, family: Family, addr: u128) -> LiveHit {
+        let found = self.tables.view().lookup_in(scope, family, addr);
         (found != LEAF_NONE).then(|| (leaf_list(found), Action::from_code(leaf_action(found))))
+    }
+
+    /// The scopes' names, in the order they are tried.
+    pub fn scopes(&self) -> &[String] {
+        &self.scopes
+    }
+
+    /// The scope that takes a packet of IP protocol `protocol` to `port` (None:
+    /// no port), as the program picks it; None: no scope does (it passes).
+    pub fn scope_for(&self, protocol: u8, port: Option<u16>) -> Option<u32> {
+        let Some(map) = &self.port_map else { return Some(0) };
+        let scope = *map.get(key_of(protocol, port) as usize)?;
+        (scope != SCOPE_NONE).then_some(u32::from(scope))
     }
 }
 
@@ -374,6 +469,8 @@ pub struct ApplyReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListCounters {
     pub id: u32,
+    /// The scope of the list (`default` outside every scope).
+    pub scope: String,
     pub name: String,
     pub action: Option<Action>,
     pub live: bool,
@@ -460,10 +557,10 @@ pub struct DataplaneMaps {
     live: Option<Instance>,
     /// What the XDP program logs (0: nothing, compiled out).
     log_level: u8,
-    /// The full name of each list of the live table and its id. Names are
-    /// stored in the pinned map only as their last `LIST_NAME_LEN` bytes, so they
-    /// cannot tell apart two lists that share those.
-    ids_by_name: HashMap<String, u32>,
+    /// The full (scope, name) of each list of the live table and its id. Names
+    /// are stored in the pinned map only as their last `LIST_NAME_LEN` bytes, so
+    /// they cannot tell apart two lists that share those.
+    ids_by_name: HashMap<(String, String), u32>,
 }
 
 impl DataplaneMaps {
@@ -482,7 +579,7 @@ impl DataplaneMaps {
     /// (or reusing those an earlier run left): ready for `apply` and `link::attach`.
     pub fn load(dir: &Path, log_level: u8) -> Result<Self> {
         let empty = Image::build(&[], &[], |_| LEAF_NONE)?;
-        let instance = load_instance(dir, log_level, &empty)?;
+        let instance = load_instance(dir, log_level, &empty, &[], None)?;
         Ok(Self {
             dir: dir.to_owned(),
             shared: Shared::open(dir)?,
@@ -503,6 +600,15 @@ impl DataplaneMaps {
         Ok(())
     }
 
+    /// How many rejected packets the interface answers per second, all CPUs
+    /// together (0: none; past the rate they are dropped).
+    pub fn set_reject_per_second(&mut self, per_second: u32) -> Result<()> {
+        let cpus = nr_cpus().map_err(|(path, error)| MapsError::Io { action: "read", path: path.into(), error })?;
+        let interval = reject_interval_ns(per_second, cpus);
+        self.shared.config.set(config::REJECT_INTERVAL_NS, interval, 0).map_err(MapsError::map(map_names::CONFIG))?;
+        Ok(())
+    }
+
     /// How many drop events each CPU may write per second (0: none). One
     /// aligned store: the program sees the old rate or the new one.
     pub fn set_events_per_second(&mut self, per_second: u32) -> Result<()> {
@@ -512,8 +618,8 @@ impl DataplaneMaps {
     }
 
     /// Builds `table` into a new program instance sized to it and swaps it onto the
-    /// interface's link (if attached) in one step. `budget`: the most bytes of
-    /// classifier memory the table may take.
+    /// interface's link (if attached) in one step, for all traffic (no scopes).
+    /// `budget`: the most bytes of classifier memory the table may take.
     pub fn apply(&mut self, table: &CompiledTable, budget: u64) -> Result<ApplyReport> {
         self.apply_with_shape(table, budget, None)
     }
@@ -525,24 +631,45 @@ impl DataplaneMaps {
         budget: u64,
         shape: Option<Shape>,
     ) -> Result<ApplyReport> {
-        let prepared = self.prepare(table, budget, shape)?;
-        self.commit(table, prepared)
+        self.apply_scopes(&[ScopeTable::everything(table)], budget, shape)
+    }
+
+    /// `apply` for a policy of scopes: one table each, in the order they are
+    /// tried, and the port map that picks a packet's scope.
+    pub fn apply_scopes(
+        &mut self,
+        scopes: &[ScopeTable<'_>],
+        budget: u64,
+        shape: Option<Shape>,
+    ) -> Result<ApplyReport> {
+        let prepared = self.prepare(scopes, budget, shape)?;
+        self.commit(scopes, prepared)
     }
 
     /// Everything of `apply` that can be refused, with nothing running changed:
     /// list ids, the image within the budget, a new program instance holding it.
     /// A daemon with several interfaces prepares all before it commits any.
-    pub fn prepare(&mut self, table: &CompiledTable, budget: u64, shape: Option<Shape>) -> Result<Prepared> {
-        check_list_count(table)?;
+    pub fn prepare(&mut self, scopes: &[ScopeTable<'_>], budget: u64, shape: Option<Shape>) -> Result<Prepared> {
+        check_list_count(scopes)?;
         let infos = self.shared.list_infos()?;
-        let (ids, kept) = assign_ids(table, &infos, &self.ids_by_name)?;
-        let leaf_of = |l: usize| leaf(table.lists[l].action.code(), ids[l]);
-        let image = match shape {
-            Some(shape) => Image::build_with_shape(&table.v4, &table.v6, leaf_of, shape)?,
-            None => Image::build_for_budget(&table.v4, &table.v6, leaf_of, budget)?,
+        let (lists, starts) = policy_lists(scopes);
+        let (ids, kept) = assign_ids(&lists, &infos, &self.ids_by_name)?;
+        let leaf_of = |scope: usize, l: usize| {
+            let i = starts[scope] + l;
+            leaf(lists[i].action.code(), ids[i])
         };
-        check_budget(table, &image, budget)?;
-        let instance = load_instance(&self.dir, self.log_level, &image)?;
+        let ranges: Vec<ScopeRanges<'_>> = scopes.iter().map(|s| (&s.table.v4[..], &s.table.v6[..])).collect();
+        let count = scopes.len().max(1) as u32;
+        let image = match shape {
+            Some(shape) => Image::build_scopes(&ranges, leaf_of, shape.with_scopes(count))?,
+            None => Image::build_scopes_for_budget(&ranges, leaf_of, budget)?,
+        };
+        let port_map = is_scoped(scopes).then(|| {
+            let ports: Vec<_> = scopes.iter().map(|s| s.ports).collect();
+            crate::policy::ports::port_map(&ports)
+        });
+        check_budget(scopes, &image, port_map.as_deref(), budget)?;
+        let instance = load_instance(&self.dir, self.log_level, &image, scopes, port_map)?;
         Ok(Prepared { instance, infos, ids, kept })
     }
 
@@ -552,16 +679,17 @@ impl DataplaneMaps {
     /// counters). The daemon never calls it.
     pub fn apply_raw_leaves(&mut self, table: &CompiledTable, leaf_of: impl Fn(usize) -> u16) -> Result<()> {
         let image = Image::build(&table.v4, &table.v6, leaf_of)?;
-        let mut instance = load_instance(&self.dir, self.log_level, &image)?;
+        let mut instance = load_instance(&self.dir, self.log_level, &image, &[], None)?;
         link::swap_program(&mut instance.ebpf, &self.dir)?;
         self.live = Some(instance);
         Ok(())
     }
 
-    /// Puts a prepared table in force: one BPF_LINK_UPDATE onto the interface's
+    /// Puts a prepared policy in force: one BPF_LINK_UPDATE onto the interface's
     /// link (if attached), then the list names and counters follow.
-    pub fn commit(&mut self, table: &CompiledTable, prepared: Prepared) -> Result<ApplyReport> {
+    pub fn commit(&mut self, scopes: &[ScopeTable<'_>], prepared: Prepared) -> Result<ApplyReport> {
         let Prepared { mut instance, infos, ids, kept } = prepared;
+        let (lists, _) = policy_lists(scopes);
         // An id taken over from another list starts from zero, so the old list's
         // counters are not shown under the new one.
         let cpus = nr_cpus().map_err(|(path, error)| MapsError::Io { action: "read", path: path.into(), error })?;
@@ -582,16 +710,16 @@ impl DataplaneMaps {
             .map_err(|error| MapsError::Kernel { what: "the new program".into(), error: error.into() })?
             .id();
         let report = ApplyReport {
-            v4_ranges: table.v4.len(),
-            v6_ranges: table.v6.len(),
+            v4_ranges: scopes.iter().map(|s| s.table.v4.len()).sum(),
+            v6_ranges: scopes.iter().map(|s| s.table.v6.len()).sum(),
             table_bytes: instance.bytes,
             program_id,
-            shape: instance.shape,
+            shape: instance.info.shape,
         };
         self.live = Some(instance);
 
-        for (list, &id) in table.lists.iter().zip(&ids) {
-            let info = make_info(LIST_STATE_LIVE, list.action.code(), &list.name);
+        for (list, &id) in lists.iter().zip(&ids) {
+            let info = make_info(LIST_STATE_LIVE, list.action.code(), list.scope, list.name);
             self.shared.list_info.set(id, info, 0).map_err(MapsError::map(map_names::LIST_INFO))?;
         }
         for (id, info) in infos.iter().enumerate() {
@@ -601,7 +729,8 @@ impl DataplaneMaps {
                 self.shared.list_info.set(id as u32, retired, 0).map_err(MapsError::map(map_names::LIST_INFO))?;
             }
         }
-        self.ids_by_name = table.lists.iter().zip(&ids).map(|(l, &id)| (l.name.clone(), id)).collect();
+        self.ids_by_name =
+            lists.iter().zip(&ids).map(|(l, &id)| ((l.scope.to_owned(), l.name.to_owned()), id)).collect();
         Ok(report)
     }
 
@@ -615,12 +744,15 @@ impl DataplaneMaps {
     /// The live table mapped into this process for lookups: the one on the
     /// pinned link, else the loaded instance's. Map it once for many lookups.
     pub fn live_table(&self) -> Result<LiveTable> {
-        let tables = match (LinkTables::open(&self.dir)?, &self.live) {
-            (Some(l), _) => l.tables,
-            (None, Some(i)) => MappedTables::read_only(&instance_maps(&i.ebpf)?, i.shape)?,
-            (None, None) => return Err(MapsError::NotLoaded { dir: self.dir.clone() }),
-        };
-        Ok(LiveTable { tables })
+        match (LinkTables::open(&self.dir)?, &self.live) {
+            (Some(l), _) => Ok(l.live),
+            (None, Some(i)) => Ok(LiveTable {
+                tables: MappedTables::read_only(&instance_maps(&i.ebpf)?, i.info.shape)?,
+                scopes: scope_names(&i.info),
+                port_map: i.port_map.clone(),
+            }),
+            (None, None) => Err(MapsError::NotLoaded { dir: self.dir.clone() }),
+        }
     }
 
     /// Kernel memory of the interface's maps: the pinned ones and the live table's.
@@ -630,6 +762,7 @@ impl DataplaneMaps {
             (Some(l), _) => l.memory,
             (None, Some(i)) => map_names::CLASSIFIER
                 .iter()
+                .chain(&[map_names::PORT_SCOPES])
                 .map(|name| match i.ebpf.map(name) {
                     Some(Map::Array(d)) => map_memory(d),
                     _ => Ok(0),
@@ -660,7 +793,8 @@ impl DataplaneMaps {
             let per_cpu = self.shared.list_stats.get(&(id as u32), 0).map_err(MapsError::map(map_names::LIST_STATS))?;
             lists.push(ListCounters {
                 id: id as u32,
-                name: String::from_utf8_lossy(&info.name[..info.name_len as usize]).into_owned(),
+                scope: stored_scope(&info),
+                name: String::from_utf8_lossy(&stored_list_name(&info)).into_owned(),
                 action: Action::from_code(info.action),
                 live: info.state == LIST_STATE_LIVE,
                 packets: per_cpu.iter().map(|s| s.packets).sum(),
@@ -700,6 +834,20 @@ impl DataplaneMaps {
 /// The most events per second and CPU: an event costs 1 µs of credit at this rate.
 pub const MAX_EVENTS_PER_SECOND: u32 = 1_000_000;
 
+/// Default of `[policy] reject_per_second`: answers per second per interface.
+pub const DEFAULT_REJECT_PER_SECOND: u32 = 1000;
+/// The most: an answer costs at least 1 µs of a CPU's credit.
+pub const MAX_REJECT_PER_SECOND: u32 = 1_000_000;
+
+/// A CPU's bucket cost of one answer when the interface answers `per_second`
+/// on `cpus` CPUs in all (0: no answers).
+fn reject_interval_ns(per_second: u32, cpus: usize) -> u32 {
+    match per_second.min(MAX_REJECT_PER_SECOND) {
+        0 => 0,
+        n => (1_000_000_000u64 * cpus.max(1) as u64 / u64::from(n)).min(u64::from(u32::MAX)) as u32,
+    }
+}
+
 /// The bucket's cost of one event at `per_second` (0: off).
 fn event_interval_ns(per_second: u32) -> u32 {
     match per_second.min(MAX_EVENTS_PER_SECOND) {
@@ -715,42 +863,44 @@ fn events_per_second_of(interval_ns: u32) -> u32 {
     }
 }
 
-/// List ids for `table`: each list keeps the id it had (its counters carry on),
-/// known by its full name in this process (`known`), or after a restart by the
-/// name stored in the pinned map when that stored name is unambiguous: no other
-/// list of the table stores the same last `LIST_NAME_LEN` bytes. Every list gets
+/// List ids for `lists`: each list keeps the id it had (its counters carry on),
+/// known by its scope and full name in this process (`known`), or after a
+/// restart by the scope and name stored in the pinned map when that stored name
+/// is unambiguous: no other list of the policy stores the same. Every list gets
 /// its own id: names are labels, never keys.
 /// Returns the ids and, for each, whether it was kept.
 fn assign_ids(
-    table: &CompiledTable,
+    lists: &[PolicyList<'_>],
     infos: &[ListInfo],
-    known: &HashMap<String, u32>,
+    known: &HashMap<(String, String), u32>,
 ) -> Result<(Vec<u32>, Vec<bool>)> {
     let mut taken = vec![false; MAX_LISTS as usize];
-    let mut ids = vec![u32::MAX; table.lists.len()];
-    for (i, list) in table.lists.iter().enumerate() {
-        if let Some(&id) = known.get(&list.name).filter(|id| !taken[**id as usize]) {
+    let mut ids = vec![u32::MAX; lists.len()];
+    for (i, list) in lists.iter().enumerate() {
+        let key = (list.scope.to_owned(), list.name.to_owned());
+        if let Some(&id) = known.get(&key).filter(|id| !taken[**id as usize]) {
             ids[i] = id;
             taken[id as usize] = true;
         }
     }
     if known.is_empty() {
-        let mut stored_count: HashMap<Vec<u8>, usize> = HashMap::new();
-        for list in &table.lists {
-            *stored_count.entry(stored_name(&list.name)).or_insert(0) += 1;
+        let stored = |scope: &str, name: &str| (stored_name(scope, SCOPE_NAME_LEN), stored_name(name, LIST_NAME_LEN));
+        let mut stored_count: HashMap<(Vec<u8>, Vec<u8>), usize> = HashMap::new();
+        for list in lists {
+            *stored_count.entry(stored(list.scope, list.name)).or_insert(0) += 1;
         }
-        let by_name: HashMap<&[u8], u32> = infos
+        let by_name: HashMap<(Vec<u8>, Vec<u8>), u32> = infos
             .iter()
             .enumerate()
             .filter(|(_, info)| info.state != LIST_STATE_FREE)
-            .map(|(id, info)| (&info.name[..info.name_len as usize], id as u32))
+            .map(|(id, info)| ((stored_scope(info).into_bytes(), stored_list_name(info)), id as u32))
             .collect();
-        for (i, list) in table.lists.iter().enumerate() {
-            let stored = stored_name(&list.name);
-            if stored_count[&stored] != 1 {
+        for (i, list) in lists.iter().enumerate() {
+            let key = stored(list.scope, list.name);
+            if stored_count[&key] != 1 {
                 continue;
             }
-            if let Some(&id) = by_name.get(stored.as_slice()).filter(|id| !taken[**id as usize]) {
+            if let Some(&id) = by_name.get(&key).filter(|id| !taken[**id as usize]) {
                 ids[i] = id;
                 taken[id as usize] = true;
             }
@@ -763,22 +913,28 @@ fn assign_ids(
     let kept: Vec<bool> = ids.iter().map(|id| *id != u32::MAX).collect();
     let mut candidates = candidates.into_iter();
     for id in ids.iter_mut().filter(|id| **id == u32::MAX) {
-        *id = candidates.next().ok_or(TableError::TooManyLists { needed: table.lists.len(), max: MAX_LISTS })?;
+        *id = candidates.next().ok_or(TableError::TooManyLists { needed: lists.len(), max: MAX_LISTS })?;
     }
     Ok((ids, kept))
 }
 
-/// Refuses a table whose classifier maps would take more than `budget` bytes.
-fn check_budget(table: &CompiledTable, image: &Image, budget: u64) -> Result<(), TableError> {
-    let needed = image.bytes();
+/// Refuses a table whose classifier maps (and port map) would take more than
+/// `budget` bytes.
+fn check_budget(
+    scopes: &[ScopeTable<'_>],
+    image: &Image,
+    port_map: Option<&[u8]>,
+    budget: u64,
+) -> Result<(), TableError> {
+    let needed = image.bytes() + port_map.map_or(0, |m| m.len() as u64);
     if needed <= budget {
         return Ok(());
     }
     let blocks = image.map_blocks();
     let mib = |b: usize| (b * BLOCK_BYTES) as f64 / (1 << 20) as f64;
     Err(TableError::OverBudget {
-        v4_ranges: table.v4.len(),
-        v6_ranges: table.v6.len(),
+        v4_ranges: scopes.iter().map(|s| s.table.v4.len()).sum(),
+        v6_ranges: scopes.iter().map(|s| s.table.v6.len()).sum(),
         needed_mib: needed as f64 / (1 << 20) as f64,
         v4_mib: mib(blocks[0] + blocks[1]),
         v6_mib: mib(blocks[2..].iter().sum()),
@@ -787,14 +943,34 @@ fn check_budget(table: &CompiledTable, image: &Image, budget: u64) -> Result<(),
 }
 
 /// Loads a program instance whose classifier maps are sized to `image`, and fills
-/// them. Nothing uses it until it is swapped onto a link.
-fn load_instance(dir: &Path, log_level: u8, image: &Image) -> Result<Instance> {
+/// them, and the port map of a table with scopes. Nothing uses it until it is
+/// swapped onto a link.
+fn load_instance(
+    dir: &Path,
+    log_level: u8,
+    image: &Image,
+    scopes: &[ScopeTable<'_>],
+    port_map: Option<Vec<u8>>,
+) -> Result<Instance> {
     let blocks = image.map_blocks();
-    let mut ebpf = object::load(dir, log_level, &blocks, image.shape)?;
-    let shape_map = ebpf.map_mut(map_names::SHAPE).ok_or(MapsError::MissingMap { name: map_names::SHAPE })?;
-    let mut shape_map: Array<&mut MapData, Shape> =
-        Array::try_from(shape_map).map_err(MapsError::map(map_names::SHAPE))?;
-    shape_map.set(0, image.shape, 0).map_err(MapsError::map(map_names::SHAPE))?;
+    let port_value: Option<Box<PortMap>> = port_map.as_ref().map(|map| {
+        let mut value = Box::new([SCOPE_NONE; PORT_MAP_BYTES]);
+        value[..map.len()].copy_from_slice(map);
+        value
+    });
+    let mut ebpf = object::load(dir, log_level, &blocks, image.shape, port_value.as_deref())?;
+    let info = table_info(image.shape, scopes, port_map.is_some());
+    let info_map = ebpf.map_mut(map_names::SHAPE).ok_or(MapsError::MissingMap { name: map_names::SHAPE })?;
+    let mut info_map: Array<&mut MapData, TableInfo> =
+        Array::try_from(info_map).map_err(MapsError::map(map_names::SHAPE))?;
+    info_map.set(0, info, 0).map_err(MapsError::map(map_names::SHAPE))?;
+    if let Some(value) = &port_value {
+        let ports =
+            ebpf.map_mut(map_names::PORT_SCOPES).ok_or(MapsError::MissingMap { name: map_names::PORT_SCOPES })?;
+        let mut ports: Array<&mut MapData, PortMap> =
+            Array::try_from(ports).map_err(MapsError::map(map_names::PORT_SCOPES))?;
+        ports.set(0, value.as_ref(), 0).map_err(MapsError::map(map_names::PORT_SCOPES))?;
+    }
     let fds = instance_maps(&ebpf)?;
     let mut tables = MappedTables::new(&fds, image.shape, true)?;
     for (mapping, content) in tables.maps.iter_mut().zip(image.map_bytes()) {
@@ -802,19 +978,47 @@ fn load_instance(dir: &Path, log_level: u8, image: &Image) -> Result<Instance> {
     }
     drop(tables);
     drop(fds);
-    Ok(Instance { ebpf, shape: image.shape, bytes: image.bytes() })
+    let bytes = image.bytes() + port_map.as_ref().map_or(0, |m| m.len() as u64);
+    Ok(Instance { ebpf, info, bytes, port_map })
 }
 
-/// Names longer than the map slot keep their end, which is the distinctive part of a path.
-fn stored_name(name: &str) -> Vec<u8> {
+/// Names longer than the map slot (`len`) keep their end, which is the
+/// distinctive part of a path.
+fn stored_name(name: &str, len: usize) -> Vec<u8> {
     let bytes = name.as_bytes();
-    bytes[bytes.len().saturating_sub(LIST_NAME_LEN)..].to_vec()
+    bytes[bytes.len().saturating_sub(len)..].to_vec()
 }
 
-fn make_info(state: u32, action: u32, name: &str) -> ListInfo {
-    let stored = stored_name(name);
-    let mut info = ListInfo { state, action, name_len: stored.len() as u32, name: [0; LIST_NAME_LEN] };
+/// A pinned list's scope and name, as text.
+pub fn list_identity(info: &ListInfo) -> (String, String) {
+    (stored_scope(info), String::from_utf8_lossy(&stored_list_name(info)).into_owned())
+}
+
+fn stored_list_name(info: &ListInfo) -> Vec<u8> {
+    info.name[..(info.name_len as usize).min(LIST_NAME_LEN)].to_vec()
+}
+
+/// The scope a pinned list belongs to (`default` when none was stored).
+fn stored_scope(info: &ListInfo) -> String {
+    match (info.scope_len as usize).min(SCOPE_NAME_LEN) {
+        0 => crate::policy::DEFAULT_SCOPE.to_owned(),
+        n => String::from_utf8_lossy(&info.scope[..n]).into_owned(),
+    }
+}
+
+fn make_info(state: u32, action: u32, scope: &str, name: &str) -> ListInfo {
+    let stored = stored_name(name, LIST_NAME_LEN);
+    let scope = stored_name(scope, SCOPE_NAME_LEN);
+    let mut info = ListInfo {
+        state,
+        action,
+        name_len: stored.len() as u32,
+        name: [0; LIST_NAME_LEN],
+        scope_len: scope.len() as u32,
+        scope: [0; SCOPE_NAME_LEN],
+    };
     info.name[..stored.len()].copy_from_slice(&stored);
+    info.scope[..scope.len()].copy_from_slice(&scope);
     info
 }
 
@@ -846,10 +1050,14 @@ mod tests {
         compile(&lists)
     }
 
-    fn infos_of(t: &CompiledTable, ids: &[u32]) -> Vec<ListInfo> {
-        let mut infos = vec![make_info(LIST_STATE_FREE, 0, ""); MAX_LISTS as usize];
-        for (l, &id) in t.lists.iter().zip(ids) {
-            infos[id as usize] = make_info(LIST_STATE_LIVE, l.action.code(), &l.name);
+    fn lists_of<'a>(scope: &'a str, t: &'a CompiledTable) -> Vec<PolicyList<'a>> {
+        t.lists.iter().map(|l| PolicyList { scope, name: &l.name, action: l.action }).collect()
+    }
+
+    fn infos_of(lists: &[PolicyList<'_>], ids: &[u32]) -> Vec<ListInfo> {
+        let mut infos = vec![make_info(LIST_STATE_FREE, 0, "", ""); MAX_LISTS as usize];
+        for (l, &id) in lists.iter().zip(ids) {
+            infos[id as usize] = make_info(LIST_STATE_LIVE, l.action.code(), l.scope, l.name);
         }
         infos
     }
@@ -870,23 +1078,64 @@ mod tests {
         let tail = "x".repeat(LIST_NAME_LEN);
         let names = vec![format!("/a/{tail}"), format!("/b/{tail}"), "short".to_string()];
         let t = table(&names);
-        let empty = vec![make_info(LIST_STATE_FREE, 0, ""); MAX_LISTS as usize];
-        let (ids, kept) = assign_ids(&t, &empty, &HashMap::new()).unwrap();
+        let lists = lists_of("default", &t);
+        let empty = vec![make_info(LIST_STATE_FREE, 0, "", ""); MAX_LISTS as usize];
+        let (ids, kept) = assign_ids(&lists, &empty, &HashMap::new()).unwrap();
         assert_ne!(ids[0], ids[1]);
         assert_eq!(kept, vec![false; 3]);
         // A reload in the same process: each keeps its own id, by full name.
-        let infos = infos_of(&t, &ids);
-        let known: HashMap<String, u32> = names.iter().cloned().zip(ids.iter().copied()).collect();
+        let infos = infos_of(&lists, &ids);
+        let known: HashMap<(String, String), u32> =
+            names.iter().map(|n| ("default".to_owned(), n.clone())).zip(ids.iter().copied()).collect();
         let reversed = table(&[names[1].clone(), names[0].clone(), names[2].clone()]);
-        let (again, kept) = assign_ids(&reversed, &infos, &known).unwrap();
+        let (again, kept) = assign_ids(&lists_of("default", &reversed), &infos, &known).unwrap();
         assert_eq!(again, vec![ids[1], ids[0], ids[2]]);
         assert_eq!(kept, vec![true; 3]);
         // After a restart only the pinned (truncated) names are known: the
         // ambiguous two get fresh ids, never one another's; the other keeps its id.
-        let (restarted, kept) = assign_ids(&t, &infos, &HashMap::new()).unwrap();
+        let (restarted, kept) = assign_ids(&lists, &infos, &HashMap::new()).unwrap();
         assert_eq!(kept, vec![false, false, true]);
         assert_eq!(restarted[2], ids[2]);
         assert!(!ids[..2].contains(&restarted[0]) && !ids[..2].contains(&restarted[1]));
         assert_ne!(restarted[0], restarted[1]);
+    }
+
+    #[test]
+    fn a_policy_past_the_scope_or_list_limit_is_refused_with_its_numbers() {
+        let empty = table(&[]);
+        let ports = crate::policy::ports::Ports::default();
+        let names: Vec<String> = (0..=MAX_SCOPES).map(|i| format!("s{i}")).collect();
+        let scopes: Vec<ScopeTable<'_>> =
+            names.iter().map(|n| ScopeTable { name: n, ports: &ports, table: &empty }).collect();
+        assert!(check_list_count(&scopes[..MAX_SCOPES as usize]).is_ok());
+        match check_list_count(&scopes) {
+            Err(TableError::TooManyScopes { needed, max }) => assert_eq!((needed, max), (17, MAX_SCOPES)),
+            other => panic!("{other:?}"),
+        }
+        // List ids are counted over every scope.
+        let big = table(&(0..600).map(|i| format!("l{i}")).collect::<Vec<_>>());
+        let two = [
+            ScopeTable { name: "a", ports: &ports, table: &big },
+            ScopeTable { name: "b", ports: &ports, table: &big },
+        ];
+        match check_list_count(&two) {
+            Err(TableError::TooManyLists { needed, max }) => assert_eq!((needed, max), (1200, MAX_LISTS)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_same_list_name_in_two_scopes_is_two_lists_and_each_keeps_its_id() {
+        let t = table(&["country:CN".to_string()]);
+        let (api, rest) = (lists_of("api", &t), lists_of("default", &t));
+        let both: Vec<PolicyList<'_>> = api.into_iter().chain(rest).collect();
+        let empty = vec![make_info(LIST_STATE_FREE, 0, "", ""); MAX_LISTS as usize];
+        let (ids, _) = assign_ids(&both, &empty, &HashMap::new()).unwrap();
+        assert_ne!(ids[0], ids[1]);
+        // After a restart each finds its own id again by scope and name.
+        let infos = infos_of(&both, &ids);
+        let (again, kept) = assign_ids(&both, &infos, &HashMap::new()).unwrap();
+        assert_eq!((again, kept), (ids.clone(), vec![true, true]));
+        assert_eq!(stored_scope(&infos[ids[0] as usize]), "api");
     }
 }

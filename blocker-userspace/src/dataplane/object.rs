@@ -58,9 +58,16 @@ pub fn check_privileges() -> Result<(), ObjectError> {
 
 /// Loads the XDP program with its shared maps pinned under `dir` (reusing maps
 /// already pinned there), its classifier maps created at `table_blocks` blocks
-/// each (`map_names::CLASSIFIER` order), and the table's shape. `ebpf_log_level`
-/// 0 compiles every aya-log statement out.
-pub fn load(dir: &Path, ebpf_log_level: u8, table_blocks: &[usize; 7], shape: Shape) -> Result<Ebpf, ObjectError> {
+/// each (`map_names::CLASSIFIER` order), and the table's shape, and the port map of a table with scopes
+/// (`blocker_common::scope`; the program reads it then). `ebpf_log_level` 0
+/// compiles every aya-log statement out.
+pub fn load(
+    dir: &Path,
+    ebpf_log_level: u8,
+    table_blocks: &[usize; 7],
+    shape: Shape,
+    port_map: Option<&blocker_common::scope::PortMap>,
+) -> Result<Ebpf, ObjectError> {
     std::fs::create_dir_all(dir).map_err(|error| ObjectError::CreateDir { path: dir.to_owned(), error })?;
     let mut loader = EbpfLoader::new();
     loader.default_map_pin_directory(dir).override_global("AYA_LOG_LEVEL", &ebpf_log_level, false);
@@ -69,6 +76,11 @@ pub fn load(dir: &Path, ebpf_log_level: u8, table_blocks: &[usize; 7], shape: Sh
     loader.map_pin_path(EBPF_LOG_MAP, log_pin.as_path());
     loader.override_global(map_names::V4_DIR_BITS, &shape.v4_bits, true);
     loader.override_global(map_names::V6_DIR_BITS, &shape.v6_bits, true);
+    let scoped_flag = u32::from(port_map.is_some());
+    loader.override_global(map_names::SCOPED, &scoped_flag, true);
+    if let Some(map) = port_map {
+        loader.override_global(map_names::PORT_MAP, map, true);
+    }
     for (&map, &blocks) in map_names::CLASSIFIER.iter().zip(table_blocks) {
         let n = u32::try_from(blocks).map_err(|_| ObjectError::TooManyBlocks { map, blocks })?;
         loader.map_max_entries(map, n);

@@ -39,10 +39,13 @@ pub struct Event {
     pub source: IpAddr,
     /// The list that matched (None: its id has no name in the maps).
     pub list: Option<String>,
+    /// Its scope (`default` outside every scope).
+    pub scope: Option<String>,
     pub list_id: u32,
-    /// The list's action: "drop" or "monitor".
+    /// The list's action: "drop", "reject" or "monitor".
     pub action: String,
-    /// What happened: "dropped" or "monitored" (would have been dropped).
+    /// What happened: "dropped", "rejected" (dropped and answered) or
+    /// "monitored" (would have been dropped).
     pub verdict: String,
     /// IP protocol number of the L4 header.
     pub protocol: u8,
@@ -61,13 +64,13 @@ pub struct Event {
 }
 
 impl Event {
-    /// Decodes a ring buffer record from `interface`, naming its list with
-    /// `list_name` and dating it with `clock`. None: not a whole record.
+    /// Decodes a ring buffer record from `interface`, naming its list (scope and
+    /// name) with `list_name` and dating it with `clock`. None: not a whole record.
     pub fn decode(
         record: &[u8],
         interface: &str,
         clock: &EventClock,
-        list_name: impl FnOnce(u32) -> Option<String>,
+        list_name: impl FnOnce(u32) -> Option<(String, String)>,
     ) -> Option<Event> {
         let raw: DropEvent = bytemuck::try_pod_read_unaligned(record.get(..size_of::<DropEvent>())?).ok()?;
         let source = if raw.family == FAMILY_V4 {
@@ -85,13 +88,15 @@ impl Event {
         let has_port = blocker_common::events::has_ports(raw.protocol) && l4.is_none();
         let at = clock.wall(raw.time_ns);
         let list_id = u32::from(raw.list_id);
+        let (scope, list) = list_name(list_id).unzip();
         Some(Event {
             time: crate::clock::rfc3339_millis(at),
             time_ms: at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
             interface: interface.to_owned(),
             ifindex: raw.ifindex,
             source,
-            list: list_name(list_id),
+            list,
+            scope,
             list_id,
             action: Action::from_code(u32::from(raw.action)).map_or("unknown", |a| a.name()).to_owned(),
             verdict: verdict_name(u32::from(raw.verdict)).to_owned(),
@@ -123,6 +128,7 @@ fn verdict_name(verdict: u32) -> &'static str {
     match verdict {
         counter::DROPPED => "dropped",
         counter::MONITORED => "monitored",
+        counter::REJECTED => "rejected",
         _ => "unknown",
     }
 }
@@ -265,7 +271,10 @@ mod tests {
         let clock = EventClock { monotonic_ns: 6_000_000_000, wall: SystemTime::UNIX_EPOCH + Duration::from_secs(100) };
         let mut v4 = [0u8; 16];
         v4[..4].copy_from_slice(&[203, 0, 113, 7]);
-        let e = Event::decode(&raw(FAMILY_V4, v4, 6, 0), "eth0", &clock, |id| Some(format!("list{id}"))).unwrap();
+        let e = Event::decode(&raw(FAMILY_V4, v4, 6, 0), "eth0", &clock, |id| {
+            Some(("default".into(), format!("list{id}")))
+        })
+        .unwrap();
         assert_eq!(e.source, "203.0.113.7".parse::<IpAddr>().unwrap());
         assert_eq!(
             (e.list.as_deref(), e.list_id, e.action.as_str(), e.verdict.as_str()),
@@ -296,7 +305,9 @@ mod tests {
         drop(streams);
         assert!(hub.subscribe().is_some(), "closed streams free their places");
         let clock = EventClock::now();
-        let e = Event::decode(&raw(FAMILY_V4, [9; 16], 6, 0), "eth0", &clock, |_| Some("deny".into())).unwrap();
+        let e =
+            Event::decode(&raw(FAMILY_V4, [9; 16], 6, 0), "eth0", &clock, |_| Some(("default".into(), "deny".into())))
+                .unwrap();
         assert!(EventFilter::default().matches(&e));
         assert!(EventFilter { iface: Some("eth0".into()), list: Some("deny".into()) }.matches(&e));
         assert!(!EventFilter { iface: Some("eth1".into()), list: None }.matches(&e));

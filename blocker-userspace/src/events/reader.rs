@@ -42,8 +42,9 @@ pub struct EventRing {
     interface: String,
     ring: RingBuf<MapData>,
     list_info: Array<MapData, ListInfo>,
-    /// Names by list id, read from the pinned map; read again after a reload.
-    names: HashMap<u32, String>,
+    /// (scope, name) by list id, read from the pinned map; read again after a
+    /// reload.
+    names: HashMap<u32, (String, String)>,
 }
 
 impl EventRing {
@@ -80,12 +81,12 @@ impl EventRing {
 
     /// The name of list `id`, from the cache or the pinned map. An id without
     /// a name is not cached: a reload may be naming it right now.
-    fn name(&mut self, id: u32) -> Option<String> {
+    fn name(&mut self, id: u32) -> Option<(String, String)> {
         if let Some(name) = self.names.get(&id) {
             return Some(name.clone());
         }
         let info = self.list_info.get(&id, 0).ok().filter(|i| i.state != LIST_STATE_FREE)?;
-        let name = String::from_utf8_lossy(&info.name[..(info.name_len as usize).min(info.name.len())]).into_owned();
+        let name = crate::dataplane::maps::list_identity(&info);
         self.names.insert(id, name.clone());
         Some(name)
     }
@@ -212,6 +213,7 @@ mod tests {
             ifindex: 1,
             source: source.parse().unwrap(),
             list: Some(list.into()),
+            scope: Some("default".into()),
             list_id: 0,
             action: "drop".into(),
             verdict: "dropped".into(),

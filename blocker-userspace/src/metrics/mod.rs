@@ -52,6 +52,8 @@ pub struct DaemonFacts {
 /// One list of the table in force.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListFacts {
+    /// Its scope (`default` outside every scope).
+    pub scope: String,
     pub name: String,
     /// The table's CIDRs of the list, IPv4 and IPv6.
     pub prefixes: (usize, usize),
@@ -271,14 +273,21 @@ impl prometheus_client::collector::Collector for Scrape {
                 .flat_map(|(i, c)| c.lists.iter().filter(|l| l.live).map(move |l| (i, l)))
                 .map(move |(i, l)| {
                     let action = l.action.map_or("unknown", |a| a.name());
-                    ([("interface", i.name.as_str()), ("list", l.name.as_str()), ("action", action)], value(l))
+                    let labels = [
+                        ("interface", i.name.as_str()),
+                        ("scope", l.scope.as_str()),
+                        ("list", l.name.as_str()),
+                        ("action", action),
+                    ];
+                    (labels, value(l))
                 })
                 .collect::<Vec<_>>()
         };
         counters(
             &mut e,
             "blocker_list_packets",
-            "Packets that hit a list (countries are lists named country:CC), by interface and the list's action.",
+            "Packets that hit a list (countries are lists named country:CC), by interface, the list's scope \
+             (default outside every scope) and its action.",
             list_samples(|l| l.packets),
         )?;
         counters(
@@ -291,7 +300,7 @@ impl prometheus_client::collector::Collector for Scrape {
             &mut e,
             "blocker_packets",
             "Packets seen by the XDP program, by verdict: passed, dropped, monitored (would have been dropped; \
-             passed), non_ip, malformed.",
+             passed), non_ip, malformed, rejected (dropped and answered).",
             read.iter().flat_map(|(i, c)| {
                 counter::NAMES
                     .iter()
@@ -321,8 +330,9 @@ impl prometheus_client::collector::Collector for Scrape {
             "CIDRs of each list in the table in force (its ranges as the fewest prefixes), by family.",
             None,
             self.facts.lists.iter().flat_map(|l| {
-                [("ipv4", l.prefixes.0), ("ipv6", l.prefixes.1)]
-                    .map(|(family, n)| ([("list", l.name.as_str()), ("family", family)], n as u64))
+                [("ipv4", l.prefixes.0), ("ipv6", l.prefixes.1)].map(|(family, n)| {
+                    ([("scope", l.scope.as_str()), ("list", l.name.as_str()), ("family", family)], n as u64)
+                })
             }),
         )?;
         gauges(
@@ -407,10 +417,11 @@ mod tests {
             events_per_second: 100,
             events: crate::dataplane::maps::EventCounters { sent: 4, rate_limited: 6, ring_full: 1 },
             program_id: Some(7),
-            global: [10, 5, 0, 2, 1],
+            global: [10, 5, 0, 2, 1, 3],
             lists: vec![
                 ListCounters {
                     id: 0,
+                    scope: "default".into(),
                     name: "country:DE".into(),
                     action: Some(Action::Drop),
                     live: true,
@@ -419,6 +430,7 @@ mod tests {
                 },
                 ListCounters {
                     id: 1,
+                    scope: "default".into(),
                     name: "old".into(),
                     action: Some(Action::Drop),
                     live: false,
@@ -430,7 +442,7 @@ mod tests {
         };
         Scrape {
             facts: DaemonFacts {
-                lists: vec![ListFacts { name: "country:DE".into(), prefixes: (3, 1) }],
+                lists: vec![ListFacts { scope: "default".into(), name: "country:DE".into(), prefixes: (3, 1) }],
                 reloads_succeeded: 2,
                 reloads_failed: 1,
                 last_load: Some(LoadFacts { at: 1_700_000_000.5, ok: false, duration_seconds: 0.25 }),
@@ -455,15 +467,16 @@ mod tests {
     fn the_exposition_holds_each_contracted_series() {
         let text = scrape().encode();
         for line in [
-            r#"blocker_list_packets_total{interface="eth0",list="country:DE",action="drop"} 5"#,
-            r#"blocker_list_bytes_total{interface="eth0",list="country:DE",action="drop"} 320"#,
+            r#"blocker_list_packets_total{interface="eth0",scope="default",list="country:DE",action="drop"} 5"#,
+            r#"blocker_list_bytes_total{interface="eth0",scope="default",list="country:DE",action="drop"} 320"#,
             r#"blocker_packets_total{interface="eth0",verdict="passed"} 10"#,
             r#"blocker_packets_total{interface="eth0",verdict="malformed"} 1"#,
+            r#"blocker_packets_total{interface="eth0",verdict="rejected"} 3"#,
             r#"blocker_events_total{interface="eth0"} 4"#,
             r#"blocker_events_dropped_total{interface="eth0",reason="rate_limited"} 6"#,
             r#"blocker_events_dropped_total{interface="eth0",reason="ring_full"} 1"#,
-            r#"blocker_table_prefixes{list="country:DE",family="ipv4"} 3"#,
-            r#"blocker_table_prefixes{list="country:DE",family="ipv6"} 1"#,
+            r#"blocker_table_prefixes{scope="default",list="country:DE",family="ipv4"} 3"#,
+            r#"blocker_table_prefixes{scope="default",list="country:DE",family="ipv6"} 1"#,
             r#"blocker_map_memory_bytes{interface="eth0"} 4096"#,
             r#"blocker_interface_attached{interface="eth0",mode="enforce"} 1"#,
             r#"blocker_reloads_total{result="success"} 2"#,

@@ -1,15 +1,18 @@
-//! The policy a daemon enforces (lists, countries, region data), as plain data,
-//! and the list specs it yields (`compile::table` turns them into a table).
-//! Reading happens before anything is applied, so any error leaves the running
-//! tables as they were.
+//! The policy a daemon enforces (lists, countries, region data, scopes), as
+//! plain data, and the list specs it yields (`compile::table` turns each
+//! scope's into a table). Reading happens before anything is applied, so any
+//! error leaves the running tables as they were.
+
+pub mod ports;
 
 use std::{
     collections::HashSet,
     path::{Path, PathBuf},
 };
 
-use blocker_common::{ACTION_DROP, ACTION_MONITOR, ACTION_PASS};
+use blocker_common::{ACTION_DROP, ACTION_MONITOR, ACTION_PASS, ACTION_REJECT};
 
+use self::ports::Ports;
 use crate::{
     net::{complement, Family, Prefix},
     source::{
@@ -27,6 +30,8 @@ pub enum Action {
     Drop,
     /// Counted as a would-be drop, then passed.
     Monitor,
+    /// Dropped and answered (TCP RST, ICMP unreachable), within the reject rate.
+    Reject,
 }
 
 impl Action {
@@ -35,6 +40,7 @@ impl Action {
             Action::Pass => ACTION_PASS,
             Action::Drop => ACTION_DROP,
             Action::Monitor => ACTION_MONITOR,
+            Action::Reject => ACTION_REJECT,
         }
     }
     pub const fn from_code(code: u32) -> Option<Action> {
@@ -42,6 +48,7 @@ impl Action {
             ACTION_PASS => Some(Action::Pass),
             ACTION_DROP => Some(Action::Drop),
             ACTION_MONITOR => Some(Action::Monitor),
+            ACTION_REJECT => Some(Action::Reject),
             _ => None,
         }
     }
@@ -50,6 +57,7 @@ impl Action {
             Action::Pass => "allow",
             Action::Drop => "drop",
             Action::Monitor => "monitor",
+            Action::Reject => "reject",
         }
     }
 }
@@ -65,6 +73,8 @@ pub enum Role {
     Exception,
     /// `--deny FILE`, `--deny-country`.
     Deny,
+    /// `--reject FILE`, `--reject-country`: as deny, and answered.
+    Reject,
     /// Allowlist mode: everything outside the allowed countries.
     OutsideAllowed,
     /// `--monitor-list FILE`: counted as would-be drops, passed.
@@ -78,6 +88,7 @@ impl Role {
         match self {
             Role::NeverBlock | Role::Exception | Role::AllowedRegion => Action::Pass,
             Role::Deny | Role::OutsideAllowed => Action::Drop,
+            Role::Reject => Action::Reject,
             Role::Monitor => Action::Monitor,
         }
     }
@@ -104,6 +115,8 @@ pub enum PolicyError {
     AllowlistWithoutNeverBlock,
     #[error("country {code} is both denied and allowed")]
     DeniedAndAllowed { code: String },
+    #[error("country {code} is both denied and rejected: name it once")]
+    DeniedAndRejected { code: String },
     #[error("--never-block {text}: {reason}")]
     BadNeverBlock { text: String, reason: crate::net::LineError },
     #[error(transparent)]
@@ -117,6 +130,8 @@ pub enum PolicyError {
     /// Region data that could not be read (it names the source).
     #[error(transparent)]
     Region(#[from] RegionError),
+    #[error("scope {name}: {reason}")]
+    Scope { name: String, reason: String },
 }
 
 /// What a daemon enforces: lists, countries, region data, never-block ranges,
@@ -134,6 +149,10 @@ pub struct Policy {
     /// Allowlist mode: only these countries pass; every other source is dropped
     /// (allow exceptions still pass, deny lists still drop).
     pub allow_country: Vec<String>,
+    /// CIDR lists whose sources are rejected: dropped, and answered.
+    pub reject: Vec<ListSource>,
+    /// Countries whose addresses are rejected.
+    pub reject_country: Vec<String>,
     /// Where country prefixes come from instead of the bundled snapshot:
     /// `[optional:][refresh=DURATION:][rir:|csv:|mmdb:|cidr-dir:]PATH|URL` (format detected when not
     /// given). Repeat to merge several.
@@ -157,6 +176,97 @@ pub struct Policy {
     /// its prefixes (by default it is held back, and the last good copy used,
     /// until `blocker reload --accept-shrink`).
     pub accept_shrink: bool,
+    /// The traffic the lists above apply to (none given: every packet no scope
+    /// takes).
+    pub ports: Ports,
+    /// Scopes, tried before the lists above in this order: the first whose
+    /// ports take a packet judges it with its own lists.
+    pub scopes: Vec<Scope>,
+}
+
+/// The name of the lists above (`[policy]`, the command line) as a scope.
+pub const DEFAULT_SCOPE: &str = "default";
+
+/// A part of the policy for chosen traffic (`[[scope]]` in the config file):
+/// its own lists and countries, for the packets its ports take. Never-block
+/// ranges, region data and URL settings are the policy's, shared by every scope.
+#[derive(Clone, Debug, Default)]
+pub struct Scope {
+    pub name: String,
+    pub ports: Ports,
+    pub deny: Vec<ListSource>,
+    pub reject: Vec<ListSource>,
+    pub reject_country: Vec<String>,
+    pub allow: Vec<ListSource>,
+    pub monitor_list: Vec<ListSource>,
+    pub deny_country: Vec<String>,
+    pub allow_country: Vec<String>,
+}
+
+/// The lists and countries of one scope (the policy's own, or a `Scope`'s).
+#[derive(Clone, Copy)]
+struct Rules<'a> {
+    deny: &'a [ListSource],
+    reject: &'a [ListSource],
+    reject_country: &'a [String],
+    allow: &'a [ListSource],
+    monitor_list: &'a [ListSource],
+    deny_country: &'a [String],
+    allow_country: &'a [String],
+}
+
+impl Rules<'_> {
+    fn lists(&self) -> impl Iterator<Item = &ListSource> {
+        self.deny.iter().chain(self.reject).chain(self.allow).chain(self.monitor_list)
+    }
+
+    fn uses_countries(&self) -> bool {
+        !self.deny_country.is_empty() || !self.allow_country.is_empty() || !self.reject_country.is_empty()
+    }
+
+    fn has_rules(&self) -> bool {
+        self.lists().next().is_some() || self.uses_countries()
+    }
+}
+
+impl Scope {
+    fn rules(&self) -> Rules<'_> {
+        Rules {
+            deny: &self.deny,
+            reject: &self.reject,
+            reject_country: &self.reject_country,
+            allow: &self.allow,
+            monitor_list: &self.monitor_list,
+            deny_country: &self.deny_country,
+            allow_country: &self.allow_country,
+        }
+    }
+}
+
+/// A scope's lists, read: what `compile::table` compiles into its table.
+#[derive(Clone, Debug)]
+pub struct ScopeSpecs {
+    pub name: String,
+    pub ports: Ports,
+    pub lists: Vec<ListSpec>,
+}
+
+/// A scope name: 1 to `blocker_common::SCOPE_NAME_LEN` letters, digits, `-`,
+/// `_` or `.`, and not `default` (the name of the lists outside every scope).
+pub fn check_scope_name(name: &str) -> Result<(), String> {
+    let quoted = crate::source::input::quote(name);
+    if name.is_empty() || name.len() > blocker_common::SCOPE_NAME_LEN {
+        return Err(format!("scope name {quoted}: 1 to {} bytes", blocker_common::SCOPE_NAME_LEN));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        return Err(format!("scope name {quoted}: letters, digits, '-', '_' and '.' only"));
+    }
+    if name == DEFAULT_SCOPE {
+        return Err(format!(
+            "scope name {quoted} is the name of the lists outside every scope ([policy]); choose another"
+        ));
+    }
+    Ok(())
 }
 
 impl Default for Policy {
@@ -167,6 +277,8 @@ impl Default for Policy {
             monitor_list: vec![],
             deny_country: vec![],
             allow_country: vec![],
+            reject: vec![],
+            reject_country: vec![],
             country_source: vec![],
             never_block: vec![],
             no_default_never_block: false,
@@ -174,6 +286,8 @@ impl Default for Policy {
             url_refresh: DEFAULT_URL_REFRESH,
             cache_dir: crate::source::fetch::DEFAULT_CACHE_DIR.into(),
             accept_shrink: false,
+            ports: Ports::default(),
+            scopes: vec![],
         }
     }
 }
@@ -280,19 +394,44 @@ pub fn ssh_client() -> Option<Prefix> {
 }
 
 impl Policy {
-    pub fn uses_countries(&self) -> bool {
-        !self.deny_country.is_empty() || !self.allow_country.is_empty()
+    /// The policy's own lists and countries (`[policy]`, the command line).
+    fn default_rules(&self) -> Rules<'_> {
+        Rules {
+            deny: &self.deny,
+            reject: &self.reject,
+            reject_country: &self.reject_country,
+            allow: &self.allow,
+            monitor_list: &self.monitor_list,
+            deny_country: &self.deny_country,
+            allow_country: &self.allow_country,
+        }
     }
 
-    /// Every CIDR list source: deny, allow, then monitor lists.
+    /// Every scope's rules: the scopes in order, then the policy's own.
+    fn all_rules(&self) -> impl Iterator<Item = Rules<'_>> {
+        self.scopes.iter().map(Scope::rules).chain(std::iter::once(self.default_rules()))
+    }
+
+    pub fn uses_countries(&self) -> bool {
+        self.all_rules().any(|r| r.uses_countries())
+    }
+
+    /// Every CIDR list source of every scope: deny, reject, allow, then monitor lists.
     pub fn lists(&self) -> impl Iterator<Item = &ListSource> {
-        self.deny.iter().chain(&self.allow).chain(&self.monitor_list)
+        let scoped =
+            self.scopes.iter().flat_map(|s| s.deny.iter().chain(&s.reject).chain(&s.allow).chain(&s.monitor_list));
+        scoped.chain(self.deny.iter().chain(&self.reject).chain(&self.allow).chain(&self.monitor_list))
     }
 
     /// Whether anything is listed or a country named (never-block ranges alone
     /// block nothing).
     pub fn has_rules(&self) -> bool {
-        !self.deny.is_empty() || !self.allow.is_empty() || !self.monitor_list.is_empty() || self.uses_countries()
+        self.all_rules().any(|r| r.has_rules())
+    }
+
+    /// Whether any part of the policy is limited to some traffic.
+    pub fn has_scopes(&self) -> bool {
+        !self.scopes.is_empty() || !self.ports.is_everything()
     }
 
     /// The region data this policy refers to: the given sources, or the bundled snapshot.
@@ -350,10 +489,75 @@ impl Policy {
         Ok(out)
     }
 
-    /// The lists of the policy, each with its role: its files and URLs read
-    /// (URL sources as `access` says), its countries resolved. Any error aborts
-    /// before anything is applied.
+    /// The lists of the policy's own scope (`[policy]`), each with its role:
+    /// its files and URLs read (URL sources as `access` says), its countries
+    /// resolved. Any error aborts before anything is applied.
     pub fn list_specs(&self, access: UrlAccess) -> Result<Vec<ListSpec>, PolicyError> {
+        let never = self.never_block_list()?;
+        let db = self.uses_countries().then(|| self.region_db_with(access)).transpose()?;
+        let specs = self.rules_specs(self.default_rules(), &never, db.as_ref(), access)?;
+        for warning in disabling_never_blocks(&specs) {
+            log::warn!("{warning}");
+        }
+        Ok(specs)
+    }
+
+    /// Every scope with its lists read, in the order scopes are tried: the
+    /// `[[scope]]`s, then the policy's own lists (when it has any). Scope names
+    /// are unique and checked.
+    pub fn scope_specs(&self, access: UrlAccess) -> Result<Vec<ScopeSpecs>, PolicyError> {
+        let never = self.never_block_list()?;
+        let db = self.uses_countries().then(|| self.region_db_with(access)).transpose()?;
+        let mut names = HashSet::new();
+        let mut out = Vec::new();
+        for scope in &self.scopes {
+            check_scope_name(&scope.name)
+                .map_err(|reason| PolicyError::Scope { name: quote_name(&scope.name), reason })?;
+            if !names.insert(scope.name.as_str()) {
+                return Err(PolicyError::Scope {
+                    name: quote_name(&scope.name),
+                    reason: "given twice: name each scope uniquely".into(),
+                });
+            }
+            if scope.ports.is_everything() {
+                return Err(PolicyError::Scope {
+                    name: quote_name(&scope.name),
+                    reason: "no ports: a scope takes the traffic its ports name (e.g. ports = [\"tcp:443\"])".into(),
+                });
+            }
+            let lists =
+                self.rules_specs(scope.rules(), &never, db.as_ref(), access).map_err(|e| in_scope(&scope.name, e))?;
+            out.push(ScopeSpecs { name: scope.name.clone(), ports: scope.ports.clone(), lists });
+        }
+        // The policy's own lists: every packet no scope takes (or those of its
+        // own ports). Without lists of its own and with scopes, such packets pass.
+        if self.default_rules().has_rules() || self.scopes.is_empty() {
+            let lists = self.rules_specs(self.default_rules(), &never, db.as_ref(), access)?;
+            out.push(ScopeSpecs { name: DEFAULT_SCOPE.into(), ports: self.ports.clone(), lists });
+        }
+        for scope in &out {
+            for warning in disabling_never_blocks(&scope.lists) {
+                log::warn!("{warning}");
+            }
+        }
+        Ok(out)
+    }
+
+    /// The never-block ranges as a list (None: there are none).
+    fn never_block_list(&self) -> Result<Option<ListSpec>, PolicyError> {
+        let never: Vec<Prefix> = self.never_block_ranges()?.into_iter().map(|(p, _)| p).collect();
+        Ok((!never.is_empty()).then(|| ListSpec { name: NEVER_BLOCK.into(), role: Role::NeverBlock, prefixes: never }))
+    }
+
+    /// One scope's lists: never-block first, then its files and URLs, then its
+    /// countries from `db` (present when any scope names countries).
+    fn rules_specs(
+        &self,
+        rules: Rules<'_>,
+        never: &Option<ListSpec>,
+        db: Option<&RegionDb>,
+        access: UrlAccess,
+    ) -> Result<Vec<ListSpec>, PolicyError> {
         let mut names = HashSet::new();
         let mut specs = Vec::new();
         let mut push = |spec: ListSpec| -> Result<(), PolicyError> {
@@ -363,20 +567,20 @@ impl Policy {
             specs.push(spec);
             Ok(())
         };
-        if !self.allow_country.is_empty() && self.never_block.is_empty() && !self.confirm_allowlist_without_never_block
+        if !rules.allow_country.is_empty() && self.never_block.is_empty() && !self.confirm_allowlist_without_never_block
         {
             return Err(PolicyError::AllowlistWithoutNeverBlock);
         }
-        let never: Vec<Prefix> = self.never_block_ranges()?.into_iter().map(|(p, _)| p).collect();
-        if !never.is_empty() {
-            push(ListSpec { name: NEVER_BLOCK.into(), role: Role::NeverBlock, prefixes: never })?;
+        if let Some(never) = never {
+            push(never.clone())?;
         }
-        let files = self
+        let files = rules
             .deny
             .iter()
             .map(|s| (s, Role::Deny))
-            .chain(self.allow.iter().map(|s| (s, Role::Exception)))
-            .chain(self.monitor_list.iter().map(|s| (s, Role::Monitor)));
+            .chain(rules.reject.iter().map(|s| (s, Role::Reject)))
+            .chain(rules.allow.iter().map(|s| (s, Role::Exception)))
+            .chain(rules.monitor_list.iter().map(|s| (s, Role::Monitor)));
         for (source, role) in files {
             let prefixes = match read_source(source, &self.cache_dir, access, &self.fetch_options()) {
                 Ok(p) => p,
@@ -388,8 +592,7 @@ impl Policy {
             };
             push(ListSpec { name: source.name.clone(), role, prefixes })?;
         }
-        if self.uses_countries() {
-            let db = self.region_db_with(access)?;
+        if let (true, Some(db)) = (rules.uses_countries(), db) {
             let codes = |given: &[String]| -> Result<Vec<String>, PolicyError> {
                 let mut out: Vec<String> = Vec::new();
                 for c in given {
@@ -400,17 +603,19 @@ impl Policy {
                 }
                 Ok(out)
             };
-            let deny = codes(&self.deny_country)?;
-            let allow = codes(&self.allow_country)?;
-            if let Some(both) = deny.iter().find(|c| allow.contains(c)) {
-                return Err(PolicyError::DeniedAndAllowed { code: both.clone() });
+            let deny = codes(rules.deny_country)?;
+            let reject = codes(rules.reject_country)?;
+            let allow = codes(rules.allow_country)?;
+            for code in deny.iter().chain(&reject) {
+                if allow.contains(code) {
+                    return Err(PolicyError::DeniedAndAllowed { code: code.clone() });
+                }
             }
-            for code in &deny {
-                push(ListSpec {
-                    name: format!("country:{code}"),
-                    role: Role::Deny,
-                    prefixes: db.regions[code].prefixes.clone(),
-                })?;
+            if let Some(both) = deny.iter().find(|c| reject.contains(c)) {
+                return Err(PolicyError::DeniedAndRejected { code: both.clone() });
+            }
+            for (code, role) in deny.iter().map(|c| (c, Role::Deny)).chain(reject.iter().map(|c| (c, Role::Reject))) {
+                push(ListSpec { name: format!("country:{code}"), role, prefixes: db.regions[code].prefixes.clone() })?;
             }
             if !allow.is_empty() {
                 let allowed: Vec<_> = allow.iter().flat_map(|c| db.regions[c].prefixes.iter().copied()).collect();
@@ -426,10 +631,20 @@ impl Policy {
                 }
             }
         }
-        for warning in disabling_never_blocks(&specs) {
-            log::warn!("{warning}");
-        }
         Ok(specs)
+    }
+}
+
+fn quote_name(name: &str) -> String {
+    crate::source::input::quote(name)
+}
+
+/// An error of a scope's lists, named with the scope.
+fn in_scope(scope: &str, e: PolicyError) -> PolicyError {
+    match e {
+        // Errors that name their source already say where they are.
+        e @ (PolicyError::List(_) | PolicyError::Fetch(_) | PolicyError::Region(_)) => e,
+        e => PolicyError::Scope { name: quote_name(scope), reason: e.to_string() },
     }
 }
 
@@ -450,7 +665,7 @@ pub fn disabling_never_blocks(specs: &[ListSpec]) -> Vec<String> {
         let (lo, hi) = q.range();
         never.prefixes.iter().any(|n| n.contains(q.family, lo) && n.contains(q.family, hi))
     };
-    for list in specs.iter().filter(|s| s.role == Role::Deny && !s.prefixes.is_empty()) {
+    for list in specs.iter().filter(|s| matches!(s.role, Role::Deny | Role::Reject) && !s.prefixes.is_empty()) {
         if list.prefixes.iter().all(covered) {
             out.push(format!("never-block ranges cover every prefix of deny list {}: it drops nothing", list.name));
         }
@@ -611,6 +826,78 @@ mod tests {
             let got = (got.as_ref().map(|l| l.name.clone()), got.map_or(Action::Pass, |l| l.action));
             assert_eq!(got, reference(&policy, &files, &db, family, a), "{family:?} {a:#x}");
         }
+    }
+
+    #[test]
+    fn scopes_come_first_in_order_then_the_policy_own_lists_and_share_never_block() {
+        use crate::{compile::table::build_policy, policy::ports::PortRule};
+        let tmp = tmpdir();
+        let deny = write(tmp.path(), "deny.txt", "198.51.100.0/24\n");
+        let api = Scope {
+            name: "api".into(),
+            ports: ports::Ports(vec!["tcp:443".parse::<PortRule>().unwrap()]),
+            deny_country: vec!["CN".into()],
+            ..Default::default()
+        };
+        let p = Policy {
+            deny: vec![deny],
+            scopes: vec![api.clone()],
+            never_block: vec!["192.0.2.0/24".into()],
+            no_default_never_block: true,
+            ..Default::default()
+        };
+        let compiled = build_policy(&p).unwrap();
+        let names: Vec<&str> = compiled.scopes.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["api", DEFAULT_SCOPE]);
+        let lists = |i: usize| compiled.scopes[i].table.lists.iter().map(|l| l.name.clone()).collect::<Vec<_>>();
+        assert_eq!(lists(0), [NEVER_BLOCK, "country:CN"], "never-block applies in every scope");
+        assert_eq!(lists(1), [NEVER_BLOCK, "deny"]);
+        assert_eq!(compiled.scope_for(6, Some(443)).unwrap().name, "api");
+        assert_eq!(compiled.scope_for(6, Some(22)).unwrap().name, DEFAULT_SCOPE);
+        // Without lists of its own, the policy's part is no scope: the rest passes.
+        let only_api = Policy { scopes: vec![api.clone()], no_default_never_block: true, ..Default::default() };
+        let compiled = build_policy(&only_api).unwrap();
+        assert_eq!(compiled.scopes.len(), 1);
+        assert!(compiled.scope_for(17, Some(53)).is_none());
+
+        let refused = |scopes: Vec<Scope>| match build_policy(&Policy { scopes, ..Default::default() }) {
+            Err(e @ PolicyError::Scope { .. }) => e.to_string(),
+            other => panic!("{other:?}"),
+        };
+        let e = refused(vec![api.clone(), api.clone()]);
+        assert!(e.contains("scope \"api\": given twice"), "{e}");
+        let e = refused(vec![Scope { ports: ports::Ports::default(), ..api.clone() }]);
+        assert!(e.contains("no ports"), "{e}");
+        let e = refused(vec![Scope { name: DEFAULT_SCOPE.into(), ..api.clone() }]);
+        assert!(e.contains("is the name of the lists outside every scope"), "{e}");
+        let e = refused(vec![Scope { name: "a b".into(), ..api.clone() }]);
+        assert!(e.contains("letters, digits"), "{e}");
+        let e = refused(vec![Scope { allow_country: vec!["US".into()], ..api.clone() }]);
+        assert!(e.starts_with("scope \"api\": allowlist mode (--allow-country) drops every source"), "{e}");
+        let both = Scope { deny_country: vec!["CN".into()], allow_country: vec!["CN".into()], ..api };
+        let p = Policy { scopes: vec![both], confirm_allowlist_without_never_block: true, ..Default::default() };
+        let e = build_policy(&p).unwrap_err().to_string();
+        assert_eq!(e, "scope \"api\": country CN is both denied and allowed");
+    }
+
+    #[test]
+    fn reject_lists_and_countries_reject_and_a_country_denied_and_rejected_is_refused() {
+        let tmp = tmpdir();
+        let refuse = write(tmp.path(), "refuse.txt", "192.0.2.0/24\n");
+        let p = Policy { reject: vec![refuse], reject_country: vec!["DE".into()], ..Default::default() };
+        let t = build_table(&p).unwrap();
+        let at = |a: &str| {
+            let x = parse_prefix(a).unwrap();
+            t.lookup(x.family, x.addr).map(|i| (t.lists[i].name.clone(), t.lists[i].action))
+        };
+        assert_eq!(at("192.0.2.7"), Some(("refuse".into(), Action::Reject)));
+        let db = RegionDb::bundled().unwrap();
+        let de = db.regions["DE"].prefixes[0];
+        assert_eq!(t.lookup(de.family, de.addr).map(|i| t.lists[i].action), Some(Action::Reject));
+        let both = Policy { deny_country: vec!["DE".into()], reject_country: vec!["de".into()], ..Default::default() };
+        assert!(matches!(build_table(&both), Err(PolicyError::DeniedAndRejected { code }) if code == "DE"));
+        assert_eq!(Action::from_code(Action::Reject.code()), Some(Action::Reject));
+        assert_eq!(Action::Reject.name(), "reject");
     }
 
     #[test]
