@@ -139,9 +139,8 @@ impl Top {
                 } else {
                     format!("{} (scope {})", l.name, l.scope)
                 };
-                let entry = lists
-                    .entry(shown)
-                    .or_insert_with(|| (l.action.map_or("?", |a| a.name()).to_owned(), 0.0, 0.0, 0));
+                let entry =
+                    lists.entry(shown).or_insert_with(|| (l.action.map_or("?", |a| a.name()).to_owned(), 0.0, 0.0, 0));
                 entry.1 += rate(l.packets, p);
                 entry.2 += rate(l.bytes, b);
                 entry.3 += l.packets;
