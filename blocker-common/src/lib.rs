@@ -7,7 +7,7 @@
 
 /// Bumped whenever a map's type, key, value or size changes. It is part of the pin
 /// directory path, so a new layout never silently reuses an incompatible pinned map.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// Number of list ids (a list is one deny/allow/monitor source, e.g. one file).
 pub const MAX_LISTS: u32 = 1024;
@@ -51,6 +51,8 @@ pub mod map_names {
     /// The port map again, as the read-only global the program reads.
     pub const PORT_MAP: &str = "BLK_PORT_MAP";
     pub const SCOPED: &str = "BLK_SCOPED";
+    /// Read-only global: the index of the outbound table (`OUTBOUND_SCOPE`).
+    pub const OUTBOUND_SCOPE: &str = "BLK_OUTBOUND_SCOPE";
 }
 
 /// The log target of the XDP program's aya-log records in userspace.
@@ -58,6 +60,12 @@ pub const EBPF_LOG_TARGET: &str = "xdp";
 
 /// The XDP program's name (its function name in the object file).
 pub const PROGRAM_NAME: &str = "blocker";
+/// The tc egress (TCX) program's name: the outbound direction, with the same
+/// maps as the XDP program of its object.
+pub const EGRESS_PROGRAM_NAME: &str = "blocker_egress";
+/// The name of the scope that holds the outbound lists (`scope`): it is the
+/// last table of an image, and no port map entry names it.
+pub const OUTBOUND_SCOPE: &str = "outbound";
 
 /// The benchmark's object (blocker-ebpf/src/bench.rs, `blocker-bench`): programs
 /// and maps only the benchmark harness loads.
@@ -127,6 +135,19 @@ pub mod counter {
     pub const REJECTED: u32 = 5;
     pub const COUNT: u32 = 6;
     pub const NAMES: [&str; COUNT as usize] = ["passed", "dropped", "monitored", "non_ip", "malformed", "rejected"];
+    /// The map holds one set of counters per direction: inbound (XDP, judged
+    /// by source), then outbound (tc egress, judged by destination).
+    pub const SLOTS: u32 = 2 * COUNT;
+
+    /// The slot of counter `c` of a direction.
+    #[inline(always)]
+    pub const fn index(outbound: bool, c: u32) -> u32 {
+        if outbound {
+            COUNT + c
+        } else {
+            c
+        }
+    }
 }
 
 /// Value of the per-CPU `BLK_LIST_STATS` array: traffic that hit a list.

@@ -62,6 +62,8 @@ pub struct TableInfo {
     pub shape: crate::classifier::Shape,
     /// 1: the program reads the port map.
     pub scoped: u32,
+    /// 1 + the index of the outbound table (the tc egress program's), 0: none.
+    pub outbound: u32,
     pub scope_name_lens: [u8; MAX_SCOPES as usize],
     pub scope_names: [[u8; crate::SCOPE_NAME_LEN]; MAX_SCOPES as usize],
 }

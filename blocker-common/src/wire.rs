@@ -18,6 +18,7 @@ pub const ETH_P_8021AD: u16 = 0x88A8;
 /// An IPv4 header without options, and where its source address is.
 pub const IPV4_MIN_HLEN: usize = 20;
 pub const IPV4_SRC_OFFSET: usize = 12;
+pub const IPV4_DST_OFFSET: usize = 16;
 /// Where the header checksum is.
 pub const IPV4_CHECKSUM_OFFSET: usize = 10;
 /// Flags and fragment offset (16 bits), and the protocol (8 bits).
@@ -28,6 +29,7 @@ pub const IPV4_FRAG_MASK: u16 = 0x1fff;
 /// The IPv6 header, and where its source address is.
 pub const IPV6_HLEN: usize = 40;
 pub const IPV6_SRC_OFFSET: usize = 8;
+pub const IPV6_DST_OFFSET: usize = 24;
 /// Where the first next-header byte is.
 pub const IPV6_NEXT_HEADER_OFFSET: usize = 6;
 

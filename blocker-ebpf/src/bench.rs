@@ -22,6 +22,7 @@
 
 mod events;
 mod filter;
+mod frame;
 mod parse;
 mod reject;
 mod runtime;
@@ -47,7 +48,7 @@ static BLK_LPM_V6: LpmTrie<[u8; 16], u32> = LpmTrie::with_max_entries(LPM_BASELI
 
 #[xdp]
 fn blocker_lpm(ctx: XdpContext) -> u32 {
-    filter::filter(
+    filter::inbound(
         &ctx,
         |_, _| 0,
         |_, src| BLK_LPM_V4.get(Key::new(32, src)).map(|l| *l as u16),
@@ -58,7 +59,7 @@ fn blocker_lpm(ctx: XdpContext) -> u32 {
 #[xdp]
 fn blocker_no_lookup(ctx: XdpContext) -> u32 {
     const HIT: u16 = leaf(ACTION_DROP, 1);
-    filter::filter(&ctx, |_, _| 0, |_, _| Some(HIT), |_, _| Some(HIT))
+    filter::inbound(&ctx, |_, _| 0, |_, _| Some(HIT), |_, _| Some(HIT))
 }
 
 /// Source addresses (raw network-order bytes as u32).

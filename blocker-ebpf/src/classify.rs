@@ -38,6 +38,19 @@ static BLK_V6_DIR_BITS: u32 = classifier::MIN_DIR_BITS;
 #[unsafe(no_mangle)]
 static BLK_SCOPED: u32 = 0;
 
+/// The index of the outbound table (the last of the image), set by the loader
+/// when the policy has outbound lists.
+#[unsafe(no_mangle)]
+static BLK_OUTBOUND_SCOPE: u32 = 0;
+
+/// The table the egress program looks destinations up in: a constant to the
+/// verifier.
+#[inline(always)]
+pub(crate) fn outbound_scope() -> u32 {
+    // SAFETY: as in `Maps::shape`.
+    unsafe { core::ptr::read_volatile(&BLK_OUTBOUND_SCOPE) }
+}
+
 /// The port map (`blocker_common::scope`): which scope a packet belongs to. A
 /// read-only global, set when the program is loaded: one load reads a key's
 /// scope, with no map lookup before it. `BLK_PORT_SCOPES` holds the same for

@@ -40,12 +40,12 @@ pub(crate) fn sample(ctx: &XdpContext, packet: &Packet, interval_ns: u64, list_i
         return;
     };
     let (family, src) = match *packet {
-        Packet::V4 { src, .. } => {
+        Packet::V4 { addr: src, .. } => {
             let mut wide = [0u8; 16];
             wide[..4].copy_from_slice(&src);
             (FAMILY_V4, wide)
         }
-        Packet::V6 { src, .. } => (FAMILY_V6, src),
+        Packet::V6 { addr: src, .. } => (FAMILY_V6, src),
         Packet::NonIp | Packet::Malformed => {
             entry.discard(0);
             return;

@@ -1,13 +1,17 @@
 //! The filter every program variant shares: parse -> classify (a leaf: list id
-//! and action) -> verdict, counters and a sampled event, with the maps every program instance of
-//! an interface shares (pinned). The classifier is a parameter, so that the
-//! benchmark object can run the same filter over other classifiers.
+//! and action) -> verdict, counters and a sampled event, with the maps every
+//! program instance of an interface shares (pinned). The classifier is a
+//! parameter, so that the benchmark object can run the same filter over other
+//! classifiers; the frame is one, so that the same filter judges inbound (XDP,
+//! by source) and outbound (tc egress, by destination) packets.
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{xdp_action, BPF_F_INGRESS, TC_ACT_SHOT, TC_ACT_UNSPEC},
+    helpers::bpf_redirect,
     macros::map,
     maps::{Array, PerCpuArray},
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
+    EbpfContext,
 };
 use aya_log_ebpf::trace;
 use blocker_common::{
@@ -19,7 +23,7 @@ use blocker_common::{
 };
 
 use crate::{
-    events,
+    frame::Frame,
     parse::{self, Packet},
     reject,
 };
@@ -31,45 +35,109 @@ use crate::{
 static BLK_CONFIG: Array<u32> = Array::pinned(config::SLOTS, 0);
 #[map]
 static BLK_LIST_STATS: PerCpuArray<ListStats> = PerCpuArray::pinned(MAX_LISTS, 0);
+/// One set of `counter`s per direction (`counter::index`).
 #[map]
-static BLK_GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::pinned(counter::COUNT, 0);
+static BLK_GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::pinned(counter::SLOTS, 0);
 /// Names of list ids for userspace; declared here so it is pinned with the rest.
 #[map]
 static BLK_LIST_INFO: Array<ListInfo> = Array::pinned(MAX_LISTS, 0);
 
-/// parse -> classify (a leaf: list id and action) -> verdict and counters.
+/// What the program does with a packet; each program type says it in its own
+/// return codes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Pass,
+    Drop,
+    /// The frame now holds the answer to the packet (reject.rs): send it back.
+    Answer,
+}
+
+/// The inbound filter (XDP): judged by source, answers sent back out of the
+/// interface (XDP_TX), dropped and monitored packets sampled as events.
 #[inline(always)]
-pub(crate) fn filter(
+pub(crate) fn inbound(
     ctx: &XdpContext,
     scope_of: impl Fn(&XdpContext, &Packet) -> u32,
     lookup_v4: impl Fn(u32, [u8; 4]) -> Option<u16>,
     lookup_v6: impl Fn(u32, [u8; 16]) -> Option<u16>,
 ) -> u32 {
-    let frame_len = (ctx.data_end() - ctx.data()) as u64;
-    let packet = parse::parse(ctx);
+        match filter::<_, false>(ctx, scope_of, lookup_v4, lookup_v6) {
+        Verdict::Pass => xdp_action::XDP_PASS,
+        Verdict::Drop => xdp_action::XDP_DROP,
+        Verdict::Answer => xdp_action::XDP_TX,
+    }
+}
+
+/// Bytes of an outbound packet the program reads directly: pulled into the
+/// socket buffer's linear part first when it holds fewer (headers of locally
+/// made packets are there already).
+const EGRESS_HEADER_BYTES: usize = 128;
+
+/// The outbound filter (tc egress, TCX): judged by destination in the table
+/// `scope`; an answer goes into this host's own stack, as if it came from the
+/// destination (redirect to the interface's ingress), so a local `connect`
+/// fails at once. A passed packet goes on to the next TCX program (if any).
+#[inline(always)]
+pub(crate) fn outbound(
+    ctx: &TcContext,
+    scope: u32,
+    lookup_v4: impl Fn(u32, [u8; 4]) -> Option<u16>,
+    lookup_v6: impl Fn(u32, [u8; 16]) -> Option<u16>,
+) -> i32 {
+    let want = (ctx.len() as usize).min(EGRESS_HEADER_BYTES);
+    if ctx.data_end() - ctx.data() < want {
+        // Best effort: a packet whose headers stay out of reach is judged
+        // malformed and passed, as inbound.
+        let _ = ctx.pull_data(want as u32);
+    }
+    match filter::<_, true>(ctx, |_, _| scope, lookup_v4, lookup_v6) {
+        Verdict::Pass => TC_ACT_UNSPEC,
+        Verdict::Drop => TC_ACT_SHOT as i32,
+        Verdict::Answer => {
+            // SAFETY: reads a field of the program's own socket buffer.
+            let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+            // SAFETY: the helper only takes values.
+            unsafe { bpf_redirect(ifindex, u64::from(BPF_F_INGRESS)) as i32 }
+        }
+    }
+}
+
+/// parse -> classify (a leaf: list id and action) -> verdict and counters.
+/// `OUTBOUND`: the packet is judged by its destination and counted as
+/// outbound. Dropped and monitored hits go to the frame's event sampler.
+#[inline(always)]
+pub(crate) fn filter<F: Frame + EbpfContext, const OUTBOUND: bool>(
+    ctx: &F,
+    scope_of: impl Fn(&F, &Packet) -> u32,
+    lookup_v4: impl Fn(u32, [u8; 4]) -> Option<u16>,
+    lookup_v6: impl Fn(u32, [u8; 16]) -> Option<u16>,
+) -> Verdict {
+    let count = |c: u32, verdict: Verdict| count(counter::index(OUTBOUND, c), verdict);
+    let frame_len = ctx.len() as u64;
+    let packet = parse::parse::<F, OUTBOUND>(ctx);
     match packet {
-        Packet::NonIp => return count(counter::NON_IP, xdp_action::XDP_PASS),
-        Packet::Malformed => return count(counter::MALFORMED, xdp_action::XDP_PASS),
+        Packet::NonIp => return count(counter::NON_IP, Verdict::Pass),
+        Packet::Malformed => return count(counter::MALFORMED, Verdict::Pass),
         Packet::V4 { .. } | Packet::V6 { .. } => {}
     }
     // Outside every scope of the policy: passed, and counted so.
     let scope = scope_of(ctx, &packet);
     if scope == u32::from(SCOPE_NONE) {
-        return count(counter::PASSED, xdp_action::XDP_PASS);
+        return count(counter::PASSED, Verdict::Pass);
     }
     let leaf = match packet {
-        Packet::V4 { src, .. } => lookup_v4(scope, src),
-        Packet::V6 { src, .. } => lookup_v6(scope, src),
+        Packet::V4 { addr, .. } => lookup_v4(scope, addr),
+        Packet::V6 { addr, .. } => lookup_v6(scope, addr),
         Packet::NonIp | Packet::Malformed => None,
     };
     let leaf = leaf.unwrap_or(LEAF_NONE);
     let (list_id, action) = (leaf_list(leaf), leaf_action(leaf));
     if leaf == LEAF_NONE || list_id >= MAX_LISTS {
-        return count(counter::PASSED, xdp_action::XDP_PASS);
+        return count(counter::PASSED, Verdict::Pass);
     }
     trace!(ctx, target: EBPF_LOG_TARGET, "list {} action {}", list_id, action);
     if action != ACTION_DROP && action != ACTION_MONITOR && action != ACTION_PASS && action != ACTION_REJECT {
-        return count(counter::PASSED, xdp_action::XDP_PASS);
+        return count(counter::PASSED, Verdict::Pass);
     }
     if let Some(stats) = BLK_LIST_STATS.get_ptr_mut(list_id) {
         // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
@@ -79,24 +147,24 @@ pub(crate) fn filter(
         }
     }
     let monitor_mode = matches!(BLK_CONFIG.get(config::MODE), Some(m) if *m == MODE_MONITOR);
-    let (verdict, xdp) = match action {
-        ACTION_DROP if !monitor_mode => (counter::DROPPED, xdp_action::XDP_DROP),
-        ACTION_REJECT if !monitor_mode => (counter::REJECTED, xdp_action::XDP_TX),
-        ACTION_DROP | ACTION_REJECT | ACTION_MONITOR => (counter::MONITORED, xdp_action::XDP_PASS),
-        _ => return count(counter::PASSED, xdp_action::XDP_PASS),
+    let (verdict, then) = match action {
+        ACTION_DROP if !monitor_mode => (counter::DROPPED, Verdict::Drop),
+        ACTION_REJECT if !monitor_mode => (counter::REJECTED, Verdict::Answer),
+        ACTION_DROP | ACTION_REJECT | ACTION_MONITOR => (counter::MONITORED, Verdict::Pass),
+        _ => return count(counter::PASSED, Verdict::Pass),
     };
     let config = |slot| BLK_CONFIG.get(slot).map_or(0, |v| u64::from(*v));
     // The event first: an answer rewrites the frame.
-    events::sample(ctx, &packet, config(config::EVENT_INTERVAL_NS), list_id, action, verdict);
+    ctx.sample(&packet, config(config::EVENT_INTERVAL_NS), list_id, action, verdict);
     if verdict == counter::REJECTED && !reject::answer(ctx, &packet, config(config::REJECT_INTERVAL_NS)) {
         // Past the reject rate, or a packet that is never answered: dropped.
-        return count(counter::DROPPED, xdp_action::XDP_DROP);
+        return count(counter::DROPPED, Verdict::Drop);
     }
-    count(verdict, xdp)
+    count(verdict, then)
 }
 
 #[inline(always)]
-fn count(index: u32, verdict: u32) -> u32 {
+fn count(index: u32, verdict: Verdict) -> Verdict {
     if let Some(c) = BLK_GLOBAL_STATS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, see above.
         unsafe { *c += 1 };

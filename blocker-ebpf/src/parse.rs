@@ -5,24 +5,25 @@
 
 use core::mem::size_of;
 
-use aya_ebpf::programs::XdpContext;
+use crate::frame::Frame;
 
 use blocker_common::{
     events::{has_ports, FLAG_LATER_FRAGMENT, FLAG_NO_L4},
     wire::{
         ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, IPV4_FRAG_MASK, IPV4_FRAG_OFFSET, IPV4_MIN_HLEN,
-        IPV4_PROTOCOL_OFFSET, IPV4_SRC_OFFSET, IPV6_AUTH, IPV6_DEST_OPTS, IPV6_FRAGMENT, IPV6_HLEN, IPV6_HOP_BY_HOP,
-        IPV6_MAX_EXT_HEADERS, IPV6_NEXT_HEADER_OFFSET, IPV6_ROUTING, IPV6_SRC_OFFSET, VLAN_HLEN,
+        IPV4_DST_OFFSET, IPV4_PROTOCOL_OFFSET, IPV4_SRC_OFFSET, IPV6_AUTH, IPV6_DEST_OPTS, IPV6_FRAGMENT, IPV6_HLEN, IPV6_HOP_BY_HOP,
+        IPV6_MAX_EXT_HEADERS, IPV6_DST_OFFSET, IPV6_NEXT_HEADER_OFFSET, IPV6_ROUTING, IPV6_SRC_OFFSET, VLAN_HLEN,
     },
 };
 
 const MAX_VLAN_TAGS: usize = 2;
 
 pub(crate) enum Packet {
-    /// `l3`: where the IP header starts; the header's fields the L4 parser
-    /// needs, read with the source (`l4`).
+    /// `addr`: the address the packet is judged by (its source inbound, its
+    /// destination outbound). `l3`: where the IP header starts; the header's
+    /// fields the L4 parser needs, read with the address (`l4`).
     V4 {
-        src: [u8; 4],
+        addr: [u8; 4],
         l3: usize,
         /// Header length in bytes (20 to 60).
         ihl: usize,
@@ -31,7 +32,7 @@ pub(crate) enum Packet {
         frag: u16,
     },
     V6 {
-        src: [u8; 16],
+        addr: [u8; 16],
         l3: usize,
         /// The first next-header value.
         next: u8,
@@ -44,9 +45,9 @@ pub(crate) enum Packet {
 
 /// Returns a copy of the `T` at `offset`, or `None` if it does not fit in the frame.
 #[inline(always)]
-pub(crate) fn read_at<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
-    let start = ctx.data();
-    let end = ctx.data_end();
+pub(crate) fn read_at<T: Copy>(ctx: &impl Frame, offset: usize) -> Option<T> {
+    let start = ctx.start();
+    let end = ctx.end();
     if start + offset + size_of::<T>() > end {
         return None;
     }
@@ -56,12 +57,14 @@ pub(crate) fn read_at<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
 }
 
 #[inline(always)]
-fn read_be16(ctx: &XdpContext, offset: usize) -> Option<u16> {
+fn read_be16<F: Frame>(ctx: &F, offset: usize) -> Option<u16> {
     read_at::<[u8; 2]>(ctx, offset).map(u16::from_be_bytes)
 }
 
 #[inline(always)]
-pub(crate) fn parse(ctx: &XdpContext) -> Packet {
+/// The packet's headers up to its IP address: the source (inbound) or the
+/// destination (`OUTBOUND`).
+pub(crate) fn parse<F: Frame, const OUTBOUND: bool>(ctx: &F) -> Packet {
     let Some(mut ether_type) = read_be16(ctx, ETH_HLEN - 2) else {
         return Packet::Malformed;
     };
@@ -89,9 +92,9 @@ pub(crate) fn parse(ctx: &XdpContext) -> Packet {
             if h[0] >> 4 != 4 || ihl < IPV4_MIN_HLEN {
                 return Packet::Malformed;
             }
-            let o = IPV4_SRC_OFFSET;
+            let o = if OUTBOUND { IPV4_DST_OFFSET } else { IPV4_SRC_OFFSET };
             Packet::V4 {
-                src: [h[o], h[o + 1], h[o + 2], h[o + 3]],
+                addr: [h[o], h[o + 1], h[o + 2], h[o + 3]],
                 l3,
                 ihl,
                 protocol: h[IPV4_PROTOCOL_OFFSET],
@@ -105,9 +108,10 @@ pub(crate) fn parse(ctx: &XdpContext) -> Packet {
             if h[0] >> 4 != 6 {
                 return Packet::Malformed;
             }
-            let mut src = [0u8; 16];
-            src.copy_from_slice(&h[IPV6_SRC_OFFSET..IPV6_SRC_OFFSET + 16]);
-            Packet::V6 { src, l3, next: h[IPV6_NEXT_HEADER_OFFSET] }
+            let o = if OUTBOUND { IPV6_DST_OFFSET } else { IPV6_SRC_OFFSET };
+            let mut addr = [0u8; 16];
+            addr.copy_from_slice(&h[o..o + 16]);
+            Packet::V6 { addr, l3, next: h[IPV6_NEXT_HEADER_OFFSET] }
         }
         _ => Packet::NonIp,
     }
@@ -129,7 +133,7 @@ pub(crate) struct L4 {
 // offset: LLVM turns `at + 1 > end` into `at >= end`, which the verifier
 // cannot prove a one-byte read from.
 #[inline(always)]
-pub(crate) fn l4(ctx: &XdpContext, packet: &Packet) -> Option<L4> {
+pub(crate) fn l4<F: Frame>(ctx: &F, packet: &Packet) -> Option<L4> {
     match *packet {
         Packet::V4 { l3, ihl, protocol, frag, .. } => Some(l4_v4(ctx, l3 + ihl, protocol, frag)),
         Packet::V6 { l3, next, .. } => Some(l4_v6(ctx, l3 + IPV6_HLEN, next)),
@@ -140,7 +144,7 @@ pub(crate) fn l4(ctx: &XdpContext, packet: &Packet) -> Option<L4> {
 /// IPv4: the L4 header at `at` (after the options), unless the packet is a
 /// later fragment.
 #[inline(always)]
-fn l4_v4(ctx: &XdpContext, at: usize, protocol: u8, frag: u16) -> L4 {
+fn l4_v4<F: Frame>(ctx: &F, at: usize, protocol: u8, frag: u16) -> L4 {
     if frag & IPV4_FRAG_MASK != 0 {
         return L4 { protocol, dst_port: 0, flags: FLAG_LATER_FRAGMENT, at: 0 };
     }
@@ -150,7 +154,7 @@ fn l4_v4(ctx: &XdpContext, at: usize, protocol: u8, frag: u16) -> L4 {
 /// IPv6: the L4 header behind at most `IPV6_MAX_EXT_HEADERS` extension headers,
 /// the first at `at` of type `next`.
 #[inline(always)]
-fn l4_v6(ctx: &XdpContext, mut at: usize, mut next: u8) -> L4 {
+fn l4_v6<F: Frame>(ctx: &F, mut at: usize, mut next: u8) -> L4 {
     for _ in 0..IPV6_MAX_EXT_HEADERS {
         if !is_extension_header(next) {
             return ports(ctx, next, at);
@@ -186,7 +190,7 @@ fn is_extension_header(next: u8) -> bool {
 
 /// The destination port of `protocol`'s header at `at`, for protocols with ports.
 #[inline(always)]
-fn ports(ctx: &XdpContext, protocol: u8, at: usize) -> L4 {
+fn ports<F: Frame>(ctx: &F, protocol: u8, at: usize) -> L4 {
     if !has_ports(protocol) {
         return L4 { protocol, dst_port: 0, flags: 0, at };
     }
@@ -198,13 +202,13 @@ fn ports(ctx: &XdpContext, protocol: u8, at: usize) -> L4 {
 
 /// Writes `value` at `offset`; false if it does not fit in the frame.
 #[inline(always)]
-pub(crate) fn write_at<T: Copy>(ctx: &XdpContext, offset: usize, value: T) -> bool {
-    let start = ctx.data();
-    let end = ctx.data_end();
+pub(crate) fn write_at<T: Copy>(ctx: &impl Frame, offset: usize, value: T) -> bool {
+    let start = ctx.start();
+    let end = ctx.end();
     if start + offset + size_of::<T>() > end {
         return false;
     }
-    // SAFETY: as in `read_at`; the frame is writable in XDP.
+    // SAFETY: as in `read_at`; the frame is writable in XDP and tc.
     unsafe { core::ptr::write_unaligned((start + offset) as *mut T, value) };
     true
 }

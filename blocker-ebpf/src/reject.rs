@@ -1,5 +1,7 @@
 //! Reject: the answer to a packet of a reject list, built in place from the
-//! packet and sent back out of the interface it came in on (XDP_TX):
+//! packet and sent back where it came from: inbound out of the interface it
+//! came in on (XDP_TX), outbound into this host's own stack, as if it came in
+//! from the destination (tc redirect to ingress: `connect` fails at once):
 //! - TCP: a RST (for a segment without ACK, such as a SYN: RST+ACK that
 //!   acknowledges it);
 //! - other IPv4: ICMP destination unreachable, administratively prohibited
@@ -14,17 +16,19 @@
 //! packet is only dropped.
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_coarse_ns, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    helpers::bpf_ktime_get_coarse_ns,
     macros::map,
     maps::PerCpuArray,
-    programs::XdpContext,
 };
 use blocker_common::{
     events::{take_token, Bucket},
     wire::{ipv4_checksum, ETH_HLEN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPV4_MIN_HLEN, IPV6_HLEN},
 };
 
-use crate::parse::{self, read_at, write_at, Packet};
+use crate::{
+    frame::Frame,
+    parse::{self, read_at, write_at, Packet},
+};
 
 #[map]
 static BLK_REJECT_STATE: PerCpuArray<Bucket> = PerCpuArray::pinned(1, 0);
@@ -46,7 +50,7 @@ const TTL: u8 = 64;
 /// Answers `packet` if the bucket allows it and the packet may be answered;
 /// true: the frame now holds the answer (return XDP_TX).
 #[inline(always)]
-pub(crate) fn answer(ctx: &XdpContext, packet: &Packet, interval_ns: u64) -> bool {
+pub(crate) fn answer<F: Frame>(ctx: &F, packet: &Packet, interval_ns: u64) -> bool {
     if interval_ns == 0 {
         return false;
     }
@@ -124,20 +128,15 @@ fn rst_header(t: &[u8; TCP_HLEN], payload: u32) -> [u8; TCP_HLEN] {
 
 /// Swaps the Ethernet addresses (the answer goes back where the packet came from).
 #[inline(always)]
-fn swap_macs(ctx: &XdpContext) -> bool {
+fn swap_macs<F: Frame>(ctx: &F) -> bool {
     let Some(m) = read_at::<[u8; 12]>(ctx, 0) else { return false };
     write_at(ctx, 0, [m[6], m[7], m[8], m[9], m[10], m[11], m[0], m[1], m[2], m[3], m[4], m[5]])
 }
 
 /// Cuts the frame to `len` bytes.
 #[inline(always)]
-fn cut_to(ctx: &XdpContext, len: usize) -> bool {
-    let have = ctx.data_end() - ctx.data();
-    if have < len {
-        return false;
-    }
-    // SAFETY: shrinking the frame of the program's own context.
-    have == len || unsafe { bpf_xdp_adjust_tail(ctx.ctx, -((have - len) as i32)) } == 0
+fn cut_to<F: Frame>(ctx: &F, len: usize) -> bool {
+    ctx.cut_to(len)
 }
 
 /// Makes room for `extra` more bytes before the IP header: the frame starts
@@ -145,10 +144,9 @@ fn cut_to(ctx: &XdpContext, len: usize) -> bool {
 /// of `MAX_L2` bytes whatever the header's length: what lies past it lands
 /// where the new headers are written next.
 #[inline(always)]
-fn grow_front(ctx: &XdpContext, extra: usize) -> bool {
+fn grow_front<F: Frame>(ctx: &F, extra: usize) -> bool {
     let Some(l2) = read_at::<[u8; MAX_L2]>(ctx, 0) else { return false };
-    // SAFETY: growing the frame of the program's own context at its head.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(extra as i32)) } != 0 {
+    if !ctx.push_front(extra) {
         return false;
     }
     write_at(ctx, 0, l2)
@@ -158,7 +156,7 @@ fn grow_front(ctx: &XdpContext, extra: usize) -> bool {
 /// the frame at `offset`, added to `seed`: one read of the region, then a sum
 /// over the copy (a loop over frame offsets would not pass the verifier).
 #[inline(always)]
-fn sum_frame<const N: usize>(ctx: &XdpContext, offset: usize, seed: u32) -> Option<u32> {
+fn sum_frame<const N: usize>(ctx: &impl Frame, offset: usize, seed: u32) -> Option<u32> {
     let mut region = read_at::<[u8; N]>(ctx, offset)?;
     sum_bytes(&mut region, seed)
 }
@@ -187,7 +185,7 @@ fn fold(sum: u32) -> [u8; 2] {
 /// (source, then destination) are `addrs`: turned round, `total` bytes long,
 /// checksummed.
 #[inline(always)]
-fn write_ipv4_header(ctx: &XdpContext, l3: usize, addrs: [u8; 8], protocol: u8, total: u16) -> bool {
+fn write_ipv4_header<F: Frame>(ctx: &F, l3: usize, addrs: [u8; 8], protocol: u8, total: u16) -> bool {
     let t = total.to_be_bytes();
     let a = addrs;
     let mut ip =
@@ -203,7 +201,7 @@ fn write_ipv4_header(ctx: &XdpContext, l3: usize, addrs: [u8; 8], protocol: u8, 
 // writes the answer's headers first, then sums them where they lie.
 
 #[inline(never)]
-fn tcp_v4(ctx: &XdpContext, l3: usize, ihl: usize) -> bool {
+fn tcp_v4<F: Frame>(ctx: &F, l3: usize, ihl: usize) -> bool {
     let Some(h) = read_at::<[u8; IPV4_MIN_HLEN]>(ctx, l3) else { return false };
     let Some(t) = read_at::<[u8; TCP_HLEN]>(ctx, l3 + ihl) else { return false };
     if t[13] & TCP_RST != 0 {
@@ -229,7 +227,7 @@ fn tcp_v4(ctx: &XdpContext, l3: usize, ihl: usize) -> bool {
 }
 
 #[inline(never)]
-fn icmp_v4(ctx: &XdpContext, l3: usize, protocol: u8) -> bool {
+fn icmp_v4<F: Frame>(ctx: &F, l3: usize, protocol: u8) -> bool {
     let Some(h) = read_at::<[u8; IPV4_MIN_HLEN]>(ctx, l3) else { return false };
     // ICMP errors and other ICMP than an echo request are never answered.
     if protocol == IPPROTO_ICMP && !matches!(read_at::<[u8; 2]>(ctx, l3 + IPV4_MIN_HLEN), Some([8, _])) {
@@ -237,7 +235,7 @@ fn icmp_v4(ctx: &XdpContext, l3: usize, protocol: u8) -> bool {
     }
     let addrs = [h[12], h[13], h[14], h[15], h[16], h[17], h[18], h[19]];
     let extra = IPV4_MIN_HLEN + ICMP_HLEN;
-    if ctx.data_end() - ctx.data() < l3 + QUOTE_V4 || !swap_macs(ctx) || !grow_front(ctx, extra) {
+    if ctx.len() < l3 + QUOTE_V4 || !swap_macs(ctx) || !grow_front(ctx, extra) {
         return false;
     }
     // The quote is the packet's own header and 8 bytes, where they already are.
@@ -258,7 +256,7 @@ fn icmp_v4(ctx: &XdpContext, l3: usize, protocol: u8) -> bool {
 /// (source, then destination) are `addrs`: turned round, carrying `payload`
 /// bytes of `next`.
 #[inline(always)]
-fn write_ipv6_header(ctx: &XdpContext, l3: usize, addrs: &[u8; 32], next: u8, payload: u16) -> bool {
+fn write_ipv6_header<F: Frame>(ctx: &F, l3: usize, addrs: &[u8; 32], next: u8, payload: u16) -> bool {
     let p = payload.to_be_bytes();
     let mut src = [0u8; 16];
     let mut dst = [0u8; 16];
@@ -278,7 +276,7 @@ fn pseudo_v6_tail(len: u16, next: u8) -> Option<u32> {
 }
 
 #[inline(never)]
-fn tcp_v6(ctx: &XdpContext, l3: usize, tcp_at: usize) -> bool {
+fn tcp_v6<F: Frame>(ctx: &F, l3: usize, tcp_at: usize) -> bool {
     let Some(t) = read_at::<[u8; TCP_HLEN]>(ctx, tcp_at) else { return false };
     let Some(len) = read_at::<[u8; 2]>(ctx, l3 + 4) else { return false };
     let Some(addrs) = read_at::<[u8; 32]>(ctx, l3 + 8) else { return false };
@@ -303,7 +301,7 @@ fn tcp_v6(ctx: &XdpContext, l3: usize, tcp_at: usize) -> bool {
 }
 
 #[inline(never)]
-fn icmp_v6(ctx: &XdpContext, l3: usize, protocol: u8, l4_at: usize) -> bool {
+fn icmp_v6<F: Frame>(ctx: &F, l3: usize, protocol: u8, l4_at: usize) -> bool {
     // ICMPv6 errors (types below 128) are never answered.
     if protocol == IPPROTO_ICMPV6 {
         if l4_at == 0 {
@@ -316,7 +314,7 @@ fn icmp_v6(ctx: &XdpContext, l3: usize, protocol: u8, l4_at: usize) -> bool {
     }
     let Some(addrs) = read_at::<[u8; 32]>(ctx, l3 + 8) else { return false };
     let extra = IPV6_HLEN + ICMP_HLEN;
-    if ctx.data_end() - ctx.data() < l3 + QUOTE_V6 || !swap_macs(ctx) || !grow_front(ctx, extra) {
+    if ctx.len() < l3 + QUOTE_V6 || !swap_macs(ctx) || !grow_front(ctx, extra) {
         return false;
     }
     let len = (ICMP_HLEN + QUOTE_V6) as u16;

@@ -57,6 +57,27 @@ struct ConfigFile {
     /// Scopes, tried in the order of the file before `[policy]`'s own lists.
     #[serde(default, rename = "scope")]
     scopes: Vec<ScopeSection>,
+    /// Destinations this host's outgoing packets may not reach.
+    #[serde(default)]
+    outbound: OutboundSection,
+}
+
+/// `[outbound]`: lists and countries of destinations (tc egress).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutboundSection {
+    #[serde(default)]
+    deny: Vec<String>,
+    #[serde(default)]
+    reject: Vec<String>,
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    monitor: Vec<String>,
+    #[serde(default)]
+    deny_countries: Vec<String>,
+    #[serde(default)]
+    reject_countries: Vec<String>,
 }
 
 /// `[[scope]]`: lists and countries for the traffic its ports name.
@@ -185,6 +206,21 @@ fn scopes(path: &Path, sections: &[ScopeSection]) -> Result<Vec<Scope>, ConfigEr
     Ok(out)
 }
 
+fn outbound(path: &Path, o: &OutboundSection) -> Result<Scope, ConfigError> {
+    let at = |key: &str| format!("outbound.{key}");
+    Ok(Scope {
+        name: crate::policy::OUTBOUND_SCOPE.into(),
+        ports: Ports::default(),
+        deny: parse_all::<ListSource, _>(path, &at("deny"), &o.deny)?,
+        reject: parse_all::<ListSource, _>(path, &at("reject"), &o.reject)?,
+        reject_country: o.reject_countries.clone(),
+        allow: parse_all::<ListSource, _>(path, &at("allow"), &o.allow)?,
+        monitor_list: parse_all::<ListSource, _>(path, &at("monitor"), &o.monitor)?,
+        deny_country: o.deny_countries.clone(),
+        allow_country: vec![],
+    })
+}
+
 /// Reads and validates a configuration file (no kernel access).
 pub fn load(path: &Path) -> Result<RunOptions, ConfigError> {
     // A config file is small: 16 MiB is far past any real one.
@@ -256,6 +292,7 @@ pub fn parse(path: &Path, text: &str) -> Result<RunOptions, ConfigError> {
         country_source: parse_all::<RegionSource, _>(path, "policy.country_sources", &p.country_sources)?,
         ports: Ports(parse_all::<PortRule, _>(path, "policy.ports", &p.ports)?),
         scopes: scopes(path, &file.scopes)?,
+        outbound: outbound(path, &file.outbound)?,
         never_block: p.never_block.clone(),
         no_default_never_block: p.no_default_never_block,
         confirm_allowlist_without_never_block: p.confirm_allowlist_without_never_block,

@@ -269,6 +269,24 @@ pub(crate) struct PolicyArgs {
     /// Countries whose addresses are rejected (dropped and answered).
     #[arg(long, value_name = "CC,CC", value_delimiter = ',')]
     pub(crate) reject_country: Vec<String>,
+    /// CIDR list of destinations this host's outgoing packets are dropped to
+    /// (tc egress): FILE or NAME=FILE.
+    #[arg(long, value_name = "[NAME=]FILE")]
+    pub(crate) deny_outbound: Vec<ListSource>,
+    /// CIDR list of destinations this host's outgoing packets are rejected to:
+    /// a local `connect` fails at once with "connection refused".
+    #[arg(long, value_name = "[NAME=]FILE")]
+    pub(crate) reject_outbound: Vec<ListSource>,
+    /// CIDR list of destinations that stay reachable inside outbound-denied
+    /// ranges or countries.
+    #[arg(long, value_name = "[NAME=]FILE")]
+    pub(crate) allow_outbound: Vec<ListSource>,
+    /// Countries this host's outgoing packets are dropped to.
+    #[arg(long, value_name = "CC,CC", value_delimiter = ',')]
+    pub(crate) deny_country_outbound: Vec<String>,
+    /// Countries this host's outgoing packets are rejected to.
+    #[arg(long, value_name = "CC,CC", value_delimiter = ',')]
+    pub(crate) reject_country_outbound: Vec<String>,
     /// Where country prefixes come from instead of the bundled snapshot:
     /// `[optional:][refresh=DURATION:][rir:|csv:|mmdb:|cidr-dir:]PATH|URL` (format detected when not
     /// given). Repeat to merge several.
@@ -325,6 +343,15 @@ impl From<PolicyArgs> for Policy {
             accept_shrink: a.accept_shrink,
             ports: Ports(a.ports),
             scopes: Vec::new(),
+            outbound: blocker::policy::Scope {
+                name: blocker::policy::OUTBOUND_SCOPE.into(),
+                deny: a.deny_outbound,
+                reject: a.reject_outbound,
+                allow: a.allow_outbound,
+                deny_country: a.deny_country_outbound,
+                reject_country: a.reject_country_outbound,
+                ..Default::default()
+            },
         }
     }
 }

@@ -159,6 +159,9 @@ pub struct CompiledPolicy {
 pub struct CompiledScope {
     pub name: String,
     pub ports: Ports,
+    /// The outbound lists: the last scope, judged by destination (tc egress);
+    /// no port map entry names it.
+    pub outbound: bool,
     pub table: CompiledTable,
 }
 
@@ -174,7 +177,7 @@ pub fn build_policy_with(policy: &Policy, access: UrlAccess) -> Result<CompiledP
     let scopes = policy
         .scope_specs(access)?
         .into_iter()
-        .map(|s| CompiledScope { name: s.name, ports: s.ports, table: compile_owned(s.lists) })
+        .map(|s| CompiledScope { name: s.name, ports: s.ports, outbound: s.outbound, table: compile_owned(s.lists) })
         .collect();
     Ok(CompiledPolicy { scopes })
 }
@@ -186,6 +189,8 @@ pub struct ScopeTable<'a> {
     pub name: &'a str,
     pub ports: &'a Ports,
     pub table: &'a CompiledTable,
+    /// See `CompiledScope::outbound`.
+    pub outbound: bool,
 }
 
 /// Every packet: the ports of a table without scopes.
@@ -193,7 +198,10 @@ static EVERYTHING: Ports = Ports(Vec::new());
 
 impl CompiledPolicy {
     pub fn view(&self) -> Vec<ScopeTable<'_>> {
-        self.scopes.iter().map(|s| ScopeTable { name: &s.name, ports: &s.ports, table: &s.table }).collect()
+        self.scopes
+            .iter()
+            .map(|s| ScopeTable { name: &s.name, ports: &s.ports, table: &s.table, outbound: s.outbound })
+            .collect()
     }
 
     /// Ranges of the whole policy, IPv4 and IPv6.
@@ -209,21 +217,27 @@ impl CompiledPolicy {
     /// The scope that takes a packet of IP protocol `protocol` to `port` (None:
     /// no port to read), as the XDP program picks it: the first whose ports match.
     pub fn scope_for(&self, protocol: u8, port: Option<u16>) -> Option<&CompiledScope> {
-        self.scopes.iter().find(|s| s.ports.matches(protocol, port))
+        self.scopes.iter().find(|s| !s.outbound && s.ports.matches(protocol, port))
+    }
+
+    /// The outbound lists' table, if the policy has any.
+    pub fn outbound(&self) -> Option<&CompiledScope> {
+        self.scopes.iter().find(|s| s.outbound)
     }
 }
 
 impl<'a> ScopeTable<'a> {
     /// `table` for every packet, as the one scope of a policy without scopes.
     pub fn everything(table: &'a CompiledTable) -> ScopeTable<'a> {
-        ScopeTable { name: crate::policy::DEFAULT_SCOPE, ports: &EVERYTHING, table }
+        ScopeTable { name: crate::policy::DEFAULT_SCOPE, ports: &EVERYTHING, table, outbound: false }
     }
 }
 
-/// Whether the scopes need the port map: more than one, or one that does not
-/// take every packet.
+/// Whether the scopes need the port map: more than one inbound, or one that
+/// does not take every packet (the outbound table is not in the port map).
 pub fn is_scoped(scopes: &[ScopeTable<'_>]) -> bool {
-    scopes.len() > 1 || scopes.iter().any(|s| !s.ports.is_everything())
+    let inbound = || scopes.iter().filter(|s| !s.outbound);
+    inbound().count() > 1 || inbound().any(|s| !s.ports.is_everything())
 }
 
 pub fn compile(lists: &[ListSpec]) -> CompiledTable {

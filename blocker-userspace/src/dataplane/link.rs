@@ -52,6 +52,13 @@ pub enum LinkError {
         earlier.as_ref().map(|on| format!("; the earlier attachment stays on {on}")).unwrap_or_default()
     )]
     AttachRefused { iface: String, mode: AttachMode, error: Box<ProgramError>, earlier: Option<String> },
+    #[error(
+        "{path} holds a bpf link of type {kind}, not a tc egress (TCX) link: something else pinned it there; \
+         remove it (rm {path}) and start blocker again"
+    )]
+    NotEgress { path: PathBuf, kind: u32 },
+    #[error("cannot attach the tc egress program (outbound lists) to {iface}: {error}")]
+    EgressAttach { iface: String, error: String },
     #[error("the kernel gave no handle of the XDP attachment on {iface}: {error}")]
     NoLink { iface: String, error: Box<ProgramError> },
     #[error(
@@ -107,7 +114,7 @@ impl std::str::FromStr for AttachMode {
 /// the device the link is on, and a detach that holds whoever else has the link
 /// open. A pinned link belongs to an ifindex, not to a name: after
 /// `ip link set eth0 name eth9` it filters eth9.
-struct LinkHandle(std::os::fd::OwnedFd, PathBuf);
+pub(super) struct LinkHandle(std::os::fd::OwnedFd, PathBuf);
 
 fn bpf_syscall<T>(cmd: aya_obj::generated::bpf_cmd, attr: &mut T) -> std::io::Result<i64> {
     // SAFETY: attr is a live, initialised bpf_attr prefix for cmd, of the size given.
@@ -120,7 +127,7 @@ fn bpf_syscall<T>(cmd: aya_obj::generated::bpf_cmd, attr: &mut T) -> std::io::Re
 }
 
 impl LinkHandle {
-    fn open(pin: &Path) -> Result<Self, LinkError> {
+    pub(super) fn open(pin: &Path) -> Result<Self, LinkError> {
         use std::os::fd::{AsRawFd as _, FromRawFd as _};
         #[repr(C)]
         struct ObjGet {
@@ -149,7 +156,18 @@ impl LinkHandle {
     /// The index of the device the link filters (0 once that device is gone)
     /// and the id of the program the link runs.
     fn device_and_program(&self) -> Result<(u32, u32), LinkError> {
-        use aya_obj::generated::{bpf_link_info, bpf_link_type};
+        use aya_obj::generated::bpf_link_type;
+        let info = self.info()?;
+        if info.type_ != bpf_link_type::BPF_LINK_TYPE_XDP as u32 {
+            return Err(LinkError::NotXdp { path: self.1.clone(), kind: info.type_ });
+        }
+        // SAFETY: the kernel fills the xdp member for an XDP link.
+        Ok((unsafe { info.__bindgen_anon_1.xdp.ifindex }, info.prog_id))
+    }
+
+    /// What the kernel says of the link.
+    pub(super) fn info(&self) -> Result<aya_obj::generated::bpf_link_info, LinkError> {
+        use aya_obj::generated::bpf_link_info;
         use std::os::fd::AsRawFd as _;
         #[repr(C)]
         struct InfoByFd {
@@ -166,15 +184,12 @@ impl LinkHandle {
         };
         bpf_syscall(aya_obj::generated::bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr)
             .map_err(|error| LinkError::Info { path: self.1.clone(), error })?;
-        if info.type_ != bpf_link_type::BPF_LINK_TYPE_XDP as u32 {
-            return Err(LinkError::NotXdp { path: self.1.clone(), kind: info.type_ });
-        }
-        // SAFETY: the kernel fills the xdp member for an XDP link.
-        Ok((unsafe { info.__bindgen_anon_1.xdp.ifindex }, info.prog_id))
+        Ok(info)
     }
 
+
     /// Takes the program off the link's device, whoever else holds the link.
-    fn detach(&self) -> std::io::Result<()> {
+    pub(super) fn detach(&self) -> std::io::Result<()> {
         use std::os::fd::AsRawFd as _;
         #[repr(C)]
         struct LinkDetach {
@@ -284,6 +299,12 @@ pub fn swap_program(ebpf: &mut Ebpf, dir: &Path) -> Result<(), LinkError> {
     }
     if let Err(e) = swap_into_pinned_link(program_mut(ebpf)?, &pin)? {
         log::debug!("pinned link {} is stale ({e}); the next attach replaces it", pin.display());
+        return Ok(());
+    }
+    // The outbound direction follows, on the same device.
+    let (on, _) = LinkHandle::open(&pin)?.device_and_program()?;
+    if on != 0 {
+        super::egress::sync(ebpf, dir, on)?;
     }
     Ok(())
 }
@@ -338,8 +359,17 @@ impl std::fmt::Display for Attached {
 
 /// Puts the loaded program on `iface`: replaces the program of a pinned link if there
 /// is one (of this layout, or of another layout, whose pins are then removed),
-/// otherwise attaches anew and pins the link.
+/// otherwise attaches anew and pins the link. Then the egress program (outbound
+/// lists), if the instance has one, on the same device.
 pub fn attach(ebpf: &mut Ebpf, root: &Path, iface: &str, mode: AttachMode) -> Result<Attached, LinkError> {
+    let attached = attach_xdp(ebpf, root, iface, mode)?;
+    let dir = iface_dir(root, iface);
+    let (on, _) = LinkHandle::open(&dir.join(LINK_PIN))?.device_and_program()?;
+    super::egress::sync(ebpf, &dir, on)?;
+    Ok(attached)
+}
+
+fn attach_xdp(ebpf: &mut Ebpf, root: &Path, iface: &str, mode: AttachMode) -> Result<Attached, LinkError> {
     let dir = iface_dir(root, iface);
     let link_pin = dir.join(LINK_PIN);
     let want = ifindex(iface)?;
@@ -524,6 +554,7 @@ pub fn detach(root: &Path, iface: &str) -> Result<(), LinkError> {
         return Err(LinkError::NothingToDetach { iface: iface.to_owned(), dir });
     }
     let _lock = PinLock::acquire(&dir, iface)?;
+    super::egress::detach_pinned(&dir.join(super::pins::EGRESS_LINK_PIN))?;
     let pin = dir.join(LINK_PIN);
     if pin.exists() {
         // Off the device even while another process holds the link open.

@@ -351,7 +351,8 @@ impl LinkTables {
         memory += map_memory(&ports)?;
         let port_map = read_port_map(ports, info.scoped != 0)?;
         let tables = MappedTables::read_only(&fds, info.shape)?;
-        Ok(Some(LinkTables { live: LiveTable { tables, scopes: scope_names(&info), port_map }, memory }))
+        let live = LiveTable { tables, scopes: scope_names(&info), port_map, outbound: outbound_of(&info) };
+        Ok(Some(LinkTables { live, memory }))
     }
 }
 
@@ -363,6 +364,11 @@ fn read_port_map(map: MapData, scoped: bool) -> Result<Option<Vec<u8>>> {
     let map: Array<MapData, PortMap> =
         Array::try_from(Map::Array(map)).map_err(MapsError::map(map_names::PORT_SCOPES))?;
     Ok(Some(map.get(&0, 0).map_err(MapsError::map(map_names::PORT_SCOPES))?.to_vec()))
+}
+
+/// The index of the outbound table, if the table has one.
+fn outbound_of(info: &TableInfo) -> Option<u32> {
+    (info.outbound != 0 && info.outbound <= info.shape.scopes).then(|| info.outbound - 1)
 }
 
 fn scope_names(info: &TableInfo) -> Vec<String> {
@@ -378,6 +384,7 @@ fn table_info(shape: Shape, scopes: &[ScopeTable<'_>], scoped: bool) -> TableInf
     let mut info = TableInfo {
         shape,
         scoped: u32::from(scoped),
+        outbound: scopes.iter().position(|s| s.outbound).map_or(0, |i| i as u32 + 1),
         scope_name_lens: [0; MAX_SCOPES as usize],
         scope_names: [[0; SCOPE_NAME_LEN]; MAX_SCOPES as usize],
     };
@@ -396,6 +403,8 @@ pub struct LiveTable {
     scopes: Vec<String>,
     /// The port map of a table with scopes.
     port_map: Option<Vec<u8>>,
+    /// The index of the outbound table.
+    outbound: Option<u32>,
 }
 
 /// What the live table does with an address: its list id and action.
@@ -417,6 +426,11 @@ impl LiveTable {
     /// The scopes' names, in the order they are tried.
     pub fn scopes(&self) -> &[String] {
         &self.scopes
+    }
+
+    /// The index of the outbound table (the egress program's), if any.
+    pub fn outbound(&self) -> Option<u32> {
+        self.outbound
     }
 
     /// The scope that takes a packet of IP protocol `protocol` to `port` (None:
@@ -532,8 +546,10 @@ pub struct Counters {
     pub events: EventCounters,
     /// The program running the live table (None: not attached, not loaded).
     pub program_id: Option<u32>,
-    /// Indexed by `blocker_common::counter::*`.
+    /// Indexed by `blocker_common::counter::*`: inbound packets (XDP).
     pub global: [u64; counter::COUNT as usize],
+    /// The same for outbound packets (tc egress).
+    pub outbound: [u64; counter::COUNT as usize],
     pub lists: Vec<ListCounters>,
     /// Whether the pinned link is on the device with the interface's name here,
     /// checked against the kernel (None: not checked).
@@ -665,7 +681,8 @@ impl DataplaneMaps {
             None => Image::build_scopes_for_budget(&ranges, leaf_of, budget)?,
         };
         let port_map = is_scoped(scopes).then(|| {
-            let ports: Vec<_> = scopes.iter().map(|s| s.ports).collect();
+            // The outbound table is last: the indexes of the others stand.
+            let ports: Vec<_> = scopes.iter().filter(|s| !s.outbound).map(|s| s.ports).collect();
             crate::policy::ports::port_map(&ports)
         });
         check_budget(scopes, &image, port_map.as_deref(), budget)?;
@@ -750,6 +767,7 @@ impl DataplaneMaps {
                 tables: MappedTables::read_only(&instance_maps(&i.ebpf)?, i.info.shape)?,
                 scopes: scope_names(&i.info),
                 port_map: i.port_map.clone(),
+                outbound: outbound_of(&i.info),
             }),
             (None, None) => Err(MapsError::NotLoaded { dir: self.dir.clone() }),
         }
@@ -780,7 +798,8 @@ impl DataplaneMaps {
 
     pub fn counters(&self) -> Result<Counters> {
         let mut global = [0u64; counter::COUNT as usize];
-        for (i, slot) in global.iter_mut().enumerate() {
+        let mut outbound = [0u64; counter::COUNT as usize];
+        for (i, slot) in global.iter_mut().chain(outbound.iter_mut()).enumerate() {
             let per_cpu =
                 self.shared.global_stats.get(&(i as u32), 0).map_err(MapsError::map(map_names::GLOBAL_STATS))?;
             *slot = per_cpu.iter().sum();
@@ -825,6 +844,7 @@ impl DataplaneMaps {
             events,
             program_id,
             global,
+            outbound,
             lists,
             attached_here: None,
         })
@@ -958,7 +978,8 @@ fn load_instance(
         value[..map.len()].copy_from_slice(map);
         value
     });
-    let mut ebpf = object::load(dir, log_level, &blocks, image.shape, port_value.as_deref())?;
+    let outbound = scopes.iter().position(|s| s.outbound).map(|i| i as u32);
+    let mut ebpf = object::load(dir, log_level, &blocks, image.shape, port_value.as_deref(), outbound)?;
     let info = table_info(image.shape, scopes, port_map.is_some());
     let info_map = ebpf.map_mut(map_names::SHAPE).ok_or(MapsError::MissingMap { name: map_names::SHAPE })?;
     let mut info_map: Array<&mut MapData, TableInfo> =

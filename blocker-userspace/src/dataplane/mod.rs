@@ -2,6 +2,7 @@
 //! devices, the pinned state and its locks, the link, and the maps.
 
 pub mod device;
+pub mod egress;
 pub mod link;
 pub mod maps;
 pub mod object;

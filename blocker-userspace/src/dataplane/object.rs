@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use aya::{
-    programs::{ProgramError, Xdp},
+    programs::{ProgramError, SchedClassifier, Xdp},
     Ebpf, EbpfError, EbpfLoader,
 };
-use blocker_common::{classifier::Shape, map_names, PROGRAM_NAME};
+use blocker_common::{classifier::Shape, map_names, EGRESS_PROGRAM_NAME, PROGRAM_NAME};
 
 /// The XDP object built from blocker-ebpf by build.rs.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/blocker"));
@@ -28,8 +28,12 @@ pub enum ObjectError {
     Load { error: Box<EbpfError> },
     #[error("the kernel refused the XDP program: {error}")]
     Refused { error: Box<ProgramError> },
+    #[error("the kernel refused the tc egress program (outbound lists): {error}")]
+    EgressRefused { error: Box<ProgramError> },
     #[error("the eBPF object has no XDP program {PROGRAM_NAME}: the build is broken")]
     NoProgram,
+    #[error("the eBPF object has no tc program {EGRESS_PROGRAM_NAME}: the build is broken")]
+    NoEgressProgram,
 }
 
 /// aya-log's ring buffer.
@@ -59,14 +63,16 @@ pub fn check_privileges() -> Result<(), ObjectError> {
 /// Loads the XDP program with its shared maps pinned under `dir` (reusing maps
 /// already pinned there), its classifier maps created at `table_blocks` blocks
 /// each (`map_names::CLASSIFIER` order), and the table's shape, and the port map of a table with scopes
-/// (`blocker_common::scope`; the program reads it then). `ebpf_log_level` 0
-/// compiles every aya-log statement out.
+/// (`blocker_common::scope`; the program reads it then). With `outbound` (the
+/// index of the outbound table) the tc egress program is loaded too, over the
+/// same maps. `ebpf_log_level` 0 compiles every aya-log statement out.
 pub fn load(
     dir: &Path,
     ebpf_log_level: u8,
     table_blocks: &[usize; 7],
     shape: Shape,
     port_map: Option<&blocker_common::scope::PortMap>,
+    outbound: Option<u32>,
 ) -> Result<Ebpf, ObjectError> {
     std::fs::create_dir_all(dir).map_err(|error| ObjectError::CreateDir { path: dir.to_owned(), error })?;
     let mut loader = EbpfLoader::new();
@@ -81,6 +87,8 @@ pub fn load(
     if let Some(map) = port_map {
         loader.override_global(map_names::PORT_MAP, map, true);
     }
+    let outbound_scope = outbound.unwrap_or(0);
+    loader.override_global(map_names::OUTBOUND_SCOPE, &outbound_scope, true);
     for (&map, &blocks) in map_names::CLASSIFIER.iter().zip(table_blocks) {
         let n = u32::try_from(blocks).map_err(|_| ObjectError::TooManyBlocks { map, blocks })?;
         loader.map_max_entries(map, n);
@@ -88,7 +96,20 @@ pub fn load(
     let mut ebpf = loader.load(EBPF_OBJECT).map_err(|error| ObjectError::Load { error: Box::new(error) })?;
     let prog = program_mut(&mut ebpf)?;
     prog.load().map_err(|error| ObjectError::Refused { error: Box::new(error) })?;
+    if outbound.is_some() {
+        let egress: &mut SchedClassifier = ebpf
+            .program_mut(EGRESS_PROGRAM_NAME)
+            .and_then(|p| p.try_into().ok())
+            .ok_or(ObjectError::NoEgressProgram)?;
+        egress.load().map_err(|error| ObjectError::EgressRefused { error: Box::new(error) })?;
+    }
     Ok(ebpf)
+}
+
+/// The object's tc egress program, if it was loaded (the table has outbound lists).
+pub fn egress_program_mut(ebpf: &mut Ebpf) -> Option<&mut SchedClassifier> {
+    let prog: &mut SchedClassifier = ebpf.program_mut(EGRESS_PROGRAM_NAME).and_then(|p| p.try_into().ok())?;
+    prog.fd().is_ok().then_some(prog)
 }
 
 /// The object's XDP program.

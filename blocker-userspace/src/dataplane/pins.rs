@@ -55,6 +55,8 @@ impl PinError {
 pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/blocker";
 
 pub const LINK_PIN: &str = "link";
+/// The tc egress (TCX) link, beside the XDP link, while the policy has outbound lists.
+pub const EGRESS_LINK_PIN: &str = "egress_link";
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 

@@ -182,7 +182,15 @@ pub struct Policy {
     /// Scopes, tried before the lists above in this order: the first whose
     /// ports take a packet judges it with its own lists.
     pub scopes: Vec<Scope>,
+    /// The outbound direction: lists and countries of destinations this host's
+    /// outgoing packets may not reach (`[outbound]`, `--deny-outbound`, ...),
+    /// judged by the tc egress program. Its name is `OUTBOUND_SCOPE`; it has no
+    /// ports (every outgoing packet) and no allowlist countries.
+    pub outbound: Scope,
 }
+
+/// The name of the outbound lists as a scope (no `[[scope]]` may take it).
+pub const OUTBOUND_SCOPE: &str = blocker_common::OUTBOUND_SCOPE;
 
 /// The name of the lists above (`[policy]`, the command line) as a scope.
 pub const DEFAULT_SCOPE: &str = "default";
@@ -249,6 +257,8 @@ pub struct ScopeSpecs {
     pub name: String,
     pub ports: Ports,
     pub lists: Vec<ListSpec>,
+    /// The outbound lists (judged by destination, on tc egress).
+    pub outbound: bool,
 }
 
 /// A scope name: 1 to `blocker_common::SCOPE_NAME_LEN` letters, digits, `-`,
@@ -265,6 +275,9 @@ pub fn check_scope_name(name: &str) -> Result<(), String> {
         return Err(format!(
             "scope name {quoted} is the name of the lists outside every scope ([policy]); choose another"
         ));
+    }
+    if name == OUTBOUND_SCOPE {
+        return Err(format!("scope name {quoted} is the name of the outbound lists ([outbound]); choose another"));
     }
     Ok(())
 }
@@ -288,6 +301,7 @@ impl Default for Policy {
             accept_shrink: false,
             ports: Ports::default(),
             scopes: vec![],
+            outbound: Scope { name: OUTBOUND_SCOPE.into(), ..Scope::default() },
         }
     }
 }
@@ -407,20 +421,31 @@ impl Policy {
         }
     }
 
-    /// Every scope's rules: the scopes in order, then the policy's own.
+    /// Every scope's rules: the scopes in order, then the policy's own, then
+    /// the outbound lists.
     fn all_rules(&self) -> impl Iterator<Item = Rules<'_>> {
-        self.scopes.iter().map(Scope::rules).chain(std::iter::once(self.default_rules()))
+        self.scopes.iter().map(Scope::rules).chain([self.default_rules(), self.outbound.rules()])
+    }
+
+    /// Whether the policy judges outgoing packets (the tc egress program runs).
+    pub fn has_outbound(&self) -> bool {
+        self.outbound.rules().has_rules()
     }
 
     pub fn uses_countries(&self) -> bool {
         self.all_rules().any(|r| r.uses_countries())
     }
 
-    /// Every CIDR list source of every scope: deny, reject, allow, then monitor lists.
+    /// Every CIDR list source of every scope: deny, reject, allow, then monitor
+    /// lists; the outbound lists last.
     pub fn lists(&self) -> impl Iterator<Item = &ListSource> {
-        let scoped =
-            self.scopes.iter().flat_map(|s| s.deny.iter().chain(&s.reject).chain(&s.allow).chain(&s.monitor_list));
-        scoped.chain(self.deny.iter().chain(&self.reject).chain(&self.allow).chain(&self.monitor_list))
+        fn of(s: &Scope) -> impl Iterator<Item = &ListSource> {
+            s.deny.iter().chain(&s.reject).chain(&s.allow).chain(&s.monitor_list)
+        }
+        let scoped = self.scopes.iter().flat_map(of);
+        scoped
+            .chain(self.deny.iter().chain(&self.reject).chain(&self.allow).chain(&self.monitor_list))
+            .chain(of(&self.outbound))
     }
 
     /// Whether anything is listed or a country named (never-block ranges alone
@@ -527,13 +552,28 @@ impl Policy {
             }
             let lists =
                 self.rules_specs(scope.rules(), &never, db.as_ref(), access).map_err(|e| in_scope(&scope.name, e))?;
-            out.push(ScopeSpecs { name: scope.name.clone(), ports: scope.ports.clone(), lists });
+            out.push(ScopeSpecs { name: scope.name.clone(), ports: scope.ports.clone(), lists, outbound: false });
         }
         // The policy's own lists: every packet no scope takes (or those of its
         // own ports). Without lists of its own and with scopes, such packets pass.
         if self.default_rules().has_rules() || self.scopes.is_empty() {
             let lists = self.rules_specs(self.default_rules(), &never, db.as_ref(), access)?;
-            out.push(ScopeSpecs { name: DEFAULT_SCOPE.into(), ports: self.ports.clone(), lists });
+            out.push(ScopeSpecs { name: DEFAULT_SCOPE.into(), ports: self.ports.clone(), lists, outbound: false });
+        }
+        // The outbound lists: the last table, which only the egress program reads.
+        if self.has_outbound() {
+            if !self.outbound.allow_country.is_empty() {
+                return Err(PolicyError::Scope {
+                    name: quote_name(OUTBOUND_SCOPE),
+                    reason: "allowlist countries are for sources; name the destinations to refuse \
+                             (deny_countries, reject_countries)"
+                        .into(),
+                });
+            }
+            let lists = self
+                .rules_specs(self.outbound.rules(), &never, db.as_ref(), access)
+                .map_err(|e| in_scope(OUTBOUND_SCOPE, e))?;
+            out.push(ScopeSpecs { name: OUTBOUND_SCOPE.into(), ports: Ports::default(), lists, outbound: true });
         }
         for scope in &out {
             for warning in disabling_never_blocks(&scope.lists) {
