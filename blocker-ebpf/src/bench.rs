@@ -21,6 +21,8 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 mod events;
+// The benchmark runs the inbound filter only (no egress program here).
+#[allow(dead_code)]
 mod filter;
 mod frame;
 mod parse;

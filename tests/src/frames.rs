@@ -110,6 +110,8 @@ pub struct Frame {
     fragment: Option<u16>,
     /// IPv6 extension headers before the fragment header and the L4 header.
     ext: Vec<u8>,
+    /// The destination (None: 192.0.2.1 or 2001:db8:1::1).
+    dst: Option<IpAddr>,
 }
 
 /// What the IP packet of a `Frame` carries.
@@ -145,6 +147,7 @@ impl Frame {
             transport: Transport::Udp(9),
             fragment: None,
             ext: Vec::new(),
+            dst: None,
         }
     }
 
@@ -169,6 +172,12 @@ impl Frame {
     /// An IPv6 packet (UDP) from `src` to 2001:db8:1::1.
     pub fn ipv6(mut self, src: &str) -> Frame {
         self.l3 = L3::Ip(IpAddr::V6(src.parse().expect("an IPv6 address")));
+        self
+    }
+
+    /// The packet's destination (of the family of its source).
+    pub fn to(mut self, dst: &str) -> Frame {
+        self.dst = Some(dst.parse().expect("an IP address"));
         self
     }
 
@@ -294,7 +303,11 @@ impl Frame {
         h[8] = 64;
         h[9] = protocol;
         h[12..16].copy_from_slice(&src.octets());
-        h[16..20].copy_from_slice(&[192, 0, 2, 1]);
+        let dst = match self.dst {
+            Some(IpAddr::V4(d)) => d.octets(),
+            _ => [192, 0, 2, 1],
+        };
+        h[16..20].copy_from_slice(&dst);
         for b in &mut h[20..] {
             *b = 1; // NOP
         }
@@ -335,7 +348,11 @@ impl Frame {
         h[6] = chain[0];
         h[7] = 64;
         h[8..24].copy_from_slice(&src.octets());
-        h[24..40].copy_from_slice(&"2001:db8:1::1".parse::<Ipv6Addr>().expect("an address").octets());
+        let dst = match self.dst {
+            Some(IpAddr::V6(d)) => d,
+            _ => "2001:db8:1::1".parse::<Ipv6Addr>().expect("an address"),
+        };
+        h[24..40].copy_from_slice(&dst.octets());
         h.extend_from_slice(&body);
         h
     }

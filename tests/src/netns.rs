@@ -283,18 +283,24 @@ impl NetnsPair {
     /// Serves a minimal HTTP answer on `port` of every address of the receiving
     /// namespace, from a thread of this process, for as long as the process runs.
     pub fn serve_http(&self, port: u16) -> Result<()> {
-        let listener = crate::http::in_netns(&self.rx_ns, move || std::net::TcpListener::bind(("::", port)))??;
-        std::thread::spawn(move || {
-            use std::io::{Read as _, Write as _};
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { return };
-                let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
-                let mut buf = [0u8; 1024];
-                let _ = stream.read(&mut buf);
-                let _ = stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok");
-            }
-        });
-        Ok(())
+        serve_http_in(&self.rx_ns, port)
+    }
+
+    /// The same in the sending namespace, on every address it owns.
+    pub fn serve_http_in_sender(&self, port: u16) -> Result<()> {
+        serve_http_in(&self.tx_ns, port)
+    }
+
+    /// An HTTP request from the receiver (where blocker runs) to `dst`, one of
+    /// the sender's addresses, and how it ended: the outbound direction.
+    pub fn connect_to(&self, dst: &str, port: u16, timeout: &str) -> Result<Connect> {
+        let host = if dst.contains(':') { format!("[{dst}]") } else { dst.to_owned() };
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.rx_ns))
+            .args(["curl", "-s", "-o", "/dev/null", "--connect-timeout", timeout, "--max-time", "5"])
+            .arg(format!("http://{host}:{port}/"))
+            .output()?;
+        Ok(Connect::of(&out))
     }
 
     /// An HTTP request from the sender's address `src` to the receiver's `port`
@@ -305,12 +311,36 @@ impl NetnsPair {
             .args(["netns", "exec", &self.tx_ns, "curl", "-s", "-o", "/dev/null", "--interface", src])
             .args(["--connect-timeout", timeout, "--max-time", "5", &format!("http://{dst}:{port}/")])
             .output()?;
-        Ok(match out.status.code() {
+        Ok(Connect::of(&out))
+    }
+}
+
+impl Connect {
+    /// How a curl run ended, by its exit code.
+    fn of(out: &std::process::Output) -> Connect {
+        match out.status.code() {
             Some(0) => Connect::Answered,
             Some(7) => Connect::Refused,
             Some(28) => Connect::TimedOut,
             Some(code) => Connect::Other(code),
             None => Connect::Other(-1),
-        })
+        }
     }
+}
+
+/// Serves a minimal HTTP answer on `port` of every address of namespace `ns`,
+/// from a thread of this process, for as long as the process runs.
+fn serve_http_in(ns: &str, port: u16) -> Result<()> {
+    let listener = crate::http::in_netns(ns, move || std::net::TcpListener::bind(("::", port)))??;
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+    });
+    Ok(())
 }

@@ -7,7 +7,7 @@ use anyhow::Result;
 use blocker_common::scope::PORT_MAP_BYTES;
 
 use blocker::{
-    compile::table::{build_policy, is_scoped, Range},
+    compile::table::{build_policy, is_scoped, CompiledPolicy, Range},
     config::RunOptions,
     control::report::{
         AddressLookup, ConfigInterface, ConfigList, ConfigReport, ConfigScope, ConfigSource, ConfigTable, LiveVerdict,
@@ -39,7 +39,8 @@ pub(crate) fn lookup(
                 // What the live table says counts only if its program is on the
                 // device with the name here.
                 let here = link::attached_here(&dir, &i);
-                live.push((i, lists, m.live_table()?, here));
+                let outbound_here = blocker::dataplane::egress::egress_here(&dir, &i).unwrap_or(false);
+                live.push((i, lists, m.live_table()?, here && outbound_here, here));
             }
             Err(e) if iface.is_some() => return Err(e.into()),
             Err(_) => {}
@@ -62,12 +63,14 @@ pub(crate) fn lookup(
                     Some(i) => Verdict { list: Some(t.lists[i].name.clone()), action: t.lists[i].action.name().into() },
                     None => Verdict { list: None, action: "pass".into() },
                 };
-                ScopeVerdict { scope: s.name.clone(), ports: s.ports.describe(), verdict }
+                let direction = blocker::policy::direction_of(&s.name).into();
+                ScopeVerdict { scope: s.name.clone(), direction, ports: CompiledPolicy::describe(s), verdict }
             })
             .collect();
         let mut verdicts = Vec::new();
-        for (interface, lists, table, attached_here) in &live {
+        for (interface, lists, table, outbound_here, inbound_here) in &live {
             for (i, scope) in table.scopes().iter().enumerate() {
+                let outbound = table.outbound() == Some(i as u32);
                 let verdict = match table.lookup_in(i as u32, family, value) {
                     Some((id, action)) => Verdict {
                         list: lists.iter().find(|l| l.id == id).map(|l| l.name.clone()),
@@ -79,9 +82,10 @@ pub(crate) fn lookup(
                 verdicts.push(LiveVerdict {
                     interface: interface.clone(),
                     scope: scope.clone(),
+                    direction: if outbound { "outbound" } else { "inbound" }.into(),
                     agrees: (!policy.is_empty()).then(|| given == Some(&verdict)),
                     verdict,
-                    attached_here: *attached_here,
+                    attached_here: if outbound { *outbound_here } else { *inbound_here },
                 });
             }
         }
@@ -134,7 +138,7 @@ pub(crate) fn check_config(opts: &RunOptions) -> Result<ConfigReport> {
         .map(|(p, why)| NeverBlocked { prefix: p.to_string(), why: why.into() })
         .collect();
     let scopes =
-        compiled.scopes.iter().map(|s| ConfigScope { name: s.name.clone(), ports: s.ports.describe() }).collect();
+        compiled.scopes.iter().map(|s| ConfigScope { name: s.name.clone(), ports: CompiledPolicy::describe(s) }).collect();
     let mut lists = Vec::new();
     for s in &compiled.scopes {
         lists.extend(s.table.lists.iter().zip(s.table.ranges_per_list()).map(|(l, (v4, v6))| ConfigList {

@@ -31,6 +31,21 @@ pub(crate) fn stats_text(c: &InterfaceStats) -> String {
     let totals: Vec<String> =
         counter::NAMES.iter().enumerate().map(|(i, name)| format!("{name} {}", c.total(i as u32))).collect();
     let _ = writeln!(s, "  totals (packets): {}", totals.join(", "));
+    // Outbound (tc egress): shown once the policy has outbound lists, or counted any.
+    if c.outbound_here.is_some() || c.outbound_totals.values().any(|v| *v > 0) {
+        let totals: Vec<String> = counter::NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, name)| format!("{name} {}", c.outbound_total(i as u32)))
+            .collect();
+        let _ = writeln!(s, "  outbound totals (packets): {}", totals.join(", "));
+        if c.outbound_here == Some(false) {
+            let _ = writeln!(
+                s,
+                "  OUTBOUND NOT ATTACHED to the device named {iface} here: outbound lists are not enforced"
+            );
+        }
+    }
     let e = &c.events;
     match c.events_per_second {
         0 => {
@@ -118,13 +133,24 @@ pub(crate) fn lookup_text(report: &LookupReport) -> String {
         if a.policy.is_empty() {
             let _ = writeln!(s, "  policy: none given (pass the options of `blocker run` to evaluate one)");
         }
-        // One scope for all traffic reads as it did before scopes.
-        let scoped = a.policy.len() > 1 || a.policy.iter().any(|p| p.ports != "all traffic");
+        // One scope for all traffic reads as it did before scopes; the
+        // outbound lists are named by their direction.
+        let outbound = |d: &str| d == "outbound";
+        let inbound_scopes = a.policy.iter().filter(|p| !outbound(&p.direction)).count();
+        let scoped = inbound_scopes > 1
+            || a.policy.iter().any(|p| !outbound(&p.direction) && p.ports != "all traffic");
         for p in &a.policy {
-            let scope = if scoped { format!(", scope {} ({})", p.scope, p.ports) } else { String::new() };
+            let scope = if outbound(&p.direction) {
+                ", outbound (as a destination)".into()
+            } else if scoped {
+                format!(", scope {} ({})", p.scope, p.ports)
+            } else {
+                String::new()
+            };
             let _ = writeln!(s, "  policy{scope}: {} -> {}", in_list(&p.verdict), p.verdict.action);
         }
-        let live_scoped = a.live.iter().any(|l| l.scope != blocker::policy::DEFAULT_SCOPE);
+        let live_scoped =
+            a.live.iter().any(|l| l.scope != blocker::policy::DEFAULT_SCOPE && !outbound(&l.direction));
         for l in &a.live {
             let agrees = match l.agrees {
                 Some(true) => " (agrees with the policy given)",
@@ -136,7 +162,13 @@ pub(crate) fn lookup_text(report: &LookupReport) -> String {
             } else {
                 " -- but NOT ATTACHED to the device named so here: its traffic passes"
             };
-            let scope = if live_scoped { format!(", scope {}", l.scope) } else { String::new() };
+            let scope = if outbound(&l.direction) {
+                ", outbound (as a destination)".into()
+            } else if live_scoped {
+                format!(", scope {}", l.scope)
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 s,
                 "  live on {}{scope}: {} -> {}{agrees}{not_here}",
@@ -147,6 +179,24 @@ pub(crate) fn lookup_text(report: &LookupReport) -> String {
         }
     }
     s
+}
+
+/// The scopes' lines of status and check-config, (name, traffic) in the order
+/// they are tried, the outbound lists (if any) last and named by direction.
+/// True: the inbound policy has scopes (lists are named with theirs).
+fn scope_lines(s: &mut String, scopes: &[(&str, &str)]) -> bool {
+    let outbound = |name: &str| name == blocker::policy::OUTBOUND_SCOPE;
+    let inbound: Vec<&(&str, &str)> = scopes.iter().filter(|(n, _)| !outbound(n)).collect();
+    let scoped = inbound.len() > 1 || inbound.iter().any(|(_, ports)| *ports != "all traffic");
+    if scoped {
+        for (i, (name, ports)) in inbound.iter().enumerate() {
+            let _ = writeln!(s, "scope {name} (tried {}): {ports}", ordinal(i + 1));
+        }
+    }
+    for (_, ports) in scopes.iter().filter(|(n, _)| outbound(n)) {
+        let _ = writeln!(s, "outbound lists: {ports} (tc egress)");
+    }
+    scoped
 }
 
 /// `blocker check-config` as text.
@@ -180,11 +230,9 @@ pub(crate) fn check_config_text(r: &ConfigReport) -> String {
             n => writeln!(s, "rejects: answered, at most {n} per second on each interface"),
         };
     }
-    let scoped = r.scopes.len() > 1 || r.scopes.iter().any(|s| s.ports != "all traffic");
+    let names: Vec<(&str, &str)> = r.scopes.iter().map(|sc| (sc.name.as_str(), sc.ports.as_str())).collect();
+    let scoped = scope_lines(&mut s, &names);
     if scoped {
-        for (i, sc) in r.scopes.iter().enumerate() {
-            let _ = writeln!(s, "scope {} (tried {}): {}", sc.name, ordinal(i + 1), sc.ports);
-        }
         let _ = writeln!(s, "other traffic: passes (no scope takes it)");
     }
     for src in &r.sources {
@@ -199,7 +247,13 @@ pub(crate) fn check_config_text(r: &ConfigReport) -> String {
         let _ = writeln!(s, "never blocked: {} ({})", n.prefix, n.why);
     }
     for l in &r.lists {
-        let scope = if scoped { format!(" (scope {})", l.scope) } else { String::new() };
+        let scope = if l.scope == blocker::policy::OUTBOUND_SCOPE {
+            " (outbound)".into()
+        } else if scoped {
+            format!(" (scope {})", l.scope)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
             "list {}{scope}: {} -> {} IPv4 + {} IPv6 ranges in the table",
@@ -248,15 +302,20 @@ pub(crate) fn status_text(v: &StatusReply) -> String {
             i.table_bytes.unwrap_or(0) as f64 / MIB,
             i.map_memory_bytes.unwrap_or(0) as f64 / MIB
         );
-    }
-    let scoped = v.scopes.len() > 1 || v.scopes.iter().any(|sc| sc.ports != "all traffic");
-    if scoped {
-        for (i, sc) in v.scopes.iter().enumerate() {
-            let _ = writeln!(s, "scope {} (tried {}): {}", sc.name, ordinal(i + 1), sc.ports);
+        if let Some(outbound) = &i.outbound {
+            let _ = writeln!(s, "interface {} outbound: {outbound}", i.name);
         }
     }
+    let names: Vec<(&str, &str)> = v.scopes.iter().map(|sc| (sc.name.as_str(), sc.ports.as_str())).collect();
+    let scoped = scope_lines(&mut s, &names);
     for l in &v.lists {
-        let scope = if scoped { format!(" (scope {})", l.scope) } else { String::new() };
+        let scope = if l.scope == blocker::policy::OUTBOUND_SCOPE {
+            " (outbound)".into()
+        } else if scoped {
+            format!(" (scope {})", l.scope)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
             "list {}{scope}: {} ({} IPv4 + {} IPv6 ranges)",

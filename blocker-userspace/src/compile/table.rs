@@ -193,6 +193,9 @@ pub struct ScopeTable<'a> {
     pub outbound: bool,
 }
 
+/// What the outbound table takes, in words (status, check-config, lookup).
+pub const OUTGOING: &str = "outgoing packets, by destination";
+
 /// Every packet: the ports of a table without scopes.
 static EVERYTHING: Ports = Ports(Vec::new());
 
@@ -218,6 +221,14 @@ impl CompiledPolicy {
     /// no port to read), as the XDP program picks it: the first whose ports match.
     pub fn scope_for(&self, protocol: u8, port: Option<u16>) -> Option<&CompiledScope> {
         self.scopes.iter().find(|s| !s.outbound && s.ports.matches(protocol, port))
+    }
+
+    /// The traffic a scope takes, in words.
+    pub fn describe(scope: &CompiledScope) -> String {
+        if scope.outbound {
+            return OUTGOING.into();
+        }
+        scope.ports.describe()
     }
 
     /// The outbound lists' table, if the policy has any.

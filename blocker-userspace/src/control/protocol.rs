@@ -151,8 +151,13 @@ pub struct InterfaceStatus {
     pub present: Option<bool>,
     /// Where the program is, in words ("attached (native)", "NOT ATTACHED: ...").
     pub attached: String,
-    /// The program is on the device with the name, and the mode is enforce.
+    /// The program is on the device with the name (and, with outbound lists,
+    /// the egress program too), and the mode is enforce.
     pub enforcing: bool,
+    /// The egress program (outbound lists), in words, checked like `attached`
+    /// (None: the policy has no outbound lists).
+    #[serde(default)]
+    pub outbound: Option<String>,
     pub program_id: Option<u32>,
     pub mode: Mode,
     /// Bytes of the live table's classifier maps (None: no table).
@@ -279,8 +284,16 @@ pub struct InterfaceStats {
     pub program_id: Option<u32>,
     /// Whether the link is on the device with the name here (None: not checked).
     pub attached_here: Option<bool>,
-    /// Packets by outcome, keyed by `blocker_common::counter::NAMES`.
+    /// Packets by outcome, keyed by `blocker_common::counter::NAMES`: the
+    /// interface's inbound packets (XDP, judged by source).
     pub totals: BTreeMap<String, u64>,
+    /// The same for its outbound packets (tc egress, judged by destination).
+    #[serde(default)]
+    pub outbound_totals: BTreeMap<String, u64>,
+    /// Whether the egress program is on the device with the name here (None:
+    /// not checked, or no egress link: the policy has no outbound lists).
+    #[serde(default)]
+    pub outbound_here: Option<bool>,
     pub lists: Vec<ListStats>,
     /// The interface's event rate limit (per second and CPU; 0: off) and
     /// what became of the packets it saw.
@@ -294,6 +307,11 @@ impl InterfaceStats {
         counter::NAMES.get(counter as usize).and_then(|name| self.totals.get(*name)).copied().unwrap_or(0)
     }
 
+    /// The outbound total of `counter`.
+    pub fn outbound_total(&self, counter: u32) -> u64 {
+        counter::NAMES.get(counter as usize).and_then(|name| self.outbound_totals.get(*name)).copied().unwrap_or(0)
+    }
+
     /// The counters of the list named `name`.
     pub fn list(&self, name: &str) -> Option<&ListStats> {
         self.lists.iter().find(|l| l.name == name)
@@ -304,8 +322,11 @@ impl InterfaceStats {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListStats {
     pub id: u32,
-    /// Its scope (`default` outside every scope).
+    /// Its scope (`default` outside every scope, `outbound` for the outbound lists).
     pub scope: String,
+    /// "inbound" (judged by source) or "outbound" (by destination).
+    #[serde(default)]
+    pub direction: String,
     pub name: String,
     /// "allow", "drop" or "monitor" (None: an action this version does not know).
     pub action: Option<String>,
@@ -323,6 +344,8 @@ impl InterfaceStats {
             program_id: c.program_id,
             attached_here: c.attached_here,
             totals: counter::NAMES.iter().zip(c.global).map(|(name, v)| (name.to_string(), v)).collect(),
+            outbound_totals: counter::NAMES.iter().zip(c.outbound).map(|(name, v)| (name.to_string(), v)).collect(),
+            outbound_here: c.outbound_here,
             events_per_second: c.events_per_second,
             events: c.events,
             lists: c
@@ -331,6 +354,7 @@ impl InterfaceStats {
                 .map(|l| ListStats {
                     id: l.id,
                     scope: l.scope.clone(),
+                    direction: crate::policy::direction_of(&l.scope).to_owned(),
                     name: l.name.clone(),
                     action: l.action.map(|a| a.name().to_owned()),
                     live: l.live,

@@ -35,6 +35,10 @@ pub struct AddressLookup {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScopeVerdict {
     pub scope: String,
+    /// "inbound": the address as a source (XDP); "outbound": as a
+    /// destination of this host's packets (tc egress).
+    #[serde(default)]
+    pub direction: String,
     pub ports: String,
     #[serde(flatten)]
     pub verdict: Verdict,
@@ -58,6 +62,9 @@ pub struct Verdict {
 pub struct LiveVerdict {
     pub interface: String,
     pub scope: String,
+    /// As in `ScopeVerdict`.
+    #[serde(default)]
+    pub direction: String,
     #[serde(flatten)]
     pub verdict: Verdict,
     /// Whether it is the policy's verdict (None: no policy given).

@@ -94,7 +94,7 @@ struct ListSummary {
 }
 
 fn scope_summaries(policy: &CompiledPolicy) -> Vec<ScopeStatus> {
-    policy.scopes.iter().map(|s| ScopeStatus { name: s.name.clone(), ports: s.ports.describe() }).collect()
+    policy.scopes.iter().map(|s| ScopeStatus { name: s.name.clone(), ports: CompiledPolicy::describe(s) }).collect()
 }
 
 fn list_summaries(policy: &CompiledPolicy) -> Vec<ListSummary> {
@@ -176,11 +176,13 @@ impl State {
             .zip(managed)
             .map(|(spec, m)| {
                 let (attached, how) = m.attachment_fact();
+                let outbound = m.egress_fact(opts.policy.has_outbound());
                 InterfaceStatus {
                     name: m.iface.clone(),
                     present: device::find_interface(&m.iface).ok().map(|i| i.is_some()),
                     attached: how,
-                    enforcing: attached && spec.mode == Mode::Enforce,
+                    enforcing: attached && outbound.as_ref().is_none_or(|(on, _)| *on) && spec.mode == Mode::Enforce,
+                    outbound: outbound.map(|(_, text)| text),
                     program_id: link::linked_program_id(&m.maps.dir).ok().flatten(),
                     mode: spec.mode,
                     table_bytes: m.maps.table_bytes(),
@@ -455,6 +457,27 @@ impl Managed {
         }
     }
 
+    /// What status says of the egress program when the policy has outbound
+    /// lists (`wanted`), checked against the kernel now like the XDP link.
+    fn egress_fact(&self, wanted: bool) -> Option<(bool, String)> {
+        use crate::dataplane::egress::{egress_at, EgressAt};
+        if !wanted {
+            return None;
+        }
+        let here = device::find_interface(&self.iface).ok().flatten();
+        Some(match egress_at(&self.maps.dir) {
+            Ok(EgressAt::Device { ifindex, .. }) if Some(ifindex) == here => {
+                (true, "attached (tc egress, TCX)".into())
+            }
+            Ok(EgressAt::NoPin) => (false, "NOT ATTACHED: no egress program; outbound lists are not enforced".into()),
+            Ok(EgressAt::DeviceGone) => (false, "NOT ATTACHED: the egress link's device is gone".into()),
+            Ok(EgressAt::Device { ifindex, .. } | EgressAt::Elsewhere(ifindex)) => {
+                (false, format!("NOT ATTACHED: the egress program is on index {ifindex}, not on this device"))
+            }
+            Err(e) => (false, format!("NOT ATTACHED: cannot read the egress link: {e:#}")),
+        })
+    }
+
     /// What status says of the attachment, checked against the kernel now: the
     /// pinned link must be on the device that has the configured name.
     fn attachment_fact(&self) -> (bool, String) {
@@ -549,7 +572,8 @@ impl Daemon {
             .zip(&self.opts.interfaces)
             .map(|(m, spec)| notify::InterfaceLine {
                 name: &m.iface,
-                attached: m.attachment_fact().0,
+                attached: m.attachment_fact().0
+                    && m.egress_fact(self.opts.policy.has_outbound()).is_none_or(|(on, _)| on),
                 monitor: spec.mode == Mode::Monitor,
             })
             .collect();

@@ -64,6 +64,19 @@ fn runs_on(ifindex: u32, id: u32) -> bool {
     }
 }
 
+/// Whether the egress link pinned in `dir` is on the egress of the device
+/// named `iface` here (None: no egress link is pinned): the checked fact behind
+/// "outbound attached" in status and stats.
+pub fn egress_here(dir: &Path, iface: &str) -> Option<bool> {
+    match egress_at(dir) {
+        Ok(EgressAt::NoPin) => None,
+        Ok(EgressAt::Device { ifindex, .. }) => {
+            Some(super::device::find_interface(iface).ok().flatten() == Some(ifindex))
+        }
+        Ok(_) | Err(_) => Some(false),
+    }
+}
+
 pub fn egress_at(dir: &Path) -> Result<EgressAt, LinkError> {
     let pin = dir.join(EGRESS_LINK_PIN);
     if !pin.exists() {

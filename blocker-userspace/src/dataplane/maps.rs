@@ -554,6 +554,8 @@ pub struct Counters {
     /// Whether the pinned link is on the device with the interface's name here,
     /// checked against the kernel (None: not checked).
     pub attached_here: Option<bool>,
+    /// The same for the egress link (None: not checked, or none is pinned).
+    pub outbound_here: Option<bool>,
 }
 
 impl Counters {
@@ -847,6 +849,7 @@ impl DataplaneMaps {
             outbound,
             lists,
             attached_here: None,
+            outbound_here: None,
         })
     }
 }
@@ -1054,6 +1057,7 @@ pub fn read_pinned_counters(pin_root: &Path, iface: &str) -> Result<Counters> {
     // A checked fact, not the pins' word: the link must be on the device that
     // has the name here.
     counters.attached_here = Some(link::attached_here(&dir, iface));
+    counters.outbound_here = super::egress::egress_here(&dir, iface);
     Ok(counters)
 }
 

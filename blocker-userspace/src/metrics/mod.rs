@@ -275,6 +275,7 @@ impl prometheus_client::collector::Collector for Scrape {
                     let action = l.action.map_or("unknown", |a| a.name());
                     let labels = [
                         ("interface", i.name.as_str()),
+                        ("direction", crate::policy::direction_of(&l.scope)),
                         ("scope", l.scope.as_str()),
                         ("list", l.name.as_str()),
                         ("action", action),
@@ -299,13 +300,15 @@ impl prometheus_client::collector::Collector for Scrape {
         counters(
             &mut e,
             "blocker_packets",
-            "Packets seen by the XDP program, by verdict: passed, dropped, monitored (would have been dropped; \
-             passed), non_ip, malformed, rejected (dropped and answered).",
+            "Packets seen by the programs, by direction (inbound: XDP, judged by source; outbound: tc egress, \
+             judged by destination) and verdict: passed, dropped, monitored (would have been dropped; passed), \
+             non_ip, malformed, rejected (dropped and answered).",
             read.iter().flat_map(|(i, c)| {
-                counter::NAMES
-                    .iter()
-                    .zip(c.global)
-                    .map(|(verdict, v)| ([("interface", i.name.as_str()), ("verdict", *verdict)], v))
+                let inbound = counter::NAMES.iter().zip(c.global).map(|(verdict, v)| ("inbound", *verdict, v));
+                let outbound = counter::NAMES.iter().zip(c.outbound).map(|(verdict, v)| ("outbound", *verdict, v));
+                inbound.chain(outbound).map(|(direction, verdict, v)| {
+                    ([("interface", i.name.as_str()), ("direction", direction), ("verdict", verdict)], v)
+                })
             }),
         )?;
         counters(
@@ -418,6 +421,7 @@ mod tests {
             events: crate::dataplane::maps::EventCounters { sent: 4, rate_limited: 6, ring_full: 1 },
             program_id: Some(7),
             global: [10, 5, 0, 2, 1, 3],
+            outbound: [4, 1, 0, 0, 0, 2],
             lists: vec![
                 ListCounters {
                     id: 0,
@@ -439,6 +443,7 @@ mod tests {
                 },
             ],
             attached_here: Some(true),
+            outbound_here: None,
         };
         Scrape {
             facts: DaemonFacts {
@@ -467,11 +472,13 @@ mod tests {
     fn the_exposition_holds_each_contracted_series() {
         let text = scrape().encode();
         for line in [
-            r#"blocker_list_packets_total{interface="eth0",scope="default",list="country:DE",action="drop"} 5"#,
-            r#"blocker_list_bytes_total{interface="eth0",scope="default",list="country:DE",action="drop"} 320"#,
-            r#"blocker_packets_total{interface="eth0",verdict="passed"} 10"#,
-            r#"blocker_packets_total{interface="eth0",verdict="malformed"} 1"#,
-            r#"blocker_packets_total{interface="eth0",verdict="rejected"} 3"#,
+            r#"blocker_list_packets_total{interface="eth0",direction="inbound",scope="default",list="country:DE",action="drop"} 5"#,
+            r#"blocker_list_bytes_total{interface="eth0",direction="inbound",scope="default",list="country:DE",action="drop"} 320"#,
+            r#"blocker_packets_total{interface="eth0",direction="inbound",verdict="passed"} 10"#,
+            r#"blocker_packets_total{interface="eth0",direction="inbound",verdict="malformed"} 1"#,
+            r#"blocker_packets_total{interface="eth0",direction="inbound",verdict="rejected"} 3"#,
+            r#"blocker_packets_total{interface="eth0",direction="outbound",verdict="passed"} 4"#,
+            r#"blocker_packets_total{interface="eth0",direction="outbound",verdict="rejected"} 2"#,
             r#"blocker_events_total{interface="eth0"} 4"#,
             r#"blocker_events_dropped_total{interface="eth0",reason="rate_limited"} 6"#,
             r#"blocker_events_dropped_total{interface="eth0",reason="ring_full"} 1"#,

@@ -192,6 +192,16 @@ pub struct Policy {
 /// The name of the outbound lists as a scope (no `[[scope]]` may take it).
 pub const OUTBOUND_SCOPE: &str = blocker_common::OUTBOUND_SCOPE;
 
+/// The direction of a scope's lists: "outbound" (judged by destination, tc
+/// egress) or "inbound" (by source, XDP).
+pub fn direction_of(scope: &str) -> &'static str {
+    if scope == OUTBOUND_SCOPE {
+        "outbound"
+    } else {
+        "inbound"
+    }
+}
+
 /// The name of the lists above (`[policy]`, the command line) as a scope.
 pub const DEFAULT_SCOPE: &str = "default";
 
