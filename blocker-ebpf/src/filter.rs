@@ -6,7 +6,7 @@
 //! by source) and outbound (tc egress, by destination) packets.
 
 use aya_ebpf::{
-    bindings::{xdp_action, BPF_F_INGRESS, TC_ACT_SHOT, TC_ACT_UNSPEC},
+    bindings::xdp_action,
     helpers::bpf_redirect,
     macros::map,
     maps::{Array, PerCpuArray},
@@ -61,12 +61,21 @@ pub(crate) fn inbound(
     lookup_v4: impl Fn(u32, [u8; 4]) -> Option<u16>,
     lookup_v6: impl Fn(u32, [u8; 16]) -> Option<u16>,
 ) -> u32 {
-        match filter::<_, false>(ctx, scope_of, lookup_v4, lookup_v6) {
+    match filter::<_, false>(ctx, scope_of, lookup_v4, lookup_v6) {
         Verdict::Pass => xdp_action::XDP_PASS,
         Verdict::Drop => xdp_action::XDP_DROP,
         Verdict::Answer => xdp_action::XDP_TX,
     }
 }
+
+// tc's return codes and the redirect flag, as the kernel's UAPI defines them
+// (the bindings' integer types differ between targets).
+/// TC_ACT_UNSPEC: TCX goes on to the next program, else the packet passes.
+const TC_NEXT: i32 = -1;
+/// TC_ACT_SHOT.
+const TC_DROP: i32 = 2;
+/// BPF_F_INGRESS: redirect to the device's receive path.
+const REDIRECT_INGRESS: u64 = 1;
 
 /// Bytes of an outbound packet the program reads directly: pulled into the
 /// socket buffer's linear part first when it holds fewer (headers of locally
@@ -91,13 +100,13 @@ pub(crate) fn outbound(
         let _ = ctx.pull_data(want as u32);
     }
     match filter::<_, true>(ctx, |_, _| scope, lookup_v4, lookup_v6) {
-        Verdict::Pass => TC_ACT_UNSPEC,
-        Verdict::Drop => TC_ACT_SHOT as i32,
+        Verdict::Pass => TC_NEXT,
+        Verdict::Drop => TC_DROP,
         Verdict::Answer => {
             // SAFETY: reads a field of the program's own socket buffer.
             let ifindex = unsafe { (*ctx.skb.skb).ifindex };
             // SAFETY: the helper only takes values.
-            unsafe { bpf_redirect(ifindex, u64::from(BPF_F_INGRESS)) as i32 }
+            unsafe { bpf_redirect(ifindex, REDIRECT_INGRESS) as i32 }
         }
     }
 }

@@ -15,11 +15,7 @@
 //! error, a later fragment, a packet too short to quote, IPv4 options), the
 //! packet is only dropped.
 
-use aya_ebpf::{
-    helpers::bpf_ktime_get_coarse_ns,
-    macros::map,
-    maps::PerCpuArray,
-};
+use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, macros::map, maps::PerCpuArray};
 use blocker_common::{
     events::{take_token, Bucket},
     wire::{ipv4_checksum, ETH_HLEN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPV4_MIN_HLEN, IPV6_HLEN},

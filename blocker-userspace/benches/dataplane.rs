@@ -306,8 +306,8 @@ fn main() {
             let api: Ports = Ports(vec!["tcp:443".parse::<PortRule>().unwrap()]);
             let everything = Ports::default();
             let scopes = [
-                ScopeTable { name: "api", ports: &api, table },
-                ScopeTable { name: "default", ports: &everything, table },
+                ScopeTable { name: "api", ports: &api, table, outbound: false },
+                ScopeTable { name: "default", ports: &everything, table, outbound: false },
             ];
             m.apply_scopes(&scopes, DEFAULT_TABLE_MEMORY, None).unwrap();
             m

@@ -181,10 +181,8 @@ fn prometheus_sees_the_drops_of_the_denied_list() {
     prometheus.wait_for(&attached, 1.0);
     assert_eq!(s.net.ping_from(DENIED_SOURCE, PINGS).unwrap(), 0, "the denied source is dropped");
     prometheus.wait_for("blocker_list_packets_total{list=\"deny\",action=\"drop\"}", f64::from(PINGS));
-    let dropped = format!(
-        "blocker_packets_total{{interface=\"{}\",direction=\"inbound\",verdict=\"dropped\"}}",
-        s.net.rx_if
-    );
+    let dropped =
+        format!("blocker_packets_total{{interface=\"{}\",direction=\"inbound\",verdict=\"dropped\"}}", s.net.rx_if);
     prometheus.wait_for(&dropped, f64::from(PINGS));
     prometheus.wait_for("blocker_table_prefixes{list=\"deny\",family=\"ipv4\"}", 1.0);
     prometheus.wait_for("blocker_last_reload_success", 1.0);

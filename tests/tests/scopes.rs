@@ -47,7 +47,7 @@ impl Harness {
         pins::ensure_bpffs(&root.0).unwrap();
         let mut maps = DataplaneMaps::load(&pins::iface_dir(&root.0, "test"), 0).expect("load XDP program");
         let view: Vec<ScopeTable<'_>> =
-            scopes.iter().map(|(name, ports, table)| ScopeTable { name, ports, table }).collect();
+            scopes.iter().map(|(name, ports, table)| ScopeTable { name, ports, table, outbound: false }).collect();
         maps.apply_scopes(&view, DEFAULT_TABLE_MEMORY, None).unwrap();
         Harness { maps, _root: root }
     }

@@ -137,8 +137,11 @@ pub(crate) fn check_config(opts: &RunOptions) -> Result<ConfigReport> {
         .into_iter()
         .map(|(p, why)| NeverBlocked { prefix: p.to_string(), why: why.into() })
         .collect();
-    let scopes =
-        compiled.scopes.iter().map(|s| ConfigScope { name: s.name.clone(), ports: CompiledPolicy::describe(s) }).collect();
+    let scopes = compiled
+        .scopes
+        .iter()
+        .map(|s| ConfigScope { name: s.name.clone(), ports: CompiledPolicy::describe(s) })
+        .collect();
     let mut lists = Vec::new();
     for s in &compiled.scopes {
         lists.extend(s.table.lists.iter().zip(s.table.ranges_per_list()).map(|(l, (v4, v6))| ConfigList {

@@ -137,8 +137,7 @@ pub(crate) fn lookup_text(report: &LookupReport) -> String {
         // outbound lists are named by their direction.
         let outbound = |d: &str| d == "outbound";
         let inbound_scopes = a.policy.iter().filter(|p| !outbound(&p.direction)).count();
-        let scoped = inbound_scopes > 1
-            || a.policy.iter().any(|p| !outbound(&p.direction) && p.ports != "all traffic");
+        let scoped = inbound_scopes > 1 || a.policy.iter().any(|p| !outbound(&p.direction) && p.ports != "all traffic");
         for p in &a.policy {
             let scope = if outbound(&p.direction) {
                 ", outbound (as a destination)".into()
@@ -149,8 +148,7 @@ pub(crate) fn lookup_text(report: &LookupReport) -> String {
             };
             let _ = writeln!(s, "  policy{scope}: {} -> {}", in_list(&p.verdict), p.verdict.action);
         }
-        let live_scoped =
-            a.live.iter().any(|l| l.scope != blocker::policy::DEFAULT_SCOPE && !outbound(&l.direction));
+        let live_scoped = a.live.iter().any(|l| l.scope != blocker::policy::DEFAULT_SCOPE && !outbound(&l.direction));
         for l in &a.live {
             let agrees = match l.agrees {
                 Some(true) => " (agrees with the policy given)",

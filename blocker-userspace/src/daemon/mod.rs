@@ -466,9 +466,7 @@ impl Managed {
         }
         let here = device::find_interface(&self.iface).ok().flatten();
         Some(match egress_at(&self.maps.dir) {
-            Ok(EgressAt::Device { ifindex, .. }) if Some(ifindex) == here => {
-                (true, "attached (tc egress, TCX)".into())
-            }
+            Ok(EgressAt::Device { ifindex, .. }) if Some(ifindex) == here => (true, "attached (tc egress, TCX)".into()),
             Ok(EgressAt::NoPin) => (false, "NOT ATTACHED: no egress program; outbound lists are not enforced".into()),
             Ok(EgressAt::DeviceGone) => (false, "NOT ATTACHED: the egress link's device is gone".into()),
             Ok(EgressAt::Device { ifindex, .. } | EgressAt::Elsewhere(ifindex)) => {

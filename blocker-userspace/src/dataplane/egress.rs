@@ -44,8 +44,10 @@ pub enum EgressAt {
 fn examine(pin: &Path) -> Result<(LinkHandle, u32, u32), LinkError> {
     let link = LinkHandle::open(pin)?;
     let info = link.info()?;
-    // SAFETY: the kernel fills the tcx member for a TCX link; it is read only then.
-    let tcx = (info.type_ == bpf_link_type::BPF_LINK_TYPE_TCX as u32).then(|| unsafe { info.__bindgen_anon_1.tcx });
+    // SAFETY: plain integers whatever the link type; they mean the TCX link's
+    // device and attach type only for a TCX link, and are used only then.
+    let tcx = unsafe { info.__bindgen_anon_1.tcx };
+    let tcx = (info.type_ == bpf_link_type::BPF_LINK_TYPE_TCX as u32).then_some(tcx);
     match tcx {
         Some(t) if t.attach_type == bpf_attach_type::BPF_TCX_EGRESS as u32 || t.ifindex == 0 => {
             Ok((link, t.ifindex, info.prog_id))
@@ -132,14 +134,10 @@ pub fn sync(ebpf: &mut Ebpf, dir: &Path, ifindex: u32) -> Result<EgressSync, Lin
         }
         detach_pinned(&pin)?;
     }
-    let iface = ifname(ifindex).ok_or(LinkError::EgressAttach {
-        iface: format!("index {ifindex}"),
-        error: "the device is gone".into(),
-    })?;
-    let attach_error = |error: aya::programs::ProgramError| LinkError::EgressAttach {
-        iface: iface.clone(),
-        error: error.to_string(),
-    };
+    let iface = ifname(ifindex)
+        .ok_or(LinkError::EgressAttach { iface: format!("index {ifindex}"), error: "the device is gone".into() })?;
+    let attach_error =
+        |error: aya::programs::ProgramError| LinkError::EgressAttach { iface: iface.clone(), error: error.to_string() };
     let id = prog
         .attach_with_options(&iface, TcAttachType::Egress, TcAttachOptions::TcxOrder(LinkOrder::default()))
         .map_err(attach_error)?;

@@ -187,7 +187,6 @@ impl LinkHandle {
         Ok(info)
     }
 
-
     /// Takes the program off the link's device, whoever else holds the link.
     pub(super) fn detach(&self) -> std::io::Result<()> {
         use std::os::fd::AsRawFd as _;

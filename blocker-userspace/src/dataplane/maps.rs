@@ -1131,7 +1131,7 @@ mod tests {
         let ports = crate::policy::ports::Ports::default();
         let names: Vec<String> = (0..=MAX_SCOPES).map(|i| format!("s{i}")).collect();
         let scopes: Vec<ScopeTable<'_>> =
-            names.iter().map(|n| ScopeTable { name: n, ports: &ports, table: &empty }).collect();
+            names.iter().map(|n| ScopeTable { name: n, ports: &ports, table: &empty, outbound: false }).collect();
         assert!(check_list_count(&scopes[..MAX_SCOPES as usize]).is_ok());
         match check_list_count(&scopes) {
             Err(TableError::TooManyScopes { needed, max }) => assert_eq!((needed, max), (17, MAX_SCOPES)),
@@ -1140,8 +1140,8 @@ mod tests {
         // List ids are counted over every scope.
         let big = table(&(0..600).map(|i| format!("l{i}")).collect::<Vec<_>>());
         let two = [
-            ScopeTable { name: "a", ports: &ports, table: &big },
-            ScopeTable { name: "b", ports: &ports, table: &big },
+            ScopeTable { name: "a", ports: &ports, table: &big, outbound: false },
+            ScopeTable { name: "b", ports: &ports, table: &big, outbound: false },
         ];
         match check_list_count(&two) {
             Err(TableError::TooManyLists { needed, max }) => assert_eq!((needed, max), (1200, MAX_LISTS)),
