@@ -4,7 +4,9 @@
 //! compiled table's own lookup). The table has scopes: the reference L4 parser
 //! (`reference_l4`) picks the scope whose table judges the frame, as the
 //! program's port map must. A dropped or monitored frame's event must carry the
-//! L4 protocol and port the reference reads.
+//! L4 protocol and port the reference reads. The tc egress program judges the
+//! same frame by its destination in the outbound table, checked against the
+//! reference the same way (its answers too).
 //! Needs root, like the tests.
 #![no_main]
 
@@ -28,7 +30,7 @@ use blocker_common::{
     counter,
     events::{has_ports, FLAG_LATER_FRAGMENT, FLAG_NO_L4},
 };
-use blocker_tests::frames::{reference_l4, reference_parse, Parsed};
+use blocker_tests::frames::{reference_l4, reference_parse, reference_parse_destination, Parsed};
 use libfuzzer_sys::fuzz_target;
 
 const XDP_DROP: u32 = 1;
@@ -68,6 +70,7 @@ fn harness() -> Harness {
                 name: "low".into(),
                 ports: rules(&["tcp:0-1023", "udp:53", "sctp"]),
                 table: compile(&lists),
+                outbound: false,
             },
             CompiledScope {
                 name: "default".into(),
@@ -77,6 +80,17 @@ fn harness() -> Harness {
                     // Every other answer the program builds is checked.
                     list("refuse", Role::Reject, &["128.0.0.0/1", "2000::/3", "::/8"]),
                 ]),
+                outbound: false,
+            },
+            CompiledScope {
+                name: blocker::policy::OUTBOUND_SCOPE.into(),
+                ports: Ports::default(),
+                table: compile(&[
+                    list("out-deny", Role::Deny, &["0.0.0.0/1", "::/1"]),
+                    list("out-refuse", Role::Reject, &["192.0.0.0/2", "c000::/2"]),
+                    list("out-allow", Role::Exception, &["16.0.0.0/4", "1000::/4"]),
+                ]),
+                outbound: true,
             },
         ],
     };
@@ -110,6 +124,29 @@ fn expected(policy: &CompiledPolicy, frame: &[u8]) -> (u32, u32) {
 }
 
 const XDP_TX: u32 = 3;
+
+/// tc actions: on to the next program (TC_ACT_UNSPEC), shot, redirected.
+const TC_NEXT: u32 = u32::MAX;
+const TC_SHOT: u32 = 2;
+const TC_REDIRECT: u32 = 7;
+
+/// The tc action and the outbound counter the reference expects for `frame`
+/// on egress: its destination in the outbound table.
+fn expected_outbound(policy: &CompiledPolicy, frame: &[u8]) -> (u32, u32) {
+    let (family, addr) = match reference_parse_destination(frame) {
+        Parsed::NonIp => return (TC_NEXT, counter::NON_IP),
+        Parsed::Malformed => return (TC_NEXT, counter::MALFORMED),
+        Parsed::V4(a) => (Family::V4, u128::from(u32::from_be_bytes(a))),
+        Parsed::V6(a) => (Family::V6, u128::from_be_bytes(a)),
+    };
+    let table = &policy.outbound().expect("an outbound table").table;
+    match table.lookup(family, addr).map(|i| table.lists[i].action) {
+        Some(Action::Drop) => (TC_SHOT, counter::DROPPED),
+        Some(Action::Monitor) => (TC_NEXT, counter::MONITORED),
+        Some(Action::Reject) => (TC_REDIRECT, counter::REJECTED),
+        Some(Action::Pass) | None => (TC_NEXT, counter::PASSED),
+    }
+}
 
 /// The sum of big-endian 16-bit words (0xffff over data holding its own checksum).
 fn word_sum(parts: &[&[u8]]) -> u16 {
@@ -181,7 +218,34 @@ fuzz_target!(|frame: &[u8]| {
         assert_eq!(delta, u64::from(c == want_counter), "counter {c} for {frame:02x?}");
     }
     check_event(h, frame, if want_counter == counter::REJECTED { counter::DROPPED } else { want_counter });
+    check_egress(h, frame);
 });
+
+/// The egress program's verdict and outbound counters for `frame`.
+fn check_egress(h: &mut Harness, frame: &[u8]) {
+    let before = h.maps.counters().unwrap();
+    let prog = object::egress_program_mut(h.maps.ebpf_mut().unwrap()).expect("the egress program");
+    let mut out = vec![0u8; 2048];
+    let run = prog
+        .test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() })
+        .expect("BPF_PROG_TEST_RUN");
+    out.truncate(run.data_size_out as usize);
+    let after = h.maps.counters().unwrap();
+    let (mut want_verdict, mut want_counter) = expected_outbound(&h.policy, frame);
+    if want_verdict == TC_REDIRECT {
+        match run.return_value {
+            TC_REDIRECT => check_answer(frame, &out),
+            _ => (want_verdict, want_counter) = (TC_SHOT, counter::DROPPED),
+        }
+    }
+    assert_eq!(run.return_value, want_verdict, "egress verdict for {frame:02x?}");
+    for c in 0..counter::COUNT as usize {
+        let delta = after.outbound[c] - before.outbound[c];
+        assert_eq!(delta, u64::from(c as u32 == want_counter), "outbound counter {c} for {frame:02x?}");
+        assert_eq!(after.global[c], before.global[c], "no inbound count on egress for {frame:02x?}");
+    }
+    assert!(h.ring.read_all().is_empty(), "no events of outbound packets");
+}
 
 /// The event of a dropped or monitored frame matches the reference L4 parse.
 fn check_event(h: &mut Harness, frame: &[u8], want_counter: u32) {

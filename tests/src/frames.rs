@@ -375,6 +375,16 @@ pub enum Parsed {
 /// an IPv4 header (version 4, IHL at least 5, the 20 fixed bytes present) or an
 /// IPv6 header (version 6, 40 bytes present).
 pub fn reference_parse(frame: &[u8]) -> Parsed {
+    reference_parse_at(frame, false)
+}
+
+/// The same, with the destination address: what the egress program judges.
+pub fn reference_parse_destination(frame: &[u8]) -> Parsed {
+    reference_parse_at(frame, true)
+}
+
+fn reference_parse_at(frame: &[u8], destination: bool) -> Parsed {
+    let (v4, v6) = if destination { (16, 24) } else { (12, 8) };
     let be16 = |at: usize| frame.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
     let Some(mut ether_type) = be16(12) else { return Parsed::Malformed };
     let mut l3 = 14;
@@ -388,11 +398,11 @@ pub fn reference_parse(frame: &[u8]) -> Parsed {
     }
     match ether_type {
         ETH_P_IPV4 => match frame.get(l3..l3 + 20) {
-            Some(h) if h[0] >> 4 == 4 && h[0] & 0x0f >= 5 => Parsed::V4([h[12], h[13], h[14], h[15]]),
+            Some(h) if h[0] >> 4 == 4 && h[0] & 0x0f >= 5 => Parsed::V4([h[v4], h[v4 + 1], h[v4 + 2], h[v4 + 3]]),
             _ => Parsed::Malformed,
         },
         ETH_P_IPV6 => match frame.get(l3..l3 + 40) {
-            Some(h) if h[0] >> 4 == 6 => Parsed::V6(h[8..24].try_into().expect("16 bytes")),
+            Some(h) if h[0] >> 4 == 6 => Parsed::V6(h[v6..v6 + 16].try_into().expect("16 bytes")),
             _ => Parsed::Malformed,
         },
         _ => Parsed::NonIp,
