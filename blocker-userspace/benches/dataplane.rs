@@ -10,7 +10,11 @@
 //!
 //! For the world tables a fifth: blocker with the same table in a policy of two
 //! scopes (TCP 443, then everything else): `scoped/blk` is what reading the L4
-//! header and the port map costs per packet.
+//! header and the port map costs per packet. And the tc egress program
+//! (outbound) with the same table as its outbound lists, on the same frames
+//! with source and destination swapped: `egress/blk` compares the outbound
+//! direction's cost per packet with the inbound one's (an skb, not an XDP
+//! frame: the harnesses differ too).
 //!
 //! Tables: the world (bundled countries) in deny-all and allowlist modes; a threat
 //! list of 2,000,000 random IPv4 hosts, 1,000,000 IPv6 hosts and 1,000,000 IPv6
@@ -40,11 +44,11 @@ use std::{collections::HashMap, fmt::Write as _, net::IpAddr, time::Instant};
 
 use aya::{
     maps::{lpm_trie::Key, LpmTrie, MapData},
-    programs::{TestRun, TestRunOptions, Xdp},
+    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
     Ebpf,
 };
 use blocker::{
-    compile::table::{build_table, compile, CompiledTable, ScopeTable},
+    compile::table::{build_table, compile, CompiledPolicy, CompiledScope, CompiledTable, ScopeTable},
     dataplane::{
         maps::{DataplaneMaps, DEFAULT_TABLE_MEMORY},
         object, pins,
@@ -116,6 +120,40 @@ fn measure(progs: &[&Xdp], frames: &[Vec<u8>]) -> Vec<(f64, Vec<u32>)> {
         o.0 /= frames.len() as f64;
     }
     out
+}
+
+/// The same frames with source and destination swapped: what the egress
+/// program judges by destination.
+fn swapped(frames: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    frames
+        .iter()
+        .map(|f| {
+            let mut f = f.clone();
+            let (src, len) = if f[14] >> 4 == 4 { (14 + 12, 4) } else { (14 + 8, 16) };
+            let (a, b) = f[src..src + 2 * len].split_at_mut(len);
+            a.swap_with_slice(b);
+            f
+        })
+        .collect()
+}
+
+/// Mean ns per packet of the egress program over `frames`, and its verdicts
+/// as XDP's (TC_ACT_SHOT as XDP_DROP, anything else as XDP_PASS).
+fn measure_egress(prog: &SchedClassifier, frames: &[Vec<u8>]) -> (f64, Vec<u32>) {
+    let mut ns = 0.0;
+    let mut verdicts = Vec::with_capacity(frames.len());
+    for f in frames {
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(f),
+                repeat: knob("BLOCKER_BENCH_REPEAT", REPEAT),
+                ..Default::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        ns += r.duration.as_nanos() as f64;
+        verdicts.push(if r.return_value == 2 { 1 } else { 2 });
+    }
+    (ns / frames.len() as f64, verdicts)
 }
 
 fn prog<'a>(ebpf: &'a Ebpf, name: &str) -> &'a Xdp {
@@ -273,6 +311,8 @@ struct Row {
     /// The same table in a policy with scopes (world tables only): the port
     /// check's cost is `scoped / blocker`.
     scoped: f64,
+    /// The egress program with the table as its outbound lists (world tables only).
+    egress: f64,
     hits: usize,
 }
 
@@ -312,6 +352,28 @@ fn main() {
             m.apply_scopes(&scopes, DEFAULT_TABLE_MEMORY, None).unwrap();
             m
         });
+        // The same table as outbound lists, for the egress program.
+        let mut outbound = mode.starts_with("world").then(|| {
+            let mut m = DataplaneMaps::load(&pins::iface_dir(&root, "outbound"), 0).unwrap();
+            let policy = CompiledPolicy {
+                scopes: vec![
+                    CompiledScope {
+                        name: "default".into(),
+                        ports: Ports::default(),
+                        outbound: false,
+                        table: compile(&[]),
+                    },
+                    CompiledScope {
+                        name: blocker::policy::OUTBOUND_SCOPE.into(),
+                        ports: Ports::default(),
+                        outbound: true,
+                        table: table.clone(),
+                    },
+                ],
+            };
+            m.apply_scopes(&policy.view(), DEFAULT_TABLE_MEMORY, None).unwrap();
+            m
+        });
         if knob("BLOCKER_BENCH_PARK", 1) == 1 {
             parking.park(maps.ebpf_mut().unwrap(), &[PROGRAM_NAME], 0);
             parking.park(&mut bench, &[PROGRAM_LPM_BASELINE, PROGRAM_DROP_FLOOR, PROGRAM_NO_LOOKUP], 1);
@@ -340,6 +402,12 @@ fn main() {
                 assert_eq!(&results[3].1, verdicts, "the scoped policy's default scope must judge like the table");
                 results[3].0
             });
+            let egress_ns = outbound.as_mut().map(|m| {
+                let prog = object::egress_program_mut(m.ebpf_mut().unwrap()).expect("the egress program");
+                let (ns, egress_verdicts) = measure_egress(prog, &swapped(&fs));
+                assert_eq!(&egress_verdicts, verdicts, "egress must judge destinations as XDP judges sources");
+                ns
+            });
             let lpm_ns = results.get(lpm_at).map(|(lpm_ns, lpm_verdicts)| {
                 assert_eq!(verdicts, lpm_verdicts, "the classifier and the LPM baseline must agree on every frame");
                 *lpm_ns
@@ -354,11 +422,13 @@ fn main() {
                 lpm: lpm_ns.unwrap_or(f64::NAN),
                 blocker,
                 scoped: scoped_ns.unwrap_or(f64::NAN),
+                egress: egress_ns.unwrap_or(f64::NAN),
                 hits: verdicts.iter().filter(|v| **v == 1).count(),
             });
         }
         drop(bench);
         drop(scoped);
+        drop(outbound);
         drop(maps);
         let _ = std::fs::remove_dir_all(&root);
     }
@@ -368,7 +438,7 @@ fn main() {
         writeln!(out, "per packet through BPF_PROG_TEST_RUN, {frames_n} distinct frames per family, repeat {repeat}");
     let _ = writeln!(
         out,
-        "{:<16} {:<5} {:>9} {:>8} {:>9} {:>10} {:>9} {:>9} {:>11} {:>9} {:>16} {:>15} {:>10} {:>7}",
+        "{:<16} {:<5} {:>9} {:>8} {:>9} {:>10} {:>9} {:>9} {:>11} {:>9} {:>16} {:>15} {:>10} {:>10} {:>7}",
         "table",
         "fam",
         "ranges",
@@ -382,13 +452,14 @@ fn main() {
         "above floor l/t",
         "lpm/no-lookup",
         "scoped/blk",
+        "egress/blk",
         "drops"
     );
     let mut json = Vec::new();
     for r in &rows {
         let _ = writeln!(
             out,
-            "{:<16} {:<5} {:>9} {:>8.1} {:>9.1} {:>10.1} {:>9.1} {:>9.1} {:>10.2}x {:>8.2}x {:>15.2}x {:>14.2}x {:>9.3}x {:>7}",
+            "{:<16} {:<5} {:>9} {:>8.1} {:>9.1} {:>10.1} {:>9.1} {:>9.1} {:>10.2}x {:>8.2}x {:>15.2}x {:>14.2}x {:>9.3}x {:>9.3}x {:>7}",
             r.mode,
             r.family,
             r.ranges,
@@ -402,12 +473,14 @@ fn main() {
             (r.lpm - r.floor) / (r.blocker - r.floor),
             r.lpm / r.no_lookup,
             r.scoped / r.blocker,
+            r.egress / r.blocker,
             r.hits
         );
         json.push(serde_json::json!({
             "table": r.mode, "family": r.family, "ranges": r.ranges, "table_mib": r.table_mib, "floor_ns": r.floor, "no_lookup_ns": r.no_lookup, "lpm_ns": r.lpm, "blocker_ns": r.blocker,
             "lpm_over_no_lookup": r.lpm / r.no_lookup,
             "scoped_ns": r.scoped, "scoped_over_blocker": r.scoped / r.blocker,
+            "egress_ns": r.egress, "egress_over_blocker": r.egress / r.blocker,
             "blocker_over_floor": r.blocker / r.floor, "lpm_over_blocker": r.lpm / r.blocker,
             "lpm_over_blocker_above_floor": (r.lpm - r.floor) / (r.blocker - r.floor), "frames": frames_n, "repeat": repeat, "drops": r.hits,
         }));

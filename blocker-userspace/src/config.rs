@@ -456,6 +456,28 @@ mod tests {
     }
 
     #[test]
+    fn outbound_lists_read_and_bad_ones_name_their_key() {
+        let o = p("[[interface]]\nname = \"eth0\"\n[outbound]\ndeny = [\"bad=/etc/bad.txt\"]\n\
+                   reject = [\"/etc/r.txt\"]\nallow = [\"/etc/ok.txt\"]\ndeny_countries = [\"KP\"]\n\
+                   reject_countries = [\"IR\"]\n")
+        .unwrap();
+        let out = &o.policy.outbound;
+        assert_eq!(out.name, crate::policy::OUTBOUND_SCOPE);
+        assert_eq!((out.deny[0].name.as_str(), out.reject.len(), out.allow.len()), ("bad", 1, 1));
+        assert_eq!(
+            (out.deny_country.as_slice(), out.reject_country.as_slice()),
+            (&["KP".into()][..], &["IR".into()][..])
+        );
+        assert!(o.policy.has_outbound() && o.policy.deny.is_empty());
+        assert!(!p("[[interface]]\nname = \"eth0\"\n").unwrap().policy.has_outbound());
+        assert_eq!(refused_key("[[interface]]\nname = \"eth0\"\n[outbound]\nreject = [\"\"]\n"), "outbound.reject[0]");
+        let e = syntax_error("[[interface]]\nname = \"eth0\"\n[outbound]\nallow_countries = [\"US\"]\n");
+        assert!(e.contains("unknown field `allow_countries`"), "{e}");
+        let scope = "[[interface]]\nname = \"eth0\"\n[[scope]]\nname = \"outbound\"\nports = [\"tcp\"]\n";
+        assert_eq!(refused_key(scope), "scope[0].name");
+    }
+
+    #[test]
     fn bad_scopes_name_their_key() {
         let scope = |body: &str| format!("[[interface]]\nname = \"eth0\"\n[[scope]]\n{body}\n");
         assert_eq!(refused_key(&scope("name = \"api\"\nports = [\"tcp:99999\"]")), "scope[0].ports[0]");
