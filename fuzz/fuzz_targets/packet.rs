@@ -226,16 +226,16 @@ fn check_egress(h: &mut Harness, frame: &[u8]) {
     let before = h.maps.counters().unwrap();
     let prog = object::egress_program_mut(h.maps.ebpf_mut().unwrap()).expect("the egress program");
     let mut out = vec![0u8; 2048];
-    let run = match prog.test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() })
-    {
-        Ok(run) => run,
-        // The kernel's skb test run refuses a frame whose IP header is cut
-        // short before the program sees it (the stack never sends one; an
-        // AF_PACKET frame of the kind reaches the program, which the verifier
-        // keeps in bounds, and the XDP run above judged it).
-        Err(_) if matches!(reference_parse_destination(frame), Parsed::Malformed) => return,
-        Err(e) => panic!("BPF_PROG_TEST_RUN of the egress program for {frame:02x?}: {e}"),
-    };
+    let run =
+        match prog.test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ..Default::default() }) {
+            Ok(run) => run,
+            // The kernel's skb test run refuses a frame whose IP header is cut
+            // short before the program sees it (the stack never sends one; an
+            // AF_PACKET frame of the kind reaches the program, which the verifier
+            // keeps in bounds, and the XDP run above judged it).
+            Err(_) if matches!(reference_parse_destination(frame), Parsed::Malformed) => return,
+            Err(e) => panic!("BPF_PROG_TEST_RUN of the egress program for {frame:02x?}: {e}"),
+        };
     out.truncate(run.data_size_out as usize);
     let after = h.maps.counters().unwrap();
     let (mut want_verdict, mut want_counter) = expected_outbound(&h.policy, frame);
