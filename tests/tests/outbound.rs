@@ -336,6 +336,13 @@ mod live {
         let refuse = stats.list("refuse").unwrap();
         assert_eq!((refuse.direction.as_str(), refuse.action.as_deref()), ("outbound", Some("reject")));
 
+        let text = String::from_utf8_lossy(&s.cli(&["stats", "--iface", &s.net.rx_if]).stdout).into_owned();
+        assert!(text.contains("outbound totals (packets): passed"), "{text}");
+        assert!(text.contains("refuse (outbound)"), "{text}");
+        let text = String::from_utf8_lossy(&s.cli(&["status"]).stdout).into_owned();
+        assert!(text.contains("outbound: attached (tc egress, TCX)"), "{text}");
+        assert!(text.contains("list deny (outbound): drop"), "{text}");
+
         let out = s.cli(&["status", "--json"]);
         let status: StatusReply = serde_json::from_slice(&out.stdout).unwrap();
         let i = &status.interfaces[0];

@@ -74,7 +74,7 @@ pub(crate) fn stats_text(c: &InterfaceStats) -> String {
             l.packets,
             l.bytes,
             l.name,
-            if l.scope == blocker::policy::DEFAULT_SCOPE { String::new() } else { format!(" (scope {})", l.scope) },
+            blocker::policy::scope_suffix(&l.scope),
             if l.live { "" } else { " (retired)" }
         );
     }

@@ -134,11 +134,7 @@ impl Top {
                 let was = before.lists.iter().find(|b| b.id == l.id && b.name == l.name && b.scope == l.scope);
                 let (p, b) = was.map_or((0, 0), |w| (w.packets, w.bytes));
                 // A list is its scope and name: the same name in two scopes is two lists.
-                let shown = if l.scope == blocker::policy::DEFAULT_SCOPE {
-                    l.name.clone()
-                } else {
-                    format!("{} (scope {})", l.name, l.scope)
-                };
+                let shown = format!("{}{}", l.name, blocker::policy::scope_suffix(&l.scope));
                 let entry =
                     lists.entry(shown).or_insert_with(|| (l.action.map_or("?", |a| a.name()).to_owned(), 0.0, 0.0, 0));
                 entry.1 += rate(l.packets, p);

@@ -192,6 +192,16 @@ pub struct Policy {
 /// The name of the outbound lists as a scope (no `[[scope]]` may take it).
 pub const OUTBOUND_SCOPE: &str = blocker_common::OUTBOUND_SCOPE;
 
+/// What follows a list's name in text: nothing outside every scope,
+/// " (outbound)" for the outbound lists, else " (scope NAME)".
+pub fn scope_suffix(scope: &str) -> String {
+    match scope {
+        DEFAULT_SCOPE => String::new(),
+        OUTBOUND_SCOPE => " (outbound)".into(),
+        other => format!(" (scope {other})"),
+    }
+}
+
 /// The direction of a scope's lists: "outbound" (judged by destination, tc
 /// egress) or "inbound" (by source, XDP).
 pub fn direction_of(scope: &str) -> &'static str {
