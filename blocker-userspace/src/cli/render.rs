@@ -197,6 +197,15 @@ fn scope_lines(s: &mut String, scopes: &[(&str, &str)]) -> bool {
     scoped
 }
 
+/// What follows a list's name in status and check-config: its scope when the
+/// inbound policy has scopes (`default` included), the outbound lists always.
+fn list_suffix(scope: &str, scoped: bool) -> String {
+    if scoped && scope == blocker::policy::DEFAULT_SCOPE {
+        return format!(" (scope {scope})");
+    }
+    blocker::policy::scope_suffix(scope)
+}
+
 /// `blocker check-config` as text.
 pub(crate) fn check_config_text(r: &ConfigReport) -> String {
     const MIB: f64 = (1u64 << 20) as f64;
@@ -245,13 +254,7 @@ pub(crate) fn check_config_text(r: &ConfigReport) -> String {
         let _ = writeln!(s, "never blocked: {} ({})", n.prefix, n.why);
     }
     for l in &r.lists {
-        let scope = if l.scope == blocker::policy::OUTBOUND_SCOPE {
-            " (outbound)".into()
-        } else if scoped {
-            format!(" (scope {})", l.scope)
-        } else {
-            String::new()
-        };
+        let scope = list_suffix(&l.scope, scoped);
         let _ = writeln!(
             s,
             "list {}{scope}: {} -> {} IPv4 + {} IPv6 ranges in the table",
@@ -307,13 +310,7 @@ pub(crate) fn status_text(v: &StatusReply) -> String {
     let names: Vec<(&str, &str)> = v.scopes.iter().map(|sc| (sc.name.as_str(), sc.ports.as_str())).collect();
     let scoped = scope_lines(&mut s, &names);
     for l in &v.lists {
-        let scope = if l.scope == blocker::policy::OUTBOUND_SCOPE {
-            " (outbound)".into()
-        } else if scoped {
-            format!(" (scope {})", l.scope)
-        } else {
-            String::new()
-        };
+        let scope = list_suffix(&l.scope, scoped);
         let _ = writeln!(
             s,
             "list {}{scope}: {} ({} IPv4 + {} IPv6 ranges)",
