@@ -1,4 +1,4 @@
-//! The whole world (every country, IPv4 + IPv6, from ../shared/data) compiled into
+//! The whole world (every country, IPv4 + IPv6, from tests/data) compiled into
 //! one deny table, from each source format: `cargo bench -p blocker-userspace --bench world`.
 //!
 //! Each format is measured twice in the same run: loading the source alone (the
@@ -26,10 +26,8 @@ use blocker::{
 use blocker_tests::mmdb::{Layout, Writer};
 use criterion::{criterion_group, criterion_main, Criterion};
 
-fn shared_data() -> PathBuf {
-    std::env::var_os("BLOCKER_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
+fn test_data() -> PathBuf {
+    blocker_tests::test_data()
 }
 
 /// The world in every format, written once to a temporary directory.
@@ -77,7 +75,7 @@ fn write_world(dir: &Path, db: &RegionDb) -> Vec<(&'static str, RegionSource)> {
         refresh: None,
     };
     vec![
-        ("cidr-dir", src(Format::CidrDir, shared_data().join("country-ip-blocks"))),
+        ("cidr-dir", src(Format::CidrDir, test_data().join("country-ip-blocks"))),
         ("rir", src(Format::Rir, dir.join("world.rir"))),
         ("csv", src(Format::Csv, dir.join("world.csv"))),
         ("mmdb", src(Format::Mmdb, dir.join("world.mmdb"))),

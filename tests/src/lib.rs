@@ -22,11 +22,11 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
-/// ../shared/data beside the repository (as on CI), or $BLOCKER_SHARED_DATA.
-pub fn shared_data() -> PathBuf {
-    std::env::var_os("BLOCKER_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
+/// The real data the tests read (tests/data: country-ip-blocks, an RIR
+/// delegation file; see its README for sources and licences). It ships with the
+/// repository, so a fresh clone runs every test.
+pub fn test_data() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
 }
 
 /// A short name unique to this process and call: interface names must stay

@@ -1,6 +1,5 @@
-//! The parsers and the bundled snapshot against the real data in ../shared/data
-//! (country-ip-blocks, an RIR delegation file): too large to ship in the
-//! repository, so these run in the root suite, not as unit tests.
+//! The parsers and the bundled snapshot against the real data in tests/data
+//! (country-ip-blocks, an RIR delegation file), which ships with the repository.
 // The package's dependencies serve its library, binary, tests and benches alike;
 // unused_crate_dependencies is checked on the library.
 #![allow(unused_crate_dependencies)]
@@ -15,13 +14,13 @@ use blocker::{
         },
     },
 };
-use blocker_tests::shared_data;
+use blocker_tests::test_data;
 
 #[test]
 fn real_country_files_parse() {
-    let data = shared_data();
+    let data = test_data();
     let dir = data.join("country-ip-blocks/country/de");
-    assert!(dir.exists(), "shared data missing at {} (set BLOCKER_SHARED_DATA)", dir.display());
+    assert!(dir.exists(), "shared data missing at {}", dir.display());
     let v4 = read_list(&dir.join("ipv4-aggregated.txt")).unwrap();
     let v6 = read_list(&dir.join("ipv6-aggregated.txt")).unwrap();
     assert!(v4.len() > 1000 && v4.iter().all(|p| p.family == Family::V4));
@@ -30,7 +29,7 @@ fn real_country_files_parse() {
 
 #[test]
 fn real_afrinic_file() {
-    let path = shared_data().join("rir/delegated-afrinic-extended-latest.txt");
+    let path = test_data().join("rir/delegated-afrinic-extended-latest.txt");
     let text = std::fs::read_to_string(&path).unwrap();
     let mut db = RegionDb::default();
     parse_rir("afrinic", &text, &mut db).unwrap();
@@ -59,14 +58,14 @@ fn real_afrinic_file() {
 }
 
 #[test]
-fn bundled_snapshot_matches_the_shared_data() {
+fn bundled_snapshot_matches_the_test_data() {
     let db = RegionDb::bundled().unwrap();
     let v4: usize = db.regions.values().map(|r| r.count(Family::V4)).sum();
     let v6: usize = db.regions.values().map(|r| r.count(Family::V6)).sum();
-    // ../shared/data/README.md: 237 countries, 175,195 IPv4 and 67,839 IPv6 prefixes.
+    // tests/data/README.md: 237 countries, 175,195 IPv4 and 67,839 IPv6 prefixes.
     assert_eq!((db.regions.len(), v4, v6), (237, 175_195, 67_839));
     assert_eq!(db.regions["DE"].name.as_deref(), Some("Germany"));
-    let data = shared_data().join("country-ip-blocks");
+    let data = test_data().join("country-ip-blocks");
     let fresh = RegionDb::from_cidr_dir(&data, "x").unwrap();
     for (code, r) in &fresh.regions {
         assert_eq!(db.regions[code].prefixes, r.prefixes, "{code}");

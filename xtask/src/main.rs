@@ -34,7 +34,7 @@ enum Task {
     /// Rebuild the bundled country snapshot (blocker-userspace/data/countries.snapshot).
     Snapshot {
         /// A country-ip-blocks checkout (its `country/<cc>/ipv{4,6}-aggregated.txt`).
-        #[arg(long, default_value = "../shared/data/country-ip-blocks")]
+        #[arg(long, default_value = "tests/data/country-ip-blocks")]
         from: PathBuf,
         /// The date of that data, shown by `blocker regions list`.
         #[arg(long, default_value = "2026-02-01")]
