@@ -1,5 +1,5 @@
 //! The TOML configuration file (default /etc/blocker/blocker.toml). Unknown keys
-//! are errors; every key is documented in the README and in
+//! are errors; every key is documented in docs/usage.md and in
 //! examples/blocker.toml. The file describes the same run as the command line.
 
 use std::{

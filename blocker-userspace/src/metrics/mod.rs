@@ -1,7 +1,7 @@
 //! Prometheus metrics: what one scrape reads (the daemon's facts, and each
 //! interface's counters from its pinned maps, at request time) and its
 //! exposition in the OpenMetrics text format, written by prometheus-client.
-//! The names and labels are a contract: the README lists them, and `dist/`'s
+//! The names and labels are a contract: docs/operations.md lists them, and `dist/`'s
 //! dashboard and alert rules use them.
 
 pub mod server;

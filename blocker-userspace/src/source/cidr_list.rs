@@ -1,5 +1,6 @@
-//! CIDR list files: one IPv4/IPv6 CIDR or bare address per line, `#` comments
-//! (whole-line or trailing), blank lines. The country-ip-blocks files load as they are.
+//! CIDR list files: one IPv4/IPv6 CIDR or bare address per line, `#` or `;`
+//! comments (whole-line or trailing), blank lines. The country-ip-blocks files
+//! and Spamhaus' DROP lists (`1.10.16.0/20 ; SBL256894`) load as they are.
 
 use std::path::{Path, PathBuf};
 
@@ -27,7 +28,7 @@ pub fn parse_list(path: &Path, text: &str) -> Result<Vec<Prefix>, ListError> {
     // millions of entries.
     let mut prefixes = Vec::with_capacity(text.bytes().filter(|b| *b == b'\n').count() + 1);
     for (i, raw) in text.lines().enumerate() {
-        let content = raw.split('#').next().unwrap_or("").trim();
+        let content = raw.split(['#', ';']).next().unwrap_or("").trim();
         if content.is_empty() {
             continue;
         }
@@ -120,6 +121,15 @@ mod tests {
         let text = "# header\n\n10.0.0.0/8\n  192.0.2.0/24  # trailing\n2001:db8::/32\n";
         let list = parse_list(Path::new("x.txt"), text).unwrap();
         assert_eq!(list, vec![p("10.0.0.0/8"), p("192.0.2.0/24"), p("2001:db8::/32")]);
+    }
+
+    #[test]
+    fn spamhaus_drop_layout_loads() {
+        let text = "; Spamhaus DROP List 2026/12/01 - (c) 2026 The Spamhaus Project SLU\n\
+                    ; Last-Modified: Tue, 01 Dec 2026 10:52:19 GMT\n\
+                    1.10.16.0/20 ; SBL256894\n2a06:e480::/29 ; SBL301771\n";
+        let list = parse_list(Path::new("drop.txt"), text).unwrap();
+        assert_eq!(list, vec![p("1.10.16.0/20"), p("2a06:e480::/29")]);
     }
 
     #[test]
