@@ -68,3 +68,36 @@ pub fn ipv4_checksum(header: &[u8]) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     !(sum as u16)
 }
+
+/// Whether an Ethernet address names a group (broadcast or multicast): the
+/// I/G bit, the low bit of its first byte.
+#[inline(always)]
+pub const fn is_group_mac(first_byte: u8) -> bool {
+    first_byte & 1 != 0
+}
+
+/// Whether an IPv4 address may be the source or destination of a packet that
+/// gets an answer (RFC 1122 3.2.2): one host, so not 0.0.0.0/8, loopback,
+/// multicast (224.0.0.0/4) nor class E (240.0.0.0/4, with 255.255.255.255).
+/// A subnet's directed broadcast is not known here; it comes as a link-layer
+/// broadcast (`is_group_mac`).
+#[inline(always)]
+pub const fn is_single_host_v4(first_byte: u8) -> bool {
+    first_byte != 0 && first_byte != 127 && first_byte < 224
+}
+
+/// The same for IPv6 (RFC 4443 2.4): not multicast (ff00::/8), nor the
+/// unspecified (::) or loopback (::1) address.
+#[inline(always)]
+pub fn is_single_host_v6(addr: &[u8; 16]) -> bool {
+    if addr[0] == 0xff {
+        return false;
+    }
+    let mut high = 0u8;
+    let mut i = 0;
+    while i < 15 {
+        high |= addr[i];
+        i += 1;
+    }
+    high != 0 || addr[15] > 1
+}

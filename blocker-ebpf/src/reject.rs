@@ -12,13 +12,17 @@
 //! A per-CPU token bucket bounds the answers (the interface's rate divided
 //! among the CPUs), so a flood from spoofed sources cannot make blocker a
 //! reflector: past it, and for what must never be answered (a RST, an ICMP
-//! error, a later fragment, a packet too short to quote, IPv4 options), the
-//! packet is only dropped.
+//! error, a later fragment, a packet too short to quote, IPv4 options, a
+//! packet sent to a group or from an address of no single host), the packet
+//! is only dropped.
 
 use aya_ebpf::{helpers::bpf_ktime_get_coarse_ns, macros::map, maps::PerCpuArray};
 use blocker_common::{
     events::{take_token, Bucket},
-    wire::{ipv4_checksum, ETH_HLEN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPV4_MIN_HLEN, IPV6_HLEN},
+    wire::{
+        ipv4_checksum, is_group_mac, is_single_host_v4, is_single_host_v6, ETH_HLEN, IPPROTO_ICMP, IPPROTO_ICMPV6,
+        IPPROTO_TCP, IPV4_MIN_HLEN, IPV4_SRC_OFFSET, IPV6_DST_OFFSET, IPV6_HLEN, IPV6_SRC_OFFSET,
+    },
 };
 
 use crate::{
@@ -52,7 +56,7 @@ pub(crate) fn answer<F: Frame>(ctx: &F, packet: &Packet, interval_ns: u64) -> bo
     }
     let Some(l4) = parse::l4(ctx, packet) else { return false };
     // Only the first fragment (or a whole packet) is answered.
-    if l4.flags & blocker_common::events::FLAG_LATER_FRAGMENT != 0 {
+    if l4.flags & blocker_common::events::FLAG_LATER_FRAGMENT != 0 || !between_single_hosts(ctx, packet) {
         return false;
     }
     let Some(bucket) = BLK_REJECT_STATE.get_ptr_mut(0) else { return false };
@@ -75,6 +79,34 @@ pub(crate) fn answer<F: Frame>(ctx: &F, packet: &Packet, interval_ns: u64) -> bo
         bucket.taken += 1;
     }
     sent
+}
+
+/// Whether the packet went from one host to one host, at both layers: no
+/// answer to a packet sent to a broadcast or multicast address (Ethernet or
+/// IP), nor to one whose source names no single host (RFC 1122 3.2.2, RFC
+/// 4443 2.4). Otherwise every host of a LAN would answer one spoofed packet,
+/// and the answer would come from a group address.
+#[inline(always)]
+fn between_single_hosts<F: Frame>(ctx: &F, packet: &Packet) -> bool {
+    let Some(macs) = read_at::<[u8; 12]>(ctx, 0) else { return false };
+    if is_group_mac(macs[0]) || is_group_mac(macs[6]) {
+        return false;
+    }
+    match *packet {
+        Packet::V4 { l3, .. } => match read_at::<[u8; 8]>(ctx, l3 + IPV4_SRC_OFFSET) {
+            Some(a) => is_single_host_v4(a[0]) && is_single_host_v4(a[4]),
+            None => false,
+        },
+        Packet::V6 { l3, .. } => {
+            let (Some(src), Some(dst)) =
+                (read_at::<[u8; 16]>(ctx, l3 + IPV6_SRC_OFFSET), read_at::<[u8; 16]>(ctx, l3 + IPV6_DST_OFFSET))
+            else {
+                return false;
+            };
+            is_single_host_v6(&src) && is_single_host_v6(&dst)
+        }
+        Packet::NonIp | Packet::Malformed => false,
+    }
 }
 
 /// The RST's sequence, acknowledgement and flags for a segment (RFC 9293

@@ -161,12 +161,21 @@ fn word_sum(parts: &[&[u8]]) -> u16 {
 /// An answer the program built for `frame`: back to its sender, every checksum
 /// valid, a TCP RST or an ICMP(v6) administratively prohibited.
 fn check_answer(frame: &[u8], out: &[u8]) {
+    use blocker_common::wire::{is_group_mac, is_single_host_v4, is_single_host_v6};
     assert_eq!((&out[..6], &out[6..12]), (&frame[6..12], &frame[..6]), "turned round: {frame:02x?} -> {out:02x?}");
     let l3 = (14..=22)
         .step_by(4)
         .find(|&l| matches!(u16::from_be_bytes([out[l - 2], out[l - 1]]), 0x0800 | 0x86dd))
         .unwrap();
     let ip = &out[l3..];
+    // Never an answer to a group, nor from one (RFC 1122 3.2.2, RFC 4443 2.4).
+    assert!(!is_group_mac(out[0]) && !is_group_mac(out[6]), "answer between single hosts: {out:02x?}");
+    let single_hosts = if ip[0] >> 4 == 4 {
+        is_single_host_v4(ip[12]) && is_single_host_v4(ip[16])
+    } else {
+        is_single_host_v6(ip[8..24].try_into().unwrap()) && is_single_host_v6(ip[24..40].try_into().unwrap())
+    };
+    assert!(single_hosts, "answer between single hosts: {frame:02x?} -> {out:02x?}");
     if ip[0] >> 4 == 4 {
         assert_eq!(word_sum(&[&ip[..20]]), 0xffff, "IPv4 header checksum: {out:02x?}");
         let l4 = &ip[20..];

@@ -112,6 +112,8 @@ pub struct Frame {
     ext: Vec<u8>,
     /// The destination (None: 192.0.2.1 or 2001:db8:1::1).
     dst: Option<IpAddr>,
+    /// The Ethernet destination and source (None: 02:00:00:00:00:01 and :02).
+    macs: (Option<[u8; 6]>, Option<[u8; 6]>),
 }
 
 /// What the IP packet of a `Frame` carries.
@@ -148,7 +150,20 @@ impl Frame {
             fragment: None,
             ext: Vec::new(),
             dst: None,
+            macs: (None, None),
         }
+    }
+
+    /// The Ethernet destination address.
+    pub fn mac_to(mut self, mac: [u8; 6]) -> Frame {
+        self.macs.0 = Some(mac);
+        self
+    }
+
+    /// The Ethernet source address.
+    pub fn mac_from(mut self, mac: [u8; 6]) -> Frame {
+        self.macs.1 = Some(mac);
+        self
     }
 
     /// A VLAN tag (outermost first).
@@ -253,6 +268,12 @@ impl Frame {
                 f
             }
         };
+        if let Some(mac) = self.macs.0 {
+            f[..6].copy_from_slice(&mac);
+        }
+        if let Some(mac) = self.macs.1 {
+            f[6..12].copy_from_slice(&mac);
+        }
         let l3 = self.l3_offset();
         if let Some(ihl) = self.ihl {
             f[l3] = (f[l3] & 0xf0) | (ihl & 0x0f);

@@ -28,6 +28,7 @@ const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 
 const R4: &str = "203.0.113.5";
+const BROADCAST: [u8; 6] = [0xff; 6];
 const R6: &str = "2001:db8:b::5";
 
 struct Harness {
@@ -45,7 +46,15 @@ impl Harness {
             ListSpec {
                 name: "refuse".into(),
                 role: Role::Reject,
-                prefixes: vec![p("203.0.113.0/24"), p("2001:db8:b::/48")],
+                prefixes: vec![
+                    p("203.0.113.0/24"),
+                    p("2001:db8:b::/48"),
+                    // Sources of no single host, to show they get no answer.
+                    p("0.0.0.0/8"),
+                    p("224.0.0.0/3"),
+                    p("::/127"),
+                    p("ff00::/8"),
+                ],
             },
             ListSpec { name: "deny".into(), role: Role::Deny, prefixes: vec![p("198.51.100.0/24")] },
         ];
@@ -226,6 +235,30 @@ fn other_packets_get_icmp_administratively_prohibited_and_errors_get_nothing() {
         Row { name: "ipv6 later fragment: never answered", frame: eth().ipv6(R6).fragment(10).transport(Udp(53)), answer: None },
         Row { name: "ipv4 options: not answered", frame: eth().ipv4(R4).options(2).transport(Udp(53)), answer: None },
         Row { name: "ipv4 too short to quote", frame: eth().ipv4(R4).transport(Udp(53)).truncate(14 + 24), answer: None },
+        // RFC 1122 3.2.2 and RFC 4443 2.4: nothing sent to a group, nor from an
+        // address of no single host, is answered (one spoofed packet would get
+        // an answer from every host of the LAN, from a group address).
+        Row { name: "ipv4 to 255.255.255.255", frame: eth().mac_to(BROADCAST).ipv4(R4).to("255.255.255.255").transport(Udp(53)), answer: None },
+        Row { name: "ipv4 to the subnet's broadcast (link-layer broadcast)", frame: eth().mac_to(BROADCAST).ipv4(R4).to("192.0.2.255").transport(Udp(53)), answer: None },
+        Row { name: "ipv4 to 224.0.0.1", frame: eth().mac_to([0x01, 0, 0x5e, 0, 0, 1]).ipv4(R4).to("224.0.0.1").transport(Udp(53)), answer: None },
+        Row { name: "ipv4 to 224.0.0.1 in a unicast frame", frame: eth().ipv4(R4).to("224.0.0.1").transport(Udp(53)), answer: None },
+        Row { name: "ipv4 to 255.255.255.255 in a unicast frame", frame: eth().ipv4(R4).to("255.255.255.255").transport(Echo), answer: None },
+        Row { name: "ipv4 to 240.0.0.1 (class E)", frame: eth().ipv4(R4).to("240.0.0.1").transport(Udp(53)), answer: None },
+        Row { name: "ipv4 tcp to a link-layer broadcast", frame: eth().mac_to(BROADCAST).ipv4(R4).transport(Tcp(443)), answer: None },
+        Row { name: "ipv4 from a group MAC", frame: eth().mac_from([0x01, 0, 0x5e, 0, 0, 1]).ipv4(R4).transport(Udp(53)), answer: None },
+        Row { name: "ipv6 to ff02::1", frame: eth().mac_to([0x33, 0x33, 0, 0, 0, 1]).ipv6(R6).to("ff02::1").transport(Udp(53)), answer: None },
+        Row { name: "ipv6 to ff02::1 in a unicast frame", frame: eth().ipv6(R6).to("ff02::1").transport(Echo), answer: None },
+        Row { name: "ipv6 tcp to ff05::2", frame: eth().ipv6(R6).to("ff05::2").transport(Tcp(443)), answer: None },
+        Row { name: "ipv6 to a link-layer broadcast", frame: eth().mac_to(BROADCAST).ipv6(R6).transport(Udp(53)), answer: None },
+        Row { name: "ipv4 from 224.0.0.5", frame: eth().ipv4("224.0.0.5").transport(Udp(53)), answer: None },
+        Row { name: "ipv4 from 255.255.255.255", frame: eth().ipv4("255.255.255.255").transport(Tcp(443)), answer: None },
+        Row { name: "ipv4 from 0.0.0.0", frame: eth().ipv4("0.0.0.0").transport(Echo), answer: None },
+        Row { name: "ipv6 from ff02::1", frame: eth().ipv6("ff02::1").transport(Udp(53)), answer: None },
+        Row { name: "ipv6 from ::", frame: eth().ipv6("::").transport(Tcp(443)), answer: None },
+        Row { name: "ipv6 from ::1", frame: eth().ipv6("::1").transport(Echo), answer: None },
+        // Next to them, single hosts are answered.
+        Row { name: "ipv4 to 223.255.255.254", frame: eth().ipv4("203.0.113.255").to("223.255.255.254").transport(Udp(53)), answer: unreachable(13) },
+        Row { name: "ipv6 to fe80::1", frame: eth().ipv6(R6).to("fe80::1").transport(Udp(53)), answer: unreachable(1) },
     ];
     let mut h = Harness::new(1000);
     for r in &rows {
@@ -410,6 +443,11 @@ mod end_to_end {
         /// ping's output from `src`.
         fn ping(&self, src: &str, args: &[&str]) -> String {
             let dst = if src.contains(':') { blocker_tests::netns::RX_V6 } else { blocker_tests::netns::RX_V4 };
+            self.ping_to(src, dst, args)
+        }
+
+        /// ping's output from `src` to `dst`.
+        fn ping_to(&self, src: &str, dst: &str, args: &[&str]) -> String {
             let out = std::process::Command::new("ip")
                 .args(["netns", "exec", &self.net.tx_ns, "ping", "-n", "-I", src])
                 .args(args)
@@ -451,6 +489,33 @@ mod end_to_end {
         assert!(out.contains("Administratively prohibited"), "ICMPv6 1/1: {out}");
         let out = s.ping(DENIED, &["-c", "2", "-W", "1"]);
         assert!(out.contains("100% packet loss") && !out.contains("filtered"), "dropped, no answer: {out}");
+    }
+
+    /// RFC 1122 3.2.2, RFC 4443 2.4: a rejected source's packets to a
+    /// broadcast or multicast address are dropped, never answered (every host
+    /// of a LAN would answer one spoofed packet, from a group address).
+    #[test]
+    fn packets_to_broadcast_and_multicast_addresses_are_dropped_unanswered() {
+        let s = Setup::new();
+        let _daemon = s.start(&[]);
+        let before = s.stats();
+        let all_nodes = format!("ff02::1%{}", s.net.tx_if);
+        for (src, dst) in [
+            (REJECTED, "255.255.255.255"),
+            (REJECTED, "192.0.2.255"),
+            (REJECTED, "224.0.0.1"),
+            (REJECTED6, all_nodes.as_str()),
+        ] {
+            let out = s.ping_to(src, dst, &["-b", "-c", "2", "-i", "0.2", "-W", "1"]);
+            assert!(out.contains("2 packets transmitted"), "{dst}: {out}");
+            assert!(!out.contains("filtered") && !out.contains("prohibited"), "{dst}: no answer: {out}");
+        }
+        let after = s.stats();
+        let delta = |c| after.total(c) - before.total(c);
+        assert_eq!(delta(blocker_common::counter::REJECTED), 0, "nothing answered");
+        assert_eq!(delta(blocker_common::counter::DROPPED), 8, "each dropped");
+        // The same source to this host alone is answered.
+        assert!(s.ping(REJECTED, &["-c", "1", "-W", "1"]).contains("Packet filtered"));
     }
 
     #[test]
