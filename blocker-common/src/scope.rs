@@ -21,8 +21,20 @@ pub const PORT_KEYS: u32 = OTHER_KEYS + 256;
 pub const PORT_MAP_BYTES: usize = (PORT_KEYS as usize).next_multiple_of(8);
 pub type PortMap = [u8; PORT_MAP_BYTES];
 
-/// The most scopes one policy has.
+/// The most scopes one policy has (`[policy]`'s own lists and the outbound
+/// lists each count as one).
 pub const MAX_SCOPES: u32 = 16;
+/// The most tables of one image: the scopes', then one for each set of scopes
+/// that judge packets whose port cannot be read together (a later fragment of
+/// each scoped protocol, and `OPAQUE_PROTOCOLS`).
+pub const MAX_TABLES: u32 = MAX_SCOPES + SCOPED_PROTOCOLS.len() as u32 + 1;
+
+/// What the L4 parser leaves as the protocol of a packet whose L4 header it
+/// cannot reach: IPv6 extension headers (a chain longer than the walk, or cut
+/// short by the frame; also what an IPv4 header names, where the parser walks
+/// none), ESP (encrypted), the reserved 255. The packet's port could be any, so
+/// its key goes to the table of every scope that could take it.
+pub const OPAQUE_PROTOCOLS: [u8; 12] = [0, 43, 44, 50, 51, 60, 135, 139, 140, 253, 254, 255];
 /// A key no scope takes.
 pub const SCOPE_NONE: u8 = 0xff;
 

@@ -2,8 +2,9 @@
 //! kernel, loaded once with a fixed table, judges every input frame, and its
 //! verdict and counters must match the reference (`reference_parse`, then the
 //! compiled table's own lookup). The table has scopes: the reference L4 parser
-//! (`reference_l4`) picks the scope whose table judges the frame, as the
-//! program's port map must. A dropped or monitored frame's event must carry the
+//! (`reference_l4`) and `CompiledPolicy::judge` pick the scope whose table
+//! judges the frame (or, without a port to read, the strictest of the scopes
+//! that could hold it), as the program's port map must. A dropped or monitored frame's event must carry the
 //! L4 protocol and port the reference reads. The tc egress program judges the
 //! same frame by its destination in the outbound table, checked against the
 //! reference the same way (its answers too).
@@ -110,11 +111,8 @@ fn expected(policy: &CompiledPolicy, frame: &[u8]) -> (u32, u32) {
         Parsed::V6(a) => (Family::V6, u128::from_be_bytes(a)),
     };
     let (protocol, port, flags) = reference_l4(frame).expect("an IP frame");
-    let Some(scope) = policy.scope_for(protocol, (flags == 0).then_some(port)) else {
-        return (XDP_PASS, counter::PASSED);
-    };
-    let table = &scope.table;
-    match table.lookup(family, addr).map(|i| table.lists[i].action) {
+    let port = (flags == 0 && has_ports(protocol)).then_some(port);
+    match policy.judge(protocol, port, family, addr).list.map(|l| l.action) {
         Some(Action::Drop) => (XDP_DROP, counter::DROPPED),
         Some(Action::Monitor) => (XDP_PASS, counter::MONITORED),
         // Answered or only dropped, by the kind of packet: `check_answer` judges.

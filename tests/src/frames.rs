@@ -114,6 +114,8 @@ pub struct Frame {
     dst: Option<IpAddr>,
     /// The Ethernet destination and source (None: 02:00:00:00:00:01 and :02).
     macs: (Option<[u8; 6]>, Option<[u8; 6]>),
+    /// Overwrites the IPv4 protocol field (the checksum follows).
+    protocol: Option<u8>,
 }
 
 /// What the IP packet of a `Frame` carries.
@@ -151,7 +153,15 @@ impl Frame {
             ext: Vec::new(),
             dst: None,
             macs: (None, None),
+            protocol: None,
         }
+    }
+
+    /// The IPv4 protocol number, whatever the packet carries (e.g. 51, AH, in
+    /// front of the TCP header it holds).
+    pub fn protocol(mut self, protocol: u8) -> Frame {
+        self.protocol = Some(protocol);
+        self
     }
 
     /// The Ethernet destination address.
@@ -280,6 +290,13 @@ impl Frame {
         }
         if let Some(version) = self.version {
             f[l3] = (version << 4) | (f[l3] & 0x0f);
+        }
+        if let (Some(protocol), L3::Ip(IpAddr::V4(_))) = (self.protocol, &self.l3) {
+            f[l3 + 9] = protocol;
+            let hlen = usize::from(f[l3] & 0x0f) * 4;
+            f[l3 + IPV4_CHECKSUM_OFFSET..l3 + IPV4_CHECKSUM_OFFSET + 2].copy_from_slice(&[0, 0]);
+            let c = ipv4_checksum(&f[l3..l3 + hlen]);
+            f[l3 + IPV4_CHECKSUM_OFFSET..l3 + IPV4_CHECKSUM_OFFSET + 2].copy_from_slice(&c.to_be_bytes());
         }
         if let Some(len) = self.truncate {
             f.truncate(len);

@@ -137,6 +137,81 @@ impl NetnsPair {
         Ok(out.contains("prog/xdp"))
     }
 
+    /// Sends `frames` out of the sender's veth as they are (AF_PACKET), after
+    /// writing the pair's Ethernet addresses into them unless `keep_macs`:
+    /// crafted packets (extension-header chains, broadcasts) that no socket
+    /// API makes.
+    pub fn send_raw(&self, frames: &[Vec<u8>], keep_macs: bool) -> Result<()> {
+        let parse_mac = |m: String| -> Result<[u8; 6]> {
+            let bytes: Vec<u8> = m.split(':').map(|b| u8::from_str_radix(b, 16)).collect::<Result<_, _>>()?;
+            bytes.try_into().map_err(|_| anyhow::anyhow!("MAC {m}"))
+        };
+        let rx_mac = parse_mac(mac_of(&self.rx_ns, &self.rx_if)?)?;
+        let tx_mac = parse_mac(mac_of(&self.tx_ns, &self.tx_if)?)?;
+        let mut frames = frames.to_vec();
+        if !keep_macs {
+            for f in &mut frames {
+                f[..6].copy_from_slice(&rx_mac);
+                f[6..12].copy_from_slice(&tx_mac);
+            }
+        }
+        let ifname = std::ffi::CString::new(self.tx_if.clone())?;
+        crate::http::in_netns(&self.tx_ns, move || -> Result<()> {
+            // SAFETY: plain syscalls on a socket this closure owns and closes.
+            unsafe {
+                let ifindex = libc::if_nametoindex(ifname.as_ptr());
+                anyhow::ensure!(ifindex != 0, "no interface {ifname:?}");
+                let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+                anyhow::ensure!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+                let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+                addr.sll_family = libc::AF_PACKET as u16;
+                addr.sll_ifindex = ifindex as i32;
+                addr.sll_halen = 6;
+                let mut result = Ok(());
+                for f in &frames {
+                    let sent = libc::sendto(
+                        fd,
+                        f.as_ptr().cast(),
+                        f.len(),
+                        0,
+                        (&addr as *const libc::sockaddr_ll).cast(),
+                        std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                    );
+                    if sent != f.len() as isize {
+                        result = Err(anyhow::anyhow!("sendto: {}", std::io::Error::last_os_error()));
+                        break;
+                    }
+                }
+                libc::close(fd);
+                result
+            }
+        })?
+    }
+
+    /// A counter of the receiving namespace's stack: `section` is `Ip6` (from
+    /// /proc/net/snmp6, e.g. `Ip6InReceives`) or a section of /proc/net/snmp
+    /// (`Ip`, `Tcp`, `Udp`, with e.g. `InSegs`).
+    pub fn rx_snmp(&self, section: &str, name: &str) -> Result<u64> {
+        let ns = format!("--net=/run/netns/{}", self.rx_ns);
+        if section == "Ip6" {
+            let text = sh("nsenter", &[&ns, "cat", "/proc/net/snmp6"])?;
+            return text
+                .lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+                .with_context(|| format!("no {name} in snmp6"));
+        }
+        let text = sh("nsenter", &[&ns, "cat", "/proc/net/snmp"])?;
+        let prefix = format!("{section}:");
+        let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+        let (names, values) = (lines.next().context("no names line")?, lines.next().context("no values line")?);
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.parse().ok())
+            .with_context(|| format!("no {section} {name} in snmp"))
+    }
+
     /// The receiving interface's index.
     pub fn rx_index(&self) -> Result<u32> {
         let out = ip_in(&self.rx_ns, &["-o", "link", "show", &self.rx_if])?;

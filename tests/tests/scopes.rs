@@ -122,6 +122,9 @@ fn each_packet_is_judged_by_the_first_scope_its_port_belongs_to() {
         Row { name: "default scope: icmp from the api's list", frame: eth().ipv4(api_src).transport(Echo), verdict: XDP_PASS, counter: PASSED, list: None },
         Row { name: "ipv4 options before the port (IHL honoured)", frame: eth().ipv4(api_src).options(4).transport(Tcp(443)), verdict: XDP_DROP, counter: DROPPED, list: Some(("api", "deny-api")) },
         Row { name: "later tcp fragment stays in the api scope", frame: eth().ipv4(api_src).fragment(100).transport(Tcp(22)), verdict: XDP_DROP, counter: DROPPED, list: Some(("api", "deny-api")) },
+        Row { name: "a later tcp fragment is judged by the default scope too", frame: eth().ipv4(rest_src).fragment(100).transport(Tcp(443)), verdict: XDP_DROP, counter: DROPPED, list: Some(("default", "deny-rest")) },
+        Row { name: "a later tcp fragment from the api's exception: the default scope has nothing", frame: eth().ipv4(partner).fragment(100).transport(Tcp(443)), verdict: XDP_PASS, counter: PASSED, list: Some(("api", "partners")) },
+        Row { name: "ipv4 AH hides the port: every scope judges", frame: eth().ipv4(rest_src).transport(Tcp(443)).protocol(51), verdict: XDP_DROP, counter: DROPPED, list: Some(("default", "deny-rest")) },
         Row { name: "tcp header cut before the port: in the api scope", frame: eth().ipv4(api_src).transport(Tcp(22)).truncate(14 + 20 + 2), verdict: XDP_DROP, counter: DROPPED, list: Some(("api", "deny-api")) },
         Row { name: "ipv6 tcp/443 behind extension headers", frame: eth().ipv6("2001:db8:b::5").ext_headers(&[0, 60]).transport(Tcp(443)), verdict: XDP_DROP, counter: DROPPED, list: Some(("api", "deny-api")) },
         Row { name: "ipv6 tcp/22: the default scope", frame: eth().ipv6("2001:db8:b::5").transport(Tcp(22)), verdict: XDP_PASS, counter: PASSED, list: None },
@@ -129,6 +132,88 @@ fn each_packet_is_judged_by_the_first_scope_its_port_belongs_to() {
         Row { name: "ipv6 default scope deny", frame: eth().ipv6("2001:db8:a::9").transport(Udp(53)), verdict: XDP_DROP, counter: DROPPED, list: Some(("default", "deny-rest")) },
     ];
     let mut h = Harness::new(&api_and_rest());
+    check(&mut h, &rows);
+}
+
+/// Chains of 0 to 10 IPv6 extension headers of each kind before a TCP SYN: the
+/// program walks 6; behind more, the port cannot be read, and the packet is
+/// judged as in scope for every scope that could hold it, never passed.
+#[test]
+fn extension_header_chains_past_the_walk_stay_in_scope() {
+    use counter::{DROPPED, PASSED, REJECTED};
+    const WALKED: usize = 6;
+    let src = "2001:db8:b::5";
+    let deny = || compile(&[list("deny", Role::Deny, &["2001:db8:b::/48"])]);
+    let refuse = || compile(&[list("refuse", Role::Reject, &["2001:db8:b::/48"])]);
+    let cases: [(&str, Vec<(&str, Ports, CompiledTable)>, u16, u16, u32, u32, &str); 3] = [
+        // (policy, scopes, port in scope, port outside, verdict and counter in scope, list)
+        ("--ports tcp:443", vec![("default", ports(&["tcp:443"]), deny())], 443, 22, XDP_DROP, DROPPED, "deny"),
+        ("a [[scope]] reject list", vec![("api", ports(&["tcp:443"]), refuse())], 443, 80, 3, REJECTED, "refuse"),
+        ("tcp:all-except:22", vec![("web", ports(&["tcp:all-except:22"]), deny())], 80, 22, XDP_DROP, DROPPED, "deny"),
+    ];
+    for (policy, scopes, inside, outside, verdict, counter, list_name) in cases {
+        let mut h = Harness::new(&scopes);
+        h.maps.set_reject_per_second(1_000_000).unwrap();
+        let scope = scopes[0].0;
+        for kind in [0u8, 43, 60, 44, 51] {
+            for n in 0..=10usize {
+                let chain = vec![kind; n];
+                let frame = |port| Frame::eth().ipv6(src).ext_headers(&chain).transport(Tcp(port)).build();
+                let name = format!("{policy}: {n} headers of type {kind}");
+                let rows = [
+                    (inside, verdict, counter, Some((scope, list_name))),
+                    // Outside the scope, unless the port cannot be read.
+                    if n <= WALKED { (outside, XDP_PASS, PASSED, None) } else { (outside, verdict, counter, Some((scope, list_name))) },
+                ];
+                for (port, want_verdict, want_counter, want_list) in rows {
+                    let before = h.counters();
+                    let got = h.run(&frame(port));
+                    let after = h.counters();
+                    assert_eq!(got, want_verdict, "{name}, port {port}: verdict");
+                    for c in 0..counter::COUNT {
+                        let delta = after.global(c) - before.global(c);
+                        assert_eq!(delta, u64::from(c == want_counter), "{name}, port {port}: counter {c}");
+                    }
+                    for (b, a) in before.lists.iter().zip(&after.lists) {
+                        let hit = want_list == Some((a.scope.as_str(), a.name.as_str()));
+                        assert_eq!(a.packets - b.packets, u64::from(hit), "{name}, port {port}: list {}", a.name);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// With several scopes, a packet whose port cannot be read takes the strictest
+/// verdict of every scope that could hold it: a drop in one beats an exception
+/// in another; with no list anywhere, it passes.
+#[test]
+fn a_packet_without_a_port_takes_the_strictest_verdict_of_its_scopes() {
+    use counter::{DROPPED, MONITORED, PASSED};
+    let eth = Frame::eth;
+    let api = compile(&[
+        list("partners", Role::Exception, &["2001:db8:c::/48"]),
+        list("watch", Role::Monitor, &["2001:db8:d::/48"]),
+    ]);
+    let dns = compile(&[list("deny-dns", Role::Deny, &["2001:db8:c::/48"])]);
+    let rest = compile(&[list("watch-rest", Role::Monitor, &["2001:db8:e::/48"])]);
+    let scopes = vec![
+        ("api", ports(&["tcp:443"]), api),
+        ("dns", ports(&["udp:53"]), dns),
+        ("default", Ports::default(), rest),
+    ];
+    let deep = [60u8; 8];
+    #[rustfmt::skip]
+    let rows = [
+        Row { name: "with its port: the api's exception", frame: eth().ipv6("2001:db8:c::1").transport(Tcp(443)), verdict: XDP_PASS, counter: PASSED, list: Some(("api", "partners")) },
+        Row { name: "past the walk: the dns scope's deny wins", frame: eth().ipv6("2001:db8:c::1").ext_headers(&deep).transport(Tcp(443)), verdict: XDP_DROP, counter: DROPPED, list: Some(("dns", "deny-dns")) },
+        Row { name: "a later tcp fragment: api and default, the exception", frame: eth().ipv6("2001:db8:c::1").fragment(9).transport(Tcp(443)), verdict: XDP_PASS, counter: PASSED, list: Some(("api", "partners")) },
+        Row { name: "a later udp fragment: dns and default, the deny", frame: eth().ipv6("2001:db8:c::1").fragment(9).transport(Udp(53)), verdict: XDP_DROP, counter: DROPPED, list: Some(("dns", "deny-dns")) },
+        Row { name: "past the walk: monitor over nothing", frame: eth().ipv6("2001:db8:d::1").ext_headers(&deep).transport(Udp(9)), verdict: XDP_PASS, counter: MONITORED, list: Some(("api", "watch")) },
+        Row { name: "past the walk: the default's monitor list", frame: eth().ipv6("2001:db8:e::1").ext_headers(&deep).transport(Udp(9)), verdict: XDP_PASS, counter: MONITORED, list: Some(("default", "watch-rest")) },
+        Row { name: "past the walk, in no list: passes", frame: eth().ipv6("2001:db8:f::1").ext_headers(&deep).transport(Tcp(443)), verdict: XDP_PASS, counter: PASSED, list: None },
+    ];
+    let mut h = Harness::new(&scopes);
     check(&mut h, &rows);
 }
 
@@ -251,5 +336,48 @@ mod end_to_end {
         assert_eq!((live[0].scope.as_str(), live[0].verdict.list.as_deref()), ("api", Some("deny")));
         let text = String::from_utf8_lossy(&cli(&["lookup", DENIED])).into_owned();
         assert!(text.contains(&format!("live on {}, scope api: list deny -> drop", net.rx_if)), "{text}");
+    }
+
+    /// A denied source's SYN to the scoped port behind 0 to 10 IPv6
+    /// destination-options headers, sent as real frames: none reaches the
+    /// stack (its TCP segment count stands still), while the same frames from
+    /// an unlisted source do.
+    #[test]
+    fn a_long_extension_header_chain_does_not_pass_a_port_scoped_deny() {
+        use blocker_tests::frames::{Frame, Transport};
+        let net = NetnsPair::new().unwrap();
+        let root = PinRoot::new(&unique_tag());
+        let dir = tempfile::tempdir().unwrap();
+        let path = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+        std::fs::write(path("deny.txt"), "2001:db8:b::/48\n").unwrap();
+        let deny = format!("deny={}", path("deny.txt"));
+        let socket = path("blocker.sock");
+        let args = ["--pin-root", root.as_str(), "--socket", &socket, "run", "--iface", &net.rx_if];
+        let mut args: Vec<&str> = args.to_vec();
+        args.extend(["--xdp-mode", "native", "--deny", &deny, "--ports", "tcp:443", "--no-default-never-block"]);
+        let _daemon = Daemon::start(&net.rx_ns, &args, &dir.path().join("daemon.log")).unwrap();
+        let frames = |src: &str| -> Vec<Vec<u8>> {
+            (0..=10).map(|n| Frame::eth().ipv6(src).ext_headers(&vec![60; n]).transport(Transport::Tcp(443)).build()).collect()
+        };
+        let stats = || {
+            let out =
+                blocker_in(&net.rx_ns, &["--pin-root", root.as_str(), "--socket", &socket, "stats", "--json"]).unwrap();
+            let reply: StatsReply = serde_json::from_slice(&out.stdout).unwrap();
+            reply.interfaces.into_iter().next().unwrap()
+        };
+        let segments = || net.rx_snmp("Tcp", "InSegs").unwrap();
+        let (before, segs) = (stats(), segments());
+        net.send_raw(&frames("2001:db8:b::2"), false).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let after = stats();
+        assert_eq!(segments(), segs, "no segment from the denied source reached TCP");
+        let delta = |c| after.total(c) - before.total(c);
+        assert_eq!(delta(blocker_common::counter::DROPPED), 11, "all 11 dropped: {:?}", after.totals);
+        let deny = |s: &blocker::control::protocol::InterfaceStats| s.list("deny").map_or(0, |l| l.packets);
+        assert_eq!(deny(&after) - deny(&before), 11);
+        // The same frames from a source no list holds reach the stack.
+        net.send_raw(&frames("2001:db8:1::2"), false).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(segments() - segs, 11, "the unlisted source's segments arrive");
     }
 }

@@ -4,10 +4,13 @@
 use std::{net::IpAddr, path::Path};
 
 use anyhow::Result;
-use blocker_common::scope::PORT_MAP_BYTES;
+use blocker_common::classifier::leaf;
 
 use blocker::{
-    compile::table::{build_policy, is_scoped, CompiledPolicy, Range},
+    compile::{
+        classifier::build_policy_image,
+        table::{build_policy, CompiledPolicy},
+    },
     config::RunOptions,
     control::report::{
         AddressLookup, ConfigInterface, ConfigList, ConfigReport, ConfigScope, ConfigSource, ConfigTable, LiveVerdict,
@@ -154,22 +157,9 @@ pub(crate) fn check_config(opts: &RunOptions) -> Result<ConfigReport> {
     }
     // The same build and budget check as the daemon's reload (list ids in order).
     let view = compiled.view();
-    let ranges: Vec<(&[Range], &[Range])> = view.iter().map(|s| (&s.table.v4[..], &s.table.v6[..])).collect();
-    let mut first_id = Vec::new();
-    let mut next = 0;
-    for s in &view {
-        first_id.push(next);
-        next += s.table.lists.len();
-    }
-    let image = blocker::compile::classifier::Image::build_scopes_for_budget(
-        &ranges,
-        |scope, l| {
-            blocker_common::classifier::leaf(view[scope].table.lists[l].action.code(), (first_id[scope] + l) as u32)
-        },
-        opts.table_memory,
-    )?;
-    let port_bytes = if is_scoped(&view) { PORT_MAP_BYTES as u64 } else { 0 };
-    let classifier_bytes = image.bytes() + port_bytes;
+    let actions: Vec<u32> = view.iter().flat_map(|s| s.table.lists.iter().map(|l| l.action.code())).collect();
+    let built = build_policy_image(&view, |i| leaf(actions[i], i as u32), opts.table_memory, None)?;
+    let classifier_bytes = built.bytes();
     let over = classifier_bytes > opts.table_memory;
     let (v4_ranges, v6_ranges) = compiled.ranges();
     Ok(ConfigReport {
@@ -194,5 +184,6 @@ pub(crate) fn check_config(opts: &RunOptions) -> Result<ConfigReport> {
             classifier_bytes,
             budget_bytes: opts.table_memory,
         },
+        warnings: compiled.warnings(),
     })
 }

@@ -241,6 +241,11 @@ pub(crate) fn check_config_text(r: &ConfigReport) -> String {
     let scoped = scope_lines(&mut s, &names);
     if scoped {
         let _ = writeln!(s, "other traffic: passes (no scope takes it)");
+        let _ = writeln!(
+            s,
+            "packets whose port cannot be read (later fragments, cut or long IPv6 header chains, AH, ESP): judged by \
+             every scope that could take them, the strictest verdict"
+        );
     }
     for src in &r.sources {
         let how = match (&src.refresh, src.watch_debounce_ms) {
@@ -270,6 +275,9 @@ pub(crate) fn check_config_text(r: &ConfigReport) -> String {
         t.classifier_bytes as f64 / MIB,
         t.budget_bytes as f64 / MIB,
     );
+    for w in &r.warnings {
+        let _ = writeln!(s, "warning: {w}");
+    }
     s
 }
 

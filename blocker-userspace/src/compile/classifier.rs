@@ -56,6 +56,72 @@ const _: () = {
 /// One scope's table for the builder: its ranges, per family.
 pub type ScopeRanges<'a> = (&'a [Range], &'a [Range]);
 
+/// A policy's image: its scopes' tables, then the union tables of the scopes
+/// that judge packets whose port cannot be read (`ports::PortPlan`), and the
+/// port map that sends each packet to one of them.
+pub struct PolicyImage {
+    pub image: Image,
+    /// None: the policy has no scopes, the program reads no port.
+    pub port_map: Option<Vec<u8>>,
+    /// Scopes earlier ones leave no packet to (indexes of `scopes`).
+    pub shadowed: Vec<usize>,
+}
+
+impl PolicyImage {
+    /// Bytes of classifier memory: the maps and the port map.
+    pub fn bytes(&self) -> u64 {
+        self.image.bytes() + self.port_map.as_ref().map_or(0, |_| blocker_common::scope::PORT_MAP_BYTES as u64)
+    }
+}
+
+/// Builds `scopes` (in the order they are tried; the outbound table among them)
+/// into one image. `leaf(i)` is the leaf of a hit of the policy's list `i`, the
+/// lists of every scope numbered in one sequence. `shape`: forced, or the one
+/// `Image::build_scopes_for_budget` picks for `budget`. The daemon's apply and
+/// `check-config` both build with it.
+pub fn build_policy_image(
+    scopes: &[super::table::ScopeTable<'_>],
+    leaf: impl Fn(usize) -> u16,
+    budget: u64,
+    shape: Option<Shape>,
+) -> Result<PolicyImage, BuildError> {
+    use super::table::{is_scoped, strictest};
+    let mut starts = Vec::with_capacity(scopes.len());
+    let mut next = 0;
+    for s in scopes {
+        starts.push(next);
+        next += s.table.lists.len();
+    }
+    // The outbound table is not in the port map: the inbound scopes come first
+    // in `scopes`, so their indexes stand; union tables follow every scope's.
+    let plan = is_scoped(scopes).then(|| {
+        let ports: Vec<_> = scopes.iter().filter(|s| !s.outbound).map(|s| s.ports).collect();
+        crate::policy::ports::port_plan(&ports, scopes.len())
+    });
+    let unions: Vec<(Vec<Range>, Vec<Range>)> = plan
+        .iter()
+        .flat_map(|p| &p.unions)
+        .map(|members| {
+            let members: Vec<_> = members.iter().map(|&m| (scopes[m].table, starts[m])).collect();
+            (strictest(&members, Family::V4), strictest(&members, Family::V6))
+        })
+        .collect();
+    // A union table's ranges number the lists of the whole policy already.
+    let leaf_of = |table: usize, l: usize| leaf(if table < scopes.len() { starts[table] + l } else { l });
+    let ranges: Vec<ScopeRanges<'_>> = scopes
+        .iter()
+        .map(|s| (&s.table.v4[..], &s.table.v6[..]))
+        .chain(unions.iter().map(|(v4, v6)| (&v4[..], &v6[..])))
+        .collect();
+    let count = ranges.len().max(1) as u32;
+    let image = match shape {
+        Some(shape) => Image::build_scopes(&ranges, leaf_of, shape.with_scopes(count))?,
+        None => Image::build_scopes_for_budget(&ranges, leaf_of, budget)?,
+    };
+    let shadowed = plan.as_ref().map(|p| p.shadowed.clone()).unwrap_or_default();
+    Ok(PolicyImage { image, port_map: plan.map(|p| p.map), shadowed })
+}
+
 impl Image {
     /// Builds the range tables for `v4` and `v6` (disjoint ranges sorted by
     /// address, as the compiler produces them); `leaf(list)` is the leaf a hit of
@@ -585,6 +651,97 @@ mod tests {
             }
             // A scope past the image finds nothing.
             assert_eq!(view.lookup_in(3, Family::V4, 0x0a01_0203), LEAF_NONE);
+        }
+    }
+
+    /// The policy image's port map and union tables against
+    /// `CompiledPolicy::judge`, written from the rules alone: for random scopes
+    /// and lists, every kind of packet (with a port, a later fragment, an
+    /// opaque header) from addresses at every boundary gets the same list.
+    #[test]
+    fn the_policy_image_judges_like_the_reference() {
+        use blocker_common::scope::{key_of, OPAQUE_PROTOCOLS, SCOPE_NONE};
+
+        use crate::{
+            compile::table::{CompiledPolicy, CompiledScope},
+            policy::ports::{PortRule, Ports},
+        };
+        let mut rng = blocker_tests::Rng(11);
+        let rule_choices =
+            ["tcp:443", "tcp:80,443", "tcp:all-except:22", "udp:53", "udp", "sctp", "tcp:1000-2000", "tcp"];
+        let roles = [Role::Deny, Role::Reject, Role::Exception, Role::Monitor, Role::NeverBlock];
+        for round in 0..30 {
+            let mut scopes = Vec::new();
+            let n = 1 + rng.next_u64() % 4;
+            for i in 0..n {
+                let last = i == n - 1 && rng.next_u64() % 2 == 0;
+                let rules: Vec<PortRule> = if last {
+                    Vec::new()
+                } else {
+                    (0..1 + rng.next_u64() % 2)
+                        .map(|_| rule_choices[(rng.next_u64() % rule_choices.len() as u64) as usize].parse().unwrap())
+                        .collect()
+                };
+                let lists: Vec<ListSpec> = (0..1 + rng.next_u64() % 3)
+                    .map(|l| {
+                        let prefixes = (0..3)
+                            .flat_map(|_| {
+                                let len4 = 20 + (rng.next_u64() % 12) as u8;
+                                let len6 = 100 + (rng.next_u64() % 28) as u8;
+                                let a4 = 0x0a00_0000 + u128::from(rng.next_u64() % (1 << 16)) * 16;
+                                let a6 = (0x2001_0db8u128 << 96) + u128::from(rng.next_u64() % (1 << 16)) * 16;
+                                [prefix(Family::V4, a4, len4), prefix(Family::V6, a6, len6)]
+                            })
+                            .collect();
+                        let role = roles[(rng.next_u64() % roles.len() as u64) as usize];
+                        ListSpec { name: format!("s{i}l{l}"), role, prefixes }
+                    })
+                    .collect();
+                scopes.push(CompiledScope {
+                    name: format!("s{i}"),
+                    ports: Ports(rules),
+                    outbound: false,
+                    table: compile(&lists),
+                });
+            }
+            let policy = CompiledPolicy { scopes };
+            let view = policy.view();
+            let lists: Vec<(usize, usize)> =
+                (0..view.len()).flat_map(|s| (0..view[s].table.lists.len()).map(move |l| (s, l))).collect();
+            let leaf_of = |i: usize| {
+                let (s, l) = lists[i];
+                format::leaf(view[s].table.lists[l].action.code(), i as u32)
+            };
+            let built = build_policy_image(&view, leaf_of, u64::MAX, Some(Shape::SMALLEST)).unwrap();
+            let tables = built.image.view();
+            let mut probes: Vec<(Family, u128)> = policy.scopes.iter().flat_map(|s| boundaries(&s.table)).collect();
+            probes.sort_unstable();
+            probes.dedup();
+            let packets: Vec<(u8, Option<u16>)> = [6u8, 17, 132]
+                .into_iter()
+                .flat_map(|p| [Some(22), Some(53), Some(80), Some(443), Some(1500), Some(9999), None].map(|port| (p, port)))
+                .chain([(1, None), (58, None), (47, None)])
+                .chain(OPAQUE_PROTOCOLS.map(|p| (p, None)))
+                .collect();
+            for (protocol, port) in packets {
+                for &(family, addr) in &probes {
+                    let want = policy.judge(protocol, port, family, addr).list.map(|l| l.name.clone());
+                    let table = match &built.port_map {
+                        Some(map) => map[key_of(protocol, port) as usize],
+                        None => 0,
+                    };
+                    let got = if table == SCOPE_NONE {
+                        None
+                    } else {
+                        let leaf = tables.lookup_in(u32::from(table), family, addr);
+                        (leaf != LEAF_NONE).then(|| {
+                            let (s, l) = lists[format::leaf_list(leaf) as usize];
+                            view[s].table.lists[l].name.clone()
+                        })
+                    };
+                    assert_eq!(got, want, "round {round}: protocol {protocol} port {port:?} {family:?} {addr:#x}");
+                }
+            }
         }
     }
 

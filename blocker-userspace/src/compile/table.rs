@@ -22,7 +22,10 @@ use std::collections::BTreeMap;
 
 use crate::{
     net::{range_to_prefixes, Family, Prefix},
-    policy::{ports::Ports, Action, ListSpec, Policy, PolicyError, Role},
+    policy::{
+        ports::{PortSet, Ports},
+        Action, ListSpec, Policy, PolicyError, Role,
+    },
     source::fetch::UrlAccess,
 };
 
@@ -217,10 +220,85 @@ impl CompiledPolicy {
         self.scopes.iter().map(|s| s.table.lists.len()).sum()
     }
 
-    /// The scope that takes a packet of IP protocol `protocol` to `port` (None:
-    /// no port to read), as the XDP program picks it: the first whose ports match.
-    pub fn scope_for(&self, protocol: u8, port: Option<u16>) -> Option<&CompiledScope> {
-        self.scopes.iter().find(|s| !s.outbound && s.ports.matches(protocol, port))
+    /// The scope that takes a packet of IP protocol `protocol` to `port`, as
+    /// the XDP program picks it: the first whose ports match.
+    pub fn scope_for(&self, protocol: u8, port: u16) -> Option<&CompiledScope> {
+        self.inbound().find(|s| s.ports.matches(protocol, Some(port)))
+    }
+
+    fn inbound(&self) -> impl Iterator<Item = &CompiledScope> {
+        self.scopes.iter().filter(|s| !s.outbound)
+    }
+
+    /// What happens to an inbound packet from `addr` of IP protocol `protocol`
+    /// to `port` (None: its port cannot be read): the scope that judges it and
+    /// the list its address falls in there, if any. Written from the README's
+    /// rules, independently of the port map (a reference for tests and the
+    /// fuzzer): a packet with a port goes to the first scope that takes it;
+    /// one without (a later fragment, a cut header, `OPAQUE_PROTOCOLS`) to
+    /// every scope that takes the first of its possible keys, judged by the
+    /// strictest verdict among them (`strictest`).
+    pub fn judge(&self, protocol: u8, port: Option<u16>, family: Family, addr: u128) -> Judged<'_> {
+        use blocker_common::scope::OPAQUE_PROTOCOLS;
+        let scoped = crate::policy::ports::Protocol::ALL.into_iter().find(|p| p.number() == protocol);
+        let candidates: Vec<usize> = match (port, scoped) {
+            (Some(port), Some(_)) => self.first_for(protocol, port).into_iter().collect(),
+            (_, None) if !OPAQUE_PROTOCOLS.contains(&protocol) => {
+                self.inbound().position(|s| s.ports.matches(protocol, None)).into_iter().collect()
+            }
+            (None, Some(_)) => self.first_for_any(&[protocol]),
+            (_, None) => {
+                let every: Vec<u8> = (0..=255u8).filter(|p| !OPAQUE_PROTOCOLS.contains(p)).collect();
+                self.first_for_any(&every)
+            }
+        };
+        let scopes: Vec<&CompiledScope> = self.inbound().collect();
+        let hit = |i: usize| scopes[i].table.lookup(family, addr).map(|l| (i, l));
+        let best = candidates
+            .iter()
+            .map(|&i| (i, hit(i)))
+            .max_by_key(|(i, h)| (h.map_or(0, |(s, l)| strictness(scopes[s].table.lists[l].action)), usize::MAX - i));
+        match best {
+            None => Judged { scope: None, list: None },
+            Some((i, None)) => Judged { scope: Some(scopes[i]), list: None },
+            Some((_, Some((s, l)))) => Judged { scope: Some(scopes[s]), list: Some(&scopes[s].table.lists[l]) },
+        }
+    }
+
+    /// The inbound scope (index) that takes `protocol` to `port` first.
+    fn first_for(&self, protocol: u8, port: u16) -> Option<usize> {
+        self.inbound().position(|s| s.ports.matches(protocol, Some(port)))
+    }
+
+    /// Every inbound scope that is first for some port of one of `protocols`
+    /// (every packet of a protocol without ports counts as one key).
+    fn first_for_any(&self, protocols: &[u8]) -> Vec<usize> {
+        let mut out: Vec<usize> = Vec::new();
+        for &protocol in protocols {
+            let has_ports = crate::policy::ports::Protocol::ALL.iter().any(|p| p.number() == protocol);
+            let firsts: Vec<Option<usize>> = if has_ports {
+                // Which scope is first can change only where a rule's range
+                // starts or ends: one port of each stretch between those tells.
+                let mut points: Vec<u16> = vec![0];
+                for s in self.inbound() {
+                    for r in s.ports.0.iter().filter(|r| r.protocol.number() == protocol) {
+                        if let PortSet::Only(ranges) | PortSet::AllExcept(ranges) = &r.ports {
+                            for (lo, hi) in ranges {
+                                points.push(*lo);
+                                points.extend(hi.checked_add(1));
+                            }
+                        }
+                    }
+                }
+                points.into_iter().map(|port| self.first_for(protocol, port)).collect()
+            } else {
+                vec![self.inbound().position(|s| s.ports.matches(protocol, None))]
+            };
+            out.extend(firsts.into_iter().flatten());
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// The traffic a scope takes, in words.
@@ -231,10 +309,92 @@ impl CompiledPolicy {
         scope.ports.describe()
     }
 
+    /// What an operator should know before this policy runs: scopes that take
+    /// no packet, because the scopes before them take every port they name.
+    pub fn warnings(&self) -> Vec<String> {
+        let inbound: Vec<&CompiledScope> = self.inbound().collect();
+        if !is_scoped(&self.view()) {
+            return Vec::new();
+        }
+        let ports: Vec<&Ports> = inbound.iter().map(|s| &s.ports).collect();
+        crate::policy::ports::port_plan(&ports, inbound.len())
+            .shadowed
+            .into_iter()
+            .map(|i| {
+                format!(
+                    "scope {} ({}) takes no packet: the scopes tried before it take every port it names",
+                    inbound[i].name,
+                    inbound[i].ports.describe()
+                )
+            })
+            .collect()
+    }
+
     /// The outbound lists' table, if the policy has any.
     pub fn outbound(&self) -> Option<&CompiledScope> {
         self.scopes.iter().find(|s| s.outbound)
     }
+}
+
+/// What `CompiledPolicy::judge` finds: the scope (None: no scope takes the
+/// packet, it passes) and the list (None: no list holds the address).
+#[derive(Clone, Copy, Debug)]
+pub struct Judged<'a> {
+    pub scope: Option<&'a CompiledScope>,
+    pub list: Option<&'a CompiledList>,
+}
+
+/// How strict a verdict is, where several scopes judge one packet: a drop or
+/// a reject over a monitored hit over a pass (an allow list, never-block) over
+/// no list at all.
+pub const fn strictness(action: Action) -> u8 {
+    match action {
+        Action::Drop | Action::Reject => 3,
+        Action::Monitor => 2,
+        Action::Pass => 1,
+    }
+}
+
+/// The table of several scopes' tables for packets that any of them could
+/// judge: each address takes the strictest verdict among the members
+/// (`strictness`; the earlier member where two are as strict). `members`:
+/// each member's table and the number added to its list indexes, so that the
+/// result's `Range::list` numbers the lists of every member in one sequence.
+pub fn strictest(members: &[(&CompiledTable, usize)], family: Family) -> Vec<Range> {
+    // Every point where some member's verdict may change, and each member's
+    // cursor into its sorted, disjoint ranges.
+    let mut points: Vec<u128> = members
+        .iter()
+        .flat_map(|(t, _)| t.entries(family).iter().flat_map(|r| [Some(r.lo), r.hi.checked_add(1)]))
+        .flatten()
+        .filter(|p| *p <= family.max_addr())
+        .collect();
+    points.push(0);
+    points.sort_unstable();
+    points.dedup();
+    let mut cursors = vec![0usize; members.len()];
+    let mut out: Vec<Range> = Vec::new();
+    for (i, &point) in points.iter().enumerate() {
+        let end = points.get(i + 1).map_or(family.max_addr(), |next| next - 1);
+        let mut best: Option<(u8, usize)> = None;
+        for (m, (table, offset)) in members.iter().enumerate() {
+            let entries = table.entries(family);
+            while cursors[m] < entries.len() && entries[cursors[m]].hi < point {
+                cursors[m] += 1;
+            }
+            let Some(r) = entries.get(cursors[m]).filter(|r| r.lo <= point) else { continue };
+            let rank = strictness(table.lists[r.list].action);
+            if best.is_none_or(|(b, _)| rank > b) {
+                best = Some((rank, offset + r.list));
+            }
+        }
+        let Some((_, list)) = best else { continue };
+        match out.last_mut() {
+            Some(last) if last.list == list && last.hi.checked_add(1) == Some(point) => last.hi = end,
+            _ => out.push(Range { lo: point, hi: end, list }),
+        }
+    }
+    out
 }
 
 impl<'a> ScopeTable<'a> {
@@ -380,6 +540,31 @@ mod tests {
     /// The table as CIDRs, to compare with what an operator would write.
     fn strs(t: &CompiledTable, family: Family) -> Vec<(String, usize)> {
         t.entries(family).iter().flat_map(|r| r.prefixes(family).into_iter().map(|p| (p.to_string(), r.list))).collect()
+    }
+
+    #[test]
+    fn a_scope_that_takes_no_packet_is_warned_about() {
+        let rules = |r: &[&str]| Ports(r.iter().map(|r| r.parse().unwrap()).collect());
+        let scope = |name: &str, ports: Ports| CompiledScope {
+            name: name.into(),
+            ports,
+            outbound: false,
+            table: compile(&[list("d", Role::Deny, &["10.0.0.0/8"])]),
+        };
+        let policy = CompiledPolicy {
+            scopes: vec![
+                scope("web", rules(&["tcp"])),
+                scope("api", rules(&["tcp:443"])),
+                scope("dns", rules(&["udp:53"])),
+                scope("default", Ports::default()),
+            ],
+        };
+        assert_eq!(
+            policy.warnings(),
+            ["scope api (tcp:443) takes no packet: the scopes tried before it take every port it names"]
+        );
+        let fine = CompiledPolicy { scopes: vec![scope("api", rules(&["tcp:443"])), scope("web", rules(&["tcp"]))] };
+        assert!(fine.warnings().is_empty());
     }
 
     #[test]

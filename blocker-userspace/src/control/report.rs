@@ -158,6 +158,9 @@ pub struct ConfigReport {
     pub never_block: Vec<NeverBlocked>,
     pub lists: Vec<ConfigList>,
     pub table: ConfigTable,
+    /// What the operator should know (a scope that takes no packet, ...).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -621,6 +621,7 @@ impl Daemon {
         self.check_cached_copies(&fresh.policy)?;
         let table = build_policy_with(&fresh.policy, fetch::UrlAccess::CachedOnly).context(ABORTED)?;
         let mut warnings = shrink_warnings(&self.state.lists, &table);
+        warnings.extend(table.warnings());
         if !restart_keys.is_empty() {
             warnings.push(format!(
                 "changed in the config but not applied until blocker restarts: {}",
@@ -1083,6 +1084,9 @@ fn validate(opts: &RunOptions) -> Result<(CompiledPolicy, pins::PinLife)> {
     crate::dataplane::maps::check_list_count(&table.view())?;
     if !opts.policy.has_rules() {
         log::warn!("no lists given: every packet passes (see --deny, --deny-country, --allow-country)");
+    }
+    for w in table.warnings() {
+        log::warn!("{w}");
     }
     for (p, why) in opts.policy.never_block_ranges()? {
         log::info!("never blocked: {p} ({why})");

@@ -43,8 +43,8 @@ use super::{
 };
 use crate::{
     compile::{
-        classifier::{BuildError, Image, ScopeRanges, Tables, ELEMENT_BYTES},
-        table::{is_scoped, CompiledTable, ScopeTable},
+        classifier::{build_policy_image, BuildError, Image, Tables, ELEMENT_BYTES},
+        table::{CompiledTable, ScopeTable},
     },
     net::Family,
     policy::Action,
@@ -66,8 +66,13 @@ pub enum TableError {
     OverBudget { v4_ranges: usize, v6_ranges: usize, needed_mib: f64, v4_mib: f64, v6_mib: f64, budget_mib: f64 },
     #[error("too many lists: {needed} list ids needed, the maps hold at most {max}; nothing was changed")]
     TooManyLists { needed: usize, max: u32 },
-    #[error("too many scopes: {needed}, at most {max}; nothing was changed")]
-    TooManyScopes { needed: usize, max: u32 },
+    #[error(
+        "too many scopes: {needed}, at most {max} ({sections} [[scope]] sections{policy}{outbound}): merge \
+         scopes that share their lists, or give one scope several ports; nothing was changed",
+        policy = if *policy_lists { ", and [policy]'s own lists, which count as one" } else { "" },
+        outbound = if *outbound { ", and the outbound lists, which count as one" } else { "" }
+    )]
+    TooManyScopes { needed: usize, max: u32, sections: usize, policy_lists: bool, outbound: bool },
 }
 
 /// Why a table cannot be applied or the maps cannot be read.
@@ -121,7 +126,15 @@ type Result<T, E = MapsError> = std::result::Result<T, E>;
 /// and every apply check it alike.
 pub fn check_list_count(scopes: &[ScopeTable<'_>]) -> Result<(), TableError> {
     if scopes.len() > MAX_SCOPES as usize {
-        return Err(TableError::TooManyScopes { needed: scopes.len(), max: MAX_SCOPES });
+        let policy_lists = scopes.iter().any(|s| !s.outbound && s.name == crate::policy::DEFAULT_SCOPE);
+        let outbound = scopes.iter().any(|s| s.outbound);
+        return Err(TableError::TooManyScopes {
+            needed: scopes.len(),
+            max: MAX_SCOPES,
+            sections: scopes.len() - usize::from(policy_lists) - usize::from(outbound),
+            policy_lists,
+            outbound,
+        });
     }
     let needed: usize = scopes.iter().map(|s| s.table.lists.len()).sum();
     if needed > MAX_LISTS as usize {
@@ -138,16 +151,13 @@ struct PolicyList<'a> {
     action: Action,
 }
 
-/// Every list of every scope, in scope order; and where each scope's lists
-/// start in that order.
-fn policy_lists<'a>(scopes: &[ScopeTable<'a>]) -> (Vec<PolicyList<'a>>, Vec<usize>) {
-    let mut lists = Vec::new();
-    let mut starts = Vec::new();
-    for s in scopes {
-        starts.push(lists.len());
-        lists.extend(s.table.lists.iter().map(|l| PolicyList { scope: s.name, name: &l.name, action: l.action }));
-    }
-    (lists, starts)
+/// Every list of every scope, in scope order (the numbering of
+/// `build_policy_image`'s leaves).
+fn policy_lists<'a>(scopes: &[ScopeTable<'a>]) -> Vec<PolicyList<'a>> {
+    scopes
+        .iter()
+        .flat_map(|s| s.table.lists.iter().map(|l| PolicyList { scope: s.name, name: &l.name, action: l.action }))
+        .collect()
 }
 
 fn open<T>(dir: &Path, name: &str) -> Result<T>
@@ -371,8 +381,13 @@ fn outbound_of(info: &TableInfo) -> Option<u32> {
     (info.outbound != 0 && info.outbound <= info.shape.scopes).then(|| info.outbound - 1)
 }
 
+/// The names of the scopes' tables; the union tables after them have none.
 fn scope_names(info: &TableInfo) -> Vec<String> {
-    (0..info.shape.scopes.clamp(1, MAX_SCOPES) as usize)
+    let named = (0..info.shape.scopes.clamp(1, MAX_SCOPES) as usize)
+        .take_while(|&i| info.scope_name_lens[i] != 0)
+        .count()
+        .max(1);
+    (0..named)
         .map(|i| {
             let len = usize::from(info.scope_name_lens[i]).min(SCOPE_NAME_LEN);
             String::from_utf8_lossy(&info.scope_names[i][..len]).into_owned()
@@ -670,23 +685,10 @@ impl DataplaneMaps {
     pub fn prepare(&mut self, scopes: &[ScopeTable<'_>], budget: u64, shape: Option<Shape>) -> Result<Prepared> {
         check_list_count(scopes)?;
         let infos = self.shared.list_infos()?;
-        let (lists, starts) = policy_lists(scopes);
+        let lists = policy_lists(scopes);
         let (ids, kept) = assign_ids(&lists, &infos, &self.ids_by_name)?;
-        let leaf_of = |scope: usize, l: usize| {
-            let i = starts[scope] + l;
-            leaf(lists[i].action.code(), ids[i])
-        };
-        let ranges: Vec<ScopeRanges<'_>> = scopes.iter().map(|s| (&s.table.v4[..], &s.table.v6[..])).collect();
-        let count = scopes.len().max(1) as u32;
-        let image = match shape {
-            Some(shape) => Image::build_scopes(&ranges, leaf_of, shape.with_scopes(count))?,
-            None => Image::build_scopes_for_budget(&ranges, leaf_of, budget)?,
-        };
-        let port_map = is_scoped(scopes).then(|| {
-            // The outbound table is last: the indexes of the others stand.
-            let ports: Vec<_> = scopes.iter().filter(|s| !s.outbound).map(|s| s.ports).collect();
-            crate::policy::ports::port_map(&ports)
-        });
+        let built = build_policy_image(scopes, |i| leaf(lists[i].action.code(), ids[i]), budget, shape)?;
+        let (image, port_map) = (built.image, built.port_map);
         check_budget(scopes, &image, port_map.as_deref(), budget)?;
         let instance = load_instance(&self.dir, self.log_level, &image, scopes, port_map)?;
         Ok(Prepared { instance, infos, ids, kept })
@@ -708,7 +710,7 @@ impl DataplaneMaps {
     /// link (if attached), then the list names and counters follow.
     pub fn commit(&mut self, scopes: &[ScopeTable<'_>], prepared: Prepared) -> Result<ApplyReport> {
         let Prepared { mut instance, infos, ids, kept } = prepared;
-        let (lists, _) = policy_lists(scopes);
+        let lists = policy_lists(scopes);
         // An id taken over from another list starts from zero, so the old list's
         // counters are not shown under the new one.
         let cpus = nr_cpus().map_err(|(path, error)| MapsError::Io { action: "read", path: path.into(), error })?;
@@ -1129,12 +1131,19 @@ mod tests {
     fn a_policy_past_the_scope_or_list_limit_is_refused_with_its_numbers() {
         let empty = table(&[]);
         let ports = crate::policy::ports::Ports::default();
-        let names: Vec<String> = (0..=MAX_SCOPES).map(|i| format!("s{i}")).collect();
+        let mut names: Vec<String> = (0..MAX_SCOPES).map(|i| format!("s{i}")).collect();
+        names.push(crate::policy::DEFAULT_SCOPE.into());
         let scopes: Vec<ScopeTable<'_>> =
             names.iter().map(|n| ScopeTable { name: n, ports: &ports, table: &empty, outbound: false }).collect();
         assert!(check_list_count(&scopes[..MAX_SCOPES as usize]).is_ok());
         match check_list_count(&scopes) {
-            Err(TableError::TooManyScopes { needed, max }) => assert_eq!((needed, max), (17, MAX_SCOPES)),
+            Err(e @ TableError::TooManyScopes { needed: 17, max: MAX_SCOPES, sections: 16, policy_lists: true, .. }) => {
+                assert_eq!(
+                    e.to_string(),
+                    "too many scopes: 17, at most 16 (16 [[scope]] sections, and [policy]'s own lists, which count \
+                     as one): merge scopes that share their lists, or give one scope several ports; nothing was changed"
+                )
+            }
             other => panic!("{other:?}"),
         }
         // List ids are counted over every scope.

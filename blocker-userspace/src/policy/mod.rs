@@ -912,13 +912,13 @@ mod tests {
         let lists = |i: usize| compiled.scopes[i].table.lists.iter().map(|l| l.name.clone()).collect::<Vec<_>>();
         assert_eq!(lists(0), [NEVER_BLOCK, "country:CN"], "never-block applies in every scope");
         assert_eq!(lists(1), [NEVER_BLOCK, "deny"]);
-        assert_eq!(compiled.scope_for(6, Some(443)).unwrap().name, "api");
-        assert_eq!(compiled.scope_for(6, Some(22)).unwrap().name, DEFAULT_SCOPE);
+        assert_eq!(compiled.scope_for(6, 443).unwrap().name, "api");
+        assert_eq!(compiled.scope_for(6, 22).unwrap().name, DEFAULT_SCOPE);
         // Without lists of its own, the policy's part is no scope: the rest passes.
         let only_api = Policy { scopes: vec![api.clone()], no_default_never_block: true, ..Default::default() };
         let compiled = build_policy(&only_api).unwrap();
         assert_eq!(compiled.scopes.len(), 1);
-        assert!(compiled.scope_for(17, Some(53)).is_none());
+        assert!(compiled.scope_for(17, 53).is_none());
 
         let refused = |scopes: Vec<Scope>| match build_policy(&Policy { scopes, ..Default::default() }) {
             Err(e @ PolicyError::Scope { .. }) => e.to_string(),

@@ -82,6 +82,8 @@ pub enum PortsError {
     Backwards { text: String, port: String },
     #[error("{text}: all-except: with no port excepts nothing (give the protocol alone for every port)")]
     EmptyExcept { text: String },
+    #[error("{text}: excepts every port, so the rule takes no packet (remove it, or except fewer ports)")]
+    ExceptsEverything { text: String },
 }
 
 impl std::str::FromStr for PortRule {
@@ -107,6 +109,9 @@ impl std::str::FromStr for PortRule {
                     if ranges.is_empty() {
                         return Err(PortsError::EmptyExcept { text });
                     }
+                    if covers_every_port(&ranges) {
+                        return Err(PortsError::ExceptsEverything { text });
+                    }
                     PortSet::AllExcept(ranges)
                 }
                 None if r == "all-except" => return Err(PortsError::EmptyExcept { text }),
@@ -121,6 +126,20 @@ impl std::str::FromStr for PortRule {
         };
         Ok(PortRule { protocol, ports })
     }
+}
+
+/// Whether `ranges` (inclusive, any order, overlapping or not) hold every port.
+fn covers_every_port(ranges: &[(u16, u16)]) -> bool {
+    let mut sorted = ranges.to_vec();
+    sorted.sort_unstable();
+    let mut next: u32 = 0;
+    for (lo, hi) in sorted {
+        if u32::from(lo) > next {
+            return false;
+        }
+        next = next.max(u32::from(hi) + 1);
+    }
+    next > u32::from(u16::MAX)
 }
 
 fn parse_ranges(text: &str, list: &str) -> Result<Vec<(u16, u16)>, PortsError> {
@@ -189,27 +208,84 @@ impl Ports {
     }
 }
 
-/// The kernel's port map for scopes tried in order: each key (see
-/// `blocker_common::scope`) holds the index of the first scope that takes it,
-/// or `SCOPE_NONE`.
-pub fn port_map(scopes: &[&Ports]) -> Vec<u8> {
-    use blocker_common::scope::{PORT_KEYS, SCOPE_NONE};
+/// The kernel's port map for scopes tried in order, and the tables it needs
+/// besides the scopes' own.
+///
+/// A key with a port holds the index of the first scope that takes it, or
+/// `SCOPE_NONE`. A key without one (a later fragment, a TCP header cut short,
+/// an L4 header behind more extension headers than the parser walks: see
+/// `OPAQUE_PROTOCOLS`) could be any of its keys with ports: it goes to every
+/// scope that is first for one of them, so that no such packet passes where
+/// one of those scopes would drop it. One scope: its table. Several: a table
+/// of their union (`unions`), where each address takes the strictest verdict
+/// of theirs (`compile::table::strictest`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortPlan {
+    pub map: Vec<u8>,
+    /// The scopes (indexes, ascending) of each union table; union `i` is the
+    /// image's table `first_union + i`.
+    pub unions: Vec<Vec<usize>>,
+    /// Scopes no key goes to first: earlier scopes take all they would (a
+    /// `check-config` and start warning).
+    pub shadowed: Vec<usize>,
+}
+
+pub fn port_plan(scopes: &[&Ports], first_union: usize) -> PortPlan {
+    use blocker_common::scope::{other_key, OPAQUE_PROTOCOLS, PORT_KEYS, SCOPE_NONE};
     let mut map = vec![SCOPE_NONE; PORT_KEYS as usize];
     let first = |protocol: u8, port: Option<u16>| {
         scopes.iter().position(|s| s.matches(protocol, port)).map_or(SCOPE_NONE, |i| i as u8)
     };
-    for protocol in 0..=255u8 {
+    let opaque = |protocol: u8| OPAQUE_PROTOCOLS.contains(&protocol);
+    // Keys with a port, and protocols without ports: one scope each.
+    let mut every: Vec<bool> = vec![false; scopes.len()];
+    let mut per_class: Vec<Vec<bool>> = vec![vec![false; scopes.len()]; Protocol::ALL.len()];
+    for protocol in (0..=255u8).filter(|p| !opaque(*p)) {
         match Protocol::ALL.into_iter().find(|p| p.number() == protocol) {
             Some(p) => {
                 for port in 0..=u16::MAX {
-                    map[port_key(p.class(), Some(port)) as usize] = first(protocol, Some(port));
+                    let scope = first(protocol, Some(port));
+                    map[port_key(p.class(), Some(port)) as usize] = scope;
+                    if scope != SCOPE_NONE {
+                        per_class[p.class() as usize][usize::from(scope)] = true;
+                        every[usize::from(scope)] = true;
+                    }
                 }
-                map[port_key(p.class(), None) as usize] = first(protocol, None);
             }
-            None => map[blocker_common::scope::other_key(protocol) as usize] = first(protocol, None),
+            None => {
+                let scope = first(protocol, None);
+                map[other_key(protocol) as usize] = scope;
+                if scope != SCOPE_NONE {
+                    every[usize::from(scope)] = true;
+                }
+            }
         }
     }
-    map
+    // Keys without a port: the table of every scope that could hold them.
+    let mut unions: Vec<Vec<usize>> = Vec::new();
+    let mut table_of = |members: &[bool]| -> u8 {
+        let members: Vec<usize> = (0..members.len()).filter(|&i| members[i]).collect();
+        match members[..] {
+            [] => SCOPE_NONE,
+            [one] => one as u8,
+            _ => {
+                let at = unions.iter().position(|u| *u == members).unwrap_or_else(|| {
+                    unions.push(members);
+                    unions.len() - 1
+                });
+                (first_union + at) as u8
+            }
+        }
+    };
+    for p in Protocol::ALL {
+        map[port_key(p.class(), None) as usize] = table_of(&per_class[p.class() as usize]);
+    }
+    let opaque_table = table_of(&every);
+    for protocol in OPAQUE_PROTOCOLS {
+        map[other_key(protocol) as usize] = opaque_table;
+    }
+    let shadowed = (0..scopes.len()).filter(|&i| !every[i]).collect();
+    PortPlan { map, unions, shadowed }
 }
 
 #[cfg(test)]
@@ -245,6 +321,14 @@ mod tests {
         assert!(err("tcp:200-100").contains("the range \"200-100\" runs backwards"));
         assert!(err("tcp:all-except:").contains("excepts nothing"));
         assert!(err("tcp:all-except").contains("excepts nothing"));
+        assert_eq!(
+            err("tcp:all-except:0-65535"),
+            "\"tcp:all-except:0-65535\": excepts every port, so the rule takes no packet (remove it, or except fewer \
+             ports)"
+        );
+        assert!(err("udp:all-except:1000-65535,0-999").contains("excepts every port"));
+        assert!(err("udp:all-except:0-40000,30000-65535").contains("excepts every port"));
+        assert!("udp:all-except:0-40000,40002-65535".parse::<PortRule>().is_ok(), "port 40001 is left");
     }
 
     #[test]
@@ -264,16 +348,56 @@ mod tests {
         let api = Ports(vec![rule("tcp:443")]);
         let web = Ports(vec![rule("tcp:80,443"), rule("udp:443")]);
         let rest = Ports::default();
-        let map = port_map(&[&api, &web, &rest]);
+        let plan = port_plan(&[&api, &web, &rest], 3);
+        let map = &plan.map;
         let at = |class, port| map[port_key(class, port) as usize];
         assert_eq!(at(0, Some(443)), 0, "the first scope wins where two overlap");
         assert_eq!(at(0, Some(80)), 1);
         assert_eq!(at(1, Some(443)), 1);
         assert_eq!(at(0, Some(22)), 2);
-        assert_eq!(at(0, None), 0, "a TCP fragment goes to the first scope with TCP ports");
         assert_eq!(map[other_key(1) as usize], 2, "ICMP: only the scope of everything");
-        let map = port_map(&[&api]);
-        assert_eq!(map[port_key(0, Some(22)) as usize], SCOPE_NONE, "outside every scope");
-        assert_eq!(map[other_key(58) as usize], SCOPE_NONE);
+        assert!(plan.shadowed.is_empty());
+        let plan = port_plan(&[&api], 1);
+        assert_eq!(plan.map[port_key(0, Some(22)) as usize], SCOPE_NONE, "outside every scope");
+        assert_eq!(plan.map[other_key(58) as usize], SCOPE_NONE);
+    }
+
+    #[test]
+    fn packets_without_a_port_go_to_every_scope_that_could_hold_them() {
+        use blocker_common::scope::OPAQUE_PROTOCOLS;
+        let api = Ports(vec![rule("tcp:443")]);
+        let web = Ports(vec![rule("tcp:80,443"), rule("udp:443")]);
+        let rest = Ports::default();
+        let plan = port_plan(&[&api, &web, &rest], 3);
+        let at = |class, port| plan.map[port_key(class, port) as usize];
+        // TCP: api, web and rest are each first for some port; UDP: web and
+        // rest; SCTP: rest alone; an opaque header: any of the three.
+        assert_eq!(plan.unions, vec![vec![0, 1, 2], vec![1, 2]]);
+        assert_eq!((at(0, None), at(1, None), at(2, None)), (3, 4, 2));
+        for p in OPAQUE_PROTOCOLS {
+            assert_eq!(plan.map[other_key(p) as usize], 3, "protocol {p}");
+        }
+        // One scope (`--ports tcp:443`): its own table, for TCP and opaque
+        // headers; UDP fragments stay outside.
+        let plan = port_plan(&[&api], 1);
+        assert!(plan.unions.is_empty());
+        assert_eq!(plan.map[port_key(0, None) as usize], 0);
+        assert_eq!(plan.map[port_key(1, None) as usize], SCOPE_NONE);
+        assert_eq!(plan.map[other_key(60) as usize], 0, "an IPv6 chain past the walk");
+        assert_eq!(plan.map[other_key(51) as usize], 0, "AH");
+        // all-except: port 22 passes, a fragment or an opaque header does not.
+        let but_ssh = Ports(vec![rule("tcp:all-except:22")]);
+        let plan = port_plan(&[&but_ssh], 1);
+        assert_eq!(plan.map[port_key(0, Some(22)) as usize], SCOPE_NONE);
+        assert_eq!((plan.map[port_key(0, None) as usize], plan.map[other_key(0) as usize]), (0, 0));
+    }
+
+    #[test]
+    fn a_scope_earlier_ones_cover_is_shadowed() {
+        let all_tcp = Ports(vec![rule("tcp")]);
+        let api = Ports(vec![rule("tcp:443")]);
+        let plan = port_plan(&[&all_tcp, &api, &Ports::default()], 3);
+        assert_eq!(plan.shadowed, vec![1]);
+        assert_eq!(plan.map[port_key(0, None) as usize], 0, "only the first takes TCP");
     }
 }
