@@ -340,13 +340,13 @@ mod live {
         assert!(text.contains("outbound totals (packets): passed"), "{text}");
         assert!(text.contains("refuse (outbound)"), "{text}");
         let text = String::from_utf8_lossy(&s.cli(&["status"]).stdout).into_owned();
-        assert!(text.contains("outbound: attached (tc egress, TCX)"), "{text}");
+        assert!(text.contains("outbound: attached (tc egress, TCX), first"), "{text}");
         assert!(text.contains("list deny (outbound): drop"), "{text}");
 
         let out = s.cli(&["status", "--json"]);
         let status: StatusReply = serde_json::from_slice(&out.stdout).unwrap();
         let i = &status.interfaces[0];
-        assert_eq!(i.outbound.as_deref(), Some("attached (tc egress, TCX)"));
+        assert_eq!(i.outbound.as_deref(), Some("attached (tc egress, TCX), first"));
         assert!(i.enforcing);
 
         let out = s.cli(&["lookup", "--json", "--iface", &s.net.rx_if, DENIED]);
@@ -359,6 +359,73 @@ mod live {
         assert_eq!(inbound.verdict.action, "pass", "as a source it is in no list");
         let text = String::from_utf8_lossy(&s.cli(&["lookup", "--iface", &s.net.rx_if, DENIED]).stdout).into_owned();
         assert!(text.contains("outbound (as a destination): list deny -> drop"), "{text}");
+    }
+
+    /// Another program on the device's tc egress (the test's own, which passes
+    /// every packet and so ends the chain): blocker attaches before it, so the
+    /// outbound lists hold; one attached later before blocker's bypasses them,
+    /// and status, stats and the metrics say so until a reload puts blocker's
+    /// first again.
+    #[test]
+    fn another_tcx_program_on_the_egress_never_passes_packets_around_the_outbound_lists() {
+        use blocker_tests::tcx::attach_passing_egress;
+        let s = Setup::new();
+        let _earlier = attach_passing_egress(&s.net.rx_ns, &s.net.rx_if, false).unwrap();
+        let mut metrics_args = vec![
+            "--deny-outbound".to_string(),
+            format!("deny={}", s.path("deny.txt")),
+            "--metrics-listen".into(),
+            "127.0.0.1:9464".into(),
+        ];
+        let _daemon = s.start(&metrics_args, "daemon.log");
+        metrics_args.clear();
+        let out = s.ping(DENIED, &["-c", "3", "-i", "0.2", "-W", "1"]);
+        assert_eq!(Setup::received(&out), 0, "blocker runs before the program that was there: {out}");
+        let status = |s: &Setup| -> StatusReply { serde_json::from_slice(&s.cli(&["status", "--json"]).stdout).unwrap() };
+        let i = status(&s).interfaces.remove(0);
+        assert_eq!(i.outbound.as_deref(), Some("attached (tc egress, TCX), first"));
+        assert!(i.enforcing);
+        let metric = |s: &Setup| {
+            let a = blocker_tests::http::request_in_netns(&s.net.rx_ns, "127.0.0.1:9464", "GET", "/metrics").unwrap();
+            a.body
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("blocker_egress_programs_before{{interface=\"{}\"}} ", s.net.rx_if)))
+                .map(str::to_owned)
+        };
+        assert_eq!(metric(&s).as_deref(), Some("0"));
+
+        // A program attached later, before every other: it passes first.
+        let ahead = attach_passing_egress(&s.net.rx_ns, &s.net.rx_if, true).unwrap();
+        let out = s.ping(DENIED, &["-c", "3", "-i", "0.2", "-W", "1"]);
+        assert_eq!(Setup::received(&out), 3, "the program ahead passes them around blocker's: {out}");
+        let i = status(&s).interfaces.remove(0);
+        let text = i.outbound.unwrap_or_default();
+        assert!(text.starts_with("NOT FIRST") && text.contains(&format!("id {} (test_pass)", ahead.id)), "{text}");
+        assert!(!i.enforcing, "not enforcing while a program runs before it");
+        let stats = s.stats();
+        assert_eq!(stats.outbound_ahead.iter().map(|p| p.id).collect::<Vec<_>>(), [ahead.id]);
+        let text = String::from_utf8_lossy(&s.cli(&["stats", "--iface", &s.net.rx_if]).stdout).into_owned();
+        assert!(text.contains("OUTBOUND NOT FIRST: 1 program(s)"), "{text}");
+        assert_eq!(metric(&s).as_deref(), Some("1"));
+
+        // A reload attaches blocker's first again.
+        let out = s.cli(&["reload"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = s.ping(DENIED, &["-c", "3", "-i", "0.2", "-W", "1"]);
+        assert_eq!(Setup::received(&out), 0, "first again: {out}");
+        let i = status(&s).interfaces.remove(0);
+        assert_eq!(i.outbound.as_deref(), Some("attached (tc egress, TCX), first"));
+        assert_eq!(metric(&s).as_deref(), Some("0"));
+        // The device's egress chain: blocker's, then the two others; the link
+        // blocker had behind the first is off the device.
+        let iface = s.net.rx_if.clone();
+        let chain = blocker_tests::http::in_netns(&s.net.rx_ns, move || {
+            use aya::programs::{SchedClassifier, TcAttachType};
+            let (_, programs) = SchedClassifier::query_tcx(&iface, TcAttachType::Egress).unwrap();
+            programs.iter().map(|p| p.name_as_str().unwrap_or_default().to_owned()).collect::<Vec<_>>()
+        })
+        .unwrap();
+        assert_eq!(chain, ["blocker_egress", "test_pass", "test_pass"]);
     }
 
     #[test]

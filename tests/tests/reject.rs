@@ -388,7 +388,7 @@ mod end_to_end {
     struct Setup {
         // Field order is drop order: the program leaves the veth before the
         // namespaces go.
-        _sender: SenderXdp,
+        _sender: Option<SenderXdp>,
         net: NetnsPair,
         root: PinRoot,
         dir: tempfile::TempDir,
@@ -396,8 +396,14 @@ mod end_to_end {
 
     impl Setup {
         fn new() -> Setup {
+            Setup::with_sender_xdp(true)
+        }
+
+        /// `sender_xdp`: the sender's veth runs an XDP program, so that it
+        /// takes the answers; without one the receiving veth drops them.
+        fn with_sender_xdp(sender_xdp: bool) -> Setup {
             let net = NetnsPair::new().unwrap();
-            let sender = SenderXdp::attach(&net);
+            let sender = sender_xdp.then(|| SenderXdp::attach(&net));
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join("refuse.txt"), "203.0.113.0/24\n2001:db8:b::/48\n").unwrap();
             std::fs::write(dir.path().join("deny.txt"), "198.51.100.0/24\n").unwrap();
@@ -516,6 +522,59 @@ mod end_to_end {
         assert_eq!(delta(blocker_common::counter::DROPPED), 8, "each dropped");
         // The same source to this host alone is answered.
         assert!(s.ping(REJECTED, &["-c", "1", "-W", "1"]).contains("Packet filtered"));
+    }
+
+    /// A veth whose peer runs no XDP program drops the frames XDP_TX sends:
+    /// blocker warns at start, and stats, status and the metrics report the
+    /// answers the driver lost, not "rejected" alone.
+    #[test]
+    fn answers_the_device_loses_are_reported() {
+        let s = Setup::with_sender_xdp(false);
+        let mut daemon = s.start(&["--metrics-listen", "127.0.0.1:9465"]);
+        daemon.wait_for_log("runs no XDP program", 1).unwrap();
+        let log = daemon.log_text();
+        assert!(log.contains(&format!("{} is a veth whose peer", s.net.rx_if)), "{log}");
+        let before = s.stats().xdp_tx.expect("veth counts XDP_TX").lost.expect("and lost ones");
+        let out = s.ping(REJECTED, &["-c", "3", "-i", "0.2", "-W", "1"]);
+        assert!(!out.contains("Packet filtered") && out.contains("100% packet loss"), "no answer arrives: {out}");
+        let stats = s.stats();
+        assert_eq!(stats.total(blocker_common::counter::REJECTED), 3, "the program answered");
+        let tx = stats.xdp_tx.unwrap();
+        assert_eq!((tx.driver.as_str(), tx.lost.unwrap() - before), ("veth", 3), "the driver lost the 3 answers");
+        let socket = s.path("blocker.sock");
+        let cli = |args: &[&str]| {
+            let mut all = vec!["--pin-root", s.root.as_str(), "--socket", &socket];
+            all.extend(args);
+            let out = blocker_in(&s.net.rx_ns, &all).unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let text = cli(&["stats"]);
+        assert!(text.contains("reject answers on the device (veth driver, since it came up): sent"), "{text}");
+        let status: blocker::control::protocol::StatusReply = serde_json::from_str(&cli(&["status", "--json"])).unwrap();
+        let answers = status.interfaces[0].answers.clone().unwrap_or_default();
+        assert!(answers.starts_with("ANSWERS LOST: the driver could not send 3 of them"), "{answers}");
+        assert!(cli(&["status"]).contains("reject answers: ANSWERS LOST"));
+        let metrics =
+            blocker_tests::http::request_in_netns(&s.net.rx_ns, "127.0.0.1:9465", "GET", "/metrics").unwrap().body;
+        let lost = format!("blocker_xdp_tx_lost_total{{interface=\"{}\"}} ", s.net.rx_if);
+        let value: u64 = metrics.lines().find_map(|l| l.strip_prefix(&lost)).and_then(|v| v.parse().ok()).unwrap();
+        assert_eq!(value - before, 3, "{metrics}");
+    }
+
+    /// With a peer that takes XDP frames, status says the answers go out and
+    /// the start warns of nothing.
+    #[test]
+    fn answers_a_device_can_send_are_not_warned_about() {
+        let s = Setup::new();
+        let daemon = s.start(&[]);
+        let out = s.ping(REJECTED, &["-c", "1", "-W", "1"]);
+        assert!(out.contains("Packet filtered"), "{out}");
+        let socket = s.path("blocker.sock");
+        let out =
+            blocker_in(&s.net.rx_ns, &["--pin-root", s.root.as_str(), "--socket", &socket, "status", "--json"]).unwrap();
+        let status: blocker::control::protocol::StatusReply = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(status.interfaces[0].answers.as_deref(), Some("sent with XDP_TX; the driver lost none"));
+        assert!(!daemon.log_text().contains("runs no XDP program"), "{}", daemon.log_text());
     }
 
     #[test]

@@ -45,6 +45,29 @@ pub(crate) fn stats_text(c: &InterfaceStats) -> String {
                 "  OUTBOUND NOT ATTACHED to the device named {iface} here: outbound lists are not enforced"
             );
         }
+        if !c.outbound_ahead.is_empty() {
+            let names: Vec<String> = c.outbound_ahead.iter().map(ToString::to_string).collect();
+            let _ = writeln!(
+                s,
+                "  OUTBOUND NOT FIRST: {} program(s) run before blocker's on the tc egress and can pass packets \
+                 around the outbound lists: {}",
+                names.len(),
+                names.join(", ")
+            );
+        }
+    }
+    if let Some(tx) = &c.xdp_tx {
+        if c.total(counter::REJECTED) > 0 || tx.lost.is_some_and(|n| n > 0) {
+            let count = |n: Option<u64>| n.map_or("not counted".into(), |n| n.to_string());
+            let _ = writeln!(
+                s,
+                "  reject answers on the device ({} driver, since it came up): sent {}, lost {}{}",
+                tx.driver,
+                count(tx.sent),
+                count(tx.lost),
+                if tx.lost.is_some_and(|n| n > 0) { " (see `blocker status`)" } else { "" }
+            );
+        }
     }
     let e = &c.events;
     match c.events_per_second {
@@ -313,6 +336,9 @@ pub(crate) fn status_text(v: &StatusReply) -> String {
         );
         if let Some(outbound) = &i.outbound {
             let _ = writeln!(s, "interface {} outbound: {outbound}", i.name);
+        }
+        if let Some(answers) = &i.answers {
+            let _ = writeln!(s, "interface {} reject answers: {answers}", i.name);
         }
     }
     let names: Vec<(&str, &str)> = v.scopes.iter().map(|sc| (sc.name.as_str(), sc.ports.as_str())).collect();

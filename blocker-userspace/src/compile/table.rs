@@ -330,6 +330,11 @@ impl CompiledPolicy {
             .collect()
     }
 
+    /// Whether any inbound list rejects (its answers go back with XDP_TX).
+    pub fn rejects_inbound(&self) -> bool {
+        self.inbound().any(|s| s.table.lists.iter().any(|l| l.action == Action::Reject))
+    }
+
     /// The outbound lists' table, if the policy has any.
     pub fn outbound(&self) -> Option<&CompiledScope> {
         self.scopes.iter().find(|s| s.outbound)

@@ -158,6 +158,10 @@ pub struct InterfaceStatus {
     /// (None: the policy has no outbound lists).
     #[serde(default)]
     pub outbound: Option<String>,
+    /// The answers to rejected packets, in words: whether the device can send
+    /// them and what its driver says it lost (None: the policy rejects nothing).
+    #[serde(default)]
+    pub answers: Option<String>,
     pub program_id: Option<u32>,
     pub mode: Mode,
     /// Bytes of the live table's classifier maps (None: no table).
@@ -294,6 +298,14 @@ pub struct InterfaceStats {
     /// not checked, or no egress link: the policy has no outbound lists).
     #[serde(default)]
     pub outbound_here: Option<bool>,
+    /// Programs that run before blocker's egress program on the device (a
+    /// program there that passes a packet ends the chain before ours).
+    #[serde(default)]
+    pub outbound_ahead: Vec<crate::dataplane::egress::ProgramBrief>,
+    /// The device driver's count of the frames sent back with XDP_TX (reject
+    /// answers) and of those it lost (None: the driver counts none).
+    #[serde(default)]
+    pub xdp_tx: Option<crate::dataplane::device::XdpTxCounters>,
     pub lists: Vec<ListStats>,
     /// The interface's event rate limit (per second and CPU; 0: off) and
     /// what became of the packets it saw.
@@ -346,6 +358,8 @@ impl InterfaceStats {
             totals: counter::NAMES.iter().zip(c.global).map(|(name, v)| (name.to_string(), v)).collect(),
             outbound_totals: counter::NAMES.iter().zip(c.outbound).map(|(name, v)| (name.to_string(), v)).collect(),
             outbound_here: c.outbound_here,
+            outbound_ahead: c.outbound_ahead.clone(),
+            xdp_tx: c.xdp_tx.clone(),
             events_per_second: c.events_per_second,
             events: c.events,
             lists: c

@@ -177,7 +177,9 @@ impl State {
             .map(|(spec, m)| {
                 let (attached, how) = m.attachment_fact();
                 let outbound = m.egress_fact(opts.policy.has_outbound());
+                let rejects = self.lists.iter().any(|l| l.action == "reject" && l.scope != crate::policy::OUTBOUND_SCOPE);
                 InterfaceStatus {
+                    answers: m.answers_fact(rejects),
                     name: m.iface.clone(),
                     present: device::find_interface(&m.iface).ok().map(|i| i.is_some()),
                     attached: how,
@@ -260,6 +262,8 @@ struct Managed {
     attach_failed: bool,
     /// The last lookup of the interface failed (logged once).
     lookup_failed: bool,
+    /// The device driver's count of lost XDP_TX frames when blocker attached.
+    xdp_tx_lost_at_start: Option<u64>,
     /// Held for the daemon's lifetime: the lock keeps other blocker processes away.
     _lock: PinLock,
 }
@@ -315,6 +319,13 @@ fn table_summary(policy: &CompiledPolicy) -> String {
     format!("{v4} IPv4 + {v6} IPv6 ranges from {} lists{scopes}", policy.list_count())
 }
 
+/// Logs why the device may drop the answers to rejected packets, if it may.
+fn warn_xdp_tx_risk(iface: &str) {
+    if let Some(risk) = device::xdp_tx_risk(iface) {
+        log::warn!("{risk}");
+    }
+}
+
 fn memory_text(bytes: u64) -> String {
     format!("classifier maps {:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
@@ -363,6 +374,10 @@ fn finish_interface(opts: &RunOptions, spec: &InterfaceOptions, table: &Compiled
     maps.set_reject_per_second(opts.reject_per_second)?;
     let ifindex = device::ifindex(&iface)?;
     let how = link::attach(maps.ebpf_mut()?, &opts.pin_root, &iface, spec.attach_mode)?;
+    if table.rejects_inbound() {
+        warn_xdp_tx_risk(&iface);
+    }
+    let xdp_tx_lost_at_start = device::xdp_tx_counters(&iface).ok().and_then(|t| t.lost);
     log::info!(
         "{iface}: {how}; {}, {}; mode {}",
         table_summary(table),
@@ -376,6 +391,7 @@ fn finish_interface(opts: &RunOptions, spec: &InterfaceOptions, table: &Compiled
         attached: how.to_string(),
         attach_failed: false,
         lookup_failed: false,
+        xdp_tx_lost_at_start,
         _lock: lock,
     })
 }
@@ -439,6 +455,7 @@ impl Managed {
             ),
         };
         self.ifindex = Some(index);
+        self.xdp_tx_lost_at_start = device::xdp_tx_counters(&self.iface).ok().and_then(|t| t.lost);
         let attached = self
             .maps
             .ebpf_mut()
@@ -457,6 +474,29 @@ impl Managed {
         }
     }
 
+    /// What status says of the answers to rejected packets when the policy
+    /// rejects (`wanted`): what the device's driver says it lost since blocker
+    /// attached, or why the device may drop them.
+    fn answers_fact(&self, wanted: bool) -> Option<String> {
+        if !wanted {
+            return None;
+        }
+        let risk = device::xdp_tx_risk(&self.iface);
+        let tx = device::xdp_tx_counters(&self.iface).ok();
+        let lost = tx.as_ref().and_then(|t| t.lost);
+        let since_start = lost.map(|n| n.saturating_sub(self.xdp_tx_lost_at_start.unwrap_or(0)));
+        Some(match (since_start, risk) {
+            (Some(n), risk) if n > 0 => format!(
+                "ANSWERS LOST: the driver could not send {n} of them (XDP_TX) since blocker attached; rejected \
+                 clients wait for a timeout{}",
+                risk.map(|r| format!(" ({r})")).unwrap_or_default()
+            ),
+            (_, Some(risk)) => format!("AT RISK: {risk}"),
+            (Some(_), None) => "sent with XDP_TX; the driver lost none".into(),
+            (None, None) => "sent with XDP_TX (the driver does not count lost ones)".into(),
+        })
+    }
+
     /// What status says of the egress program when the policy has outbound
     /// lists (`wanted`), checked against the kernel now like the XDP link.
     fn egress_fact(&self, wanted: bool) -> Option<(bool, String)> {
@@ -466,7 +506,21 @@ impl Managed {
         }
         let here = device::find_interface(&self.iface).ok().flatten();
         Some(match egress_at(&self.maps.dir) {
-            Ok(EgressAt::Device { ifindex, .. }) if Some(ifindex) == here => (true, "attached (tc egress, TCX)".into()),
+            Ok(EgressAt::Device { ifindex, ahead, .. }) if Some(ifindex) == here && ahead.is_empty() => {
+                (true, "attached (tc egress, TCX), first".into())
+            }
+            Ok(EgressAt::Device { ifindex, ahead, .. }) if Some(ifindex) == here => {
+                let names: Vec<String> = ahead.iter().map(ToString::to_string).collect();
+                (
+                    false,
+                    format!(
+                        "NOT FIRST: attached (tc egress, TCX), but {} program(s) run before it and can pass packets \
+                         around the outbound lists: {}; the next reload attaches blocker's first again",
+                        names.len(),
+                        names.join(", ")
+                    ),
+                )
+            }
             Ok(EgressAt::NoPin) => (false, "NOT ATTACHED: no egress program; outbound lists are not enforced".into()),
             Ok(EgressAt::DeviceGone) => (false, "NOT ATTACHED: the egress link's device is gone".into()),
             Ok(EgressAt::Device { ifindex, .. } | EgressAt::Elsewhere(ifindex)) => {
@@ -742,6 +796,9 @@ impl Daemon {
             m.maps.set_mode(spec.mode)?;
             m.maps.set_events_per_second(fresh.events_per_second)?;
             m.maps.set_reject_per_second(fresh.reject_per_second)?;
+            if table.rejects_inbound() && !self.state.lists.iter().any(|l| l.action == "reject") {
+                warn_xdp_tx_risk(&m.iface);
+            }
             log::info!(
                 "{}: reloaded {} ({}, program {}) in {} ms",
                 m.iface,
@@ -849,7 +906,10 @@ impl Daemon {
                 let mut reply = StatsReply { ok: true, interfaces: Vec::new(), errors: Vec::new() };
                 for m in &self.managed {
                     match m.maps.counters() {
-                        Ok(c) => reply.interfaces.push(InterfaceStats::new(&m.iface, &c)),
+                        Ok(c) => {
+                            let c = crate::dataplane::maps::with_device_facts(c, &m.maps.dir, &m.iface);
+                            reply.interfaces.push(InterfaceStats::new(&m.iface, &c))
+                        }
                         Err(e) => {
                             reply.errors.push(InterfaceError { interface: m.iface.clone(), error: format!("{e:#}") })
                         }

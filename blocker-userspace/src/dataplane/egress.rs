@@ -24,16 +24,34 @@ use super::{
     pins::EGRESS_LINK_PIN,
 };
 
+/// A BPF program the kernel names: another's, seen beside ours.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProgramBrief {
+    pub id: u32,
+    pub name: String,
+}
+
+impl std::fmt::Display for ProgramBrief {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.name.as_str() {
+            "" => write!(f, "id {}", self.id),
+            name => write!(f, "id {} ({name})", self.id),
+        }
+    }
+}
+
 /// Where the egress link pinned in a directory is, checked against the kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EgressAt {
     /// No egress link pin: the policy has no outbound lists.
     NoPin,
     /// The link's device is gone.
     DeviceGone,
     /// On the egress of the device with this index here, running this program
-    /// (the device's TCX egress programs include it).
-    Device { ifindex: u32, program_id: u32 },
+    /// (the device's TCX egress programs include it), behind the programs
+    /// `ahead` (in the order they run): a program before ours that passes a
+    /// packet (TC_ACT_OK) ends the chain, and ours never sees it.
+    Device { ifindex: u32, program_id: u32, ahead: Vec<ProgramBrief> },
     /// On a device with this index that does not run it here (another
     /// namespace).
     Elsewhere(u32),
@@ -56,13 +74,30 @@ fn examine(pin: &Path) -> Result<(LinkHandle, u32, u32), LinkError> {
     }
 }
 
-/// Whether program `id` runs on the TCX egress of the device with index
-/// `ifindex` in this network namespace.
-fn runs_on(ifindex: u32, id: u32) -> bool {
-    let Some(name) = ifname(ifindex) else { return false };
-    match SchedClassifier::query_tcx(&name, TcAttachType::Egress) {
-        Ok((_, programs)) => programs.iter().any(|p| p.id() == id),
-        Err(_) => false,
+/// The programs that run before program `id` on the TCX egress of the device
+/// with index `ifindex` in this network namespace (None: `id` is not there).
+fn ahead_of(ifindex: u32, id: u32) -> Option<Vec<ProgramBrief>> {
+    let name = ifname(ifindex)?;
+    let (_, programs) = SchedClassifier::query_tcx(&name, TcAttachType::Egress).ok()?;
+    let at = programs.iter().position(|p| p.id() == id)?;
+    Some(
+        programs[..at]
+            .iter()
+            .map(|p| ProgramBrief { id: p.id(), name: p.name_as_str().unwrap_or_default().to_owned() })
+            .collect(),
+    )
+}
+
+/// The programs that run before blocker's on the egress of `iface`, if its
+/// egress link pinned in `dir` is there (empty: it runs first, or there is none).
+pub fn egress_ahead(dir: &Path, iface: &str) -> Vec<ProgramBrief> {
+    match egress_at(dir) {
+        Ok(EgressAt::Device { ifindex, ahead, .. })
+            if super::device::find_interface(iface).ok().flatten() == Some(ifindex) =>
+        {
+            ahead
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -87,8 +122,10 @@ pub fn egress_at(dir: &Path) -> Result<EgressAt, LinkError> {
     let (_, on, program_id) = examine(&pin)?;
     Ok(match on {
         0 => EgressAt::DeviceGone,
-        i if runs_on(i, program_id) => EgressAt::Device { ifindex: i, program_id },
-        i => EgressAt::Elsewhere(i),
+        i => match ahead_of(i, program_id) {
+            Some(ahead) => EgressAt::Device { ifindex: i, program_id, ahead },
+            None => EgressAt::Elsewhere(i),
+        },
     })
 }
 
@@ -117,7 +154,21 @@ pub fn sync(ebpf: &mut Ebpf, dir: &Path, ifindex: u32) -> Result<EgressSync, Lin
         return Ok(EgressSync::Detached);
     };
     if pin.exists() {
-        let (_, on, _) = examine(&pin)?;
+        let (_, on, linked) = examine(&pin)?;
+        let ahead = ahead_of(on, linked).unwrap_or_default();
+        if on == ifindex && !ahead.is_empty() {
+            // Another program went ahead of ours since it was attached: attach
+            // anew, first, then take the old link off (for that moment a packet
+            // may be judged twice, never not at all).
+            let names: Vec<String> = ahead.iter().map(ToString::to_string).collect();
+            log::warn!(
+                "{}: {} program(s) run before blocker's on the tc egress ({}); attaching it first again",
+                ifname(ifindex).unwrap_or_default(),
+                names.len(),
+                names.join(", ")
+            );
+            return attach_first(prog, &pin, ifindex, true).map(|()| EgressSync::Attached);
+        }
         if on == ifindex {
             let open_error = |e: aya::programs::links::LinkError| LinkError::Open {
                 path: pin.clone(),
@@ -134,17 +185,39 @@ pub fn sync(ebpf: &mut Ebpf, dir: &Path, ifindex: u32) -> Result<EgressSync, Lin
         }
         detach_pinned(&pin)?;
     }
+    attach_first(prog, &pin, ifindex, false)?;
+    Ok(EgressSync::Attached)
+}
+
+/// Attaches `prog` to the TCX egress of device `ifindex` before every program
+/// there (BPF_F_BEFORE with no anchor), so that its verdict comes before
+/// anyone's pass, and pins the link at `pin`. `replace`: a link of ours is
+/// pinned there already; it is taken off once the new one is pinned.
+fn attach_first(prog: &mut SchedClassifier, pin: &Path, ifindex: u32, replace: bool) -> Result<(), LinkError> {
     let iface = ifname(ifindex)
         .ok_or(LinkError::EgressAttach { iface: format!("index {ifindex}"), error: "the device is gone".into() })?;
     let attach_error =
         |error: aya::programs::ProgramError| LinkError::EgressAttach { iface: iface.clone(), error: error.to_string() };
     let id = prog
-        .attach_with_options(&iface, TcAttachType::Egress, TcAttachOptions::TcxOrder(LinkOrder::default()))
+        .attach_with_options(&iface, TcAttachType::Egress, TcAttachOptions::TcxOrder(LinkOrder::first()))
         .map_err(attach_error)?;
     let link = prog.take_link(id).map_err(attach_error)?;
     let fd_link = FdLink::try_from(link).map_err(|_| LinkError::NotBpfLink { iface: iface.clone() })?;
-    fd_link.pin(&pin).map(drop).map_err(|error| LinkError::PinLink { path: pin.clone(), error })?;
-    Ok(EgressSync::Attached)
+    if !replace {
+        return fd_link.pin(pin).map(drop).map_err(|error| LinkError::PinLink { path: pin.to_owned(), error });
+    }
+    // The new pin takes the old one's place in one rename; then the old link
+    // goes off the device.
+    let old = examine(pin).ok();
+    // bpffs takes no dot in a name.
+    let fresh = pin.with_file_name(format!("{}_new", EGRESS_LINK_PIN));
+    let _ = std::fs::remove_file(&fresh);
+    fd_link.pin(&fresh).map(drop).map_err(|error| LinkError::PinLink { path: fresh.clone(), error })?;
+    std::fs::rename(&fresh, pin).map_err(|error| LinkError::Io { action: "rename", path: fresh.clone(), error })?;
+    if let Some((link, on, _)) = old.filter(|(_, on, _)| *on != 0) {
+        link.detach().map_err(|error| LinkError::Detach { from: format!("egress of index {on}"), error })?;
+    }
+    Ok(())
 }
 
 /// Takes the link pinned at `pin` off its device (whoever else holds it) and

@@ -66,7 +66,7 @@ pub enum LinkError {
          blocker needs one to keep {iface} protected across restarts"
     )]
     NotBpfLink { iface: String },
-    #[error("cannot pin the XDP link at {path}: {error}")]
+    #[error("cannot pin the link at {path}: {error}")]
     PinLink { path: PathBuf, error: aya::pin::PinError },
     #[error("cannot detach the pinned link from {from}: {error}")]
     Detach { from: String, error: std::io::Error },

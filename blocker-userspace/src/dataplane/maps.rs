@@ -571,6 +571,12 @@ pub struct Counters {
     pub attached_here: Option<bool>,
     /// The same for the egress link (None: not checked, or none is pinned).
     pub outbound_here: Option<bool>,
+    /// Programs that run before blocker's on the device's tc egress (TCX):
+    /// one that passes a packet ends the chain (empty: none, or not checked).
+    pub outbound_ahead: Vec<super::egress::ProgramBrief>,
+    /// What the device's driver says of the frames sent back with XDP_TX
+    /// (reject answers): sent and lost (None: not checked, or unreadable).
+    pub xdp_tx: Option<super::device::XdpTxCounters>,
 }
 
 impl Counters {
@@ -852,6 +858,8 @@ impl DataplaneMaps {
             lists,
             attached_here: None,
             outbound_here: None,
+            outbound_ahead: Vec::new(),
+            xdp_tx: None,
         })
     }
 }
@@ -1055,12 +1063,23 @@ pub fn read_pinned_counters(pin_root: &Path, iface: &str) -> Result<Counters> {
     if !dir.exists() {
         return Err(MapsError::NotAttached { iface: iface.to_owned(), dir });
     }
-    let mut counters = DataplaneMaps::open(&dir)?.counters()?;
-    // A checked fact, not the pins' word: the link must be on the device that
-    // has the name here.
-    counters.attached_here = Some(link::attached_here(&dir, iface));
-    counters.outbound_here = super::egress::egress_here(&dir, iface);
-    Ok(counters)
+    let counters = DataplaneMaps::open(&dir)?.counters()?;
+    Ok(with_device_facts(counters, &dir, iface))
+}
+
+/// `counters` with what the kernel and the device say now, checked facts, not
+/// the pins' word: whether the links are on the device that has the name here,
+/// which programs run before blocker's egress program, and what the driver
+/// did with the answers sent back with XDP_TX.
+pub fn with_device_facts(mut counters: Counters, dir: &Path, iface: &str) -> Counters {
+    counters.attached_here = Some(link::attached_here(dir, iface));
+    counters.outbound_here = super::egress::egress_here(dir, iface);
+    counters.outbound_ahead = super::egress::egress_ahead(dir, iface);
+    counters.xdp_tx = super::device::xdp_tx_counters(iface)
+        .map_err(|e| log::debug!("{iface}: no XDP_TX counters: {e}"))
+        .ok()
+        .filter(|c| c.sent.is_some() || c.lost.is_some());
+    counters
 }
 
 #[cfg(test)]

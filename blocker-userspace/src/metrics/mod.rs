@@ -193,7 +193,9 @@ fn read_interface(pin_root: &Path, name: &str, configured: Mode) -> InterfaceScr
         .exists()
         .then(|| DataplaneMaps::open(&dir))
         .and_then(|m| m.map_err(|e| log::debug!("metrics: {name}: cannot open the pinned maps: {e}")).ok());
-    let counters = maps.as_ref().and_then(|m| m.counters().ok());
+    let counters = maps.as_ref().and_then(|m| m.counters().ok()).map(|c| {
+        crate::dataplane::maps::with_device_facts(c, &dir, name)
+    });
     InterfaceScrape {
         name: name.to_owned(),
         mode: counters.as_ref().map_or(configured, |c| c.mode),
@@ -347,6 +349,32 @@ impl prometheus_client::collector::Collector for Scrape {
         )?;
         gauges(
             &mut e,
+            "blocker_egress_programs_before",
+            "Programs that run before blocker's on the interface's tc egress (TCX), checked with the kernel: one \
+             that passes a packet ends the chain, and the outbound lists never see it. blocker attaches first; \
+             another program attached later with BPF_F_BEFORE goes ahead of it.",
+            None,
+            read.iter()
+                .filter(|(_, c)| c.outbound_here.is_some())
+                .map(|(i, c)| ([("interface", i.name.as_str())], c.outbound_ahead.len() as u64)),
+        )?;
+        counters(
+            &mut e,
+            "blocker_xdp_tx_sent",
+            "Frames the interface's driver sent back with XDP_TX (the answers to rejected packets), as it counts \
+             them since the device came up (only drivers that count them).",
+            read.iter().filter_map(|(i, c)| Some(([("interface", i.name.as_str())], c.xdp_tx.as_ref()?.sent?))),
+        )?;
+        counters(
+            &mut e,
+            "blocker_xdp_tx_lost",
+            "Frames the interface's driver could not send with XDP_TX (answers to rejected packets lost: veth's \
+             xdp_tx_errors, a NIC's xdp_tx_err or xdp_tx_full), since the device came up. A veth loses them all \
+             when its peer runs no XDP program (and has GRO off).",
+            read.iter().filter_map(|(i, c)| Some(([("interface", i.name.as_str())], c.xdp_tx.as_ref()?.lost?))),
+        )?;
+        gauges(
+            &mut e,
             "blocker_interface_attached",
             "1 if blocker's program is on the device with the interface's name (checked with the kernel), else 0.",
             None,
@@ -444,6 +472,8 @@ mod tests {
             ],
             attached_here: Some(true),
             outbound_here: None,
+            outbound_ahead: Vec::new(),
+            xdp_tx: None,
         };
         Scrape {
             facts: DaemonFacts {
