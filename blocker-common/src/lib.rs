@@ -7,7 +7,7 @@
 
 /// Bumped whenever a map's type, key, value or size changes. It is part of the pin
 /// directory path, so a new layout never silently reuses an incompatible pinned map.
-pub const LAYOUT_VERSION: u32 = 7;
+pub const LAYOUT_VERSION: u32 = 8;
 
 /// Number of list ids (a list is one deny/allow/monitor source, e.g. one file).
 pub const MAX_LISTS: u32 = 1024;
@@ -23,6 +23,8 @@ pub mod map_names {
     pub const LIST_STATS: &str = "BLK_LIST_STATS";
     pub const GLOBAL_STATS: &str = "BLK_GLOBAL_STATS";
     pub const LIST_INFO: &str = "BLK_LIST_INFO";
+    /// The full name of each list id in use (`ListName`).
+    pub const LIST_NAMES: &str = "BLK_LIST_NAMES";
     /// The sampled drop events (`events::DropEvent`) and their token buckets.
     pub const EVENTS: &str = "BLK_EVENTS";
     pub const EVENT_STATE: &str = "BLK_EVENT_STATE";
@@ -160,7 +162,9 @@ pub struct ListStats {
     pub bytes: u64,
 }
 
-pub const LIST_NAME_LEN: usize = 120;
+/// The longest list name, in bytes (a path or URL, `country:CC`, a NAME=): a
+/// policy with a longer one is refused.
+pub const LIST_NAME_LEN: usize = 4092;
 /// The longest scope name (`scope`).
 pub const SCOPE_NAME_LEN: usize = 28;
 
@@ -174,11 +178,21 @@ pub struct ListInfo {
     pub state: u32,
     /// The list's action in the live policy (one of `ACTION_*`).
     pub action: u32,
-    pub name_len: u32,
-    pub name: [u8; LIST_NAME_LEN],
     /// The scope the list belongs to (`default` outside every scope).
     pub scope_len: u32,
     pub scope: [u8; SCOPE_NAME_LEN],
+}
+
+/// Value of the `BLK_LIST_NAMES` hash map (key: the list id): the list's whole
+/// name. A hash map that allocates an entry per id in use, so that names of
+/// any length a policy may give cost only what they hold. Not read by the
+/// kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct ListName {
+    pub len: u32,
+    pub bytes: [u8; LIST_NAME_LEN],
 }
 
 pub const LIST_STATE_FREE: u32 = 0;
@@ -192,6 +206,8 @@ mod user {
     unsafe impl aya::Pod for super::ListStats {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ListInfo {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ListName {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::classifier::Shape {}
     // SAFETY: as above.

@@ -6,10 +6,10 @@
 //! by source) and outbound (tc egress, by destination) packets.
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{xdp_action, BPF_F_NO_PREALLOC},
     helpers::bpf_redirect,
     macros::map,
-    maps::{Array, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::{TcContext, XdpContext},
     EbpfContext,
 };
@@ -18,7 +18,7 @@ use blocker_common::{
     classifier::{leaf_action, leaf_list, LEAF_NONE},
     config, counter,
     scope::SCOPE_NONE,
-    ListInfo, ListStats, ACTION_DROP, ACTION_MONITOR, ACTION_PASS, ACTION_REJECT, EBPF_LOG_TARGET, MAX_LISTS,
+    ListInfo, ListName, ListStats, ACTION_DROP, ACTION_MONITOR, ACTION_PASS, ACTION_REJECT, EBPF_LOG_TARGET, MAX_LISTS,
     MODE_MONITOR,
 };
 
@@ -38,9 +38,12 @@ static BLK_LIST_STATS: PerCpuArray<ListStats> = PerCpuArray::pinned(MAX_LISTS, 0
 /// One set of `counter`s per direction (`counter::index`).
 #[map]
 static BLK_GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::pinned(counter::SLOTS, 0);
-/// Names of list ids for userspace; declared here so it is pinned with the rest.
+/// What list ids mean, for userspace; declared here so they are pinned with
+/// the rest.
 #[map]
 static BLK_LIST_INFO: Array<ListInfo> = Array::pinned(MAX_LISTS, 0);
+#[map]
+static BLK_LIST_NAMES: HashMap<u32, ListName> = HashMap::pinned(MAX_LISTS, BPF_F_NO_PREALLOC);
 
 /// What the program does with a packet; each program type says it in its own
 /// return codes.

@@ -275,3 +275,101 @@ fn the_endpoint_bounds_its_peers_and_its_port() {
     assert_eq!(s.net.ping_from(DENIED_SOURCE, 2).unwrap(), 0, "the first daemon still enforces");
     assert_eq!(s.scrape().status, 200);
 }
+
+/// A list named by a path of every character a path may hold (each ASCII byte
+/// but NUL and `/`, and some beyond ASCII): its label values are escaped, so
+/// promtool accepts both formats, no series is injected, and the names read
+/// back whole.
+#[test]
+fn label_values_are_escaped_for_every_byte_a_path_may_hold() {
+    let s = Setup::new();
+    let mut weird: String = (1u8..=127).filter(|b| *b != b'/').map(char::from).collect();
+    weird.push_str("é—😀");
+    let dir = s.dir.path().join(&weird);
+    std::fs::create_dir(&dir).unwrap();
+    let list = dir.join(format!("{weird}.txt"));
+    std::fs::write(&list, "203.0.113.0/24\n").unwrap();
+    let list = list.to_str().unwrap().to_owned();
+    let args = [
+        "--pin-root",
+        s.root.as_str(),
+        "--socket",
+        &s.path("blocker.sock"),
+        "run",
+        "--iface",
+        &s.net.rx_if,
+        "--xdp-mode",
+        "native",
+        "--deny",
+        &list,
+        "--metrics-listen",
+        METRICS,
+    ];
+    let _daemon = Daemon::start(&s.net.rx_ns, &args, &s.dir.path().join("daemon.log")).unwrap();
+    assert_eq!(s.net.ping_from(DENIED_SOURCE, 2).unwrap(), 0);
+    let accept = [("Accept", "application/openmetrics-text;version=1.0.0")];
+    let open = request_in_netns_with(&s.net.rx_ns, METRICS, "GET", "/metrics", &accept).unwrap().body;
+    let classic = s.scrape().body;
+    for (format, body) in [("openmetrics", &open), ("classic", &classic)] {
+        // Every sample line starts with a metric name: nothing broke out of a value.
+        for line in body.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.starts_with("blocker_"), "{format}: a line that is no sample: {line:?}");
+        }
+        let attached = body.lines().filter(|l| l.starts_with("blocker_interface_attached{")).count();
+        assert_eq!(attached, 1, "{format}: one series per interface:\n{body}");
+        let names: Vec<String> = body
+            .lines()
+            .filter(|l| l.starts_with("blocker_list_packets_total{"))
+            .filter_map(|l| label_value(l, "list"))
+            .filter(|name| name != "never-block")
+            .collect();
+        assert_eq!(names, [list.clone()], "{format}: the list's name reads back whole");
+        let sources: Vec<String> = body
+            .lines()
+            .filter(|l| l.starts_with("blocker_source_last_success_timestamp_seconds{"))
+            .filter_map(|l| label_value(l, "source"))
+            .collect();
+        assert_eq!(sources, [list.clone()], "{format}: the source's too");
+    }
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), classic.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Prometheus itself reads the exposition and stores the name whole.
+    let prometheus = Prometheus::start(&s.net.rx_ns, s.dir.path());
+    let ours = r#"blocker_list_packets_total{list!="never-block"}"#;
+    prometheus.wait_for(&format!("count({ours})"), 1.0);
+    let path = format!("/api/v1/query?query={}", query_escape(ours));
+    let answer = request_in_netns(&s.net.rx_ns, Prometheus::ADDR, "GET", &path).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(v["data"]["result"][0]["metric"]["list"].as_str(), Some(list.as_str()), "{}", answer.body);
+}
+
+/// The value of label `name` in a sample line, unescaped as the text formats say.
+fn label_value(line: &str, name: &str) -> Option<String> {
+    let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+    let mut out = String::new();
+    let mut chars = line[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => match chars.next()? {
+                'n' => out.push('\n'),
+                other => out.push(other),
+            },
+            c => out.push(c),
+        }
+    }
+    None
+}

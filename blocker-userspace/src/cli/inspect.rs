@@ -16,7 +16,11 @@ use blocker::{
         AddressLookup, ConfigInterface, ConfigList, ConfigReport, ConfigScope, ConfigSource, ConfigTable, LiveVerdict,
         LookupReport, NeverBlocked, RegionName, ScopeVerdict, Verdict,
     },
-    dataplane::{device, link, maps::DataplaneMaps, pins},
+    dataplane::{
+        device, link,
+        maps::{DataplaneMaps, Mode},
+        pins,
+    },
     net::ip_to_u128,
     policy::Policy,
 };
@@ -38,12 +42,12 @@ pub(crate) fn lookup(
         let dir = pins::iface_dir(pin_root, &i);
         match DataplaneMaps::open(&dir) {
             Ok(m) => {
-                let lists = m.counters().map(|c| c.lists).unwrap_or_default();
+                let (lists, mode) = m.counters().map(|c| (c.lists, c.mode)).unwrap_or_default();
                 // What the live table says counts only if its program is on the
                 // device with the name here.
                 let here = link::attached_here(&dir, &i);
                 let outbound_here = blocker::dataplane::egress::egress_here(&dir, &i).unwrap_or(false);
-                live.push((i, lists, m.live_table()?, here && outbound_here, here));
+                live.push((i, lists, mode, m.live_table()?, here && outbound_here, here));
             }
             Err(e) if iface.is_some() => return Err(e.into()),
             Err(_) => {}
@@ -71,7 +75,7 @@ pub(crate) fn lookup(
             })
             .collect();
         let mut verdicts = Vec::new();
-        for (interface, lists, table, outbound_here, inbound_here) in &live {
+        for (interface, lists, mode, table, outbound_here, inbound_here) in &live {
             for (i, scope) in table.scopes().iter().enumerate() {
                 let outbound = table.outbound() == Some(i as u32);
                 let verdict = match table.lookup_in(i as u32, family, value) {
@@ -82,7 +86,11 @@ pub(crate) fn lookup(
                     None => Verdict { list: None, action: "pass".into() },
                 };
                 let given = policy.iter().find(|p| p.scope == *scope).map(|p| &p.verdict);
+                let refused = matches!(verdict.action.as_str(), "drop" | "reject");
+                let outcome = if refused && *mode == Mode::Monitor { "monitor" } else { verdict.action.as_str() };
                 verdicts.push(LiveVerdict {
+                    mode: *mode,
+                    outcome: outcome.to_owned(),
                     interface: interface.clone(),
                     scope: scope.clone(),
                     direction: if outbound { "outbound" } else { "inbound" }.into(),

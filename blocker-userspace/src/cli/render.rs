@@ -190,9 +190,14 @@ pub(crate) fn lookup_text(report: &LookupReport) -> String {
             } else {
                 String::new()
             };
+            let monitored = if l.outcome == "monitor" && l.verdict.action != "monitor" {
+                " (the interface is in monitor mode: counted as monitored, passed)"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 s,
-                "  live on {}{scope}: {} -> {}{agrees}{not_here}",
+                "  live on {}{scope}: {} -> {}{monitored}{agrees}{not_here}",
                 l.interface,
                 in_list(&l.verdict),
                 l.verdict.action

@@ -72,6 +72,13 @@ pub struct LiveVerdict {
     /// The interface's program is on the device with the name here: if not,
     /// the live maps judge nothing and its traffic passes.
     pub attached_here: bool,
+    /// The interface's mode, as its pinned maps hold it.
+    #[serde(default)]
+    pub mode: crate::dataplane::maps::Mode,
+    /// What the program does with such a packet: `verdict.action`, but for a
+    /// drop or a reject in monitor mode, `monitor` (counted, passed).
+    #[serde(default)]
+    pub outcome: String,
 }
 
 /// `blocker regions list`.

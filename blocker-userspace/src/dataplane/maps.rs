@@ -32,7 +32,7 @@ use blocker_common::{
     events::EventState,
     map_names,
     scope::{key_of, PortMap, TableInfo, MAX_SCOPES, PORT_MAP_BYTES, SCOPE_NONE},
-    ListInfo, ListStats, LIST_NAME_LEN, LIST_STATE_FREE, LIST_STATE_LIVE, LIST_STATE_RETIRED, MAX_LISTS, MODE_ENFORCE,
+    ListInfo, ListName, ListStats, LIST_NAME_LEN, LIST_STATE_FREE, LIST_STATE_LIVE, LIST_STATE_RETIRED, MAX_LISTS, MODE_ENFORCE,
     MODE_MONITOR, SCOPE_NAME_LEN,
 };
 
@@ -462,7 +462,7 @@ struct Shared {
     config: Array<MapData, u32>,
     list_stats: PerCpuArray<MapData, ListStats>,
     global_stats: PerCpuArray<MapData, u64>,
-    list_info: Array<MapData, ListInfo>,
+    lists: ListDirectory,
     event_state: PerCpuArray<MapData, EventState>,
 }
 
@@ -472,13 +472,75 @@ impl Shared {
             config: open(dir, map_names::CONFIG)?,
             list_stats: open(dir, map_names::LIST_STATS)?,
             global_stats: open(dir, map_names::GLOBAL_STATS)?,
-            list_info: open(dir, map_names::LIST_INFO)?,
+            lists: ListDirectory::open(dir)?,
             event_state: open(dir, map_names::EVENT_STATE)?,
         })
     }
+}
 
-    fn list_infos(&self) -> Result<Vec<ListInfo>> {
-        (0..MAX_LISTS).map(|i| self.list_info.get(&i, 0).map_err(MapsError::map(map_names::LIST_INFO))).collect()
+/// What each list id of an interface means, as its pinned maps say: its state,
+/// action and scope (`BLK_LIST_INFO`) and its whole name (`BLK_LIST_NAMES`).
+/// The daemon writes them; `stats`, `lookup`, the metrics and the event reader
+/// read them, daemon or not, so that every view names a list the same way.
+pub struct ListDirectory {
+    infos: Array<MapData, ListInfo>,
+    names: aya::maps::HashMap<MapData, u32, ListName>,
+}
+
+/// One list id in use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListEntry {
+    pub id: u32,
+    pub info: ListInfo,
+    /// Its scope (`default` when none was stored).
+    pub scope: String,
+    pub name: String,
+}
+
+impl ListDirectory {
+    pub fn open(dir: &Path) -> Result<Self> {
+        Ok(ListDirectory { infos: open(dir, map_names::LIST_INFO)?, names: open(dir, map_names::LIST_NAMES)? })
+    }
+
+    fn infos(&self) -> Result<Vec<ListInfo>> {
+        (0..MAX_LISTS).map(|i| self.infos.get(&i, 0).map_err(MapsError::map(map_names::LIST_INFO))).collect()
+    }
+
+    /// Every id in use (live or retired), with its scope and name.
+    pub fn entries(&self) -> Result<Vec<ListEntry>> {
+        let infos = self.infos()?;
+        Ok(infos
+            .into_iter()
+            .enumerate()
+            .filter(|(_, info)| info.state != LIST_STATE_FREE)
+            .map(|(id, info)| self.entry(id as u32, info))
+            .collect())
+    }
+
+    /// The scope and name of list `id` (None: a free id).
+    pub fn identity(&self, id: u32) -> Option<(String, String)> {
+        let info = self.infos.get(&id, 0).ok().filter(|i| i.state != LIST_STATE_FREE)?;
+        let e = self.entry(id, info);
+        Some((e.scope, e.name))
+    }
+
+    fn entry(&self, id: u32, info: ListInfo) -> ListEntry {
+        let name = match self.names.get(&id, 0) {
+            Ok(n) => String::from_utf8_lossy(&n.bytes[..(n.len as usize).min(LIST_NAME_LEN)]).into_owned(),
+            Err(_) => format!("(list {id}, name lost)"),
+        };
+        ListEntry { id, info, scope: stored_scope(&info), name }
+    }
+
+    fn set(&mut self, id: u32, info: ListInfo, name: Option<&str>) -> Result<()> {
+        if let Some(name) = name {
+            let bytes = name.as_bytes();
+            let len = bytes.len().min(LIST_NAME_LEN);
+            let mut value = ListName { len: len as u32, bytes: [0; LIST_NAME_LEN] };
+            value.bytes[..len].copy_from_slice(&bytes[..len]);
+            self.names.insert(id, value, 0).map_err(MapsError::map(map_names::LIST_NAMES))?;
+        }
+        self.infos.set(id, info, 0).map_err(MapsError::map(map_names::LIST_INFO))
     }
 }
 
@@ -596,10 +658,6 @@ pub struct DataplaneMaps {
     live: Option<Instance>,
     /// What the XDP program logs (0: nothing, compiled out).
     log_level: u8,
-    /// The full (scope, name) of each list of the live table and its id. Names
-    /// are stored in the pinned map only as their last `LIST_NAME_LEN` bytes, so
-    /// they cannot tell apart two lists that share those.
-    ids_by_name: HashMap<(String, String), u32>,
 }
 
 impl DataplaneMaps {
@@ -610,7 +668,6 @@ impl DataplaneMaps {
             shared: Shared::open(dir)?,
             live: None,
             log_level: 0,
-            ids_by_name: HashMap::new(),
         })
     }
 
@@ -624,7 +681,6 @@ impl DataplaneMaps {
             shared: Shared::open(dir)?,
             live: Some(instance),
             log_level,
-            ids_by_name: HashMap::new(),
         })
     }
 
@@ -690,9 +746,10 @@ impl DataplaneMaps {
     /// A daemon with several interfaces prepares all before it commits any.
     pub fn prepare(&mut self, scopes: &[ScopeTable<'_>], budget: u64, shape: Option<Shape>) -> Result<Prepared> {
         check_list_count(scopes)?;
-        let infos = self.shared.list_infos()?;
+        let entries = self.shared.lists.entries()?;
+        let infos = self.shared.lists.infos()?;
         let lists = policy_lists(scopes);
-        let (ids, kept) = assign_ids(&lists, &infos, &self.ids_by_name)?;
+        let (ids, kept) = assign_ids(&lists, &entries)?;
         let built = build_policy_image(scopes, |i| leaf(lists[i].action.code(), ids[i]), budget, shape)?;
         let (image, port_map) = (built.image, built.port_map);
         check_budget(scopes, &image, port_map.as_deref(), budget)?;
@@ -717,8 +774,10 @@ impl DataplaneMaps {
     pub fn commit(&mut self, scopes: &[ScopeTable<'_>], prepared: Prepared) -> Result<ApplyReport> {
         let Prepared { mut instance, infos, ids, kept } = prepared;
         let lists = policy_lists(scopes);
-        // An id taken over from another list starts from zero, so the old list's
-        // counters are not shown under the new one.
+        // An id taken over from a retired list starts from zero, so the old
+        // list's counters are not shown under the new one. No running program
+        // counts into it: ids of the live table are never handed out again in
+        // the same reload (`assign_ids`).
         let cpus = nr_cpus().map_err(|(path, error)| MapsError::Io { action: "read", path: path.into(), error })?;
         for (&id, &kept) in ids.iter().zip(&kept) {
             if !kept && infos[id as usize].state != LIST_STATE_FREE {
@@ -745,19 +804,17 @@ impl DataplaneMaps {
         };
         self.live = Some(instance);
 
-        for (list, &id) in lists.iter().zip(&ids) {
-            let info = make_info(LIST_STATE_LIVE, list.action.code(), list.scope, list.name);
-            self.shared.list_info.set(id, info, 0).map_err(MapsError::map(map_names::LIST_INFO))?;
+        for ((list, &id), &kept) in lists.iter().zip(&ids).zip(&kept) {
+            let info = make_info(LIST_STATE_LIVE, list.action.code(), list.scope);
+            self.shared.lists.set(id, info, (!kept).then_some(list.name))?;
         }
         for (id, info) in infos.iter().enumerate() {
             if info.state == LIST_STATE_LIVE && !ids.contains(&(id as u32)) {
                 let mut retired = *info;
                 retired.state = LIST_STATE_RETIRED;
-                self.shared.list_info.set(id as u32, retired, 0).map_err(MapsError::map(map_names::LIST_INFO))?;
+                self.shared.lists.set(id as u32, retired, None)?;
             }
         }
-        self.ids_by_name =
-            lists.iter().zip(&ids).map(|(l, &id)| ((l.scope.to_owned(), l.name.to_owned()), id)).collect();
         Ok(report)
     }
 
@@ -815,15 +872,12 @@ impl DataplaneMaps {
             *slot = per_cpu.iter().sum();
         }
         let mut lists = Vec::new();
-        for (id, info) in self.shared.list_infos()?.into_iter().enumerate() {
-            if info.state == LIST_STATE_FREE {
-                continue;
-            }
-            let per_cpu = self.shared.list_stats.get(&(id as u32), 0).map_err(MapsError::map(map_names::LIST_STATS))?;
+        for ListEntry { id, info, scope, name } in self.shared.lists.entries()? {
+            let per_cpu = self.shared.list_stats.get(&id, 0).map_err(MapsError::map(map_names::LIST_STATS))?;
             lists.push(ListCounters {
-                id: id as u32,
-                scope: stored_scope(&info),
-                name: String::from_utf8_lossy(&stored_list_name(&info)).into_owned(),
+                id,
+                scope,
+                name,
                 action: Action::from_code(info.action),
                 live: info.state == LIST_STATE_LIVE,
                 packets: per_cpu.iter().map(|s| s.packets).sum(),
@@ -896,57 +950,34 @@ fn events_per_second_of(interval_ns: u32) -> u32 {
     }
 }
 
-/// List ids for `lists`: each list keeps the id it had (its counters carry on),
-/// known by its scope and full name in this process (`known`), or after a
-/// restart by the scope and name stored in the pinned map when that stored name
-/// is unambiguous: no other list of the policy stores the same. Every list gets
-/// its own id: names are labels, never keys.
+/// List ids for `lists`: a list keeps the id its scope and whole name had in
+/// the pinned maps, live or retired (its counters carry on across reloads and
+/// restarts alike); a new one takes a free id, else a retired list's. Never an
+/// id of the live table: until the swap its program still counts into it.
+/// Every list gets its own id: the policy names each list of a scope once.
 /// Returns the ids and, for each, whether it was kept.
-fn assign_ids(
-    lists: &[PolicyList<'_>],
-    infos: &[ListInfo],
-    known: &HashMap<(String, String), u32>,
-) -> Result<(Vec<u32>, Vec<bool>)> {
+fn assign_ids(lists: &[PolicyList<'_>], pinned: &[ListEntry]) -> Result<(Vec<u32>, Vec<bool>)> {
+    let by_name: HashMap<(&str, &str), u32> =
+        pinned.iter().map(|e| ((e.scope.as_str(), e.name.as_str()), e.id)).collect();
     let mut taken = vec![false; MAX_LISTS as usize];
     let mut ids = vec![u32::MAX; lists.len()];
     for (i, list) in lists.iter().enumerate() {
-        let key = (list.scope.to_owned(), list.name.to_owned());
-        if let Some(&id) = known.get(&key).filter(|id| !taken[**id as usize]) {
+        if let Some(&id) = by_name.get(&(list.scope, list.name)).filter(|id| !taken[**id as usize]) {
             ids[i] = id;
             taken[id as usize] = true;
         }
     }
-    if known.is_empty() {
-        let stored = |scope: &str, name: &str| (stored_name(scope, SCOPE_NAME_LEN), stored_name(name, LIST_NAME_LEN));
-        let mut stored_count: HashMap<(Vec<u8>, Vec<u8>), usize> = HashMap::new();
-        for list in lists {
-            *stored_count.entry(stored(list.scope, list.name)).or_insert(0) += 1;
-        }
-        let by_name: HashMap<(Vec<u8>, Vec<u8>), u32> = infos
-            .iter()
-            .enumerate()
-            .filter(|(_, info)| info.state != LIST_STATE_FREE)
-            .map(|(id, info)| ((stored_scope(info).into_bytes(), stored_list_name(info)), id as u32))
-            .collect();
-        for (i, list) in lists.iter().enumerate() {
-            let key = stored(list.scope, list.name);
-            if stored_count[&key] != 1 {
-                continue;
-            }
-            if let Some(&id) = by_name.get(&key).filter(|id| !taken[**id as usize]) {
-                ids[i] = id;
-                taken[id as usize] = true;
-            }
-        }
-    }
-    // Free slots first, retired ones (whose counters would be reset) last.
+    let state = |id: u32| pinned.iter().find(|e| e.id == id).map_or(LIST_STATE_FREE, |e| e.info.state);
+    // Free ids first, retired ones (whose counters would be reset) last.
     let mut candidates: Vec<u32> =
-        (0..MAX_LISTS).filter(|&id| !taken[id as usize] && infos[id as usize].state == LIST_STATE_FREE).collect();
-    candidates.extend((0..MAX_LISTS).filter(|&id| !taken[id as usize] && infos[id as usize].state != LIST_STATE_FREE));
+        (0..MAX_LISTS).filter(|&id| !taken[id as usize] && state(id) == LIST_STATE_FREE).collect();
+    candidates.extend((0..MAX_LISTS).filter(|&id| !taken[id as usize] && state(id) == LIST_STATE_RETIRED));
     let kept: Vec<bool> = ids.iter().map(|id| *id != u32::MAX).collect();
+    // The live lists this reload removes hold their ids until it is in force.
+    let live = pinned.iter().filter(|e| e.info.state == LIST_STATE_LIVE && !taken[e.id as usize]).count();
     let mut candidates = candidates.into_iter();
     for id in ids.iter_mut().filter(|id| **id == u32::MAX) {
-        *id = candidates.next().ok_or(TableError::TooManyLists { needed: lists.len(), max: MAX_LISTS })?;
+        *id = candidates.next().ok_or(TableError::TooManyLists { needed: lists.len() + live, max: MAX_LISTS })?;
     }
     Ok((ids, kept))
 }
@@ -1016,22 +1047,6 @@ fn load_instance(
     Ok(Instance { ebpf, info, bytes, port_map })
 }
 
-/// Names longer than the map slot (`len`) keep their end, which is the
-/// distinctive part of a path.
-fn stored_name(name: &str, len: usize) -> Vec<u8> {
-    let bytes = name.as_bytes();
-    bytes[bytes.len().saturating_sub(len)..].to_vec()
-}
-
-/// A pinned list's scope and name, as text.
-pub fn list_identity(info: &ListInfo) -> (String, String) {
-    (stored_scope(info), String::from_utf8_lossy(&stored_list_name(info)).into_owned())
-}
-
-fn stored_list_name(info: &ListInfo) -> Vec<u8> {
-    info.name[..(info.name_len as usize).min(LIST_NAME_LEN)].to_vec()
-}
-
 /// The scope a pinned list belongs to (`default` when none was stored).
 fn stored_scope(info: &ListInfo) -> String {
     match (info.scope_len as usize).min(SCOPE_NAME_LEN) {
@@ -1040,19 +1055,11 @@ fn stored_scope(info: &ListInfo) -> String {
     }
 }
 
-fn make_info(state: u32, action: u32, scope: &str, name: &str) -> ListInfo {
-    let stored = stored_name(name, LIST_NAME_LEN);
-    let scope = stored_name(scope, SCOPE_NAME_LEN);
-    let mut info = ListInfo {
-        state,
-        action,
-        name_len: stored.len() as u32,
-        name: [0; LIST_NAME_LEN],
-        scope_len: scope.len() as u32,
-        scope: [0; SCOPE_NAME_LEN],
-    };
-    info.name[..stored.len()].copy_from_slice(&stored);
-    info.scope[..scope.len()].copy_from_slice(&scope);
+fn make_info(state: u32, action: u32, scope: &str) -> ListInfo {
+    // Scope names are checked to fit (`policy::check_scope_name`).
+    let scope = &scope.as_bytes()[..scope.len().min(SCOPE_NAME_LEN)];
+    let mut info = ListInfo { state, action, scope_len: scope.len() as u32, scope: [0; SCOPE_NAME_LEN] };
+    info.scope[..scope.len()].copy_from_slice(scope);
     info
 }
 
@@ -1100,12 +1107,30 @@ mod tests {
         t.lists.iter().map(|l| PolicyList { scope, name: &l.name, action: l.action }).collect()
     }
 
-    fn infos_of(lists: &[PolicyList<'_>], ids: &[u32]) -> Vec<ListInfo> {
-        let mut infos = vec![make_info(LIST_STATE_FREE, 0, "", ""); MAX_LISTS as usize];
-        for (l, &id) in lists.iter().zip(ids) {
-            infos[id as usize] = make_info(LIST_STATE_LIVE, l.action.code(), l.scope, l.name);
+    /// The pinned entries after `lists` went live with `ids`.
+    fn pinned_of(lists: &[PolicyList<'_>], ids: &[u32]) -> Vec<ListEntry> {
+        lists
+            .iter()
+            .zip(ids)
+            .map(|(l, &id)| ListEntry {
+                id,
+                info: make_info(LIST_STATE_LIVE, l.action.code(), l.scope),
+                scope: l.scope.to_owned(),
+                name: l.name.to_owned(),
+            })
+            .collect()
+    }
+
+    /// `pinned` after a reload to `ids` that left out the others.
+    fn retire_others(mut pinned: Vec<ListEntry>, live: &[ListEntry]) -> Vec<ListEntry> {
+        for e in &mut pinned {
+            if !live.iter().any(|l| l.id == e.id) {
+                e.info.state = LIST_STATE_RETIRED;
+            }
         }
-        infos
+        pinned.retain(|e| !live.iter().any(|l| l.id == e.id));
+        pinned.extend(live.iter().cloned());
+        pinned
     }
 
     #[test]
@@ -1120,30 +1145,59 @@ mod tests {
     }
 
     #[test]
-    fn lists_that_share_their_stored_name_get_their_own_ids() {
-        let tail = "x".repeat(LIST_NAME_LEN);
+    fn lists_whose_names_share_a_long_tail_keep_their_own_ids() {
+        let tail = "x".repeat(200);
         let names = vec![format!("/a/{tail}"), format!("/b/{tail}"), "short".to_string()];
         let t = table(&names);
         let lists = lists_of("default", &t);
-        let empty = vec![make_info(LIST_STATE_FREE, 0, "", ""); MAX_LISTS as usize];
-        let (ids, kept) = assign_ids(&lists, &empty, &HashMap::new()).unwrap();
+        let (ids, kept) = assign_ids(&lists, &[]).unwrap();
         assert_ne!(ids[0], ids[1]);
         assert_eq!(kept, vec![false; 3]);
-        // A reload in the same process: each keeps its own id, by full name.
-        let infos = infos_of(&lists, &ids);
-        let known: HashMap<(String, String), u32> =
-            names.iter().map(|n| ("default".to_owned(), n.clone())).zip(ids.iter().copied()).collect();
+        // A reload or a restart: each finds its own id by its whole name.
+        let pinned = pinned_of(&lists, &ids);
         let reversed = table(&[names[1].clone(), names[0].clone(), names[2].clone()]);
-        let (again, kept) = assign_ids(&lists_of("default", &reversed), &infos, &known).unwrap();
+        let (again, kept) = assign_ids(&lists_of("default", &reversed), &pinned).unwrap();
         assert_eq!(again, vec![ids[1], ids[0], ids[2]]);
         assert_eq!(kept, vec![true; 3]);
-        // After a restart only the pinned (truncated) names are known: the
-        // ambiguous two get fresh ids, never one another's; the other keeps its id.
-        let (restarted, kept) = assign_ids(&lists, &infos, &HashMap::new()).unwrap();
-        assert_eq!(kept, vec![false, false, true]);
-        assert_eq!(restarted[2], ids[2]);
-        assert!(!ids[..2].contains(&restarted[0]) && !ids[..2].contains(&restarted[1]));
-        assert_ne!(restarted[0], restarted[1]);
+    }
+
+    #[test]
+    fn a_list_removed_and_given_again_takes_its_id_back() {
+        let both = table(&["a".to_string(), "b".to_string()]);
+        let (ids, _) = assign_ids(&lists_of("default", &both), &[]).unwrap();
+        let pinned = pinned_of(&lists_of("default", &both), &ids);
+        // Reload 1 drops b: its id is retired, not reused.
+        let only_a = table(&["a".to_string()]);
+        let (ids_a, _) = assign_ids(&lists_of("default", &only_a), &pinned).unwrap();
+        assert_eq!(ids_a, [ids[0]]);
+        let pinned = retire_others(pinned.clone(), &pinned_of(&lists_of("default", &only_a), &ids_a));
+        assert_eq!(pinned.iter().find(|e| e.id == ids[1]).unwrap().info.state, LIST_STATE_RETIRED);
+        // Reload 2 gives b again: it takes its id back, kept (its counters go on).
+        let (again, kept) = assign_ids(&lists_of("default", &both), &pinned).unwrap();
+        assert_eq!((again, kept), (ids.clone(), vec![true, true]));
+    }
+
+    #[test]
+    fn an_id_the_live_table_uses_is_never_given_to_another_list() {
+        // Every id but the last two is live; a reload that replaces one live
+        // list with two new ones gets the two free ids, never the one its own
+        // program still counts into until the swap.
+        let names: Vec<String> = (0..MAX_LISTS - 2).map(|i| format!("l{i}")).collect();
+        let t = table(&names);
+        let (ids, _) = assign_ids(&lists_of("default", &t), &[]).unwrap();
+        let pinned = pinned_of(&lists_of("default", &t), &ids);
+        let mut next: Vec<String> = names[1..].to_vec();
+        next.extend(["new1".to_string(), "new2".to_string()]);
+        let t2 = table(&next);
+        let (ids2, kept) = assign_ids(&lists_of("default", &t2), &pinned).unwrap();
+        assert!(!ids2.contains(&ids[0]), "l0's id is live until the swap");
+        assert_eq!(kept.iter().filter(|k| !**k).count(), 2);
+        // One more new list: no id is free or retired, so it is refused.
+        next.push("new3".to_string());
+        match assign_ids(&lists_of("default", &table(&next)), &pinned) {
+            Err(MapsError::Table(TableError::TooManyLists { .. })) => {}
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -1182,13 +1236,12 @@ mod tests {
         let t = table(&["country:CN".to_string()]);
         let (api, rest) = (lists_of("api", &t), lists_of("default", &t));
         let both: Vec<PolicyList<'_>> = api.into_iter().chain(rest).collect();
-        let empty = vec![make_info(LIST_STATE_FREE, 0, "", ""); MAX_LISTS as usize];
-        let (ids, _) = assign_ids(&both, &empty, &HashMap::new()).unwrap();
+        let (ids, _) = assign_ids(&both, &[]).unwrap();
         assert_ne!(ids[0], ids[1]);
         // After a restart each finds its own id again by scope and name.
-        let infos = infos_of(&both, &ids);
-        let (again, kept) = assign_ids(&both, &infos, &HashMap::new()).unwrap();
+        let pinned = pinned_of(&both, &ids);
+        let (again, kept) = assign_ids(&both, &pinned).unwrap();
         assert_eq!((again, kept), (ids.clone(), vec![true, true]));
-        assert_eq!(stored_scope(&infos[ids[0] as usize]), "api");
+        assert_eq!(stored_scope(&pinned[0].info), "api");
     }
 }

@@ -15,8 +15,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{Array, Map, MapData, RingBuf};
-use blocker_common::{map_names, ListInfo, LIST_STATE_FREE};
+use aya::maps::{Map, MapData, RingBuf};
+use blocker_common::map_names;
+
+use crate::dataplane::maps::ListDirectory;
 
 use super::{Event, EventClock, EventHub};
 
@@ -32,6 +34,8 @@ const SUMMARY_TOP: usize = 3;
 pub enum ReaderError {
     #[error("cannot open {path}: {error}")]
     Open { path: PathBuf, error: Box<aya::maps::MapError> },
+    #[error("cannot read the list names: {0}")]
+    Lists(Box<crate::dataplane::maps::MapsError>),
     #[error("cannot start the event reader thread: {0}")]
     Thread(std::io::Error),
 }
@@ -41,7 +45,7 @@ pub enum ReaderError {
 pub struct EventRing {
     interface: String,
     ring: RingBuf<MapData>,
-    list_info: Array<MapData, ListInfo>,
+    lists: ListDirectory,
     /// (scope, name) by list id, read from the pinned map; read again after a
     /// reload.
     names: HashMap<u32, (String, String)>,
@@ -59,9 +63,8 @@ impl EventRing {
         };
         let (ring, path) = open(map_names::EVENTS)?;
         let ring = RingBuf::try_from(ring).map_err(|error| ReaderError::Open { path, error: Box::new(error) })?;
-        let (info, path) = open(map_names::LIST_INFO)?;
-        let list_info = Array::try_from(info).map_err(|error| ReaderError::Open { path, error: Box::new(error) })?;
-        Ok(EventRing { interface: interface.to_owned(), ring, list_info, names: HashMap::new() })
+        let lists = ListDirectory::open(dir).map_err(|error| ReaderError::Lists(Box::new(error)))?;
+        Ok(EventRing { interface: interface.to_owned(), ring, lists, names: HashMap::new() })
     }
 
     /// Every event in the ring now, oldest first.
@@ -85,8 +88,7 @@ impl EventRing {
         if let Some(name) = self.names.get(&id) {
             return Some(name.clone());
         }
-        let info = self.list_info.get(&id, 0).ok().filter(|i| i.state != LIST_STATE_FREE)?;
-        let name = crate::dataplane::maps::list_identity(&info);
+        let name = self.lists.identity(id)?;
         self.names.insert(id, name.clone());
         Some(name)
     }

@@ -14,7 +14,7 @@ use std::{
 
 use blocker_common::counter;
 use prometheus_client::{
-    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    encoding::{DescriptorEncoder, EncodeLabelValue, EncodeMetric, LabelValueEncoder},
     metrics::{counter::ConstCounter, gauge::ConstGauge},
     registry::{Registry, Unit},
 };
@@ -212,8 +212,31 @@ fn last_success(source: &str, cache_dir: &Path) -> Option<u64> {
     std::fs::metadata(source).and_then(|m| m.modified()).ok().map(unix_secs)
 }
 
-/// One metric family: its descriptor, then its samples.
-fn family<L: EncodeLabelSet, M: EncodeMetric>(
+/// A label value as the text formats must carry it: prometheus-client writes
+/// values as they are, and a list named by a path holding `"`, `\` or a line
+/// break would end the value early and add series of its own.
+struct Escaped<'a>(&'a str);
+
+impl EncodeLabelValue for Escaped<'_> {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        let mut rest = self.0;
+        while let Some(at) = rest.find(['\\', '"', '\n']) {
+            encoder.write_str(&rest[..at])?;
+            encoder.write_str(match rest.as_bytes()[at] {
+                b'\\' => "\\\\",
+                b'"' => "\\\"",
+                _ => "\\n",
+            })?;
+            rest = &rest[at + 1..];
+        }
+        encoder.write_str(rest)
+    }
+}
+
+/// One metric family: its descriptor, then its samples, each with its labels
+/// (name, value), every value escaped.
+fn family<'l, L: AsRef<[(&'l str, &'l str)]>, M: EncodeMetric>(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
@@ -223,12 +246,13 @@ fn family<L: EncodeLabelSet, M: EncodeMetric>(
 ) -> std::fmt::Result {
     let mut metric = encoder.encode_descriptor(name, help, unit.as_ref(), metric_type)?;
     for (labels, value) in samples {
+        let labels: Vec<(&str, Escaped<'_>)> = labels.as_ref().iter().map(|(k, v)| (*k, Escaped(v))).collect();
         value.encode(metric.encode_family(&labels)?)?;
     }
     Ok(())
 }
 
-fn counters<L: EncodeLabelSet>(
+fn counters<'l, L: AsRef<[(&'l str, &'l str)]>>(
     e: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
@@ -238,7 +262,7 @@ fn counters<L: EncodeLabelSet>(
     family(e, name, help, None, samples, prometheus_client::metrics::MetricType::Counter)
 }
 
-fn gauges<L: EncodeLabelSet, V: prometheus_client::encoding::EncodeGaugeValue>(
+fn gauges<'l, L: AsRef<[(&'l str, &'l str)]>, V: prometheus_client::encoding::EncodeGaugeValue>(
     e: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
@@ -529,6 +553,17 @@ mod tests {
         }
         assert!(!text.contains("list=\"old\""), "a retired list has no series:\n{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut s = scrape();
+        let evil = "evil\"} 1\nblocker_interface_attached{interface=\"evil\\";
+        s.interfaces[0].counters.as_mut().unwrap().lists[0].name = evil.into();
+        let text = s.encode();
+        let escaped = r#"list="evil\"} 1\nblocker_interface_attached{interface=\"evil\\""#;
+        assert!(text.contains(escaped), "{text}");
+        assert_eq!(text.lines().filter(|l| l.starts_with("blocker_interface_attached")).count(), 1, "{text}");
     }
 
     #[test]

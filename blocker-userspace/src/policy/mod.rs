@@ -103,10 +103,24 @@ pub struct ListSpec {
 }
 
 /// Why a policy cannot become a table. Nothing is applied when it is refused.
+/// A list's name is kept whole in the pinned maps, up to `LIST_NAME_LEN` bytes.
+fn check_name_length(name: &str) -> Result<(), PolicyError> {
+    if name.len() > blocker_common::LIST_NAME_LEN {
+        return Err(PolicyError::NameTooLong {
+            name: crate::source::input::quote(name),
+            len: name.len(),
+            max: blocker_common::LIST_NAME_LEN,
+        });
+    }
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("list name {name:?} is given twice; name each list uniquely with NAME=FILE")]
     DuplicateName { name: String },
+    #[error("list {name} is named by {len} bytes, more than the {max} a name may have: name it with NAME=FILE")]
+    NameTooLong { name: String, len: usize, max: usize },
     #[error(
         "allowlist mode (--allow-country) drops every source outside the allowed countries, including your \
          management networks: give them with --never-block CIDR,... (or pass \
@@ -621,6 +635,7 @@ impl Policy {
         let mut names = HashSet::new();
         let mut specs = Vec::new();
         let mut push = |spec: ListSpec| -> Result<(), PolicyError> {
+            check_name_length(&spec.name)?;
             if !names.insert(spec.name.clone()) {
                 return Err(PolicyError::DuplicateName { name: spec.name });
             }
@@ -642,6 +657,8 @@ impl Policy {
             .chain(rules.allow.iter().map(|s| (s, Role::Exception)))
             .chain(rules.monitor_list.iter().map(|s| (s, Role::Monitor)));
         for (source, role) in files {
+            // Before anything is read or fetched.
+            check_name_length(&source.name)?;
             let prefixes = match read_source(source, &self.cache_dir, access, &self.fetch_options()) {
                 Ok(p) => p,
                 Err(e) if source.optional => {
@@ -737,6 +754,19 @@ pub fn disabling_never_blocks(specs: &[ListSpec]) -> Vec<String> {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn a_list_named_past_the_name_limit_is_refused_before_it_is_fetched() {
+        let url = format!("https://lists.invalid/{}", "a".repeat(blocker_common::LIST_NAME_LEN));
+        let p = Policy { deny: vec![url.parse().unwrap()], no_default_never_block: true, ..Default::default() };
+        match crate::compile::table::build_table(&p) {
+            Err(e @ PolicyError::NameTooLong { len, max: blocker_common::LIST_NAME_LEN, .. }) => {
+                assert_eq!(len, url.len());
+                assert!(e.to_string().ends_with("name it with NAME=FILE"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn never_blocks_that_disable_blocking_are_named() {
