@@ -239,9 +239,8 @@ fn the_shipped_dashboard_and_alert_rules_use_exposed_metrics() {
     assert!(out.status.success(), "promtool check rules: {}", String::from_utf8_lossy(&out.stdout));
 }
 
-/// Only GET /metrics is served; idle peers are cut off and cannot lock scrapes
-/// out for long; a second daemon cannot take the port, and the first one keeps
-/// enforcing.
+/// Only GET /metrics is served; idle peers never lock scrapes out; a second
+/// daemon cannot take the port, and the first one keeps enforcing.
 #[test]
 fn the_endpoint_bounds_its_peers_and_its_port() {
     let s = Setup::new();
@@ -250,24 +249,46 @@ fn the_endpoint_bounds_its_peers_and_its_port() {
     assert_eq!(request_in_netns(ns, METRICS, "POST", "/metrics").unwrap().status, 405);
     assert_eq!(request_in_netns(ns, METRICS, "GET", "/").unwrap().status, 404);
 
-    // Eight idle connections hold every slot; the endpoint closes them when
-    // their request head is late, and scrapes work again.
-    let idle = blocker_tests::http::in_netns(ns, || {
-        (0..8).map(|_| std::net::TcpStream::connect(METRICS).unwrap()).collect::<Vec<_>>()
-    })
-    .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(request_in_netns(ns, METRICS, "GET", "/metrics").is_err(), "a ninth peer is turned away");
-    let started = Instant::now();
-    loop {
-        if let Ok(a) = request_in_netns(ns, METRICS, "GET", "/metrics") {
-            assert_eq!(a.status, 200);
-            break;
+    // An unprivileged local user holds 50 idle connections and opens each
+    // again as soon as it is closed: every real scrape is still answered, and
+    // the connections closed to make room are counted.
+    let (host, port) = METRICS.split_once(':').unwrap();
+    let holder = format!(
+        "import socket, select, time\n\
+         def conn():\n    s = socket.socket(); s.connect(('{host}', {port})); return s\n\
+         socks = [conn() for _ in range(50)]\n\
+         while True:\n    r, _, _ = select.select(socks, [], [], 0.5)\n    for s in r:\n\
+         \x20       if not s.recv(1):\n            socks.remove(s); s.close(); socks.append(conn())\n"
+    );
+    let mut attacker = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .args(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", &holder])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 (Debian package python3)");
+    std::thread::sleep(Duration::from_secs(1));
+    let mut answered = 0;
+    for _ in 0..20 {
+        if request_in_netns(ns, METRICS, "GET", "/metrics").is_ok_and(|a| a.status == 200) {
+            answered += 1;
         }
-        assert!(started.elapsed() < Duration::from_secs(15), "idle peers still hold the endpoint");
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(100));
     }
-    drop(idle);
+    assert!(attacker.try_wait().unwrap().is_none(), "the idle peers were held all along");
+    let _ = attacker.kill();
+    let out = attacker.wait_with_output().unwrap();
+    assert_eq!(answered, 20, "every scrape is answered; holder: {}", String::from_utf8_lossy(&out.stderr));
+    let body = s.scrape().body;
+    let closed: u64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"blocker_metrics_connections_closed_total{reason="idle"} "#))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no idle count:\n{body}"));
+    assert!(closed >= 20, "idle connections closed to make room: {closed}");
+    let log = std::fs::read_to_string(s.dir.path().join("daemon.log")).unwrap();
+    let lines = log.matches("idle closed to make room").count();
+    assert_eq!(lines, 1, "one log line a minute at most:\n{log}");
 
     let second = s.start("second.sock", "second.log");
     let err = second.err().expect("a second daemon on the same port is refused").to_string();

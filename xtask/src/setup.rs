@@ -32,6 +32,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     // `blocker top` is tested in a real terminal (send-keys, capture-pane).
     ("tmux", "tmux"),
+    // An unprivileged local peer that holds the metrics endpoint's connections.
+    ("/usr/bin/python3", "python3"),
 ];
 /// What the benchmarks' baselines need besides.
 const BENCH_PACKAGES: &[(&str, &str)] = &[

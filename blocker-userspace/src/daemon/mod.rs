@@ -151,11 +151,11 @@ impl State {
             last_load: Some(self.last_load),
             sources,
             fetch_failures: self.fetch_failures.clone(),
+            // The endpoint's own counts go on.
+            endpoint: Default::default(),
         };
-        match shared.lock() {
-            Ok(mut f) => *f = facts,
-            Err(poisoned) => *poisoned.into_inner() = facts,
-        }
+        let mut f = shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *f = DaemonFacts { endpoint: f.endpoint.clone(), ..facts };
     }
 
     fn status(&self, opts: &RunOptions, managed: &[Managed], reader: &Result<Reader, String>) -> StatusReply {

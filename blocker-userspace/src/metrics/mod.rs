@@ -47,6 +47,8 @@ pub struct DaemonFacts {
     pub sources: Vec<String>,
     /// Failed fetches since the start, by URL.
     pub fetch_failures: BTreeMap<String, u64>,
+    /// What the endpoint did with the connections it could not keep.
+    pub endpoint: Arc<server::EndpointCounts>,
 }
 
 /// One list of the table in force.
@@ -450,6 +452,17 @@ impl prometheus_client::collector::Collector for Scrape {
             "blocker_source_fetch_failures",
             "Failed fetches of a URL source since the start (the last good copy stays in use).",
             self.sources.iter().filter_map(|s| s.fetch_failures.map(|n| ([("source", s.source.as_str())], n))),
+        )?;
+        counters(
+            &mut e,
+            "blocker_metrics_connections_closed",
+            "Connections to this endpoint it could not keep, by reason: idle (open without a request while \
+             every slot was taken: closed to make room for a new one) or busy (every slot was answering a \
+             scrape: refused).",
+            [
+                ([("reason", "idle")], self.facts.endpoint.evicted.load(std::sync::atomic::Ordering::Relaxed)),
+                ([("reason", "busy")], self.facts.endpoint.refused.load(std::sync::atomic::Ordering::Relaxed)),
+            ],
         )?;
         gauges(
             &mut e,

@@ -1,8 +1,19 @@
 //! The metrics endpoint: `GET /metrics` over HTTP/1.1 (hyper), for Prometheus.
 //! Every peer is bounded: a few connections at a time, a deadline for the
-//! request head and for the whole connection, a small request buffer.
+//! request head and for the whole connection, a small request buffer. A peer
+//! that holds a connection without asking anything never locks scrapes out:
+//! when every slot is taken, the connection idle the longest is closed to make
+//! room, and those closed or refused are counted (metrics, a log line at most
+//! once a minute).
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
 
 use http_body_util::Full;
 use hyper::{
@@ -14,9 +25,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 
 use super::{Format, Scrape, SharedFacts};
 
-/// Connections served at once; more are closed at once (Prometheus scrapes
-/// with one).
-const MAX_CONNECTIONS: usize = 8;
+/// Connections served at once (Prometheus scrapes with one); past it the one
+/// idle the longest is closed.
+const MAX_CONNECTIONS: usize = 16;
 /// For the request head to arrive.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// For a whole connection, keep-alive included.
@@ -57,6 +68,15 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ListenError> {
     Ok(listener)
 }
 
+/// What the endpoint did with the connections it could not keep: those it
+/// closed while idle to make room, and those it refused because every slot
+/// was answering a scrape.
+#[derive(Debug, Default)]
+pub struct EndpointCounts {
+    pub evicted: AtomicU64,
+    pub refused: AtomicU64,
+}
+
 /// Serves scrapes on a thread of its own, with its own runtime: a scrape is
 /// answered even while the daemon's task is busy with a reload.
 pub fn spawn(listener: std::net::TcpListener, facts: SharedFacts) -> std::io::Result<()> {
@@ -64,6 +84,44 @@ pub fn spawn(listener: std::net::TcpListener, facts: SharedFacts) -> std::io::Re
     std::thread::Builder::new().name("metrics".into()).spawn(move || runtime.block_on(serve(listener, facts)))?;
     Ok(())
 }
+
+/// One open connection: whether a request is being answered on it, when it
+/// last was (or opened), and how to close it.
+struct Open {
+    id: u64,
+    busy: Arc<AtomicBool>,
+    idle_since: Arc<Mutex<Instant>>,
+    close: tokio::sync::oneshot::Sender<()>,
+}
+
+/// The connections open now, at most `MAX_CONNECTIONS`.
+#[derive(Default)]
+struct Connections {
+    open: Vec<Open>,
+    next_id: u64,
+}
+
+impl Connections {
+    /// Makes room for one more: closes the connection idle the longest if
+    /// every slot is taken. False: every one is answering a request.
+    fn make_room(&mut self) -> Option<bool> {
+        if self.open.len() < MAX_CONNECTIONS {
+            return Some(false);
+        }
+        let idle_since = |o: &Open| *o.idle_since.lock().unwrap_or_else(|p| p.into_inner());
+        let oldest = (0..self.open.len())
+            .filter(|&i| !self.open[i].busy.load(Ordering::Acquire))
+            .min_by_key(|&i| idle_since(&self.open[i]))?;
+        let _ = self.open.swap_remove(oldest).close.send(());
+        Some(true)
+    }
+}
+
+/// The pause after closing an idle connection to make room.
+const EVICT_PAUSE: Duration = Duration::from_millis(10);
+
+/// A log line about closed or refused peers at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Serves scrapes until the runtime stops.
 async fn serve(listener: std::net::TcpListener, facts: SharedFacts) {
@@ -74,7 +132,10 @@ async fn serve(listener: std::net::TcpListener, facts: SharedFacts) {
             return;
         }
     };
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let counts = facts.lock().map(|f| f.endpoint.clone()).unwrap_or_else(|p| p.into_inner().endpoint.clone());
+    let connections = Arc::new(Mutex::new(Connections::default()));
+    let mut last_log: Option<Instant> = None;
+    let (mut evicted_since, mut refused_since) = (0u64, 0u64);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -85,21 +146,71 @@ async fn serve(listener: std::net::TcpListener, facts: SharedFacts) {
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            log::debug!("metrics endpoint: {peer}: {MAX_CONNECTIONS} connections open; closed");
+        let room = connections.lock().unwrap_or_else(|p| p.into_inner()).make_room();
+        match room {
+            Some(true) => {
+                counts.evicted.fetch_add(1, Ordering::Relaxed);
+                evicted_since += 1;
+                // One connection closed to make room per pause: peers that
+                // reconnect at once queue in the listen backlog behind those
+                // that came first, so a scrape waits its turn (its request
+                // already read by the kernel) and is never the one closed.
+                tokio::time::sleep(EVICT_PAUSE).await;
+            }
+            Some(false) => {}
+            None => {
+                counts.refused.fetch_add(1, Ordering::Relaxed);
+                refused_since += 1;
+            }
+        }
+        if (evicted_since + refused_since) > 0 && last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+            log::warn!(
+                "metrics endpoint: {MAX_CONNECTIONS} connections open: {evicted_since} idle closed to make room, \
+                 {refused_since} refused (every connection busy) since the last such line; the last from {peer}"
+            );
+            (evicted_since, refused_since, last_log) = (0, 0, Some(Instant::now()));
+        }
+        if room.is_none() {
             continue;
+        }
+        let busy = Arc::new(AtomicBool::new(false));
+        let idle_since = Arc::new(Mutex::new(Instant::now()));
+        let (close, closed) = tokio::sync::oneshot::channel::<()>();
+        let id = {
+            let mut c = connections.lock().unwrap_or_else(|p| p.into_inner());
+            let id = c.next_id;
+            c.next_id += 1;
+            c.open.push(Open { id, busy: busy.clone(), idle_since: idle_since.clone(), close });
+            id
         };
-        let facts = facts.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| answer(request, facts.clone()));
+        let (facts, connections) = (facts.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let (facts, busy, idle_since) = (facts.clone(), busy.clone(), idle_since.clone());
+                async move {
+                    busy.store(true, Ordering::Release);
+                    let response = answer(request, facts).await;
+                    *idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+                    busy.store(false, Ordering::Release);
+                    response
+                }
+            });
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).max_buf_size(MAX_REQUEST_BUFFER);
             let connection = http.serve_connection(TokioIo::new(stream), service);
-            if tokio::time::timeout(CONNECTION_TIMEOUT, connection).await.is_err() {
-                log::debug!("metrics endpoint: {peer}: connection over {CONNECTION_TIMEOUT:?}; closed");
+            tokio::select! {
+                done = tokio::time::timeout(CONNECTION_TIMEOUT, connection) => if done.is_err() {
+                    log::debug!("metrics endpoint: {peer}: connection over {CONNECTION_TIMEOUT:?}; closed");
+                },
+                _ = closed => log::debug!("metrics endpoint: {peer}: idle, closed to make room"),
             }
-            drop(slot);
+            connections.lock().unwrap_or_else(|p| p.into_inner()).open.retain(|o| o.id != id);
         });
+        drop(task);
+        // Let the new connection read its request before the next accept: a
+        // scrape whose request is there is busy, not idle, when a flood of
+        // connections would otherwise close it first.
+        tokio::task::yield_now().await;
     }
 }
 
