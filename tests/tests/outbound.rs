@@ -381,7 +381,8 @@ mod live {
         metrics_args.clear();
         let out = s.ping(DENIED, &["-c", "3", "-i", "0.2", "-W", "1"]);
         assert_eq!(Setup::received(&out), 0, "blocker runs before the program that was there: {out}");
-        let status = |s: &Setup| -> StatusReply { serde_json::from_slice(&s.cli(&["status", "--json"]).stdout).unwrap() };
+        let status =
+            |s: &Setup| -> StatusReply { serde_json::from_slice(&s.cli(&["status", "--json"]).stdout).unwrap() };
         let i = status(&s).interfaces.remove(0);
         assert_eq!(i.outbound.as_deref(), Some("attached (tc egress, TCX), first"));
         assert!(i.enforcing);
@@ -389,7 +390,9 @@ mod live {
             let a = blocker_tests::http::request_in_netns(&s.net.rx_ns, "127.0.0.1:9464", "GET", "/metrics").unwrap();
             a.body
                 .lines()
-                .find_map(|l| l.strip_prefix(&format!("blocker_egress_programs_before{{interface=\"{}\"}} ", s.net.rx_if)))
+                .find_map(|l| {
+                    l.strip_prefix(&format!("blocker_egress_programs_before{{interface=\"{}\"}} ", s.net.rx_if))
+                })
                 .map(str::to_owned)
         };
         assert_eq!(metric(&s).as_deref(), Some("0"));

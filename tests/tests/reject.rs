@@ -550,7 +550,8 @@ mod end_to_end {
         };
         let text = cli(&["stats"]);
         assert!(text.contains("reject answers on the device (veth driver, since it came up): sent"), "{text}");
-        let status: blocker::control::protocol::StatusReply = serde_json::from_str(&cli(&["status", "--json"])).unwrap();
+        let status: blocker::control::protocol::StatusReply =
+            serde_json::from_str(&cli(&["status", "--json"])).unwrap();
         let answers = status.interfaces[0].answers.clone().unwrap_or_default();
         assert!(answers.starts_with("ANSWERS LOST: the driver could not send 3 of them"), "{answers}");
         assert!(cli(&["status"]).contains("reject answers: ANSWERS LOST"));
@@ -570,8 +571,8 @@ mod end_to_end {
         let out = s.ping(REJECTED, &["-c", "1", "-W", "1"]);
         assert!(out.contains("Packet filtered"), "{out}");
         let socket = s.path("blocker.sock");
-        let out =
-            blocker_in(&s.net.rx_ns, &["--pin-root", s.root.as_str(), "--socket", &socket, "status", "--json"]).unwrap();
+        let out = blocker_in(&s.net.rx_ns, &["--pin-root", s.root.as_str(), "--socket", &socket, "status", "--json"])
+            .unwrap();
         let status: blocker::control::protocol::StatusReply = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(status.interfaces[0].answers.as_deref(), Some("sent with XDP_TX; the driver lost none"));
         assert!(!daemon.log_text().contains("runs no XDP program"), "{}", daemon.log_text());

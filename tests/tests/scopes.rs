@@ -145,13 +145,25 @@ fn extension_header_chains_past_the_walk_stay_in_scope() {
     let src = "2001:db8:b::5";
     let deny = || compile(&[list("deny", Role::Deny, &["2001:db8:b::/48"])]);
     let refuse = || compile(&[list("refuse", Role::Reject, &["2001:db8:b::/48"])]);
-    let cases: [(&str, Vec<(&str, Ports, CompiledTable)>, u16, u16, u32, u32, &str); 3] = [
-        // (policy, scopes, port in scope, port outside, verdict and counter in scope, list)
-        ("--ports tcp:443", vec![("default", ports(&["tcp:443"]), deny())], 443, 22, XDP_DROP, DROPPED, "deny"),
-        ("a [[scope]] reject list", vec![("api", ports(&["tcp:443"]), refuse())], 443, 80, 3, REJECTED, "refuse"),
-        ("tcp:all-except:22", vec![("web", ports(&["tcp:all-except:22"]), deny())], 80, 22, XDP_DROP, DROPPED, "deny"),
+    /// A policy of one scope, a port it takes and one it does not, and what
+    /// the scope's list does.
+    struct Case {
+        policy: &'static str,
+        scope: (&'static str, Ports, CompiledTable),
+        inside: u16,
+        outside: u16,
+        verdict: u32,
+        counter: u32,
+        list: &'static str,
+    }
+    #[rustfmt::skip]
+    let cases = [
+        Case { policy: "--ports tcp:443", scope: ("default", ports(&["tcp:443"]), deny()), inside: 443, outside: 22, verdict: XDP_DROP, counter: DROPPED, list: "deny" },
+        Case { policy: "a [[scope]] reject list", scope: ("api", ports(&["tcp:443"]), refuse()), inside: 443, outside: 80, verdict: 3, counter: REJECTED, list: "refuse" },
+        Case { policy: "tcp:all-except:22", scope: ("web", ports(&["tcp:all-except:22"]), deny()), inside: 80, outside: 22, verdict: XDP_DROP, counter: DROPPED, list: "deny" },
     ];
-    for (policy, scopes, inside, outside, verdict, counter, list_name) in cases {
+    for Case { policy, scope, inside, outside, verdict, counter, list: list_name } in cases {
+        let scopes = vec![scope];
         let mut h = Harness::new(&scopes);
         h.maps.set_reject_per_second(1_000_000).unwrap();
         let scope = scopes[0].0;
@@ -163,7 +175,11 @@ fn extension_header_chains_past_the_walk_stay_in_scope() {
                 let rows = [
                     (inside, verdict, counter, Some((scope, list_name))),
                     // Outside the scope, unless the port cannot be read.
-                    if n <= WALKED { (outside, XDP_PASS, PASSED, None) } else { (outside, verdict, counter, Some((scope, list_name))) },
+                    if n <= WALKED {
+                        (outside, XDP_PASS, PASSED, None)
+                    } else {
+                        (outside, verdict, counter, Some((scope, list_name)))
+                    },
                 ];
                 for (port, want_verdict, want_counter, want_list) in rows {
                     let before = h.counters();
@@ -197,11 +213,8 @@ fn a_packet_without_a_port_takes_the_strictest_verdict_of_its_scopes() {
     ]);
     let dns = compile(&[list("deny-dns", Role::Deny, &["2001:db8:c::/48"])]);
     let rest = compile(&[list("watch-rest", Role::Monitor, &["2001:db8:e::/48"])]);
-    let scopes = vec![
-        ("api", ports(&["tcp:443"]), api),
-        ("dns", ports(&["udp:53"]), dns),
-        ("default", Ports::default(), rest),
-    ];
+    let scopes =
+        vec![("api", ports(&["tcp:443"]), api), ("dns", ports(&["udp:53"]), dns), ("default", Ports::default(), rest)];
     let deep = [60u8; 8];
     #[rustfmt::skip]
     let rows = [
@@ -357,7 +370,9 @@ mod end_to_end {
         args.extend(["--xdp-mode", "native", "--deny", &deny, "--ports", "tcp:443", "--no-default-never-block"]);
         let _daemon = Daemon::start(&net.rx_ns, &args, &dir.path().join("daemon.log")).unwrap();
         let frames = |src: &str| -> Vec<Vec<u8>> {
-            (0..=10).map(|n| Frame::eth().ipv6(src).ext_headers(&vec![60; n]).transport(Transport::Tcp(443)).build()).collect()
+            (0..=10)
+                .map(|n| Frame::eth().ipv6(src).ext_headers(&vec![60; n]).transport(Transport::Tcp(443)).build())
+                .collect()
         };
         let stats = || {
             let out =

@@ -674,7 +674,7 @@ mod tests {
             let mut scopes = Vec::new();
             let n = 1 + rng.next_u64() % 4;
             for i in 0..n {
-                let last = i == n - 1 && rng.next_u64() % 2 == 0;
+                let last = i == n - 1 && rng.next_u64().is_multiple_of(2);
                 let rules: Vec<PortRule> = if last {
                     Vec::new()
                 } else {
@@ -719,7 +719,9 @@ mod tests {
             probes.dedup();
             let packets: Vec<(u8, Option<u16>)> = [6u8, 17, 132]
                 .into_iter()
-                .flat_map(|p| [Some(22), Some(53), Some(80), Some(443), Some(1500), Some(9999), None].map(|port| (p, port)))
+                .flat_map(|p| {
+                    [Some(22), Some(53), Some(80), Some(443), Some(1500), Some(9999), None].map(|port| (p, port))
+                })
                 .chain([(1, None), (58, None), (47, None)])
                 .chain(OPAQUE_PROTOCOLS.map(|p| (p, None)))
                 .collect();

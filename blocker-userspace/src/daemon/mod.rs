@@ -177,7 +177,8 @@ impl State {
             .map(|(spec, m)| {
                 let (attached, how) = m.attachment_fact();
                 let outbound = m.egress_fact(opts.policy.has_outbound());
-                let rejects = self.lists.iter().any(|l| l.action == "reject" && l.scope != crate::policy::OUTBOUND_SCOPE);
+                let rejects =
+                    self.lists.iter().any(|l| l.action == "reject" && l.scope != crate::policy::OUTBOUND_SCOPE);
                 InterfaceStatus {
                     answers: m.answers_fact(rejects),
                     name: m.iface.clone(),

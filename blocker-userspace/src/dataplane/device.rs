@@ -83,14 +83,19 @@ fn xdp_program_of(attributes: &[(u16, Vec<u8>)]) -> u32 {
     let Some((_, xdp)) = attributes.iter().find(|(k, _)| *k == libc::IFLA_XDP) else { return 0 };
     attributes_of(xdp)
         .iter()
-        .filter(|(k, _)| matches!(*k, IFLA_XDP_PROG_ID | IFLA_XDP_DRV_PROG_ID | IFLA_XDP_SKB_PROG_ID | IFLA_XDP_HW_PROG_ID))
+        .filter(|(k, _)| {
+            matches!(*k, IFLA_XDP_PROG_ID | IFLA_XDP_DRV_PROG_ID | IFLA_XDP_SKB_PROG_ID | IFLA_XDP_HW_PROG_ID)
+        })
         .filter_map(|(_, v)| v.get(..4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]])))
         .max()
         .unwrap_or(0)
 }
 
+/// Netlink attributes: (type without flags, payload), one after another.
+type Attributes = Vec<(u16, Vec<u8>)>;
+
 /// Netlink attributes (type without flags, payload) one after another.
-fn attributes_of(mut bytes: &[u8]) -> Vec<(u16, Vec<u8>)> {
+fn attributes_of(mut bytes: &[u8]) -> Attributes {
     let mut out = Vec::new();
     while bytes.len() >= 4 {
         let len = usize::from(u16::from_ne_bytes([bytes[0], bytes[1]]));
@@ -138,7 +143,7 @@ pub fn peer_xdp_program(peer: VethPeer) -> Result<Option<u32>, DeviceError> {
 /// The attributes of the kernel's RTM_GETLINK answer for device `ifindex`, of
 /// this namespace or (`nsid`) of the namespace this one knows by that id.
 /// None: no such device.
-fn link_attributes(ifindex: u32, nsid: Option<i32>) -> Result<Option<Vec<(u16, Vec<u8>)>>, DeviceError> {
+fn link_attributes(ifindex: u32, nsid: Option<i32>) -> Result<Option<Attributes>, DeviceError> {
     use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
     let netlink = |step| DeviceError::Netlink { ifindex, step, error: std::io::Error::last_os_error() };
     #[repr(C)]

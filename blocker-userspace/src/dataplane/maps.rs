@@ -32,8 +32,8 @@ use blocker_common::{
     events::EventState,
     map_names,
     scope::{key_of, PortMap, TableInfo, MAX_SCOPES, PORT_MAP_BYTES, SCOPE_NONE},
-    ListInfo, ListName, ListStats, LIST_NAME_LEN, LIST_STATE_FREE, LIST_STATE_LIVE, LIST_STATE_RETIRED, MAX_LISTS, MODE_ENFORCE,
-    MODE_MONITOR, SCOPE_NAME_LEN,
+    ListInfo, ListName, ListStats, LIST_NAME_LEN, LIST_STATE_FREE, LIST_STATE_LIVE, LIST_STATE_RETIRED, MAX_LISTS,
+    MODE_ENFORCE, MODE_MONITOR, SCOPE_NAME_LEN,
 };
 
 use super::{
@@ -663,12 +663,7 @@ pub struct DataplaneMaps {
 impl DataplaneMaps {
     /// Opens the maps of an interface that has pins (for `stats`, `lookup`).
     pub fn open(dir: &Path) -> Result<Self> {
-        Ok(Self {
-            dir: dir.to_owned(),
-            shared: Shared::open(dir)?,
-            live: None,
-            log_level: 0,
-        })
+        Ok(Self { dir: dir.to_owned(), shared: Shared::open(dir)?, live: None, log_level: 0 })
     }
 
     /// Loads the program for `dir` with an empty table, creating the shared pins
@@ -676,12 +671,7 @@ impl DataplaneMaps {
     pub fn load(dir: &Path, log_level: u8) -> Result<Self> {
         let empty = Image::build(&[], &[], |_| LEAF_NONE)?;
         let instance = load_instance(dir, log_level, &empty, &[], None)?;
-        Ok(Self {
-            dir: dir.to_owned(),
-            shared: Shared::open(dir)?,
-            live: Some(instance),
-            log_level,
-        })
+        Ok(Self { dir: dir.to_owned(), shared: Shared::open(dir)?, live: Some(instance), log_level })
     }
 
     /// The loaded program instance (to attach it, or to run it in tests).
@@ -1210,7 +1200,9 @@ mod tests {
             names.iter().map(|n| ScopeTable { name: n, ports: &ports, table: &empty, outbound: false }).collect();
         assert!(check_list_count(&scopes[..MAX_SCOPES as usize]).is_ok());
         match check_list_count(&scopes) {
-            Err(e @ TableError::TooManyScopes { needed: 17, max: MAX_SCOPES, sections: 16, policy_lists: true, .. }) => {
+            Err(
+                e @ TableError::TooManyScopes { needed: 17, max: MAX_SCOPES, sections: 16, policy_lists: true, .. },
+            ) => {
                 assert_eq!(
                     e.to_string(),
                     "too many scopes: 17, at most 16 (16 [[scope]] sections, and [policy]'s own lists, which count \

@@ -195,9 +195,8 @@ fn read_interface(pin_root: &Path, name: &str, configured: Mode) -> InterfaceScr
         .exists()
         .then(|| DataplaneMaps::open(&dir))
         .and_then(|m| m.map_err(|e| log::debug!("metrics: {name}: cannot open the pinned maps: {e}")).ok());
-    let counters = maps.as_ref().and_then(|m| m.counters().ok()).map(|c| {
-        crate::dataplane::maps::with_device_facts(c, &dir, name)
-    });
+    let counters =
+        maps.as_ref().and_then(|m| m.counters().ok()).map(|c| crate::dataplane::maps::with_device_facts(c, &dir, name));
     InterfaceScrape {
         name: name.to_owned(),
         mode: counters.as_ref().map_or(configured, |c| c.mode),
