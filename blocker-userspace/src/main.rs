@@ -29,9 +29,51 @@ fn main() -> ExitCode {
     }
 }
 
+/// The daemon's logger: env_logger, but for aya's warning that the kernel
+/// refused the object's BTF, which it makes of the whole verifier output (a
+/// page per program load). The kernel refuses the type names aya-log's types
+/// carry (`MaybeUninit<u8>`, aya issue #1490), aya-build always emits BTF, and
+/// nothing blocker loads needs it: the warning becomes one line, once, at
+/// debug level, whatever RUST_LOG asks.
+struct Logger {
+    inner: env_logger::Logger,
+    btf_said: std::sync::atomic::AtomicBool,
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let refused_btf = record.target().starts_with("aya")
+            && record.level() == log::Level::Warn
+            && record.args().to_string().starts_with("object BTF couldn't be loaded");
+        if !refused_btf {
+            return self.inner.log(record);
+        }
+        if self.btf_said.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        self.inner.log(
+            &log::Record::builder()
+                .level(log::Level::Debug)
+                .target(record.target())
+                .args(format_args!(
+                    "the kernel refused the eBPF object's BTF (aya-log's type names); blocker needs none of it"
+                ))
+                .build(),
+        );
+    }
+
+    fn flush(&self) {
+        self.inner.flush();
+    }
+}
+
 fn init_logging(cli: &Cli) {
-    // aya::bpf=error: aya warns on every load that the object's BTF is refused
-    // (aya-log's MaybeUninit<u8> type name, aya issue #1490); nothing here needs BTF.
+    // aya::bpf=error: see `Logger` (RUST_LOG replaces this default; `Logger`
+    // still keeps aya's BTF warning to one debug line).
     let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,aya::bpf=error"));
     if let Command::Run(cli::args::RunArgs { ebpf_log_level: level @ 1.., .. }) = &cli.command {
@@ -56,7 +98,11 @@ fn init_logging(cli: &Cli) {
     } else {
         builder.format_timestamp_secs().format_target(false);
     }
-    builder.init();
+    let inner = builder.build();
+    let max = inner.filter();
+    if log::set_boxed_logger(Box::new(Logger { inner, btf_said: Default::default() })).is_ok() {
+        log::set_max_level(max);
+    }
 }
 
 /// Whether stderr is connected to the journal: systemd sets JOURNAL_STREAM to the

@@ -7,7 +7,7 @@
 //! - [`http`]: a scripted HTTP server on loopback, for URL sources.
 //! - [`mmdb`]: a small MaxMind DB writer, for the MMDB reader.
 //! - [`tables`]: generators of large realistic tables (threat lists, geo tables).
-//! - [`tcx`]: a tc program of the test's own beside blocker's on the same hook.
+//! - [`foreign`]: programs of the test's own on blocker's hooks (tc egress, XDP).
 // The dev-dependencies are the integration tests'.
 #![cfg_attr(test, allow(unused_crate_dependencies))]
 
@@ -17,7 +17,7 @@ pub mod http;
 pub mod mmdb;
 pub mod netns;
 pub mod tables;
-pub mod tcx;
+pub mod foreign;
 
 use std::{
     path::PathBuf,

@@ -1204,3 +1204,46 @@ fn logs_carry_journald_priorities_under_systemd() {
     assert!(text.lines().any(|l| l.starts_with("<3>reload aborted")), "errors carry <3>:\n{text}");
     assert!(!text.contains("INFO"), "no level words or timestamps: journald adds its own:\n{text}");
 }
+
+/// An XDP program already on the device (the test's own) is never replaced:
+/// the start is refused with the kernel's errno, the id and name of the
+/// program that holds the device, and what to run; it stays, and blocker
+/// leaves no pins behind.
+#[test]
+fn a_device_another_xdp_program_holds_is_refused_with_what_to_do() {
+    let s = Setup::new();
+    let foreign = blocker_tests::foreign::attach_passing_xdp(&s.net.rx_ns, &s.net.rx_if).unwrap();
+    let deny = format!("deny={}", s.file("deny.txt"));
+    let out = s.cli(&["run", "--iface", &s.net.rx_if, "--deny", &deny, "--xdp-mode", "native"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("bpf_link_create` failed: "), "the errno is named: {err}");
+    assert!(
+        err.contains(&format!("the device is busy: XDP program {} (test_pass) runs on it", foreign.id)),
+        "the holder is named: {err}"
+    );
+    assert!(err.contains(&format!("bpftool net detach xdp dev {}", s.net.rx_if)), "what to run: {err}");
+    let ifindex = s.net.rx_index().unwrap();
+    let held = blocker_tests::http::in_netns(&s.net.rx_ns, move || blocker::dataplane::device::xdp_program_on(ifindex))
+        .unwrap()
+        .unwrap();
+    assert_eq!(held, foreign.id, "the program that was there stays");
+    let dir = blocker::dataplane::pins::iface_dir(std::path::Path::new(s.root.as_str()), &s.net.rx_if);
+    assert!(!dir.join(blocker::dataplane::pins::LINK_PIN).exists(), "no link pinned");
+}
+
+/// A start logs a few lines, whatever RUST_LOG asks: the object carries no BTF
+/// for the kernel to refuse (aya once logged a page of it per program load).
+#[test]
+fn a_start_logs_a_few_lines_even_at_rust_log_info() {
+    let s = Setup::new();
+    let deny = format!("deny={}", s.file("deny.txt"));
+    let args = s.run_args(&["--deny", &deny, "--xdp-mode", "native"]);
+    let log = s.dir.join("daemon.log");
+    let d = Daemon::start_with_env(&s.net.rx_ns, &args, &log, &[("RUST_LOG", "info")]).unwrap();
+    let out = s.cli(&["reload"]);
+    assert!(out.status.success());
+    let text = d.log_text();
+    assert!(!text.contains("BTF"), "{text}");
+    assert!(text.lines().count() < 25, "{} lines:\n{text}", text.lines().count());
+}

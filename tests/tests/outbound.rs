@@ -368,7 +368,7 @@ mod live {
     /// first again.
     #[test]
     fn another_tcx_program_on_the_egress_never_passes_packets_around_the_outbound_lists() {
-        use blocker_tests::tcx::attach_passing_egress;
+        use blocker_tests::foreign::attach_passing_egress;
         let s = Setup::new();
         let _earlier = attach_passing_egress(&s.net.rx_ns, &s.net.rx_if, false).unwrap();
         let mut metrics_args = vec![

@@ -46,12 +46,22 @@ pub enum LinkError {
     NotXdp { path: PathBuf, kind: u32 },
     /// Every mode `mode` allows was refused; a link on another device (the old
     /// one renamed) stays there, still filtering.
+    /// `why`: the kernel's error with its errno; `holder`: the program that
+    /// holds the device, if one does, and what to do about it.
     #[error(
-        "cannot attach XDP program to {iface} (xdp_mode {}): {error}{}",
+        "cannot attach XDP program to {iface} (xdp_mode {}): {why}{}{}",
         mode.name(),
+        holder.as_ref().map(|h| format!("; {h}")).unwrap_or_default(),
         earlier.as_ref().map(|on| format!("; the earlier attachment stays on {on}")).unwrap_or_default()
     )]
-    AttachRefused { iface: String, mode: AttachMode, error: Box<ProgramError>, earlier: Option<String> },
+    AttachRefused {
+        iface: String,
+        mode: AttachMode,
+        error: Box<ProgramError>,
+        why: String,
+        holder: Option<String>,
+        earlier: Option<String>,
+    },
     #[error(
         "{path} holds a bpf link of type {kind}, not a tc egress (TCX) link: something else pinned it there; \
          remove it (rm {path}) and start blocker again"
@@ -398,12 +408,45 @@ fn attach_xdp(ebpf: &mut Ebpf, root: &Path, iface: &str, mode: AttachMode) -> Re
             }
         }
     }
+    let error = last_err.expect("at least one mode tried");
     Err(LinkError::AttachRefused {
         iface: iface.to_owned(),
         mode,
-        error: Box::new(last_err.expect("at least one mode tried")),
+        why: error_chain(&error),
+        holder: device_holder(iface, want),
+        error: Box::new(error),
         earlier: retire.into_iter().next().map(|r| r.from),
     })
+}
+
+/// An error with the errors under it (aya's syscall errors say the call, and
+/// their source the errno).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(&format!(": {e}"));
+        source = e.source();
+    }
+    text
+}
+
+/// Which program holds device `ifindex`, and what to do: blocker never
+/// replaces an XDP program it did not attach.
+fn device_holder(iface: &str, ifindex: u32) -> Option<String> {
+    let id = super::device::xdp_program_on(ifindex).ok().filter(|id| *id != 0)?;
+    let name = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .and_then(|p| p.name_as_str().map(str::to_owned))
+        .filter(|n| !n.is_empty())
+        .map(|n| format!(" ({n})"))
+        .unwrap_or_default();
+    Some(format!(
+        "the device is busy: XDP program {id}{name} runs on it, and blocker does not replace a program it did not \
+         attach; take that one off (`bpftool net detach xdp dev {iface}`, or `ip link set dev {iface} xdp off`, \
+         or the tool that attached it), then start blocker again"
+    ))
 }
 
 /// The bpf_link of a new attachment, owned from here on (to pin it).

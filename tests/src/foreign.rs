@@ -1,6 +1,7 @@
-//! A tc program of the test's own, made from two instructions and attached with
-//! raw bpf(2) calls: another program on the same TCX hook as blocker's (a CNI,
-//! a shaper), one that passes every packet (TC_ACT_OK), which ends the chain.
+//! Programs of the test's own, made from two instructions and attached with
+//! raw bpf(2) calls: another program on blocker's hooks (a CNI, a shaper, an
+//! XDP tool), one that passes every packet. On the TCX egress, TC_ACT_OK ends
+//! the chain; on XDP, the device is taken.
 
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 
@@ -10,12 +11,14 @@ const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+const BPF_PROG_TYPE_XDP: u32 = 6;
 const BPF_TCX_EGRESS: u32 = 47;
+const BPF_XDP: u32 = 37;
 /// BPF_F_BEFORE: before every program of the hook (no anchor given).
 const BPF_F_BEFORE: u32 = 1 << 3;
 
-/// The program, attached to a device's tc egress while it lives.
-pub struct PassingTcx {
+/// The program, attached to a device while it lives.
+pub struct Foreign {
     _link: OwnedFd,
     _program: OwnedFd,
     pub id: u32,
@@ -35,15 +38,29 @@ fn bpf(cmd: libc::c_long, attr: &mut [u64; 16]) -> Result<i32> {
 /// Loads `r0 = 0 (TC_ACT_OK); exit` and attaches it to the tc egress of the
 /// device `iface` of network namespace `ns`: `first` before every program
 /// there, else after them.
-pub fn attach_passing_egress(ns: &str, iface: &str, first: bool) -> Result<PassingTcx> {
+pub fn attach_passing_egress(ns: &str, iface: &str, first: bool) -> Result<Foreign> {
+    let flags = if first { BPF_F_BEFORE } else { 0 };
+    // mov64 r0, 0 (TC_ACT_OK); exit
+    attach(ns, iface, BPF_PROG_TYPE_SCHED_CLS, 0, BPF_TCX_EGRESS, flags)
+}
+
+/// Loads `r0 = 2 (XDP_PASS); exit` and attaches it (a bpf_link) to the XDP hook
+/// of device `iface` of network namespace `ns`.
+pub fn attach_passing_xdp(ns: &str, iface: &str) -> Result<Foreign> {
+    attach(ns, iface, BPF_PROG_TYPE_XDP, 2, BPF_XDP, 0)
+}
+
+/// A program of type `prog_type` that returns `verdict`, linked to the hook
+/// `attach_type` of `iface` in `ns` with `flags`.
+fn attach(ns: &str, iface: &str, prog_type: u32, verdict: u8, attach_type: u32, flags: u32) -> Result<Foreign> {
     let iface = std::ffi::CString::new(iface)?;
-    crate::http::in_netns(ns, move || -> Result<PassingTcx> {
-        // mov64 r0, 0; exit
-        let insns: [u64; 2] = [0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
+    crate::http::in_netns(ns, move || -> Result<Foreign> {
+        // mov64 r0, verdict; exit
+        let insns: [u64; 2] = [0x0000_0000_0000_00b7 | u64::from(verdict) << 32, 0x0000_0000_0000_0095];
         let license = c"GPL";
         let name = *b"test_pass\0\0\0\0\0\0\0";
         let mut attr = [0u64; 16];
-        attr[0] = u64::from(BPF_PROG_TYPE_SCHED_CLS) | (insns.len() as u64) << 32;
+        attr[0] = u64::from(prog_type) | (insns.len() as u64) << 32;
         attr[1] = insns.as_ptr() as u64;
         attr[2] = license.as_ptr() as u64;
         // prog_name at byte 48 (after log_level, log_size, log_buf, kern_version, prog_flags).
@@ -58,7 +75,7 @@ pub fn attach_passing_egress(ns: &str, iface: &str, first: bool) -> Result<Passi
         }
         let mut attr = [0u64; 16];
         attr[0] = program.as_raw_fd() as u64 | u64::from(ifindex) << 32;
-        attr[1] = u64::from(BPF_TCX_EGRESS) | u64::from(if first { BPF_F_BEFORE } else { 0 }) << 32;
+        attr[1] = u64::from(attach_type) | u64::from(flags) << 32;
         // SAFETY: as above.
         let link = unsafe { OwnedFd::from_raw_fd(bpf(BPF_LINK_CREATE, &mut attr)?) };
         // struct bpf_prog_info: type, then id.
@@ -68,6 +85,6 @@ pub fn attach_passing_egress(ns: &str, iface: &str, first: bool) -> Result<Passi
         attr[1] = info.as_mut_ptr() as u64;
         bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
         let id = (info[0] >> 32) as u32;
-        Ok(PassingTcx { _link: link, _program: program, id })
+        Ok(Foreign { _link: link, _program: program, id })
     })?
 }
