@@ -12,12 +12,12 @@
 #![cfg_attr(test, allow(unused_crate_dependencies))]
 
 pub mod daemon;
+pub mod foreign;
 pub mod frames;
 pub mod http;
 pub mod mmdb;
 pub mod netns;
 pub mod tables;
-pub mod foreign;
 
 use std::{
     path::PathBuf,

@@ -137,6 +137,22 @@ impl NetnsPair {
         Ok(out.contains("prog/xdp"))
     }
 
+    /// Gives the sender one more source address (a /32 or /128 on its veth),
+    /// and the receiver a route and a neighbour entry back to it over the
+    /// veth: replies to it stay between the two namespaces, whatever network
+    /// the address belongs to.
+    pub fn add_source(&self, addr: &str) -> Result<()> {
+        let (len, extra): (&str, &[&str]) = if addr.contains(':') { ("128", &["nodad"]) } else { ("32", &[]) };
+        let with_len = format!("{addr}/{len}");
+        let mut args = vec!["addr", "add", with_len.as_str(), "dev", &self.tx_if];
+        args.extend(extra);
+        ip_in(&self.tx_ns, &args)?;
+        ip_in(&self.rx_ns, &["route", "add", addr, "dev", &self.rx_if])?;
+        let tx_mac = mac_of(&self.tx_ns, &self.tx_if)?;
+        ip_in(&self.rx_ns, &["neigh", "replace", addr, "lladdr", &tx_mac, "dev", &self.rx_if, "nud", "permanent"])?;
+        Ok(())
+    }
+
     /// Sends `frames` out of the sender's veth as they are (AF_PACKET), after
     /// writing the pair's Ethernet addresses into them unless `keep_macs`:
     /// crafted packets (extension-header chains, broadcasts) that no socket
