@@ -268,7 +268,11 @@ pub(crate) fn check_config_text(r: &ConfigReport) -> String {
     let names: Vec<(&str, &str)> = r.scopes.iter().map(|sc| (sc.name.as_str(), sc.ports.as_str())).collect();
     let scoped = scope_lines(&mut s, &names);
     if scoped {
-        let _ = writeln!(s, "other traffic: passes (no scope takes it)");
+        let everything =
+            names.iter().any(|(n, ports)| *n != blocker::policy::OUTBOUND_SCOPE && *ports == "all traffic");
+        if !everything {
+            let _ = writeln!(s, "other traffic: passes (no scope takes it)");
+        }
         let _ = writeln!(
             s,
             "packets whose port cannot be read (later fragments, cut or long IPv6 header chains, AH, ESP): judged by \
