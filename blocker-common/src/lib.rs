@@ -7,11 +7,12 @@
 
 /// Bumped whenever a map's type, key, value or size changes. It is part of the pin
 /// directory path, so a new layout never silently reuses an incompatible pinned map.
-pub const LAYOUT_VERSION: u32 = 8;
+pub const LAYOUT_VERSION: u32 = 9;
 
 /// Number of list ids (a list is one deny/allow/monitor source, e.g. one file).
 pub const MAX_LISTS: u32 = 1024;
 
+pub mod bans;
 pub mod classifier;
 pub mod events;
 pub mod scope;
@@ -55,6 +56,10 @@ pub mod map_names {
     pub const SCOPED: &str = "BLK_SCOPED";
     /// Read-only global: the index of the outbound table (`OUTBOUND_SCOPE`).
     pub const OUTBOUND_SCOPE: &str = "BLK_OUTBOUND_SCOPE";
+    /// Bans (`bans`): per family, and the prefix lengths in use.
+    pub const BANS_V4: &str = "BLK_BANS_V4";
+    pub const BANS_V6: &str = "BLK_BANS_V6";
+    pub const BAN_LENGTHS: &str = "BLK_BAN_LENGTHS";
 }
 
 /// The log target of the XDP program's aya-log records in userspace.
@@ -174,14 +179,23 @@ pub const SCOPE_NAME_LEN: usize = 28;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct ListInfo {
-    /// 0 = free slot, 1 = in the live policy, 2 = retired (kept for its counters).
+    /// 0 = free slot, 1 = in the live policy, 2 = retired (kept for its counters),
+    /// 3 = an origin of bans.
     pub state: u32,
     /// The list's action in the live policy (one of `ACTION_*`).
     pub action: u32,
     /// The scope the list belongs to (`default` outside every scope).
     pub scope_len: u32,
     pub scope: [u8; SCOPE_NAME_LEN],
+    /// `LIST_*` flags; read by the program when a banned source hits the list.
+    pub flags: u32,
 }
+
+/// `ListInfo::flags`: the list's pass wins over bans (never-block ranges and
+/// allow lists, not the allowed countries of an allowlist).
+pub const LIST_SHIELDS_BANS: u32 = 1;
+/// The never-block ranges: they shield from bans whatever the scope.
+pub const LIST_NEVER_BLOCK: u32 = 2;
 
 /// Value of the `BLK_LIST_NAMES` hash map (key: the list id): the list's whole
 /// name. A hash map that allocates an entry per id in use, so that names of
@@ -198,6 +212,8 @@ pub struct ListName {
 pub const LIST_STATE_FREE: u32 = 0;
 pub const LIST_STATE_LIVE: u32 = 1;
 pub const LIST_STATE_RETIRED: u32 = 2;
+/// The origin of bans (`ban:NAME`): never retired by a reload.
+pub const LIST_STATE_ORIGIN: u32 = 3;
 
 #[cfg(feature = "user")]
 mod user {
@@ -216,4 +232,10 @@ mod user {
     unsafe impl aya::Pod for super::events::EventState {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::events::Bucket {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::bans::BanKeyV4 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::bans::BanKeyV6 {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::bans::BanEntry {}
 }

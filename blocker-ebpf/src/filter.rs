@@ -15,11 +15,12 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::trace;
 use blocker_common::{
+    bans::{self, BanEntry, BanKeyV4, BanKeyV6},
     classifier::{leaf_action, leaf_list, LEAF_NONE},
     config, counter,
     scope::SCOPE_NONE,
-    ListInfo, ListName, ListStats, ACTION_DROP, ACTION_MONITOR, ACTION_PASS, ACTION_REJECT, EBPF_LOG_TARGET, MAX_LISTS,
-    MODE_MONITOR,
+    ListInfo, ListName, ListStats, ACTION_DROP, ACTION_MONITOR, ACTION_PASS, ACTION_REJECT, EBPF_LOG_TARGET,
+    LIST_NEVER_BLOCK, LIST_SHIELDS_BANS, MAX_LISTS, MODE_MONITOR,
 };
 
 use crate::{
@@ -44,6 +45,14 @@ static BLK_GLOBAL_STATS: PerCpuArray<u64> = PerCpuArray::pinned(counter::SLOTS, 
 static BLK_LIST_INFO: Array<ListInfo> = Array::pinned(MAX_LISTS, 0);
 #[map]
 static BLK_LIST_NAMES: HashMap<u32, ListName> = HashMap::pinned(MAX_LISTS, BPF_F_NO_PREALLOC);
+/// Bans (`blocker_common::bans`): shared by every program instance, so that a
+/// reload of the lists never touches them.
+#[map]
+static BLK_BANS_V4: HashMap<BanKeyV4, BanEntry> = HashMap::pinned(bans::DEFAULT_MAX_BANS, BPF_F_NO_PREALLOC);
+#[map]
+static BLK_BANS_V6: HashMap<BanKeyV6, BanEntry> = HashMap::pinned(bans::DEFAULT_MAX_BANS, BPF_F_NO_PREALLOC);
+#[map]
+static BLK_BAN_LENGTHS: Array<u64> = Array::pinned(bans::LENGTH_WORDS, 0);
 
 /// What the program does with a packet; each program type says it in its own
 /// return codes.
@@ -132,19 +141,47 @@ pub(crate) fn filter<F: Frame + EbpfContext, const OUTBOUND: bool>(
         Packet::Malformed => return count(counter::MALFORMED, Verdict::Pass),
         Packet::V4 { .. } | Packet::V6 { .. } => {}
     }
-    // Outside every scope of the policy: passed, and counted so.
+    // Outside every scope of the policy: no table judges it (only a ban may).
     let scope = scope_of(ctx, &packet);
-    if scope == u32::from(SCOPE_NONE) {
-        return count(counter::PASSED, Verdict::Pass);
-    }
-    let leaf = match packet {
-        Packet::V4 { addr, .. } => lookup_v4(scope, addr),
-        Packet::V6 { addr, .. } => lookup_v6(scope, addr),
-        Packet::NonIp | Packet::Malformed => None,
+    let in_scope = scope != u32::from(SCOPE_NONE);
+    let lookup = |scope: u32| {
+        match packet {
+            Packet::V4 { addr, .. } => lookup_v4(scope, addr),
+            Packet::V6 { addr, .. } => lookup_v6(scope, addr),
+            Packet::NonIp | Packet::Malformed => None,
+        }
+        .unwrap_or(LEAF_NONE)
     };
-    let leaf = leaf.unwrap_or(LEAF_NONE);
-    let (list_id, action) = (leaf_list(leaf), leaf_action(leaf));
-    if leaf == LEAF_NONE || list_id >= MAX_LISTS {
+    let leaf = if in_scope { lookup(scope) } else { LEAF_NONE };
+    let (mut list_id, mut action) = (leaf_list(leaf), leaf_action(leaf));
+    if leaf == LEAF_NONE {
+        action = 0;
+    }
+    // A ban of the source, unless the table passes it by a list that wins
+    // over bans (never-block ranges everywhere, allow lists in their scope).
+    if !OUTBOUND {
+        if let Some(ban) = find_ban(&packet) {
+            let shielded = if in_scope {
+                action == ACTION_PASS && list_flags(list_id) & LIST_SHIELDS_BANS != 0
+            } else {
+                // Never-block ranges are in every table: the first one tells.
+                let leaf = lookup(0);
+                leaf != LEAF_NONE
+                    && leaf_action(leaf) == ACTION_PASS
+                    && list_flags(leaf_list(leaf)) & LIST_NEVER_BLOCK != 0
+            };
+            if !shielded {
+                // SAFETY: a map value the kernel keeps while the program runs.
+                // A plain add (the BPF target has no atomic add in core):
+                // CPUs that count the same ban at the same instant may lose
+                // a count; the origin's per-CPU counter below stays exact.
+                unsafe { (*ban).packets += 1 };
+                // SAFETY: as above; plain reads.
+                (list_id, action) = unsafe { ((*ban).list_id, (*ban).action) };
+            }
+        }
+    }
+    if action == 0 || list_id >= MAX_LISTS {
         return count(counter::PASSED, Verdict::Pass);
     }
     trace!(ctx, target: EBPF_LOG_TARGET, "list {} action {}", list_id, action);
@@ -182,4 +219,64 @@ fn count(index: u32, verdict: Verdict) -> Verdict {
         unsafe { *c += 1 };
     }
     verdict
+}
+
+/// The ban that holds the packet's source now (None: no ban, or none of its
+/// family at all, which costs one read).
+#[inline(always)]
+fn find_ban(packet: &Packet) -> Option<*mut BanEntry> {
+    let word = |w: u32| BLK_BAN_LENGTHS.get(w).copied().unwrap_or(0);
+    let found = match *packet {
+        Packet::V4 { addr, .. } => {
+            let lengths = word(bans::V4_WORD);
+            if lengths == 0 {
+                return None;
+            }
+            find_ban_v4(lengths, u32::from_be_bytes(addr))
+        }
+        Packet::V6 { addr, .. } => {
+            if word(bans::V6_FIRST_WORD) | word(bans::V6_FIRST_WORD + 1) | word(bans::V6_FIRST_WORD + 2) == 0 {
+                return None;
+            }
+            let hi = u64::from_be_bytes([addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7]]);
+            let lo = u64::from_be_bytes([addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15]]);
+            find_ban_v6(hi, lo)
+        }
+        Packet::NonIp | Packet::Malformed => return None,
+    };
+    (!found.is_null()).then_some(found)
+}
+
+// The walks are functions of their own (BPF-to-BPF calls): the verifier then
+// goes on from one state after the call, not from one per loop round, which
+// would make it walk the rest of the program once for each prefix length.
+
+#[inline(never)]
+fn find_ban_v4(lengths: u64, addr: u32) -> *mut BanEntry {
+    // SAFETY: the helper takes no arguments.
+    let now = || unsafe { aya_ebpf::helpers::bpf_ktime_get_boot_ns() };
+    // SAFETY: a lookup; the value stays valid while the program runs.
+    match bans::find_v4(lengths, addr, |k| unsafe { BLK_BANS_V4.get(k) }, now) {
+        Some((_, e)) => e as *const BanEntry as *mut BanEntry,
+        None => core::ptr::null_mut(),
+    }
+}
+
+#[inline(never)]
+fn find_ban_v6(hi: u64, lo: u64) -> *mut BanEntry {
+    let word = |w: u32| BLK_BAN_LENGTHS.get(w).copied().unwrap_or(0);
+    let words = [word(bans::V6_FIRST_WORD), word(bans::V6_FIRST_WORD + 1), word(bans::V6_FIRST_WORD + 2)];
+    // SAFETY: as above.
+    let now = || unsafe { aya_ebpf::helpers::bpf_ktime_get_boot_ns() };
+    // SAFETY: as above.
+    match bans::find_v6(words, hi, lo, |k| unsafe { BLK_BANS_V6.get(k) }, now) {
+        Some((_, e)) => e as *const BanEntry as *mut BanEntry,
+        None => core::ptr::null_mut(),
+    }
+}
+
+/// The `LIST_*` flags of list `id` (0 for an id out of range).
+#[inline(always)]
+fn list_flags(id: u32) -> u32 {
+    BLK_LIST_INFO.get(id).map_or(0, |i| i.flags)
 }

@@ -45,6 +45,31 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     Ok(d)
 }
 
+/// Nanoseconds of the kernel's boot clock (CLOCK_BOOTTIME: it counts suspend),
+/// the clock the XDP program reads ban expiries in.
+pub fn boot_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes the struct given; CLOCK_BOOTTIME exists on every kernel
+    // blocker runs on.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+}
+
+/// Milliseconds since the Unix epoch now.
+pub fn wall_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The wall-clock Unix milliseconds of boot-clock `ns`, as the clocks stand now.
+pub fn boot_ns_to_wall_ms(ns: u64) -> u64 {
+    let (now_ns, now_ms) = (boot_ns(), wall_ms());
+    if ns >= now_ns {
+        now_ms.saturating_add((ns - now_ns) / 1_000_000)
+    } else {
+        now_ms.saturating_sub((now_ns - ns) / 1_000_000)
+    }
+}
+
 /// Seconds since the Unix epoch of `t` (0 for a time before it).
 pub fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)

@@ -107,6 +107,7 @@ struct ScopeSection {
 struct DaemonSection {
     pin_root: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
     ebpf_log_level: Option<u8>,
     detach_on_exit: Option<bool>,
     socket: Option<PathBuf>,
@@ -305,6 +306,7 @@ pub fn parse(path: &Path, text: &str) -> Result<RunOptions, ConfigError> {
         policy,
         detach_on_exit: d.detach_on_exit.unwrap_or(false),
         pin_root: d.pin_root.clone().unwrap_or_else(|| DEFAULT_PIN_ROOT.into()),
+        state_dir: d.state_dir.clone().unwrap_or_else(|| crate::decisions::DEFAULT_STATE_DIR.into()),
         ebpf_log_level: d.ebpf_log_level.unwrap_or(0),
         config: Some(path.to_owned()),
         socket: Some(d.socket.clone().unwrap_or_else(|| crate::control::protocol::DEFAULT_SOCKET.into())),
@@ -377,6 +379,8 @@ pub struct RunOptions {
     pub policy: Policy,
     pub detach_on_exit: bool,
     pub pin_root: PathBuf,
+    /// Where the bans' state file is kept (`decisions`).
+    pub state_dir: PathBuf,
     /// aya-log level compiled into the program: 0 = off (no cost), 5 = trace.
     pub ebpf_log_level: u8,
     /// The config file this came from: a reload reads it again.

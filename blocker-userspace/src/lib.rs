@@ -5,6 +5,7 @@
 //! - `policy`: what to enforce, as plain data, and the list specs it yields;
 //! - `compile`: the disjoint table, and the classifier image built from it;
 //! - `dataplane`: the XDP object, pins and locks, links, and map writes and swaps;
+//! - `decisions`: bans that expire, beside the table (store, state file, maps);
 //! - `events`: the sampled drop events, read from the ring buffers and streamed;
 //! - `control`: the control socket's protocol (typed requests and replies), its
 //!   server and client; `metrics`: the Prometheus endpoint;
@@ -25,6 +26,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod decisions;
 pub mod events;
 pub mod metrics;
 pub mod net;

@@ -84,6 +84,14 @@ impl Daemon {
         env: &[(&str, &str)],
     ) -> Result<Daemon> {
         let out = File::create(log)?;
+        // A daemon of a test keeps its bans' state file beside its log, never
+        // in the host's /var/lib/blocker (a config file names its own).
+        let mut args: Vec<std::ffi::OsString> = args.iter().map(|a| a.as_ref().to_owned()).collect();
+        let has = |flag: &str| args.iter().any(|a| a == flag);
+        if has("run") && has("--iface") && !has("--state-dir") {
+            args.push("--state-dir".into());
+            args.push(log.with_extension("state").into());
+        }
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{ns}"))
             .args(wrapper)

@@ -106,6 +106,24 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ban addresses or ranges now, for a time or until unbanned, without
+    /// reloading the lists; returns once every interface enforces the bans.
+    Ban(BanArgs),
+    /// Remove bans.
+    Unban {
+        #[arg(value_name = "ADDR|CIDR", required = true)]
+        targets: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The bans in force: each with its remaining time, origin, reason and packets.
+    Bans {
+        /// Only the bans of this origin.
+        #[arg(long, value_name = "NAME")]
+        origin: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// The countries blocker knows and their prefixes.
     Regions {
         #[command(subcommand)]
@@ -167,6 +185,40 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = blocker::dataplane::maps::DEFAULT_REJECT_PER_SECOND,
           value_parser = clap::value_parser!(u32).range(0..=i64::from(blocker::dataplane::maps::MAX_REJECT_PER_SECOND)))]
     pub(crate) reject_per_second: u32,
+    /// Where the bans' state file is kept: it carries bans across a reboot.
+    #[arg(long, value_name = "DIR", env = "BLOCKER_STATE_DIR", default_value = blocker::decisions::DEFAULT_STATE_DIR)]
+    pub(crate) state_dir: PathBuf,
+}
+
+/// The options of `blocker ban`.
+#[derive(clap::Args)]
+pub(crate) struct BanArgs {
+    /// Addresses or CIDRs to ban.
+    #[arg(value_name = "ADDR|CIDR", required_unless_present = "from")]
+    pub(crate) targets: Vec<String>,
+    /// More targets, one per line (`#` and `;` start comments; `-`: standard input).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) from: Option<PathBuf>,
+    /// How long the ban holds (like 90s, 15m, 4h, 7d; a bare number is
+    /// seconds). Without it, until `blocker unban`.
+    #[arg(long = "for", value_name = "DURATION", value_parser = blocker::clock::parse_duration)]
+    pub(crate) duration: Option<std::time::Duration>,
+    /// Why, shown by `blocker bans`.
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) reason: Option<String>,
+    /// Who decided (counted per origin in stats and the metrics).
+    #[arg(long, value_name = "NAME", default_value = blocker::decisions::DEFAULT_ORIGIN)]
+    pub(crate) origin: String,
+    /// Answer the banned sources' packets (TCP RST, ICMP unreachable) instead
+    /// of dropping them in silence.
+    #[arg(long)]
+    pub(crate) reject: bool,
+    /// Ban even 0.0.0.0/0 or ::/0, or a range that holds the SSH client this
+    /// command runs from.
+    #[arg(long)]
+    pub(crate) force: bool,
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Subcommand)]

@@ -20,7 +20,7 @@ use blocker::{
 };
 
 use super::{
-    args::{Cli, Command, RegionsCommand, RunArgs},
+    args::{BanArgs, Cli, Command, RegionsCommand, RunArgs},
     inspect, render,
 };
 
@@ -45,7 +45,63 @@ pub(crate) fn run(cli: Cli, run_options_given: &[String]) -> Result<()> {
             print_as(json, &report, render::lookup_text)
         }
         Command::Regions { command } => regions(command),
+        Command::Ban(args) => ban(&socket, args),
+        Command::Unban { targets, json } => {
+            let reply = client::unban(&socket, targets)?;
+            print_as(json, &reply, render::unban_text)
+        }
+        Command::Bans { origin, json } => {
+            let reply = client::bans(&socket, origin)?;
+            print_as(json, &reply, render::bans_text)
+        }
     }
+}
+
+/// `blocker ban`: the targets given and those of `--from`, sent in requests
+/// of bounded size.
+fn ban(socket: &Path, args: BanArgs) -> Result<()> {
+    let mut targets = args.targets;
+    if let Some(path) = &args.from {
+        targets.extend(ban_file_targets(path)?);
+    }
+    if targets.is_empty() {
+        bail!("{}", blocker::decisions::BanError::Empty);
+    }
+    let request = blocker::control::protocol::BanRequest {
+        targets,
+        for_secs: args.duration.map(|d| d.as_secs().max(1)),
+        reason: args.reason,
+        origin: Some(args.origin),
+        reject: args.reject,
+        force: args.force,
+        client: blocker::decisions::ssh_client().map(|c| c.to_string()),
+    };
+    let replies = client::ban(socket, request)?;
+    print_as(args.json, &replies, render::ban_text)
+}
+
+/// The targets of a `--from` file: one per line, comments and blanks skipped,
+/// each checked here so that an error names its line.
+fn ban_file_targets(path: &Path) -> Result<Vec<String>> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    if path == Path::new("-") {
+        std::io::stdin().read_to_string(&mut text)?;
+    } else {
+        text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    }
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let body = line.split(['#', ';']).next().unwrap_or("").trim();
+        if body.is_empty() {
+            continue;
+        }
+        let target = body.split_whitespace().next().unwrap_or(body);
+        blocker::decisions::parse_target(target)
+            .map_err(|e| anyhow::anyhow!("{} line {}: {e}; nothing was banned", path.display(), i + 1))?;
+        out.push(target.to_owned());
+    }
+    Ok(out)
 }
 
 fn run_daemon(args: RunArgs, socket: &Path, pin_root: &Path, run_options_given: &[String]) -> Result<()> {
@@ -72,6 +128,7 @@ fn run_daemon(args: RunArgs, socket: &Path, pin_root: &Path, run_options_given: 
             policy: args.policy.into(),
             detach_on_exit: args.detach_on_exit,
             pin_root: pin_root.to_owned(),
+            state_dir: args.state_dir,
             ebpf_log_level: args.ebpf_log_level,
             config: None,
             socket: Some(socket.to_owned()),

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use blocker::{
     clock::{age_text, unix_secs},
     control::{
-        protocol::{InterfaceStats, StatusReply},
+        protocol::{BanReply, BansReply, InterfaceStats, StatusReply, UnbanReply},
         report::{ConfigReport, LookupReport, RegionDetail, RegionsList, Verdict},
     },
     events::Event,
@@ -405,4 +405,78 @@ pub(crate) fn event_line(e: &Event) -> String {
         (None, None) => e.protocol_name.clone(),
     };
     format!("{} {} {} {} list {list} {l4} {} bytes", e.time, e.interface, e.verdict, e.source, e.frame_len)
+}
+
+/// `blocker ban`: what the bans did, and what wins over them.
+pub(crate) fn ban_text(replies: &Vec<BanReply>) -> String {
+    let mut s = String::new();
+    let (mut added, mut extended, mut kept) = (0, 0, 0);
+    for r in replies {
+        added += r.outcome.added;
+        extended += r.outcome.extended;
+        kept += r.outcome.kept;
+    }
+    let interfaces = replies.last().map(|r| r.interfaces.join(", ")).unwrap_or_default();
+    let _ =
+        writeln!(s, "banned: {added} new, {extended} extended, {kept} already banned longer; enforced on {interfaces}");
+    for w in replies.iter().flat_map(|r| &r.warnings) {
+        let _ = writeln!(s, "note: {w}");
+    }
+    s
+}
+
+pub(crate) fn unban_text(r: &UnbanReply) -> String {
+    let mut s = format!("unbanned: {}\n", r.removed);
+    if !r.not_banned.is_empty() {
+        let shown: Vec<&str> = r.not_banned.iter().take(10).map(String::as_str).collect();
+        let more = r.not_banned.len().saturating_sub(10);
+        let _ = write!(s, "not banned: {}", shown.join(", "));
+        if more > 0 {
+            let _ = write!(s, " and {more} more");
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// `blocker bans`: a table, soonest expiry first.
+pub(crate) fn bans_text(r: &BansReply) -> String {
+    let mut s = String::new();
+    let origins: Vec<String> = r.origins.iter().map(|(o, n)| format!("{o} {n}")).collect();
+    let total: usize = r.origins.values().sum();
+    let _ = writeln!(
+        s,
+        "{total} bans in force{}; at most {} IPv4 and {} IPv6; state file {}",
+        if origins.is_empty() { String::new() } else { format!(" ({})", origins.join(", ")) },
+        r.max_ipv4,
+        r.max_ipv6,
+        r.state_file
+    );
+    if r.bans.is_empty() {
+        return s;
+    }
+    let _ =
+        writeln!(s, "{:<43} {:>10} {:<7} {:>10}  {:<16} REASON", "TARGET", "REMAINING", "ACTION", "PACKETS", "ORIGIN");
+    for b in &r.bans {
+        let remaining = match b.remaining_seconds {
+            None => "never".to_string(),
+            Some(secs) => remaining(secs),
+        };
+        let _ = writeln!(
+            s,
+            "{:<43} {:>10} {:<7} {:>10}  {:<16} {}",
+            b.target, remaining, b.action, b.packets, b.origin, b.reason
+        );
+    }
+    s
+}
+
+/// Seconds left, in the largest unit that keeps it short.
+fn remaining(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 172_800 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
 }

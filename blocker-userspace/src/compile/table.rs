@@ -33,6 +33,8 @@ use crate::{
 pub struct CompiledList {
     pub name: String,
     pub action: Action,
+    /// What the list is for (whether its pass wins over bans).
+    pub role: Role,
 }
 
 /// A range of addresses (inclusive) and the list (index into `lists`) it is
@@ -431,7 +433,7 @@ pub fn compile_owned(lists: Vec<ListSpec>) -> CompiledTable {
 }
 
 fn compiled_lists(lists: &[ListSpec]) -> Vec<CompiledList> {
-    lists.iter().map(|l| CompiledList { name: l.name.clone(), action: l.role.action() }).collect()
+    lists.iter().map(|l| CompiledList { name: l.name.clone(), action: l.role.action(), role: l.role }).collect()
 }
 
 impl CompiledTable {

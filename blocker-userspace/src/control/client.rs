@@ -9,7 +9,9 @@ use std::{
 
 use serde::de::DeserializeOwned;
 
-use super::protocol::{EventsReply, ReloadReply, Request, StatsReply, StatusReply, StreamItem};
+use super::protocol::{
+    BanReply, BanRequest, BansReply, EventsReply, ReloadReply, Request, StatsReply, StatusReply, StreamItem, UnbanReply,
+};
 use crate::events::EventFilter;
 
 /// How long the client waits for an answer: a reload of a large table takes a while.
@@ -107,6 +109,49 @@ pub fn stats(path: &Path) -> Result<StatsReply, ClientError> {
 
 pub fn reload(path: &Path, accept_shrink: bool) -> Result<ReloadReply, ClientError> {
     request(path, Request::Reload { accept_shrink })
+}
+
+/// The most bytes of one `ban` request the client sends: more targets go in
+/// further requests (the daemon takes up to 32 MiB).
+pub const MAX_BAN_REQUEST_BYTES: usize = 8 << 20;
+
+/// Bans `ban.targets`, in as many requests as their size needs; each returns
+/// once every interface enforces its bans. Returns the replies in order: a
+/// refused request stops there, and the error says how many went in before.
+pub fn ban(path: &Path, ban: BanRequest) -> Result<Vec<BanReply>, ClientError> {
+    let mut replies = Vec::new();
+    let mut chunk = BanRequest { targets: Vec::new(), ..ban.clone() };
+    let mut bytes = 0;
+    let mut done = 0usize;
+    let targets = ban.targets.len();
+    for (i, t) in ban.targets.into_iter().enumerate() {
+        bytes += t.len() + 3;
+        chunk.targets.push(t);
+        if bytes >= MAX_BAN_REQUEST_BYTES || i + 1 == targets {
+            let n = chunk.targets.len();
+            let send = std::mem::take(&mut chunk.targets);
+            match request(path, Request::Ban(BanRequest { targets: send, ..chunk.clone() })) {
+                Ok(r) => replies.push(r),
+                Err(ClientError::Refused { reason }) if done > 0 => {
+                    return Err(ClientError::Refused {
+                        reason: format!("{reason} (the first {done} of {targets} targets were banned)"),
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+            done += n;
+            bytes = 0;
+        }
+    }
+    Ok(replies)
+}
+
+pub fn unban(path: &Path, targets: Vec<String>) -> Result<UnbanReply, ClientError> {
+    request(path, Request::Unban { targets })
+}
+
+pub fn bans(path: &Path, origin: Option<String>) -> Result<BansReply, ClientError> {
+    request(path, Request::Bans { origin })
 }
 
 #[cfg(test)]

@@ -41,10 +41,95 @@ pub enum Request {
         #[serde(flatten)]
         filter: EventFilter,
     },
+    /// Ban addresses or prefixes (`decisions`); answered once every interface
+    /// enforces them.
+    Ban(BanRequest),
+    /// Remove bans.
+    Unban {
+        targets: Vec<String>,
+    },
+    /// The bans held, with their packets (optionally of one origin).
+    Bans {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<String>,
+    },
+}
+
+/// A `ban` request: every target gets the same expiry, origin and reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanRequest {
+    pub targets: Vec<String>,
+    /// Seconds from now (None: until unbanned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    #[serde(default)]
+    pub reject: bool,
+    /// Ban even a /0, or the SSH client the command runs from.
+    #[serde(default)]
+    pub force: bool,
+    /// The SSH client the command runs from, as its environment says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+}
+
+/// The answer to `ban`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanReply {
+    pub ok: bool,
+    #[serde(flatten)]
+    pub outcome: crate::decisions::store::AddOutcome,
+    /// The interfaces that enforce the bans now.
+    pub interfaces: Vec<String>,
+    /// Targets that a never-block range or an allow list covers: banned, but
+    /// that list wins where it applies.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// The answer to `unban`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnbanReply {
+    pub ok: bool,
+    pub removed: usize,
+    /// Targets that were not banned.
+    pub not_banned: Vec<String>,
+}
+
+/// The answer to `bans`: every ban, soonest expiry first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BansReply {
+    pub ok: bool,
+    pub bans: Vec<BanStatus>,
+    /// Active bans per origin (all origins, whatever the filter).
+    pub origins: BTreeMap<String, usize>,
+    /// The most bans of each family.
+    pub max_ipv4: u32,
+    pub max_ipv6: u32,
+    /// The state file.
+    pub state_file: String,
+}
+
+/// One ban of `bans`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanStatus {
+    pub target: String,
+    /// Seconds left (None: until unbanned).
+    pub remaining_seconds: Option<u64>,
+    /// When it ends, Unix seconds (None: never).
+    pub until: Option<u64>,
+    pub origin: String,
+    pub reason: String,
+    pub action: String,
+    /// Packets it matched, summed over the interfaces.
+    pub packets: u64,
 }
 
 /// The commands, as the wire names them.
-const COMMANDS: [&str; 4] = ["status", "reload", "stats", "events"];
+const COMMANDS: [&str; 7] = ["status", "reload", "stats", "events", "ban", "unban", "bans"];
 /// The most bytes of a name in an events filter (a list's name is a path or URL).
 const MAX_FILTER_BYTES: usize = 1024;
 
@@ -60,7 +145,7 @@ pub enum RequestError {
     NotJson { reason: String },
     #[error("the request has no \"command\" string")]
     NoCommand,
-    #[error("unknown command {command} (status, reload, stats, events)")]
+    #[error("unknown command {command} (status, reload, stats, events, ban, unban, bans)")]
     UnknownCommand { command: String },
     #[error("{field:?} must be true or false")]
     NotABool { field: &'static str },
@@ -135,6 +220,9 @@ pub struct StatusReply {
     pub scopes: Vec<ScopeStatus>,
     pub lists: Vec<ListStatus>,
     pub sources: Vec<SourceStatus>,
+    /// Bans in force, by origin (`blocker bans` lists them).
+    #[serde(default)]
+    pub bans: BTreeMap<String, usize>,
     /// Reloads tried since the start, whatever their outcome: a client that saw
     /// N waits for N + 1 to see the outcome of the reload it caused.
     pub reloads: u64,

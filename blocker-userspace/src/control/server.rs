@@ -74,8 +74,9 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, SocketError> {
     Ok(listener)
 }
 
-/// The most bytes of one control request: a request is one short JSON line.
-const MAX_REQUEST_BYTES: u64 = 4096;
+/// The most bytes of one control request (one JSON line): `blocker ban --from`
+/// sends its bans in requests of up to `client::MAX_BAN_REQUEST_BYTES`.
+const MAX_REQUEST_BYTES: u64 = 32 << 20;
 /// How long a client may take to send its request, and to read the answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -35,6 +35,7 @@ use crate::{
         object,
         pins::{self, PinLock},
     },
+    decisions::enforce::Target,
     events::{reader::Reader, EventFilter, EventHub},
     metrics::{DaemonFacts, ListFacts, LoadFacts, SharedFacts},
     policy::Policy,
@@ -79,6 +80,10 @@ struct State {
     fetch_failures: BTreeMap<String, u64>,
     /// Where the metrics endpoint reads the daemon's facts (None: no endpoint).
     facts: Option<SharedFacts>,
+    /// Active bans per origin.
+    bans: BTreeMap<String, usize>,
+    /// Bans refused because a map was full.
+    bans_refused_full: u64,
 }
 
 /// One list of the live table, for status and metrics.
@@ -153,6 +158,8 @@ impl State {
             fetch_failures: self.fetch_failures.clone(),
             // The endpoint's own counts go on.
             endpoint: Default::default(),
+            bans_active: self.bans.clone(),
+            bans_refused_full: self.bans_refused_full,
         };
         let mut f = shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         *f = DaemonFacts { endpoint: f.endpoint.clone(), ..facts };
@@ -223,6 +230,7 @@ impl State {
             scopes: self.scopes.clone(),
             lists,
             sources,
+            bans: self.bans.clone(),
             reloads: self.reloads,
             last_reload: self.last_reload.as_ref().map(|(t, trigger, r)| LastReload {
                 at: unix_secs(*t),
@@ -611,6 +619,8 @@ struct Daemon {
     hub: EventHub,
     /// The event reader (Err: why the rings are not read).
     reader: Result<Reader, String>,
+    /// Live decisions: bans, enforced on every interface.
+    bans: crate::decisions::service::Bans,
 }
 
 impl Daemon {
@@ -823,6 +833,15 @@ impl Daemon {
     /// Runs on every tick: interfaces that went or came back, source files that
     /// changed, URLs due for a refresh.
     fn tick(&mut self, now: Instant) {
+        let (bans, mut targets) = self.bans_and_targets();
+        match bans.expire(&mut targets) {
+            Ok(0) => {}
+            Ok(n) => {
+                log::info!("{n} bans expired");
+                self.publish_bans();
+            }
+            Err(e) => log::warn!("expired bans not removed from the maps: {e} (the program ignores them already)"),
+        }
         for (m, spec) in self.managed.iter_mut().zip(&self.opts.interfaces) {
             m.check_presence(spec, &self.opts.pin_root);
         }
@@ -903,6 +922,43 @@ impl Daemon {
                 Ok(summary) => reply_line(&ReloadReply { ok: true, summary, accepted: None }),
                 Err(e) => reply_line(&Refusal::new(e)),
             },
+            Ok(Request::Ban(req)) => {
+                let (bans, mut targets) = self.bans_and_targets();
+                match bans.ban(req, &mut targets) {
+                    Ok(r) => {
+                        let o = &r.outcome;
+                        log::info!(
+                            "banned: {} new, {} extended, {} kept their later expiry",
+                            o.added,
+                            o.extended,
+                            o.kept
+                        );
+                        self.publish_bans();
+                        reply_line(&r)
+                    }
+                    Err(e) => {
+                        log::warn!("ban refused: {e}");
+                        self.publish_bans();
+                        reply_line(&Refusal::new(e))
+                    }
+                }
+            }
+            Ok(Request::Unban { targets: given }) => {
+                let (bans, mut targets) = self.bans_and_targets();
+                let r = bans.unban(&given, &mut targets);
+                self.publish_bans();
+                match r {
+                    Ok(r) => {
+                        log::info!("unbanned: {}", r.removed);
+                        reply_line(&r)
+                    }
+                    Err(e) => reply_line(&Refusal::new(e)),
+                }
+            }
+            Ok(Request::Bans { origin }) => {
+                let (bans, targets) = self.bans_and_targets();
+                reply_line(&bans.list(origin.as_deref(), &targets))
+            }
             Ok(Request::Stats) => {
                 let mut reply = StatsReply { ok: true, interfaces: Vec::new(), errors: Vec::new() };
                 for m in &self.managed {
@@ -920,6 +976,19 @@ impl Daemon {
             }
         };
         answer
+    }
+
+    /// The bans, and every interface's maps to enforce them in.
+    fn bans_and_targets(&mut self) -> (&mut crate::decisions::service::Bans, Vec<Target<'_>>) {
+        let targets = self.managed.iter_mut().map(|m| Target { iface: &m.iface, maps: &mut m.maps }).collect();
+        (&mut self.bans, targets)
+    }
+
+    /// The bans' figures for status and the metrics.
+    fn publish_bans(&mut self) {
+        self.state.bans = self.bans.store().origins();
+        self.state.bans_refused_full = self.bans.refused_full;
+        self.state.publish(&self.opts);
     }
 
     /// Why an event stream with `filter` cannot be had, if it cannot.
@@ -1076,7 +1145,16 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let (table, pin_life) = validate(&opts)?;
     // Bound before anything is attached: a taken port changes nothing.
     let metrics = opts.metrics_listen.map(crate::metrics::server::bind).transpose()?;
-    let (managed, listener) = start(&opts, &table)?;
+    let (mut managed, listener) = start(&opts, &table)?;
+    // The bans: the state file and the pinned maps brought together before
+    // anyone can ask for more.
+    let mut targets: Vec<Target<'_>> =
+        managed.iter_mut().map(|m| Target { iface: &m.iface, maps: &mut m.maps }).collect();
+    let (bans, notes) = crate::decisions::service::Bans::start(&opts.state_dir, &mut targets)?;
+    drop(targets);
+    for n in notes {
+        log::info!("{n}");
+    }
     let files = opts.watch_debounce.map(|d| FileWatch::new(&opts.policy, d));
     let urls = UrlSchedule::new(&opts.policy, Instant::now());
     // Handlers first: whoever acts on "ready" may signal at once, and SIGHUP's
@@ -1093,6 +1171,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         last_load: load_facts(load_started, true),
         fetch_failures: BTreeMap::new(),
         facts: metrics.as_ref().map(|_| SharedFacts::default()),
+        bans: BTreeMap::new(),
+        bans_refused_full: 0,
     };
     state.publish(&opts);
     if let (Some(listener), Some(facts)) = (metrics, &state.facts) {
@@ -1110,7 +1190,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         log::error!("drop events unavailable: {e}");
         e.to_string()
     });
-    let daemon = Daemon {
+    let mut daemon = Daemon {
         state,
         opts,
         managed,
@@ -1122,7 +1202,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         next_status: Instant::now() + STATUS_EVERY,
         hub,
         reader,
+        bans,
     };
+    daemon.publish_bans();
     // Every interface is attached with its table: systemd may go on.
     notify::ready(&daemon.status_line());
     // Only its summary is kept (see `State`).

@@ -32,11 +32,15 @@ use blocker_common::{
     events::EventState,
     map_names,
     scope::{key_of, PortMap, TableInfo, MAX_SCOPES, PORT_MAP_BYTES, SCOPE_NONE},
-    ListInfo, ListName, ListStats, LIST_NAME_LEN, LIST_STATE_FREE, LIST_STATE_LIVE, LIST_STATE_RETIRED, MAX_LISTS,
-    MODE_ENFORCE, MODE_MONITOR, SCOPE_NAME_LEN,
+    ListInfo, ListName, ListStats, ACTION_DROP, LIST_NAME_LEN, LIST_STATE_FREE, LIST_STATE_LIVE, LIST_STATE_ORIGIN,
+    LIST_STATE_RETIRED, MAX_LISTS, MODE_ENFORCE, MODE_MONITOR, SCOPE_NAME_LEN,
 };
 
+/// The scope the origins of bans are shown in (`ban` / ORIGIN).
+pub const ORIGIN_SCOPE: &str = "ban";
+
 use super::{
+    bans::BanMaps,
     link::{self, LinkError},
     object::{self, ObjectError},
     pins,
@@ -149,6 +153,7 @@ struct PolicyList<'a> {
     scope: &'a str,
     name: &'a str,
     action: Action,
+    flags: u32,
 }
 
 /// Every list of every scope, in scope order (the numbering of
@@ -156,8 +161,23 @@ struct PolicyList<'a> {
 fn policy_lists<'a>(scopes: &[ScopeTable<'a>]) -> Vec<PolicyList<'a>> {
     scopes
         .iter()
-        .flat_map(|s| s.table.lists.iter().map(|l| PolicyList { scope: s.name, name: &l.name, action: l.action }))
+        .flat_map(|s| {
+            s.table.lists.iter().map(|l| PolicyList {
+                scope: s.name,
+                name: &l.name,
+                action: l.action,
+                flags: l.role.list_flags(),
+            })
+        })
         .collect()
+}
+
+/// Opens the pinned map `name` of `dir` as a `T`.
+pub(crate) fn open_pinned<T>(dir: &Path, name: &str) -> Result<T>
+where
+    T: TryFrom<Map, Error = aya::maps::MapError>,
+{
+    open(dir, name)
 }
 
 fn open<T>(dir: &Path, name: &str) -> Result<T>
@@ -464,6 +484,7 @@ struct Shared {
     global_stats: PerCpuArray<MapData, u64>,
     lists: ListDirectory,
     event_state: PerCpuArray<MapData, EventState>,
+    bans: BanMaps,
 }
 
 impl Shared {
@@ -474,6 +495,7 @@ impl Shared {
             global_stats: open(dir, map_names::GLOBAL_STATS)?,
             lists: ListDirectory::open(dir)?,
             event_state: open(dir, map_names::EVENT_STATE)?,
+            bans: BanMaps::open(dir)?,
         })
     }
 }
@@ -705,6 +727,40 @@ impl DataplaneMaps {
     /// Builds `table` into a new program instance sized to it and swaps it onto the
     /// interface's link (if attached) in one step, for all traffic (no scopes).
     /// `budget`: the most bytes of classifier memory the table may take.
+    /// The interface's ban maps.
+    pub fn bans(&self) -> &BanMaps {
+        &self.shared.bans
+    }
+
+    pub fn bans_mut(&mut self) -> &mut BanMaps {
+        &mut self.shared.bans
+    }
+
+    /// The list id the bans of `origin` are counted under (`ban:ORIGIN` in
+    /// every view): the one it had, else a free id (else a retired list's),
+    /// which keeps it across reloads and restarts.
+    pub fn origin_id(&mut self, origin: &str) -> Result<u32> {
+        let entries = self.shared.lists.entries()?;
+        if let Some(e) = entries.iter().find(|e| e.info.state == LIST_STATE_ORIGIN && e.name == origin) {
+            return Ok(e.id);
+        }
+        let state = |id: u32| entries.iter().find(|e| e.id == id).map_or(LIST_STATE_FREE, |e| e.info.state);
+        let id = (0..MAX_LISTS)
+            .find(|&id| state(id) == LIST_STATE_FREE)
+            .or_else(|| (0..MAX_LISTS).find(|&id| state(id) == LIST_STATE_RETIRED))
+            .ok_or(TableError::TooManyLists { needed: entries.len() + 1, max: MAX_LISTS })?;
+        let cpus = nr_cpus().map_err(|(path, error)| MapsError::Io { action: "read", path: path.into(), error })?;
+        let zero = PerCpuValues::try_from(vec![ListStats::default(); cpus]).map_err(|error| MapsError::Io {
+            action: "size per-CPU values for",
+            path: "/sys".into(),
+            error,
+        })?;
+        self.shared.list_stats.set(id, zero, 0).map_err(MapsError::map(map_names::LIST_STATS))?;
+        let info = make_info(LIST_STATE_ORIGIN, ACTION_DROP, ORIGIN_SCOPE, 0);
+        self.shared.lists.set(id, info, Some(origin))?;
+        Ok(id)
+    }
+
     pub fn apply(&mut self, table: &CompiledTable, budget: u64) -> Result<ApplyReport> {
         self.apply_with_shape(table, budget, None)
     }
@@ -779,6 +835,15 @@ impl DataplaneMaps {
                 self.shared.list_stats.set(id, zero, 0).map_err(MapsError::map(map_names::LIST_STATS))?;
             }
         }
+        // New ids first: no running program reads them yet, and the new one
+        // reads their flags from its first packet on (a banned source in an
+        // allow list).
+        for ((list, &id), &kept) in lists.iter().zip(&ids).zip(&kept) {
+            if !kept {
+                let info = make_info(LIST_STATE_LIVE, list.action.code(), list.scope, list.flags);
+                self.shared.lists.set(id, info, Some(list.name))?;
+            }
+        }
         // The swap: from here on packets see the new table.
         link::swap_program(&mut instance.ebpf, &self.dir)?;
         let program_info = object::program_mut(&mut instance.ebpf)?.info();
@@ -795,8 +860,10 @@ impl DataplaneMaps {
         self.live = Some(instance);
 
         for ((list, &id), &kept) in lists.iter().zip(&ids).zip(&kept) {
-            let info = make_info(LIST_STATE_LIVE, list.action.code(), list.scope);
-            self.shared.lists.set(id, info, (!kept).then_some(list.name))?;
+            if kept {
+                let info = make_info(LIST_STATE_LIVE, list.action.code(), list.scope, list.flags);
+                self.shared.lists.set(id, info, None)?;
+            }
         }
         for (id, info) in infos.iter().enumerate() {
             if info.state == LIST_STATE_LIVE && !ids.contains(&(id as u32)) {
@@ -869,7 +936,7 @@ impl DataplaneMaps {
                 scope,
                 name,
                 action: Action::from_code(info.action),
-                live: info.state == LIST_STATE_LIVE,
+                live: info.state == LIST_STATE_LIVE || info.state == LIST_STATE_ORIGIN,
                 packets: per_cpu.iter().map(|s| s.packets).sum(),
                 bytes: per_cpu.iter().map(|s| s.bytes).sum(),
             });
@@ -947,8 +1014,12 @@ fn events_per_second_of(interval_ns: u32) -> u32 {
 /// Every list gets its own id: the policy names each list of a scope once.
 /// Returns the ids and, for each, whether it was kept.
 fn assign_ids(lists: &[PolicyList<'_>], pinned: &[ListEntry]) -> Result<(Vec<u32>, Vec<bool>)> {
-    let by_name: HashMap<(&str, &str), u32> =
-        pinned.iter().map(|e| ((e.scope.as_str(), e.name.as_str()), e.id)).collect();
+    // Origins of bans are never a list's, whatever their names.
+    let by_name: HashMap<(&str, &str), u32> = pinned
+        .iter()
+        .filter(|e| e.info.state != LIST_STATE_ORIGIN)
+        .map(|e| ((e.scope.as_str(), e.name.as_str()), e.id))
+        .collect();
     let mut taken = vec![false; MAX_LISTS as usize];
     let mut ids = vec![u32::MAX; lists.len()];
     for (i, list) in lists.iter().enumerate() {
@@ -1045,10 +1116,10 @@ fn stored_scope(info: &ListInfo) -> String {
     }
 }
 
-fn make_info(state: u32, action: u32, scope: &str) -> ListInfo {
+fn make_info(state: u32, action: u32, scope: &str, flags: u32) -> ListInfo {
     // Scope names are checked to fit (`policy::check_scope_name`).
     let scope = &scope.as_bytes()[..scope.len().min(SCOPE_NAME_LEN)];
-    let mut info = ListInfo { state, action, scope_len: scope.len() as u32, scope: [0; SCOPE_NAME_LEN] };
+    let mut info = ListInfo { state, action, scope_len: scope.len() as u32, scope: [0; SCOPE_NAME_LEN], flags };
     info.scope[..scope.len()].copy_from_slice(scope);
     info
 }
@@ -1094,7 +1165,10 @@ mod tests {
     }
 
     fn lists_of<'a>(scope: &'a str, t: &'a CompiledTable) -> Vec<PolicyList<'a>> {
-        t.lists.iter().map(|l| PolicyList { scope, name: &l.name, action: l.action }).collect()
+        t.lists
+            .iter()
+            .map(|l| PolicyList { scope, name: &l.name, action: l.action, flags: l.role.list_flags() })
+            .collect()
     }
 
     /// The pinned entries after `lists` went live with `ids`.
@@ -1104,7 +1178,7 @@ mod tests {
             .zip(ids)
             .map(|(l, &id)| ListEntry {
                 id,
-                info: make_info(LIST_STATE_LIVE, l.action.code(), l.scope),
+                info: make_info(LIST_STATE_LIVE, l.action.code(), l.scope, l.flags),
                 scope: l.scope.to_owned(),
                 name: l.name.to_owned(),
             })

@@ -1,6 +1,7 @@
 //! Everything that touches the kernel's side of a table: the XDP object, the
 //! devices, the pinned state and its locks, the link, and the maps.
 
+pub mod bans;
 pub mod device;
 pub mod egress;
 pub mod link;

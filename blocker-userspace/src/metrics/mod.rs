@@ -49,6 +49,10 @@ pub struct DaemonFacts {
     pub fetch_failures: BTreeMap<String, u64>,
     /// What the endpoint did with the connections it could not keep.
     pub endpoint: Arc<server::EndpointCounts>,
+    /// Active bans per origin (`decisions`).
+    pub bans_active: BTreeMap<String, usize>,
+    /// Bans refused because a ban map was full, since the start.
+    pub bans_refused_full: u64,
 }
 
 /// One list of the table in force.
@@ -451,6 +455,19 @@ impl prometheus_client::collector::Collector for Scrape {
             "blocker_source_fetch_failures",
             "Failed fetches of a URL source since the start (the last good copy stays in use).",
             self.sources.iter().filter_map(|s| s.fetch_failures.map(|n| ([("source", s.source.as_str())], n))),
+        )?;
+        gauges(
+            &mut e,
+            "blocker_bans_active",
+            "Bans in force, by origin (drops by origin: blocker_list_packets_total with scope=\"ban\").",
+            None,
+            self.facts.bans_active.iter().map(|(o, n)| ([("origin", o.as_str())], *n as u64)),
+        )?;
+        counters(
+            &mut e,
+            "blocker_bans_refused",
+            "Bans refused since the start because a ban map was full (nothing is ever evicted).",
+            [([("reason", "full")], self.facts.bans_refused_full)],
         )?;
         counters(
             &mut e,

@@ -84,6 +84,16 @@ pub enum Role {
 }
 
 impl Role {
+    /// The `ListInfo` flags of a list of this role: never-block ranges and
+    /// allow lists win over bans; the allowed countries of an allowlist do not.
+    pub const fn list_flags(self) -> u32 {
+        match self {
+            Role::NeverBlock => blocker_common::LIST_SHIELDS_BANS | blocker_common::LIST_NEVER_BLOCK,
+            Role::Exception => blocker_common::LIST_SHIELDS_BANS,
+            _ => 0,
+        }
+    }
+
     pub const fn action(self) -> Action {
         match self {
             Role::NeverBlock | Role::Exception | Role::AllowedRegion => Action::Pass,

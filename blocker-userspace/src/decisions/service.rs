@@ -1,0 +1,212 @@
+//! The daemon's side of bans: the control requests (`ban`, `unban`, `bans`),
+//! expiry, and the start that brings the pinned maps and the state file
+//! together. Every change goes to the state file first, then to every
+//! interface; a request is answered once every interface enforces it.
+
+use std::{collections::HashMap, path::Path};
+
+use blocker_common::{bans::NEVER, LIST_SHIELDS_BANS};
+
+use super::{
+    enforce::{self, Target},
+    store::{AddError, Store},
+    Ban, BanAction, BanError, DEFAULT_ORIGIN,
+};
+use crate::{
+    clock,
+    control::protocol::{BanReply, BanRequest, BanStatus, BansReply, UnbanReply},
+    dataplane::{bans::BanKey, maps::ListDirectory},
+    net::{Family, Prefix},
+};
+
+/// The daemon's bans and where they are enforced.
+pub struct Bans {
+    store: Store,
+    /// Bans refused because a map was full, since the start (a metric).
+    pub refused_full: u64,
+}
+
+impl Bans {
+    /// Reads the state file of `state_dir` and makes every target's maps hold
+    /// its bans; bans found only in the maps (a lost state file) are kept.
+    /// Returns the service and what to log.
+    pub fn start(state_dir: &Path, targets: &mut [Target<'_>]) -> anyhow::Result<(Bans, Vec<String>)> {
+        let max = match targets.first() {
+            Some(t) => [t.maps.bans().max(Family::V4), t.maps.bans().max(Family::V6)],
+            None => [blocker_common::bans::DEFAULT_MAX_BANS; 2],
+        };
+        let (mut store, mut notes) = Store::open(state_dir, max)?;
+        let had_file = store.path().exists();
+        for t in targets.iter_mut() {
+            let first = enforce::reconcile(t, &store, !had_file)?;
+            if !first.adopted.is_empty() {
+                notes.push(format!(
+                    "{}: {} bans found in the pinned maps and not in {} (lost?): kept, and written to it",
+                    t.iface,
+                    first.adopted.len(),
+                    store.path().display()
+                ));
+                store.add(first.adopted).map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            let done = enforce::reconcile(t, &store, false)?;
+            if done.removed > 0 || done.written > 0 {
+                notes.push(format!(
+                    "{}: bans brought in line with {}: {} written, {} removed (expired or unbanned)",
+                    t.iface,
+                    store.path().display(),
+                    done.written,
+                    done.removed + first.removed
+                ));
+            }
+        }
+        if !store.is_empty() {
+            notes.push(format!("{} bans in force (state file {})", store.len(), store.path().display()));
+        }
+        Ok((Bans { store, refused_full: 0 }, notes))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// `blocker ban`: all targets or none.
+    pub fn ban(&mut self, req: BanRequest, targets: &mut [Target<'_>]) -> Result<BanReply, String> {
+        if req.targets.is_empty() {
+            return Err(BanError::Empty.to_string());
+        }
+        let origin = req.origin.clone().unwrap_or_else(|| DEFAULT_ORIGIN.into());
+        super::check_origin(&origin).map_err(|e| e.to_string())?;
+        let reason = super::clean_reason(req.reason.as_deref().unwrap_or("")).map_err(|e| e.to_string())?;
+        let expires_ns = match req.for_secs {
+            None => None,
+            Some(s) if s == 0 || s > super::MAX_BAN.as_secs() => {
+                return Err(BanError::BadDuration { secs: s }.to_string())
+            }
+            Some(s) => Some(clock::boot_ns().saturating_add(s.saturating_mul(1_000_000_000))),
+        };
+        let client = req.client.as_deref().and_then(|c| c.parse().ok());
+        let mut bans = Vec::with_capacity(req.targets.len());
+        for t in &req.targets {
+            let prefix = super::parse_target(t).map_err(|e| e.to_string())?;
+            if !req.force {
+                super::check_lockout(&prefix, client).map_err(|e| e.to_string())?;
+            }
+            let action = if req.reject { BanAction::Reject } else { BanAction::Drop };
+            bans.push(Ban { prefix, expires_ns, origin: origin.clone(), reason: reason.clone(), action });
+        }
+        let warnings = shield_warnings(&bans, targets);
+        let (outcome, changed) = match self.store.add(bans) {
+            Ok(done) => done,
+            Err(AddError::Refused(e @ BanError::Full { .. })) => {
+                self.refused_full += 1;
+                return Err(e.to_string());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        if let Err(e) = enforce::put(targets, &self.store, &changed) {
+            // Undone where it can be: the new bans leave the store and the maps.
+            let _ = self.store.remove(&changed);
+            let _ = enforce::remove(targets, &self.store, &changed);
+            return Err(format!("{e}; nothing was banned"));
+        }
+        Ok(BanReply { ok: true, outcome, interfaces: targets.iter().map(|t| t.iface.to_owned()).collect(), warnings })
+    }
+
+    /// `blocker unban`.
+    pub fn unban(&mut self, given: &[String], targets: &mut [Target<'_>]) -> Result<UnbanReply, String> {
+        let mut prefixes = Vec::with_capacity(given.len());
+        for t in given {
+            prefixes.push(super::parse_target(t).map_err(|e| e.to_string())?);
+        }
+        let removed = self.store.remove(&prefixes).map_err(|e| e.to_string())?;
+        enforce::remove(targets, &self.store, &removed).map_err(|e| e.to_string())?;
+        let not_banned = prefixes.iter().filter(|p| !removed.contains(p)).map(ToString::to_string).collect::<Vec<_>>();
+        Ok(UnbanReply { ok: true, removed: removed.len(), not_banned })
+    }
+
+    /// Removes the bans whose time has come from the store and the maps (the
+    /// program ignores them already). Returns how many.
+    pub fn expire(&mut self, targets: &mut [Target<'_>]) -> Result<usize, String> {
+        let gone = self.store.expire(clock::boot_ns());
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        enforce::remove(targets, &self.store, &gone).map_err(|e| e.to_string())?;
+        Ok(gone.len())
+    }
+
+    /// `blocker bans`: soonest expiry first, permanent bans last.
+    pub fn list(&self, origin: Option<&str>, targets: &[Target<'_>]) -> BansReply {
+        let now_ns = clock::boot_ns();
+        let mut bans: Vec<&Ban> = self.store.iter().filter(|b| origin.is_none_or(|o| b.origin == o)).collect();
+        bans.sort_by_key(|b| (b.expires_ns.unwrap_or(NEVER), b.prefix));
+        let packets = |p: &Prefix| -> u64 {
+            targets.iter().filter_map(|t| t.maps.bans().get(&BanKey::of(p))).map(|e| e.packets).sum()
+        };
+        BansReply {
+            ok: true,
+            bans: bans
+                .into_iter()
+                .map(|b| BanStatus {
+                    target: b.prefix.to_string(),
+                    remaining_seconds: b.expires_ns.map(|e| e.saturating_sub(now_ns).div_ceil(1_000_000_000)),
+                    until: b.expires_ns.map(|e| clock::boot_ns_to_wall_ms(e) / 1000),
+                    origin: b.origin.clone(),
+                    reason: b.reason.clone(),
+                    action: b.action.name().into(),
+                    packets: packets(&b.prefix),
+                })
+                .collect(),
+            origins: self.store.origins(),
+            max_ipv4: self.store.max(Family::V4),
+            max_ipv6: self.store.max(Family::V6),
+            state_file: self.store.path().display().to_string(),
+        }
+    }
+}
+
+/// For each ban whose first or last address a never-block range or an allow
+/// list covers in a live table: what wins there.
+fn shield_warnings(bans: &[Ban], targets: &[Target<'_>]) -> Vec<String> {
+    let Some(t) = targets.first() else { return Vec::new() };
+    let Ok(table) = t.maps.live_table() else { return Vec::new() };
+    let Ok(dir) = ListDirectory::open(&t.maps.dir) else { return Vec::new() };
+    let entries: HashMap<u32, (String, String, u32)> =
+        dir.entries().unwrap_or_default().into_iter().map(|e| (e.id, (e.scope, e.name, e.info.flags))).collect();
+    let mut out = Vec::new();
+    for b in bans {
+        let (lo, hi) = b.prefix.range();
+        let mut shields: Vec<String> = Vec::new();
+        for scope in 0..table.scopes().len() as u32 {
+            if Some(scope) == table.outbound() {
+                continue;
+            }
+            for addr in [lo, hi] {
+                let Some((id, _)) = table.lookup_in(scope, b.prefix.family, addr) else { continue };
+                if let Some((scope_name, name, flags)) = entries.get(&id) {
+                    if flags & LIST_SHIELDS_BANS != 0 {
+                        let what = if name == crate::policy::NEVER_BLOCK {
+                            "the never-block ranges".to_string()
+                        } else {
+                            format!("the allow list {name} (scope {scope_name})")
+                        };
+                        if !shields.contains(&what) {
+                            shields.push(what);
+                        }
+                    }
+                }
+            }
+        }
+        if !shields.is_empty() {
+            out.push(format!(
+                "{}: {} cover{} it and win{} over bans: its packets there still pass",
+                b.prefix,
+                shields.join(" and "),
+                if shields.len() == 1 { "s" } else { "" },
+                if shields.len() == 1 { "s" } else { "" },
+            ));
+        }
+    }
+    out.truncate(100);
+    out
+}
