@@ -115,7 +115,10 @@ impl Memory for Maps {
 /// port map's entry for its L4 protocol and destination port (`SCOPE_NONE`:
 /// no scope takes it). A packet without a readable port (a later fragment, a
 /// cut header) takes its protocol's no-port entry, which stays in scope.
-#[inline(always)]
+///
+/// A function of its own (a BPF-to-BPF call): the verifier goes on after it
+/// from the few values it returns, not from one state per header walk.
+#[inline(never)]
 pub(crate) fn scope_of(ctx: &XdpContext, packet: &Packet) -> u32 {
     // SAFETY: as in `Maps::shape`.
     let scoped = unsafe { core::ptr::read_volatile(&BLK_SCOPED) };

@@ -141,43 +141,42 @@ pub(crate) fn filter<F: Frame + EbpfContext, const OUTBOUND: bool>(
         Packet::Malformed => return count(counter::MALFORMED, Verdict::Pass),
         Packet::V4 { .. } | Packet::V6 { .. } => {}
     }
+    // The ban first, right after the parse: the verifier walks the bans
+    // from the few states a parse ends in. A raw pointer, null for none: an
+    // Option's undefined payload would be spilled as an uninitialised
+    // register, which the verifier refuses.
+    let ban = if OUTBOUND { core::ptr::null_mut() } else { find_ban(&packet) };
     // Outside every scope of the policy: no table judges it (only a ban may).
     let scope = scope_of(ctx, &packet);
     let in_scope = scope != u32::from(SCOPE_NONE);
-    let lookup = |scope: u32| {
-        match packet {
-            Packet::V4 { addr, .. } => lookup_v4(scope, addr),
-            Packet::V6 { addr, .. } => lookup_v6(scope, addr),
-            Packet::NonIp | Packet::Malformed => None,
-        }
-        .unwrap_or(LEAF_NONE)
-    };
-    let leaf = if in_scope { lookup(scope) } else { LEAF_NONE };
+    if !in_scope && ban.is_null() {
+        return count(counter::PASSED, Verdict::Pass);
+    }
+    // One table lookup: the packet's scope; outside every scope (a banned
+    // source), the first table, where the never-block ranges are as in all.
+    let leaf = match packet {
+        Packet::V4 { addr, .. } => lookup_v4(if in_scope { scope } else { 0 }, addr),
+        Packet::V6 { addr, .. } => lookup_v6(if in_scope { scope } else { 0 }, addr),
+        Packet::NonIp | Packet::Malformed => None,
+    }
+    .unwrap_or(LEAF_NONE);
     let (mut list_id, mut action) = (leaf_list(leaf), leaf_action(leaf));
-    if leaf == LEAF_NONE {
+    if leaf == LEAF_NONE || !in_scope {
         action = 0;
     }
     // A ban of the source, unless the table passes it by a list that wins
     // over bans (never-block ranges everywhere, allow lists in their scope).
-    if !OUTBOUND {
-        if let Some(ban) = find_ban(&packet) {
-            let shielded = if in_scope {
-                action == ACTION_PASS && list_flags(list_id) & LIST_SHIELDS_BANS != 0
-            } else {
-                // Never-block ranges are in every table: the first one tells.
-                let leaf = lookup(0);
-                leaf != LEAF_NONE
-                    && leaf_action(leaf) == ACTION_PASS
-                    && list_flags(leaf_list(leaf)) & LIST_NEVER_BLOCK != 0
-            };
-            if !shielded {
-                // SAFETY: a map value the kernel keeps while the program runs.
-                // A plain add (the BPF target has no atomic add in core):
-                // CPUs that count the same ban at the same instant may lose
-                // a count; the origin's per-CPU counter below stays exact.
-                unsafe { (*ban).packets += 1 };
-                // SAFETY: as above; plain reads.
-                (list_id, action) = unsafe { ((*ban).list_id, (*ban).action) };
+    if !ban.is_null() {
+        let flags = if leaf != LEAF_NONE && leaf_action(leaf) == ACTION_PASS { list_flags(leaf_list(leaf)) } else { 0 };
+        let shield = if in_scope { LIST_SHIELDS_BANS } else { LIST_NEVER_BLOCK };
+        if flags & shield == 0 {
+            // SAFETY: a map value the kernel keeps while the program runs.
+            // A plain add (the BPF target has no atomic add in core):
+            // CPUs that count the same ban at the same instant may lose
+            // a count; the origin's per-CPU counter below stays exact.
+            unsafe {
+                (*ban).packets += 1;
+                (list_id, action) = ((*ban).list_id, (*ban).action);
             }
         }
     }
@@ -221,30 +220,30 @@ fn count(index: u32, verdict: Verdict) -> Verdict {
     verdict
 }
 
-/// The ban that holds the packet's source now (None: no ban, or none of its
+/// The ban that holds the packet's source now (null: no ban, or none of its
 /// family at all, which costs one read).
 #[inline(always)]
-fn find_ban(packet: &Packet) -> Option<*mut BanEntry> {
+fn find_ban(packet: &Packet) -> *mut BanEntry {
     let word = |w: u32| BLK_BAN_LENGTHS.get(w).copied().unwrap_or(0);
     let found = match *packet {
         Packet::V4 { addr, .. } => {
             let lengths = word(bans::V4_WORD);
             if lengths == 0 {
-                return None;
+                return core::ptr::null_mut();
             }
             find_ban_v4(lengths, u32::from_be_bytes(addr))
         }
         Packet::V6 { addr, .. } => {
             if word(bans::V6_FIRST_WORD) | word(bans::V6_FIRST_WORD + 1) | word(bans::V6_FIRST_WORD + 2) == 0 {
-                return None;
+                return core::ptr::null_mut();
             }
             let hi = u64::from_be_bytes([addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7]]);
             let lo = u64::from_be_bytes([addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15]]);
             find_ban_v6(hi, lo)
         }
-        Packet::NonIp | Packet::Malformed => return None,
+        Packet::NonIp | Packet::Malformed => core::ptr::null_mut(),
     };
-    (!found.is_null()).then_some(found)
+    found
 }
 
 // The walks are functions of their own (BPF-to-BPF calls): the verifier then
