@@ -225,7 +225,7 @@ fn count(index: u32, verdict: Verdict) -> Verdict {
 #[inline(always)]
 fn find_ban(packet: &Packet) -> *mut BanEntry {
     let word = |w: u32| BLK_BAN_LENGTHS.get(w).copied().unwrap_or(0);
-    let found = match *packet {
+    match *packet {
         Packet::V4 { addr, .. } => {
             let lengths = word(bans::V4_WORD);
             if lengths == 0 {
@@ -242,8 +242,7 @@ fn find_ban(packet: &Packet) -> *mut BanEntry {
             find_ban_v6(hi, lo)
         }
         Packet::NonIp | Packet::Malformed => core::ptr::null_mut(),
-    };
-    found
+    }
 }
 
 // The walks are functions of their own (BPF-to-BPF calls): the verifier then

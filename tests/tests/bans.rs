@@ -148,6 +148,13 @@ fn a_ban_drops_at_once_counts_per_origin_and_expires_without_the_daemon() {
     assert_eq!(s.ping(FREE_V6), 0, "an address inside a banned /48 dropped");
     assert_eq!(s.ban_packets("ids"), 2 * u64::from(PINGS), "drops counted under the origin");
 
+    // `lookup` says what the live maps do with the address, ban included.
+    let out = s.ok(&["lookup", FREE_V4]);
+    assert!(out.contains(&format!("banned on {}: 198.51.100.2/32 by ids, drop, ", s.net.rx_if)), "{out}");
+    let out = s.ok(&["lookup", ALLOWED_V4]);
+    assert!(!out.contains("banned on"), "{out}");
+    let status = s.ok(&["status"]);
+    assert!(status.contains("bans: 2 in force (ids 2)"), "{status}");
     let listed = s.bans();
     assert_eq!(listed.bans.len(), 2);
     assert_eq!(listed.origins.get("ids"), Some(&2));
@@ -224,6 +231,8 @@ fn allow_lists_and_never_block_win_and_lockouts_are_refused() {
     let r = s.ban(&[ALLOWED_V4]);
     assert!(r[0].warnings.iter().any(|w| w.contains("allow list allow")), "{r:?}");
     assert_eq!(s.ping(ALLOWED_V4), PINGS, "the allow list wins over the ban");
+    let out = s.ok(&["lookup", ALLOWED_V4]);
+    assert!(out.contains("by cli, drop, until unbanned -- but list allow wins over bans"), "{out}");
     let r = s.ban(&[FREE_V4]);
     assert!(r[0].warnings.iter().any(|w| w.contains("never-block")), "{r:?}");
     assert_eq!(s.ping(FREE_V4), PINGS, "never-block wins over the ban");

@@ -13,8 +13,8 @@ use blocker::{
     },
     config::RunOptions,
     control::report::{
-        AddressLookup, ConfigInterface, ConfigList, ConfigReport, ConfigScope, ConfigSource, ConfigTable, LiveVerdict,
-        LookupReport, NeverBlocked, RegionName, ScopeVerdict, Verdict,
+        AddressLookup, ConfigInterface, ConfigList, ConfigReport, ConfigScope, ConfigSource, ConfigTable, LiveBan,
+        LiveVerdict, LookupReport, NeverBlocked, RegionName, ScopeVerdict, Verdict,
     },
     dataplane::{
         device, link,
@@ -47,7 +47,8 @@ pub(crate) fn lookup(
                 // device with the name here.
                 let here = link::attached_here(&dir, &i);
                 let outbound_here = blocker::dataplane::egress::egress_here(&dir, &i).unwrap_or(false);
-                live.push((i, lists, mode, m.live_table()?, here && outbound_here, here));
+                let bans = blocker::dataplane::bans::BanMaps::open(&dir).ok();
+                live.push((i, lists, mode, m.live_table()?, here && outbound_here, here, bans));
             }
             Err(e) if iface.is_some() => return Err(e.into()),
             Err(_) => {}
@@ -75,7 +76,29 @@ pub(crate) fn lookup(
             })
             .collect();
         let mut verdicts = Vec::new();
-        for (interface, lists, mode, table, outbound_here, inbound_here) in &live {
+        let mut bans = Vec::new();
+        for (interface, lists, _, table, _, _, ban_maps) in &live {
+            let Some(maps) = ban_maps else { continue };
+            let (family, value) = blocker::decisions::unmapped(family, value);
+            let now = blocker::clock::boot_ns();
+            let Some((prefix, e)) = maps.find(family, value, now) else { continue };
+            let overridden_by = table.lookup_in(0, family, value).and_then(|(id, _)| {
+                lists
+                    .iter()
+                    .find(|l| l.id == id && l.flags & blocker_common::LIST_SHIELDS_BANS != 0)
+                    .map(|l| l.name.clone())
+            });
+            bans.push(LiveBan {
+                interface: interface.clone(),
+                target: prefix.to_string(),
+                origin: lists.iter().find(|l| l.id == e.list_id).map_or_else(|| "?".into(), |l| l.name.clone()),
+                action: if e.action == blocker_common::ACTION_REJECT { "reject" } else { "drop" }.into(),
+                remaining_seconds: (e.expires_ns != blocker_common::bans::NEVER)
+                    .then(|| e.expires_ns.saturating_sub(now).div_ceil(1_000_000_000)),
+                overridden_by,
+            });
+        }
+        for (interface, lists, mode, table, outbound_here, inbound_here, _) in &live {
             for (i, scope) in table.scopes().iter().enumerate() {
                 let outbound = table.outbound() == Some(i as u32);
                 let verdict = match table.lookup_in(i as u32, family, value) {
@@ -100,7 +123,7 @@ pub(crate) fn lookup(
                 });
             }
         }
-        report.addresses.push(AddressLookup { address: *addr, regions, policy, live: verdicts });
+        report.addresses.push(AddressLookup { address: *addr, regions, policy, live: verdicts, bans });
     }
     Ok(report)
 }

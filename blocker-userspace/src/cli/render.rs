@@ -203,6 +203,15 @@ pub(crate) fn lookup_text(report: &LookupReport) -> String {
                 l.verdict.action
             );
         }
+        for b in &a.bans {
+            let left = b.remaining_seconds.map_or("until unbanned".to_string(), |r| format!("{} left", remaining(r)));
+            let wins = b
+                .overridden_by
+                .as_deref()
+                .map_or(String::new(), |l| format!(" -- but list {l} wins over bans: it passes"));
+            let _ =
+                writeln!(s, "  banned on {}: {} by {}, {}, {left}{wins}", b.interface, b.target, b.origin, b.action);
+        }
     }
     s
 }
@@ -372,6 +381,13 @@ pub(crate) fn status_text(v: &StatusReply) -> String {
         if let Some(held) = &src.held {
             let _ = writeln!(s, "  HELD: {held}");
         }
+    }
+    let bans: usize = v.bans.values().sum();
+    if bans > 0 {
+        let by: Vec<String> = v.bans.iter().map(|(o, n)| format!("{o} {n}")).collect();
+        let _ = writeln!(s, "bans: {bans} in force ({}); `blocker bans` lists them", by.join(", "));
+    } else {
+        let _ = writeln!(s, "bans: none");
     }
     let events = &v.events;
     let _ = match (&events.error, events.events_per_second) {

@@ -28,6 +28,25 @@ pub struct AddressLookup {
     /// Empty: no policy was given to evaluate.
     pub policy: Vec<ScopeVerdict>,
     pub live: Vec<LiveVerdict>,
+    /// The bans that hold the address on each interface (`blocker bans`).
+    #[serde(default)]
+    pub bans: Vec<LiveBan>,
+}
+
+/// A ban that holds an address in an interface's pinned maps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveBan {
+    pub interface: String,
+    /// The banned prefix (the longest that holds the address).
+    pub target: String,
+    pub origin: String,
+    /// "drop" or "reject".
+    pub action: String,
+    /// Seconds left (None: until unbanned).
+    pub remaining_seconds: Option<u64>,
+    /// A list whose pass wins over bans there (never-block, an allow list),
+    /// as the first inbound scope's live table finds it.
+    pub overridden_by: Option<String>,
 }
 
 /// A scope's verdict: the scope (`default` outside every scope), the traffic

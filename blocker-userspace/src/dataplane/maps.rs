@@ -587,6 +587,8 @@ pub struct ListCounters {
     pub name: String,
     pub action: Option<Action>,
     pub live: bool,
+    /// `blocker_common::LIST_*` flags (whether its pass wins over bans).
+    pub flags: u32,
     pub packets: u64,
     pub bytes: u64,
 }
@@ -937,6 +939,7 @@ impl DataplaneMaps {
                 name,
                 action: Action::from_code(info.action),
                 live: info.state == LIST_STATE_LIVE || info.state == LIST_STATE_ORIGIN,
+                flags: info.flags,
                 packets: per_cpu.iter().map(|s| s.packets).sum(),
                 bytes: per_cpu.iter().map(|s| s.bytes).sum(),
             });
