@@ -136,7 +136,7 @@ fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> 
 #[test]
 fn a_ban_drops_at_once_counts_per_origin_and_expires_without_the_daemon() {
     let s = Setup::new();
-    let d = s.start(&[], "daemon.log");
+    let d = s.start(&["--metrics-listen", "9464"], "daemon.log");
     assert_eq!(s.ping(FREE_V4), PINGS, "not banned yet");
     assert_eq!(s.ping(FREE_V6), PINGS);
 
@@ -153,6 +153,18 @@ fn a_ban_drops_at_once_counts_per_origin_and_expires_without_the_daemon() {
     assert!(out.contains(&format!("banned on {}: 198.51.100.2/32 by ids, drop, ", s.net.rx_if)), "{out}");
     let out = s.ok(&["lookup", ALLOWED_V4]);
     assert!(!out.contains("banned on"), "{out}");
+    // The metrics: bans per origin, and their drops under the origin.
+    let scrape = blocker_tests::http::request_in_netns(&s.net.rx_ns, "127.0.0.1:9464", "GET", "/metrics").unwrap();
+    let body = scrape.body;
+    assert!(body.contains("blocker_bans_active{origin=\"ids\"} 2"), "{body}");
+    assert!(body.contains("blocker_bans_refused_total{reason=\"full\"} 0"), "{body}");
+    assert!(
+        body.lines().any(|l| l.starts_with("blocker_list_packets_total{")
+            && l.contains("scope=\"ban\"")
+            && l.contains("list=\"ids\"")
+            && l.ends_with(&format!(" {}", 2 * PINGS))),
+        "{body}"
+    );
     let status = s.ok(&["status"]);
     assert!(status.contains("bans: 2 in force (ids 2)"), "{status}");
     let listed = s.bans();
