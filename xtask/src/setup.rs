@@ -34,6 +34,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("tmux", "tmux"),
     // An unprivileged local peer that holds the metrics endpoint's connections.
     ("/usr/bin/python3", "python3"),
+    // The shipped fail2ban action is tested with a real fail2ban.
+    ("fail2ban-client", "fail2ban"),
 ];
 /// What the benchmarks' baselines need besides.
 const BENCH_PACKAGES: &[(&str, &str)] = &[

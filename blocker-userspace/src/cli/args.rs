@@ -109,10 +109,13 @@ pub(crate) enum Command {
     /// Ban addresses or ranges now, for a time or until unbanned, without
     /// reloading the lists; returns once every interface enforces the bans.
     Ban(BanArgs),
-    /// Remove bans.
+    /// Remove bans: the targets given, or every ban of an origin.
     Unban {
-        #[arg(value_name = "ADDR|CIDR", required = true)]
+        #[arg(value_name = "ADDR|CIDR", required_unless_present = "origin")]
         targets: Vec<String>,
+        /// Every ban of this origin (fail2ban's flush), instead of targets.
+        #[arg(long, value_name = "NAME", conflicts_with = "targets")]
+        origin: Option<String>,
         #[arg(long)]
         json: bool,
     },

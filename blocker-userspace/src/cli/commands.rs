@@ -46,8 +46,8 @@ pub(crate) fn run(cli: Cli, run_options_given: &[String]) -> Result<()> {
         }
         Command::Regions { command } => regions(command),
         Command::Ban(args) => ban(&socket, args),
-        Command::Unban { targets, json } => {
-            let reply = client::unban(&socket, targets)?;
+        Command::Unban { targets, origin, json } => {
+            let reply = client::unban(&socket, targets, origin)?;
             print_as(json, &reply, render::unban_text)
         }
         Command::Bans { origin, json } => {

@@ -146,8 +146,8 @@ pub fn ban(path: &Path, ban: BanRequest) -> Result<Vec<BanReply>, ClientError> {
     Ok(replies)
 }
 
-pub fn unban(path: &Path, targets: Vec<String>) -> Result<UnbanReply, ClientError> {
-    request(path, Request::Unban { targets })
+pub fn unban(path: &Path, targets: Vec<String>, origin: Option<String>) -> Result<UnbanReply, ClientError> {
+    request(path, Request::Unban { targets, origin })
 }
 
 pub fn bans(path: &Path, origin: Option<String>) -> Result<BansReply, ClientError> {

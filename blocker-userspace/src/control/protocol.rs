@@ -44,9 +44,12 @@ pub enum Request {
     /// Ban addresses or prefixes (`decisions`); answered once every interface
     /// enforces them.
     Ban(BanRequest),
-    /// Remove bans.
+    /// Remove bans: the targets, or with `origin` and no targets, every ban
+    /// of that origin.
     Unban {
         targets: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        origin: Option<String>,
     },
     /// The bans held, with their packets (optionally of one origin).
     Bans {

@@ -943,9 +943,9 @@ impl Daemon {
                     }
                 }
             }
-            Ok(Request::Unban { targets: given }) => {
+            Ok(Request::Unban { targets: given, origin }) => {
                 let (bans, mut targets) = self.bans_and_targets();
-                let r = bans.unban(&given, &mut targets);
+                let r = bans.unban(&given, origin.as_deref(), &mut targets);
                 self.publish_bans();
                 match r {
                     Ok(r) => {

@@ -112,11 +112,26 @@ impl Bans {
         Ok(BanReply { ok: true, outcome, interfaces: targets.iter().map(|t| t.iface.to_owned()).collect(), warnings })
     }
 
-    /// `blocker unban`.
-    pub fn unban(&mut self, given: &[String], targets: &mut [Target<'_>]) -> Result<UnbanReply, String> {
+    /// `blocker unban`: the targets given, or every ban of `origin` when no
+    /// target is given (fail2ban's flush).
+    pub fn unban(
+        &mut self,
+        given: &[String],
+        origin: Option<&str>,
+        targets: &mut [Target<'_>],
+    ) -> Result<UnbanReply, String> {
         let mut prefixes = Vec::with_capacity(given.len());
         for t in given {
             prefixes.push(super::parse_target(t).map_err(|e| e.to_string())?);
+        }
+        match (prefixes.is_empty(), origin) {
+            (true, Some(o)) => {
+                super::check_origin(o).map_err(|e| e.to_string())?;
+                prefixes = self.store.iter().filter(|b| b.origin == o).map(|b| b.prefix).collect();
+            }
+            (true, None) => return Err("nothing to unban: give ADDR or CIDR arguments, or --origin NAME".into()),
+            (false, Some(_)) => return Err("give targets or --origin NAME (every ban of that origin), not both".into()),
+            (false, None) => {}
         }
         let removed = self.store.remove(&prefixes).map_err(|e| e.to_string())?;
         enforce::remove(targets, &self.store, &removed).map_err(|e| e.to_string())?;
