@@ -16,6 +16,12 @@
 //! direction's cost per packet with the inbound one's (an skb, not an XDP
 //! frame: the harnesses differ too).
 //!
+//! Bans (`decisions`): for the world deny-all table, the same program with
+//! `BANS` bans beside the table (IPv4 hosts and /24s, IPv6 hosts and /64s), on
+//! the table's frames (no ban holds them: a legitimate client's cost) and on
+//! frames from banned sources (the attack's): `bans/blk` against the program
+//! with no bans, which reads one zero word.
+//!
 //! Tables: the world (bundled countries) in deny-all and allowlist modes; a threat
 //! list of 2,000,000 random IPv4 hosts, 1,000,000 IPv6 hosts and 1,000,000 IPv6
 //! /64s; a geo-like table (the countries cut into finer interleaved pieces, over
@@ -65,6 +71,64 @@ use blocker_common::{
     PROGRAM_NAME,
 };
 use blocker_tests::{frames::ip_frame, tables, Rng};
+
+/// Bans beside the world table (`BLOCKER_BENCH_BANS`).
+const BANS: usize = 1_000_000;
+
+struct BanRow {
+    family: &'static str,
+    /// The table's frames: the program without bans, then with them.
+    no_bans: f64,
+    misses: f64,
+    /// Frames from banned sources: without bans, then with them.
+    no_bans_attack: f64,
+    hits: f64,
+}
+
+/// Writes `n` bans into `maps`' ban maps as the daemon would (`decisions`):
+/// 60 % IPv4 hosts, 10 % IPv4 /24s, 20 % IPv6 hosts, 10 % IPv6 /64s. Returns
+/// an address inside each of the first bans of each family (hosts and
+/// prefixes mixed), for attack frames.
+fn fill_bans(maps: &mut DataplaneMaps, n: usize) -> (Vec<IpAddr>, Vec<IpAddr>) {
+    use blocker::dataplane::bans::{length_words, BanKey};
+    use blocker_common::bans::{BanEntry, NEVER};
+    let mut rng = Rng(0x5eed_0bad_cafe_f00d);
+    let id = maps.origin_id("bench").unwrap();
+    let mut prefixes = Vec::with_capacity(n);
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let mut r = rng.next_u64();
+        // Not in the default never-block ranges (127/8, 169.254/16), which
+        // win over bans.
+        if matches!((r as u32) >> 24, 127 | 169) {
+            r ^= 0x8000_0000;
+        }
+        let p = match i % 10 {
+            0..=5 => Prefix { family: Family::V4, addr: u128::from(r as u32), len: 32 },
+            6 => Prefix { family: Family::V4, addr: u128::from(r as u32 & 0xffff_ff00), len: 24 },
+            7 | 8 => Prefix {
+                family: Family::V6,
+                addr: (0x2000u128 << 112) | (u128::from(r) << 32) | u128::from(rng.next_u64() as u32),
+                len: 128,
+            },
+            _ => Prefix { family: Family::V6, addr: (0x2000u128 << 112) | (u128::from(r >> 16) << 64), len: 64 },
+        };
+        // A host is its own address; a prefix, an address inside it.
+        let inside = if p.len == p.family.bits() { p } else { Prefix { addr: p.addr | 1, ..p } };
+        match p.family {
+            Family::V4 => v4.push(inside.to_ip()),
+            Family::V6 => v6.push(inside.to_ip()),
+        }
+        prefixes.push(p);
+    }
+    let bans = maps.bans_mut();
+    bans.set_lengths(length_words(&prefixes)).unwrap();
+    for p in &prefixes {
+        let entry = BanEntry { expires_ns: NEVER, packets: 0, list_id: id, action: blocker_common::ACTION_DROP };
+        bans.put(&BanKey::of(p), entry).unwrap();
+    }
+    (v4, v6)
+}
 
 /// Largest table (in CIDRs) the LPM baseline is filled with.
 const LPM_LIMIT: usize = 1_500_000;
@@ -170,7 +234,7 @@ fn load_extra(ebpf: &mut Ebpf, name: &str) {
 struct ParkingNetns(String);
 
 /// Programs parked at once: one veth each.
-const PARKING_SPOTS: usize = 5;
+const PARKING_SPOTS: usize = 6;
 
 impl ParkingNetns {
     fn enter() -> ParkingNetns {
@@ -319,6 +383,7 @@ struct Row {
 fn main() {
     object::check_privileges().expect("the dataplane bench needs root");
     let mut rows = Vec::new();
+    let mut ban_rows: Vec<BanRow> = Vec::new();
     let started = Instant::now();
     let tables = tables_to_measure();
     let parking = ParkingNetns::enter();
@@ -374,7 +439,19 @@ fn main() {
             m.apply_scopes(&policy.view(), DEFAULT_TABLE_MEMORY, None).unwrap();
             m
         });
+        // The same table with bans beside it.
+        let mut banned = (*mode == "world deny-all").then(|| {
+            let mut m = DataplaneMaps::load(&pins::iface_dir(&root, "banned"), 0).unwrap();
+            m.apply(table, DEFAULT_TABLE_MEMORY).unwrap();
+            let t = Instant::now();
+            let sources = fill_bans(&mut m, knob("BLOCKER_BENCH_BANS", BANS));
+            eprintln!("{} bans written in {:.1} s", knob("BLOCKER_BENCH_BANS", BANS), t.elapsed().as_secs_f64());
+            (m, sources)
+        });
         if knob("BLOCKER_BENCH_PARK", 1) == 1 {
+            if let Some((m, _)) = &mut banned {
+                parking.park(m.ebpf_mut().unwrap(), &[PROGRAM_NAME], 5);
+            }
             parking.park(maps.ebpf_mut().unwrap(), &[PROGRAM_NAME], 0);
             parking.park(&mut bench, &[PROGRAM_LPM_BASELINE, PROGRAM_DROP_FLOOR, PROGRAM_NO_LOOKUP], 1);
             if let Some(m) = &mut scoped {
@@ -412,6 +489,30 @@ fn main() {
                 assert_eq!(verdicts, lpm_verdicts, "the classifier and the LPM baseline must agree on every frame");
                 *lpm_ns
             });
+            if let Some((m, sources)) = &mut banned {
+                let with_bans: &Ebpf = m.ebpf_mut().unwrap();
+                let pair = [prog(ebpf, PROGRAM_NAME), prog(with_bans, PROGRAM_NAME)];
+                let misses = measure(&pair, &fs);
+                let from = if family == Family::V4 { &sources.0 } else { &sources.1 };
+                let attack: Vec<Vec<u8>> = from.iter().take(fs.len()).map(|a| ip_frame(*a, &[])).collect();
+                let hits = measure(&pair, &attack);
+                let missed: Vec<&IpAddr> =
+                    from.iter().zip(&hits[1].1).filter(|(_, v)| **v != 1).map(|(a, _)| a).collect();
+                assert!(
+                    missed.is_empty(),
+                    "banned sources passed: {} of {}, like {:?}",
+                    missed.len(),
+                    attack.len(),
+                    &missed[..missed.len().min(5)]
+                );
+                ban_rows.push(BanRow {
+                    family: if family == Family::V4 { "IPv4" } else { "IPv6" },
+                    no_bans: misses[0].0,
+                    misses: misses[1].0,
+                    no_bans_attack: hits[0].0,
+                    hits: hits[1].0,
+                });
+            }
             rows.push(Row {
                 mode,
                 family: if family == Family::V4 { "IPv4" } else { "IPv6" },
@@ -427,6 +528,7 @@ fn main() {
             });
         }
         drop(bench);
+        drop(banned);
         drop(scoped);
         drop(outbound);
         drop(maps);
@@ -485,6 +587,34 @@ fn main() {
             "lpm_over_blocker_above_floor": (r.lpm - r.floor) / (r.blocker - r.floor), "frames": frames_n, "repeat": repeat, "drops": r.hits,
         }));
     }
+    let mut ban_json = Vec::new();
+    if !ban_rows.is_empty() {
+        let n = knob("BLOCKER_BENCH_BANS", BANS);
+        let _ = writeln!(out, "\nbans: world deny-all with {n} bans beside the table, against no bans (same run)");
+        let _ = writeln!(
+            out,
+            "{:<5} {:>12} {:>12} {:>10} {:>16} {:>12} {:>10}",
+            "fam", "no bans ns", "bans ns", "bans/blk", "no bans, attack", "bans, attack", "bans/blk"
+        );
+        for r in &ban_rows {
+            let _ = writeln!(
+                out,
+                "{:<5} {:>12.1} {:>12.1} {:>9.2}x {:>16.1} {:>12.1} {:>9.2}x",
+                r.family,
+                r.no_bans,
+                r.misses,
+                r.misses / r.no_bans,
+                r.no_bans_attack,
+                r.hits,
+                r.hits / r.no_bans_attack
+            );
+            ban_json.push(serde_json::json!({
+                "family": r.family, "bans": n, "no_bans_ns": r.no_bans, "bans_ns": r.misses,
+                "bans_over_no_bans": r.misses / r.no_bans, "no_bans_attack_ns": r.no_bans_attack,
+                "bans_attack_ns": r.hits, "attack_bans_over_no_bans": r.hits / r.no_bans_attack,
+            }));
+        }
+    }
     drop(parking);
     let _ = writeln!(out, "({:.1} s)", started.elapsed().as_secs_f64());
     print!("{out}");
@@ -492,7 +622,7 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("dataplane.json"),
-        serde_json::to_string_pretty(&serde_json::json!({ "per_packet": json })).unwrap(),
+        serde_json::to_string_pretty(&serde_json::json!({ "per_packet": json, "bans": ban_json })).unwrap(),
     )
     .unwrap();
     println!("wrote {}", dir.join("dataplane.json").display());

@@ -294,3 +294,71 @@ fn outside_every_scope_only_never_block_wins() {
         Row { name: "in scope, banned", frame: tcp("198.51.100.7"), verdict: XDP_DROP, counter: DROPPED, list: Some(("ban", "ids")) },
     ]);
 }
+
+#[test]
+fn a_full_ban_map_refuses_the_next_ban_and_evicts_nothing() {
+    use blocker::{dataplane::maps::pinned_map_memory, net::Family};
+    let mut h = Harness::new(&[]);
+    let max = h.maps.bans().max(Family::V4) as usize;
+    assert_eq!(max, 1 << 20);
+    let memory = |h: &Harness| -> u64 {
+        pinned_map_memory(&h.maps.dir)
+            .unwrap()
+            .iter()
+            .filter(|(name, _)| name == blocker_common::map_names::BANS_V4)
+            .map(|(_, b)| *b)
+            .sum()
+    };
+    let empty = memory(&h);
+    // The whole map, in batches as `blocker ban --from` sends them: IPv4
+    // hosts 10.0.0.0 up, and 20 % of them /24s elsewhere.
+    let started = std::time::Instant::now();
+    let bans: Vec<Ban> = (0..max as u32)
+        .map(|i| {
+            let prefix = if i % 5 == 0 {
+                blocker::net::Prefix { family: Family::V4, addr: u128::from(0x4000_0000 + (i << 8)), len: 24 }
+            } else {
+                blocker::net::Prefix { family: Family::V4, addr: u128::from(0x0a00_0000 + i), len: 32 }
+            };
+            Ban { prefix, expires_ns: None, origin: "feed".into(), reason: String::new(), action: BanAction::Drop }
+        })
+        .collect();
+    for chunk in bans.chunks(100_000) {
+        let (_, changed) = h.store.add(chunk.to_vec()).unwrap();
+        let mut targets = [Target { iface: "test", maps: &mut h.maps }];
+        enforce::put(&mut targets, &h.store, &changed).unwrap();
+    }
+    let full = memory(&h);
+    eprintln!(
+        "{max} IPv4 bans in {:.1} s; ban map {:.1} MiB empty, {:.1} MiB full: {:.0} bytes a ban",
+        started.elapsed().as_secs_f64(),
+        empty as f64 / f64::from(1 << 20),
+        full as f64 / f64::from(1 << 20),
+        (full - empty) as f64 / max as f64
+    );
+    assert!(full > empty, "the map's memory grows with its bans");
+    // One more: refused, with the numbers, and nothing changed.
+    let more = Ban {
+        prefix: parse_target("198.51.100.7").unwrap(),
+        expires_ns: None,
+        origin: "feed".into(),
+        reason: String::new(),
+        action: BanAction::Drop,
+    };
+    let e = h.store.add(vec![more]).unwrap_err().to_string();
+    assert!(
+        e.contains("1048577 IPv4 bans needed, the ban map holds 1048576") && e.contains("nothing was banned"),
+        "{e}"
+    );
+    assert_eq!(h.run(&udp("198.51.100.7").build()), XDP_PASS, "not banned");
+    // No active ban was evicted: the first, the last and a /24 still hold.
+    assert_eq!(h.run(&udp("10.0.0.1").build()), XDP_DROP);
+    let last_host = (0..max).rev().find(|i| i % 5 != 0).unwrap();
+    let last = format!("10.{}.{}.{}", last_host >> 16 & 255, last_host >> 8 & 255, last_host & 255);
+    assert_eq!(h.run(&udp(&last).build()), XDP_DROP, "{last}");
+    assert_eq!(h.run(&udp("64.0.0.9").build()), XDP_DROP);
+    assert_eq!(h.maps.bans().entries().len(), max);
+    // IPv6 has a map of its own.
+    h.ban("2001:db8:9::1", "feed", BanAction::Drop, None);
+    assert_eq!(h.run(&udp("2001:db8:9::1").build()), XDP_DROP);
+}
