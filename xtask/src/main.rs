@@ -87,7 +87,7 @@ fn run() -> Result<()> {
         Task::Bench { only } => {
             setup::bench()?;
             require_root("the benchmarks")?;
-            for bench in ["dataplane", "endtoend", "world", "metrics"] {
+            for bench in ["dataplane", "endtoend", "world", "metrics", "bans"] {
                 if only.is_empty() || only.iter().any(|o| o == bench) {
                     cargo(&["bench", "-p", "blocker-userspace", "--bench", bench])?;
                 }

@@ -819,6 +819,9 @@ impl Daemon {
                 started.elapsed().as_millis()
             );
         }
+        // What wins over bans now (in part, where some interfaces kept the
+        // previous table: the newer policy is the one status shows too).
+        self.bans.set_shields(crate::decisions::service::Shields::of(table));
         if !kept_previous.is_empty() {
             self.state.lists = list_summaries(table);
             self.state.scopes = scope_summaries(table);
@@ -1204,6 +1207,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         reader,
         bans,
     };
+    daemon.bans.set_shields(crate::decisions::service::Shields::of(&table));
     daemon.publish_bans();
     // Every interface is attached with its table: systemd may go on.
     notify::ready(&daemon.status_line());

@@ -37,8 +37,22 @@ fn entry(ban: &Ban, list_id: u32) -> BanEntry {
     BanEntry { expires_ns: ban.expires_ns.unwrap_or(NEVER), packets: 0, list_id, action: ban.action.code() }
 }
 
+/// The list ids of origins, per interface: an origin keeps its id for good
+/// (reloads never retire it), so it is looked up in the pins once.
+pub type OriginIds = HashMap<(String, String), u32>;
+
 /// Writes the store's bans of `prefixes` into every target's maps.
 pub fn put(targets: &mut [Target<'_>], store: &Store, prefixes: &[Prefix]) -> Result<(), EnforceError> {
+    put_with(targets, store, prefixes, &mut OriginIds::new())
+}
+
+/// `put`, with origin ids remembered in `ids` across calls.
+pub fn put_with(
+    targets: &mut [Target<'_>],
+    store: &Store,
+    prefixes: &[Prefix],
+    ids: &mut OriginIds,
+) -> Result<(), EnforceError> {
     let words = length_words(store.prefixes());
     for t in targets.iter_mut() {
         let iface = t.iface.to_owned();
@@ -48,17 +62,17 @@ pub fn put(targets: &mut [Target<'_>], store: &Store, prefixes: &[Prefix]) -> Re
         let old = bans.lengths();
         let wide: Vec<u64> = old.iter().zip(&words).map(|(a, b)| a | b).collect();
         bans.set_lengths(wide.try_into().expect("same length")).map_err(&map_err)?;
-        let mut ids: HashMap<&str, u32> = HashMap::new();
         for p in prefixes {
             let Some(ban) = store.get(p) else { continue };
-            let id = match ids.get(ban.origin.as_str()) {
+            let key = (iface.clone(), ban.origin.clone());
+            let id = match ids.get(&key) {
                 Some(id) => *id,
                 None => {
                     let id = t
                         .maps
                         .origin_id(&ban.origin)
                         .map_err(|error| EnforceError::Maps { iface: iface.clone(), error: Box::new(error) })?;
-                    ids.insert(&ban.origin, id);
+                    ids.insert(key, id);
                     id
                 }
             };

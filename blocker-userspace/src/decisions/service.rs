@@ -3,7 +3,7 @@
 //! together. Every change goes to the state file first, then to every
 //! interface; a request is answered once every interface enforces it.
 
-use std::{collections::HashMap, path::Path};
+use std::path::Path;
 
 use blocker_common::{bans::NEVER, LIST_SHIELDS_BANS};
 
@@ -15,13 +15,16 @@ use super::{
 use crate::{
     clock,
     control::protocol::{BanReply, BanRequest, BanStatus, BansReply, UnbanReply},
-    dataplane::{bans::BanKey, maps::ListDirectory},
+    dataplane::bans::BanKey,
     net::{Family, Prefix},
 };
 
 /// The daemon's bans and where they are enforced.
 pub struct Bans {
     store: Store,
+    /// What wins over bans in the policy in force (`set_shields`).
+    shields: Shields,
+    origin_ids: enforce::OriginIds,
     /// Bans refused because a map was full, since the start (a metric).
     pub refused_full: u64,
 }
@@ -62,11 +65,16 @@ impl Bans {
         if !store.is_empty() {
             notes.push(format!("{} bans in force (state file {})", store.len(), store.path().display()));
         }
-        Ok((Bans { store, refused_full: 0 }, notes))
+        Ok((Bans { store, shields: Shields::default(), origin_ids: enforce::OriginIds::new(), refused_full: 0 }, notes))
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The policy now in force (at start and after each reload).
+    pub fn set_shields(&mut self, shields: Shields) {
+        self.shields = shields;
     }
 
     /// `blocker ban`: all targets or none.
@@ -94,7 +102,7 @@ impl Bans {
             let action = if req.reject { BanAction::Reject } else { BanAction::Drop };
             bans.push(Ban { prefix, expires_ns, origin: origin.clone(), reason: reason.clone(), action });
         }
-        let warnings = shield_warnings(&bans, targets);
+        let warnings = self.shields.warnings(&bans);
         let (outcome, changed) = match self.store.add(bans) {
             Ok(done) => done,
             Err(AddError::Refused(e @ BanError::Full { .. })) => {
@@ -103,7 +111,7 @@ impl Bans {
             }
             Err(e) => return Err(e.to_string()),
         };
-        if let Err(e) = enforce::put(targets, &self.store, &changed) {
+        if let Err(e) = enforce::put_with(targets, &self.store, &changed, &mut self.origin_ids) {
             // Undone where it can be: the new bans leave the store and the maps.
             let _ = self.store.remove(&changed);
             let _ = enforce::remove(targets, &self.store, &changed);
@@ -180,48 +188,82 @@ impl Bans {
     }
 }
 
-/// For each ban whose first or last address a never-block range or an allow
-/// list covers in a live table: what wins there.
-fn shield_warnings(bans: &[Ban], targets: &[Target<'_>]) -> Vec<String> {
-    let Some(t) = targets.first() else { return Vec::new() };
-    let Ok(table) = t.maps.live_table() else { return Vec::new() };
-    let Ok(dir) = ListDirectory::open(&t.maps.dir) else { return Vec::new() };
-    let entries: HashMap<u32, (String, String, u32)> =
-        dir.entries().unwrap_or_default().into_iter().map(|e| (e.id, (e.scope, e.name, e.info.flags))).collect();
-    let mut out = Vec::new();
-    for b in bans {
-        let (lo, hi) = b.prefix.range();
-        let mut shields: Vec<String> = Vec::new();
-        for scope in 0..table.scopes().len() as u32 {
-            if Some(scope) == table.outbound() {
-                continue;
-            }
-            for addr in [lo, hi] {
-                let Some((id, _)) = table.lookup_in(scope, b.prefix.family, addr) else { continue };
-                if let Some((scope_name, name, flags)) = entries.get(&id) {
-                    if flags & LIST_SHIELDS_BANS != 0 {
-                        let what = if name == crate::policy::NEVER_BLOCK {
-                            "the never-block ranges".to_string()
-                        } else {
-                            format!("the allow list {name} (scope {scope_name})")
-                        };
-                        if !shields.contains(&what) {
-                            shields.push(what);
-                        }
-                    }
+/// The ranges of the policy in force whose pass wins over bans: never-block
+/// ranges and allow lists, per inbound scope (sorted, disjoint, as the table
+/// holds them). Kept from each load of the table, so that `blocker ban` says
+/// what wins without reading the kernel's table.
+#[derive(Default)]
+pub struct Shields {
+    scopes: Vec<(String, [Vec<Shield>; 2])>,
+}
+
+/// A range whose pass wins over bans: first and last address, and its list.
+type Shield = (u128, u128, String);
+
+impl Shields {
+    pub fn of(policy: &crate::compile::table::CompiledPolicy) -> Shields {
+        let scopes = policy
+            .scopes
+            .iter()
+            .filter(|s| !s.outbound)
+            .map(|s| {
+                let t = &s.table;
+                let shields = |family| -> Vec<Shield> {
+                    t.entries(family)
+                        .iter()
+                        .filter(|r| t.lists[r.list].role.list_flags() & LIST_SHIELDS_BANS != 0)
+                        .map(|r| (r.lo, r.hi, t.lists[r.list].name.clone()))
+                        .collect()
+                };
+                (s.name.clone(), [shields(Family::V4), shields(Family::V6)])
+            })
+            .collect();
+        Shields { scopes }
+    }
+
+    /// What wins over a ban of `p` somewhere in it, in words.
+    fn covering(&self, p: &Prefix) -> Vec<String> {
+        let (lo, hi) = p.range();
+        let mut out: Vec<String> = Vec::new();
+        for (scope, families) in &self.scopes {
+            let ranges = &families[p.family as usize];
+            let first = ranges.partition_point(|r| r.1 < lo);
+            for (_, _, name) in ranges[first..].iter().take_while(|r| r.0 <= hi) {
+                let what = if name == crate::policy::NEVER_BLOCK {
+                    "the never-block ranges".to_string()
+                } else {
+                    format!("the allow list {name} (scope {scope})")
+                };
+                if !out.contains(&what) {
+                    out.push(what);
                 }
             }
         }
-        if !shields.is_empty() {
+        out
+    }
+
+    /// For each ban that a never-block range or an allow list overlaps: what
+    /// wins there (at most 100 lines).
+    fn warnings(&self, bans: &[Ban]) -> Vec<String> {
+        let mut out = Vec::new();
+        for b in bans {
+            let shields = self.covering(&b.prefix);
+            if shields.is_empty() {
+                continue;
+            }
+            let one = shields.len() == 1;
             out.push(format!(
-                "{}: {} cover{} it and win{} over bans: its packets there still pass",
+                "{}: {} cover{} {} and win{} over bans: its packets there still pass",
                 b.prefix,
                 shields.join(" and "),
-                if shields.len() == 1 { "s" } else { "" },
-                if shields.len() == 1 { "s" } else { "" },
+                if one { "s" } else { "" },
+                if b.prefix.len == b.prefix.family.bits() { "it" } else { "part of it" },
+                if one { "s" } else { "" },
             ));
+            if out.len() == 100 {
+                break;
+            }
         }
+        out
     }
-    out.truncate(100);
-    out
 }

@@ -72,6 +72,7 @@ pub struct Store {
     expiry: BinaryHeap<Reverse<(u64, Prefix)>>,
     per_length: HashMap<(Family, u8), usize>,
     per_family: [usize; 2],
+    per_origin: HashMap<String, usize>,
     max: [u32; 2],
     path: PathBuf,
     /// Lines in the state file.
@@ -88,6 +89,7 @@ impl Store {
             expiry: BinaryHeap::new(),
             per_length: HashMap::new(),
             per_family: [0; 2],
+            per_origin: HashMap::new(),
             max,
             path,
             lines: 0,
@@ -176,9 +178,22 @@ impl Store {
         if let Some(e) = ban.expires_ns {
             self.expiry.push(Reverse((e, p)));
         }
-        if self.bans.insert(p, ban).is_none() {
-            *self.per_length.entry((p.family, p.len)).or_default() += 1;
-            self.per_family[p.family as usize] += 1;
+        *self.per_origin.entry(ban.origin.clone()).or_default() += 1;
+        match self.bans.insert(p, ban) {
+            None => {
+                *self.per_length.entry((p.family, p.len)).or_default() += 1;
+                self.per_family[p.family as usize] += 1;
+            }
+            Some(old) => self.origin_left(&old.origin),
+        }
+    }
+
+    fn origin_left(&mut self, origin: &str) {
+        if let Some(n) = self.per_origin.get_mut(origin) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_origin.remove(origin);
+            }
         }
     }
 
@@ -191,6 +206,7 @@ impl Store {
             }
         }
         self.per_family[p.family as usize] -= 1;
+        self.origin_left(&ban.origin);
         Some(ban)
     }
 
@@ -231,11 +247,7 @@ impl Store {
 
     /// Active bans per origin.
     pub fn origins(&self) -> BTreeMap<String, usize> {
-        let mut out = BTreeMap::new();
-        for b in self.bans.values() {
-            *out.entry(b.origin.clone()).or_insert(0) += 1;
-        }
-        out
+        self.per_origin.iter().map(|(o, n)| (o.clone(), *n)).collect()
     }
 
     /// Records `bans` (all or nothing): a ban of a prefix already banned keeps
@@ -254,7 +266,7 @@ impl Store {
             }
         }
         let mut new = [0usize; 2];
-        let mut origins: std::collections::BTreeSet<&str> = self.bans.values().map(|b| b.origin.as_str()).collect();
+        let mut origins: std::collections::BTreeSet<&str> = self.per_origin.keys().map(String::as_str).collect();
         for b in batch.values() {
             if !self.bans.contains_key(&b.prefix) {
                 new[b.prefix.family as usize] += 1;
