@@ -302,3 +302,22 @@ fn bulk_bans_from_a_file_and_reject() {
     assert_eq!(s.ping(FREE_V4), 0);
     assert_eq!(s.ban_packets("feed"), u64::from(PINGS));
 }
+
+#[test]
+fn a_lost_state_file_keeps_the_bans_the_maps_hold() {
+    let s = Setup::new();
+    let d = s.start(&[], "daemon.log");
+    s.ban(&[FREE_V4, "--for", "1h", "--origin", "ids", "--reject"]);
+    d.stop_with(libc::SIGTERM).unwrap();
+    std::fs::remove_dir_all(s.file("state")).unwrap();
+    let d = s.start(&[], "second.log");
+    let log = d.log_text();
+    assert!(log.contains("1 bans found in the pinned maps") && log.contains("kept"), "{log}");
+    let b = s.bans();
+    assert_eq!(b.bans.len(), 1, "{b:?}");
+    let ban = &b.bans[0];
+    assert_eq!((ban.target.as_str(), ban.origin.as_str(), ban.action.as_str()), ("198.51.100.2/32", "ids", "reject"));
+    assert!(ban.remaining_seconds.is_some_and(|r| r > 3500 && r <= 3600), "{ban:?}");
+    assert_eq!(s.ping(FREE_V4), 0, "still banned");
+    assert!(std::path::Path::new(&s.file("state/bans.jsonl")).exists(), "written to a new state file");
+}
