@@ -787,11 +787,12 @@ fn control_socket_status_and_reload() {
     let mut flood = std::os::unix::net::UnixStream::connect(s.socket()).unwrap();
     {
         use std::io::{Read as _, Write as _};
-        let _ = flood.write_all(&vec![b'x'; 64 << 10]);
+        // Past the cap (32 MiB: `blocker ban --from` sends large requests).
+        let _ = flood.write_all(&vec![b'x'; (32 << 20) + 1]);
         flood.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
         let mut answer = String::new();
         let _ = flood.read_to_string(&mut answer);
-        assert!(answer.contains("request over 4096 bytes"), "{answer:?}");
+        assert!(answer.contains("request over 33554432 bytes"), "{answer:?}");
     }
     let started = std::time::Instant::now();
     let out = s.cli(&["status"]);
