@@ -26,6 +26,35 @@ pub const LENGTH_WORDS: u32 = 4;
 pub const V4_WORD: u32 = 0;
 pub const V6_FIRST_WORD: u32 = 1;
 
+/// `BLK_BAN_FILTER`: one bit per hash of (length, masked address) of every
+/// ban, 2^24 bits (2 MiB), mmapable. The walk reads a length's bit first and
+/// looks the map up only when it is set: most packets of sources with no ban
+/// cost one read per length instead of a hash lookup. Bits are only ever set
+/// while the ban they stand for is held (userspace rebuilds the filter from
+/// its bans after many removals), so no ban is ever missed.
+pub const FILTER_BITS_LOG2: u32 = 24;
+pub const FILTER_WORDS: u32 = 1 << (FILTER_BITS_LOG2 - 6);
+
+/// The filter bit of an IPv4 ban key (host-order address, bits past `len`
+/// cleared).
+#[inline(always)]
+pub const fn filter_bit_v4(len: u32, addr: u32) -> u32 {
+    filter_bit(len as u64, addr as u64, 0)
+}
+
+/// The filter bit of an IPv6 ban key (upper and lower 64 bits, masked).
+#[inline(always)]
+pub const fn filter_bit_v6(len: u32, hi: u64, lo: u64) -> u32 {
+    filter_bit(len as u64 + 256, hi, lo)
+}
+
+#[inline(always)]
+const fn filter_bit(len: u64, hi: u64, lo: u64) -> u32 {
+    let x = hi ^ lo.rotate_left(29) ^ len.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let x = (x ^ (x >> 31)).wrapping_mul(0xd6e8_feb8_6659_fd93);
+    ((x ^ (x >> 32)) >> (64 - FILTER_BITS_LOG2)) as u32
+}
+
 /// An expiry that never comes (a ban without `--for`).
 pub const NEVER: u64 = u64::MAX;
 
@@ -94,12 +123,14 @@ pub const fn lowest_bit(bits: u64) -> u32 {
 }
 
 /// The ban that holds `addr` (host order) at `now_ns`, longest prefix first,
-/// probing only the lengths set in `lengths` (word `V4_WORD`). `get` reads
-/// the map; `now` is called only when an entry is found.
+/// probing only the lengths set in `lengths` (word `V4_WORD`). `filter`
+/// reads a bit of `BLK_BAN_FILTER`, `get` the map; `now` is called only when
+/// an entry is found.
 #[inline(always)]
 pub fn find_v4<E: AsRef<BanEntry>>(
     lengths: u64,
     addr: u32,
+    filter: impl Fn(u32) -> bool,
     get: impl Fn(&BanKeyV4) -> Option<E>,
     now: impl Fn() -> u64,
 ) -> Option<(BanKeyV4, E)> {
@@ -111,7 +142,12 @@ pub fn find_v4<E: AsRef<BanEntry>>(
         bits &= bits - 1;
         // r = 32 - len; the mask of len bits is !0 << r (r = 32: none).
         let mask = (u64::MAX << r) as u32;
-        let key = BanKeyV4 { len: 32u32.wrapping_sub(r), addr: (addr & mask).to_be_bytes() };
+        let len = 32u32.wrapping_sub(r);
+        if !filter(filter_bit_v4(len, addr & mask)) {
+            i += 1;
+            continue;
+        }
+        let key = BanKeyV4 { len, addr: (addr & mask).to_be_bytes() };
         if let Some(e) = get(&key) {
             if e.as_ref().holds_at(now()) {
                 return Some((key, e));
@@ -128,6 +164,7 @@ fn find_v6_word<E: AsRef<BanEntry>, const W: u32>(
     word: u64,
     hi: u64,
     lo: u64,
+    filter: &impl Fn(u32) -> bool,
     get: &impl Fn(&BanKeyV6) -> Option<E>,
     now: &impl Fn() -> u64,
 ) -> Option<(BanKeyV6, E)> {
@@ -142,6 +179,10 @@ fn find_v6_word<E: AsRef<BanEntry>, const W: u32>(
             1 => (u64::MAX << b, 0, 64 - b),
             _ => (0, 0, 0),
         };
+        if !filter(filter_bit_v6(len, hi & mh, lo & ml)) {
+            i += 1;
+            continue;
+        }
         let (h, l) = ((hi & mh).to_be_bytes(), (lo & ml).to_be_bytes());
         let key = BanKeyV6 {
             len,
@@ -164,16 +205,17 @@ pub fn find_v6<E: AsRef<BanEntry>>(
     words: [u64; 3],
     hi: u64,
     lo: u64,
+    filter: impl Fn(u32) -> bool,
     get: impl Fn(&BanKeyV6) -> Option<E>,
     now: impl Fn() -> u64,
 ) -> Option<(BanKeyV6, E)> {
-    if let Some(found) = find_v6_word::<E, 0>(words[0], hi, lo, &get, &now) {
+    if let Some(found) = find_v6_word::<E, 0>(words[0], hi, lo, &filter, &get, &now) {
         return Some(found);
     }
-    if let Some(found) = find_v6_word::<E, 1>(words[1], hi, lo, &get, &now) {
+    if let Some(found) = find_v6_word::<E, 1>(words[1], hi, lo, &filter, &get, &now) {
         return Some(found);
     }
-    find_v6_word::<E, 2>(words[2], hi, lo, &get, &now)
+    find_v6_word::<E, 2>(words[2], hi, lo, &filter, &get, &now)
 }
 
 /// The word and bit of an IPv4 length in `BLK_BAN_LENGTHS`.

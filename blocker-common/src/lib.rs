@@ -60,6 +60,7 @@ pub mod map_names {
     pub const BANS_V4: &str = "BLK_BANS_V4";
     pub const BANS_V6: &str = "BLK_BANS_V6";
     pub const BAN_LENGTHS: &str = "BLK_BAN_LENGTHS";
+    pub const BAN_FILTER: &str = "BLK_BAN_FILTER";
 }
 
 /// The log target of the XDP program's aya-log records in userspace.

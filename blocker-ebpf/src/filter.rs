@@ -6,7 +6,7 @@
 //! by source) and outbound (tc egress, by destination) packets.
 
 use aya_ebpf::{
-    bindings::{xdp_action, BPF_F_NO_PREALLOC},
+    bindings::{xdp_action, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     helpers::bpf_redirect,
     macros::map,
     maps::{Array, HashMap, PerCpuArray},
@@ -53,6 +53,8 @@ static BLK_BANS_V4: HashMap<BanKeyV4, BanEntry> = HashMap::pinned(bans::DEFAULT_
 static BLK_BANS_V6: HashMap<BanKeyV6, BanEntry> = HashMap::pinned(bans::DEFAULT_MAX_BANS, BPF_F_NO_PREALLOC);
 #[map]
 static BLK_BAN_LENGTHS: Array<u64> = Array::pinned(bans::LENGTH_WORDS, 0);
+#[map]
+static BLK_BAN_FILTER: Array<u64> = Array::pinned(bans::FILTER_WORDS, BPF_F_MMAPABLE);
 
 /// What the program does with a packet; each program type says it in its own
 /// return codes.
@@ -254,7 +256,7 @@ fn find_ban_v4(lengths: u64, addr: u32) -> *mut BanEntry {
     // SAFETY: the helper takes no arguments.
     let now = || unsafe { aya_ebpf::helpers::bpf_ktime_get_boot_ns() };
     // SAFETY: a lookup; the value stays valid while the program runs.
-    match bans::find_v4(lengths, addr, |k| unsafe { BLK_BANS_V4.get(k) }, now) {
+    match bans::find_v4(lengths, addr, in_filter, |k| unsafe { BLK_BANS_V4.get(k) }, now) {
         Some((_, e)) => e as *const BanEntry as *mut BanEntry,
         None => core::ptr::null_mut(),
     }
@@ -267,10 +269,16 @@ fn find_ban_v6(hi: u64, lo: u64) -> *mut BanEntry {
     // SAFETY: as above.
     let now = || unsafe { aya_ebpf::helpers::bpf_ktime_get_boot_ns() };
     // SAFETY: as above.
-    match bans::find_v6(words, hi, lo, |k| unsafe { BLK_BANS_V6.get(k) }, now) {
+    match bans::find_v6(words, hi, lo, in_filter, |k| unsafe { BLK_BANS_V6.get(k) }, now) {
         Some((_, e)) => e as *const BanEntry as *mut BanEntry,
         None => core::ptr::null_mut(),
     }
+}
+
+/// Whether bit `bit` of the ban filter is set (a ban may hold the key).
+#[inline(always)]
+fn in_filter(bit: u32) -> bool {
+    BLK_BAN_FILTER.get(bit >> 6).is_some_and(|w| (*w >> (bit & 63)) & 1 != 0)
 }
 
 /// The `LIST_*` flags of list `id` (0 for an id out of range).

@@ -123,6 +123,7 @@ fn fill_bans(maps: &mut DataplaneMaps, n: usize) -> (Vec<IpAddr>, Vec<IpAddr>) {
     }
     let bans = maps.bans_mut();
     bans.set_lengths(length_words(&prefixes)).unwrap();
+    bans.filter_rebuild(&prefixes);
     for p in &prefixes {
         let entry = BanEntry { expires_ns: NEVER, packets: 0, list_id: id, action: blocker_common::ACTION_DROP };
         bans.put(&BanKey::of(p), entry).unwrap();

@@ -362,3 +362,34 @@ fn a_full_ban_map_refuses_the_next_ban_and_evicts_nothing() {
     h.ban("2001:db8:9::1", "feed", BanAction::Drop, None);
     assert_eq!(h.run(&udp("2001:db8:9::1").build()), XDP_DROP);
 }
+
+#[test]
+fn the_filter_is_rebuilt_after_removals_and_never_hides_a_held_ban() {
+    use blocker::{dataplane::bans::filter_bit, net::Family};
+    let mut h = Harness::new(&[]);
+    let bans: Vec<Ban> = (0..6000u32)
+        .map(|i| Ban {
+            prefix: blocker::net::Prefix { family: Family::V4, addr: u128::from(0x0a00_0000 + i), len: 32 },
+            expires_ns: None,
+            origin: "feed".into(),
+            reason: String::new(),
+            action: BanAction::Drop,
+        })
+        .collect();
+    let (_, changed) = h.store.add(bans).unwrap();
+    let mut targets = [Target { iface: "test", maps: &mut h.maps }];
+    enforce::put(&mut targets, &h.store, &changed).unwrap();
+    let kept = changed.iter().copied().find(|p| p.addr == 0x0a00_0000 + 5999).unwrap();
+    let gone: Vec<_> = changed.iter().copied().filter(|p| *p != kept).collect();
+    assert!(gone.iter().all(|p| h.maps.bans().filter_has(filter_bit(p))), "every ban's bit is set");
+    // 5,999 removals: past a quarter of what is held, the filter is rebuilt.
+    let removed = h.store.remove(&gone).unwrap();
+    let mut targets = [Target { iface: "test", maps: &mut h.maps }];
+    enforce::remove(&mut targets, &h.store, &removed).unwrap();
+    assert_eq!(h.maps.bans().stale_bits, 0, "rebuilt");
+    assert!(h.maps.bans().filter_has(filter_bit(&kept)), "the held ban keeps its bit");
+    let still_set = gone.iter().filter(|p| h.maps.bans().filter_has(filter_bit(p))).count();
+    assert!(still_set < 10, "{still_set} bits of removed bans left (only hash collisions)");
+    assert_eq!(h.run(&udp("10.0.23.111").build()), XDP_DROP, "the held ban");
+    assert_eq!(h.run(&udp("10.0.0.1").build()), XDP_PASS, "a removed one");
+}

@@ -811,13 +811,15 @@ fn control_socket_status_and_reload() {
     // the pinned maps and of the maps of the program on the link): the two direct
     // tables (256 KiB each) and a few blocks, the event ring buffer (1 MiB),
     // the port map of scopes (192 KiB, there whether scopes are used or not)
-    // and the bucket arrays of the two empty ban maps (16 bytes a slot).
+    // and the bucket arrays of the two empty ban maps (16 bytes a slot) and
+    // the ban filter (2 MiB).
     let memory = v.interfaces[0].map_memory_bytes.unwrap();
     let table = v.interfaces[0].table_bytes.unwrap();
     assert!((512 << 10..520 << 10).contains(&table), "{table}");
     let fixed = u64::from(blocker_common::events::RING_BYTES)
         + blocker_common::scope::PORT_MAP_BYTES as u64
-        + 2 * 16 * u64::from(blocker_common::bans::DEFAULT_MAX_BANS);
+        + 2 * 16 * u64::from(blocker_common::bans::DEFAULT_MAX_BANS)
+        + 8 * u64::from(blocker_common::bans::FILTER_WORDS);
     assert!(memory > table + fixed && memory < fixed + (1 << 20), "{memory}");
 
     // `blocker reload` applies a changed list and reports it.

@@ -67,12 +67,72 @@ pub fn length_words<'a>(prefixes: impl IntoIterator<Item = &'a Prefix>) -> [u64;
     words
 }
 
+/// The filter bit of a ban of `p` (`blocker_common::bans::BLK_BAN_FILTER`).
+pub fn filter_bit(p: &Prefix) -> u32 {
+    match p.family {
+        Family::V4 => bans::filter_bit_v4(u32::from(p.len), p.addr as u32),
+        Family::V6 => bans::filter_bit_v6(u32::from(p.len), (p.addr >> 64) as u64, p.addr as u64),
+    }
+}
+
 /// The pinned ban maps of one interface.
 pub struct BanMaps {
     v4: HashMap<MapData, BanKeyV4, BanEntry>,
     v6: HashMap<MapData, BanKeyV6, BanEntry>,
     lengths: Array<MapData, u64>,
+    /// `BLK_BAN_FILTER`, mapped into this process.
+    filter: FilterMapping,
     max: [u32; 2],
+    /// Bans removed since the filter was last rebuilt: their bits may still
+    /// be set (costing a lookup, never a miss).
+    pub stale_bits: usize,
+}
+
+/// The filter's words, mapped shared: the program reads what is written.
+struct FilterMapping {
+    words: *mut u64,
+}
+
+// SAFETY: the mapping is owned by the struct; one writer (the daemon's task).
+unsafe impl Send for FilterMapping {}
+
+const FILTER_BYTES: usize = bans::FILTER_WORDS as usize * 8;
+
+impl FilterMapping {
+    fn open(dir: &Path) -> Result<FilterMapping, MapsError> {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        let path = dir.join(map_names::BAN_FILTER);
+        let data = MapData::from_pin(&path).map_err(|error| MapsError::OpenPinned { path, error: Box::new(error) })?;
+        // SAFETY: an mmapable BPF array of FILTER_WORDS u64s; unmapped in Drop.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                FILTER_BYTES,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                data.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(MapsError::Mmap { name: map_names::BAN_FILTER, error: std::io::Error::last_os_error() });
+        }
+        Ok(FilterMapping { words: ptr.cast() })
+    }
+
+    fn word(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
+        assert!(i < bans::FILTER_WORDS as usize);
+        // SAFETY: in bounds (checked), 8-byte aligned (page-aligned mapping),
+        // shared with the kernel, which only reads it.
+        unsafe { std::sync::atomic::AtomicU64::from_ptr(self.words.add(i)) }
+    }
+}
+
+impl Drop for FilterMapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `open`.
+        unsafe { libc::munmap(self.words.cast(), FILTER_BYTES) };
+    }
 }
 
 fn kernel(map: &'static str) -> impl FnOnce(MapError) -> BanMapError {
@@ -91,7 +151,38 @@ impl BanMaps {
             v4: open_pinned(dir, map_names::BANS_V4)?,
             v6: open_pinned(dir, map_names::BANS_V6)?,
             lengths: open_pinned(dir, map_names::BAN_LENGTHS)?,
+            filter: FilterMapping::open(dir)?,
+            stale_bits: 0,
         })
+    }
+
+    /// Sets the filter bit of a ban of `p`: before its entry is written.
+    pub fn filter_add(&mut self, p: &Prefix) {
+        let bit = filter_bit(p);
+        self.filter.word((bit >> 6) as usize).fetch_or(1 << (bit & 63), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether filter bit `bit` is set.
+    pub fn filter_has(&self, bit: u32) -> bool {
+        self.filter.word((bit >> 6) as usize).load(std::sync::atomic::Ordering::Relaxed) >> (bit & 63) & 1 != 0
+    }
+
+    /// Makes the filter hold exactly the bits of `held`, word by word: a
+    /// word only ever loses the bits of bans no longer held, so the program
+    /// never misses a held ban while this runs.
+    pub fn filter_rebuild<'a>(&mut self, held: impl IntoIterator<Item = &'a Prefix>) {
+        let mut words = vec![0u64; bans::FILTER_WORDS as usize];
+        for p in held {
+            let bit = filter_bit(p);
+            words[(bit >> 6) as usize] |= 1 << (bit & 63);
+        }
+        for (i, w) in words.iter().enumerate() {
+            let word = self.filter.word(i);
+            if word.load(std::sync::atomic::Ordering::Relaxed) != *w {
+                word.store(*w, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        self.stale_bits = 0;
     }
 
     /// The most bans of `family` the map holds.
@@ -176,12 +267,15 @@ impl BanMaps {
     pub fn find(&self, family: Family, addr: u128, now_ns: u64) -> Option<(Prefix, BanEntry)> {
         let words = self.lengths();
         match family {
-            Family::V4 => bans::find_v4(words[0], addr as u32, |k| self.v4.get(k, 0).ok(), || now_ns)
-                .map(|(k, e)| (BanKey::V4(k).prefix(), e)),
+            Family::V4 => {
+                bans::find_v4(words[0], addr as u32, |bit| self.filter_has(bit), |k| self.v4.get(k, 0).ok(), || now_ns)
+                    .map(|(k, e)| (BanKey::V4(k).prefix(), e))
+            }
             Family::V6 => bans::find_v6(
                 [words[1], words[2], words[3]],
                 (addr >> 64) as u64,
                 addr as u64,
+                |bit| self.filter_has(bit),
                 |k| self.v6.get(k, 0).ok(),
                 || now_ns,
             )

@@ -62,6 +62,11 @@ pub fn put_with(
         let old = bans.lengths();
         let wide: Vec<u64> = old.iter().zip(&words).map(|(a, b)| a | b).collect();
         bans.set_lengths(wide.try_into().expect("same length")).map_err(&map_err)?;
+        // The filter bits first: the program looks a ban up only where its bit is set.
+        let bans = t.maps.bans_mut();
+        for p in prefixes {
+            bans.filter_add(p);
+        }
         for p in prefixes {
             let Some(ban) = store.get(p) else { continue };
             let key = (iface.clone(), ban.origin.clone());
@@ -94,6 +99,12 @@ pub fn remove(targets: &mut [Target<'_>], store: &Store, prefixes: &[Prefix]) ->
             bans.remove(&BanKey::of(p)).map_err(&map_err)?;
         }
         bans.set_lengths(words).map_err(&map_err)?;
+        // Removed bans leave their filter bits set (a wasted lookup, never a
+        // miss) until enough of them make a rebuild worth its 2 MiB.
+        bans.stale_bits += prefixes.len();
+        if bans.stale_bits > store.len() / 4 + 4096 {
+            bans.filter_rebuild(store.prefixes());
+        }
     }
     Ok(())
 }
@@ -160,6 +171,7 @@ pub fn reconcile(target: &mut Target<'_>, store: &Store, adopt: bool) -> Result<
         .map(|b| b.prefix)
         .collect();
     out.written = stale.len();
+    target.maps.bans_mut().filter_rebuild(store.prefixes());
     put(std::slice::from_mut(target), store, &stale)?;
     Ok(out)
 }
