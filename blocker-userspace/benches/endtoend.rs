@@ -695,6 +695,8 @@ struct AttackRun {
     load_nft: (Duration, u64),
     /// What the event sampler did over the events-on rounds.
     events: blocker::dataplane::maps::EventCounters,
+    /// The attack from banned addresses (`run_ban_attack`).
+    ban_rows: Vec<Receiver>,
 }
 
 fn run_attack(net: &Net, pins: &std::path::Path, frames: u32) -> AttackRun {
@@ -787,7 +789,74 @@ fn run_attack(net: &Net, pins: &std::path::Path, frames: u32) -> AttackRun {
     net.in_rx("nft", &["delete", "table", "netdev", "blk"]);
     rows.push(sender.measure("XDP_PASS, no filter", &pools));
     detach(rx, PROGRAM_PASS_FLOOR, link);
-    AttackRun { rows, load_nft, events }
+    let ban_rows = run_ban_attack(&mut sender, &mut floor_obj, pins, &hosts[..BANS.min(hosts.len())], &table);
+    AttackRun { rows, load_nft, events, ban_rows }
+}
+
+/// Bans beside the table: the attack from banned addresses.
+const BANS: usize = 1_000_000;
+
+/// An attack from `BANS` banned addresses (`decisions`): blocker with no list
+/// and the addresses banned for 4 h, against the floor, and against an
+/// nftables set with timeouts holding the same addresses (the CrowdSec
+/// firewall bouncer's way), each on the attack's sources and on random ones.
+fn run_ban_attack(
+    sender: &mut Sender<'_>,
+    floor_obj: &mut Ebpf,
+    pin_root: &std::path::Path,
+    banned: &[u32],
+    table: &CompiledTable,
+) -> Vec<Receiver> {
+    use blocker::dataplane::bans::{length_words, BanKey};
+    use blocker_common::bans::BanEntry;
+    let net = sender.net;
+    let attack: Vec<u128> = {
+        let mut rng = Rng(0x51_7cc1_b727_220a);
+        (0..POOL).map(|_| u128::from(banned[rng.below(banned.len() as u128) as usize])).collect()
+    };
+    let pools = [attack, pool(table, Family::V4, 0, 1)];
+    Net::enter(&net.rx);
+    let mut maps = DataplaneMaps::load(&pins::iface_dir(pin_root, "rx-bans-attack"), 0).unwrap();
+    maps.apply(&compile(&[]), DEFAULT_TABLE_MEMORY).unwrap();
+    let id = maps.origin_id("bench").unwrap();
+    let prefixes: Vec<Prefix> =
+        banned.iter().map(|a| Prefix { family: Family::V4, addr: u128::from(*a), len: 32 }).collect();
+    let expires_ns = blocker::clock::boot_ns() + 4 * 3600 * 1_000_000_000;
+    let bans = maps.bans_mut();
+    bans.set_lengths(length_words(&prefixes)).unwrap();
+    bans.filter_rebuild(&prefixes);
+    for p in &prefixes {
+        let entry = BanEntry { expires_ns, packets: 0, list_id: id, action: blocker_common::ACTION_DROP };
+        bans.put(&BanKey::of(p), entry).unwrap();
+    }
+    let (mut floor_rounds, mut ban_rounds) = (Vec::new(), Vec::new());
+    let name = format!("blocker, {} bans (no list)", banned.len());
+    for _ in 0..knob("BLOCKER_BENCH_ROUNDS", 3usize).max(1) {
+        let link = attach(floor_obj, PROGRAM_DROP_FLOOR);
+        floor_rounds.push(sender.measure("XDP_DROP only (floor)", &pools));
+        detach(floor_obj, PROGRAM_DROP_FLOOR, link);
+        let rx = maps.ebpf_mut().unwrap();
+        let link = attach(rx, PROGRAM_NAME);
+        ban_rounds.push(sender.measure(&name, &pools));
+        detach(rx, PROGRAM_NAME, link);
+    }
+    drop(maps);
+    let mut rows = vec![median_of(floor_rounds), median_of(ban_rounds)];
+    let mut nft = String::with_capacity(32 * banned.len());
+    nft.push_str("table netdev blkban {\n  set deny {\n    type ipv4_addr; flags timeout;\n    elements = { ");
+    for (i, a) in banned.iter().enumerate() {
+        let _ = write!(nft, "{}{} timeout 4h", if i == 0 { "" } else { ", " }, std::net::Ipv4Addr::from(*a));
+    }
+    nft.push_str(" }\n  }\n  chain ingress {\n    type filter hook ingress device \"e2erx\" priority -500; policy accept;\n    ip saddr @deny drop\n  }\n}\n");
+    let nft_file = std::env::temp_dir().join(format!("blocker-e2e-{}-bans.nft", std::process::id()));
+    std::fs::write(&nft_file, nft).unwrap();
+    run_measured(Command::new("ip").args(["netns", "exec", &net.rx, "nft", "-f", nft_file.to_str().unwrap()]), None);
+    let _ = std::fs::remove_file(&nft_file);
+    let link = attach(floor_obj, PROGRAM_PASS_FLOOR);
+    rows.push(sender.measure("XDP_PASS + nftables netdev ingress, set with timeouts", &pools));
+    net.in_rx("nft", &["delete", "table", "netdev", "blkban"]);
+    detach(floor_obj, PROGRAM_PASS_FLOOR, link);
+    rows
 }
 
 impl AttackRun {
@@ -818,6 +887,23 @@ impl AttackRun {
             self.rows[0].rounds,
             self.load_nft.0.as_secs_f64(),
             self.load_nft.1 as f64 / 1024.0
+        );
+        let _ = writeln!(
+            out,
+            "end to end, IPv4, {BANS} banned addresses beside an empty table, against an nftables set with \
+             timeouts of the same addresses"
+        );
+        write_rates(out, ["banned sources", "random sources"], &self.ban_rows);
+        let ban_rows: Vec<serde_json::Value> = self
+            .ban_rows
+            .iter()
+            .map(
+                |r| serde_json::json!({ "receiver": r.name, "mpps": r.mpps, "arrived": r.arrived, "rounds": r.rounds }),
+            )
+            .collect();
+        json.insert(
+            "attack_bans_1m".into(),
+            serde_json::json!({ "mixes": ["banned sources", "random sources"], "receivers": ban_rows }),
         );
         json.insert(
             "attack_2m".into(),
