@@ -321,3 +321,17 @@ fn a_lost_state_file_keeps_the_bans_the_maps_hold() {
     assert_eq!(s.ping(FREE_V4), 0, "still banned");
     assert!(std::path::Path::new(&s.file("state/bans.jsonl")).exists(), "written to a new state file");
 }
+
+#[test]
+fn an_unreadable_state_file_refuses_the_start_and_attaches_nothing() {
+    let s = Setup::new();
+    // A directory where the state file goes: it cannot be read.
+    std::fs::create_dir_all(s.dir.join("state/bans.jsonl")).unwrap();
+    let sock = s.file("blocker.sock");
+    let state = s.file("state");
+    let out = s.cli(&["run", "--iface", &s.net.rx_if, "--state-dir", &state, "--socket", &sock]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bans.jsonl") && err.contains("--state-dir"), "{err}");
+    assert!(!s.net.rx_has_xdp().unwrap(), "nothing attached");
+}

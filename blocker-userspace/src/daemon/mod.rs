@@ -1146,6 +1146,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     fix_malloc_threshold();
     let load_started = Instant::now();
     let (table, pin_life) = validate(&opts)?;
+    // The bans' state file, read before anything is attached: a bad one
+    // refuses the start with nothing changed.
+    let store = crate::decisions::service::open_store(&opts.state_dir)?;
     // Bound before anything is attached: a taken port changes nothing.
     let metrics = opts.metrics_listen.map(crate::metrics::server::bind).transpose()?;
     let (mut managed, listener) = start(&opts, &table)?;
@@ -1153,7 +1156,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // anyone can ask for more.
     let mut targets: Vec<Target<'_>> =
         managed.iter_mut().map(|m| Target { iface: &m.iface, maps: &mut m.maps }).collect();
-    let (bans, notes) = crate::decisions::service::Bans::start(&opts.state_dir, &mut targets)?;
+    let (bans, notes) = crate::decisions::service::Bans::start(store, &mut targets)?;
     drop(targets);
     for n in notes {
         log::info!("{n}");

@@ -29,16 +29,18 @@ pub struct Bans {
     pub refused_full: u64,
 }
 
+/// The store of `state_dir`, as its state file left it, with the maps' size.
+pub fn open_store(state_dir: &Path) -> Result<(Store, Vec<String>), super::store::StateFileError> {
+    Store::open(state_dir, [blocker_common::bans::DEFAULT_MAX_BANS; 2])
+}
+
 impl Bans {
-    /// Reads the state file of `state_dir` and makes every target's maps hold
-    /// its bans; bans found only in the maps (a lost state file) are kept.
-    /// Returns the service and what to log.
-    pub fn start(state_dir: &Path, targets: &mut [Target<'_>]) -> anyhow::Result<(Bans, Vec<String>)> {
-        let max = match targets.first() {
-            Some(t) => [t.maps.bans().max(Family::V4), t.maps.bans().max(Family::V6)],
-            None => [blocker_common::bans::DEFAULT_MAX_BANS; 2],
-        };
-        let (mut store, mut notes) = Store::open(state_dir, max)?;
+    /// Reads the state file (opened before anything was attached, so that a
+    /// bad one refuses the start with nothing changed: `open_store`) and makes
+    /// every target's maps hold its bans; bans found only in the maps (a lost
+    /// state file) are kept. Returns the service and what to log.
+    pub fn start(opened: (Store, Vec<String>), targets: &mut [Target<'_>]) -> anyhow::Result<(Bans, Vec<String>)> {
+        let (mut store, mut notes) = opened;
         let had_file = store.path().exists();
         for t in targets.iter_mut() {
             let first = enforce::reconcile(t, &store, !had_file)?;
