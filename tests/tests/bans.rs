@@ -335,3 +335,44 @@ fn an_unreadable_state_file_refuses_the_start_and_attaches_nothing() {
     assert!(err.contains("bans.jsonl") && err.contains("--state-dir"), "{err}");
     assert!(!s.net.rx_has_xdp().unwrap(), "nothing attached");
 }
+
+#[test]
+fn events_and_top_name_the_origin_of_a_ban() {
+    use std::io::BufRead as _;
+    let s = Setup::new();
+    let _d = s.start(&[], "daemon.log");
+    s.ban(&[FREE_V4, "--origin", "ids", "--reason", "scan"]);
+    let sock = s.file("blocker.sock");
+    let mut events = std::process::Command::new(blocker_tests::daemon::blocker_bin())
+        .args(["--socket", &sock, "events", "--json", "--list", "ids"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = events.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The stream is open once the daemon answered; pings until one is seen.
+    let mut line = None;
+    for _ in 0..20 {
+        assert_eq!(s.net.ping_from(FREE_V4, 1).unwrap(), 0);
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(500)) {
+            line = Some(l);
+            break;
+        }
+    }
+    let _ = events.kill();
+    let _ = events.wait();
+    let event: blocker::events::Event = serde_json::from_str(&line.expect("an event of the ban")).unwrap();
+    assert_eq!(
+        (event.list.as_deref(), event.scope.as_deref(), event.verdict.as_str(), event.source.to_string()),
+        (Some("ids"), Some("ban"), "dropped", FREE_V4.to_string())
+    );
+    // `top` off a terminal: one snapshot, the origin among the lists.
+    let out = s.ok(&["top", "--iface", &s.net.rx_if]);
+    assert!(out.contains("ids"), "{out}");
+}

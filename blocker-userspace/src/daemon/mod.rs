@@ -1014,12 +1014,21 @@ impl Daemon {
             }
         }
         if let Some(list) = &filter.list {
-            if !self.state.lists.iter().any(|l| l.name == *list) {
+            // A list of the policy, or the origin of bans in force.
+            let origin = self.bans.store().origins().contains_key(list.as_str());
+            if !origin && !self.state.lists.iter().any(|l| l.name == *list) {
                 let mut known: Vec<&str> = self.state.lists.iter().map(|l| l.name.as_str()).take(10).collect();
                 if self.state.lists.len() > 10 {
                     known.push("...");
                 }
-                return Some(format!("no list {} in the policy in force (lists: {})", quote(list), names(known)));
+                let origins: Vec<String> = self.bans.store().origins().into_keys().take(10).collect();
+                let origins =
+                    if origins.is_empty() { String::new() } else { format!("; ban origins: {}", origins.join(", ")) };
+                return Some(format!(
+                    "no list {} in the policy in force (lists: {}{origins})",
+                    quote(list),
+                    names(known)
+                ));
             }
         }
         None
