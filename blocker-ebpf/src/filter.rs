@@ -236,12 +236,13 @@ fn find_ban(packet: &Packet) -> *mut BanEntry {
             find_ban_v4(lengths, u32::from_be_bytes(addr))
         }
         Packet::V6 { addr, .. } => {
-            if word(bans::V6_FIRST_WORD) | word(bans::V6_FIRST_WORD + 1) | word(bans::V6_FIRST_WORD + 2) == 0 {
+            let words = [word(bans::V6_FIRST_WORD), word(bans::V6_FIRST_WORD + 1), word(bans::V6_FIRST_WORD + 2)];
+            if words[0] | words[1] | words[2] == 0 {
                 return core::ptr::null_mut();
             }
             let hi = u64::from_be_bytes([addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7]]);
             let lo = u64::from_be_bytes([addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15]]);
-            find_ban_v6(hi, lo)
+            find_ban_v6(words[0], words[1], words[2], hi, lo)
         }
         Packet::NonIp | Packet::Malformed => core::ptr::null_mut(),
     }
@@ -263,9 +264,8 @@ fn find_ban_v4(lengths: u64, addr: u32) -> *mut BanEntry {
 }
 
 #[inline(never)]
-fn find_ban_v6(hi: u64, lo: u64) -> *mut BanEntry {
-    let word = |w: u32| BLK_BAN_LENGTHS.get(w).copied().unwrap_or(0);
-    let words = [word(bans::V6_FIRST_WORD), word(bans::V6_FIRST_WORD + 1), word(bans::V6_FIRST_WORD + 2)];
+fn find_ban_v6(w0: u64, w1: u64, w2: u64, hi: u64, lo: u64) -> *mut BanEntry {
+    let words = [w0, w1, w2];
     // SAFETY: as above.
     let now = || unsafe { aya_ebpf::helpers::bpf_ktime_get_boot_ns() };
     // SAFETY: as above.

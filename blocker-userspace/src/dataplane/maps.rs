@@ -729,6 +729,18 @@ impl DataplaneMaps {
     /// Builds `table` into a new program instance sized to it and swaps it onto the
     /// interface's link (if attached) in one step, for all traffic (no scopes).
     /// `budget`: the most bytes of classifier memory the table may take.
+    /// Sets list id `id`'s counters to zero on every CPU (an id handed to a
+    /// new list or origin does not show its former owner's counts).
+    fn zero_list_stats(&mut self, id: u32) -> Result<()> {
+        let cpus = nr_cpus().map_err(|(path, error)| MapsError::Io { action: "read", path: path.into(), error })?;
+        let zero = PerCpuValues::try_from(vec![ListStats::default(); cpus]).map_err(|error| MapsError::Io {
+            action: "size per-CPU values for",
+            path: "/sys".into(),
+            error,
+        })?;
+        self.shared.list_stats.set(id, zero, 0).map_err(MapsError::map(map_names::LIST_STATS))
+    }
+
     /// The interface's ban maps.
     pub fn bans(&self) -> &BanMaps {
         &self.shared.bans
@@ -751,13 +763,7 @@ impl DataplaneMaps {
             .find(|&id| state(id) == LIST_STATE_FREE)
             .or_else(|| (0..MAX_LISTS).find(|&id| state(id) == LIST_STATE_RETIRED))
             .ok_or(TableError::TooManyLists { needed: entries.len() + 1, max: MAX_LISTS })?;
-        let cpus = nr_cpus().map_err(|(path, error)| MapsError::Io { action: "read", path: path.into(), error })?;
-        let zero = PerCpuValues::try_from(vec![ListStats::default(); cpus]).map_err(|error| MapsError::Io {
-            action: "size per-CPU values for",
-            path: "/sys".into(),
-            error,
-        })?;
-        self.shared.list_stats.set(id, zero, 0).map_err(MapsError::map(map_names::LIST_STATS))?;
+        self.zero_list_stats(id)?;
         let info = make_info(LIST_STATE_ORIGIN, ACTION_DROP, ORIGIN_SCOPE, 0);
         self.shared.lists.set(id, info, Some(origin))?;
         Ok(id)
@@ -826,15 +832,9 @@ impl DataplaneMaps {
         // list's counters are not shown under the new one. No running program
         // counts into it: ids of the live table are never handed out again in
         // the same reload (`assign_ids`).
-        let cpus = nr_cpus().map_err(|(path, error)| MapsError::Io { action: "read", path: path.into(), error })?;
         for (&id, &kept) in ids.iter().zip(&kept) {
             if !kept && infos[id as usize].state != LIST_STATE_FREE {
-                let zero = PerCpuValues::try_from(vec![ListStats::default(); cpus]).map_err(|error| MapsError::Io {
-                    action: "size per-CPU values for",
-                    path: "/sys".into(),
-                    error,
-                })?;
-                self.shared.list_stats.set(id, zero, 0).map_err(MapsError::map(map_names::LIST_STATS))?;
+                self.zero_list_stats(id)?;
             }
         }
         // New ids first: no running program reads them yet, and the new one
