@@ -60,6 +60,8 @@ struct ConfigFile {
     /// Destinations this host's outgoing packets may not reach.
     #[serde(default)]
     outbound: OutboundSection,
+    /// A CrowdSec LAPI whose decisions are enforced as bans.
+    crowdsec: Option<crate::decisions::crowdsec::CrowdsecSection>,
 }
 
 /// `[outbound]`: lists and countries of destinations (tc egress).
@@ -301,7 +303,12 @@ pub fn parse(path: &Path, text: &str) -> Result<RunOptions, ConfigError> {
         cache_dir: d.cache_dir.clone().unwrap_or_else(|| crate::source::fetch::DEFAULT_CACHE_DIR.into()),
         accept_shrink: p.accept_shrink,
     };
+    let crowdsec = match &file.crowdsec {
+        None => None,
+        Some(c) => Some(c.check("crowdsec.").map_err(|e| ConfigError::key(path, e.key, e.reason))?),
+    };
     Ok(RunOptions {
+        crowdsec,
         interfaces,
         policy,
         detach_on_exit: d.detach_on_exit.unwrap_or(false),
@@ -398,6 +405,8 @@ pub struct RunOptions {
     pub events_per_second: u32,
     /// Answers to rejected packets per second, per interface (0: none).
     pub reject_per_second: u32,
+    /// The CrowdSec LAPI whose decisions are enforced (None: none).
+    pub crowdsec: Option<crate::decisions::crowdsec::CrowdsecOptions>,
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //!
 //! - [`netns`]: two throw-away network namespaces joined by a veth pair, with
 //!   documentation-range addresses (RFC 5737 / RFC 3849) assigned inside them.
+//! - [`crowdsec`]: a private CrowdSec LAPI, for the bouncer.
 //! - [`daemon`]: `blocker run` as a child process inside a namespace.
 //! - [`frames`]: crafted Ethernet frames for BPF_PROG_TEST_RUN.
 //! - [`http`]: a scripted HTTP server on loopback, for URL sources.
@@ -11,6 +12,7 @@
 // The dev-dependencies are the integration tests'.
 #![cfg_attr(test, allow(unused_crate_dependencies))]
 
+pub mod crowdsec;
 pub mod daemon;
 pub mod foreign;
 pub mod frames;

@@ -36,6 +36,9 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("/usr/bin/python3", "python3"),
     // The shipped fail2ban action is tested with a real fail2ban.
     ("fail2ban-client", "fail2ban"),
+    // The CrowdSec bouncer is tested against a real LAPI (`crowdsec_offline`).
+    ("crowdsec", "crowdsec"),
+    ("cscli", "crowdsec"),
 ];
 /// What the benchmarks' baselines need besides.
 const BENCH_PACKAGES: &[(&str, &str)] = &[
@@ -64,7 +67,27 @@ pub(crate) fn all() -> Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     llvm_versions_match()?;
+    crowdsec_offline()?;
     debian_packages(DEBIAN_PACKAGES)
+}
+
+/// Debian's crowdsec registers with CrowdSec's online API when it is
+/// installed; offline that fails and leaves the package half-configured
+/// (every later apt-get then fails). A non-empty credentials file written
+/// first skips the step (the package's README.Debian); a half-configured
+/// install is finished.
+fn crowdsec_offline() -> Result<()> {
+    let creds = std::path::Path::new("/etc/crowdsec/online_api_credentials.yaml");
+    if !creds.exists() {
+        std::fs::create_dir_all("/etc/crowdsec").context("creating /etc/crowdsec (needs root)")?;
+        std::fs::write(creds, "# no Central API: blocker's tests run a private LAPI\n")
+            .with_context(|| format!("writing {}", creds.display()))?;
+    }
+    let half = output("dpkg-query", &["-W", "-f=${Status}", "crowdsec"]).unwrap_or_default();
+    if half.contains("half-configured") || half.contains("unpacked") {
+        run("dpkg", &["--configure", "-a"])?;
+    }
+    Ok(())
 }
 
 /// What `cargo xtask lint` needs besides: clippy and rustfmt for the stable

@@ -109,12 +109,14 @@ pub(crate) enum Command {
     /// Ban addresses or ranges now, for a time or until unbanned, without
     /// reloading the lists; returns once every interface enforces the bans.
     Ban(BanArgs),
-    /// Remove bans: the targets given, or every ban of an origin.
+    /// Remove bans: the targets given (every origin's), or only one origin's
+    /// bans (with --origin: of the targets given, or all of them).
     Unban {
         #[arg(value_name = "ADDR|CIDR", required_unless_present = "origin")]
         targets: Vec<String>,
-        /// Every ban of this origin (fail2ban's flush), instead of targets.
-        #[arg(long, value_name = "NAME", conflicts_with = "targets")]
+        /// Only this origin's bans: of the targets given, or every one of them
+        /// (fail2ban's flush). Another origin's ban of the same target stays.
+        #[arg(long, value_name = "NAME")]
         origin: Option<String>,
         #[arg(long)]
         json: bool,
@@ -191,6 +193,16 @@ pub(crate) struct RunArgs {
     /// Where the bans' state file is kept: it carries bans across a reboot.
     #[arg(long, value_name = "DIR", env = "BLOCKER_STATE_DIR", default_value = blocker::decisions::DEFAULT_STATE_DIR)]
     pub(crate) state_dir: PathBuf,
+    /// Enforce a CrowdSec LAPI's decisions (a bouncer): its URL, like
+    /// http://127.0.0.1:8080/. The config file's [crowdsec] has every setting.
+    #[arg(long, value_name = "URL", requires = "crowdsec_api_key_file")]
+    pub(crate) crowdsec_lapi_url: Option<String>,
+    /// The file holding the bouncer's API key (`cscli bouncers add blocker`).
+    #[arg(long, value_name = "FILE", requires = "crowdsec_lapi_url")]
+    pub(crate) crowdsec_api_key_file: Option<PathBuf>,
+    /// How often the LAPI is asked for new decisions.
+    #[arg(long, value_name = "DURATION", requires = "crowdsec_lapi_url")]
+    pub(crate) crowdsec_update_frequency: Option<String>,
 }
 
 /// The options of `blocker ban`.

@@ -119,7 +119,21 @@ fn run_daemon(args: RunArgs, socket: &Path, pin_root: &Path, run_options_given: 
         blocker::config::load(&path)?
     } else {
         let mode = if args.monitor { Mode::Monitor } else { Mode::Enforce };
+        let crowdsec = match &args.crowdsec_lapi_url {
+            None => None,
+            Some(url) => Some(
+                blocker::decisions::crowdsec::CrowdsecSection {
+                    lapi_url: Some(url.clone()),
+                    api_key_file: args.crowdsec_api_key_file.clone(),
+                    update_frequency: args.crowdsec_update_frequency.clone(),
+                    ..Default::default()
+                }
+                .check("--crowdsec-")
+                .map_err(|e| anyhow::anyhow!("{}: {}", e.key.replace('_', "-"), e.reason))?,
+            ),
+        };
         RunOptions {
+            crowdsec,
             interfaces: args
                 .interfaces
                 .into_iter()

@@ -389,6 +389,9 @@ pub(crate) fn status_text(v: &StatusReply) -> String {
     } else {
         let _ = writeln!(s, "bans: none");
     }
+    if let Some(c) = &v.crowdsec {
+        let _ = writeln!(s, "{}", crowdsec_line(c, blocker::clock::wall_ms() / 1000));
+    }
     let events = &v.events;
     let _ = match (&events.error, events.events_per_second) {
         (Some(e), _) => writeln!(s, "events: NOT READ: {e}"),
@@ -495,4 +498,32 @@ fn remaining(secs: u64) -> String {
         s if s < 172_800 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
         s => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
     }
+}
+
+/// `status`'s line about the CrowdSec feed, at Unix time `now`.
+pub(crate) fn crowdsec_line(c: &blocker::control::protocol::CrowdsecStatus, now: u64) -> String {
+    let ago = |t: u64| format!("{} ago", blocker::clock::age_text(now.saturating_sub(t)));
+    let mut line = match (c.failing_since, c.last_success) {
+        (None, Some(t)) => {
+            format!("crowdsec: LAPI {}: in sync, last pull {}; {} decisions in force", c.lapi_url, ago(t), c.decisions)
+        }
+        (None, None) => format!("crowdsec: LAPI {}: first pull under way", c.lapi_url),
+        (Some(since), last) => format!(
+            "crowdsec: LAPI {}: STALE: pulls fail since {} ({}); the {} decisions in force stay and expire on time; \
+             last good pull: {}",
+            c.lapi_url,
+            ago(since),
+            c.last_error.as_deref().unwrap_or("?"),
+            c.decisions,
+            last.map_or("never since the start".to_string(), ago)
+        ),
+    };
+    let skipped: Vec<String> = c.skipped.iter().filter(|(_, n)| **n > 0).map(|(r, n)| format!("{r} {n}")).collect();
+    if !skipped.is_empty() {
+        line.push_str(&format!("; not enforced: {}", skipped.join(", ")));
+    }
+    if c.refused_full > 0 {
+        line.push_str(&format!("; {} REFUSED: the ban map is full", c.refused_full));
+    }
+    line
 }

@@ -59,7 +59,7 @@ pub enum Request {
 }
 
 /// A `ban` request: every target gets the same expiry, origin and reason.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BanRequest {
     pub targets: Vec<String>,
     /// Seconds from now (None: until unbanned).
@@ -226,12 +226,37 @@ pub struct StatusReply {
     /// Bans in force, by origin (`blocker bans` lists them).
     #[serde(default)]
     pub bans: BTreeMap<String, usize>,
+    /// The CrowdSec feed, if one is configured.
+    #[serde(default)]
+    pub crowdsec: Option<CrowdsecStatus>,
     /// Reloads tried since the start, whatever their outcome: a client that saw
     /// N waits for N + 1 to see the outcome of the reload it caused.
     pub reloads: u64,
     /// The last of them.
     pub last_reload: Option<LastReload>,
     pub events: EventsStatus,
+}
+
+/// The CrowdSec feed in `status` (and the metrics).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrowdsecStatus {
+    pub lapi_url: String,
+    pub update_frequency_ms: u64,
+    /// Decisions held (each may ban many prefixes: a country).
+    pub decisions: usize,
+    /// When a pull last succeeded (Unix seconds; None: never since the start).
+    pub last_success: Option<u64>,
+    /// Since when pulls fail (Unix seconds; None: the last one succeeded).
+    pub failing_since: Option<u64>,
+    /// Why the last pull failed, while they fail.
+    pub last_error: Option<String>,
+    pub pulls_ok: u64,
+    pub pulls_failed: u64,
+    /// Decisions not enforced since the start, by reason (malformed, scope,
+    /// type, filtered, expired, unknown_country).
+    pub skipped: BTreeMap<String, u64>,
+    /// Decisions refused because a ban map was full, since the start.
+    pub refused_full: u64,
 }
 
 /// One interface of `status`, as the kernel says it is.

@@ -84,6 +84,8 @@ struct State {
     bans: BTreeMap<String, usize>,
     /// Bans refused because a map was full.
     bans_refused_full: u64,
+    /// The CrowdSec feed's figures.
+    crowdsec: Option<crate::control::protocol::CrowdsecStatus>,
 }
 
 /// One list of the live table, for status and metrics.
@@ -160,6 +162,7 @@ impl State {
             endpoint: Default::default(),
             bans_active: self.bans.clone(),
             bans_refused_full: self.bans_refused_full,
+            crowdsec: self.crowdsec.clone(),
         };
         let mut f = shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         *f = DaemonFacts { endpoint: f.endpoint.clone(), ..facts };
@@ -231,6 +234,7 @@ impl State {
             lists,
             sources,
             bans: self.bans.clone(),
+            crowdsec: self.crowdsec.clone(),
             reloads: self.reloads,
             last_reload: self.last_reload.as_ref().map(|(t, trigger, r)| LastReload {
                 at: unix_secs(*t),
@@ -299,6 +303,12 @@ fn keys_needing_restart(running: &RunOptions, fresh: &RunOptions) -> Vec<String>
     let mut keys = Vec::new();
     if fresh.ebpf_log_level != running.ebpf_log_level {
         keys.push("daemon.ebpf_log_level".to_string());
+    }
+    if fresh.state_dir != running.state_dir {
+        keys.push("daemon.state_dir".to_string());
+    }
+    if fresh.crowdsec != running.crowdsec {
+        keys.push("crowdsec".to_string());
     }
     if fresh.socket != running.socket {
         keys.push("daemon.socket".to_string());
@@ -621,6 +631,15 @@ struct Daemon {
     reader: Result<Reader, String>,
     /// Live decisions: bans, enforced on every interface.
     bans: crate::decisions::service::Bans,
+    /// The CrowdSec feed, if one is configured.
+    crowdsec: Option<CrowdsecRun>,
+}
+
+/// The daemon's side of a CrowdSec feed: its decisions, and the region data
+/// for country decisions (loaded at the first one, from the policy's sources).
+struct CrowdsecRun {
+    feed: crate::decisions::crowdsec::feed::Feed,
+    regions: Option<std::sync::Arc<crate::source::region::db::RegionDb>>,
 }
 
 impl Daemon {
@@ -822,6 +841,11 @@ impl Daemon {
         // What wins over bans now (in part, where some interfaces kept the
         // previous table: the newer policy is the one status shows too).
         self.bans.set_shields(crate::decisions::service::Shields::of(table));
+        // The region data may have changed: country decisions to come read it again.
+        if let Some(c) = &mut self.crowdsec {
+            c.regions = None;
+            c.feed.forget_countries();
+        }
         if !kept_previous.is_empty() {
             self.state.lists = list_summaries(table);
             self.state.scopes = scope_summaries(table);
@@ -991,7 +1015,31 @@ impl Daemon {
     fn publish_bans(&mut self) {
         self.state.bans = self.bans.store().origins();
         self.state.bans_refused_full = self.bans.refused_full;
+        self.state.crowdsec = self.crowdsec.as_ref().map(|c| c.feed.status.clone());
         self.state.publish(&self.opts);
+    }
+
+    /// A message of the CrowdSec pull thread.
+    fn crowdsec_message(&mut self, msg: crate::decisions::crowdsec::client::FeedMessage) {
+        let Some(run) = &mut self.crowdsec else { return };
+        let policy = &self.opts.policy;
+        let regions = &mut run.regions;
+        let mut load = || -> Option<std::sync::Arc<crate::source::region::db::RegionDb>> {
+            if regions.is_none() {
+                match policy.region_db_cached() {
+                    Ok(db) => *regions = Some(std::sync::Arc::new(db)),
+                    Err(e) => log::warn!("CrowdSec country decisions: no region data ({e:#})"),
+                }
+            }
+            regions.clone()
+        };
+        let mut targets: Vec<Target<'_>> =
+            self.managed.iter_mut().map(|m| Target { iface: &m.iface, maps: &mut m.maps }).collect();
+        let changed = run.feed.handle(msg, &mut self.bans, &mut targets, &mut load);
+        drop(targets);
+        if changed {
+            self.publish_bans();
+        }
     }
 
     /// Why an event stream with `filter` cannot be had, if it cannot.
@@ -1158,6 +1206,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // The bans' state file, read before anything is attached: a bad one
     // refuses the start with nothing changed.
     let store = crate::decisions::service::open_store(&opts.state_dir)?;
+    // The CrowdSec client's TLS files, read before anything is attached.
+    let crowdsec_agent =
+        opts.crowdsec.as_ref().map(crate::decisions::crowdsec::client::agent).transpose().map_err(|e| anyhow!(e))?;
     // Bound before anything is attached: a taken port changes nothing.
     let metrics = opts.metrics_listen.map(crate::metrics::server::bind).transpose()?;
     let (mut managed, listener) = start(&opts, &table)?;
@@ -1188,6 +1239,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         facts: metrics.as_ref().map(|_| SharedFacts::default()),
         bans: BTreeMap::new(),
         bans_refused_full: 0,
+        crowdsec: None,
     };
     state.publish(&opts);
     if let (Some(listener), Some(facts)) = (metrics, &state.facts) {
@@ -1218,7 +1270,19 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         hub,
         reader,
         bans,
+        crowdsec: None,
     };
+    let mut crowdsec_rx = None;
+    if let (Some(c), Some(agent)) = (&daemon.opts.crowdsec, crowdsec_agent) {
+        use crate::decisions::crowdsec::{client, feed::Feed};
+        let resync = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Small: the pull thread waits while the daemon applies a batch.
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        client::spawn(std::sync::Arc::new(c.clone()), agent, tx, resync.clone())?;
+        log::info!("CrowdSec: pulling decisions from {} every {:?}", c.lapi_url, c.update_frequency);
+        daemon.crowdsec = Some(CrowdsecRun { feed: Feed::new(&c.lapi_url, c.update_frequency, resync), regions: None });
+        crowdsec_rx = Some(rx);
+    }
     daemon.bans.set_shields(crate::decisions::service::Shields::of(&table));
     daemon.publish_bans();
     // Every interface is attached with its table: systemd may go on.
@@ -1226,7 +1290,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // Only its summary is kept (see `State`).
     drop(table);
     release_free_memory();
-    let daemon = event_loop(daemon, signals, listener, refreshed_rx).await;
+    let daemon = event_loop(daemon, signals, listener, refreshed_rx, crowdsec_rx).await;
     shutdown(daemon, &pin_life)
 }
 
@@ -1352,6 +1416,7 @@ async fn event_loop(
     mut signals: Signals,
     listener: Option<tokio::net::UnixListener>,
     mut refreshed_rx: tokio::sync::mpsc::UnboundedReceiver<Refreshed>,
+    mut crowdsec_rx: Option<tokio::sync::mpsc::Receiver<crate::decisions::crowdsec::client::FeedMessage>>,
 ) -> Daemon {
     let (control_tx, mut control_rx) = tokio::sync::mpsc::channel::<ControlRequest>(64);
     let mut ticks = tokio::time::interval(TICK);
@@ -1371,6 +1436,7 @@ async fn event_loop(
             }
             at = ticks.tick() => daemon.tick(at.into_std()),
             Some(refreshed) = refreshed_rx.recv() => daemon.refreshed(refreshed),
+            Some(msg) = next_of(&mut crowdsec_rx) => daemon.crowdsec_message(msg),
             _ = signals.int.recv() => break,
             _ = signals.term.recv() => break,
         }
@@ -1379,6 +1445,14 @@ async fn event_loop(
         let _ = std::fs::remove_file(path);
     }
     daemon
+}
+
+/// The next message of an optional channel (none: never).
+async fn next_of<T>(rx: &mut Option<tokio::sync::mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Detaches (with --detach-on-exit) or says how the program stays attached.

@@ -10,6 +10,7 @@
 //! hold boot-clock expiries; wall-clock times appear only in the state file
 //! (converted when it is read back) and in what is shown to people.
 
+pub mod crowdsec;
 pub mod enforce;
 pub mod service;
 pub mod store;

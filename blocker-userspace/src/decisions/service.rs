@@ -122,8 +122,10 @@ impl Bans {
         Ok(BanReply { ok: true, outcome, interfaces: targets.iter().map(|t| t.iface.to_owned()).collect(), warnings })
     }
 
-    /// `blocker unban`: the targets given, or every ban of `origin` when no
-    /// target is given (fail2ban's flush).
+    /// `blocker unban`: every origin's bans of the targets given; or, with
+    /// `origin`, only that origin's (of the targets, or all of them when no
+    /// target is given: fail2ban's flush). A prefix another origin holds stays
+    /// banned by it.
     pub fn unban(
         &mut self,
         given: &[String],
@@ -134,19 +136,60 @@ impl Bans {
         for t in given {
             prefixes.push(super::parse_target(t).map_err(|e| e.to_string())?);
         }
-        match (prefixes.is_empty(), origin) {
-            (true, Some(o)) => {
-                super::check_origin(o).map_err(|e| e.to_string())?;
-                prefixes = self.store.iter().filter(|b| b.origin == o).map(|b| b.prefix).collect();
+        let Some(o) = origin else {
+            if prefixes.is_empty() {
+                return Err("nothing to unban: give ADDR or CIDR arguments, or --origin NAME".into());
             }
-            (true, None) => return Err("nothing to unban: give ADDR or CIDR arguments, or --origin NAME".into()),
-            (false, Some(_)) => return Err("give targets or --origin NAME (every ban of that origin), not both".into()),
-            (false, None) => {}
+            let removed = self.store.remove(&prefixes).map_err(|e| e.to_string())?;
+            enforce::remove(targets, &self.store, &removed).map_err(|e| e.to_string())?;
+            let not_banned =
+                prefixes.iter().filter(|p| !removed.contains(p)).map(ToString::to_string).collect::<Vec<_>>();
+            return Ok(UnbanReply { ok: true, removed: removed.len(), not_banned });
+        };
+        super::check_origin(o).map_err(|e| e.to_string())?;
+        let holds: Vec<(Prefix, String)> = if prefixes.is_empty() {
+            self.store.iter_holds().filter(|b| b.origin == o).map(|b| (b.prefix, o.to_owned())).collect()
+        } else {
+            prefixes.iter().map(|p| (*p, o.to_owned())).collect()
+        };
+        let not_banned: Vec<String> = holds
+            .iter()
+            .filter(|(p, _)| self.store.holds(p).all(|b| b.origin != o))
+            .map(|(p, _)| p.to_string())
+            .collect();
+        self.release(&holds, targets)?;
+        Ok(UnbanReply { ok: true, removed: holds.len() - not_banned.len(), not_banned })
+    }
+
+    /// Sets holds exactly (a feed's decisions: `Store::set`), in the store and
+    /// the maps. Returns how many bans in force changed.
+    pub fn set(&mut self, bans: Vec<Ban>, targets: &mut [Target<'_>]) -> Result<usize, AddError> {
+        let changed = match self.store.set(bans) {
+            Ok(changed) => changed,
+            Err(e @ AddError::Refused(BanError::Full { .. })) => {
+                self.refused_full += 1;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        if let Err(e) = enforce::put_with(targets, &self.store, &changed, &mut self.origin_ids) {
+            // The maps follow the store at the next change or start; the
+            // journal already holds these.
+            log::error!("bans not written to the maps: {e}");
         }
-        let removed = self.store.remove(&prefixes).map_err(|e| e.to_string())?;
-        enforce::remove(targets, &self.store, &removed).map_err(|e| e.to_string())?;
-        let not_banned = prefixes.iter().filter(|p| !removed.contains(p)).map(ToString::to_string).collect::<Vec<_>>();
-        Ok(UnbanReply { ok: true, removed: removed.len(), not_banned })
+        Ok(changed.len())
+    }
+
+    /// Ends the holds given (prefix, origin), in the store and the maps.
+    pub fn release(
+        &mut self,
+        holds: &[(Prefix, String)],
+        targets: &mut [Target<'_>],
+    ) -> Result<super::store::Changed, String> {
+        let changed = self.store.release(holds).map_err(|e| e.to_string())?;
+        enforce::put_with(targets, &self.store, &changed.put, &mut self.origin_ids).map_err(|e| e.to_string())?;
+        enforce::remove(targets, &self.store, &changed.removed).map_err(|e| e.to_string())?;
+        Ok(changed)
     }
 
     /// Removes the bans whose time has come from the store and the maps (the

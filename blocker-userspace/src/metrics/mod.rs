@@ -53,6 +53,8 @@ pub struct DaemonFacts {
     pub bans_active: BTreeMap<String, usize>,
     /// Bans refused because a ban map was full, since the start.
     pub bans_refused_full: u64,
+    /// The CrowdSec feed, if one is configured.
+    pub crowdsec: Option<crate::control::protocol::CrowdsecStatus>,
 }
 
 /// One list of the table in force.
@@ -469,6 +471,49 @@ impl prometheus_client::collector::Collector for Scrape {
             "Bans refused since the start because a ban map was full (nothing is ever evicted).",
             [([("reason", "full")], self.facts.bans_refused_full)],
         )?;
+        if let Some(c) = &self.facts.crowdsec {
+            let lapi = [("lapi", c.lapi_url.as_str())];
+            gauges(
+                &mut e,
+                "blocker_crowdsec_up",
+                "Whether the last pull from the CrowdSec LAPI succeeded (its decisions stay in force when not).",
+                None,
+                [(lapi, u64::from(c.failing_since.is_none() && c.last_success.is_some()))],
+            )?;
+            gauges(
+                &mut e,
+                "blocker_crowdsec_last_success_timestamp",
+                "When a pull from the CrowdSec LAPI last succeeded (Unix time).",
+                Some(Unit::Seconds),
+                c.last_success.map(|t| (lapi, t)),
+            )?;
+            gauges(
+                &mut e,
+                "blocker_crowdsec_decisions",
+                "CrowdSec decisions in force (a country decision bans many prefixes).",
+                None,
+                [(lapi, c.decisions as u64)],
+            )?;
+            counters(
+                &mut e,
+                "blocker_crowdsec_pulls",
+                "Pulls from the CrowdSec LAPI since the start, by result.",
+                [
+                    ([("lapi", c.lapi_url.as_str()), ("result", "ok")], c.pulls_ok),
+                    ([("lapi", c.lapi_url.as_str()), ("result", "error")], c.pulls_failed),
+                ],
+            )?;
+            counters(
+                &mut e,
+                "blocker_crowdsec_decisions_skipped",
+                "CrowdSec decisions not enforced since the start, by reason (malformed, scope, type, filtered, \
+                 expired, unknown_country, full).",
+                c.skipped
+                    .iter()
+                    .map(|(r, n)| ([("lapi", c.lapi_url.as_str()), ("reason", r.as_str())], *n))
+                    .chain([([("lapi", c.lapi_url.as_str()), ("reason", "full")], c.refused_full)]),
+            )?;
+        }
         counters(
             &mut e,
             "blocker_metrics_connections_closed",

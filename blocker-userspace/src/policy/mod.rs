@@ -508,6 +508,12 @@ impl Policy {
         self.region_db_with(UrlAccess::Fetch)
     }
 
+    /// `region_db` from cached copies of URL sources only (the daemon's task
+    /// never waits on a server).
+    pub fn region_db_cached(&self) -> Result<RegionDb, RegionError> {
+        self.region_db_with(UrlAccess::CachedOnly)
+    }
+
     fn region_db_with(&self, access: UrlAccess) -> Result<RegionDb, RegionError> {
         if self.country_source.is_empty() {
             return Ok(RegionDb::bundled()?);

@@ -1,0 +1,143 @@
+//! A private CrowdSec LAPI (Debian's crowdsec 1.4.6) for a test: its own
+//! config, database and port, run inside a test namespace (where the daemon
+//! pulls from it over loopback), stopped when dropped.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+pub struct Lapi {
+    pub dir: PathBuf,
+    pub ns: String,
+    pub port: u16,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+/// Replaces `from` with `to` in `text`, or says which setting was not found.
+fn set(text: &mut String, from: &str, to: &str) -> Result<()> {
+    if !text.contains(from) {
+        bail!("/etc/crowdsec/config.yaml has no {from:?}: another crowdsec version?");
+    }
+    *text = text.replacen(from, to, 1);
+    Ok(())
+}
+
+impl Lapi {
+    /// Configures a LAPI in `dir` listening on 127.0.0.1:`port` inside `ns`
+    /// (with a machine for cscli), and starts it.
+    pub fn start(dir: &Path, ns: &str, port: u16) -> Result<Lapi> {
+        let mut c = std::fs::read_to_string("/etc/crowdsec/config.yaml").context("crowdsec is not installed")?;
+        let d = dir.display();
+        for sub in ["log", "data"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        set(&mut c, "daemonize: true", "daemonize: false")?;
+        set(&mut c, "log_dir: /var/log/", &format!("log_dir: {d}/log/"))?;
+        set(&mut c, "data_dir: /var/lib/crowdsec/data/", &format!("data_dir: {d}/data/"))?;
+        set(&mut c, "db_path: /var/lib/crowdsec/data/crowdsec.db", &format!("db_path: {d}/data/crowdsec.db"))?;
+        set(
+            &mut c,
+            "credentials_path: /etc/crowdsec/local_api_credentials.yaml",
+            &format!("credentials_path: {d}/local_api_credentials.yaml"),
+        )?;
+        set(&mut c, "listen_uri: 127.0.0.1:8080", &format!("listen_uri: 127.0.0.1:{port}"))?;
+        set(&mut c, "listen_port: 6060", &format!("listen_port: {}", port + 1))?;
+        // No Central API: the online_client block goes.
+        let lines: Vec<&str> = c.lines().collect();
+        let mut kept = Vec::new();
+        let mut skip = 0;
+        for l in lines {
+            if l.trim_start().starts_with("online_client:") {
+                skip = 2;
+            }
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            kept.push(l);
+        }
+        let config = dir.join("config.yaml");
+        std::fs::write(&config, kept.join("\n") + "\n")?;
+        let mut lapi = Lapi { dir: dir.to_owned(), ns: ns.to_owned(), port, config, child: None };
+        let creds = dir.join("local_api_credentials.yaml").display().to_string();
+        lapi.cscli(&["machines", "add", "test", "-a", "-f", &creds, "--force"])?;
+        // The credentials name the default port: this LAPI's instead.
+        let text = std::fs::read_to_string(&creds)?;
+        std::fs::write(&creds, text.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}")))?;
+        lapi.run()?;
+        Ok(lapi)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts the LAPI (again) and waits until it answers.
+    pub fn run(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("run.log"))?;
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.ns))
+            .args(["crowdsec", "-c"])
+            .arg(&self.config)
+            .arg("-no-cs")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("cannot start crowdsec")?;
+        self.child = Some(child);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            // Up: it refuses an unknown key (403).
+            let out = self.in_ns("curl", &["-s", "-o", "/dev/null", "-w", "%{http_code}", &self.url()])?;
+            if String::from_utf8_lossy(&out.stdout).starts_with('4') {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        bail!("the LAPI did not start: {}", std::fs::read_to_string(self.dir.join("run.log")).unwrap_or_default())
+    }
+
+    /// Kills the LAPI (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn in_ns(&self, program: &str, args: &[&str]) -> Result<Output> {
+        Ok(Command::new("nsenter").arg(format!("--net=/run/netns/{}", self.ns)).arg(program).args(args).output()?)
+    }
+
+    /// `cscli -c CONFIG ARGS` (in the namespace: it talks to the LAPI);
+    /// fails with its output unless it succeeds.
+    pub fn cscli(&self, args: &[&str]) -> Result<String> {
+        let mut full = vec!["-c", self.config.to_str().context("path")?];
+        full.extend_from_slice(args);
+        let out = self.in_ns("cscli", &full)?;
+        if !out.status.success() {
+            bail!("cscli {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// A bouncer's API key, written to a file of the test's.
+    pub fn bouncer(&self, name: &str) -> Result<PathBuf> {
+        let key = format!("{name}-key-{}", std::process::id());
+        self.cscli(&["bouncers", "add", name, "-k", &key])?;
+        let path = self.dir.join(format!("{name}.key"));
+        std::fs::write(&path, &key)?;
+        Ok(path)
+    }
+}
+
+impl Drop for Lapi {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

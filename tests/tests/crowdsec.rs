@@ -1,0 +1,195 @@
+//! The CrowdSec bouncer against a real LAPI (Debian's crowdsec 1.4.6, a
+//! private instance in the test's namespace): decisions added, deleted and
+//! expiring in CrowdSec are enforced at XDP within the update frequency; the
+//! LAPI killed, or the key revoked, leaves enforcement as it was, and status
+//! says it is stale; the LAPI back, the feed is in sync again.
+#![allow(unused_crate_dependencies)]
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use blocker::control::protocol::{BansReply, StatusReply};
+use blocker_tests::{
+    crowdsec::Lapi,
+    daemon::{blocker_bin, Daemon, PinRoot},
+    netns::NetnsPair,
+    unique_tag,
+};
+
+const SOURCE_V4: &str = "198.51.100.2";
+const SOURCE_V6: &str = "2001:db8:a::2";
+/// The LAPI's port inside the test's namespace (its own loopback).
+const PORT: u16 = 8080;
+
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+struct Client {
+    sock: String,
+}
+
+impl Client {
+    fn out(&self, args: &[&str]) -> Vec<u8> {
+        let out = Command::new(blocker_bin()).args(["--socket", &self.sock]).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    }
+    fn status(&self) -> StatusReply {
+        serde_json::from_slice(&self.out(&["status", "--json"])).unwrap()
+    }
+    fn bans(&self, args: &[&str]) -> BansReply {
+        let mut all = vec!["bans", "--json"];
+        all.extend_from_slice(args);
+        serde_json::from_slice(&self.out(&all)).unwrap()
+    }
+    fn status_text(&self) -> String {
+        let out = Command::new(blocker_bin()).args(["--socket", &self.sock, "status"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    /// The targets CrowdSec's cscli origin bans.
+    fn banned(&self) -> Vec<String> {
+        let b = self.bans(&[]);
+        b.bans.into_iter().filter(|b| b.origin.starts_with("crowdsec:")).map(|b| b.target).collect()
+    }
+}
+
+/// A daemon in `net`'s receiving namespace, pulling from `lapi` every second.
+fn daemon(
+    net: &NetnsPair,
+    root: &PinRoot,
+    dir: &std::path::Path,
+    lapi: &Lapi,
+    key: &std::path::Path,
+) -> (Daemon, Client) {
+    // Region data of the test's own: the test ranges are "FR".
+    let regions = dir.join("regions.csv");
+    std::fs::write(
+        &regions,
+        "198.51.100.0,198.51.100.255,FR\n2001:db8:a::,2001:db8:a:ffff:ffff:ffff:ffff:ffff,FR\n203.0.113.0,203.0.113.255,DE\n",
+    )
+    .unwrap();
+    let sock = dir.join("blocker.sock").display().to_string();
+    let args = [
+        "--pin-root",
+        root.as_str(),
+        "--socket",
+        &sock,
+        "run",
+        "--iface",
+        &net.rx_if,
+        "--xdp-mode",
+        "native",
+        "--no-default-never-block",
+        "--country-source",
+        &format!("csv:{}", regions.display()),
+        "--crowdsec-lapi-url",
+        &lapi.url(),
+        "--crowdsec-api-key-file",
+        key.to_str().unwrap(),
+        "--crowdsec-update-frequency",
+        "1s",
+    ];
+    let d = Daemon::start(&net.rx_ns, &args, &dir.join("daemon.log")).unwrap();
+    let c = Client { sock };
+    assert!(
+        wait_until(Duration::from_secs(15), || c.status().crowdsec.is_some_and(|s| s.last_success.is_some())),
+        "no pull succeeded: {}",
+        d.log_text()
+    );
+    (d, c)
+}
+
+#[test]
+fn a_real_lapis_decisions_are_enforced_and_outlive_it() {
+    let net = NetnsPair::new().unwrap();
+    let root = PinRoot::new(&unique_tag());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("lapi")).unwrap();
+    let mut lapi = Lapi::start(&dir.join("lapi"), &net.rx_ns, PORT).unwrap();
+    let key = lapi.bouncer("blocker").unwrap();
+    let (daemon, c) = daemon(&net, &root, dir, &lapi, &key);
+    assert_eq!(net.ping_from(SOURCE_V4, 1).unwrap(), 1);
+
+    // An Ip decision: enforced within update_frequency (1 s) + 1 s.
+    lapi.cscli(&["decisions", "add", "--ip", SOURCE_V4, "--duration", "1h"]).unwrap();
+    let added = Instant::now();
+    assert!(wait_until(Duration::from_secs(10), || c.banned() == ["198.51.100.2/32"]), "{}", daemon.log_text());
+    let took = added.elapsed();
+    assert!(took <= Duration::from_secs(2), "enforced {took:?} after the decision");
+    assert_eq!(net.ping_from(SOURCE_V4, 1).unwrap(), 0, "dropped at XDP");
+    let b = c.bans(&["--origin", "crowdsec:cscli"]);
+    assert!(b.bans[0].remaining_seconds.is_some_and(|r| r > 3500 && r <= 3600), "{b:?}");
+
+    // Deleted in CrowdSec: it passes again.
+    lapi.cscli(&["decisions", "delete", "--ip", SOURCE_V4]).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || c.banned().is_empty()), "{}", daemon.log_text());
+    assert_eq!(net.ping_from(SOURCE_V4, 1).unwrap(), 1);
+
+    // A Range: an address inside it (not the network address) is dropped.
+    lapi.cscli(&["decisions", "add", "--range", "198.51.100.0/24", "--duration", "1h"]).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || c.banned() == ["198.51.100.0/24"]));
+    assert_eq!(net.ping_from(SOURCE_V4, 1).unwrap(), 0);
+    lapi.cscli(&["decisions", "delete", "--range", "198.51.100.0/24"]).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || c.banned().is_empty()));
+
+    // A Country, from the region data blocker has: both families.
+    lapi.cscli(&["decisions", "add", "--scope", "Country", "--value", "FR", "--duration", "1h"]).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || c.banned().len() == 2), "{:?}", c.banned());
+    assert_eq!(net.ping_from(SOURCE_V4, 1).unwrap(), 0);
+    assert_eq!(net.ping_from(SOURCE_V6, 1).unwrap(), 0);
+    // (cscli 1.4 deletes by ip, range, id or all.)
+    lapi.cscli(&["decisions", "delete", "--all"]).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || c.banned().is_empty()));
+    assert_eq!(net.ping_from(SOURCE_V6, 1).unwrap(), 1);
+
+    // Expiry: the ban ends on time by itself.
+    lapi.cscli(&["decisions", "add", "--ip", SOURCE_V6, "--duration", "4s"]).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || c.banned() == ["2001:db8:a::2/128"]));
+    assert_eq!(net.ping_from(SOURCE_V6, 1).unwrap(), 0);
+    assert!(wait_until(Duration::from_secs(6), || net.ping_from(SOURCE_V6, 1).unwrap() == 1), "expired");
+
+    // The LAPI killed: enforcement holds, status says stale.
+    lapi.cscli(&["decisions", "add", "--ip", SOURCE_V4, "--duration", "1h"]).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || c.banned() == ["198.51.100.2/32"]));
+    lapi.kill();
+    assert!(wait_until(Duration::from_secs(5), || c.status().crowdsec.unwrap().failing_since.is_some()));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(net.ping_from(SOURCE_V4, 1).unwrap(), 0, "still dropped with the LAPI down");
+    assert_eq!(c.banned(), ["198.51.100.2/32"]);
+    let text = c.status_text();
+    assert!(text.contains("STALE") && text.contains("cannot reach the LAPI"), "{text}");
+
+    // Back: in sync again (a full pull), and its changes apply.
+    lapi.run().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || c.status().crowdsec.unwrap().failing_since.is_none()));
+    assert_eq!(c.banned(), ["198.51.100.2/32"]);
+    lapi.cscli(&["decisions", "delete", "--ip", SOURCE_V4]).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || c.banned().is_empty()));
+    assert_eq!(net.ping_from(SOURCE_V4, 1).unwrap(), 1);
+
+    // The key revoked: refused (403), said, and nothing flushed.
+    lapi.cscli(&["decisions", "add", "--ip", SOURCE_V4, "--duration", "1h"]).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || c.banned() == ["198.51.100.2/32"]));
+    lapi.cscli(&["bouncers", "delete", "blocker"]).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || c
+        .status()
+        .crowdsec
+        .unwrap()
+        .last_error
+        .is_some_and(|e| e.contains("refused the API key"))));
+    assert_eq!(net.ping_from(SOURCE_V4, 1).unwrap(), 0);
+    let log = daemon.log_text();
+    // Failures are logged at a bounded rate: one line for the LAPI down, one for the key.
+    assert!(log.matches("CrowdSec: ").count() <= 4, "{log}");
+}
