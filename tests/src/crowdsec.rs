@@ -39,7 +39,13 @@ impl Lapi {
         set(&mut c, "daemonize: true", "daemonize: false")?;
         set(&mut c, "log_dir: /var/log/", &format!("log_dir: {d}/log/"))?;
         set(&mut c, "data_dir: /var/lib/crowdsec/data/", &format!("data_dir: {d}/data/"))?;
-        set(&mut c, "db_path: /var/lib/crowdsec/data/crowdsec.db", &format!("db_path: {d}/data/crowdsec.db"))?;
+        // WAL: without it a bulk import beside a bouncer's pulls fails with
+        // "database is locked" (CrowdSec's own advice).
+        set(
+            &mut c,
+            "db_path: /var/lib/crowdsec/data/crowdsec.db",
+            &format!("db_path: {d}/data/crowdsec.db\n  use_wal: true"),
+        )?;
         set(
             &mut c,
             "credentials_path: /etc/crowdsec/local_api_credentials.yaml",
@@ -124,6 +130,15 @@ impl Lapi {
             bail!("cscli {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// How many decisions the LAPI's stream holds, as a bouncer with the key
+    /// in `key_file` gets them in a full pull.
+    pub fn active(&self, key_file: &Path) -> usize {
+        let key = std::fs::read_to_string(key_file).unwrap_or_default();
+        let url = format!("{}v1/decisions/stream?startup=true", self.url());
+        let out = self.in_ns("curl", &["-s", "-H", &format!("X-Api-Key: {key}"), &url]);
+        out.map(|o| String::from_utf8_lossy(&o.stdout).matches("\"id\":").count()).unwrap_or(0)
     }
 
     /// A bouncer's API key, written to a file of the test's.

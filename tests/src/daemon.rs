@@ -66,6 +66,11 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// The daemon's process id (nsenter execs it: the child is the daemon).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Starts `blocker ARGS` in `ns` and waits until it reports ready.
     pub fn start(ns: &str, args: &[impl AsRef<OsStr>], log: &Path) -> Result<Daemon> {
         Self::start_with_env(ns, args, log, &[])

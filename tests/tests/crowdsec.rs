@@ -98,6 +98,9 @@ fn daemon(
         key.to_str().unwrap(),
         "--crowdsec-update-frequency",
         "1s",
+        // What the LAPI's deltas miss comes with the next full pull.
+        "--crowdsec-full-pull-every",
+        "5s",
     ];
     let d = Daemon::start(&net.rx_ns, &args, &dir.join("daemon.log")).unwrap();
     let c = Client { sock };
@@ -192,4 +195,64 @@ fn a_real_lapis_decisions_are_enforced_and_outlive_it() {
     let log = daemon.log_text();
     // Failures are logged at a bounded rate: one line for the LAPI down, one for the key.
     assert!(log.matches("CrowdSec: ").count() <= 4, "{log}");
+}
+
+/// The daemon's resident memory, in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+#[test]
+fn a_hundred_thousand_imported_decisions_are_enforced() {
+    let net = NetnsPair::new().unwrap();
+    let root = PinRoot::new(&unique_tag());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("lapi")).unwrap();
+    let lapi = Lapi::start(&dir.join("lapi"), &net.rx_ns, PORT).unwrap();
+    let key = lapi.bouncer("blocker").unwrap();
+    let (daemon, c) = daemon(&net, &root, dir, &lapi, &key);
+    let before = rss_mib(daemon.pid().unwrap());
+    // 100,000 addresses of 10/8, and the test's source.
+    let mut csv = String::from("value,duration,reason\n");
+    for i in 0..100_000u32 {
+        csv.push_str(&format!("10.{}.{}.{},4h,import\n", (i >> 16) & 255, (i >> 8) & 255, i & 255));
+    }
+    csv.push_str(&format!("{SOURCE_V4},4h,import\n"));
+    let file = dir.join("decisions.csv");
+    std::fs::write(&file, csv).unwrap();
+    // SQLite under a bulk import and a bouncer's pulls every second may answer
+    // "database is locked" (a LAPI limit, not blocker's): tried again.
+    let mut tries = 0;
+    while let Err(e) = lapi.cscli(&["decisions", "import", "-i", file.to_str().unwrap()]) {
+        tries += 1;
+        assert!(tries < 3 && e.to_string().contains("database is locked"), "{e}");
+    }
+    let imported = Instant::now();
+    let count = || c.status().bans.get("crowdsec:cscli-import").copied().unwrap_or(0);
+    assert!(
+        wait_until(Duration::from_secs(60), || count() == 100_001),
+        "{} of 100,001 enforced; the LAPI holds {} decisions: {}",
+        count(),
+        lapi.active(&key),
+        daemon.log_text()
+    );
+    eprintln!(
+        "100,001 imported decisions enforced {:?} after the import returned; daemon RSS {before} MiB before, {} MiB \
+         after",
+        imported.elapsed(),
+        rss_mib(daemon.pid().unwrap())
+    );
+    assert_eq!(net.ping_from(SOURCE_V4, 1).unwrap(), 0);
+    // One deleted among them: only it goes.
+    lapi.cscli(&["decisions", "delete", "--ip", SOURCE_V4]).unwrap();
+    assert!(wait_until(Duration::from_secs(10), || count() == 100_000));
+    assert_eq!(net.ping_from(SOURCE_V4, 1).unwrap(), 1);
+    assert!(c.status().crowdsec.unwrap().decisions >= 100_000);
 }

@@ -203,6 +203,10 @@ pub(crate) struct RunArgs {
     /// How often the LAPI is asked for new decisions.
     #[arg(long, value_name = "DURATION", requires = "crowdsec_lapi_url")]
     pub(crate) crowdsec_update_frequency: Option<String>,
+    /// How often every decision is pulled again, which brings those the
+    /// LAPI's deltas missed (default 5m; 0: never).
+    #[arg(long, value_name = "DURATION", requires = "crowdsec_lapi_url")]
+    pub(crate) crowdsec_full_pull_every: Option<String>,
 }
 
 /// The options of `blocker ban`.

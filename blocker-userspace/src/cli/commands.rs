@@ -126,6 +126,7 @@ fn run_daemon(args: RunArgs, socket: &Path, pin_root: &Path, run_options_given: 
                     lapi_url: Some(url.clone()),
                     api_key_file: args.crowdsec_api_key_file.clone(),
                     update_frequency: args.crowdsec_update_frequency.clone(),
+                    full_pull_every: args.crowdsec_full_pull_every.clone(),
                     ..Default::default()
                 }
                 .check("--crowdsec-")

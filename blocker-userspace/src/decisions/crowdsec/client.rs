@@ -135,8 +135,9 @@ pub fn spawn(
     std::thread::Builder::new().name("crowdsec".into()).spawn(move || {
         let mut normalizer = Normalizer::new(opts.clone());
         let mut startup = true;
+        let mut last_full = Instant::now();
         loop {
-            if resync.swap(false, Ordering::Relaxed) {
+            if resync.swap(false, Ordering::Relaxed) || opts.full_pull_every.is_some_and(|d| last_full.elapsed() >= d) {
                 startup = true;
             }
             let began = Instant::now();
@@ -146,6 +147,9 @@ pub fn spawn(
             let mut report = pull(&agent, &opts, startup, &tx, &mut normalizer);
             report.took = began.elapsed();
             let ok = report.error.is_none();
+            if ok && startup {
+                last_full = began;
+            }
             if tx.blocking_send(FeedMessage::End(report)).is_err() {
                 return;
             }

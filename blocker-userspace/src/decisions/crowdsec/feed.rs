@@ -99,6 +99,9 @@ pub struct Feed {
 /// The least time between two log lines of one kind (failures, malformed
 /// decisions, refusals): a LAPI down for a day logs a line a minute.
 const LOG_EVERY: Duration = Duration::from_secs(60);
+/// Ends closer than this are the same end: a decision sent again has its
+/// duration counted from another instant.
+const SAME_END_NS: u64 = 2_000_000_000;
 /// How soon decisions refused for a full map are asked for again.
 const RESYNC_AFTER_REFUSAL: Duration = Duration::from_secs(300);
 
@@ -270,6 +273,19 @@ impl Feed {
                     }
                 },
             };
+            let expires_ns = now.saturating_add(d.lasts_ns);
+            if let Some(e) = self.decisions.get_mut(&d.id) {
+                // Sent again (a full pull): the same decision keeps its hold
+                // unless its end moved by more than the clocks' jitter.
+                if e.held.prefixes() == held.prefixes()
+                    && e.origin == d.origin
+                    && e.action == d.action
+                    && e.expires_ns.abs_diff(expires_ns) < SAME_END_NS
+                {
+                    e.generation = self.generation;
+                    continue;
+                }
+            }
             self.drop_decision(d.id);
             for p in held.prefixes() {
                 self.dirty.insert(*p);
@@ -290,7 +306,7 @@ impl Feed {
                     held,
                     origin: d.origin,
                     scenario: d.scenario,
-                    expires_ns: now.saturating_add(d.lasts_ns),
+                    expires_ns,
                     action: d.action,
                     generation: self.generation,
                 },

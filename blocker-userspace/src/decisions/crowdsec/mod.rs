@@ -33,6 +33,12 @@ pub const ORIGIN_PREFIX: &str = "crowdsec:";
 /// `crowdsec:other`.
 pub const MAX_FEED_ORIGINS: usize = 16;
 pub const DEFAULT_UPDATE_FREQUENCY: Duration = Duration::from_secs(10);
+/// How often a full pull (`startup=true`) replaces the deltas. The LAPI's
+/// deltas can miss decisions: a bulk import commits in batches of 50 whose
+/// creation time may precede the pull that should have sent them (seen with
+/// crowdsec 1.4.6: 50 of 100,001 imported decisions never came as a delta).
+/// A full pull brings them, and changes nothing that is right already.
+pub const DEFAULT_FULL_PULL_EVERY: Duration = Duration::from_secs(300);
 /// The most bytes of a stream answer (a million decisions take about 250 MB).
 pub const MAX_ANSWER_BYTES: u64 = 4 << 30;
 
@@ -87,6 +93,8 @@ pub struct CrowdsecOptions {
     /// None: a client certificate authenticates.
     pub api_key: Option<ApiKey>,
     pub update_frequency: Duration,
+    /// How often a full pull is made besides (None: only at start and after errors).
+    pub full_pull_every: Option<Duration>,
     pub scopes: Vec<Scope>,
     /// Only decisions of these origins (empty: all).
     pub origins: Vec<String>,
@@ -119,6 +127,8 @@ pub struct CrowdsecSection {
     pub api_key: Option<String>,
     pub api_key_file: Option<PathBuf>,
     pub update_frequency: Option<String>,
+    /// "0" turns the periodic full pull off.
+    pub full_pull_every: Option<String>,
     pub scopes: Option<Vec<String>>,
     #[serde(default)]
     pub origins: Vec<String>,
@@ -177,6 +187,20 @@ impl CrowdsecSection {
                     return Err(refuse(&k("update_frequency"), "must be from 100ms to 1h"));
                 }
                 d
+            }
+        };
+        let full_pull_every = match self.full_pull_every.as_deref().map(str::trim) {
+            None => Some(DEFAULT_FULL_PULL_EVERY),
+            Some("0") => None,
+            Some(text) => {
+                let d = crate::clock::parse_duration(text).map_err(|e| refuse(&k("full_pull_every"), e.to_string()))?;
+                if d < update_frequency {
+                    return Err(refuse(
+                        &k("full_pull_every"),
+                        "shorter than update_frequency: give a longer one, or 0 (off)",
+                    ));
+                }
+                Some(d)
             }
         };
         let scopes = match &self.scopes {
@@ -263,6 +287,7 @@ impl CrowdsecSection {
             lapi_url: url.to_owned(),
             api_key,
             update_frequency,
+            full_pull_every,
             scopes,
             origins: self.origins.clone(),
             scenarios_containing: self.scenarios_containing.clone(),
