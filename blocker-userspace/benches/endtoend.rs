@@ -670,7 +670,7 @@ fn write_rates(out: &mut String, mixes: [&str; 2], rows: &[Receiver]) {
     }
 }
 
-/// `BLOCKER_BENCH_PARTS=world,attack,million` runs only those parts (default: all).
+/// `BLOCKER_BENCH_PARTS=world,attack,million,crowdsec` runs only those parts (default: all).
 fn wanted_part(part: &str) -> bool {
     match std::env::var("BLOCKER_BENCH_PARTS") {
         Ok(parts) if !parts.is_empty() => parts.split(',').any(|p| p.trim() == part),
@@ -1041,6 +1041,9 @@ impl MillionRun {
     }
 }
 
+#[path = "endtoend/crowdsec.rs"]
+mod crowdsec;
+
 fn main() {
     object::check_privileges().expect("the end-to-end bench needs root");
     let frames = knob("BLOCKER_BENCH_FRAMES", FRAMES);
@@ -1064,6 +1067,10 @@ fn main() {
         daemon_start_and_reload(&net, &pins, &["--deny-country", &all.join(",")]);
     let attack = wanted_part("attack").then(|| run_attack(&net, &pins, frames));
     let million = wanted_part("million").then(|| run_million(&net, &pins));
+    let crowdsec = wanted_part("crowdsec").then(|| {
+        let mut sender = sender(Family::V4, &net, &pins, "crowdsec", frames);
+        crowdsec::run(&net, &pins, &mut sender)
+    });
     let _ = std::fs::remove_dir_all(&pins);
 
     let mut out = String::new();
@@ -1140,6 +1147,9 @@ fn main() {
     }
     if let Some(m) = &million {
         m.report(&mut out, &mut json);
+    }
+    if let Some(c) = &crowdsec {
+        c.report(&mut out, &mut json);
     }
     print!("{out}");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");

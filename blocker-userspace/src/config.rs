@@ -587,4 +587,34 @@ mod tests {
             "/etc/blocker/blocker.toml: interface[0] (eth0): xdp_mode \"fast\" is not one of auto, native, generic"
         );
     }
+
+    #[test]
+    fn a_crowdsec_section_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "abc123\n").unwrap();
+        let o = p(&format!(
+            "[[interface]]\nname = \"eth0\"\n[crowdsec]\nlapi_url = \"http://127.0.0.1:8080/\"\napi_key_file = \"{}\"\n\
+             update_frequency = \"2s\"\nscopes = [\"Ip\", \"range\"]\norigins = [\"crowdsec\"]\nactions = {{ ban = \"reject\" }}\n",
+            key.display()
+        ))
+        .unwrap();
+        let c = o.crowdsec.unwrap();
+        assert_eq!(c.api_key.unwrap().0, "abc123");
+        assert_eq!(c.update_frequency, Duration::from_secs(2));
+        assert_eq!(c.scopes.len(), 2);
+        assert_eq!(c.actions["ban"], crate::decisions::BanAction::Reject);
+        assert_eq!(
+            refused_key("[[interface]]\nname = \"eth0\"\n[crowdsec]\nlapi_url = \"http://x/\"\napi_key = \"k\"\nscopes = [\"as\"]\n"),
+            "crowdsec.scopes"
+        );
+        assert_eq!(
+            refused_key("[[interface]]\nname = \"eth0\"\n[crowdsec]\nlapi_url = \"http://x/\"\napi_key_file = \"/nonexistent/k\"\n"),
+            "crowdsec.api_key_file"
+        );
+        // Unknown keys are refused like everywhere in the file.
+        let e =
+            p("[[interface]]\nname = \"eth0\"\n[crowdsec]\nlapi_url = \"http://x/\"\napi_kye = \"k\"\n").unwrap_err();
+        assert!(e.to_string().contains("api_kye"), "{e}");
+    }
 }

@@ -138,6 +138,9 @@ fn a_real_lapis_decisions_are_enforced_and_outlive_it() {
     lapi.cscli(&["decisions", "delete", "--ip", SOURCE_V4]).unwrap();
     assert!(wait_until(Duration::from_secs(5), || c.banned().is_empty()), "{}", daemon.log_text());
     assert_eq!(net.ping_from(SOURCE_V4, 1).unwrap(), 1);
+    // Usage metrics: this LAPI (1.4.6) answers 404; blocker stops trying.
+    let usage = c.status().crowdsec.unwrap().usage_metrics;
+    assert!(usage.as_deref().is_some_and(|u| u.contains("404") && u.contains("not sent again")), "{usage:?}");
 
     // A Range: an address inside it (not the network address) is dropped.
     lapi.cscli(&["decisions", "add", "--range", "198.51.100.0/24", "--duration", "1h"]).unwrap();

@@ -166,7 +166,8 @@ fn lint() -> Result<()> {
     Ok(())
 }
 
-const FUZZ_TARGETS: [&str; 6] = ["list_parser", "region_text", "mmdb", "config", "control", "packet"];
+const FUZZ_TARGETS: [&str; 7] =
+    ["list_parser", "region_text", "mmdb", "config", "control", "packet", "crowdsec_stream"];
 
 /// Runs each fuzz target for `seconds`. New inputs go to target/fuzz/corpus
 /// (the committed seeds in fuzz/corpus stay as they are); crashes and hangs

@@ -47,6 +47,8 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("iptables", "iptables"),
     ("ethtool", "ethtool"),
     ("/usr/bin/time", "time"),
+    // The CrowdSec side by side: the anchor bouncer in nftables mode.
+    ("crowdsec-firewall-bouncer", "crowdsec-firewall-bouncer"),
 ];
 
 fn output(program: &str, args: &[&str]) -> Option<String> {

@@ -525,5 +525,8 @@ pub(crate) fn crowdsec_line(c: &blocker::control::protocol::CrowdsecStatus, now:
     if c.refused_full > 0 {
         line.push_str(&format!("; {} REFUSED: the ban map is full", c.refused_full));
     }
+    if let Some(u) = &c.usage_metrics {
+        line.push_str(&format!("\n  usage metrics: {u}"));
+    }
     line
 }

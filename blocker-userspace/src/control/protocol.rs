@@ -257,6 +257,9 @@ pub struct CrowdsecStatus {
     pub skipped: BTreeMap<String, u64>,
     /// Decisions refused because a ban map was full, since the start.
     pub refused_full: u64,
+    /// What became of the usage-metrics reports (None: none made yet).
+    #[serde(default)]
+    pub usage_metrics: Option<String>,
 }
 
 /// One interface of `status`, as the kernel says it is.

@@ -640,6 +640,8 @@ struct Daemon {
 struct CrowdsecRun {
     feed: crate::decisions::crowdsec::feed::Feed,
     regions: Option<std::sync::Arc<crate::source::region::db::RegionDb>>,
+    /// Usage-metrics reports, for the pull thread to send.
+    usage_tx: std::sync::mpsc::Sender<serde_json::Value>,
 }
 
 impl Daemon {
@@ -1037,6 +1039,19 @@ impl Daemon {
             self.managed.iter_mut().map(|m| Target { iface: &m.iface, maps: &mut m.maps }).collect();
         let changed = run.feed.handle(msg, &mut self.bans, &mut targets, &mut load);
         drop(targets);
+        // Packets dropped per ban origin, from every interface's counters.
+        let mut dropped: BTreeMap<String, u64> = BTreeMap::new();
+        for m in self.managed.iter().filter(|_| run.feed.usage_is_due()) {
+            for l in m.maps.counters().map(|c| c.lists).unwrap_or_default() {
+                if l.scope == crate::dataplane::maps::ORIGIN_SCOPE {
+                    *dropped.entry(l.name).or_default() += l.packets;
+                }
+            }
+        }
+        let started = unix_secs(self.state.started);
+        if let Some(report) = run.feed.usage_report(started, &dropped, &self.bans.store().origins()) {
+            let _ = run.usage_tx.send(report);
+        }
         if changed {
             self.publish_bans();
         }
@@ -1278,9 +1293,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         let resync = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         // Small: the pull thread waits while the daemon applies a batch.
         let (tx, rx) = tokio::sync::mpsc::channel(2);
-        client::spawn(std::sync::Arc::new(c.clone()), agent, tx, resync.clone())?;
+        let (usage_tx, usage_rx) = std::sync::mpsc::channel();
+        client::spawn(std::sync::Arc::new(c.clone()), agent, tx, resync.clone(), usage_rx)?;
         log::info!("CrowdSec: pulling decisions from {} every {:?}", c.lapi_url, c.update_frequency);
-        daemon.crowdsec = Some(CrowdsecRun { feed: Feed::new(&c.lapi_url, c.update_frequency, resync), regions: None });
+        daemon.crowdsec =
+            Some(CrowdsecRun { feed: Feed::new(&c.lapi_url, c.update_frequency, resync), regions: None, usage_tx });
         crowdsec_rx = Some(rx);
     }
     daemon.bans.set_shields(crate::decisions::service::Shields::of(&table));

@@ -31,6 +31,69 @@ pub enum FeedMessage {
         deleted: Vec<u64>,
     },
     End(PullReport),
+    /// What the LAPI did with a usage-metrics report.
+    Usage(UsageOutcome),
+}
+
+/// The answer to a usage-metrics report (`POST /v1/usage-metrics`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UsageOutcome {
+    Sent,
+    /// 404: a LAPI older than 1.6.3, which takes none: not sent again.
+    Unsupported,
+    Failed(String),
+}
+
+/// How often usage metrics are reported (the first soon after the start).
+pub const USAGE_EVERY: Duration = Duration::from_secs(15 * 60);
+
+/// A usage-metrics report: the packets dropped per CrowdSec origin since the
+/// last one, and the bans in force per origin (`origin` labels as CrowdSec
+/// names them).
+pub fn usage_payload(
+    started_unix: u64,
+    window: Duration,
+    dropped: &BTreeMap<String, u64>,
+    active: &BTreeMap<String, usize>,
+) -> serde_json::Value {
+    let mut items = Vec::new();
+    for (origin, n) in dropped {
+        items.push(serde_json::json!({"name": "dropped", "unit": "packet", "value": n, "labels": {"origin": origin}}));
+    }
+    for (origin, n) in active {
+        items.push(
+            serde_json::json!({"name": "active_decisions", "unit": "ip", "value": n, "labels": {"origin": origin}}),
+        );
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    serde_json::json!({
+        "remediation_components": [{
+            "type": "blocker",
+            "name": "blocker",
+            "version": env!("CARGO_PKG_VERSION"),
+            "os": {"name": "linux", "version": release.trim()},
+            "feature_flags": [],
+            "utc_startup_timestamp": started_unix,
+            "metrics": [{
+                "meta": {"window_size_seconds": window.as_secs(), "utc_now_timestamp": crate::clock::wall_ms() / 1000},
+                "items": items,
+            }],
+        }]
+    })
+}
+
+fn post_usage(agent: &ureq::Agent, opts: &CrowdsecOptions, payload: &serde_json::Value) -> UsageOutcome {
+    let url = format!("{}/v1/usage-metrics", opts.lapi_url.trim_end_matches('/'));
+    let mut req = agent.post(&url).header("Content-Type", "application/json");
+    if let Some(key) = &opts.api_key {
+        req = req.header("X-Api-Key", &key.0);
+    }
+    match req.send(payload.to_string()) {
+        Ok(r) if r.status().is_success() => UsageOutcome::Sent,
+        Ok(r) if r.status().as_u16() == 404 => UsageOutcome::Unsupported,
+        Ok(r) => UsageOutcome::Failed(format!("the LAPI answered {}", r.status().as_u16())),
+        Err(e) => UsageOutcome::Failed(e.to_string()),
+    }
 }
 
 /// How a pull went.
@@ -131,6 +194,7 @@ pub fn spawn(
     agent: ureq::Agent,
     tx: tokio::sync::mpsc::Sender<FeedMessage>,
     resync: Arc<AtomicBool>,
+    usage: std::sync::mpsc::Receiver<serde_json::Value>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new().name("crowdsec".into()).spawn(move || {
         let mut normalizer = Normalizer::new(opts.clone());
@@ -139,6 +203,11 @@ pub fn spawn(
         loop {
             if resync.swap(false, Ordering::Relaxed) || opts.full_pull_every.is_some_and(|d| last_full.elapsed() >= d) {
                 startup = true;
+            }
+            while let Ok(payload) = usage.try_recv() {
+                if tx.blocking_send(FeedMessage::Usage(post_usage(&agent, &opts, &payload))).is_err() {
+                    return;
+                }
             }
             let began = Instant::now();
             if tx.blocking_send(FeedMessage::Begin { startup }).is_err() {
@@ -249,6 +318,25 @@ fn pull(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_metrics_as_the_lapi_takes_them() {
+        let dropped = BTreeMap::from([("cscli".to_string(), 12u64)]);
+        let active = BTreeMap::from([("CAPI".to_string(), 3usize)]);
+        let p = usage_payload(1_700_000_000, Duration::from_secs(900), &dropped, &active);
+        let rc = &p["remediation_components"][0];
+        assert_eq!(rc["type"], "blocker");
+        assert_eq!(rc["utc_startup_timestamp"], 1_700_000_000u64);
+        assert_eq!(rc["os"]["name"], "linux");
+        let m = &rc["metrics"][0];
+        assert_eq!(m["meta"]["window_size_seconds"], 900);
+        assert_eq!(
+            m["items"][0],
+            serde_json::json!({"name": "dropped", "unit": "packet", "value": 12, "labels": {"origin": "cscli"}})
+        );
+        assert_eq!(m["items"][1]["name"], "active_decisions");
+        assert_eq!(m["items"][1]["labels"]["origin"], "CAPI");
+    }
 
     #[test]
     fn the_stream_url_carries_the_filters() {

@@ -94,6 +94,11 @@ pub struct Feed {
     logged: [Option<Instant>; 3],
     /// A pull has succeeded since the start.
     synced: bool,
+    /// Usage metrics: when the next report is due (None: never again), and
+    /// the dropped packets per origin the last one counted up to.
+    usage_due: Option<Instant>,
+    usage_counted: BTreeMap<String, u64>,
+    usage_last: Option<Instant>,
 }
 
 /// The least time between two log lines of one kind (failures, malformed
@@ -114,8 +119,60 @@ impl Feed {
                 ..Default::default()
             },
             resync: Some(resync),
+            usage_due: Some(Instant::now()),
             ..Default::default()
         }
+    }
+
+    /// Whether a usage-metrics report is due (after a successful pull).
+    pub fn usage_is_due(&self) -> bool {
+        self.synced && self.status.failing_since.is_none() && self.usage_due.is_some_and(|at| at <= Instant::now())
+    }
+
+    /// A usage-metrics report, if one is due after a successful pull: the
+    /// packets dropped per CrowdSec origin since the last one (`dropped`:
+    /// totals per ban origin, from the kernel's counters) and the bans in
+    /// force per origin.
+    pub fn usage_report(
+        &mut self,
+        started_unix: u64,
+        dropped: &BTreeMap<String, u64>,
+        active: &BTreeMap<String, usize>,
+    ) -> Option<serde_json::Value> {
+        let now = Instant::now();
+        if !self.usage_is_due() {
+            return None;
+        }
+        self.usage_due = Some(now + super::client::USAGE_EVERY);
+        let strip = |o: &str| o.strip_prefix(ORIGIN_PREFIX).map(str::to_owned);
+        let mut diff = BTreeMap::new();
+        for (origin, total) in dropped {
+            let Some(name) = strip(origin) else { continue };
+            let before = self.usage_counted.insert(origin.clone(), *total).unwrap_or(0);
+            diff.insert(name, total.saturating_sub(before));
+        }
+        let active: BTreeMap<String, usize> =
+            active.iter().filter_map(|(o, n)| strip(o).map(|name| (name, *n))).collect();
+        let window = self.usage_last.map_or(Duration::ZERO, |t| now.duration_since(t));
+        self.usage_last = Some(now);
+        Some(super::client::usage_payload(started_unix, window, &diff, &active))
+    }
+
+    fn usage_outcome(&mut self, outcome: super::client::UsageOutcome) {
+        use super::client::UsageOutcome;
+        let lapi = &self.status.lapi_url;
+        self.status.usage_metrics = Some(match outcome {
+            UsageOutcome::Sent => format!("sent every {} min", super::client::USAGE_EVERY.as_secs() / 60),
+            UsageOutcome::Unsupported => {
+                self.usage_due = None;
+                log::info!("CrowdSec LAPI {lapi}: no usage metrics there (404: older than 1.6.3); not sent again");
+                "not taken by this LAPI (404: older than 1.6.3); not sent again".into()
+            }
+            UsageOutcome::Failed(e) => {
+                log::debug!("CrowdSec usage metrics not sent: {e}");
+                format!("last report failed: {e}")
+            }
+        });
     }
 
     /// Whether a log line of `kind` is due, and if so, notes it.
@@ -153,6 +210,10 @@ impl Feed {
                 self.flush(bans, targets);
                 self.ended(&report);
                 true
+            }
+            FeedMessage::Usage(outcome) => {
+                self.usage_outcome(outcome);
+                false
             }
         }
     }
