@@ -16,6 +16,7 @@ pub struct Lapi {
     pub port: u16,
     config: PathBuf,
     child: Option<Child>,
+    tls: bool,
 }
 
 /// Replaces `from` with `to` in `text`, or says which setting was not found.
@@ -27,10 +28,82 @@ fn set(text: &mut String, from: &str, to: &str) -> Result<()> {
     Ok(())
 }
 
+/// The certificates of a LAPI served over TLS: a CA of the test's own, the
+/// server's, and a bouncer's client certificate (OU bouncer-ou, which the LAPI
+/// takes as a bouncer's credentials).
+pub struct Certs {
+    pub ca: PathBuf,
+    pub bouncer_cert: PathBuf,
+    pub bouncer_key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
+    let out = Command::new("openssl").current_dir(dir).args(args).output().context("cannot run openssl")?;
+    if !out.status.success() {
+        bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// Makes the CA, the server's certificate for 127.0.0.1 and a bouncer's.
+fn make_certs(dir: &Path) -> Result<(Certs, PathBuf, PathBuf)> {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=blocker test CA"]);
+    openssl(dir, &ca)?;
+    for (name, subject, ext) in [
+        ("server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+        ("bouncer", "/OU=bouncer-ou/CN=blocker", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        let (key, csr, pem, extfile) =
+            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", subject]);
+        openssl(dir, &req)?;
+        std::fs::write(dir.join(&extfile), ext)?;
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &extfile,
+            ],
+        )?;
+    }
+    let certs =
+        Certs { ca: dir.join("ca.pem"), bouncer_cert: dir.join("bouncer.pem"), bouncer_key: dir.join("bouncer.key") };
+    Ok((certs, dir.join("server.pem"), dir.join("server.key")))
+}
+
 impl Lapi {
     /// Configures a LAPI in `dir` listening on 127.0.0.1:`port` inside `ns`
     /// (with a machine for cscli), and starts it.
     pub fn start(dir: &Path, ns: &str, port: u16) -> Result<Lapi> {
+        Self::start_with(dir, ns, port, false).map(|(l, _)| l)
+    }
+
+    /// `start`, over TLS: bouncers may authenticate with a client
+    /// certificate. Returns the certificates too.
+    pub fn start_tls(dir: &Path, ns: &str, port: u16) -> Result<(Lapi, Certs)> {
+        let (l, certs) = Self::start_with(dir, ns, port, true)?;
+        Ok((l, certs.context("certificates")?))
+    }
+
+    fn start_with(dir: &Path, ns: &str, port: u16, tls: bool) -> Result<(Lapi, Option<Certs>)> {
         let mut c = std::fs::read_to_string("/etc/crowdsec/config.yaml").context("crowdsec is not installed")?;
         let d = dir.display();
         for sub in ["log", "data"] {
@@ -51,7 +124,25 @@ impl Lapi {
             "credentials_path: /etc/crowdsec/local_api_credentials.yaml",
             &format!("credentials_path: {d}/local_api_credentials.yaml"),
         )?;
-        set(&mut c, "listen_uri: 127.0.0.1:8080", &format!("listen_uri: 127.0.0.1:{port}"))?;
+        let mut certs = None;
+        if tls {
+            let (made, cert, key) = make_certs(dir)?;
+            set(
+                &mut c,
+                "listen_uri: 127.0.0.1:8080",
+                &format!(
+                    "listen_uri: 127.0.0.1:{port}\n    tls:\n      cert_file: {}\n      key_file: {}\n      \
+                     client_verification: VerifyClientCertIfGiven\n      ca_cert_path: {}\n      \
+                     bouncers_allowed_ou:\n        - bouncer-ou\n      agents_allowed_ou:\n        - agent-ou",
+                    cert.display(),
+                    key.display(),
+                    made.ca.display()
+                ),
+            )?;
+            certs = Some(made);
+        } else {
+            set(&mut c, "listen_uri: 127.0.0.1:8080", &format!("listen_uri: 127.0.0.1:{port}"))?;
+        }
         set(&mut c, "listen_port: 6060", &format!("listen_port: {}", port + 1))?;
         // No Central API: the online_client block goes.
         let lines: Vec<&str> = c.lines().collect();
@@ -69,18 +160,23 @@ impl Lapi {
         }
         let config = dir.join("config.yaml");
         std::fs::write(&config, kept.join("\n") + "\n")?;
-        let mut lapi = Lapi { dir: dir.to_owned(), ns: ns.to_owned(), port, config, child: None };
+        let mut lapi = Lapi { dir: dir.to_owned(), ns: ns.to_owned(), port, config, child: None, tls };
         let creds = dir.join("local_api_credentials.yaml").display().to_string();
         lapi.cscli(&["machines", "add", "test", "-a", "-f", &creds, "--force"])?;
-        // The credentials name the default port: this LAPI's instead.
+        // cscli reaches this LAPI at its own URL (and over TLS trusts its CA).
         let text = std::fs::read_to_string(&creds)?;
-        std::fs::write(&creds, text.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}")))?;
+        let mut fixed: String = text.lines().filter(|l| !l.starts_with("url:")).map(|l| format!("{l}\n")).collect();
+        fixed.push_str(&format!("url: {}\n", lapi.url()));
+        if let Some(c) = &certs {
+            fixed.push_str(&format!("ca_cert_path: {}\n", c.ca.display()));
+        }
+        std::fs::write(&creds, fixed)?;
         lapi.run()?;
-        Ok(lapi)
+        Ok((lapi, certs))
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port)
+        format!("{}://127.0.0.1:{}/", if self.tls { "https" } else { "http" }, self.port)
     }
 
     /// Starts the LAPI (again) and waits until it answers.
@@ -99,7 +195,7 @@ impl Lapi {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(30) {
             // Up: it refuses an unknown key (403).
-            let out = self.in_ns("curl", &["-s", "-o", "/dev/null", "-w", "%{http_code}", &self.url()])?;
+            let out = self.in_ns("curl", &["-s", "-k", "-o", "/dev/null", "-w", "%{http_code}", &self.url()])?;
             if String::from_utf8_lossy(&out.stdout).starts_with('4') {
                 return Ok(());
             }
@@ -137,7 +233,7 @@ impl Lapi {
     pub fn active(&self, key_file: &Path) -> usize {
         let key = std::fs::read_to_string(key_file).unwrap_or_default();
         let url = format!("{}v1/decisions/stream?startup=true", self.url());
-        let out = self.in_ns("curl", &["-s", "-H", &format!("X-Api-Key: {key}"), &url]);
+        let out = self.in_ns("curl", &["-s", "-k", "-H", &format!("X-Api-Key: {key}"), &url]);
         out.map(|o| String::from_utf8_lossy(&o.stdout).matches("\"id\":").count()).unwrap_or(0)
     }
 

@@ -259,3 +259,55 @@ fn a_hundred_thousand_imported_decisions_are_enforced() {
     assert_eq!(net.ping_from(SOURCE_V4, 1).unwrap(), 1);
     assert!(c.status().crowdsec.unwrap().decisions >= 100_000);
 }
+
+#[test]
+fn a_lapi_over_tls_with_a_client_certificate() {
+    let net = NetnsPair::new().unwrap();
+    let root = PinRoot::new(&unique_tag());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("lapi")).unwrap();
+    let (lapi, certs) = Lapi::start_tls(&dir.join("lapi"), &net.rx_ns, PORT).unwrap();
+    let sock = dir.join("blocker.sock").display().to_string();
+    // The whole [crowdsec] table, from a config file: no API key, a client
+    // certificate (OU bouncer-ou) and the CA that signed the LAPI's.
+    let config = dir.join("blocker.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\npin_root = \"{}\"\nsocket = \"{sock}\"\nstate_dir = \"{}\"\nwatch_files = false\n\
+             [[interface]]\nname = \"{}\"\nxdp_mode = \"native\"\n[policy]\nno_default_never_block = true\n\
+             [crowdsec]\nlapi_url = \"{}\"\nupdate_frequency = \"1s\"\nca_cert = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            root.as_str(),
+            dir.join("state").display(),
+            net.rx_if,
+            lapi.url(),
+            certs.ca.display(),
+            certs.bouncer_cert.display(),
+            certs.bouncer_key.display(),
+        ),
+    )
+    .unwrap();
+    let out = Command::new(blocker_bin()).arg("check-config").arg("--config").arg(&config).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let daemon =
+        Daemon::start(&net.rx_ns, &["run", "--config", config.to_str().unwrap()], &dir.join("daemon.log")).unwrap();
+    let c = Client { sock };
+    assert!(
+        wait_until(Duration::from_secs(15), || c.status().crowdsec.is_some_and(|s| s.last_success.is_some())),
+        "no pull over TLS: {}",
+        daemon.log_text()
+    );
+    assert!(lapi.cscli(&["bouncers", "list"]).unwrap().contains("tls"), "the LAPI took the certificate");
+    lapi.cscli(&["decisions", "add", "--ip", SOURCE_V4, "--duration", "1h"]).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || c.banned() == ["198.51.100.2/32"]), "{}", daemon.log_text());
+    assert_eq!(net.ping_from(SOURCE_V4, 1).unwrap(), 0);
+
+    // A key file that is not one is refused by check-config (and a start),
+    // by its key and path.
+    std::fs::write(&certs.bouncer_key, "not a key").unwrap();
+    let out = Command::new(blocker_bin()).arg("check-config").arg("--config").arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("crowdsec.key") && e.contains("bouncer.key"), "{e}");
+}

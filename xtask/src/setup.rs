@@ -39,6 +39,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // The CrowdSec bouncer is tested against a real LAPI (`crowdsec_offline`).
     ("crowdsec", "crowdsec"),
     ("cscli", "crowdsec"),
+    // Certificates of a test's own for a LAPI served over TLS.
+    ("openssl", "openssl"),
 ];
 /// What the benchmarks' baselines need besides.
 const BENCH_PACKAGES: &[(&str, &str)] = &[

@@ -1223,7 +1223,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let store = crate::decisions::service::open_store(&opts.state_dir)?;
     // The CrowdSec client's TLS files, read before anything is attached.
     let crowdsec_agent =
-        opts.crowdsec.as_ref().map(crate::decisions::crowdsec::client::agent).transpose().map_err(|e| anyhow!(e))?;
+        opts.crowdsec.as_ref().map(|c| crate::decisions::crowdsec::client::agent(c, "crowdsec.")).transpose()?;
     // Bound before anything is attached: a taken port changes nothing.
     let metrics = opts.metrics_listen.map(crate::metrics::server::bind).transpose()?;
     let (mut managed, listener) = start(&opts, &table)?;

@@ -111,13 +111,14 @@ pub struct PullReport {
 }
 
 /// The HTTP agent for `opts`, with its TLS settings read: a bad certificate
-/// file refuses the start.
-pub fn agent(opts: &CrowdsecOptions) -> Result<ureq::Agent, String> {
+/// file refuses the start (and `check-config`), naming its key.
+pub fn agent(opts: &CrowdsecOptions, key_prefix: &str) -> Result<ureq::Agent, super::OptionError> {
     use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
-    let read = |key: &str, path: &std::path::Path| -> Result<Vec<u8>, String> {
-        crate::source::input::read_file(path, 1 << 20).map_err(|e| format!("crowdsec.{key}: {e}"))
+    let refuse = |key: &str, reason: String| super::OptionError { key: format!("{key_prefix}{key}"), reason };
+    let read = |key: &str, path: &std::path::Path| -> Result<Vec<u8>, super::OptionError> {
+        crate::source::input::read_file(path, 1 << 20).map_err(|e| refuse(key, e.to_string()))
     };
-    let certs = |key: &str, path: &std::path::Path| -> Result<Vec<Certificate<'static>>, String> {
+    let certs = |key: &str, path: &std::path::Path| -> Result<Vec<Certificate<'static>>, super::OptionError> {
         let pem = read(key, path)?;
         let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
             .filter_map(|i| match i {
@@ -126,7 +127,7 @@ pub fn agent(opts: &CrowdsecOptions) -> Result<ureq::Agent, String> {
             })
             .collect();
         if certs.is_empty() {
-            return Err(format!("crowdsec.{key}: {}: no PEM certificate in it", path.display()));
+            return Err(refuse(key, format!("{}: no PEM certificate in it", path.display())));
         }
         Ok(certs)
     };
@@ -138,7 +139,7 @@ pub fn agent(opts: &CrowdsecOptions) -> Result<ureq::Agent, String> {
         let chain = certs("cert", cert)?;
         let pem = read("key", key)?;
         let key = PrivateKey::from_pem(&pem)
-            .map_err(|e| format!("crowdsec.key: {}: not a PEM private key ({e})", key.display()))?;
+            .map_err(|e| refuse("key", format!("{}: not a PEM private key ({e})", key.display())))?;
         tls = tls.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
     }
     Ok(ureq::Agent::config_builder()

@@ -417,7 +417,8 @@ impl Feed {
 
     /// A pull ended. After a full startup pull, decisions it did not send
     /// again, and CrowdSec holds in the bans that no decision makes (a
-    /// restart, a lost LAPI database), are released.
+    /// restart, a lost LAPI database), are released; decisions whose holds
+    /// the bans lack are written again.
     pub fn end(&mut self, report: &PullReport, bans: &Bans) {
         if !(report.startup && report.error.is_none()) {
             return;
@@ -430,6 +431,13 @@ impl Feed {
         for b in bans.store().iter_holds() {
             if b.origin.starts_with(ORIGIN_PREFIX) {
                 self.dirty.insert(b.prefix);
+            }
+        }
+        // And what the bans lack: a hold an operator lifted (`blocker unban`),
+        // or one a full map refused, is asked for again.
+        for p in self.by_prefix.keys() {
+            if !bans.store().holds(p).any(|b| b.origin.starts_with(ORIGIN_PREFIX)) {
+                self.dirty.insert(*p);
             }
         }
     }
@@ -634,6 +642,26 @@ mod tests {
         f.flush(&mut b, &mut []);
         assert_eq!(b.store().len(), 1);
         assert!(until(&b, "198.51.100.0/24").is_some());
+    }
+
+    #[test]
+    fn a_full_pull_brings_back_what_an_operator_lifted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = bans(dir.path());
+        let mut f = Feed::default();
+        let ok = PullReport { startup: true, ..Default::default() };
+        f.begin(true);
+        f.take(vec![decision(1, "192.0.2.1", "cscli", 100)], vec![], &mut no_regions);
+        f.end(&ok, &b);
+        f.flush(&mut b, &mut []);
+        b.unban(&["192.0.2.1".into()], None, &mut []).unwrap();
+        assert!(b.store().is_empty());
+        // The same decision sent again by a full pull: banned again.
+        f.begin(true);
+        f.take(vec![decision(1, "192.0.2.1", "cscli", 100)], vec![], &mut no_regions);
+        f.end(&ok, &b);
+        f.flush(&mut b, &mut []);
+        assert!(until(&b, "192.0.2.1").is_some());
     }
 
     #[test]

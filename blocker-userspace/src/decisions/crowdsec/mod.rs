@@ -283,7 +283,7 @@ impl CrowdsecSection {
         if (tls.ca_cert.is_some() || tls.cert.is_some()) && !url.starts_with("https://") {
             return Err(refuse(&k("lapi_url"), "certificates are given: use an https:// URL"));
         }
-        Ok(CrowdsecOptions {
+        let opts = CrowdsecOptions {
             lapi_url: url.to_owned(),
             api_key,
             update_frequency,
@@ -294,7 +294,10 @@ impl CrowdsecSection {
             scenarios_not_containing: self.scenarios_not_containing.clone(),
             actions,
             tls,
-        })
+        };
+        // The certificates and key read as the daemon will read them.
+        client::agent(&opts, key_prefix)?;
+        Ok(opts)
     }
 }
 
