@@ -311,3 +311,68 @@ fn a_lapi_over_tls_with_a_client_certificate() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("crowdsec.key") && e.contains("bouncer.key"), "{e}");
 }
+
+/// A LAPI cannot be made to send a malformed decision: a scripted server
+/// stands in for one, with the stream of a LAPI that went wrong.
+#[test]
+fn malformed_decisions_are_skipped_counted_and_named() {
+    use std::sync::{Arc, Mutex};
+    let net = NetnsPair::new().unwrap();
+    let root = PinRoot::new(&unique_tag());
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let body = r#"{"deleted":null,"new":[
+        {"id":1,"scope":"Ip","value":"not-an-address","type":"ban","duration":"1h","origin":"crowdsec","scenario":"x"},
+        7,
+        {"id":2,"scope":"ip","value":"198.51.100.2/32","type":"ban","duration":"1h","origin":"crowdsec","scenario":"x"},
+        {"id":3,"scope":"IP","value":"::ffff:203.0.113.5","type":"ban","duration":"1h","origin":"crowdsec","scenario":"y"},
+        {"id":4,"scope":"Ip","value":"203.0.113.6","type":"ban","duration":"forever","origin":"crowdsec","scenario":"y"},
+        {"id":5,"scope":"AS","value":"4134","type":"ban","duration":"1h","origin":"crowdsec","scenario":"y"}]}"#;
+    let script = Arc::new(Mutex::new(blocker_tests::http::Script {
+        fallback: Some(body.as_bytes().to_vec()),
+        ..Default::default()
+    }));
+    let url = blocker_tests::http::serve_in_netns(&net.rx_ns, script.clone()).unwrap();
+    let key = dir.join("key");
+    std::fs::write(&key, "scripted-key\n").unwrap();
+    let sock = dir.join("blocker.sock").display().to_string();
+    let args = [
+        "--pin-root",
+        root.as_str(),
+        "--socket",
+        &sock,
+        "run",
+        "--iface",
+        &net.rx_if,
+        "--xdp-mode",
+        "native",
+        "--no-default-never-block",
+        "--crowdsec-lapi-url",
+        &url,
+        "--crowdsec-api-key-file",
+        key.to_str().unwrap(),
+        "--crowdsec-update-frequency",
+        "1s",
+    ];
+    let daemon = Daemon::start(&net.rx_ns, &args, &dir.join("daemon.log")).unwrap();
+    let c = Client { sock };
+    assert!(wait_until(Duration::from_secs(10), || c.banned().len() == 2), "{:?}: {}", c.banned(), daemon.log_text());
+    let mut banned = c.banned();
+    banned.sort();
+    assert_eq!(banned, ["198.51.100.2/32", "203.0.113.5/32"]);
+    assert_eq!(net.ping_from(SOURCE_V4, 1).unwrap(), 0);
+    let status = c.status().crowdsec.unwrap();
+    assert!(status.skipped.get("malformed").is_some_and(|n| *n >= 3), "{status:?}");
+    assert!(status.skipped.get("scope").is_some_and(|n| *n >= 1), "{status:?}");
+    assert!(status.failing_since.is_none(), "a malformed decision never fails a pull: {status:?}");
+    let log = daemon.log_text();
+    assert!(log.contains("malformed decisions skipped") && log.contains("not-an-address"), "{log}");
+    // Said at most once a minute, however many pulls repeat them.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(daemon.log_text().matches("malformed decisions skipped").count(), 1);
+    let requests = script.lock().unwrap().requests.clone();
+    assert!(
+        requests[0].contains("startup=true") && requests[0].to_ascii_lowercase().contains("x-api-key: scripted-key")
+    );
+    assert!(requests.iter().skip(1).any(|r| r.contains("startup=false")), "{requests:?}");
+}

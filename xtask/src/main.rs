@@ -24,11 +24,14 @@ enum Task {
     /// Benchmarks (need root): `dataplane` (per packet through BPF_PROG_TEST_RUN,
     /// against a bare XDP_DROP and the kernel LPM trie), `endtoend` (packets per
     /// second on a veth pair against XDP_DROP, the LPM trie, nftables and
-    /// iptables+ipset), `world` (compiling the whole world from every format) and
-    /// `metrics` (one Prometheus scrape of 300 lists on 4 interfaces).
+    /// iptables+ipset; `BLOCKER_BENCH_PARTS=crowdsec` for the side by side with
+    /// crowdsec-firewall-bouncer), `world` (compiling the whole world from every
+    /// format), `metrics` (one Prometheus scrape of 300 lists on 4 interfaces),
+    /// `bans` (ban to enforced, bulk bans) and `crowdsec` (a full pull of a
+    /// million decisions: time and the daemon's memory).
     Bench {
         /// Which benchmarks to run (default: all).
-        #[arg(value_parser = ["dataplane", "endtoend", "world", "metrics"])]
+        #[arg(value_parser = ["dataplane", "endtoend", "world", "metrics", "bans", "crowdsec"])]
         only: Vec<String>,
     },
     /// Rebuild the bundled country snapshot (blocker-userspace/data/countries.snapshot).
@@ -87,7 +90,7 @@ fn run() -> Result<()> {
         Task::Bench { only } => {
             setup::bench()?;
             require_root("the benchmarks")?;
-            for bench in ["dataplane", "endtoend", "world", "metrics", "bans"] {
+            for bench in ["dataplane", "endtoend", "world", "metrics", "bans", "crowdsec"] {
                 if only.is_empty() || only.iter().any(|o| o == bench) {
                     cargo(&["bench", "-p", "blocker-userspace", "--bench", bench])?;
                 }

@@ -1037,8 +1037,13 @@ impl Daemon {
         };
         let mut targets: Vec<Target<'_>> =
             self.managed.iter_mut().map(|m| Target { iface: &m.iface, maps: &mut m.maps }).collect();
+        let full_pull_ended = matches!(&msg, crate::decisions::crowdsec::client::FeedMessage::End(r) if r.startup);
         let changed = run.feed.handle(msg, &mut self.bans, &mut targets, &mut load);
         drop(targets);
+        if full_pull_ended {
+            // A full pull's batches and journal lines are freed: give them back.
+            release_free_memory();
+        }
         // Packets dropped per ban origin, from every interface's counters.
         let mut dropped: BTreeMap<String, u64> = BTreeMap::new();
         for m in self.managed.iter().filter(|_| run.feed.usage_is_due()) {

@@ -483,6 +483,8 @@ impl Feed {
             }
             sets.extend(desired);
         }
+        // A full pull's million prefixes leave no million-slot set behind.
+        self.dirty.shrink_to(4096);
         if !releases.is_empty() {
             if let Err(e) = bans.release(&releases, targets) {
                 log::error!("CrowdSec decisions that ended stay banned: {e}");
