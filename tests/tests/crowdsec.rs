@@ -290,6 +290,8 @@ fn a_lapi_over_tls_with_a_client_certificate() {
     .unwrap();
     let out = Command::new(blocker_bin()).arg("check-config").arg("--config").arg(&config).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("crowdsec: LAPI https://127.0.0.1:8080/ with a client certificate"), "{said}");
     let daemon =
         Daemon::start(&net.rx_ns, &["run", "--config", config.to_str().unwrap()], &dir.join("daemon.log")).unwrap();
     let c = Client { sock };

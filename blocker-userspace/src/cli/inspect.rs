@@ -216,5 +216,24 @@ pub(crate) fn check_config(opts: &RunOptions) -> Result<ConfigReport> {
             budget_bytes: opts.table_memory,
         },
         warnings: compiled.warnings(),
+        crowdsec: opts.crowdsec.as_ref().map(|c| {
+            let scopes: Vec<&str> = c.scopes.iter().map(|s| s.name()).collect();
+            let actions: Vec<String> = c.actions.iter().map(|(t, a)| format!("{t} -> {}", a.name())).collect();
+            let auth = match (&c.api_key, &c.tls.cert) {
+                (Some(_), _) => "an API key",
+                (None, Some(_)) => "a client certificate",
+                (None, None) => "nothing",
+            };
+            format!(
+                "LAPI {} with {auth}, pulled every {:?} (in full every {}); scopes {}; {}; bans go to the state \
+                 directory {}",
+                c.lapi_url,
+                c.update_frequency,
+                c.full_pull_every.map_or("never but at start and after errors".to_string(), |d| format!("{d:?}")),
+                scopes.join(", "),
+                if actions.is_empty() { "every type ignored".to_string() } else { actions.join(", ") },
+                opts.state_dir.display()
+            )
+        }),
     })
 }

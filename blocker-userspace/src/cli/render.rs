@@ -260,6 +260,9 @@ pub(crate) fn check_config_text(r: &ConfigReport) -> String {
     if let Some(socket) = &r.socket {
         let _ = writeln!(s, "control socket {socket}");
     }
+    if let Some(c) = &r.crowdsec {
+        let _ = writeln!(s, "crowdsec: {c}");
+    }
     let _ = match &r.metrics_listen {
         Some(addr) => writeln!(s, "metrics: http://{addr}/metrics"),
         None => writeln!(s, "metrics: off (daemon.metrics_listen)"),

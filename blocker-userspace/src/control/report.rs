@@ -187,6 +187,9 @@ pub struct ConfigReport {
     /// What the operator should know (a scope that takes no packet, ...).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The CrowdSec feed, in words (None: none configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crowdsec: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
