@@ -90,7 +90,7 @@ impl Harness {
             prefix: parse_target(target).unwrap(),
             expires_ns: secs.map(|s| clock::boot_ns() + s * 1_000_000_000),
             origin: origin.into(),
-            reason: String::new(),
+            reason: "".into(),
             action,
         };
         let (_, changed) = self.store.add(vec![ban]).unwrap();
@@ -320,7 +320,7 @@ fn a_full_ban_map_refuses_the_next_ban_and_evicts_nothing() {
             } else {
                 blocker::net::Prefix { family: Family::V4, addr: u128::from(0x0a00_0000 + i), len: 32 }
             };
-            Ban { prefix, expires_ns: None, origin: "feed".into(), reason: String::new(), action: BanAction::Drop }
+            Ban { prefix, expires_ns: None, origin: "feed".into(), reason: "".into(), action: BanAction::Drop }
         })
         .collect();
     for chunk in bans.chunks(100_000) {
@@ -342,7 +342,7 @@ fn a_full_ban_map_refuses_the_next_ban_and_evicts_nothing() {
         prefix: parse_target("198.51.100.7").unwrap(),
         expires_ns: None,
         origin: "feed".into(),
-        reason: String::new(),
+        reason: "".into(),
         action: BanAction::Drop,
     };
     let e = h.store.add(vec![more]).unwrap_err().to_string();
@@ -372,7 +372,7 @@ fn the_filter_is_rebuilt_after_removals_and_never_hides_a_held_ban() {
             prefix: blocker::net::Prefix { family: Family::V4, addr: u128::from(0x0a00_0000 + i), len: 32 },
             expires_ns: None,
             origin: "feed".into(),
-            reason: String::new(),
+            reason: "".into(),
             action: BanAction::Drop,
         })
         .collect();

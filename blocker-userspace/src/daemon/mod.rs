@@ -1021,6 +1021,19 @@ impl Daemon {
         self.state.publish(&self.opts);
     }
 
+    /// The CrowdSec pull thread is gone (it never ends on its own): its
+    /// decisions stay in force and expire; status says so.
+    fn crowdsec_lost(&mut self) {
+        let Some(run) = &mut self.crowdsec else { return };
+        log::error!(
+            "CrowdSec: the pull thread stopped; the decisions in force stay and expire on time; restart blocker"
+        );
+        let now = crate::clock::wall_ms() / 1000;
+        run.feed.status.failing_since.get_or_insert(now);
+        run.feed.status.last_error = Some("the pull thread stopped: restart blocker".into());
+        self.publish_bans();
+    }
+
     /// A message of the CrowdSec pull thread.
     fn crowdsec_message(&mut self, msg: crate::decisions::crowdsec::client::FeedMessage) {
         let Some(run) = &mut self.crowdsec else { return };
@@ -1458,7 +1471,14 @@ async fn event_loop(
             }
             at = ticks.tick() => daemon.tick(at.into_std()),
             Some(refreshed) = refreshed_rx.recv() => daemon.refreshed(refreshed),
-            Some(msg) = next_of(&mut crowdsec_rx) => daemon.crowdsec_message(msg),
+            msg = next_of(&mut crowdsec_rx) => match msg {
+                Some(msg) => daemon.crowdsec_message(msg),
+                // The pull thread ended: said, not left to look like a quiet LAPI.
+                None => {
+                    crowdsec_rx = None;
+                    daemon.crowdsec_lost();
+                }
+            },
             _ = signals.int.recv() => break,
             _ = signals.term.recv() => break,
         }

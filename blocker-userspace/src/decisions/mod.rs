@@ -67,7 +67,8 @@ pub struct Ban {
     /// Boot-clock nanoseconds when it ends (None: never).
     pub expires_ns: Option<u64>,
     pub origin: String,
-    pub reason: String,
+    /// Shared: a feed's thousands of bans of one scenario hold one copy.
+    pub reason: std::sync::Arc<str>,
     pub action: BanAction,
 }
 

@@ -86,7 +86,8 @@ impl Bans {
         }
         let origin = req.origin.clone().unwrap_or_else(|| DEFAULT_ORIGIN.into());
         super::check_origin(&origin).map_err(|e| e.to_string())?;
-        let reason = super::clean_reason(req.reason.as_deref().unwrap_or("")).map_err(|e| e.to_string())?;
+        let reason: std::sync::Arc<str> =
+            super::clean_reason(req.reason.as_deref().unwrap_or("")).map_err(|e| e.to_string())?.into();
         let expires_ns = match req.for_secs {
             None => None,
             Some(s) if s == 0 || s > super::MAX_BAN.as_secs() => {
@@ -220,7 +221,7 @@ impl Bans {
                     remaining_seconds: b.expires_ns.map(|e| e.saturating_sub(now_ns).div_ceil(1_000_000_000)),
                     until: b.expires_ns.map(|e| clock::boot_ns_to_wall_ms(e) / 1000),
                     origin: b.origin.clone(),
-                    reason: b.reason.clone(),
+                    reason: b.reason.to_string(),
                     action: b.action.name().into(),
                     packets: packets(&b.prefix),
                 })

@@ -214,7 +214,7 @@ impl Store {
                     }
                     Some(ms) => Some(now_ns.saturating_add((ms - now_ms).saturating_mul(1_000_000))),
                 };
-                self.install(Ban { prefix, expires_ns, origin, reason, action });
+                self.install(Ban { prefix, expires_ns, origin, reason: reason.into(), action });
             }
             Record::Unban { prefix } => {
                 let prefix = super::parse_target(&prefix).map_err(|e| e.to_string())?;
@@ -635,7 +635,7 @@ fn record_of(b: &Ban) -> Record {
         prefix: b.prefix.to_string(),
         until_ms: b.expires_ns.map(clock::boot_ns_to_wall_ms),
         origin: b.origin.clone(),
-        reason: b.reason.clone(),
+        reason: b.reason.to_string(),
         action: b.action,
     }
 }

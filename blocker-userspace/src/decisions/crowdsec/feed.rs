@@ -29,11 +29,13 @@ use crate::{
     source::region::db::RegionDb,
 };
 
-/// The ids of the decisions that hold one prefix (almost always one).
+/// The ids of the decisions that hold one prefix (almost always one; boxed
+/// otherwise, so that the common case takes 16 bytes).
 #[derive(Debug)]
 enum Ids {
     One(u64),
-    Many(Vec<u64>),
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<u64>>),
 }
 
 impl Ids {
@@ -357,7 +359,7 @@ impl Feed {
                     Some(ids) => {
                         let mut v = ids.as_slice().to_vec();
                         v.push(d.id);
-                        *ids = Ids::Many(v);
+                        *ids = Ids::Many(Box::new(v));
                     }
                 }
             }
@@ -465,13 +467,13 @@ impl Feed {
                     Some(b) => {
                         b.expires_ns = Some(e.expires_ns);
                         b.action = e.action;
-                        b.reason = e.scenario.to_string();
+                        b.reason = e.scenario.clone();
                     }
                     None => desired.push(Ban {
                         prefix: p,
                         expires_ns: Some(e.expires_ns),
                         origin: e.origin.to_string(),
-                        reason: e.scenario.to_string(),
+                        reason: e.scenario.clone(),
                         action: e.action,
                     }),
                 }
