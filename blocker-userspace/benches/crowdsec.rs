@@ -25,14 +25,6 @@ use blocker_tests::{
 const V4: usize = 800_000;
 const V6: usize = 200_000;
 
-fn status_kib(pid: u32, key: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 fn main() {
     object::check_privileges().expect("the crowdsec bench needs root");
     let net = NetnsPair::new().unwrap();
@@ -98,7 +90,7 @@ fn main() {
     ];
     let daemon = Daemon::start(&net.rx_ns, &args, &dir.join("daemon.log")).unwrap();
     let pid = daemon.pid().unwrap();
-    let rss_idle = status_kib(pid, "VmRSS:");
+    let rss_idle = blocker_tests::proc_status_kib(pid, "VmRSS:");
     let count = || -> usize {
         let out = Command::new(blocker_bin()).args(["--socket", &sock, "status", "--json"]).output().unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
@@ -110,7 +102,7 @@ fn main() {
     }
     let enforced = started.elapsed();
     std::thread::sleep(Duration::from_secs(1));
-    let (peak, held) = (status_kib(pid, "VmHWM:"), status_kib(pid, "VmRSS:"));
+    let (peak, held) = (blocker_tests::proc_status_kib(pid, "VmHWM:"), blocker_tests::proc_status_kib(pid, "VmRSS:"));
     let _ = server.kill();
     let _ = server.wait();
     let n = V4 + V6;

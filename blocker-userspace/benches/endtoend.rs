@@ -191,12 +191,7 @@ fn run_measured(cmd: &mut Command, stdin: Option<&std::path::Path>) -> (Duration
 /// A process's peak resident set (KiB) from /proc: `VmHWM`, which a new program
 /// image starts afresh.
 fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/PID/status")
+    blocker_tests::proc_status_kib(pid, "VmHWM:")
 }
 
 fn frame(family: Family, rx_mac: [u8; 6], tx_mac: [u8; 6]) -> Vec<u8> {

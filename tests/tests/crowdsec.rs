@@ -15,24 +15,13 @@ use blocker_tests::{
     crowdsec::Lapi,
     daemon::{blocker_bin, Daemon, PinRoot},
     netns::NetnsPair,
-    unique_tag,
+    unique_tag, wait_until,
 };
 
 const SOURCE_V4: &str = "198.51.100.2";
 const SOURCE_V6: &str = "2001:db8:a::2";
 /// The LAPI's port inside the test's namespace (its own loopback).
 const PORT: u16 = 8080;
-
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
 
 struct Client {
     sock: String,
@@ -202,13 +191,7 @@ fn a_real_lapis_decisions_are_enforced_and_outlive_it() {
 
 /// The daemon's resident memory, in MiB.
 fn rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap();
-    kib / 1024
+    blocker_tests::proc_status_kib(pid, "VmRSS:") / 1024
 }
 
 #[test]

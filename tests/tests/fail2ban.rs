@@ -8,14 +8,14 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use blocker::control::protocol::BansReply;
 use blocker_tests::{
     daemon::{blocker_bin, Daemon, PinRoot},
     netns::NetnsPair,
-    unique_tag,
+    unique_tag, wait_until,
 };
 
 const SOURCE_V4: &str = "198.51.100.2";
@@ -91,17 +91,6 @@ impl Drop for Fail2ban {
     fn drop(&mut self) {
         let _ = Command::new("fail2ban-client").arg("-c").arg(self.dir.join("fail2ban")).arg("stop").output();
     }
-}
-
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
 }
 
 #[test]

@@ -292,15 +292,6 @@ impl Feed {
         }
     }
 
-    /// Decisions held.
-    pub fn len(&self) -> usize {
-        self.decisions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.decisions.is_empty()
-    }
-
     /// A pull begins: a startup pull starts a new generation, and what it does
     /// not send again is released at its end.
     pub fn begin(&mut self, startup: bool) {
