@@ -109,9 +109,36 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
     )
 }
 
+/// The Unix time (seconds) of the start of a date given as `YYYY-MM-DD`.
+pub fn date_to_unix(date: &str) -> Option<u64> {
+    let mut parts = date.get(..10)?.split('-');
+    let (y, m, d): (i64, i64, i64) =
+        (parts.next()?.parse().ok()?, parts.next()?.parse().ok()?, parts.next()?.parse().ok()?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || parts.next().is_some() {
+        return None;
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    u64::try_from((era * 146_097 + doe - 719_468) * 86_400).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use rstest::rstest;
+
+    #[test]
+    fn dates_to_unix_times_and_back() {
+        for t in [0u64, 86_400 * 365, 1_781_654_400, 1_796_256_000] {
+            let text = rfc3339_millis(UNIX_EPOCH + Duration::from_secs(t));
+            assert_eq!(date_to_unix(&text), Some(t), "{text}");
+        }
+        assert_eq!(date_to_unix("2026-13-01"), None);
+        assert_eq!(date_to_unix("soon"), None);
+    }
 
     use super::*;
 

@@ -16,7 +16,11 @@ use crate::{
         ports::{PortRule, Ports},
         Policy, Scope,
     },
-    source::{cidr_list::ListSource, region::RegionSource},
+    source::{
+        asn::{Asn, AsnSource},
+        cidr_list::ListSource,
+        region::RegionSource,
+    },
 };
 
 pub const DEFAULT_CONFIG: &str = "/etc/blocker/blocker.toml";
@@ -80,6 +84,12 @@ struct OutboundSection {
     deny_countries: Vec<String>,
     #[serde(default)]
     reject_countries: Vec<String>,
+    #[serde(default)]
+    deny_asns: Vec<String>,
+    #[serde(default)]
+    reject_asns: Vec<String>,
+    #[serde(default)]
+    allow_asns: Vec<String>,
 }
 
 /// `[[scope]]`: lists and countries for the traffic its ports name.
@@ -102,6 +112,14 @@ struct ScopeSection {
     deny_countries: Vec<String>,
     #[serde(default)]
     allow_countries: Vec<String>,
+    #[serde(default)]
+    deny_asns: Vec<String>,
+    #[serde(default)]
+    reject_asns: Vec<String>,
+    #[serde(default)]
+    allow_asns: Vec<String>,
+    #[serde(default)]
+    allow_only_asns: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -147,6 +165,16 @@ struct PolicySection {
     reject: Vec<String>,
     #[serde(default)]
     reject_countries: Vec<String>,
+    #[serde(default)]
+    deny_asns: Vec<String>,
+    #[serde(default)]
+    reject_asns: Vec<String>,
+    #[serde(default)]
+    allow_asns: Vec<String>,
+    #[serde(default)]
+    allow_only_asns: Vec<String>,
+    #[serde(default)]
+    asn_sources: Vec<String>,
     /// Answers to rejected packets per second on each interface.
     reject_per_second: Option<u32>,
     #[serde(default)]
@@ -204,6 +232,10 @@ fn scopes(path: &Path, sections: &[ScopeSection]) -> Result<Vec<Scope>, ConfigEr
             monitor_list: parse_all::<ListSource, _>(path, &at("monitor"), &s.monitor)?,
             deny_country: s.deny_countries.clone(),
             allow_country: s.allow_countries.clone(),
+            deny_asn: parse_all::<Asn, _>(path, &at("deny_asns"), &s.deny_asns)?,
+            reject_asn: parse_all::<Asn, _>(path, &at("reject_asns"), &s.reject_asns)?,
+            allow_asn: parse_all::<Asn, _>(path, &at("allow_asns"), &s.allow_asns)?,
+            allow_only_asn: parse_all::<Asn, _>(path, &at("allow_only_asns"), &s.allow_only_asns)?,
         });
     }
     Ok(out)
@@ -221,6 +253,10 @@ fn outbound(path: &Path, o: &OutboundSection) -> Result<Scope, ConfigError> {
         monitor_list: parse_all::<ListSource, _>(path, &at("monitor"), &o.monitor)?,
         deny_country: o.deny_countries.clone(),
         allow_country: vec![],
+        deny_asn: parse_all::<Asn, _>(path, &at("deny_asns"), &o.deny_asns)?,
+        reject_asn: parse_all::<Asn, _>(path, &at("reject_asns"), &o.reject_asns)?,
+        allow_asn: parse_all::<Asn, _>(path, &at("allow_asns"), &o.allow_asns)?,
+        allow_only_asn: vec![],
     })
 }
 
@@ -293,6 +329,11 @@ pub fn parse(path: &Path, text: &str) -> Result<RunOptions, ConfigError> {
         reject: parse_all::<ListSource, _>(path, "policy.reject", &p.reject)?,
         reject_country: p.reject_countries.clone(),
         country_source: parse_all::<RegionSource, _>(path, "policy.country_sources", &p.country_sources)?,
+        deny_asn: parse_all::<Asn, _>(path, "policy.deny_asns", &p.deny_asns)?,
+        reject_asn: parse_all::<Asn, _>(path, "policy.reject_asns", &p.reject_asns)?,
+        allow_asn: parse_all::<Asn, _>(path, "policy.allow_asns", &p.allow_asns)?,
+        allow_only_asn: parse_all::<Asn, _>(path, "policy.allow_only_asns", &p.allow_only_asns)?,
+        asn_source: parse_all::<AsnSource, _>(path, "policy.asn_sources", &p.asn_sources)?,
         ports: Ports(parse_all::<PortRule, _>(path, "policy.ports", &p.ports)?),
         scopes: scopes(path, &file.scopes)?,
         outbound: outbound(path, &file.outbound)?,
@@ -605,7 +646,7 @@ mod tests {
         assert_eq!(c.scopes.len(), 2);
         assert_eq!(c.actions["ban"], crate::decisions::BanAction::Reject);
         assert_eq!(
-            refused_key("[[interface]]\nname = \"eth0\"\n[crowdsec]\nlapi_url = \"http://x/\"\napi_key = \"k\"\nscopes = [\"as\"]\n"),
+            refused_key("[[interface]]\nname = \"eth0\"\n[crowdsec]\nlapi_url = \"http://x/\"\napi_key = \"k\"\nscopes = [\"asn\"]\n"),
             "crowdsec.scopes"
         );
         assert_eq!(

@@ -22,13 +22,20 @@ pub enum Layout {
 }
 
 fn control(out: &mut Vec<u8>, kind: u8, size: usize) {
-    assert!(size < 29);
+    // Sizes of 29 and more take one or two bytes after the control byte.
+    let (small, extra): (u8, Vec<u8>) = match size {
+        0..=28 => (size as u8, vec![]),
+        29..=284 => (29, vec![(size - 29) as u8]),
+        285..=65820 => (30, ((size - 285) as u16).to_be_bytes().to_vec()),
+        _ => panic!("size {size} too large for this writer"),
+    };
     if kind <= 7 {
-        out.push((kind << 5) | size as u8);
+        out.push((kind << 5) | small);
     } else {
-        out.push(size as u8);
+        out.push(small);
         out.push(kind - 7);
     }
+    out.extend(extra);
 }
 
 fn string(out: &mut Vec<u8>, s: &str) {
@@ -106,6 +113,19 @@ impl Writer {
             }
         }
         offset
+    }
+
+    /// Inserts `bits/len` with a GeoLite2-ASN record:
+    /// `{"autonomous_system_number": asn, "autonomous_system_organization": org}`.
+    pub fn insert_asn(&mut self, bits: u128, len: u8, asn: u32, org: &str) {
+        let offset = self.data.len() as u32;
+        control(&mut self.data, 7, 2);
+        string(&mut self.data, "autonomous_system_number");
+        uint(&mut self.data, 6, u64::from(asn));
+        string(&mut self.data, "autonomous_system_organization");
+        string(&mut self.data, org);
+        let (node, bit) = self.walk(bits, len);
+        self.nodes[node][bit] = Rec::Data(offset);
     }
 
     /// Makes `alias/len` lead to the same subtree as `::/96`, as real databases do.

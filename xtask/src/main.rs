@@ -1,6 +1,7 @@
 //! Developer tasks: `cargo xtask setup | demo | lint | test | bench | fuzz | snapshot`.
 
 mod demo;
+mod real_data;
 mod setup;
 
 use std::{path::PathBuf, process::Command};
@@ -42,6 +43,14 @@ enum Task {
         /// The date of that data, shown by `blocker regions list`.
         #[arg(long, default_value = "2026-02-01")]
         date: String,
+    },
+    /// Rebuild the bundled ASN snapshot (blocker-userspace/data/asn.snapshot)
+    /// from ip-location-db's `asn` npm package, downloaded into
+    /// target/real-data (kept there: the ASN benchmark reads it too).
+    SnapshotAsn {
+        /// The package version; its date is the data's.
+        #[arg(long, default_value = ASN_PACKAGE_VERSION)]
+        version: String,
     },
     /// Run the cargo-fuzz targets (need root: `packet` runs the XDP program
     /// through BPF_PROG_TEST_RUN), each for a bounded time, from the seed corpus
@@ -120,6 +129,38 @@ fn run() -> Result<()> {
             // Rebuild so the binary embeds the new snapshot.
             cargo(&["build", "--bin", "blocker"])
         }
+        Task::SnapshotAsn { version } => {
+            let dir = real_data::asn_tables(&version)?;
+            // 2.3.2026061719: the data of 2026-06-17.
+            let stamp = version.rsplit('.').next().unwrap_or_default();
+            let date = if stamp.len() >= 8 {
+                format!("{}-{}-{}", &stamp[..4], &stamp[4..6], &stamp[6..8])
+            } else {
+                version.clone()
+            };
+            let out = workspace_root().join("blocker-userspace/data/asn.snapshot");
+            let v4 = format!("csv:{}", dir.join("asn-ipv4.csv").display());
+            let v6 = format!("csv:{}", dir.join("asn-ipv6.csv").display());
+            let out = out.to_string_lossy().into_owned();
+            cargo(&[
+                "run",
+                "--quiet",
+                "--bin",
+                "blocker",
+                "--",
+                "regions",
+                "build-asn-snapshot",
+                "--from",
+                &v4,
+                "--from",
+                &v6,
+                "--date",
+                &date,
+                "--out",
+                &out,
+            ])?;
+            cargo(&["build", "--bin", "blocker"])
+        }
         Task::Lint => {
             setup::lint()?;
             lint()
@@ -169,8 +210,11 @@ fn lint() -> Result<()> {
     Ok(())
 }
 
-const FUZZ_TARGETS: [&str; 7] =
-    ["list_parser", "region_text", "mmdb", "config", "control", "packet", "crowdsec_stream"];
+const FUZZ_TARGETS: [&str; 8] =
+    ["list_parser", "region_text", "mmdb", "config", "control", "packet", "crowdsec_stream", "asn_text"];
+
+/// The ip-location-db `asn` package the bundled ASN snapshot comes from.
+pub const ASN_PACKAGE_VERSION: &str = "2.3.2026061719";
 
 /// Runs each fuzz target for `seconds`. New inputs go to target/fuzz/corpus
 /// (the committed seeds in fuzz/corpus stay as they are); crashes and hangs

@@ -11,7 +11,12 @@ use blocker::{
         ports::{PortRule, Ports},
         Policy,
     },
-    source::{cidr_list::ListSource, region::RegionSource, spec::Refresh},
+    source::{
+        asn::{Asn, AsnSource},
+        cidr_list::ListSource,
+        region::RegionSource,
+        spec::Refresh,
+    },
 };
 use clap::{
     builder::{PossibleValuesParser, TypedValueParser as _},
@@ -243,14 +248,20 @@ pub(crate) struct BanArgs {
 #[derive(Subcommand)]
 pub(crate) enum RegionsCommand {
     /// One line per country: code, name, IPv4 and IPv6 prefix counts, source.
+    /// With --asn, one line per autonomous system: number, prefix counts, size,
+    /// organisation.
     List {
         #[command(flatten)]
         source: CountrySource,
+        /// List the autonomous systems of the ASN data instead of the countries.
+        #[arg(long)]
+        asn: bool,
         #[arg(long)]
         json: bool,
     },
-    /// A country's details and prefixes.
+    /// A country's details and prefixes (`DE`), or an autonomous system's (`AS4134`).
     Show {
+        #[arg(value_name = "CC|ASN")]
         code: String,
         #[command(flatten)]
         source: CountrySource,
@@ -269,6 +280,18 @@ pub(crate) enum RegionsCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Rebuild the bundled ASN snapshot from ASN sources (`cargo xtask
+    /// snapshot-asn` runs this).
+    #[command(hide = true)]
+    BuildAsnSnapshot {
+        #[arg(long, required = true)]
+        from: Vec<blocker::source::asn::AsnSource>,
+        /// Date of the data, shown by `regions list --asn` and `check-config`.
+        #[arg(long)]
+        date: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -276,14 +299,29 @@ pub(crate) struct CountrySource {
     /// Region data to use instead of the bundled snapshot (see `run --help`).
     #[arg(long, value_name = "SOURCE")]
     pub(crate) country_source: Vec<RegionSource>,
+    /// ASN data to use instead of the bundled snapshot (see `run --help`).
+    #[arg(long, value_name = "SOURCE")]
+    pub(crate) asn_source: Vec<AsnSource>,
     #[arg(long, env = "BLOCKER_CACHE_DIR", default_value = blocker::source::fetch::DEFAULT_CACHE_DIR)]
     pub(crate) cache_dir: PathBuf,
 }
 
 impl CountrySource {
+    fn policy(self) -> Policy {
+        Policy {
+            country_source: self.country_source,
+            asn_source: self.asn_source,
+            cache_dir: self.cache_dir,
+            ..Default::default()
+        }
+    }
+
     pub(crate) fn db(self) -> Result<RegionDb> {
-        let policy = Policy { country_source: self.country_source, cache_dir: self.cache_dir, ..Default::default() };
-        Ok(policy.region_db()?)
+        Ok(self.policy().region_db()?)
+    }
+
+    pub(crate) fn asn_db(self) -> Result<blocker::source::asn::db::AsnDb> {
+        Ok(self.policy().asn_db()?)
     }
 }
 
@@ -340,6 +378,31 @@ pub(crate) struct PolicyArgs {
     /// Countries whose addresses are rejected (dropped and answered).
     #[arg(long, value_name = "CC,CC", value_delimiter = ',')]
     pub(crate) reject_country: Vec<String>,
+    /// Autonomous systems whose addresses are dropped (AS4134 or 4134, comma-separated).
+    #[arg(long, value_name = "ASN,ASN", value_delimiter = ',')]
+    pub(crate) deny_asn: Vec<Asn>,
+    /// Autonomous systems whose addresses are rejected (dropped and answered).
+    #[arg(long, value_name = "ASN,ASN", value_delimiter = ',')]
+    pub(crate) reject_asn: Vec<Asn>,
+    /// Autonomous systems whose addresses pass even inside denied ranges,
+    /// countries or systems (exceptions, like --allow).
+    #[arg(long, value_name = "ASN,ASN", value_delimiter = ',')]
+    pub(crate) allow_asn: Vec<Asn>,
+    /// Allowlist mode by network: only these systems (and any --allow-country)
+    /// pass; every other source is dropped. Needs --never-block, like --allow-country.
+    #[arg(long, value_name = "ASN,ASN", value_delimiter = ',')]
+    pub(crate) allow_only_asn: Vec<Asn>,
+    /// Where ASN data comes from instead of the bundled snapshot:
+    /// `[optional:][refresh=DURATION:][mmdb:|csv:|tsv:]PATH|URL` (format detected
+    /// when not given). Repeat to merge several.
+    #[arg(long, value_name = "SOURCE")]
+    pub(crate) asn_source: Vec<AsnSource>,
+    /// Systems this host's outgoing packets are dropped to.
+    #[arg(long, value_name = "ASN,ASN", value_delimiter = ',')]
+    pub(crate) deny_asn_outbound: Vec<Asn>,
+    /// Systems this host's outgoing packets are rejected to.
+    #[arg(long, value_name = "ASN,ASN", value_delimiter = ',')]
+    pub(crate) reject_asn_outbound: Vec<Asn>,
     /// CIDR list of destinations this host's outgoing packets are dropped to
     /// (tc egress): FILE or NAME=FILE.
     #[arg(long, value_name = "[NAME=]FILE")]
@@ -405,6 +468,11 @@ impl From<PolicyArgs> for Policy {
             monitor_list: a.monitor_list,
             deny_country: a.deny_country,
             allow_country: a.allow_country,
+            deny_asn: a.deny_asn,
+            reject_asn: a.reject_asn,
+            allow_asn: a.allow_asn,
+            allow_only_asn: a.allow_only_asn,
+            asn_source: a.asn_source,
             country_source: a.country_source,
             never_block: a.never_block,
             no_default_never_block: a.no_default_never_block,
@@ -421,6 +489,8 @@ impl From<PolicyArgs> for Policy {
                 allow: a.allow_outbound,
                 deny_country: a.deny_country_outbound,
                 reject_country: a.reject_country_outbound,
+                deny_asn: a.deny_asn_outbound,
+                reject_asn: a.reject_asn_outbound,
                 ..Default::default()
             },
         }

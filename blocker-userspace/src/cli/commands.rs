@@ -8,7 +8,7 @@ use blocker::{
     control::{
         client,
         protocol::{InterfaceStats, StatsReply, StreamItem},
-        report::{ConfigRefusal, RegionDetail, RegionsList},
+        report::{AsnDetail, AsnList, ConfigRefusal, RegionDetail, RegionsList},
     },
     dataplane::{
         link,
@@ -16,7 +16,10 @@ use blocker::{
         object, pins,
     },
     events::EventFilter,
-    source::region::{db::RegionDb, snapshot},
+    source::{
+        asn::Asn,
+        region::{db::RegionDb, snapshot},
+    },
 };
 
 use super::{
@@ -274,8 +277,17 @@ fn check_config(path: &Path, json: bool) -> Result<()> {
 
 fn regions(command: RegionsCommand) -> Result<()> {
     match command {
-        RegionsCommand::List { source, json } => {
+        RegionsCommand::List { source, asn: true, json } => {
+            print_as(json, &AsnList::of(&source.asn_db()?), render::asn_list)?;
+        }
+        RegionsCommand::List { source, asn: false, json } => {
             print_as(json, &RegionsList::of(&source.db()?), render::regions_list)?;
+        }
+        // AS4134 (or a bare number) names a system; two letters a country.
+        RegionsCommand::Show { code, source, json } if code.trim().len() > 2 && code.parse::<Asn>().is_ok() => {
+            let db = source.asn_db()?;
+            let system = db.get(code.parse::<Asn>().map_err(anyhow::Error::msg)?)?;
+            print_as(json, &AsnDetail::of(&db, system), render::asn_show)?;
         }
         RegionsCommand::Show { code, source, json } => {
             let db = source.db()?;
@@ -287,6 +299,25 @@ fn regions(command: RegionsCommand) -> Result<()> {
             let bytes = snapshot::encode_snapshot(&db, SOURCE, &date)?;
             std::fs::write(&out, &bytes)?;
             println!("{}: {} countries, {} bytes", out.display(), db.regions.len(), bytes.len());
+        }
+        RegionsCommand::BuildAsnSnapshot { from, date, out } => {
+            let opts = blocker::source::fetch::FetchOptions::default();
+            let db = blocker::source::asn::load_all(
+                &from,
+                Path::new("/nonexistent"),
+                blocker::source::fetch::UrlAccess::CachedOnly,
+                &opts,
+            )?;
+            let bytes =
+                blocker::source::asn::snapshot::encode(&db, blocker::source::asn::snapshot::DATA_SOURCE, &date)?;
+            std::fs::write(&out, &bytes)?;
+            println!(
+                "{}: {} systems, {} prefixes, {} bytes",
+                out.display(),
+                db.systems.len(),
+                db.prefix_count(),
+                bytes.len()
+            );
         }
     }
     Ok(())

@@ -13,8 +13,8 @@ use blocker::{
     },
     config::RunOptions,
     control::report::{
-        AddressLookup, ConfigInterface, ConfigList, ConfigReport, ConfigScope, ConfigSource, ConfigTable, LiveBan,
-        LiveVerdict, LookupReport, NeverBlocked, RegionName, ScopeVerdict, Verdict,
+        AddressLookup, AsnName, ConfigInterface, ConfigList, ConfigReport, ConfigScope, ConfigSource, ConfigTable,
+        LiveBan, LiveVerdict, LookupReport, NeverBlocked, RegionName, ScopeVerdict, Verdict,
     },
     dataplane::{
         device, link,
@@ -32,6 +32,7 @@ pub(crate) fn lookup(
     iface: Option<&str>,
 ) -> Result<LookupReport> {
     let db = policy.region_db()?;
+    let asn_db = policy.asn_db()?;
     let compiled = if policy.has_rules() { Some(build_policy(policy)?) } else { None };
     let ifaces = match iface {
         Some(i) => vec![i.to_owned()],
@@ -62,6 +63,8 @@ pub(crate) fn lookup(
             .iter()
             .map(|r| RegionName { code: r.code.clone(), name: r.name.clone() })
             .collect();
+        let asns =
+            asn_db.containing(family, value).iter().map(|s| AsnName { asn: s.asn.0, org: s.org.clone() }).collect();
         let policy: Vec<ScopeVerdict> = compiled
             .iter()
             .flat_map(|c| &c.scopes)
@@ -123,7 +126,7 @@ pub(crate) fn lookup(
                 });
             }
         }
-        report.addresses.push(AddressLookup { address: *addr, regions, policy, live: verdicts, bans });
+        report.addresses.push(AddressLookup { address: *addr, regions, asns, policy, live: verdicts, bans });
     }
     Ok(report)
 }
@@ -216,6 +219,9 @@ pub(crate) fn check_config(opts: &RunOptions) -> Result<ConfigReport> {
             budget_bytes: opts.table_memory,
         },
         warnings: compiled.warnings(),
+        asn_data: (opts.policy.uses_asns()
+            || opts.crowdsec.as_ref().is_some_and(|c| c.scopes.contains(&blocker::decisions::crowdsec::Scope::As)))
+        .then(|| blocker::source::asn::describe_data(&opts.policy.asn_source, &opts.policy.cache_dir)),
         crowdsec: opts.crowdsec.as_ref().map(|c| {
             let scopes: Vec<&str> = c.scopes.iter().map(|s| s.name()).collect();
             let actions: Vec<String> = c.actions.iter().map(|(t, a)| format!("{t} -> {}", a.name())).collect();

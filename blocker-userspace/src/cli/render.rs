@@ -6,7 +6,7 @@ use blocker::{
     clock::{age_text, unix_secs},
     control::{
         protocol::{BanReply, BansReply, InterfaceStats, StatusReply, UnbanReply},
-        report::{ConfigReport, LookupReport, RegionDetail, RegionsList, Verdict},
+        report::{AsnDetail, AsnList, ConfigReport, LookupReport, RegionDetail, RegionsList, Verdict},
     },
     events::Event,
 };
@@ -129,6 +129,51 @@ pub(crate) fn regions_list(list: &RegionsList) -> String {
     s
 }
 
+/// `regions list --asn` as text: one line per system.
+pub(crate) fn asn_list(list: &AsnList) -> String {
+    let mut s = String::new();
+    for src in &list.sources {
+        let date = src.date.as_deref().map(|d| format!(", data of {d}")).unwrap_or_default();
+        let _ = writeln!(s, "# source: {}{date}", src.name);
+    }
+    let _ =
+        writeln!(s, "{:<12} {:>8} {:>8} {:>12} {:>14}  organisation", "asn", "ipv4", "ipv6", "ipv4 addrs", "ipv6 /64s");
+    for a in &list.systems {
+        let _ = writeln!(
+            s,
+            "{:<12} {:>8} {:>8} {:>12} {:>14}  {}",
+            format!("AS{}", a.asn),
+            a.ipv4_prefixes,
+            a.ipv6_prefixes,
+            a.ipv4_addresses,
+            a.ipv6_nets64,
+            a.org.as_deref().unwrap_or("-")
+        );
+    }
+    s
+}
+
+pub(crate) fn asn_show(a: &AsnDetail) -> String {
+    let mut s = String::new();
+    let x = &a.summary;
+    let _ = writeln!(s, "AS{} {}", x.asn, x.org.as_deref().unwrap_or(""));
+    let _ = writeln!(
+        s,
+        "ipv4 prefixes: {} ({} addresses), ipv6 prefixes: {} ({} /64s)",
+        x.ipv4_prefixes, x.ipv4_addresses, x.ipv6_prefixes, x.ipv6_nets64
+    );
+    let sources: Vec<String> = a
+        .sources
+        .iter()
+        .map(|src| format!("{}{}", src.name, src.date.as_deref().map(|d| format!(", data of {d}")).unwrap_or_default()))
+        .collect();
+    let _ = writeln!(s, "source: {}", sources.join("; "));
+    for p in &a.prefixes {
+        let _ = writeln!(s, "{p}");
+    }
+    s
+}
+
 pub(crate) fn region_show(r: &RegionDetail) -> String {
     let mut s = String::new();
     let r0 = &r.summary;
@@ -153,6 +198,13 @@ pub(crate) fn lookup_text(report: &LookupReport) -> String {
             .map(|r| format!("{}{}", r.code, r.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()))
             .collect();
         let _ = writeln!(s, "  regions: {}", if regions.is_empty() { "none".into() } else { regions.join(", ") });
+        let asns: Vec<String> = a
+            .asns
+            .iter()
+            .map(|x| format!("AS{}{}", x.asn, x.org.as_deref().map(|o| format!(" ({o})")).unwrap_or_default()))
+            .collect();
+        let _ =
+            writeln!(s, "  network: {}", if asns.is_empty() { "no AS announces it".into() } else { asns.join(", ") });
         if a.policy.is_empty() {
             let _ = writeln!(s, "  policy: none given (pass the options of `blocker run` to evaluate one)");
         }

@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 use crate::{
     dataplane::maps::Mode,
     net::Family,
-    source::region::db::{Region, RegionDb},
+    source::{
+        asn::db::{AsnDb, AutonomousSystem},
+        region::db::{Region, RegionDb},
+    },
 };
 
 /// `blocker lookup ADDR...`.
@@ -25,6 +28,9 @@ pub struct LookupReport {
 pub struct AddressLookup {
     pub address: IpAddr,
     pub regions: Vec<RegionName>,
+    /// The autonomous systems whose prefixes hold it, most specific first.
+    #[serde(default)]
+    pub asns: Vec<AsnName>,
     /// Empty: no policy was given to evaluate.
     pub policy: Vec<ScopeVerdict>,
     pub live: Vec<LiveVerdict>,
@@ -67,6 +73,13 @@ pub struct ScopeVerdict {
 pub struct RegionName {
     pub code: String,
     pub name: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AsnName {
+    /// The number (4134).
+    pub asn: u32,
+    pub org: Option<String>,
 }
 
 /// The list an address falls in (None: none) and that list's action: "drop",
@@ -162,6 +175,68 @@ impl RegionDetail {
     }
 }
 
+/// `blocker regions list --asn`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AsnList {
+    pub sources: Vec<RegionDataSource>,
+    pub systems: Vec<AsnSummary>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AsnSummary {
+    pub asn: u32,
+    pub org: Option<String>,
+    pub ipv4_prefixes: usize,
+    pub ipv6_prefixes: usize,
+    /// IPv4 addresses it holds.
+    pub ipv4_addresses: u64,
+    /// IPv6 /64 networks it holds (saturating at 2^64).
+    pub ipv6_nets64: u64,
+}
+
+/// `blocker regions show AS4134`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AsnDetail {
+    #[serde(flatten)]
+    pub summary: AsnSummary,
+    pub sources: Vec<RegionDataSource>,
+    pub prefixes: Vec<String>,
+}
+
+impl AsnSummary {
+    pub fn of(s: &AutonomousSystem) -> AsnSummary {
+        let size = |f| u64::try_from(s.size(f)).unwrap_or(u64::MAX);
+        AsnSummary {
+            asn: s.asn.0,
+            org: s.org.clone(),
+            ipv4_prefixes: s.count(Family::V4),
+            ipv6_prefixes: s.count(Family::V6),
+            ipv4_addresses: size(Family::V4),
+            ipv6_nets64: size(Family::V6),
+        }
+    }
+}
+
+fn data_sources(sources: &[crate::source::region::db::SourceInfo]) -> Vec<RegionDataSource> {
+    sources.iter().map(|s| RegionDataSource { name: s.name.clone(), date: s.date.clone() }).collect()
+}
+
+impl AsnList {
+    pub fn of(db: &AsnDb) -> AsnList {
+        AsnList { sources: data_sources(&db.sources), systems: db.systems.values().map(AsnSummary::of).collect() }
+    }
+}
+
+impl AsnDetail {
+    pub fn of(db: &AsnDb, s: &AutonomousSystem) -> AsnDetail {
+        AsnDetail {
+            summary: AsnSummary::of(s),
+            sources: data_sources(&db.sources),
+            prefixes: s.prefixes.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+}
+
 /// `blocker check-config`: the run a config file describes, compiled.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ConfigReport {
@@ -187,6 +262,10 @@ pub struct ConfigReport {
     /// What the operator should know (a scope that takes no packet, ...).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The ASN data an ASN policy or the CrowdSec feed uses, and how old it
+    /// is, in words (None: nothing names systems).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asn_data: Option<String>,
     /// The CrowdSec feed, in words (None: none configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crowdsec: Option<String>,

@@ -635,13 +635,45 @@ struct Daemon {
     crowdsec: Option<CrowdsecRun>,
 }
 
-/// The daemon's side of a CrowdSec feed: its decisions, and the region data
-/// for country decisions (loaded at the first one, from the policy's sources).
+/// The daemon's side of a CrowdSec feed: its decisions, and the region and
+/// ASN data for country and AS decisions (each loaded at the first such
+/// decision, from the policy's sources).
 struct CrowdsecRun {
     feed: crate::decisions::crowdsec::feed::Feed,
     regions: Option<std::sync::Arc<crate::source::region::db::RegionDb>>,
+    asns: Option<std::sync::Arc<crate::source::asn::db::AsnDb>>,
     /// Usage-metrics reports, for the pull thread to send.
     usage_tx: std::sync::mpsc::Sender<serde_json::Value>,
+}
+
+/// The region and ASN data of CrowdSec's country and AS decisions, loaded from
+/// the policy's sources (cached copies only) at the first decision that needs it.
+struct FeedData<'a> {
+    policy: &'a Policy,
+    regions: &'a mut Option<std::sync::Arc<crate::source::region::db::RegionDb>>,
+    asns: &'a mut Option<std::sync::Arc<crate::source::asn::db::AsnDb>>,
+}
+
+impl crate::decisions::crowdsec::feed::RegionData for FeedData<'_> {
+    fn regions(&mut self) -> Option<std::sync::Arc<crate::source::region::db::RegionDb>> {
+        if self.regions.is_none() {
+            match self.policy.region_db_cached() {
+                Ok(db) => *self.regions = Some(std::sync::Arc::new(db)),
+                Err(e) => log::warn!("CrowdSec country decisions: no region data ({e:#})"),
+            }
+        }
+        self.regions.clone()
+    }
+
+    fn asns(&mut self) -> Option<std::sync::Arc<crate::source::asn::db::AsnDb>> {
+        if self.asns.is_none() {
+            match self.policy.asn_db_cached() {
+                Ok(db) => *self.asns = Some(std::sync::Arc::new(db)),
+                Err(e) => log::warn!("CrowdSec AS decisions: no ASN data ({e:#})"),
+            }
+        }
+        self.asns.clone()
+    }
 }
 
 impl Daemon {
@@ -846,7 +878,8 @@ impl Daemon {
         // The region data may have changed: country decisions to come read it again.
         if let Some(c) = &mut self.crowdsec {
             c.regions = None;
-            c.feed.forget_countries();
+            c.asns = None;
+            c.feed.forget_region_data();
         }
         if !kept_previous.is_empty() {
             self.state.lists = list_summaries(table);
@@ -1037,17 +1070,7 @@ impl Daemon {
     /// A message of the CrowdSec pull thread.
     fn crowdsec_message(&mut self, msg: crate::decisions::crowdsec::client::FeedMessage) {
         let Some(run) = &mut self.crowdsec else { return };
-        let policy = &self.opts.policy;
-        let regions = &mut run.regions;
-        let mut load = || -> Option<std::sync::Arc<crate::source::region::db::RegionDb>> {
-            if regions.is_none() {
-                match policy.region_db_cached() {
-                    Ok(db) => *regions = Some(std::sync::Arc::new(db)),
-                    Err(e) => log::warn!("CrowdSec country decisions: no region data ({e:#})"),
-                }
-            }
-            regions.clone()
-        };
+        let mut load = FeedData { policy: &self.opts.policy, regions: &mut run.regions, asns: &mut run.asns };
         let mut targets: Vec<Target<'_>> =
             self.managed.iter_mut().map(|m| Target { iface: &m.iface, maps: &mut m.maps }).collect();
         let full_pull_ended = matches!(&msg, crate::decisions::crowdsec::client::FeedMessage::End(r) if r.startup);
@@ -1314,8 +1337,12 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         let (usage_tx, usage_rx) = std::sync::mpsc::channel();
         client::spawn(std::sync::Arc::new(c.clone()), agent, tx, resync.clone(), usage_rx)?;
         log::info!("CrowdSec: pulling decisions from {} every {:?}", c.lapi_url, c.update_frequency);
-        daemon.crowdsec =
-            Some(CrowdsecRun { feed: Feed::new(&c.lapi_url, c.update_frequency, resync), regions: None, usage_tx });
+        daemon.crowdsec = Some(CrowdsecRun {
+            feed: Feed::new(&c.lapi_url, c.update_frequency, resync),
+            regions: None,
+            asns: None,
+            usage_tx,
+        });
         crowdsec_rx = Some(rx);
     }
     daemon.bans.set_shields(crate::decisions::service::Shields::of(&table));

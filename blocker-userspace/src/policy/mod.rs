@@ -16,6 +16,7 @@ use self::ports::Ports;
 use crate::{
     net::{complement, Family, Prefix},
     source::{
+        asn::{db::AsnDb, Asn, AsnSource},
         cidr_list::{parse_list, read_list, ListError, ListSource},
         fetch::{CheckError, FetchError, FetchOptions, Fetched, ObtainError, UrlAccess},
         region::{db::RegionDb, load_all, RegionError, RegionSource},
@@ -71,15 +72,15 @@ pub enum Role {
     NeverBlock,
     /// `--allow FILE`: exceptions that pass even inside denied ranges.
     Exception,
-    /// `--deny FILE`, `--deny-country`.
+    /// `--deny FILE`, `--deny-country`, `--deny-asn`.
     Deny,
-    /// `--reject FILE`, `--reject-country`: as deny, and answered.
+    /// `--reject FILE`, `--reject-country`, `--reject-asn`: as deny, and answered.
     Reject,
-    /// Allowlist mode: everything outside the allowed countries.
+    /// Allowlist mode: everything outside the allowed countries and networks.
     OutsideAllowed,
     /// `--monitor-list FILE`: counted as would-be drops, passed.
     Monitor,
-    /// `--allow-country`: passed, unless a list above says otherwise.
+    /// `--allow-country`, `--allow-only-asn`: passed, unless a list above says otherwise.
     AllowedRegion,
 }
 
@@ -132,8 +133,8 @@ pub enum PolicyError {
     #[error("list {name} is named by {len} bytes, more than the {max} a name may have: name it with NAME=FILE")]
     NameTooLong { name: String, len: usize, max: usize },
     #[error(
-        "allowlist mode (--allow-country) drops every source outside the allowed countries, including your \
-         management networks: give them with --never-block CIDR,... (or pass \
+        "allowlist mode (--allow-country, --allow-only-asn) drops every source outside the allowed countries and \
+         networks, including your management networks: give them with --never-block CIDR,... (or pass \
          --confirm-allowlist-without-never-block if you have console access)"
     )]
     AllowlistWithoutNeverBlock,
@@ -141,6 +142,12 @@ pub enum PolicyError {
     DeniedAndAllowed { code: String },
     #[error("country {code} is both denied and rejected: name it once")]
     DeniedAndRejected { code: String },
+    #[error("{asn} is both denied and allowed")]
+    AsnDeniedAndAllowed { asn: Asn },
+    #[error("{asn} is both denied and rejected: name it once")]
+    AsnDeniedAndRejected { asn: Asn },
+    #[error(transparent)]
+    UnknownAsn(#[from] crate::source::asn::db::UnknownAsn),
     #[error("--never-block {text}: {reason}")]
     BadNeverBlock { text: String, reason: crate::net::LineError },
     #[error(transparent)]
@@ -177,6 +184,19 @@ pub struct Policy {
     pub reject: Vec<ListSource>,
     /// Countries whose addresses are rejected.
     pub reject_country: Vec<String>,
+    /// Autonomous systems whose addresses are dropped (`--deny-asn AS4134,AS4837`).
+    pub deny_asn: Vec<Asn>,
+    /// Autonomous systems whose addresses are rejected.
+    pub reject_asn: Vec<Asn>,
+    /// Autonomous systems whose addresses pass even inside denied ranges,
+    /// countries or systems (exceptions, like `--allow`).
+    pub allow_asn: Vec<Asn>,
+    /// Allowlist mode by network: only these systems (and the allowed countries)
+    /// pass; every other source is dropped.
+    pub allow_only_asn: Vec<Asn>,
+    /// Where ASN data comes from instead of the bundled snapshot:
+    /// `[optional:][refresh=DURATION:][mmdb:|csv:|tsv:]PATH|URL`. Repeat to merge several.
+    pub asn_source: Vec<AsnSource>,
     /// Where country prefixes come from instead of the bundled snapshot:
     /// `[optional:][refresh=DURATION:][rir:|csv:|mmdb:|cidr-dir:]PATH|URL` (format detected when not
     /// given). Repeat to merge several.
@@ -253,6 +273,10 @@ pub struct Scope {
     pub monitor_list: Vec<ListSource>,
     pub deny_country: Vec<String>,
     pub allow_country: Vec<String>,
+    pub deny_asn: Vec<Asn>,
+    pub reject_asn: Vec<Asn>,
+    pub allow_asn: Vec<Asn>,
+    pub allow_only_asn: Vec<Asn>,
 }
 
 /// The lists and countries of one scope (the policy's own, or a `Scope`'s).
@@ -265,6 +289,10 @@ struct Rules<'a> {
     monitor_list: &'a [ListSource],
     deny_country: &'a [String],
     allow_country: &'a [String],
+    deny_asn: &'a [Asn],
+    reject_asn: &'a [Asn],
+    allow_asn: &'a [Asn],
+    allow_only_asn: &'a [Asn],
 }
 
 impl Rules<'_> {
@@ -276,8 +304,20 @@ impl Rules<'_> {
         !self.deny_country.is_empty() || !self.allow_country.is_empty() || !self.reject_country.is_empty()
     }
 
+    fn uses_asns(&self) -> bool {
+        !self.deny_asn.is_empty()
+            || !self.reject_asn.is_empty()
+            || !self.allow_asn.is_empty()
+            || !self.allow_only_asn.is_empty()
+    }
+
+    /// Whether only some sources pass (allowed countries or systems).
+    fn is_allowlist(&self) -> bool {
+        !self.allow_country.is_empty() || !self.allow_only_asn.is_empty()
+    }
+
     fn has_rules(&self) -> bool {
-        self.lists().next().is_some() || self.uses_countries()
+        self.lists().next().is_some() || self.uses_countries() || self.uses_asns()
     }
 }
 
@@ -291,6 +331,10 @@ impl Scope {
             monitor_list: &self.monitor_list,
             deny_country: &self.deny_country,
             allow_country: &self.allow_country,
+            deny_asn: &self.deny_asn,
+            reject_asn: &self.reject_asn,
+            allow_asn: &self.allow_asn,
+            allow_only_asn: &self.allow_only_asn,
         }
     }
 }
@@ -336,6 +380,11 @@ impl Default for Policy {
             allow_country: vec![],
             reject: vec![],
             reject_country: vec![],
+            deny_asn: vec![],
+            reject_asn: vec![],
+            allow_asn: vec![],
+            allow_only_asn: vec![],
+            asn_source: vec![],
             country_source: vec![],
             never_block: vec![],
             no_default_never_block: false,
@@ -393,6 +442,7 @@ pub struct UrlJob {
 enum UrlSourceKind {
     List,
     Region(RegionSource),
+    Asn(AsnSource),
 }
 
 impl UrlJob {
@@ -404,6 +454,7 @@ impl UrlJob {
                 crate::source::fetch::fetch_with(&self.url, &self.cache_dir, &check, &self.opts)
             }
             UrlSourceKind::Region(source) => crate::source::region::fetch(source, &self.cache_dir, &self.opts),
+            UrlSourceKind::Asn(source) => crate::source::asn::fetch(source, &self.cache_dir, &self.opts),
         }
     }
 }
@@ -414,6 +465,7 @@ impl Policy {
         let policy = self;
         let mut out: Vec<PathBuf> = policy.lists().filter(|s| s.url().is_none()).map(|s| s.path.clone()).collect();
         out.extend(policy.country_source.iter().filter(|s| !s.is_url()).map(|s| PathBuf::from(&s.location)));
+        out.extend(policy.asn_source.iter().filter(|s| !s.is_url()).map(|s| PathBuf::from(&s.location)));
         out
     }
 
@@ -431,6 +483,13 @@ impl Policy {
                 .filter(|s| s.is_url())
                 .map(|s| (s.location.clone(), s.refresh.unwrap_or(policy.url_refresh))),
         );
+        out.extend(
+            policy
+                .asn_source
+                .iter()
+                .filter(|s| s.is_url())
+                .map(|s| (s.location.clone(), s.refresh.unwrap_or(policy.url_refresh))),
+        );
         out
     }
 }
@@ -438,6 +497,13 @@ impl Policy {
 pub const DEFAULT_URL_REFRESH: Refresh = Refresh::Every(std::time::Duration::from_secs(6 * 3600));
 
 pub const OUTSIDE_ALLOWED: &str = "outside-allowed-countries";
+/// The allowlist's drops when it names systems only, and when it names both.
+pub const OUTSIDE_ALLOWED_ASNS: &str = "outside-allowed-asns";
+pub const OUTSIDE_ALLOWED_BOTH: &str = "outside-allowed-countries-and-asns";
+
+/// More systems of one role than this in a scope are counted together, as one
+/// list (`asns:deny`, ...): a table has at most `MAX_LISTS` counters.
+pub const ASN_LISTS_PER_ROLE: usize = 200;
 pub const NEVER_BLOCK: &str = "never-block";
 
 /// Loopback and link-local, both families.
@@ -462,6 +528,10 @@ impl Policy {
             monitor_list: &self.monitor_list,
             deny_country: &self.deny_country,
             allow_country: &self.allow_country,
+            deny_asn: &self.deny_asn,
+            reject_asn: &self.reject_asn,
+            allow_asn: &self.allow_asn,
+            allow_only_asn: &self.allow_only_asn,
         }
     }
 
@@ -478,6 +548,25 @@ impl Policy {
 
     pub fn uses_countries(&self) -> bool {
         self.all_rules().any(|r| r.uses_countries())
+    }
+
+    /// Whether any scope names autonomous systems.
+    pub fn uses_asns(&self) -> bool {
+        self.all_rules().any(|r| r.uses_asns())
+    }
+
+    /// The ASN data this policy refers to: the given sources, or the bundled snapshot.
+    pub fn asn_db(&self) -> Result<AsnDb, RegionError> {
+        self.asn_db_with(UrlAccess::Fetch)
+    }
+
+    /// `asn_db` from cached copies of URL sources only.
+    pub fn asn_db_cached(&self) -> Result<AsnDb, RegionError> {
+        self.asn_db_with(UrlAccess::CachedOnly)
+    }
+
+    fn asn_db_with(&self, access: UrlAccess) -> Result<AsnDb, RegionError> {
+        crate::source::asn::load_all(&self.asn_source, &self.cache_dir, access, &self.fetch_options())
     }
 
     /// Every CIDR list source of every scope: deny, reject, allow, then monitor
@@ -542,6 +631,12 @@ impl Policy {
                 .filter(|s| s.is_url())
                 .map(|s| job(&s.location, s.optional, UrlSourceKind::Region(s.clone()))),
         );
+        out.extend(
+            self.asn_source
+                .iter()
+                .filter(|s| s.is_url())
+                .map(|s| job(&s.location, s.optional, UrlSourceKind::Asn(s.clone()))),
+        );
         out
     }
 
@@ -569,8 +664,8 @@ impl Policy {
     /// resolved. Any error aborts before anything is applied.
     pub fn list_specs(&self, access: UrlAccess) -> Result<Vec<ListSpec>, PolicyError> {
         let never = self.never_block_list()?;
-        let db = self.uses_countries().then(|| self.region_db_with(access)).transpose()?;
-        let specs = self.rules_specs(self.default_rules(), &never, db.as_ref(), access)?;
+        let data = self.data(access)?;
+        let specs = self.rules_specs(self.default_rules(), &never, &data, access)?;
         for warning in disabling_never_blocks(&specs) {
             log::warn!("{warning}");
         }
@@ -582,7 +677,7 @@ impl Policy {
     /// are unique and checked.
     pub fn scope_specs(&self, access: UrlAccess) -> Result<Vec<ScopeSpecs>, PolicyError> {
         let never = self.never_block_list()?;
-        let db = self.uses_countries().then(|| self.region_db_with(access)).transpose()?;
+        let data = self.data(access)?;
         let mut names = HashSet::new();
         let mut out = Vec::new();
         for scope in &self.scopes {
@@ -600,28 +695,27 @@ impl Policy {
                     reason: "no ports: a scope takes the traffic its ports name (e.g. ports = [\"tcp:443\"])".into(),
                 });
             }
-            let lists =
-                self.rules_specs(scope.rules(), &never, db.as_ref(), access).map_err(|e| in_scope(&scope.name, e))?;
+            let lists = self.rules_specs(scope.rules(), &never, &data, access).map_err(|e| in_scope(&scope.name, e))?;
             out.push(ScopeSpecs { name: scope.name.clone(), ports: scope.ports.clone(), lists, outbound: false });
         }
         // The policy's own lists: every packet no scope takes (or those of its
         // own ports). Without lists of its own and with scopes, such packets pass.
         if self.default_rules().has_rules() || self.scopes.is_empty() {
-            let lists = self.rules_specs(self.default_rules(), &never, db.as_ref(), access)?;
+            let lists = self.rules_specs(self.default_rules(), &never, &data, access)?;
             out.push(ScopeSpecs { name: DEFAULT_SCOPE.into(), ports: self.ports.clone(), lists, outbound: false });
         }
         // The outbound lists: the last table, which only the egress program reads.
         if self.has_outbound() {
-            if !self.outbound.allow_country.is_empty() {
+            if !self.outbound.allow_country.is_empty() || !self.outbound.allow_only_asn.is_empty() {
                 return Err(PolicyError::Scope {
                     name: quote_name(OUTBOUND_SCOPE),
-                    reason: "allowlist countries are for sources; name the destinations to refuse \
-                             (deny_countries, reject_countries)"
+                    reason: "allowlists (countries, systems) are for sources; name the destinations to \
+                             refuse (deny_countries, reject_countries, deny_asns, reject_asns)"
                         .into(),
                 });
             }
             let lists = self
-                .rules_specs(self.outbound.rules(), &never, db.as_ref(), access)
+                .rules_specs(self.outbound.rules(), &never, &data, access)
                 .map_err(|e| in_scope(OUTBOUND_SCOPE, e))?;
             out.push(ScopeSpecs { name: OUTBOUND_SCOPE.into(), ports: Ports::default(), lists, outbound: true });
         }
@@ -631,6 +725,14 @@ impl Policy {
             }
         }
         Ok(out)
+    }
+
+    /// The region and ASN data the scopes name (each loaded only when named).
+    fn data(&self, access: UrlAccess) -> Result<PolicyData, PolicyError> {
+        Ok(PolicyData {
+            regions: self.uses_countries().then(|| self.region_db_with(access)).transpose()?,
+            asns: self.uses_asns().then(|| self.asn_db_with(access)).transpose()?,
+        })
     }
 
     /// The never-block ranges as a list (None: there are none).
@@ -645,7 +747,7 @@ impl Policy {
         &self,
         rules: Rules<'_>,
         never: &Option<ListSpec>,
-        db: Option<&RegionDb>,
+        data: &PolicyData,
         access: UrlAccess,
     ) -> Result<Vec<ListSpec>, PolicyError> {
         let mut names = HashSet::new();
@@ -658,8 +760,7 @@ impl Policy {
             specs.push(spec);
             Ok(())
         };
-        if !rules.allow_country.is_empty() && self.never_block.is_empty() && !self.confirm_allowlist_without_never_block
-        {
+        if rules.is_allowlist() && self.never_block.is_empty() && !self.confirm_allowlist_without_never_block {
             return Err(PolicyError::AllowlistWithoutNeverBlock);
         }
         if let Some(never) = never {
@@ -685,7 +786,9 @@ impl Policy {
             };
             push(ListSpec { name: source.name.clone(), role, prefixes })?;
         }
-        if let (true, Some(db)) = (rules.uses_countries(), db) {
+        // The allowlist's passes: the allowed countries, then the allowed systems.
+        let mut allowed: Vec<ListSpec> = Vec::new();
+        if let (true, Some(db)) = (rules.uses_countries(), data.regions.as_ref()) {
             let codes = |given: &[String]| -> Result<Vec<String>, PolicyError> {
                 let mut out: Vec<String> = Vec::new();
                 for c in given {
@@ -710,22 +813,83 @@ impl Policy {
             for (code, role) in deny.iter().map(|c| (c, Role::Deny)).chain(reject.iter().map(|c| (c, Role::Reject))) {
                 push(ListSpec { name: format!("country:{code}"), role, prefixes: db.regions[code].prefixes.clone() })?;
             }
-            if !allow.is_empty() {
-                let allowed: Vec<_> = allow.iter().flat_map(|c| db.regions[c].prefixes.iter().copied()).collect();
-                let mut outside = complement(&allowed, Family::V4);
-                outside.extend(complement(&allowed, Family::V6));
-                push(ListSpec { name: OUTSIDE_ALLOWED.into(), role: Role::OutsideAllowed, prefixes: outside })?;
-                for code in &allow {
-                    push(ListSpec {
-                        name: format!("country:{code}"),
-                        role: Role::AllowedRegion,
-                        prefixes: db.regions[code].prefixes.clone(),
-                    })?;
+            for code in &allow {
+                allowed.push(ListSpec {
+                    name: format!("country:{code}"),
+                    role: Role::AllowedRegion,
+                    prefixes: db.regions[code].prefixes.clone(),
+                });
+            }
+        }
+        if let (true, Some(db)) = (rules.uses_asns(), data.asns.as_ref()) {
+            let known = |given: &[Asn]| -> Result<Vec<Asn>, PolicyError> {
+                let mut out: Vec<Asn> = Vec::new();
+                for a in given {
+                    db.get(*a)?;
+                    if !out.contains(a) {
+                        out.push(*a);
+                    }
                 }
+                Ok(out)
+            };
+            let deny = known(rules.deny_asn)?;
+            let reject = known(rules.reject_asn)?;
+            let except = known(rules.allow_asn)?;
+            let only = known(rules.allow_only_asn)?;
+            for a in deny.iter().chain(&reject) {
+                if except.contains(a) || only.contains(a) {
+                    return Err(PolicyError::AsnDeniedAndAllowed { asn: *a });
+                }
+            }
+            if let Some(both) = deny.iter().find(|a| reject.contains(a)) {
+                return Err(PolicyError::AsnDeniedAndRejected { asn: *both });
+            }
+            for (asns, role, group) in [
+                (&deny, Role::Deny, "asns:deny"),
+                (&reject, Role::Reject, "asns:reject"),
+                (&except, Role::Exception, "asns:allow"),
+            ] {
+                for spec in asn_lists(db, asns, role, group) {
+                    push(spec)?;
+                }
+            }
+            allowed.extend(asn_lists(db, &only, Role::AllowedRegion, "asns:allow-only"));
+        }
+        if rules.is_allowlist() {
+            let passes: Vec<Prefix> = allowed.iter().flat_map(|l| l.prefixes.iter().copied()).collect();
+            let mut outside = complement(&passes, Family::V4);
+            outside.extend(complement(&passes, Family::V6));
+            let name = match (rules.allow_country.is_empty(), rules.allow_only_asn.is_empty()) {
+                (false, true) => OUTSIDE_ALLOWED,
+                (true, false) => OUTSIDE_ALLOWED_ASNS,
+                _ => OUTSIDE_ALLOWED_BOTH,
+            };
+            push(ListSpec { name: name.into(), role: Role::OutsideAllowed, prefixes: outside })?;
+            for spec in allowed {
+                push(spec)?;
             }
         }
         Ok(specs)
     }
+}
+
+/// The region and ASN data of a policy, each present when a scope names it.
+struct PolicyData {
+    regions: Option<RegionDb>,
+    asns: Option<AsnDb>,
+}
+
+/// The lists of systems of one role: one per system (`asn:4134`), or, past
+/// `ASN_LISTS_PER_ROLE`, one list of them all named `group`.
+fn asn_lists(db: &AsnDb, asns: &[Asn], role: Role, group: &str) -> Vec<ListSpec> {
+    let prefixes = |a: &Asn| db.systems[a].prefixes.iter().copied();
+    if asns.len() > ASN_LISTS_PER_ROLE {
+        let mut all: Vec<Prefix> = asns.iter().flat_map(prefixes).collect();
+        all.sort_unstable();
+        all.dedup();
+        return vec![ListSpec { name: group.into(), role, prefixes: all }];
+    }
+    asns.iter().map(|a| ListSpec { name: a.list_name(), role, prefixes: prefixes(a).collect() }).collect()
 }
 
 fn quote_name(name: &str) -> String {
@@ -979,7 +1143,10 @@ mod tests {
         let e = refused(vec![Scope { name: "a b".into(), ..api.clone() }]);
         assert!(e.contains("letters, digits"), "{e}");
         let e = refused(vec![Scope { allow_country: vec!["US".into()], ..api.clone() }]);
-        assert!(e.starts_with("scope \"api\": allowlist mode (--allow-country) drops every source"), "{e}");
+        assert!(
+            e.starts_with("scope \"api\": allowlist mode (--allow-country, --allow-only-asn) drops every source"),
+            "{e}"
+        );
         let both = Scope { deny_country: vec!["CN".into()], allow_country: vec!["CN".into()], ..api };
         let p = Policy { scopes: vec![both], confirm_allowlist_without_never_block: true, ..Default::default() };
         let e = build_policy(&p).unwrap_err().to_string();
@@ -1098,6 +1265,121 @@ mod tests {
         let e = p.list_specs(UrlAccess::Fetch).unwrap_err();
         let PolicyError::Region(RegionError::SourceFailed { cause, .. }) = &e else { panic!("{e:?}") };
         assert!(matches!(&**cause, RegionError::Fetch(FetchError::NoCopy { .. })), "{e:?}");
+    }
+
+    /// ASN data of the tests: AS64500 inside Germany's first prefix, AS64501
+    /// beside it, AS64502 in IPv6, as a CSV source.
+    fn asn_source(dir: &std::path::Path) -> (AsnSource, Prefix) {
+        // A German prefix much wider than the systems' /24s.
+        let db = RegionDb::bundled().unwrap();
+        let de = *db.regions["DE"].prefixes.iter().find(|p| p.family == Family::V4 && p.len <= 16).unwrap();
+        let (lo, _) = de.range();
+        let ip = |a: u128| std::net::Ipv4Addr::from(a as u32);
+        let text = format!(
+            "{},{},64500,\"Hosting, Inc.\"\n{},{},64501,Other\n2001:db8::,2001:db8:ffff:ffff:ffff:ffff:ffff:ffff,64502,Six\n",
+            ip(lo),
+            ip(lo + 255),
+            ip(lo + 256),
+            ip(lo + 511),
+        );
+        let path = dir.join("asn.csv");
+        std::fs::write(&path, text).unwrap();
+        (format!("csv:{}", path.display()).parse().unwrap(), de)
+    }
+
+    fn verdict_at(t: &CompiledTable, family: Family, addr: u128) -> Option<(String, Action)> {
+        t.lookup(family, addr).map(|i| (t.lists[i].name.clone(), t.lists[i].action))
+    }
+
+    #[test]
+    fn asn_lists_compile_beside_countries_with_their_precedence() {
+        let tmp = tmpdir();
+        let (source, de) = asn_source(tmp.path());
+        let (lo, _) = de.range();
+        let base = Policy { asn_source: vec![source], no_default_never_block: true, ..Default::default() };
+        // Denied alone: counted per system.
+        let t = build_table(&Policy { deny_asn: vec![Asn(64500), Asn(64502)], ..base.clone() }).unwrap();
+        assert_eq!(verdict_at(&t, Family::V4, lo + 7), Some(("asn:64500".into(), Action::Drop)));
+        assert_eq!(verdict_at(&t, Family::V4, lo + 256), None);
+        assert_eq!(verdict_at(&t, Family::V6, 0x2001_0db8u128 << 96 | 9), Some(("asn:64502".into(), Action::Drop)));
+        // With the country denied too: the system's prefix is the more specific,
+        // so its drops count under it; the rest of the country under the country.
+        let both = Policy { deny_country: vec!["DE".into()], deny_asn: vec![Asn(64500)], ..base.clone() };
+        let t = build_table(&both).unwrap();
+        assert_eq!(verdict_at(&t, Family::V4, lo), Some(("asn:64500".into(), Action::Drop)));
+        assert_eq!(verdict_at(&t, Family::V4, lo + 256), Some(("country:DE".into(), Action::Drop)));
+        // An allowed system is an exception inside a denied country.
+        let except = Policy { deny_country: vec!["DE".into()], allow_asn: vec![Asn(64501)], ..base.clone() };
+        let t = build_table(&except).unwrap();
+        assert_eq!(verdict_at(&t, Family::V4, lo + 300), Some(("asn:64501".into(), Action::Pass)));
+        assert_eq!(verdict_at(&t, Family::V4, lo + 3), Some(("country:DE".into(), Action::Drop)));
+        // Rejected.
+        let t = build_table(&Policy { reject_asn: vec![Asn(64501)], ..base.clone() }).unwrap();
+        assert_eq!(verdict_at(&t, Family::V4, lo + 256), Some(("asn:64501".into(), Action::Reject)));
+        // A deny list wins over an allowlisted system; the rest of the world is outside.
+        let tmp2 = tmpdir();
+        let deny = write(tmp2.path(), "bad.txt", &format!("{}/32\n", std::net::Ipv4Addr::from(lo as u32 + 5)));
+        let only = Policy {
+            deny: vec![deny],
+            allow_only_asn: vec![Asn(64500), Asn(64502)],
+            never_block: vec!["192.0.2.0/24".into()],
+            ..base.clone()
+        };
+        let t = build_table(&only).unwrap();
+        assert_eq!(verdict_at(&t, Family::V4, lo + 5), Some(("bad".into(), Action::Drop)));
+        assert_eq!(verdict_at(&t, Family::V4, lo + 6), Some(("asn:64500".into(), Action::Pass)));
+        assert_eq!(verdict_at(&t, Family::V4, lo + 256), Some((OUTSIDE_ALLOWED_ASNS.into(), Action::Drop)));
+        assert_eq!(verdict_at(&t, Family::V4, 0xc000_0207), Some((NEVER_BLOCK.into(), Action::Pass)));
+        assert_eq!(verdict_at(&t, Family::V6, 0x2001_0db8u128 << 96), Some(("asn:64502".into(), Action::Pass)));
+        // With allowed countries too, a source passes if either allows it.
+        let union = Policy { allow_country: vec!["FR".into()], ..only.clone() };
+        let t = build_table(&union).unwrap();
+        let fr = RegionDb::bundled().unwrap().regions["FR"].prefixes[0];
+        assert_eq!(verdict_at(&t, fr.family, fr.addr), Some(("country:FR".into(), Action::Pass)));
+        assert_eq!(verdict_at(&t, Family::V4, lo + 256), Some((OUTSIDE_ALLOWED_BOTH.into(), Action::Drop)));
+    }
+
+    #[test]
+    fn asn_policies_refuse_what_they_cannot_mean() {
+        let tmp = tmpdir();
+        let (source, _) = asn_source(tmp.path());
+        let base = Policy { asn_source: vec![source], no_default_never_block: true, ..Default::default() };
+        let e = build_table(&Policy { deny_asn: vec![Asn(64599)], ..base.clone() }).unwrap_err();
+        assert!(matches!(&e, PolicyError::UnknownAsn(u) if u.asn == Asn(64599)), "{e}");
+        let e = build_table(&Policy { deny_asn: vec![Asn(64500)], allow_asn: vec![Asn(64500)], ..base.clone() });
+        assert_eq!(e.unwrap_err().to_string(), "AS64500 is both denied and allowed");
+        let e = build_table(&Policy { deny_asn: vec![Asn(64500)], reject_asn: vec![Asn(64500)], ..base.clone() });
+        assert_eq!(e.unwrap_err().to_string(), "AS64500 is both denied and rejected: name it once");
+        // The allowlist's lockout guard.
+        let e = build_table(&Policy { allow_only_asn: vec![Asn(64500)], ..base.clone() }).unwrap_err();
+        assert!(matches!(e, PolicyError::AllowlistWithoutNeverBlock), "{e}");
+        // Outbound has no allowlist.
+        let out = Scope { name: OUTBOUND_SCOPE.into(), allow_only_asn: vec![Asn(64500)], ..Default::default() };
+        let e = build_policy_of(&Policy { outbound: out, ..base.clone() });
+        assert!(e.contains("allowlists (countries, systems) are for sources"), "{e}");
+        // Past ASN_LISTS_PER_ROLE systems of a role, one list counts them all.
+        let mut db = AsnDb::default();
+        for n in 0..=ASN_LISTS_PER_ROLE as u32 {
+            db.add(Asn(65_000 + n), None, [Prefix { family: Family::V4, addr: u128::from(n) << 8, len: 24 }]);
+        }
+        let asns: Vec<Asn> = db.systems.keys().copied().collect();
+        let lists = asn_lists(&db, &asns, Role::AllowedRegion, "asns:allow-only");
+        assert_eq!((lists.len(), lists[0].name.as_str(), lists[0].prefixes.len()), (1, "asns:allow-only", 201));
+        assert_eq!(asn_lists(&db, &asns[..3], Role::Deny, "asns:deny")[2].name, "asn:65002");
+    }
+
+    fn build_policy_of(p: &Policy) -> String {
+        crate::compile::table::build_policy(p).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_bundled_asn_data_serves_a_policy() {
+        let p = Policy { deny_asn: vec![Asn(13335)], no_default_never_block: true, ..Default::default() };
+        let t = build_table(&p).unwrap();
+        let one = parse_prefix("1.1.1.1").unwrap();
+        assert_eq!(verdict_at(&t, one.family, one.addr), Some(("asn:13335".into(), Action::Drop)));
+        let other = parse_prefix("8.8.8.8").unwrap();
+        assert_eq!(verdict_at(&t, other.family, other.addr), None);
     }
 
     #[test]

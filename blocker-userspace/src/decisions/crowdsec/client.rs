@@ -352,7 +352,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             stream_url(&o, true),
-            "http://127.0.0.1:8080/v1/decisions/stream?startup=true&scopes=ip%2Crange%2Ccountry&origins=crowdsec%2Ccscli\
+            "http://127.0.0.1:8080/v1/decisions/stream?startup=true&scopes=ip%2Crange%2Ccountry%2Cas&origins=crowdsec%2Ccscli\
              &scenarios_not_containing=http%20probing%26x"
         );
     }

@@ -26,7 +26,10 @@ use crate::{
     control::protocol::CrowdsecStatus,
     decisions::{enforce::Target as MapTarget, service::Bans, store::AddError, Ban, BanAction, BanError},
     net::{Family, Prefix},
-    source::region::db::RegionDb,
+    source::{
+        asn::{db::AsnDb, Asn},
+        region::db::RegionDb,
+    },
 };
 
 /// The ids of the decisions that hold one prefix (almost always one; boxed
@@ -51,16 +54,31 @@ impl Ids {
 #[derive(Debug)]
 enum Held {
     Prefix(Prefix),
-    /// A country's prefixes, as the region data had them when it came.
-    Country(Arc<[Prefix]>),
+    /// A country's or a system's prefixes, as the data had them when it came.
+    Region(Arc<[Prefix]>),
 }
 
 impl Held {
     fn prefixes(&self) -> &[Prefix] {
         match self {
             Held::Prefix(p) => std::slice::from_ref(p),
-            Held::Country(ps) => ps,
+            Held::Region(ps) => ps,
         }
+    }
+}
+
+/// Where a feed finds the prefixes of country and AS decisions (loaded by the
+/// daemon at the first one). A closure gives region data only.
+pub trait RegionData {
+    fn regions(&mut self) -> Option<Arc<RegionDb>>;
+    fn asns(&mut self) -> Option<Arc<AsnDb>> {
+        None
+    }
+}
+
+impl<F: FnMut() -> Option<Arc<RegionDb>>> RegionData for F {
+    fn regions(&mut self) -> Option<Arc<RegionDb>> {
+        self()
     }
 }
 
@@ -82,6 +100,8 @@ pub struct Feed {
     by_prefix: HashMap<Prefix, Ids>,
     /// Country prefixes, shared by every decision of a country.
     countries: HashMap<[u8; 2], Arc<[Prefix]>>,
+    /// A system's prefixes, shared by every decision of the system.
+    systems: HashMap<Asn, Arc<[Prefix]>>,
     generation: u32,
     /// Prefixes whose holds may need a change.
     dirty: HashSet<Prefix>,
@@ -193,7 +213,7 @@ impl Feed {
         msg: FeedMessage,
         bans: &mut Bans,
         targets: &mut [MapTarget<'_>],
-        regions: &mut dyn FnMut() -> Option<Arc<RegionDb>>,
+        regions: &mut dyn RegionData,
     ) -> bool {
         match msg {
             FeedMessage::Begin { startup } => {
@@ -305,12 +325,7 @@ impl Feed {
     /// again replaces itself: its expiry may be sooner or later). `regions`
     /// gives the region data for country decisions. Returns the decisions
     /// skipped here (countries the data does not know).
-    pub fn take(
-        &mut self,
-        new: Vec<Decision>,
-        deleted: Vec<u64>,
-        regions: &mut dyn FnMut() -> Option<Arc<RegionDb>>,
-    ) -> BTreeMap<Skip, u64> {
+    pub fn take(&mut self, new: Vec<Decision>, deleted: Vec<u64>, regions: &mut dyn RegionData) -> BTreeMap<Skip, u64> {
         let mut skipped = BTreeMap::new();
         for id in deleted {
             self.drop_decision(id);
@@ -320,9 +335,16 @@ impl Feed {
             let held = match d.target {
                 Target::Prefix(p) => Held::Prefix(p),
                 Target::Country(cc) => match self.country(cc, regions) {
-                    Some(ps) => Held::Country(ps),
+                    Some(ps) => Held::Region(ps),
                     None => {
                         *skipped.entry(Skip::UnknownCountry).or_default() += 1;
+                        continue;
+                    }
+                },
+                Target::As(asn) => match self.system(asn, regions) {
+                    Some(ps) => Held::Region(ps),
+                    None => {
+                        *skipped.entry(Skip::UnknownAsn).or_default() += 1;
                         continue;
                     }
                 },
@@ -369,11 +391,21 @@ impl Feed {
         skipped
     }
 
-    fn country(&mut self, cc: [u8; 2], regions: &mut dyn FnMut() -> Option<Arc<RegionDb>>) -> Option<Arc<[Prefix]>> {
+    fn system(&mut self, asn: Asn, data: &mut dyn RegionData) -> Option<Arc<[Prefix]>> {
+        if let Some(ps) = self.systems.get(&asn) {
+            return Some(ps.clone());
+        }
+        let db = data.asns()?;
+        let ps: Arc<[Prefix]> = db.systems.get(&asn)?.prefixes.iter().copied().collect();
+        self.systems.insert(asn, ps.clone());
+        Some(ps)
+    }
+
+    fn country(&mut self, cc: [u8; 2], regions: &mut dyn RegionData) -> Option<Arc<[Prefix]>> {
         if let Some(ps) = self.countries.get(&cc) {
             return Some(ps.clone());
         }
-        let db = regions()?;
+        let db = regions.regions()?;
         let code = std::str::from_utf8(&cc).ok()?;
         let region = db.regions.get(code)?;
         let ps: Arc<[Prefix]> = region.prefixes.iter().copied().collect();
@@ -381,9 +413,10 @@ impl Feed {
         Some(ps)
     }
 
-    /// Region data changed (a reload): countries are looked up again.
-    pub fn forget_countries(&mut self) {
+    /// Region or ASN data changed (a reload): countries and systems are looked up again.
+    pub fn forget_region_data(&mut self) {
         self.countries.clear();
+        self.systems.clear();
     }
 
     fn drop_decision(&mut self, id: u64) {

@@ -48,15 +48,18 @@ pub enum Scope {
     Ip,
     Range,
     Country,
+    /// An autonomous system: its prefixes in the ASN data.
+    As,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 3] = [Scope::Ip, Scope::Range, Scope::Country];
+    pub const ALL: [Scope; 4] = [Scope::Ip, Scope::Range, Scope::Country, Scope::As];
     pub fn name(self) -> &'static str {
         match self {
             Scope::Ip => "ip",
             Scope::Range => "range",
             Scope::Country => "country",
+            Scope::As => "as",
         }
     }
     /// A scope as the LAPI or an operator writes it, in any case.
@@ -212,7 +215,7 @@ impl CrowdsecSection {
                         refuse(
                             &k("scopes"),
                             format!(
-                                "{}: blocker enforces the scopes ip, range and country",
+                                "{}: blocker enforces the scopes ip, range, country and as",
                                 crate::source::input::quote(n)
                             ),
                         )
@@ -222,7 +225,7 @@ impl CrowdsecSection {
                     }
                 }
                 if out.is_empty() {
-                    return Err(refuse(&k("scopes"), "empty: name at least one of ip, range, country"));
+                    return Err(refuse(&k("scopes"), "empty: name at least one of ip, range, country, as"));
                 }
                 out
             }
@@ -320,6 +323,7 @@ pub enum Target {
     Prefix(Prefix),
     /// An ISO 3166 code, upper case.
     Country([u8; 2]),
+    As(crate::source::asn::Asn),
 }
 
 /// A decision of the stream, checked and ready to enforce.
@@ -341,7 +345,7 @@ pub struct Decision {
 pub enum Skip {
     /// Not a decision blocker can read (counted, and logged).
     Malformed,
-    /// A scope not enforced (`scopes`), or AS.
+    /// A scope not enforced (`scopes`).
     Scope,
     /// A type whose action is ignore.
     Type,
@@ -351,6 +355,8 @@ pub enum Skip {
     Expired,
     /// A country the region data does not know.
     UnknownCountry,
+    /// An AS number the ASN data has no prefix for.
+    UnknownAsn,
 }
 
 impl Skip {
@@ -362,13 +368,14 @@ impl Skip {
             Skip::Filtered => "filtered",
             Skip::Expired => "expired",
             Skip::UnknownCountry => "unknown_country",
+            Skip::UnknownAsn => "unknown_asn",
         }
     }
 }
 
 /// Reads a decision's target: an address (a `/32` or `/128` suffix, and
 /// IPv4-mapped IPv6, allowed), a range (host bits set are cleared, as the LAPI
-/// itself reads them) or a country code.
+/// itself reads them), a country code or an AS number (`4134` or `AS4134`).
 pub fn parse_target(scope: Scope, value: &str) -> Result<Target, String> {
     let v = value.trim();
     match scope {
@@ -394,6 +401,7 @@ pub fn parse_target(scope: Scope, value: &str) -> Result<Target, String> {
                 Err("not a two-letter country code".into())
             }
         }
+        Scope::As => v.parse().map(Target::As),
     }
 }
 
@@ -501,6 +509,7 @@ fn id_of(raw: &stream::RawDecision) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::{stream::RawDecision, *};
+    use crate::source::asn::Asn;
 
     fn opts() -> CrowdsecOptions {
         CrowdsecSection {
@@ -537,8 +546,11 @@ mod tests {
         assert_eq!(n.new_decision(&raw("IP", "::ffff:192.0.2.1", "1s")).unwrap().target, p("192.0.2.1"));
         assert_eq!(n.new_decision(&raw("range", "198.51.100.77/24", "1s")).unwrap().target, p("198.51.100.0/24"));
         assert_eq!(n.new_decision(&raw("Country", "cn", "1s")).unwrap().target, Target::Country(*b"CN"));
+        assert_eq!(n.new_decision(&raw("AS", "AS4134", "1s")).unwrap().target, Target::As(Asn(4134)));
+        assert_eq!(n.new_decision(&raw("as", "4134", "1s")).unwrap().target, Target::As(Asn(4134)));
         let mut skip = |r: RawDecision| n.new_decision(&r).unwrap_err().0;
-        assert_eq!(skip(raw("AS", "4134", "1h")), Skip::Scope);
+        assert_eq!(skip(raw("AS", "Chinanet", "1h")), Skip::Malformed);
+        assert_eq!(skip(raw("Username", "root", "1h")), Skip::Scope);
         assert_eq!(skip(raw("Ip", "192.0.2.1", "-2.5s")), Skip::Expired);
         assert_eq!(skip(raw("Ip", "192.0.2.0/24", "1h")), Skip::Malformed);
         assert_eq!(skip(raw("Ip", "nonsense", "1h")), Skip::Malformed);
@@ -590,7 +602,7 @@ mod tests {
         assert!(e(CrowdsecSection { lapi_url: None, ..base() }).contains("crowdsec.lapi_url: missing"));
         assert!(e(CrowdsecSection { lapi_url: Some("ftp://x".into()), ..base() }).contains("not an http(s) URL"));
         assert!(e(CrowdsecSection { api_key: None, ..base() }).contains("cscli bouncers add"));
-        assert!(e(CrowdsecSection { scopes: Some(vec!["as".into()]), ..base() }).contains("ip, range and country"));
+        assert!(e(CrowdsecSection { scopes: Some(vec!["asn".into()]), ..base() }).contains("range, country and as"));
         assert!(e(CrowdsecSection { update_frequency: Some("0s".into()), ..base() }).contains("100ms to 1h"));
         assert!(e(CrowdsecSection { api_key: Some("a b\n".into()), ..base() }).contains("printable"));
         let dir = tempfile::tempdir().unwrap();

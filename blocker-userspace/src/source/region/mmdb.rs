@@ -125,39 +125,56 @@ pub fn read(path: &Path, source: &str) -> Result<RegionDb, RegionError> {
 
 /// Reads an MMDB database held in memory (`source` names it in errors).
 pub fn read_bytes(bytes: Vec<u8>, source: &str) -> Result<RegionDb, RegionError> {
-    let bad = |reason: String| RegionError::Mmdb { source_name: source.to_owned(), reason };
-    let reader =
-        Reader::from_source(bytes.as_slice()).map_err(|e| bad(format!("not a readable MMDB database: {e}")))?;
-    let meta = reader.metadata();
-    check_search_tree(&bytes, meta.node_count, meta.record_size, meta.ip_version)
-        .map_err(|e| bad(format!("not a valid MMDB database: {e}")))?;
     let mut db = RegionDb::default();
     let mut networks = 0usize;
+    walk(&bytes, source, |prefix, network, result| {
+        let Some(code) = country_of(result).map_err(|e| format!("bad record for {network}: {e}"))? else {
+            return Ok(()); // e.g. anonymous proxies with no country
+        };
+        networks += 1;
+        if code.len() != 2 || !code.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(format!("network {network}: country code {code:?} is not two letters"));
+        }
+        db.add(&code, None, source, [prefix]);
+        Ok(())
+    })?;
+    if networks == 0 {
+        return Err(RegionError::Mmdb {
+            source_name: source.to_owned(),
+            reason: "no network carries a country code".into(),
+        });
+    }
+    db.normalize();
+    Ok(db)
+}
+
+/// Walks every network of an MMDB database once, checked first (see
+/// `check_search_tree`), handing `each` the network as a prefix (IPv4 as IPv4),
+/// its text and its record. An error of `each` stops the walk, naming `source`.
+pub(crate) fn walk(
+    bytes: &[u8],
+    source: &str,
+    mut each: impl FnMut(Prefix, &dyn std::fmt::Display, &maxminddb::LookupResult<'_, &[u8]>) -> Result<(), String>,
+) -> Result<(), RegionError> {
+    let bad = |reason: String| RegionError::Mmdb { source_name: source.to_owned(), reason };
+    let reader = Reader::from_source(bytes).map_err(|e| bad(format!("not a readable MMDB database: {e}")))?;
+    let meta = reader.metadata();
+    check_search_tree(bytes, meta.node_count, meta.record_size, meta.ip_version)
+        .map_err(|e| bad(format!("not a valid MMDB database: {e}")))?;
     let networks_in =
         reader.networks(WithinOptions::default()).map_err(|e| bad(format!("cannot walk the tree: {e}")))?;
     for item in networks_in {
         let result = item.map_err(|e| bad(format!("corrupt search tree: {e}")))?;
         let network = result.network().map_err(|e| bad(format!("bad network: {e}")))?;
-        let Some(code) = country_of(&result).map_err(|e| bad(format!("bad record for {network}: {e}")))? else {
-            continue; // e.g. anonymous proxies with no country
-        };
-        networks += 1;
         let (family, addr) = ip_to_u128(network.network());
         let mut prefix = Prefix { family, addr, len: network.prefix() };
         // IPv4-mapped ::ffff:a.b.c.d/len (len >= 96) stored without a ::/96 subtree.
         if family == Family::V6 && prefix.len >= 96 && addr >> 32 == 0xffff {
             prefix = Prefix { family: Family::V4, addr: addr & 0xffff_ffff, len: prefix.len - 96 };
         }
-        if code.len() != 2 || !code.bytes().all(|b| b.is_ascii_alphabetic()) {
-            return Err(bad(format!("network {network}: country code {code:?} is not two letters")));
-        }
-        db.add(&code, None, source, [prefix]);
+        each(prefix, &network, &result).map_err(bad)?;
     }
-    if networks == 0 {
-        return Err(bad("no network carries a country code".into()));
-    }
-    db.normalize();
-    Ok(db)
+    Ok(())
 }
 
 #[cfg(test)]

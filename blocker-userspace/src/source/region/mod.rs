@@ -216,6 +216,16 @@ pub enum RegionError {
     },
     #[error("no country data could be loaded from {count} source(s)")]
     NoData { count: usize },
+    #[error("ASN source {location} failed; nothing was applied")]
+    AsnSourceFailed {
+        location: String,
+        #[source]
+        cause: Box<RegionError>,
+    },
+    #[error("no ASN data could be loaded from {count} source(s)")]
+    NoAsnData { count: usize },
+    #[error(transparent)]
+    UnknownAsn(#[from] crate::source::asn::db::UnknownAsn),
 }
 
 /// A record that could not be read, naming source, line and content.
@@ -228,7 +238,7 @@ pub struct RecordError {
     pub reason: String,
 }
 
-fn record_error(source: &str, line: usize, text: &str, reason: impl Into<String>) -> RegionError {
+pub(crate) fn record_error(source: &str, line: usize, text: &str, reason: impl Into<String>) -> RegionError {
     RecordError { source_name: source.to_owned(), line, text: text.to_owned(), reason: reason.into() }.into()
 }
 
@@ -238,7 +248,7 @@ fn valid_code(cc: &str) -> bool {
 
 /// An address in dotted/colon form, or as a decimal number (IPv4 unless larger
 /// than 32 bits).
-fn parse_csv_address(field: &str) -> Option<(Family, u128)> {
+pub(crate) fn parse_csv_address(field: &str) -> Option<(Family, u128)> {
     if let Ok(ip) = field.parse::<IpAddr>() {
         return Some(ip_to_u128(ip));
     }

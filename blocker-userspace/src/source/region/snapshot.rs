@@ -30,7 +30,7 @@ impl RegionDb {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u128) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u128) {
     loop {
         let byte = (v & 0x7f) as u8;
         v >>= 7;
@@ -42,36 +42,36 @@ fn put_varint(out: &mut Vec<u8>, mut v: u128) {
     }
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     put_varint(out, s.len() as u128);
     out.extend_from_slice(s.as_bytes());
 }
 
 /// The decoded bytes, and how far into them the decoder is.
-struct Reader<'a> {
-    raw: &'a [u8],
-    at: usize,
+pub(crate) struct Reader<'a> {
+    pub(crate) raw: &'a [u8],
+    pub(crate) at: usize,
 }
 
 type Result<T, E = SnapshotError> = std::result::Result<T, E>;
 
 impl Reader<'_> {
-    fn corrupt(&self, reason: &'static str) -> SnapshotError {
+    pub(crate) fn corrupt(&self, reason: &'static str) -> SnapshotError {
         SnapshotError::Corrupt { reason, at: self.at }
     }
-    fn ensure(&self, ok: bool, reason: &'static str) -> Result<()> {
+    pub(crate) fn ensure(&self, ok: bool, reason: &'static str) -> Result<()> {
         if ok {
             Ok(())
         } else {
             Err(self.corrupt(reason))
         }
     }
-    fn byte(&mut self) -> Result<u8> {
+    pub(crate) fn byte(&mut self) -> Result<u8> {
         let b = *self.raw.get(self.at).ok_or_else(|| self.corrupt("truncated"))?;
         self.at += 1;
         Ok(b)
     }
-    fn varint(&mut self) -> Result<u128> {
+    pub(crate) fn varint(&mut self) -> Result<u128> {
         let mut v: u128 = 0;
         for shift in (0..128).step_by(7) {
             let b = self.byte()?;
@@ -82,7 +82,7 @@ impl Reader<'_> {
         }
         Err(self.corrupt("varint too long"))
     }
-    fn string(&mut self) -> Result<String> {
+    pub(crate) fn string(&mut self) -> Result<String> {
         let n = self.varint()?;
         let end = usize::try_from(n).ok().and_then(|n| self.at.checked_add(n)).filter(|&e| e <= self.raw.len());
         let end = end.ok_or_else(|| self.corrupt("truncated string"))?;

@@ -1,0 +1,284 @@
+//! Networks by owner: autonomous systems (ASN), their organisation and their
+//! prefixes, from the bundled snapshot or from `--asn-source` data.
+//!
+//! `[optional:][refresh=DURATION:][FORMAT:]LOCATION` where FORMAT is `mmdb`
+//! (MaxMind GeoLite2-ASN layout), `csv` (`start,end,asn[,organisation]`: DB-IP,
+//! ip-location-db) or `tsv` (iptoasn: `start end asn country description`),
+//! detected from the content when omitted; LOCATION a path or an http(s) URL.
+
+pub mod db;
+pub mod ranges;
+pub mod snapshot;
+
+use std::{path::Path, str::FromStr};
+
+use self::db::AsnDb;
+use crate::source::{
+    fetch::{CheckError, FetchError, FetchOptions, Fetched, ObtainError, UrlAccess},
+    region::{db::SourceInfo, RegionError},
+    spec::{Modifiers, Refresh},
+};
+
+/// An autonomous system number, written `AS4134` (or `4134`) by users.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Asn(pub u32);
+
+impl FromStr for Asn {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let digits =
+            t.strip_prefix("AS").or_else(|| t.strip_prefix("as")).or_else(|| t.strip_prefix("As")).unwrap_or(t);
+        match digits.parse::<u32>() {
+            Ok(0) => {
+                Err(format!("{}: AS0 is reserved for unrouted space, not an owner", crate::source::input::quote(s)))
+            }
+            Ok(n) if digits.bytes().all(|b| b.is_ascii_digit()) => Ok(Asn(n)),
+            _ => Err(format!(
+                "{}: not an AS number (like AS4134 or 4134, up to {})",
+                crate::source::input::quote(s),
+                u32::MAX
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Asn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AS{}", self.0)
+    }
+}
+
+impl Asn {
+    /// The name its drops are counted under (`asn:4134`).
+    pub fn list_name(self) -> String {
+        format!("asn:{}", self.0)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// MaxMind DB, GeoLite2-ASN layout.
+    Mmdb,
+    /// `start,end,asn[,organisation]`.
+    Csv,
+    /// iptoasn: `start<TAB>end<TAB>asn<TAB>country<TAB>description`.
+    Tsv,
+}
+
+const FORMAT_NAMES: [&str; 3] = ["mmdb", "csv", "tsv"];
+
+impl FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "mmdb" => Format::Mmdb,
+            "csv" => Format::Csv,
+            "tsv" => Format::Tsv,
+            other => return Err(format!("unknown ASN format {other:?} ({})", FORMAT_NAMES.join(", "))),
+        })
+    }
+}
+
+/// One `--asn-source`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AsnSource {
+    pub optional: bool,
+    pub format: Option<Format>,
+    pub location: String,
+    pub refresh: Option<Refresh>,
+}
+
+impl FromStr for AsnSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut format = None;
+        let (modifiers, rest) = Modifiers::strip(s, |rest| {
+            let Some((head, tail)) = rest.split_once(':') else { return Ok(None) };
+            if !FORMAT_NAMES.contains(&head) {
+                return Ok(None);
+            }
+            format = Some(head.parse()?);
+            Ok(Some(tail))
+        })?;
+        if rest.is_empty() {
+            return Err(format!("{s:?}: no path or URL"));
+        }
+        let source =
+            AsnSource { optional: modifiers.optional, format, location: rest.to_owned(), refresh: modifiers.refresh };
+        modifiers.check(s, source.is_url())?;
+        Ok(source)
+    }
+}
+
+impl AsnSource {
+    pub fn is_url(&self) -> bool {
+        crate::source::spec::is_url(&self.location)
+    }
+}
+
+/// Loads one source (a file, or a URL through the cache).
+pub fn load(
+    source: &AsnSource,
+    cache_dir: &Path,
+    access: UrlAccess,
+    opts: &FetchOptions,
+) -> Result<AsnDb, RegionError> {
+    let (mut db, note) = if source.is_url() {
+        let parse = |path: &Path| load_path(source, path);
+        let (db, fetched) =
+            crate::source::fetch::obtain_parsed(&source.location, cache_dir, access, opts, parse, AsnDb::prefix_count)
+                .map_err(|e| match e {
+                    ObtainError::Fetch(e) => RegionError::Fetch(e),
+                    ObtainError::Parse(e) => e,
+                })?;
+        (db, fetched.note)
+    } else {
+        (load_path(source, Path::new(&source.location))?, None)
+    };
+    db.sources = vec![SourceInfo { name: source.location.clone(), date: note }];
+    Ok(db)
+}
+
+/// Fetches a URL source into the cache, validated as its format.
+pub fn fetch(source: &AsnSource, cache_dir: &Path, opts: &FetchOptions) -> Result<Fetched, FetchError> {
+    let check = |path: &Path| -> Result<usize, CheckError> { Ok(load_path(source, path)?.prefix_count()) };
+    crate::source::fetch::fetch_with(&source.location, cache_dir, &check, opts)
+}
+
+fn load_path(source: &AsnSource, path: &Path) -> Result<AsnDb, RegionError> {
+    let name = source.location.as_str();
+    let bytes = crate::source::input::read_file(path, crate::source::input::MAX_SOURCE_BYTES)?;
+    let format = match source.format {
+        Some(f) => f,
+        None => detect(&bytes).ok_or_else(|| RegionError::Mmdb {
+            source_name: name.to_owned(),
+            reason: "cannot tell the format; prefix the source with mmdb:, csv: or tsv:".into(),
+        })?,
+    };
+    let mut db = AsnDb::default();
+    match format {
+        Format::Mmdb => ranges::read_mmdb(&bytes, name, &mut db)?,
+        Format::Csv | Format::Tsv => {
+            let text = std::str::from_utf8(&bytes).map_err(|e| crate::source::input::InputError::NotText {
+                path: path.to_owned(),
+                offset: e.valid_up_to(),
+            })?;
+            if format == Format::Csv {
+                ranges::parse_csv(name, text, &mut db)?;
+            } else {
+                ranges::parse_tsv(name, text, &mut db)?;
+            }
+        }
+    }
+    db.normalize();
+    Ok(db)
+}
+
+/// Guesses the format from the content: an MMDB marker, else the separator of
+/// the first line that is not a comment.
+pub fn detect(bytes: &[u8]) -> Option<Format> {
+    if crate::source::region::mmdb::looks_like_mmdb(bytes) {
+        return Some(Format::Mmdb);
+    }
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(64 * 1024)]);
+    let first = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#'))?;
+    if first.contains('\t') {
+        Some(Format::Tsv)
+    } else if first.contains(',') {
+        Some(Format::Csv)
+    } else {
+        None
+    }
+}
+
+/// Loads and merges ASN sources (the bundled snapshot when none is given);
+/// optional ones that fail are skipped with a warning.
+pub fn load_all(
+    sources: &[AsnSource],
+    cache_dir: &Path,
+    access: UrlAccess,
+    opts: &FetchOptions,
+) -> Result<AsnDb, RegionError> {
+    if sources.is_empty() {
+        return Ok(AsnDb::bundled()?);
+    }
+    let mut db = AsnDb::default();
+    for s in sources {
+        match load(s, cache_dir, access, opts) {
+            Ok(part) => db.merge(part),
+            Err(e) if s.optional => log::warn!("optional ASN source {} skipped: {e:#}", s.location),
+            Err(e) => return Err(RegionError::AsnSourceFailed { location: s.location.clone(), cause: Box::new(e) }),
+        }
+    }
+    if db.systems.is_empty() {
+        return Err(RegionError::NoAsnData { count: sources.len() });
+    }
+    Ok(db)
+}
+
+/// Which ASN data a policy uses and how old it is, in words (for
+/// `check-config` and the daemon's start): the bundled snapshot's date, a
+/// file's modification time, a URL's last good fetch. Reads no data.
+pub fn describe_data(sources: &[AsnSource], cache_dir: &Path) -> String {
+    let now = crate::clock::unix_secs(std::time::SystemTime::now());
+    let age = |t: u64| crate::clock::age_text(now.saturating_sub(t));
+    if sources.is_empty() {
+        return match AsnDb::bundled_date() {
+            Ok(date) => {
+                let old = crate::clock::date_to_unix(&date).map(|t| format!(", {} old", age(t))).unwrap_or_default();
+                format!("the bundled snapshot of {} (data of {date}{old})", snapshot::DATA_SOURCE)
+            }
+            Err(e) => format!("the bundled snapshot, which is unreadable: {e}"),
+        };
+    }
+    let parts: Vec<String> = sources
+        .iter()
+        .map(|s| {
+            let when = if s.is_url() {
+                match crate::source::fetch::last_good_fetch(&s.location, cache_dir) {
+                    Some(t) => format!("last fetched {} ago", age(t)),
+                    None => "no copy yet: fetched at start".into(),
+                }
+            } else {
+                match std::fs::metadata(&s.location).and_then(|m| m.modified()) {
+                    Ok(t) => format!("modified {} ago", age(crate::clock::unix_secs(t))),
+                    Err(e) => format!("unreadable: {e}"),
+                }
+            };
+            format!("{} ({when})", crate::source::input::quote(&s.location))
+        })
+        .collect();
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asn_syntax() {
+        assert_eq!("AS4134".parse::<Asn>().unwrap(), Asn(4134));
+        assert_eq!(" as13335 ".parse::<Asn>().unwrap(), Asn(13335));
+        assert_eq!("4294967295".parse::<Asn>().unwrap(), Asn(u32::MAX));
+        assert!("AS0".parse::<Asn>().unwrap_err().contains("reserved"));
+        assert!("AS4294967296".parse::<Asn>().unwrap_err().contains("not an AS number"));
+        assert!("AS+5".parse::<Asn>().is_err());
+        assert!("ASN5".parse::<Asn>().is_err());
+        assert_eq!(Asn(4134).to_string(), "AS4134");
+        assert_eq!(Asn(4134).list_name(), "asn:4134");
+    }
+
+    #[test]
+    fn source_syntax_and_detection() {
+        let s: AsnSource = "optional:tsv:/data/ip2asn.tsv".parse().unwrap();
+        assert_eq!((s.optional, s.format, s.location.as_str()), (true, Some(Format::Tsv), "/data/ip2asn.tsv"));
+        let s: AsnSource = "refresh=1d:https://example.invalid/asn.csv".parse().unwrap();
+        assert!(s.is_url() && s.format.is_none());
+        assert!("refresh=1d:/local.csv".parse::<AsnSource>().is_err());
+        assert!("csv:".parse::<AsnSource>().is_err());
+        assert_eq!(detect(b"# c\n1.0.0.0\t1.0.0.255\t13335\tUS\tCLOUDFLARENET\n"), Some(Format::Tsv));
+        assert_eq!(detect(b"1.0.0.0,1.0.0.255,13335,\"Cloudflare, Inc.\"\n"), Some(Format::Csv));
+        assert_eq!(detect(b"hello\n"), None);
+    }
+}
