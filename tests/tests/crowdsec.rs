@@ -67,6 +67,13 @@ fn daemon(
         "198.51.100.0,198.51.100.255,FR\n2001:db8:a::,2001:db8:a:ffff:ffff:ffff:ffff:ffff,FR\n203.0.113.0,203.0.113.255,DE\n",
     )
     .unwrap();
+    // ASN data of the test's own: AS64500 holds both test sources.
+    let asns = dir.join("asn.csv");
+    std::fs::write(
+        &asns,
+        "198.51.100.0,198.51.100.127,64500,\"Test Hosting, Inc.\"\n2001:db8:a::,2001:db8:a:ffff:ffff:ffff:ffff:ffff,64500,\"Test Hosting, Inc.\"\n",
+    )
+    .unwrap();
     let sock = dir.join("blocker.sock").display().to_string();
     let args = [
         "--pin-root",
@@ -81,6 +88,8 @@ fn daemon(
         "--no-default-never-block",
         "--country-source",
         &format!("csv:{}", regions.display()),
+        "--asn-source",
+        &format!("csv:{}", asns.display()),
         "--crowdsec-lapi-url",
         &lapi.url(),
         "--crowdsec-api-key-file",
@@ -147,6 +156,19 @@ fn a_real_lapis_decisions_are_enforced_and_outlive_it() {
     lapi.cscli(&["decisions", "delete", "--all"]).unwrap();
     assert!(wait_until(Duration::from_secs(5), || c.banned().is_empty()));
     assert_eq!(net.ping_from(SOURCE_V6, 1).unwrap(), 1);
+
+    // An AS, from the ASN data blocker has: both families.
+    lapi.cscli(&["decisions", "add", "--scope", "AS", "--value", "64500", "--duration", "1h"]).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || c.banned() == ["198.51.100.0/25", "2001:db8:a::/48"]),
+        "{:?}",
+        c.banned()
+    );
+    assert_eq!(net.ping_from(SOURCE_V4, 1).unwrap(), 0);
+    assert_eq!(net.ping_from(SOURCE_V6, 1).unwrap(), 0);
+    lapi.cscli(&["decisions", "delete", "--all"]).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || c.banned().is_empty()));
+    assert_eq!(net.ping_from(SOURCE_V4, 1).unwrap(), 1);
 
     // Expiry: the ban ends on time by itself.
     lapi.cscli(&["decisions", "add", "--ip", SOURCE_V6, "--duration", "4s"]).unwrap();
@@ -320,6 +342,13 @@ fn malformed_decisions_are_skipped_counted_and_named() {
     let url = blocker_tests::http::serve_in_netns(&net.rx_ns, script.clone()).unwrap();
     let key = dir.join("key");
     std::fs::write(&key, "scripted-key\n").unwrap();
+    // ASN data of the test's own: AS64500 holds both test sources.
+    let asns = dir.join("asn.csv");
+    std::fs::write(
+        &asns,
+        "198.51.100.0,198.51.100.127,64500,\"Test Hosting, Inc.\"\n2001:db8:a::,2001:db8:a:ffff:ffff:ffff:ffff:ffff,64500,\"Test Hosting, Inc.\"\n",
+    )
+    .unwrap();
     let sock = dir.join("blocker.sock").display().to_string();
     let args = [
         "--pin-root",

@@ -384,3 +384,86 @@ fn table_over_the_memory_budget_is_refused_with_numbers() {
     h.maps.apply(&big, 16 << 20).unwrap();
     assert_eq!(h.run(&ip_frame(ip("0.0.167.195"), &[])), XDP_DROP);
 }
+
+/// The bundled ASN data (decoded once for the tests of this file).
+fn asn_db() -> &'static blocker::source::asn::db::AsnDb {
+    static DB: std::sync::OnceLock<blocker::source::asn::db::AsnDb> = std::sync::OnceLock::new();
+    DB.get_or_init(|| blocker::source::asn::db::AsnDb::bundled().unwrap())
+}
+
+/// An address of system `asn` (of the bundled data) that the country data puts
+/// in `country` (any country when None).
+fn address_of_asn(asn: u32, v6: bool, country: Option<&str>) -> IpAddr {
+    let regions = blocker::source::region::db::RegionDb::bundled().unwrap();
+    let fam = if v6 { blocker::net::Family::V6 } else { blocker::net::Family::V4 };
+    let system = asn_db().get(blocker::source::asn::Asn(asn)).unwrap();
+    system
+        .prefixes
+        .iter()
+        .filter(|p| p.family == fam)
+        .map(|p| blocker::net::Prefix { family: fam, addr: p.addr + 1, len: fam.bits() })
+        .find(|a| country.is_none_or(|c| regions.containing(fam, a.addr).iter().any(|r| r.code == c)))
+        .expect("such an address")
+        .to_ip()
+}
+
+#[test]
+fn deny_asn_drops_and_counts_under_the_system() {
+    use blocker::source::asn::Asn;
+    let policy = blocker::policy::Policy { deny_asn: vec![Asn(4134), Asn(13335)], ..Default::default() };
+    let mut h = policy_harness(&policy);
+    for v6 in [false, true] {
+        assert_eq!(h.run(&ip_frame(address_of_asn(4134, v6, None), &[])), XDP_DROP);
+        assert_eq!(h.run(&ip_frame(address_of_asn(13335, v6, None), &[])), XDP_DROP);
+        assert_eq!(h.run(&ip_frame(address_of_asn(15169, v6, None), &[])), XDP_PASS, "Google is not denied");
+    }
+    assert_eq!(h.run(&ip_frame(ip("1.1.1.1"), &[])), XDP_DROP);
+    let c = h.counters();
+    assert_eq!(c.list("asn:4134").unwrap().packets, 2);
+    assert_eq!(c.list("asn:13335").unwrap().packets, 3);
+    assert_eq!(c.global(counter::DROPPED), 5);
+}
+
+#[test]
+fn an_allowed_asn_is_an_exception_inside_a_denied_country() {
+    use blocker::source::asn::Asn;
+    let policy = blocker::policy::Policy {
+        deny_country: vec!["CN".into()],
+        allow_asn: vec![Asn(4134)],
+        reject_asn: vec![Asn(15169)],
+        ..Default::default()
+    };
+    let mut h = policy_harness(&policy);
+    let chinanet = address_of_asn(4134, false, Some("CN"));
+    let unicom = address_of_asn(4837, false, Some("CN"));
+    assert_eq!(h.run(&ip_frame(chinanet, &[])), XDP_PASS, "the exception passes inside the denied country");
+    assert_eq!(h.run(&ip_frame(unicom, &[])), XDP_DROP, "the rest of the country is dropped");
+    // A rejected system answers a TCP SYN (XDP_TX) within the reject rate.
+    let google = address_of_asn(15169, false, None);
+    assert_ne!(h.run(&ip_frame(google, &[])), XDP_PASS);
+    let c = h.counters();
+    assert_eq!(c.list("asn:4134").unwrap().packets, 1);
+    assert_eq!(c.list("country:CN").unwrap().packets, 1);
+    assert_eq!(c.list("asn:15169").unwrap().packets, 1);
+}
+
+#[test]
+fn allowlist_mode_by_asn_passes_only_the_allowed_networks() {
+    use blocker::source::asn::Asn;
+    let policy = blocker::policy::Policy {
+        allow_only_asn: vec![Asn(13335), Asn(15169)],
+        never_block: vec!["198.51.100.0/24".into()],
+        ..Default::default()
+    };
+    let mut h = policy_harness(&policy);
+    for v6 in [false, true] {
+        assert_eq!(h.run(&ip_frame(address_of_asn(13335, v6, None), &[])), XDP_PASS);
+        assert_eq!(h.run(&ip_frame(address_of_asn(15169, v6, None), &[])), XDP_PASS);
+        assert_eq!(h.run(&ip_frame(address_of_asn(4134, v6, None), &[])), XDP_DROP);
+    }
+    assert_eq!(h.run(&ip_frame(ip("198.51.100.7"), &[])), XDP_PASS, "the management range is never blocked");
+    let c = h.counters();
+    assert_eq!(c.list(blocker::policy::OUTSIDE_ALLOWED_ASNS).unwrap().packets, 2);
+    assert_eq!(c.list("asn:13335").unwrap().packets, 2);
+    assert_eq!(c.list("asn:15169").unwrap().packets, 2);
+}

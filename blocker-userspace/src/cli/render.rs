@@ -315,6 +315,9 @@ pub(crate) fn check_config_text(r: &ConfigReport) -> String {
     if let Some(c) = &r.crowdsec {
         let _ = writeln!(s, "crowdsec: {c}");
     }
+    if let Some(a) = &r.asn_data {
+        let _ = writeln!(s, "asn data: {a}");
+    }
     let _ = match &r.metrics_listen {
         Some(addr) => writeln!(s, "metrics: http://{addr}/metrics"),
         None => writeln!(s, "metrics: off (daemon.metrics_listen)"),
