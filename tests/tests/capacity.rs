@@ -159,3 +159,69 @@ fn geo_table_in_deny_all_and_allowlist_modes() {
         check(&compile(&lists), 100_000, &mut rng);
     }
 }
+
+/// The full ASN table (the bundled snapshot: about 412k IPv4 and 103k IPv6
+/// ranges of 91k systems) with the geo-like country table, compiled from a
+/// policy as the daemon compiles it: 50 systems denied beside half the
+/// countries; 2,000 systems allowlisted with half the countries denied; and
+/// every system denied (one list past `ASN_LISTS_PER_ROLE`) with every country.
+#[test]
+fn full_asn_table_with_the_country_table_in_deny_many_and_allowlist_modes() {
+    use blocker::{
+        compile::table::build_table,
+        policy::Policy,
+        source::asn::{db::AsnDb, Asn},
+    };
+    let mut rng_geo = Rng(0x9e37_79b9_7f4a_7c15);
+    let bundled = RegionDb::bundled().unwrap();
+    let countries: Vec<(String, Vec<tables::Net>)> = bundled
+        .regions
+        .values()
+        .map(|r| (r.code.clone(), r.prefixes.iter().map(|p| (p.family == Family::V6, p.addr, p.len)).collect()))
+        .collect();
+    let rows = tables::geo_like(&countries, &mut rng_geo, 2, 3, 60);
+    let tmp = tempfile::tempdir().unwrap();
+    let geo_path = tmp.path().join("geo.csv");
+    std::fs::write(&geo_path, tables::geo_csv(&rows)).unwrap();
+    let codes: Vec<String> = bundled.regions.keys().cloned().collect();
+    let asns = AsnDb::bundled().unwrap();
+    let v4: usize = asns.systems.values().map(|s| s.count(Family::V4)).sum();
+    let v6: usize = asns.systems.values().map(|s| s.count(Family::V6)).sum();
+    assert!(asns.systems.len() > 80_000 && v4 > 400_000 && v6 > 100_000, "{} {v4} {v6}", asns.systems.len());
+    // Systems by size, largest first: real policies name big networks.
+    let mut by_size: Vec<(usize, Asn)> = asns.systems.values().map(|s| (s.prefixes.len(), s.asn)).collect();
+    by_size.sort_by(|a, b| b.cmp(a));
+    let base = Policy {
+        country_source: vec![format!("csv:{}", geo_path.display()).parse().unwrap()],
+        never_block: vec!["192.0.2.0/24".into()],
+        no_default_never_block: true,
+        ..Default::default()
+    };
+    let mut rng = Rng(13);
+    let started = std::time::Instant::now();
+    let deny_50 = Policy {
+        deny_country: codes.iter().step_by(2).cloned().collect(),
+        deny_asn: by_size.iter().take(50).map(|(_, a)| *a).collect(),
+        ..base.clone()
+    };
+    let table = build_table(&deny_50).unwrap();
+    eprintln!("50 systems and {} countries denied: compiled in {:?}", codes.len() / 2, started.elapsed());
+    assert_eq!(table.lists.iter().filter(|l| l.name.starts_with("asn:")).count(), 50);
+    check(&table, 100_000, &mut rng);
+
+    let allow_2000 = Policy {
+        deny_country: codes.iter().step_by(2).cloned().collect(),
+        allow_only_asn: by_size.iter().skip(50).take(2_000).map(|(_, a)| *a).collect(),
+        ..base.clone()
+    };
+    let table = build_table(&allow_2000).unwrap();
+    assert!(table.lists.iter().any(|l| l.name == "asns:allow-only"), "2,000 systems count as one list");
+    check(&table, 100_000, &mut rng);
+
+    let started = std::time::Instant::now();
+    let everything =
+        Policy { deny_country: codes.clone(), deny_asn: asns.systems.keys().copied().collect(), ..base.clone() };
+    let table = build_table(&everything).unwrap();
+    eprintln!("every system and every country denied: compiled in {:?}", started.elapsed());
+    check(&table, 100_000, &mut rng);
+}
