@@ -26,7 +26,9 @@
 //! list of 2,000,000 random IPv4 hosts, 1,000,000 IPv6 hosts and 1,000,000 IPv6
 //! /64s; a geo-like table (the countries cut into finer interleaved pieces, over
 //! 450k networks per family) denied whole and in allowlist mode with 10 countries;
-//! and the threat list with the geo table. The LPM baseline is filled only where
+//! and the threat list with the geo table; the full ASN table (the bundled
+//! snapshot) with 50 systems denied beside half the countries, 2,000 systems
+//! in allowlist mode, and every system denied with every country. The LPM baseline is filled only where
 //! the table is at most `LPM_LIMIT` CIDRs (its fill is element by element).
 //!
 //! Frames: 65,536 distinct Ethernet+IPv4/IPv6+UDP frames per family, half with a
@@ -64,7 +66,11 @@ use blocker::{
         ports::{PortRule, Ports},
         ListSpec, Policy, Role,
     },
-    source::{cidr_list::parse_list, region::db::RegionDb},
+    source::{
+        asn::{db::AsnDb, Asn},
+        cidr_list::parse_list,
+        region::db::RegionDb,
+    },
 };
 use blocker_common::{
     bench::{LPM_V4, LPM_V6, PROGRAM_DROP_FLOOR, PROGRAM_LPM_BASELINE, PROGRAM_NO_LOOKUP},
@@ -342,6 +348,27 @@ fn tables_to_measure() -> Vec<(&'static str, CompiledTable)> {
     geo_allow10.push(ListSpec { name: "outside".into(), role: Role::OutsideAllowed, prefixes: outside });
     let mut together = vec![threats.clone()];
     together.extend(geo_lists(Role::Deny));
+    // Networks by owner: the bundled ASN table (the full one), its largest
+    // systems first, beside the bundled countries.
+    let asns = AsnDb::bundled().unwrap();
+    let mut by_size: Vec<(usize, Asn)> = asns.systems.values().map(|s| (s.prefixes.len(), s.asn)).collect();
+    by_size.sort_by(|a, b| b.cmp(a));
+    let half: Vec<String> = db.regions.keys().step_by(2).cloned().collect();
+    let asn_deny_50 = Policy {
+        deny_country: half.clone(),
+        deny_asn: by_size.iter().take(50).map(|(_, a)| *a).collect(),
+        ..Default::default()
+    };
+    let asn_allow_2000 = Policy {
+        allow_only_asn: by_size.iter().take(2_000).map(|(_, a)| *a).collect(),
+        confirm_allowlist_without_never_block: true,
+        ..Default::default()
+    };
+    let asn_all = Policy {
+        deny_country: db.regions.keys().cloned().collect(),
+        deny_asn: asns.systems.keys().copied().collect(),
+        ..Default::default()
+    };
     type Builder<'a> = Box<dyn Fn() -> CompiledTable + 'a>;
     let builders: Vec<(&'static str, Builder)> = vec![
         ("world deny-all", Box::new(|| build_table(&world_deny).unwrap())),
@@ -350,6 +377,9 @@ fn tables_to_measure() -> Vec<(&'static str, CompiledTable)> {
         ("geo deny-all", Box::new(|| compile(&geo_lists(Role::Deny)))),
         ("geo allow 10", Box::new(|| compile(&geo_allow10))),
         ("threats+geo", Box::new(|| compile(&together))),
+        ("asn deny 50 + half the countries", Box::new(|| build_table(&asn_deny_50).unwrap())),
+        ("asn allowlist 2000", Box::new(|| build_table(&asn_allow_2000).unwrap())),
+        ("asn all + every country", Box::new(|| build_table(&asn_all).unwrap())),
     ];
     builders.into_iter().filter(|(name, _)| wanted(name)).map(|(name, build)| (name, build())).collect()
 }

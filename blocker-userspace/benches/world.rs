@@ -124,5 +124,90 @@ fn world(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-criterion_group!(benches, world);
+/// Networks by owner: the full ASN table (the bundled snapshot) decoded,
+/// and compiled with the countries in the policies the dataplane bench
+/// measures per packet; the memory the decoded table holds; and, when `cargo
+/// xtask snapshot-asn` has downloaded them into target/real-data, the
+/// ip-location-db CSV files it comes from, read by the CSV reader.
+fn asn(c: &mut Criterion) {
+    use blocker::source::asn::{db::AsnDb, Asn, AsnSource};
+    let me = std::process::id();
+    let rss = || blocker_tests::proc_status_kib(me, "VmRSS:");
+    let before = rss();
+    let asns = AsnDb::bundled().unwrap();
+    let held = rss().saturating_sub(before);
+    let prefixes = asns.prefix_count();
+    println!(
+        "asn: {} systems, {prefixes} prefixes decoded from {} bytes of snapshot; {} MiB held ({} B a prefix)",
+        asns.systems.len(),
+        include_bytes!("../data/asn.snapshot").len(),
+        held / 1024,
+        held * 1024 / prefixes as u64
+    );
+    let bundled = RegionDb::bundled().unwrap();
+    let mut by_size: Vec<(usize, Asn)> = asns.systems.values().map(|s| (s.prefixes.len(), s.asn)).collect();
+    by_size.sort_by(|a, b| b.cmp(a));
+    let policies = [
+        (
+            "deny 50 + half the countries",
+            Policy {
+                deny_country: bundled.regions.keys().step_by(2).cloned().collect(),
+                deny_asn: by_size.iter().take(50).map(|(_, a)| *a).collect(),
+                ..Default::default()
+            },
+        ),
+        (
+            "allowlist 2000",
+            Policy {
+                allow_only_asn: by_size.iter().take(2_000).map(|(_, a)| *a).collect(),
+                confirm_allowlist_without_never_block: true,
+                ..Default::default()
+            },
+        ),
+        (
+            "all + every country",
+            Policy {
+                deny_country: bundled.regions.keys().cloned().collect(),
+                deny_asn: asns.systems.keys().copied().collect(),
+                ..Default::default()
+            },
+        ),
+    ];
+    drop(asns);
+    let mut g = c.benchmark_group("asn");
+    g.sample_size(10).measurement_time(Duration::from_secs(10)).warm_up_time(Duration::from_secs(1));
+    g.bench_function("bundled/load", |b| b.iter(|| AsnDb::bundled().unwrap()));
+    for (name, policy) in &policies {
+        g.bench_function(format!("{name}/load+compile"), |b| b.iter(|| build_table(policy).unwrap()));
+    }
+    let real = blocker_tests::workspace_root().join("target/real-data");
+    let csv = std::fs::read_dir(&real)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("package"))
+        .find(|p| p.join("asn-ipv4.csv").is_file());
+    match csv {
+        Some(dir) => {
+            let sources: Vec<AsnSource> = ["asn-ipv4.csv", "asn-ipv6.csv"]
+                .iter()
+                .map(|f| format!("csv:{}", dir.join(f).display()).parse().unwrap())
+                .collect();
+            let cache = std::env::temp_dir();
+            g.bench_function("ip-location-db csv/load", |b| {
+                b.iter(|| {
+                    blocker::source::asn::load_all(&sources, &cache, UrlAccess::CachedOnly, &FetchOptions::default())
+                        .unwrap()
+                })
+            });
+        }
+        None => println!(
+            "asn: no ip-location-db CSV under {} (`cargo xtask snapshot-asn` downloads it): its row is not measured",
+            real.display()
+        ),
+    }
+    g.finish();
+}
+
+criterion_group!(benches, asn, world);
 criterion_main!(benches);

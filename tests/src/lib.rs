@@ -33,6 +33,11 @@ pub fn test_data() -> PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
 }
 
+/// The workspace's root (its target/ holds downloads off the default test path).
+pub fn workspace_root() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
 /// A short name unique to this process and call: interface names must stay
 /// within 15 bytes, and tests running in parallel must never collide.
 pub fn unique_tag() -> String {

@@ -214,7 +214,7 @@ const FUZZ_TARGETS: [&str; 8] =
     ["list_parser", "region_text", "mmdb", "config", "control", "packet", "crowdsec_stream", "asn_text"];
 
 /// The ip-location-db `asn` package the bundled ASN snapshot comes from.
-pub const ASN_PACKAGE_VERSION: &str = "2.3.2026061719";
+const ASN_PACKAGE_VERSION: &str = "2.3.2026061719";
 
 /// Runs each fuzz target for `seconds`. New inputs go to target/fuzz/corpus
 /// (the committed seeds in fuzz/corpus stay as they are); crashes and hangs

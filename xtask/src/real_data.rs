@@ -9,7 +9,7 @@ use crate::workspace_root;
 
 /// ip-location-db's `asn` tables (asn-ipv4.csv, asn-ipv6.csv) of `version`,
 /// from the npm registry; a directory that has them already is used as it is.
-pub fn asn_tables(version: &str) -> Result<PathBuf> {
+pub(crate) fn asn_tables(version: &str) -> Result<PathBuf> {
     let root = workspace_root().join("target/real-data");
     let dir = root.join(format!("ip-location-db-asn-{version}"));
     let package = dir.join("package");

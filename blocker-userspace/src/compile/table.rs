@@ -4,11 +4,11 @@
 //! Precedence where ranges of different lists overlap (resolved here, so the kernel
 //! needs one lookup), by the role each list plays:
 //! 0. never-block ranges (lockout protection) beat everything;
-//! 1. then allow exceptions (`--allow FILE`);
-//! 2. then deny and reject lists, denied and rejected countries;
-//! 3. then, in allowlist mode, the space outside every allowed country (dropped);
+//! 1. then allow exceptions (`--allow FILE`, `--allow-asn`);
+//! 2. then deny and reject lists, denied and rejected countries and systems;
+//! 3. then, in allowlist mode, the space outside every allowed country and system (dropped);
 //! 4. then monitor lists;
-//! 5. then allowed countries (passed).
+//! 5. then allowed countries and systems (passed).
 //!
 //! Between lists of the same role the more specific prefix wins, then the list
 //! given first. So where two denied countries claim the same range, its drops are

@@ -1368,13 +1368,16 @@ fn validate(opts: &RunOptions) -> Result<(CompiledPolicy, pins::PinLife)> {
     let table = build_policy(&opts.policy)?;
     crate::dataplane::maps::check_list_count(&table.view())?;
     if !opts.policy.has_rules() {
-        log::warn!("no lists given: every packet passes (see --deny, --deny-country, --allow-country)");
+        log::warn!("no lists given: every packet passes (see --deny, --deny-country, --allow-country, --deny-asn)");
     }
     for w in table.warnings() {
         log::warn!("{w}");
     }
     for (p, why) in opts.policy.never_block_ranges()? {
         log::info!("never blocked: {p} ({why})");
+    }
+    if opts.policy.uses_asns() {
+        log::info!("ASN data: {}", crate::source::asn::describe_data(&opts.policy.asn_source, &opts.policy.cache_dir));
     }
     pins::ensure_bpffs(&opts.pin_root)?;
     let pin_life = pins::check_pin_life(&opts.pin_root, opts.detach_on_exit)?;

@@ -90,6 +90,8 @@ impl AsnDb {
         for s in self.systems.values_mut() {
             s.prefixes.sort_unstable();
             s.prefixes.dedup();
+            // The whole table is held while a policy or the CrowdSec feed needs it.
+            s.prefixes.shrink_to_fit();
         }
     }
 
