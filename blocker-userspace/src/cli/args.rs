@@ -403,6 +403,9 @@ pub(crate) struct PolicyArgs {
     /// Systems this host's outgoing packets are rejected to.
     #[arg(long, value_name = "ASN,ASN", value_delimiter = ',')]
     pub(crate) reject_asn_outbound: Vec<Asn>,
+    /// Systems that stay reachable inside outbound-denied ranges, countries or systems.
+    #[arg(long, value_name = "ASN,ASN", value_delimiter = ',')]
+    pub(crate) allow_asn_outbound: Vec<Asn>,
     /// CIDR list of destinations this host's outgoing packets are dropped to
     /// (tc egress): FILE or NAME=FILE.
     #[arg(long, value_name = "[NAME=]FILE")]
@@ -491,6 +494,7 @@ impl From<PolicyArgs> for Policy {
                 reject_country: a.reject_country_outbound,
                 deny_asn: a.deny_asn_outbound,
                 reject_asn: a.reject_asn_outbound,
+                allow_asn: a.allow_asn_outbound,
                 ..Default::default()
             },
         }

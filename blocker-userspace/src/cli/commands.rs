@@ -283,8 +283,8 @@ fn regions(command: RegionsCommand) -> Result<()> {
         RegionsCommand::List { source, asn: false, json } => {
             print_as(json, &RegionsList::of(&source.db()?), render::regions_list)?;
         }
-        // AS4134 (or a bare number) names a system; two letters a country.
-        RegionsCommand::Show { code, source, json } if code.trim().len() > 2 && code.parse::<Asn>().is_ok() => {
+        // AS4134 (or a bare number) names a system; letters a country.
+        RegionsCommand::Show { code, source, json } if code.parse::<Asn>().is_ok() => {
             let db = source.asn_db()?;
             let system = db.get(code.parse::<Asn>().map_err(anyhow::Error::msg)?)?;
             print_as(json, &AsnDetail::of(&db, system), render::asn_show)?;

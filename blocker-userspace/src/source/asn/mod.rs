@@ -269,6 +269,45 @@ mod tests {
         assert_eq!(Asn(4134).list_name(), "asn:4134");
     }
 
+    /// A URL source: fetched into the cache with its ETag, asked again
+    /// conditionally, and kept when the server later sends something that does
+    /// not parse or fails.
+    #[test]
+    fn url_sources_are_cached_asked_conditionally_and_kept_when_bad() {
+        use blocker_tests::http::{serve, Script};
+        let script = std::sync::Arc::new(std::sync::Mutex::new(Script::default()));
+        let base = serve(script.clone());
+        let tmp = tempfile::tempdir().unwrap();
+        let source: AsnSource = format!("{base}/asn.csv").parse().unwrap();
+        let opts = FetchOptions::default();
+        let respond = |status: u16, etag: Option<&str>, body: &str| {
+            let headers = etag.map(|e| vec![("ETag".to_string(), e.to_string())]).unwrap_or_default();
+            script.lock().unwrap().responses.push((status, headers, body.into()));
+        };
+        let asn64500 = |db: &AsnDb| db.get(Asn(64500)).map(|s| s.prefixes.len()).ok();
+
+        respond(200, Some("\"v1\""), "192.0.2.0,192.0.2.255,64500,\"Example, Inc.\"\n");
+        let db = load(&source, tmp.path(), UrlAccess::Fetch, &opts).unwrap();
+        assert_eq!(asn64500(&db), Some(1));
+        // Unchanged: a conditional request, answered 304, and the cached copy used.
+        respond(304, None, "");
+        let db = load(&source, tmp.path(), UrlAccess::Fetch, &opts).unwrap();
+        assert_eq!(asn64500(&db), Some(1));
+        let second = script.lock().unwrap().requests[1].to_ascii_lowercase();
+        assert!(second.contains("if-none-match: \"v1\""), "{second}");
+        // A bad record: refused; the last good copy stays in use.
+        respond(200, Some("\"v2\""), "192.0.2.0,192.0.2.255,64500\n192.0.3.0,192.0.2.0,5\n");
+        let f = fetch(&source, tmp.path(), &opts).unwrap();
+        assert!(f.stale && !f.changed, "the bad content is not taken: {f:?}");
+        let db = load(&source, tmp.path(), UrlAccess::CachedOnly, &opts).unwrap();
+        assert_eq!(asn64500(&db), Some(1));
+        // The server gone: the cached copy still serves.
+        respond(500, None, "");
+        let db = load(&source, tmp.path(), UrlAccess::Fetch, &opts).unwrap();
+        assert_eq!(asn64500(&db), Some(1));
+        assert!(db.sources[0].date.as_deref().is_some_and(|n| n.contains("last good copy")), "{:?}", db.sources);
+    }
+
     #[test]
     fn source_syntax_and_detection() {
         let s: AsnSource = "optional:tsv:/data/ip2asn.tsv".parse().unwrap();

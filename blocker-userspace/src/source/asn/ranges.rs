@@ -10,6 +10,11 @@ use crate::{
 
 /// The most fields a CSV record may have (real ones have 4).
 const MAX_FIELDS: usize = 16;
+/// The most systems and prefixes one source may hold: over ten times the full
+/// table (91k systems, 732k prefixes), so that a hostile or mistaken file is
+/// refused before it takes the host's memory.
+pub const MAX_SYSTEMS: usize = 1_000_000;
+pub const MAX_PREFIXES: usize = 10_000_000;
 
 /// Splits one CSV record: fields separated by commas, optionally in double
 /// quotes (which may hold commas, and `""` for a quote).
@@ -78,9 +83,11 @@ fn asn_field(text: &str) -> Result<Option<Asn>, &'static str> {
     }
 }
 
-/// Adds one range row (already split) to the database.
+/// Adds one range row (already split) to the database; `prefixes` counts
+/// what the source added so far.
 fn add_range(
     db: &mut AsnDb,
+    prefixes: &mut usize,
     start: (Family, u128),
     end: (Family, u128),
     asn: Option<Asn>,
@@ -93,7 +100,20 @@ fn add_range(
         return Err("end address before start address");
     }
     if let Some(asn) = asn {
-        db.add(asn, org, range_prefixes(start.0, start.1, end.1));
+        let cut: Vec<_> = range_prefixes(start.0, start.1, end.1).collect();
+        *prefixes += cut.len();
+        check_size(db, *prefixes)?;
+        db.add(asn, org, cut);
+    }
+    Ok(())
+}
+
+fn check_size(db: &AsnDb, prefixes: usize) -> Result<(), &'static str> {
+    if prefixes > MAX_PREFIXES {
+        return Err("more than 10,000,000 prefixes: over ten times a full ASN table, refused");
+    }
+    if db.systems.len() >= MAX_SYSTEMS {
+        return Err("more than 1,000,000 systems: over ten times a full ASN table, refused");
     }
     Ok(())
 }
@@ -101,7 +121,7 @@ fn add_range(
 /// `start,end,asn[,organisation]`: addresses dotted/colon or numeric; a header
 /// line is skipped; AS0 rows (unrouted space) are skipped.
 pub fn parse_csv(source: &str, text: &str, db: &mut AsnDb) -> Result<(), RegionError> {
-    let mut rows = 0usize;
+    let (mut rows, mut prefixes) = (0usize, 0usize);
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -121,7 +141,7 @@ pub fn parse_csv(source: &str, text: &str, db: &mut AsnDb) -> Result<(), RegionE
         };
         rows += 1;
         let asn = asn_field(&f[2]).map_err(err)?;
-        add_range(db, start, end, asn, f.get(3).map(String::as_str)).map_err(err)?;
+        add_range(db, &mut prefixes, start, end, asn, f.get(3).map(String::as_str)).map_err(err)?;
     }
     if rows == 0 {
         return Err(RegionError::Empty {
@@ -137,7 +157,7 @@ pub fn parse_csv(source: &str, text: &str, db: &mut AsnDb) -> Result<(), RegionE
 /// tab-separated (addresses dotted/colon or numeric); AS0 ("Not routed") rows
 /// are skipped.
 pub fn parse_tsv(source: &str, text: &str, db: &mut AsnDb) -> Result<(), RegionError> {
-    let mut rows = 0usize;
+    let (mut rows, mut prefixes) = (0usize, 0usize);
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim_end_matches('\r');
         if line.trim().is_empty() || line.starts_with('#') {
@@ -154,7 +174,7 @@ pub fn parse_tsv(source: &str, text: &str, db: &mut AsnDb) -> Result<(), RegionE
         rows += 1;
         let asn = asn_field(f[2]).map_err(err)?;
         let org = f.get(4).copied().filter(|d| *d != "Not routed");
-        add_range(db, start, end, asn, org).map_err(err)?;
+        add_range(db, &mut prefixes, start, end, asn, org).map_err(err)?;
     }
     if rows == 0 {
         return Err(RegionError::Empty { source_name: source.to_owned(), what: "rows", format: "iptoasn TSV" });
@@ -179,6 +199,7 @@ pub fn read_mmdb(bytes: &[u8], source: &str, db: &mut AsnDb) -> Result<(), Regio
             .decode_path::<String>(&[Key("autonomous_system_organization")])
             .map_err(|e| format!("bad record for {network}: {e}"))?;
         networks += 1;
+        check_size(db, networks).map_err(|e| format!("network {network}: {e}"))?;
         db.add(Asn(asn), org.as_deref(), [prefix]);
         Ok(())
     })?;
@@ -243,6 +264,22 @@ mod tests {
         assert!(matches!(parse_csv("a.csv", "", &mut db), Err(RegionError::Empty { .. })));
         let e = parse_tsv("t.tsv", "1.0.0.0\t1.0.0.255\t13335\tUS\tX\n1.0.0.0 1.0.0.255 5\n", &mut db).unwrap_err();
         assert!(e.to_string().starts_with("t.tsv:2: expected start, end"), "{e}");
+    }
+
+    #[test]
+    fn a_source_past_ten_times_the_full_table_is_refused() {
+        // Each row is a range that cuts into 254 prefixes: the cap is reached
+        // long before the file is read.
+        let row = "::1,ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe,64500\n";
+        let text = row.repeat(MAX_PREFIXES / 254 + 2);
+        let e = parse_csv("big.csv", &text, &mut AsnDb::default()).unwrap_err();
+        assert!(e.to_string().contains("more than 10,000,000 prefixes"), "{e}");
+        let mut many = String::new();
+        for n in 1..=MAX_SYSTEMS as u32 + 1 {
+            many.push_str(&format!("10.0.0.0\t10.0.0.0\t{n}\n"));
+        }
+        let e = parse_tsv("many.tsv", &many, &mut AsnDb::default()).unwrap_err();
+        assert!(e.to_string().contains(&format!("many.tsv:{}: more than 1,000,000 systems", MAX_SYSTEMS + 1)), "{e}");
     }
 
     #[test]
