@@ -42,15 +42,8 @@ fn inputs() -> Inputs {
         &tables::random_v6_nets64(&mut rng, 1_000_000),
     );
     let hosts = parse_list(Path::new("big.txt"), &text).unwrap();
-    let bundled = RegionDb::bundled().unwrap();
-    let countries: Vec<(String, Vec<tables::Net>)> = bundled
-        .regions
-        .values()
-        .map(|r| (r.code.clone(), r.prefixes.iter().map(|p| (p.family == Family::V6, p.addr, p.len)).collect()))
-        .collect();
-    let rows = tables::geo_like(&countries, &mut rng, 2, 3, 60);
     let mut geo = RegionDb::default();
-    blocker::source::region::csv::parse_csv("geo.csv", &tables::geo_csv(&rows), &mut geo).unwrap();
+    blocker::source::region::csv::parse_csv("geo.csv", &geo_csv(&mut rng), &mut geo).unwrap();
     let count = |f| geo.regions.values().map(|r| r.count(f)).sum::<usize>();
     assert!(
         count(Family::V4) >= 450_000 && count(Family::V6) >= 450_000,
@@ -59,6 +52,18 @@ fn inputs() -> Inputs {
         count(Family::V6)
     );
     Inputs { hosts, geo }
+}
+
+/// The geo-like country table as `start,end,country` CSV: the bundled countries
+/// cut into finer, interleaved pieces.
+fn geo_csv(rng: &mut Rng) -> String {
+    let bundled = RegionDb::bundled().unwrap();
+    let countries: Vec<(String, Vec<tables::Net>)> = bundled
+        .regions
+        .values()
+        .map(|r| (r.code.clone(), r.prefixes.iter().map(|p| (p.family == Family::V6, p.addr, p.len)).collect()))
+        .collect();
+    tables::geo_csv(&tables::geo_like(&countries, rng, 2, 3, 60))
 }
 
 fn country_lists(geo: &RegionDb, role: Role, filter: impl Fn(usize) -> bool) -> Vec<ListSpec> {
@@ -172,17 +177,10 @@ fn full_asn_table_with_the_country_table_in_deny_many_and_allowlist_modes() {
         policy::Policy,
         source::asn::{db::AsnDb, Asn},
     };
-    let mut rng_geo = Rng(0x9e37_79b9_7f4a_7c15);
-    let bundled = RegionDb::bundled().unwrap();
-    let countries: Vec<(String, Vec<tables::Net>)> = bundled
-        .regions
-        .values()
-        .map(|r| (r.code.clone(), r.prefixes.iter().map(|p| (p.family == Family::V6, p.addr, p.len)).collect()))
-        .collect();
-    let rows = tables::geo_like(&countries, &mut rng_geo, 2, 3, 60);
     let tmp = tempfile::tempdir().unwrap();
     let geo_path = tmp.path().join("geo.csv");
-    std::fs::write(&geo_path, tables::geo_csv(&rows)).unwrap();
+    std::fs::write(&geo_path, geo_csv(&mut Rng(0x9e37_79b9_7f4a_7c15))).unwrap();
+    let bundled = RegionDb::bundled().unwrap();
     let codes: Vec<String> = bundled.regions.keys().cloned().collect();
     let asns = AsnDb::bundled().unwrap();
     let v4: usize = asns.systems.values().map(|s| s.count(Family::V4)).sum();

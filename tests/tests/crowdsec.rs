@@ -334,7 +334,8 @@ fn malformed_decisions_are_skipped_counted_and_named() {
         {"id":2,"scope":"ip","value":"198.51.100.2/32","type":"ban","duration":"1h","origin":"crowdsec","scenario":"x"},
         {"id":3,"scope":"IP","value":"::ffff:203.0.113.5","type":"ban","duration":"1h","origin":"crowdsec","scenario":"y"},
         {"id":4,"scope":"Ip","value":"203.0.113.6","type":"ban","duration":"forever","origin":"crowdsec","scenario":"y"},
-        {"id":5,"scope":"AS","value":"4134","type":"ban","duration":"1h","origin":"crowdsec","scenario":"y"}]}"#;
+        {"id":5,"scope":"Username","value":"root","type":"ban","duration":"1h","origin":"crowdsec","scenario":"y"},
+        {"id":6,"scope":"AS","value":"AS4294967295","type":"ban","duration":"1h","origin":"crowdsec","scenario":"y"}]}"#;
     let script = Arc::new(Mutex::new(blocker_tests::http::Script {
         fallback: Some(body.as_bytes().to_vec()),
         ..Default::default()
@@ -342,13 +343,6 @@ fn malformed_decisions_are_skipped_counted_and_named() {
     let url = blocker_tests::http::serve_in_netns(&net.rx_ns, script.clone()).unwrap();
     let key = dir.join("key");
     std::fs::write(&key, "scripted-key\n").unwrap();
-    // ASN data of the test's own: AS64500 holds both test sources.
-    let asns = dir.join("asn.csv");
-    std::fs::write(
-        &asns,
-        "198.51.100.0,198.51.100.127,64500,\"Test Hosting, Inc.\"\n2001:db8:a::,2001:db8:a:ffff:ffff:ffff:ffff:ffff,64500,\"Test Hosting, Inc.\"\n",
-    )
-    .unwrap();
     let sock = dir.join("blocker.sock").display().to_string();
     let args = [
         "--pin-root",
@@ -378,6 +372,8 @@ fn malformed_decisions_are_skipped_counted_and_named() {
     let status = c.status().crowdsec.unwrap();
     assert!(status.skipped.get("malformed").is_some_and(|n| *n >= 3), "{status:?}");
     assert!(status.skipped.get("scope").is_some_and(|n| *n >= 1), "{status:?}");
+    // An AS the (bundled) ASN data has no prefix for.
+    assert!(status.skipped.get("unknown_asn").is_some_and(|n| *n >= 1), "{status:?}");
     assert!(status.failing_since.is_none(), "a malformed decision never fails a pull: {status:?}");
     let log = daemon.log_text();
     assert!(log.contains("malformed decisions skipped") && log.contains("not-an-address"), "{log}");

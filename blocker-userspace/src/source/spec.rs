@@ -90,6 +90,26 @@ impl Modifiers {
     }
 }
 
+/// Splits a source argument `[optional:][refresh=DURATION:][FORMAT:]LOCATION`:
+/// its modifiers, the format its prefix names (one of `formats`), and the
+/// location (a path or URL; `refresh=` only on a URL).
+pub fn split_source<'a>(s: &'a str, formats: &[&str]) -> Result<(Modifiers, Option<&'a str>, &'a str), String> {
+    let mut format = None;
+    let (modifiers, rest) = Modifiers::strip(s, |rest| {
+        let Some((head, tail)) = rest.split_once(':') else { return Ok(None) };
+        if !formats.contains(&head) {
+            return Ok(None);
+        }
+        format = Some(head);
+        Ok(Some(tail))
+    })?;
+    if rest.is_empty() {
+        return Err(format!("{s:?}: no path or URL"));
+    }
+    modifiers.check(s, is_url(rest))?;
+    Ok((modifiers, format, rest))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

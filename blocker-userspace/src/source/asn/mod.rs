@@ -14,9 +14,9 @@ use std::{path::Path, str::FromStr};
 
 use self::db::AsnDb;
 use crate::source::{
-    fetch::{CheckError, FetchError, FetchOptions, Fetched, ObtainError, UrlAccess},
+    fetch::{CheckError, FetchError, FetchOptions, Fetched, UrlAccess},
     region::{db::SourceInfo, RegionError},
-    spec::{Modifiers, Refresh},
+    spec::Refresh,
 };
 
 /// An autonomous system number, written `AS4134` (or `4134`) by users.
@@ -92,22 +92,13 @@ pub struct AsnSource {
 impl FromStr for AsnSource {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let mut format = None;
-        let (modifiers, rest) = Modifiers::strip(s, |rest| {
-            let Some((head, tail)) = rest.split_once(':') else { return Ok(None) };
-            if !FORMAT_NAMES.contains(&head) {
-                return Ok(None);
-            }
-            format = Some(head.parse()?);
-            Ok(Some(tail))
-        })?;
-        if rest.is_empty() {
-            return Err(format!("{s:?}: no path or URL"));
-        }
-        let source =
-            AsnSource { optional: modifiers.optional, format, location: rest.to_owned(), refresh: modifiers.refresh };
-        modifiers.check(s, source.is_url())?;
-        Ok(source)
+        let (modifiers, format, rest) = crate::source::spec::split_source(s, &FORMAT_NAMES)?;
+        Ok(AsnSource {
+            optional: modifiers.optional,
+            format: format.map(str::parse).transpose()?,
+            location: rest.to_owned(),
+            refresh: modifiers.refresh,
+        })
     }
 }
 
@@ -124,18 +115,14 @@ pub fn load(
     access: UrlAccess,
     opts: &FetchOptions,
 ) -> Result<AsnDb, RegionError> {
-    let (mut db, note) = if source.is_url() {
-        let parse = |path: &Path| load_path(source, path);
-        let (db, fetched) =
-            crate::source::fetch::obtain_parsed(&source.location, cache_dir, access, opts, parse, AsnDb::prefix_count)
-                .map_err(|e| match e {
-                    ObtainError::Fetch(e) => RegionError::Fetch(e),
-                    ObtainError::Parse(e) => e,
-                })?;
-        (db, fetched.note)
-    } else {
-        (load_path(source, Path::new(&source.location))?, None)
-    };
+    let (mut db, note) = crate::source::region::read_located(
+        &source.location,
+        cache_dir,
+        access,
+        opts,
+        |path| load_path(source, path),
+        AsnDb::prefix_count,
+    )?;
     db.sources = vec![SourceInfo { name: source.location.clone(), date: note }];
     Ok(db)
 }

@@ -28,7 +28,7 @@ use crate::{
     net::{ip_to_u128, Family},
     source::{
         fetch::{CheckError, FetchError, FetchOptions, Fetched, ObtainError, UrlAccess},
-        spec::{Modifiers, Refresh},
+        spec::Refresh,
     },
 };
 
@@ -72,26 +72,13 @@ pub struct RegionSource {
 impl FromStr for RegionSource {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let mut format = None;
-        let (modifiers, rest) = Modifiers::strip(s, |rest| {
-            let Some((head, tail)) = rest.split_once(':') else { return Ok(None) };
-            if !FORMAT_NAMES.contains(&head) {
-                return Ok(None);
-            }
-            format = Some(head.parse()?);
-            Ok(Some(tail))
-        })?;
-        if rest.is_empty() {
-            return Err(format!("{s:?}: no path or URL"));
-        }
-        let source = RegionSource {
+        let (modifiers, format, rest) = crate::source::spec::split_source(s, &FORMAT_NAMES)?;
+        Ok(RegionSource {
             optional: modifiers.optional,
-            format,
+            format: format.map(str::parse).transpose()?,
             location: rest.to_owned(),
             refresh: modifiers.refresh,
-        };
-        modifiers.check(s, source.is_url())?;
-        Ok(source)
+        })
     }
 }
 
@@ -109,26 +96,37 @@ pub fn load(
     access: UrlAccess,
     opts: &FetchOptions,
 ) -> Result<RegionDb, RegionError> {
-    let (mut db, note) = if source.is_url() {
-        let parse = |path: &Path| load_path(source, path);
-        let (db, fetched) = crate::source::fetch::obtain_parsed(
-            &source.location,
-            cache_dir,
-            access,
-            opts,
-            parse,
-            RegionDb::prefix_count,
-        )
+    let (mut db, note) = read_located(
+        &source.location,
+        cache_dir,
+        access,
+        opts,
+        |path| load_path(source, path),
+        RegionDb::prefix_count,
+    )?;
+    db.sources = vec![SourceInfo { name: source.location.clone(), date: note }];
+    Ok(db)
+}
+
+/// Reads the data at `location`: a file, or a URL through the cache (fetched
+/// first when `access` allows), with `parse`; and the fetch's note for a URL.
+pub(crate) fn read_located<T: Send>(
+    location: &str,
+    cache_dir: &Path,
+    access: UrlAccess,
+    opts: &FetchOptions,
+    parse: impl Fn(&Path) -> Result<T, RegionError> + Sync,
+    count: fn(&T) -> usize,
+) -> Result<(T, Option<String>), RegionError> {
+    if !crate::source::spec::is_url(location) {
+        return Ok((parse(Path::new(location))?, None));
+    }
+    let (data, fetched) = crate::source::fetch::obtain_parsed(location, cache_dir, access, opts, parse, count)
         .map_err(|e| match e {
             ObtainError::Fetch(e) => RegionError::Fetch(e),
             ObtainError::Parse(e) => e,
         })?;
-        (db, fetched.note)
-    } else {
-        (load_path(source, Path::new(&source.location))?, None)
-    };
-    db.sources = vec![SourceInfo { name: source.location.clone(), date: note }];
-    Ok(db)
+    Ok((data, fetched.note))
 }
 
 /// Fetches a URL source into the cache, validated as its format.
