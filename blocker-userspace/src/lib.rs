@@ -9,6 +9,7 @@
 //! - `events`: the sampled drop events, read from the ring buffers and streamed;
 //! - `control`: the control socket's protocol (typed requests and replies), its
 //!   server and client; `metrics`: the Prometheus endpoint;
+//! - `fleet`: one signed policy for many hosts (signatures, keys);
 //! - `config`: a TOML file as run options;
 //! - `daemon`: the running daemon.
 //!
@@ -28,6 +29,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod decisions;
 pub mod events;
+pub mod fleet;
 pub mod metrics;
 pub mod net;
 pub mod policy;

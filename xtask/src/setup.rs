@@ -41,6 +41,8 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("cscli", "crowdsec"),
     // Certificates of a test's own for a LAPI served over TLS.
     ("openssl", "openssl"),
+    // The fleet's bundle signatures are checked against the real minisign.
+    ("minisign", "minisign"),
 ];
 /// What the benchmarks' baselines need besides.
 const BENCH_PACKAGES: &[(&str, &str)] = &[

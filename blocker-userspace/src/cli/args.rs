@@ -139,6 +139,24 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: RegionsCommand,
     },
+    /// One signed policy for a fleet of hosts.
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum FleetCommand {
+    /// Make the fleet's key pair (minisign's format, unencrypted): the secret
+    /// key signs bundles (keep it on the publishing host, readable by its owner
+    /// only), the public key goes to every host. Never overwrites a file.
+    Keygen {
+        #[arg(long, value_name = "FILE")]
+        secret_key: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        public_key: PathBuf,
+    },
 }
 
 /// The options of `blocker run`.

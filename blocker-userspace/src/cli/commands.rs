@@ -23,7 +23,7 @@ use blocker::{
 };
 
 use super::{
-    args::{BanArgs, Cli, Command, RegionsCommand, RunArgs},
+    args::{BanArgs, Cli, Command, FleetCommand, RegionsCommand, RunArgs},
     inspect, render,
 };
 
@@ -48,6 +48,7 @@ pub(crate) fn run(cli: Cli, run_options_given: &[String]) -> Result<()> {
             print_as(json, &report, render::lookup_text)
         }
         Command::Regions { command } => regions(command),
+        Command::Fleet { command } => fleet(command),
         Command::Ban(args) => ban(&socket, args),
         Command::Unban { targets, origin, json } => {
             let reply = client::unban(&socket, targets, origin)?;
@@ -273,6 +274,20 @@ fn check_config(path: &Path, json: bool) -> Result<()> {
         }
         Err(e) => Err(e),
     }
+}
+
+fn fleet(command: FleetCommand) -> Result<()> {
+    match command {
+        FleetCommand::Keygen { secret_key, public_key } => {
+            let id = blocker::fleet::keygen(&secret_key, &public_key)?;
+            println!(
+                "key {id}: secret key {} (keep it on the publishing host), public key {} (for every host)",
+                secret_key.display(),
+                public_key.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn regions(command: RegionsCommand) -> Result<()> {
