@@ -267,6 +267,92 @@ pub fn load(path: &Path) -> Result<RunOptions, ConfigError> {
     parse(path, &text)
 }
 
+/// The policy tables of a config file (`[policy]`, `[[scope]]`, `[outbound]`):
+/// what a fleet bundle carries; interfaces and daemon settings are each host's own.
+#[derive(Clone, Debug)]
+pub struct PolicyTables {
+    pub policy: Policy,
+    /// `[policy] reject_per_second`.
+    pub reject_per_second: u32,
+}
+
+fn policy_tables(
+    path: &Path,
+    p: &PolicySection,
+    scope_sections: &[ScopeSection],
+    outbound_section: &OutboundSection,
+    cache_dir: PathBuf,
+) -> Result<PolicyTables, ConfigError> {
+    let url_refresh = match &p.url_refresh {
+        None => crate::policy::DEFAULT_URL_REFRESH,
+        Some(text) => text.parse().map_err(|e: String| ConfigError::key(path, "policy.url_refresh", e))?,
+    };
+    let reject_per_second = p.reject_per_second.unwrap_or(crate::dataplane::maps::DEFAULT_REJECT_PER_SECOND);
+    if reject_per_second > crate::dataplane::maps::MAX_REJECT_PER_SECOND {
+        return Err(ConfigError::key(
+            path,
+            "policy.reject_per_second",
+            format!("must be 0 (no answers) to {}", crate::dataplane::maps::MAX_REJECT_PER_SECOND),
+        ));
+    }
+    let policy = Policy {
+        deny: parse_all::<ListSource, _>(path, "policy.deny", &p.deny)?,
+        allow: parse_all::<ListSource, _>(path, "policy.allow", &p.allow)?,
+        monitor_list: parse_all::<ListSource, _>(path, "policy.monitor", &p.monitor)?,
+        deny_country: p.deny_countries.clone(),
+        allow_country: p.allow_countries.clone(),
+        reject: parse_all::<ListSource, _>(path, "policy.reject", &p.reject)?,
+        reject_country: p.reject_countries.clone(),
+        country_source: parse_all::<RegionSource, _>(path, "policy.country_sources", &p.country_sources)?,
+        deny_asn: parse_all::<Asn, _>(path, "policy.deny_asns", &p.deny_asns)?,
+        reject_asn: parse_all::<Asn, _>(path, "policy.reject_asns", &p.reject_asns)?,
+        allow_asn: parse_all::<Asn, _>(path, "policy.allow_asns", &p.allow_asns)?,
+        allow_only_asn: parse_all::<Asn, _>(path, "policy.allow_only_asns", &p.allow_only_asns)?,
+        asn_source: parse_all::<AsnSource, _>(path, "policy.asn_sources", &p.asn_sources)?,
+        ports: Ports(parse_all::<PortRule, _>(path, "policy.ports", &p.ports)?),
+        scopes: scopes(path, scope_sections)?,
+        outbound: outbound(path, outbound_section)?,
+        never_block: p.never_block.clone(),
+        no_default_never_block: p.no_default_never_block,
+        confirm_allowlist_without_never_block: p.confirm_allowlist_without_never_block,
+        url_refresh,
+        cache_dir,
+        accept_shrink: p.accept_shrink,
+    };
+    Ok(PolicyTables { policy, reject_per_second })
+}
+
+/// The tables a fleet bundle's config may hold.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BundleFile {
+    #[serde(default)]
+    policy: PolicySection,
+    #[serde(default, rename = "scope")]
+    scopes: Vec<ScopeSection>,
+    #[serde(default)]
+    outbound: OutboundSection,
+}
+
+/// A fleet bundle's config: `[policy]`, `[[scope]]` and `[outbound]` only
+/// (another table is refused, naming it: interfaces, daemon settings and a
+/// CrowdSec feed are each host's own). `cache_dir` is the host's.
+pub fn parse_policy_tables(path: &Path, text: &str, cache_dir: PathBuf) -> Result<PolicyTables, ConfigError> {
+    let value: toml::Table =
+        toml::from_str(text).map_err(|e| ConfigError::Syntax { path: path.to_owned(), reason: e.to_string() })?;
+    if let Some(other) = value.keys().find(|k| !["policy", "scope", "outbound"].contains(&k.as_str())) {
+        return Err(ConfigError::key(
+            path,
+            other,
+            "a fleet bundle holds [policy], [[scope]] and [outbound] only: interfaces, [daemon] and [crowdsec] \
+             are each host's own (its local config file)",
+        ));
+    }
+    let file: BundleFile =
+        toml::from_str(text).map_err(|e| ConfigError::Syntax { path: path.to_owned(), reason: e.to_string() })?;
+    policy_tables(path, &file.policy, &file.scopes, &file.outbound, cache_dir)
+}
+
 pub fn parse(path: &Path, text: &str) -> Result<RunOptions, ConfigError> {
     let file: ConfigFile =
         toml::from_str(text).map_err(|e| ConfigError::Syntax { path: path.to_owned(), reason: e.to_string() })?;
@@ -285,15 +371,10 @@ pub fn parse(path: &Path, text: &str) -> Result<RunOptions, ConfigError> {
         };
         interfaces.push(InterfaceOptions { name: s.name.clone(), attach_mode, mode: s.mode });
     }
-    let p = &file.policy;
     let d = &file.daemon;
     if d.ebpf_log_level.is_some_and(|l| l > 5) {
         return Err(ConfigError::key(path, "daemon.ebpf_log_level", "must be 0 to 5"));
     }
-    let url_refresh = match &p.url_refresh {
-        None => crate::policy::DEFAULT_URL_REFRESH,
-        Some(text) => text.parse().map_err(|e: String| ConfigError::key(path, "policy.url_refresh", e))?,
-    };
     let watch_debounce = match &d.watch_debounce {
         None => crate::config::DEFAULT_WATCH_DEBOUNCE,
         Some(text) => {
@@ -308,42 +389,13 @@ pub fn parse(path: &Path, text: &str) -> Result<RunOptions, ConfigError> {
             format!("must be 0 (off) to {}", crate::dataplane::maps::MAX_EVENTS_PER_SECOND),
         ));
     }
-    let reject_per_second = p.reject_per_second.unwrap_or(crate::dataplane::maps::DEFAULT_REJECT_PER_SECOND);
-    if reject_per_second > crate::dataplane::maps::MAX_REJECT_PER_SECOND {
-        return Err(ConfigError::key(
-            path,
-            "policy.reject_per_second",
-            format!("must be 0 (no answers) to {}", crate::dataplane::maps::MAX_REJECT_PER_SECOND),
-        ));
-    }
     let table_memory = match &d.table_memory {
         None => crate::dataplane::maps::DEFAULT_TABLE_MEMORY,
         Some(text) => parse_size(text).map_err(|e| ConfigError::key(path, "daemon.table_memory", e))?,
     };
-    let policy = Policy {
-        deny: parse_all::<ListSource, _>(path, "policy.deny", &p.deny)?,
-        allow: parse_all::<ListSource, _>(path, "policy.allow", &p.allow)?,
-        monitor_list: parse_all::<ListSource, _>(path, "policy.monitor", &p.monitor)?,
-        deny_country: p.deny_countries.clone(),
-        allow_country: p.allow_countries.clone(),
-        reject: parse_all::<ListSource, _>(path, "policy.reject", &p.reject)?,
-        reject_country: p.reject_countries.clone(),
-        country_source: parse_all::<RegionSource, _>(path, "policy.country_sources", &p.country_sources)?,
-        deny_asn: parse_all::<Asn, _>(path, "policy.deny_asns", &p.deny_asns)?,
-        reject_asn: parse_all::<Asn, _>(path, "policy.reject_asns", &p.reject_asns)?,
-        allow_asn: parse_all::<Asn, _>(path, "policy.allow_asns", &p.allow_asns)?,
-        allow_only_asn: parse_all::<Asn, _>(path, "policy.allow_only_asns", &p.allow_only_asns)?,
-        asn_source: parse_all::<AsnSource, _>(path, "policy.asn_sources", &p.asn_sources)?,
-        ports: Ports(parse_all::<PortRule, _>(path, "policy.ports", &p.ports)?),
-        scopes: scopes(path, &file.scopes)?,
-        outbound: outbound(path, &file.outbound)?,
-        never_block: p.never_block.clone(),
-        no_default_never_block: p.no_default_never_block,
-        confirm_allowlist_without_never_block: p.confirm_allowlist_without_never_block,
-        url_refresh,
-        cache_dir: d.cache_dir.clone().unwrap_or_else(|| crate::source::fetch::DEFAULT_CACHE_DIR.into()),
-        accept_shrink: p.accept_shrink,
-    };
+    let cache_dir = d.cache_dir.clone().unwrap_or_else(|| crate::source::fetch::DEFAULT_CACHE_DIR.into());
+    let PolicyTables { policy, reject_per_second } =
+        policy_tables(path, &file.policy, &file.scopes, &file.outbound, cache_dir)?;
     let crowdsec = match &file.crowdsec {
         None => None,
         Some(c) => Some(c.check("crowdsec.").map_err(|e| ConfigError::key(path, e.key, e.reason))?),
