@@ -14,6 +14,7 @@
 
 pub mod crowdsec;
 pub mod daemon;
+pub mod etcd;
 pub mod foreign;
 pub mod frames;
 pub mod http;

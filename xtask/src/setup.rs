@@ -43,6 +43,9 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     // The fleet's bundle signatures are checked against the real minisign.
     ("minisign", "minisign"),
+    // The fleet's store: a three-member etcd cluster on loopback.
+    ("etcd", "etcd-server"),
+    ("etcdctl", "etcd-client"),
 ];
 /// What the benchmarks' baselines need besides.
 const BENCH_PACKAGES: &[(&str, &str)] = &[

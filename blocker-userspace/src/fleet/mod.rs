@@ -1,8 +1,9 @@
 //! A fleet of edge hosts sharing one signed policy: the bundle (`bundle`: a
 //! policy and its files, at a revision), its signatures (`sign`, minisign's
-//! format) and the key files of `blocker fleet keygen`.
+//! format), the etcd client (`etcd`) and the key files of `blocker fleet keygen`.
 
 pub mod bundle;
+pub mod etcd;
 pub mod sign;
 
 use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _, path::Path};
