@@ -114,3 +114,127 @@ fn the_client_reads_writes_watches_and_survives_members_going_away() {
     assert!(wait_until(Duration::from_secs(20), || etcd.get("blocker/edge/e").is_ok()));
     assert_eq!(etcd.get("blocker/edge/e").unwrap().0.unwrap().value, b"six", "nothing was lost");
 }
+
+/// The publisher's side, through the CLI, against the real cluster: publish,
+/// a staged rollout (canary first, then promote), a signed rollback, a
+/// refused config that takes no revision, status with a host's state, and
+/// etcd down.
+#[test]
+fn publish_promote_rollback_and_status() {
+    use blocker::fleet::{bundle, sign::PublicKey, store};
+    use blocker_tests::daemon::blocker_cli;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir(dir.join("etcd")).unwrap();
+    let mut cluster = Cluster::start(&dir.join("etcd")).unwrap();
+    let endpoints = cluster.endpoints();
+    let path = |name: &str| dir.join(name).display().to_string();
+    let cli = |args: &[&str]| {
+        let out = blocker_cli(args).unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, _, err) =
+        cli(&["fleet", "keygen", "--secret-key", &path("fleet.key"), "--public-key", &path("fleet.pub")]);
+    assert!(ok, "{err}");
+    std::fs::write(dir.join("attackers.txt"), "198.51.100.0/24\n").unwrap();
+    std::fs::write(dir.join("fleet.toml"), format!("[policy]\ndeny = [\"{}\"]\n", path("attackers.txt"))).unwrap();
+    let publish = |group: Option<&str>| {
+        let mut args = vec!["fleet", "publish", "--etcd", &endpoints, "--fleet", "edge"];
+        let (config, key) = (path("fleet.toml"), path("fleet.key"));
+        args.extend(["--config", &config, "--secret-key", &key]);
+        if let Some(g) = group {
+            args.extend(["--group", g]);
+        }
+        cli(&args)
+    };
+    let (ok, out, err) = publish(None);
+    assert!(ok && out.contains("fleet edge revision 1") && out.contains("groups default"), "{out} {err}");
+
+    // What a host reads: verified, reassembled, unpacked, compiled.
+    let list: Vec<String> = endpoints.split(',').map(String::from).collect();
+    let etcd = Etcd::new(&list, Duration::from_secs(5), Duration::from_secs(5)).unwrap();
+    let fleet = store::FleetStore::new(&etcd, "edge").unwrap();
+    let public = PublicKey::parse(&std::fs::read_to_string(dir.join("fleet.pub")).unwrap()).unwrap();
+    let (manifest, signature) = fleet.bundle_head(1).unwrap();
+    let manifest = bundle::verify_manifest(&manifest, &signature, &public, "edge", None, false).unwrap();
+    let files = fleet.bundle_files(&manifest).unwrap();
+    let tables = bundle::unpack(&manifest, &files, &dir.join("host/rev-1"), dir.join("cache")).unwrap();
+    let table = blocker::compile::table::build_table(&tables.policy).unwrap();
+    let list_name = table.lookup(blocker::net::Family::V4, 0xc633_6407).map(|i| table.lists[i].name.clone());
+    // Counted under the name the publisher's config gives it (here its path there).
+    assert_eq!(list_name, Some(path("attackers.txt")));
+
+    // A staged rollout: canary first, then the rest.
+    let (ok, out, err) = publish(Some("canary"));
+    assert!(ok && out.contains("revision 2") && out.contains("groups canary"), "{out} {err}");
+    assert_eq!(fleet.pointer("default").unwrap().unwrap().0.revision, 1);
+    assert_eq!(fleet.pointer("canary").unwrap().unwrap().0.revision, 2);
+    let (ok, _, err) =
+        cli(&["fleet", "promote", "--etcd", &endpoints, "--fleet", "edge", "--revision", "2", "--group", "default"]);
+    assert!(ok, "{err}");
+    assert_eq!(fleet.pointer("default").unwrap().unwrap().0.revision, 2);
+    // Back only by a signed rollback.
+    let (ok, _, err) =
+        cli(&["fleet", "promote", "--etcd", &endpoints, "--fleet", "edge", "--revision", "1", "--group", "default"]);
+    assert!(!ok && err.contains("blocker fleet rollback"), "{err}");
+    let key = path("fleet.key");
+    let (ok, _, err) = cli(&[
+        "fleet",
+        "rollback",
+        "--etcd",
+        &endpoints,
+        "--fleet",
+        "edge",
+        "--revision",
+        "1",
+        "--group",
+        "default",
+        "--secret-key",
+        &key,
+    ]);
+    assert!(ok, "{err}");
+    let (pointer, _) = fleet.pointer("default").unwrap().unwrap();
+    assert!(store::may_follow(&pointer, "edge", "default", Some(2), &public).unwrap());
+    let (ok, _, err) =
+        cli(&["fleet", "promote", "--etcd", &endpoints, "--fleet", "edge", "--revision", "9", "--group", "x"]);
+    assert!(!ok && err.contains("no bundle of revision 9"), "{err}");
+
+    // A config a host would refuse takes no revision.
+    std::fs::write(dir.join("bad.toml"), "[policy]\ndeny_countries = [\"XY\"]\n").unwrap();
+    let bad = path("bad.toml");
+    let (ok, _, err) =
+        cli(&["fleet", "publish", "--etcd", &endpoints, "--fleet", "edge", "--config", &bad, "--secret-key", &key]);
+    assert!(!ok && err.contains("XY"), "{err}");
+    assert_eq!(fleet.latest().unwrap(), 2);
+
+    // Status: a host's state, alive while its lease holds.
+    let lease = etcd.grant(2).unwrap();
+    let state = store::HostState {
+        host: "edge-1".into(),
+        group: "canary".into(),
+        revision: Some(2),
+        applied_at: Some("2026-12-03T16:00:00.000Z".into()),
+        error: None,
+    };
+    fleet.report(&state, Some(lease)).unwrap();
+    let (ok, out, err) = cli(&["fleet", "status", "--etcd", &endpoints, "--fleet", "edge"]);
+    assert!(ok && out.contains("host edge-1 (group canary): revision 2") && !out.contains("NOT ALIVE"), "{out} {err}");
+    let (_, json, _) = cli(&["fleet", "status", "--etcd", &endpoints, "--fleet", "edge", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!((v["latest"].as_u64(), v["hosts"][0]["alive"].as_bool()), (Some(2), Some(true)), "{v}");
+    assert!(v["hosts"][0]["error"].is_null());
+    assert!(wait_until(Duration::from_secs(8), || cli(&["fleet", "status", "--etcd", &endpoints, "--fleet", "edge"])
+        .1
+        .contains("NOT ALIVE")));
+
+    // etcd down: the publisher is told, naming the endpoints.
+    for i in 0..3 {
+        cluster.kill_member(i);
+    }
+    let (ok, _, err) = publish(None);
+    assert!(!ok && err.contains("no etcd endpoint answered"), "{err}");
+}

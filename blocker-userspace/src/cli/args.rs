@@ -157,6 +157,59 @@ pub(crate) enum FleetCommand {
         #[arg(long, value_name = "FILE")]
         public_key: PathBuf,
     },
+    /// Check a config as `check-config` does, store it with every local file it
+    /// names as the next revision, signed, and point GROUP (default: every
+    /// group, and `default`) at it. Prints the revision.
+    Publish {
+        #[command(flatten)]
+        at: FleetAt,
+        /// The policy: a config file with [policy], [[scope]] and [outbound] only.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        secret_key: PathBuf,
+        #[arg(long, value_name = "GROUP")]
+        group: Option<String>,
+    },
+    /// Point GROUP at a published revision (a staged rollout: canary first).
+    Promote {
+        #[command(flatten)]
+        at: FleetAt,
+        #[arg(long)]
+        revision: u64,
+        #[arg(long, value_name = "GROUP")]
+        group: String,
+    },
+    /// Point GROUP back at an older revision, with a rollback signed by the
+    /// fleet's key (hosts refuse an older revision otherwise).
+    Rollback {
+        #[command(flatten)]
+        at: FleetAt,
+        #[arg(long)]
+        revision: u64,
+        #[arg(long, value_name = "GROUP")]
+        group: String,
+        #[arg(long, value_name = "FILE")]
+        secret_key: PathBuf,
+    },
+    /// The groups' revisions and every host: its group, applied revision,
+    /// when, its error, and whether it is alive (its lease holds).
+    Status {
+        #[command(flatten)]
+        at: FleetAt,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where a fleet lives.
+#[derive(clap::Args)]
+pub(crate) struct FleetAt {
+    /// etcd client URLs, comma-separated (http://HOST:PORT or HOST:PORT).
+    #[arg(long, value_name = "URLS", value_delimiter = ',', required = true)]
+    pub(crate) etcd: Vec<String>,
+    #[arg(long, value_name = "NAME")]
+    pub(crate) fleet: String,
 }
 
 /// The options of `blocker run`.

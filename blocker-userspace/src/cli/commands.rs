@@ -286,8 +286,113 @@ fn fleet(command: FleetCommand) -> Result<()> {
                 public_key.display()
             );
         }
+        FleetCommand::Publish { at, config, secret_key, group } => {
+            use blocker::fleet::{bundle::Bundle, sign::SecretKey, store};
+            let key = SecretKey::parse(&blocker::fleet::read_key_file(&secret_key)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", secret_key.display()))?;
+            if let Some(g) = &group {
+                store::check_name("group", g)?;
+            }
+            // Checked before anything is stored: a refused config takes no revision.
+            Bundle::build(&config, &at.fleet, 0)?;
+            let etcd = fleet_etcd(&at)?;
+            let fleet = store::FleetStore::new(&etcd, &at.fleet)?;
+            let revision = fleet.reserve_revision()?;
+            let bundle = Bundle::build(&config, &at.fleet, revision)?;
+            fleet.store_bundle(&bundle, &bundle.sign(&key))?;
+            let groups: Vec<String> = match group {
+                Some(g) => vec![g],
+                None => {
+                    let mut all: Vec<String> = fleet.groups()?.into_iter().map(|(g, _)| g).collect();
+                    if !all.iter().any(|g| g == store::DEFAULT_GROUP) {
+                        all.push(store::DEFAULT_GROUP.into());
+                    }
+                    all
+                }
+            };
+            for g in &groups {
+                fleet.point(g, &store::Pointer { revision, rollback: None, published: revision })?;
+            }
+            println!(
+                "fleet {} revision {revision}: {} files, signed by key {}; groups {} point at it",
+                at.fleet,
+                bundle.manifest.files.len(),
+                key.public().id(),
+                groups.join(", ")
+            );
+        }
+        FleetCommand::Promote { at, revision, group } => {
+            let etcd = fleet_etcd(&at)?;
+            let fleet = blocker::fleet::store::FleetStore::new(&etcd, &at.fleet)?;
+            fleet.bundle_head(revision)?;
+            let current = fleet.pointer(&group)?.map(|(p, _)| p.revision);
+            if current.is_some_and(|c| c > revision) {
+                bail!(
+                    "group {group} is at revision {}, newer than {revision}: going back is `blocker fleet rollback`",
+                    current.unwrap_or_default()
+                );
+            }
+            let pointer = blocker::fleet::store::Pointer { revision, rollback: None, published: fleet.latest()? };
+            fleet.point(&group, &pointer)?;
+            println!("fleet {} group {group}: revision {revision}", at.fleet);
+        }
+        FleetCommand::Rollback { at, revision, group, secret_key } => {
+            let key = blocker::fleet::sign::SecretKey::parse(&blocker::fleet::read_key_file(&secret_key)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", secret_key.display()))?;
+            let etcd = fleet_etcd(&at)?;
+            let fleet = blocker::fleet::store::FleetStore::new(&etcd, &at.fleet)?;
+            fleet.rollback(&group, revision, &key)?;
+            println!("fleet {} group {group}: rolled back to revision {revision} (signed)", at.fleet);
+        }
+        FleetCommand::Status { at, json } => {
+            let etcd = fleet_etcd(&at)?;
+            let fleet = blocker::fleet::store::FleetStore::new(&etcd, &at.fleet)?;
+            let report = FleetReport {
+                fleet: at.fleet.clone(),
+                latest: fleet.latest()?,
+                groups: fleet.groups()?.into_iter().map(|(g, p)| (g, p.revision)).collect(),
+                hosts: fleet
+                    .hosts()?
+                    .into_iter()
+                    .map(|(s, alive)| FleetHost {
+                        host: s.host,
+                        group: s.group,
+                        revision: s.revision,
+                        applied_at: s.applied_at,
+                        error: s.error,
+                        alive,
+                    })
+                    .collect(),
+            };
+            print_as(json, &report, render::fleet_status)?;
+        }
     }
     Ok(())
+}
+
+/// `blocker fleet status`.
+#[derive(serde::Serialize)]
+pub(crate) struct FleetReport {
+    pub(crate) fleet: String,
+    pub(crate) latest: u64,
+    pub(crate) groups: std::collections::BTreeMap<String, u64>,
+    pub(crate) hosts: Vec<FleetHost>,
+}
+
+#[derive(serde::Serialize)]
+pub(crate) struct FleetHost {
+    pub(crate) host: String,
+    pub(crate) group: String,
+    pub(crate) revision: Option<u64>,
+    pub(crate) applied_at: Option<String>,
+    pub(crate) error: Option<String>,
+    pub(crate) alive: bool,
+}
+
+fn fleet_etcd(at: &super::args::FleetAt) -> Result<blocker::fleet::etcd::Etcd> {
+    blocker::fleet::store::check_name("fleet", &at.fleet)?;
+    let t = std::time::Duration::from_secs(10);
+    Ok(blocker::fleet::etcd::Etcd::new(&at.etcd, t, t)?)
 }
 
 fn regions(command: RegionsCommand) -> Result<()> {

@@ -129,6 +129,31 @@ pub(crate) fn regions_list(list: &RegionsList) -> String {
     s
 }
 
+/// `blocker fleet status` as text.
+pub(crate) fn fleet_status(r: &super::commands::FleetReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "fleet {}: latest revision {}", r.fleet, r.latest);
+    for (g, rev) in &r.groups {
+        let _ = writeln!(s, "group {g}: revision {rev}");
+    }
+    if r.hosts.is_empty() {
+        let _ = writeln!(s, "no host has reported yet");
+    }
+    for h in &r.hosts {
+        let _ = writeln!(
+            s,
+            "host {} (group {}): {}{}{}{}",
+            h.host,
+            h.group,
+            h.revision.map_or("no revision applied".to_string(), |r| format!("revision {r}")),
+            h.applied_at.as_deref().map(|t| format!(", applied {t}")).unwrap_or_default(),
+            h.error.as_deref().map(|e| format!(", ERROR: {e}")).unwrap_or_default(),
+            if h.alive { "" } else { " -- NOT ALIVE (its lease expired)" }
+        );
+    }
+    s
+}
+
 /// `regions list --asn` as text: one line per system.
 pub(crate) fn asn_list(list: &AsnList) -> String {
     let mut s = String::new();

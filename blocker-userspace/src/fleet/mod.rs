@@ -5,6 +5,7 @@
 pub mod bundle;
 pub mod etcd;
 pub mod sign;
+pub mod store;
 
 use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _, path::Path};
 
