@@ -85,11 +85,11 @@ struct OutboundSection {
     #[serde(default)]
     reject_countries: Vec<String>,
     #[serde(default)]
-    deny_asns: Vec<String>,
+    deny_asns: Vec<AsnItem>,
     #[serde(default)]
-    reject_asns: Vec<String>,
+    reject_asns: Vec<AsnItem>,
     #[serde(default)]
-    allow_asns: Vec<String>,
+    allow_asns: Vec<AsnItem>,
 }
 
 /// `[[scope]]`: lists and countries for the traffic its ports name.
@@ -113,13 +113,13 @@ struct ScopeSection {
     #[serde(default)]
     allow_countries: Vec<String>,
     #[serde(default)]
-    deny_asns: Vec<String>,
+    deny_asns: Vec<AsnItem>,
     #[serde(default)]
-    reject_asns: Vec<String>,
+    reject_asns: Vec<AsnItem>,
     #[serde(default)]
-    allow_asns: Vec<String>,
+    allow_asns: Vec<AsnItem>,
     #[serde(default)]
-    allow_only_asns: Vec<String>,
+    allow_only_asns: Vec<AsnItem>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -166,13 +166,13 @@ struct PolicySection {
     #[serde(default)]
     reject_countries: Vec<String>,
     #[serde(default)]
-    deny_asns: Vec<String>,
+    deny_asns: Vec<AsnItem>,
     #[serde(default)]
-    reject_asns: Vec<String>,
+    reject_asns: Vec<AsnItem>,
     #[serde(default)]
-    allow_asns: Vec<String>,
+    allow_asns: Vec<AsnItem>,
     #[serde(default)]
-    allow_only_asns: Vec<String>,
+    allow_only_asns: Vec<AsnItem>,
     #[serde(default)]
     asn_sources: Vec<String>,
     /// Answers to rejected packets per second on each interface.
@@ -192,6 +192,26 @@ struct PolicySection {
     /// The traffic `[policy]`'s own lists apply to (none: all that no scope takes).
     #[serde(default)]
     ports: Vec<String>,
+}
+
+/// An AS number as the file writes it: `"AS4134"`, `"4134"` or `4134`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum AsnItem {
+    Text(String),
+    Number(i64),
+}
+
+/// The AS numbers of a key, each read as `--deny-asn` reads it.
+fn asns(path: &Path, key: &str, items: &[AsnItem]) -> Result<Vec<Asn>, ConfigError> {
+    let texts: Vec<String> = items
+        .iter()
+        .map(|i| match i {
+            AsnItem::Text(t) => t.clone(),
+            AsnItem::Number(n) => n.to_string(),
+        })
+        .collect();
+    parse_all::<Asn, _>(path, key, &texts)
 }
 
 fn parse_all<T: std::str::FromStr<Err = E>, E: std::fmt::Display>(
@@ -232,10 +252,10 @@ fn scopes(path: &Path, sections: &[ScopeSection]) -> Result<Vec<Scope>, ConfigEr
             monitor_list: parse_all::<ListSource, _>(path, &at("monitor"), &s.monitor)?,
             deny_country: s.deny_countries.clone(),
             allow_country: s.allow_countries.clone(),
-            deny_asn: parse_all::<Asn, _>(path, &at("deny_asns"), &s.deny_asns)?,
-            reject_asn: parse_all::<Asn, _>(path, &at("reject_asns"), &s.reject_asns)?,
-            allow_asn: parse_all::<Asn, _>(path, &at("allow_asns"), &s.allow_asns)?,
-            allow_only_asn: parse_all::<Asn, _>(path, &at("allow_only_asns"), &s.allow_only_asns)?,
+            deny_asn: asns(path, &at("deny_asns"), &s.deny_asns)?,
+            reject_asn: asns(path, &at("reject_asns"), &s.reject_asns)?,
+            allow_asn: asns(path, &at("allow_asns"), &s.allow_asns)?,
+            allow_only_asn: asns(path, &at("allow_only_asns"), &s.allow_only_asns)?,
         });
     }
     Ok(out)
@@ -253,9 +273,9 @@ fn outbound(path: &Path, o: &OutboundSection) -> Result<Scope, ConfigError> {
         monitor_list: parse_all::<ListSource, _>(path, &at("monitor"), &o.monitor)?,
         deny_country: o.deny_countries.clone(),
         allow_country: vec![],
-        deny_asn: parse_all::<Asn, _>(path, &at("deny_asns"), &o.deny_asns)?,
-        reject_asn: parse_all::<Asn, _>(path, &at("reject_asns"), &o.reject_asns)?,
-        allow_asn: parse_all::<Asn, _>(path, &at("allow_asns"), &o.allow_asns)?,
+        deny_asn: asns(path, &at("deny_asns"), &o.deny_asns)?,
+        reject_asn: asns(path, &at("reject_asns"), &o.reject_asns)?,
+        allow_asn: asns(path, &at("allow_asns"), &o.allow_asns)?,
         allow_only_asn: vec![],
     })
 }
@@ -304,10 +324,10 @@ fn policy_tables(
         reject: parse_all::<ListSource, _>(path, "policy.reject", &p.reject)?,
         reject_country: p.reject_countries.clone(),
         country_source: parse_all::<RegionSource, _>(path, "policy.country_sources", &p.country_sources)?,
-        deny_asn: parse_all::<Asn, _>(path, "policy.deny_asns", &p.deny_asns)?,
-        reject_asn: parse_all::<Asn, _>(path, "policy.reject_asns", &p.reject_asns)?,
-        allow_asn: parse_all::<Asn, _>(path, "policy.allow_asns", &p.allow_asns)?,
-        allow_only_asn: parse_all::<Asn, _>(path, "policy.allow_only_asns", &p.allow_only_asns)?,
+        deny_asn: asns(path, "policy.deny_asns", &p.deny_asns)?,
+        reject_asn: asns(path, "policy.reject_asns", &p.reject_asns)?,
+        allow_asn: asns(path, "policy.allow_asns", &p.allow_asns)?,
+        allow_only_asn: asns(path, "policy.allow_only_asns", &p.allow_only_asns)?,
         asn_source: parse_all::<AsnSource, _>(path, "policy.asn_sources", &p.asn_sources)?,
         ports: Ports(parse_all::<PortRule, _>(path, "policy.ports", &p.ports)?),
         scopes: scopes(path, scope_sections)?,

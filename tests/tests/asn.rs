@@ -177,6 +177,9 @@ fn regions_answers_and_check_config_name_the_asn_data() {
     let detail: blocker::control::report::AsnDetail = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(detail.summary.org.as_deref(), Some("Cloudflare, Inc."));
     assert!(detail.prefixes.iter().any(|p| p == "1.1.1.0/24"), "{:?}", &detail.prefixes[..5]);
+    // A malformed AS number is said to be one, not taken for a country.
+    let out = blocker_cli(&["regions", "show", "as0"]).unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("AS0 is reserved"));
     let out = blocker_cli(&["regions", "show", "AS4294967295"]).unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no prefix in the ASN data"));
@@ -209,6 +212,14 @@ fn regions_answers_and_check_config_name_the_asn_data() {
     assert!(text.contains("asn data:") && text.contains("asn.csv") && text.contains("modified"), "{text}");
     assert!(text.contains("asn:64500") && text.contains("asn:64501") && text.contains("asn:64502"), "{text}");
     assert!(text.contains(blocker::policy::OUTSIDE_ALLOWED_ASNS), "{text}");
+    // Numbers may be TOML integers too.
+    std::fs::write(
+        &config,
+        format!("[[interface]]\nname = \"eth0\"\n[policy]\ndeny_asns = [64500]\nasn_sources = [\"{asn_source}\"]\n"),
+    )
+    .unwrap();
+    let out = blocker_cli(&["check-config", "--config", config.to_str().unwrap()]).unwrap();
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("asn:64500"), "{out:?}");
     // A bad number names its key.
     std::fs::write(&config, "[[interface]]\nname = \"eth0\"\n[policy]\ndeny_asns = [\"AS64500\", \"Chinanet\"]\n")
         .unwrap();

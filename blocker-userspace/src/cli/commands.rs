@@ -395,6 +395,13 @@ fn fleet_etcd(at: &super::args::FleetAt) -> Result<blocker::fleet::etcd::Etcd> {
     Ok(blocker::fleet::etcd::Etcd::new(&at.etcd, t, t)?)
 }
 
+/// `AS…` (more than two letters) or digits: an AS number, whose errors say
+/// what an AS number is; letters alone: a country.
+fn looks_like_asn(code: &str) -> bool {
+    let c = code.trim();
+    (c.len() > 2 && c.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("as"))) || c.bytes().all(|b| b.is_ascii_digit())
+}
+
 fn regions(command: RegionsCommand) -> Result<()> {
     match command {
         RegionsCommand::List { source, asn: true, json } => {
@@ -404,7 +411,7 @@ fn regions(command: RegionsCommand) -> Result<()> {
             print_as(json, &RegionsList::of(&source.db()?), render::regions_list)?;
         }
         // AS4134 (or a bare number) names a system; letters a country.
-        RegionsCommand::Show { code, source, json } if code.parse::<Asn>().is_ok() => {
+        RegionsCommand::Show { code, source, json } if looks_like_asn(&code) => {
             let db = source.asn_db()?;
             let system = db.get(code.parse::<Asn>().map_err(anyhow::Error::msg)?)?;
             print_as(json, &AsnDetail::of(&db, system), render::asn_show)?;

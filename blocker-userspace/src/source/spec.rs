@@ -106,6 +106,13 @@ pub fn split_source<'a>(s: &'a str, formats: &[&str]) -> Result<(Modifiers, Opti
     if rest.is_empty() {
         return Err(format!("{s:?}: no path or URL"));
     }
+    // `xml:/path`: a format prefix that is none of the known ones, not a path.
+    if let Some((head, _)) = rest.split_once(':') {
+        let word = !head.is_empty() && head.bytes().all(|b| b.is_ascii_lowercase() || b == b'-');
+        if word && format.is_none() && !is_url(rest) {
+            return Err(format!("{s:?}: unknown format {head:?} (give one of {})", formats.join(", ")));
+        }
+    }
     modifiers.check(s, is_url(rest))?;
     Ok((modifiers, format, rest))
 }

@@ -65,7 +65,11 @@ pub fn clean_org(raw: &str) -> Option<String> {
         if out.len() + c.len_utf8() > MAX_ORG_LEN {
             break;
         }
-        out.push(if c.is_control() { '?' } else { c });
+        // Controls, and the invisible characters that reorder or hide text
+        // (bidi overrides and isolates, zero-width ones, the BOM).
+        let invisible =
+            matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}');
+        out.push(if c.is_control() || invisible { '?' } else { c });
     }
     (!out.is_empty()).then_some(out)
 }
@@ -142,6 +146,7 @@ mod tests {
     fn orgs_are_cleaned_and_bounded() {
         assert_eq!(clean_org("  Cloudflare, Inc. ").as_deref(), Some("Cloudflare, Inc."));
         assert_eq!(clean_org("evil\x1b[31m\n").as_deref(), Some("evil?[31m"));
+        assert_eq!(clean_org("abc\u{202e}fed\u{200b}").as_deref(), Some("abc?fed?"));
         assert_eq!(clean_org("   "), None);
         let long = "é".repeat(300);
         let c = clean_org(&long).unwrap();

@@ -199,7 +199,8 @@ pub fn load_all(
         }
     }
     if db.systems.is_empty() {
-        return Err(RegionError::NoAsnData { count: sources.len() });
+        let names: Vec<String> = sources.iter().map(|s| crate::source::input::quote(&s.location)).collect();
+        return Err(RegionError::NoAsnData { sources: names.join(", ") });
     }
     Ok(db)
 }
@@ -303,6 +304,9 @@ mod tests {
         assert!(s.is_url() && s.format.is_none());
         assert!("refresh=1d:/local.csv".parse::<AsnSource>().is_err());
         assert!("csv:".parse::<AsnSource>().is_err());
+        let e = "xml:/tmp/asn.xml".parse::<AsnSource>().unwrap_err();
+        assert!(e.contains("unknown format \"xml\" (give one of mmdb, csv, tsv)"), "{e}");
+        assert!("/data/a:b.csv".parse::<AsnSource>().is_ok(), "a colon inside a path is no format");
         assert_eq!(detect(b"# c\n1.0.0.0\t1.0.0.255\t13335\tUS\tCLOUDFLARENET\n"), Some(Format::Tsv));
         assert_eq!(detect(b"1.0.0.0,1.0.0.255,13335,\"Cloudflare, Inc.\"\n"), Some(Format::Csv));
         assert_eq!(detect(b"hello\n"), None);

@@ -220,8 +220,11 @@ pub enum RegionError {
         #[source]
         cause: Box<RegionError>,
     },
-    #[error("no ASN data could be loaded from {count} source(s)")]
-    NoAsnData { count: usize },
+    #[error(
+        "no AS number with prefixes in {sources}: every row was skipped (AS0, unrouted) or an optional source \
+         was missing; give ASN data with at least one system, or no --asn-source for the bundled snapshot"
+    )]
+    NoAsnData { sources: String },
     #[error(transparent)]
     UnknownAsn(#[from] crate::source::asn::db::UnknownAsn),
 }
