@@ -293,12 +293,13 @@ fn fleet(command: FleetCommand) -> Result<()> {
             if let Some(g) = &group {
                 store::check_name("group", g)?;
             }
-            // Checked before anything is stored: a refused config takes no revision.
-            Bundle::build(&config, &at.fleet, 0)?;
+            // Built and checked before anything is stored: a refused config
+            // takes no revision. The revision is set once it is reserved.
+            let mut bundle = Bundle::build(&config, &at.fleet, 0)?;
             let etcd = fleet_etcd(&at)?;
             let fleet = store::FleetStore::new(&etcd, &at.fleet)?;
             let revision = fleet.reserve_revision()?;
-            let bundle = Bundle::build(&config, &at.fleet, revision)?;
+            bundle.manifest.revision = revision;
             fleet.store_bundle(&bundle, &bundle.sign(&key))?;
             let groups: Vec<String> = match group {
                 Some(g) => vec![g],

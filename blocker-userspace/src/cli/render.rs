@@ -104,15 +104,15 @@ pub(crate) fn stats_text(c: &InterfaceStats) -> String {
     s
 }
 
+/// A data source as text: its name, and the date of its data when known.
+fn source_text(src: &blocker::control::report::RegionDataSource) -> String {
+    format!("{}{}", src.name, src.date.as_deref().map(|d| format!(", data of {d}")).unwrap_or_default())
+}
+
 pub(crate) fn regions_list(list: &RegionsList) -> String {
     let mut s = String::new();
     for src in &list.sources {
-        let _ = writeln!(
-            s,
-            "# source: {}{}",
-            src.name,
-            src.date.as_deref().map(|d| format!(", data of {d}")).unwrap_or_default()
-        );
+        let _ = writeln!(s, "# source: {}", source_text(src));
     }
     let _ = writeln!(s, "{:<4} {:<40} {:>8} {:>8}  source", "code", "name", "ipv4", "ipv6");
     for r in &list.regions {
@@ -158,8 +158,7 @@ pub(crate) fn fleet_status(r: &super::commands::FleetReport) -> String {
 pub(crate) fn asn_list(list: &AsnList) -> String {
     let mut s = String::new();
     for src in &list.sources {
-        let date = src.date.as_deref().map(|d| format!(", data of {d}")).unwrap_or_default();
-        let _ = writeln!(s, "# source: {}{date}", src.name);
+        let _ = writeln!(s, "# source: {}", source_text(src));
     }
     let _ =
         writeln!(s, "{:<12} {:>8} {:>8} {:>12} {:>14}  organisation", "asn", "ipv4", "ipv6", "ipv4 addrs", "ipv6 /64s");
@@ -187,11 +186,7 @@ pub(crate) fn asn_show(a: &AsnDetail) -> String {
         "ipv4 prefixes: {} ({} addresses), ipv6 prefixes: {} ({} /64s)",
         x.ipv4_prefixes, x.ipv4_addresses, x.ipv6_prefixes, x.ipv6_nets64
     );
-    let sources: Vec<String> = a
-        .sources
-        .iter()
-        .map(|src| format!("{}{}", src.name, src.date.as_deref().map(|d| format!(", data of {d}")).unwrap_or_default()))
-        .collect();
+    let sources: Vec<String> = a.sources.iter().map(source_text).collect();
     let _ = writeln!(s, "source: {}", sources.join("; "));
     for p in &a.prefixes {
         let _ = writeln!(s, "{p}");
