@@ -66,6 +66,8 @@ struct ConfigFile {
     outbound: OutboundSection,
     /// A CrowdSec LAPI whose decisions are enforced as bans.
     crowdsec: Option<crate::decisions::crowdsec::CrowdsecSection>,
+    /// A fleet whose signed policy (in etcd) this host enforces.
+    fleet: Option<crate::fleet::host::FleetSection>,
 }
 
 /// `[outbound]`: lists and countries of destinations (tc egress).
@@ -376,6 +378,22 @@ pub fn parse_policy_tables(path: &Path, text: &str, cache_dir: PathBuf) -> Resul
 pub fn parse(path: &Path, text: &str) -> Result<RunOptions, ConfigError> {
     let file: ConfigFile =
         toml::from_str(text).map_err(|e| ConfigError::Syntax { path: path.to_owned(), reason: e.to_string() })?;
+    let fleet = match &file.fleet {
+        None => None,
+        Some(f) => Some(f.check(|k| format!("fleet.{k}")).map_err(|e| ConfigError::key(path, e.key, e.reason))?),
+    };
+    if fleet.is_some() {
+        // Two sources of one policy would leave the reader guessing which runs.
+        let value: toml::Table = toml::from_str(text).unwrap_or_default();
+        if let Some(local) = ["policy", "scope", "outbound"].into_iter().find(|k| value.contains_key(*k)) {
+            return Err(ConfigError::key(
+                path,
+                local,
+                "with [fleet], the policy is the fleet's bundle: move [policy], [[scope]] and [outbound] into the \
+                 config you publish (`blocker fleet publish --config FILE`)",
+            ));
+        }
+    }
     if file.interfaces.is_empty() {
         return Err(ConfigError::NoInterface { path: path.to_owned() });
     }
@@ -421,6 +439,7 @@ pub fn parse(path: &Path, text: &str) -> Result<RunOptions, ConfigError> {
         Some(c) => Some(c.check("crowdsec.").map_err(|e| ConfigError::key(path, e.key, e.reason))?),
     };
     Ok(RunOptions {
+        fleet,
         crowdsec,
         interfaces,
         policy,
@@ -520,6 +539,8 @@ pub struct RunOptions {
     pub reject_per_second: u32,
     /// The CrowdSec LAPI whose decisions are enforced (None: none).
     pub crowdsec: Option<crate::decisions::crowdsec::CrowdsecOptions>,
+    /// The fleet whose bundle is the policy (None: the policy is local).
+    pub fleet: Option<crate::fleet::host::FleetOptions>,
 }
 
 #[cfg(test)]

@@ -9,7 +9,9 @@
 //! - `events`: the sampled drop events, read from the ring buffers and streamed;
 //! - `control`: the control socket's protocol (typed requests and replies), its
 //!   server and client; `metrics`: the Prometheus endpoint;
-//! - `fleet`: one signed policy for many hosts (signatures, keys);
+//! - `fleet`: one signed policy for many hosts (signatures, keys, the etcd
+//!   client, the publisher's commands and a host's follower);
+//! - `tls`: TLS settings of the servers blocker is a client of;
 //! - `config`: a TOML file as run options;
 //! - `daemon`: the running daemon.
 //!
@@ -34,3 +36,4 @@ pub mod metrics;
 pub mod net;
 pub mod policy;
 pub mod source;
+pub mod tls;

@@ -283,6 +283,35 @@ pub(crate) struct RunArgs {
     /// LAPI's deltas missed (default 5m; 0: never).
     #[arg(long, value_name = "DURATION", requires = "crowdsec_lapi_url")]
     pub(crate) crowdsec_full_pull_every: Option<String>,
+    /// Enforce a fleet's signed policy, kept in etcd: the etcd endpoints
+    /// (comma-separated). The policy options are then refused: the bundle is
+    /// the policy. The config file's [fleet] has every setting.
+    #[arg(long, value_name = "URLS", requires_all = ["fleet", "fleet_public_key"])]
+    pub(crate) fleet_etcd: Option<String>,
+    /// The fleet's name (as `blocker fleet publish --fleet` gave it).
+    #[arg(long, value_name = "NAME", requires = "fleet_etcd")]
+    pub(crate) fleet: Option<String>,
+    /// The fleet's public key (`blocker fleet keygen`): bundles it did not sign are refused.
+    #[arg(long, value_name = "FILE", requires = "fleet_etcd")]
+    pub(crate) fleet_public_key: Option<PathBuf>,
+    /// The group whose pointer this host follows (canary first, then the rest).
+    #[arg(long, value_name = "GROUP", requires = "fleet_etcd")]
+    pub(crate) fleet_group: Option<String>,
+    /// This host's name in the fleet's status (default: the system's host name).
+    #[arg(long, value_name = "NAME", requires = "fleet_etcd")]
+    pub(crate) host_name: Option<String>,
+    /// With no bundle yet (none kept on disk, none in etcd or etcd down),
+    /// wait for the first one before attaching, instead of refusing to start.
+    #[arg(long, requires = "fleet_etcd")]
+    pub(crate) fleet_wait: bool,
+    /// A CA certificate to trust for https:// etcd endpoints.
+    #[arg(long, value_name = "FILE", requires = "fleet_etcd")]
+    pub(crate) fleet_etcd_ca_cert: Option<PathBuf>,
+    /// A client certificate for etcd (with --fleet-etcd-key).
+    #[arg(long, value_name = "FILE", requires = "fleet_etcd_key")]
+    pub(crate) fleet_etcd_cert: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", requires = "fleet_etcd_cert")]
+    pub(crate) fleet_etcd_key: Option<PathBuf>,
 }
 
 /// The options of `blocker ban`.

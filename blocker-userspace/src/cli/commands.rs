@@ -137,14 +137,47 @@ fn run_daemon(args: RunArgs, socket: &Path, pin_root: &Path, run_options_given: 
                 .map_err(|e| anyhow::anyhow!("{}: {}", e.key.replace('_', "-"), e.reason))?,
             ),
         };
+        let fleet = match &args.fleet_etcd {
+            None => None,
+            Some(urls) => {
+                let section = blocker::fleet::host::FleetSection {
+                    etcd: Some(blocker::fleet::host::Endpoints::One(urls.clone())),
+                    name: args.fleet.clone(),
+                    public_key: args.fleet_public_key.clone(),
+                    group: args.fleet_group.clone(),
+                    host_name: args.host_name.clone(),
+                    wait: Some(args.fleet_wait),
+                    ca_cert: args.fleet_etcd_ca_cert.clone(),
+                    cert: args.fleet_etcd_cert.clone(),
+                    key: args.fleet_etcd_key.clone(),
+                };
+                let option = |k: &str| match k {
+                    "etcd" => "--fleet-etcd".to_owned(),
+                    "name" => "--fleet".to_owned(),
+                    "host_name" => "--host-name".to_owned(),
+                    "group" => "--fleet-group".to_owned(),
+                    "public_key" => "--fleet-public-key".to_owned(),
+                    other => format!("--fleet-etcd-{}", other.replace('_', "-")),
+                };
+                Some(section.check(option)?)
+            }
+        };
+        let policy: blocker::policy::Policy = args.policy.into();
+        if fleet.is_some() && policy.names_anything() {
+            bail!(
+                "with --fleet-etcd the policy is the fleet's bundle: drop the policy options (--deny, \
+                 --deny-country, ...) and publish them (`blocker fleet publish --config FILE`)"
+            );
+        }
         RunOptions {
+            fleet,
             crowdsec,
             interfaces: args
                 .interfaces
                 .into_iter()
                 .map(|name| InterfaceOptions { name, attach_mode: args.xdp_mode, mode })
                 .collect(),
-            policy: args.policy.into(),
+            policy,
             detach_on_exit: args.detach_on_exit,
             pin_root: pin_root.to_owned(),
             state_dir: args.state_dir,

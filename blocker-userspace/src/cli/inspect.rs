@@ -222,6 +222,19 @@ pub(crate) fn check_config(opts: &RunOptions) -> Result<ConfigReport> {
         asn_data: (opts.policy.uses_asns()
             || opts.crowdsec.as_ref().is_some_and(|c| c.scopes.contains(&blocker::decisions::crowdsec::Scope::As)))
         .then(|| blocker::source::asn::describe_data(&opts.policy.asn_source, &opts.policy.cache_dir)),
+        fleet: opts.fleet.as_ref().map(|f| {
+            format!(
+                "{} (group {}, host {}), from etcd {}; bundles signed by key {} ({}): the policy is the fleet's \
+                 bundle, kept on disk under {}",
+                f.fleet,
+                f.group,
+                f.host,
+                f.endpoints.join(","),
+                f.public_key.id(),
+                f.public_key_path.display(),
+                f.base_dir(&opts.state_dir).display()
+            )
+        }),
         crowdsec: opts.crowdsec.as_ref().map(|c| {
             let scopes: Vec<&str> = c.scopes.iter().map(|s| s.name()).collect();
             let actions: Vec<String> = c.actions.iter().map(|(t, a)| format!("{t} -> {}", a.name())).collect();

@@ -332,6 +332,9 @@ pub(crate) fn check_config_text(r: &ConfigReport) -> String {
     if let Some(socket) = &r.socket {
         let _ = writeln!(s, "control socket {socket}");
     }
+    if let Some(f) = &r.fleet {
+        let _ = writeln!(s, "fleet: {f}");
+    }
     if let Some(c) = &r.crowdsec {
         let _ = writeln!(s, "crowdsec: {c}");
     }
@@ -470,6 +473,9 @@ pub(crate) fn status_text(v: &StatusReply) -> String {
     if let Some(c) = &v.crowdsec {
         let _ = writeln!(s, "{}", crowdsec_line(c, blocker::clock::wall_ms() / 1000));
     }
+    if let Some(f) = &v.fleet {
+        let _ = writeln!(s, "{}", fleet_line(f));
+    }
     let events = &v.events;
     let _ = match (&events.error, events.events_per_second) {
         (Some(e), _) => writeln!(s, "events: NOT READ: {e}"),
@@ -576,6 +582,30 @@ fn remaining(secs: u64) -> String {
         s if s < 172_800 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
         s => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
     }
+}
+
+/// `status`'s lines about the fleet.
+pub(crate) fn fleet_line(f: &blocker::control::protocol::FleetStatus) -> String {
+    let mut line = format!(
+        "fleet: {} group {} as host {}: revision {} (published {}, applied {}, from {})",
+        f.fleet, f.group, f.host, f.revision, f.published, f.applied_at, f.source
+    );
+    let since = f
+        .seconds_since_sync
+        .map_or("never since the start".to_owned(), |s| format!("{} ago", blocker::clock::age_text(s)));
+    if f.stale {
+        let why = f.etcd_error.as_deref().unwrap_or("no sync for a while");
+        line.push_str(&format!(
+            "\n  STALE: last sync with etcd {since} ({why}); revision {} stays in force, a newer one may exist",
+            f.revision
+        ));
+    } else {
+        line.push_str(&format!("\n  in sync with etcd ({}), last sync {since}", f.etcd.join(",")));
+    }
+    if let Some(r) = &f.refused {
+        line.push_str(&format!("\n  REFUSED: {r}; revision {} stays in force", f.revision));
+    }
+    line
 }
 
 /// `status`'s line about the CrowdSec feed, at Unix time `now`.

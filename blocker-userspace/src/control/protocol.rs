@@ -229,12 +229,43 @@ pub struct StatusReply {
     /// The CrowdSec feed, if one is configured.
     #[serde(default)]
     pub crowdsec: Option<CrowdsecStatus>,
+    /// The fleet this host follows, if any.
+    #[serde(default)]
+    pub fleet: Option<FleetStatus>,
     /// Reloads tried since the start, whatever their outcome: a client that saw
     /// N waits for N + 1 to see the outcome of the reload it caused.
     pub reloads: u64,
     /// The last of them.
     pub last_reload: Option<LastReload>,
     pub events: EventsStatus,
+}
+
+/// The fleet a host follows, in `status` (and the metrics).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetStatus {
+    pub fleet: String,
+    pub group: String,
+    pub host: String,
+    /// The etcd endpoints.
+    pub etcd: Vec<String>,
+    /// The bundle in force: its revision, when it was published, when this
+    /// host applied it (RFC 3339), and where it came from.
+    pub revision: u64,
+    pub published: String,
+    pub applied_at: String,
+    pub source: String,
+    /// When the group's pointer was last read from etcd (Unix seconds).
+    pub last_sync: Option<u64>,
+    pub seconds_since_sync: Option<u64>,
+    /// etcd cannot be read, or was not for a while: a newer bundle may exist.
+    pub stale: bool,
+    /// Why etcd cannot be read, and since when (Unix seconds).
+    pub etcd_error: Option<String>,
+    pub failing_since: Option<u64>,
+    /// Why the last bundle was refused (the one in force stays).
+    pub refused: Option<String>,
+    /// When etcd last took this host's state (Unix seconds).
+    pub reported: Option<u64>,
 }
 
 /// The CrowdSec feed in `status` (and the metrics).

@@ -266,6 +266,9 @@ pub struct ConfigReport {
     /// is, in words (None: nothing names systems).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asn_data: Option<String>,
+    /// The fleet whose bundle is the policy, in words (None: the policy is local).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<String>,
     /// The CrowdSec feed, in words (None: none configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crowdsec: Option<String>,

@@ -1,5 +1,6 @@
 //! `blocker run`: attach to interfaces, keep the tables current, stop on signal.
 
+mod fleet;
 mod notify;
 pub mod triggers;
 
@@ -86,6 +87,8 @@ struct State {
     bans_refused_full: u64,
     /// The CrowdSec feed's figures.
     crowdsec: Option<crate::control::protocol::CrowdsecStatus>,
+    /// The fleet's, as of the last change (ages are computed when read).
+    fleet: Option<crate::control::protocol::FleetStatus>,
 }
 
 /// One list of the live table, for status and metrics.
@@ -163,6 +166,7 @@ impl State {
             bans_active: self.bans.clone(),
             bans_refused_full: self.bans_refused_full,
             crowdsec: self.crowdsec.clone(),
+            fleet: self.fleet.clone(),
         };
         let mut f = shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         *f = DaemonFacts { endpoint: f.endpoint.clone(), ..facts };
@@ -235,6 +239,7 @@ impl State {
             sources,
             bans: self.bans.clone(),
             crowdsec: self.crowdsec.clone(),
+            fleet: self.fleet.clone(),
             reloads: self.reloads,
             last_reload: self.last_reload.as_ref().map(|(t, trigger, r)| LastReload {
                 at: unix_secs(*t),
@@ -309,6 +314,14 @@ fn keys_needing_restart(running: &RunOptions, fresh: &RunOptions) -> Vec<String>
     }
     if fresh.crowdsec != running.crowdsec {
         keys.push("crowdsec".to_string());
+    }
+    let fleet_of = |o: &RunOptions| {
+        o.fleet.as_ref().map(|f| {
+            (f.endpoints.clone(), f.fleet.clone(), f.group.clone(), f.host.clone(), f.public_key.clone(), f.tls.clone())
+        })
+    };
+    if fleet_of(fresh) != fleet_of(running) {
+        keys.push("fleet".to_string());
     }
     if fresh.socket != running.socket {
         keys.push("daemon.socket".to_string());
@@ -633,6 +646,8 @@ struct Daemon {
     bans: crate::decisions::service::Bans,
     /// The CrowdSec feed, if one is configured.
     crowdsec: Option<CrowdsecRun>,
+    /// The fleet this host follows, if any: its bundle is the policy.
+    fleet: Option<fleet::FleetRun>,
 }
 
 /// The daemon's side of a CrowdSec feed: its decisions, and the region and
@@ -771,6 +786,18 @@ impl Daemon {
     /// restart can change keeps its running value, and is named), or the running
     /// options when there is no file.
     fn reloaded_options(&self) -> Result<(Reloaded, Vec<String>)> {
+        let (mut reloaded, restart_keys) = self.reloaded_local_options()?;
+        // A fleet's host enforces the bundle in force (or the one offered).
+        if let Some(f) = &self.fleet {
+            let cache_dir = reloaded.policy.cache_dir.clone();
+            reloaded.policy = f.bundle.tables.policy.clone();
+            reloaded.policy.cache_dir = cache_dir;
+            reloaded.reject_per_second = f.bundle.tables.reject_per_second;
+        }
+        Ok((reloaded, restart_keys))
+    }
+
+    fn reloaded_local_options(&self) -> Result<(Reloaded, Vec<String>)> {
         let Some(path) = self.opts.config.clone() else {
             let o = &self.opts;
             let same = Reloaded {
@@ -970,7 +997,11 @@ impl Daemon {
     fn answer(&mut self, request: Result<Request, RequestError>) -> String {
         let answer = match request {
             Err(error) => reply_line(&Refusal::new(error.to_string())),
-            Ok(Request::Status) => reply_line(&self.state.status(&self.opts, &self.managed, &self.reader)),
+            Ok(Request::Status) => {
+                // Its ages as of now.
+                self.state.fleet = self.fleet.as_ref().map(fleet::FleetRun::status);
+                reply_line(&self.state.status(&self.opts, &self.managed, &self.reader))
+            }
             Ok(Request::Events { filter }) => match self.events_refusal(&filter) {
                 Some(why) => reply_line(&Refusal::new(why)),
                 None => reply_line(&EventsReply {
@@ -1041,6 +1072,32 @@ impl Daemon {
     }
 
     /// The bans, and every interface's maps to enforce them in.
+    /// What the fleet's follower reports: a sync, or a bundle to put in force
+    /// (through the same reload as a local config: all or nothing).
+    fn fleet_message(&mut self, msg: fleet::FleetMessage) {
+        let Some(f) = &mut self.fleet else { return };
+        match msg {
+            fleet::FleetMessage::Synced(result) => f.synced(result),
+            fleet::FleetMessage::Offer(bundle, reply) => {
+                let (name, revision) = (f.opts.fleet.clone(), bundle.revision);
+                let previous = std::mem::replace(&mut f.bundle, bundle);
+                let result = self.reload(&format!("fleet {name}: revision {revision}"));
+                let f = self.fleet.as_mut().expect("the fleet runs");
+                match &result {
+                    Ok(_) => f.applied(&self.opts.state_dir),
+                    Err(e) => {
+                        let offered = std::mem::replace(&mut f.bundle, previous);
+                        crate::fleet::host::discard(&offered);
+                        f.refused(e);
+                    }
+                }
+                let _ = reply.send(result.map(drop));
+            }
+        }
+        self.state.fleet = self.fleet.as_ref().map(fleet::FleetRun::status);
+        self.state.publish(&self.opts);
+    }
+
     fn bans_and_targets(&mut self) -> (&mut crate::decisions::service::Bans, Vec<Target<'_>>) {
         let targets = self.managed.iter_mut().map(|m| Target { iface: &m.iface, maps: &mut m.maps }).collect();
         (&mut self.bans, targets)
@@ -1255,10 +1312,36 @@ impl Created {
 
 /// Runs the daemon until SIGINT/SIGTERM: validate, start, announce, the event
 /// loop, then the shutdown.
-pub async fn run(opts: RunOptions) -> Result<()> {
+pub async fn run(mut opts: RunOptions) -> Result<()> {
     fix_malloc_threshold();
     let load_started = Instant::now();
-    let (table, pin_life) = validate(&opts)?;
+    // A fleet's host: the bundle to start with is the policy.
+    let mut fleet_start = match &opts.fleet {
+        None => None,
+        Some(f) => {
+            let start = crate::fleet::host::starting_bundle(f, &opts.state_dir, &opts.policy.cache_dir)?;
+            fleet::adopt(&mut opts, &start.bundle);
+            Some(start)
+        }
+    };
+    let (table, pin_life) = match validate(&opts) {
+        Ok(v) => v,
+        // etcd's newer bundle does not compile here: the last good one does.
+        Err(e) => match fleet_start.as_mut().and_then(|s| s.kept.take().map(|k| (s, k))) {
+            None => return Err(e),
+            Some((start, kept)) => {
+                let why = format!("revision {}: {e:#}", start.bundle.revision);
+                log::error!("fleet: {why}; the last good bundle is enforced instead");
+                crate::fleet::host::discard(&start.bundle);
+                start.bundle = kept.bundle;
+                start.applied_at = Some(kept.applied_at);
+                start.from = crate::fleet::host::StartedFrom::Disk { why: "etcd's bundle was refused".into() };
+                start.refused = Some(why);
+                fleet::adopt(&mut opts, &start.bundle);
+                validate(&opts)?
+            }
+        },
+    };
     // The bans' state file, read before anything is attached: a bad one
     // refuses the start with nothing changed.
     let store = crate::decisions::service::open_store(&opts.state_dir)?;
@@ -1296,7 +1379,18 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         bans: BTreeMap::new(),
         bans_refused_full: 0,
         crowdsec: None,
+        fleet: None,
     };
+    // The fleet's threads start once the bundle is in force.
+    let (fleet_run, fleet_rx) = match (&opts.fleet, fleet_start) {
+        (Some(f), Some(start)) => {
+            let (run, rx) = fleet::FleetRun::started(f, &opts.state_dir, &opts.policy.cache_dir, start)?;
+            (Some(run), Some(rx))
+        }
+        _ => (None, None),
+    };
+    let mut state = state;
+    state.fleet = fleet_run.as_ref().map(fleet::FleetRun::status);
     state.publish(&opts);
     if let (Some(listener), Some(facts)) = (metrics, &state.facts) {
         crate::metrics::server::spawn(listener, facts.clone())?;
@@ -1327,6 +1421,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         reader,
         bans,
         crowdsec: None,
+        fleet: fleet_run,
     };
     let mut crowdsec_rx = None;
     if let (Some(c), Some(agent)) = (&daemon.opts.crowdsec, crowdsec_agent) {
@@ -1352,7 +1447,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // Only its summary is kept (see `State`).
     drop(table);
     release_free_memory();
-    let daemon = event_loop(daemon, signals, listener, refreshed_rx, crowdsec_rx).await;
+    let daemon = event_loop(daemon, signals, listener, refreshed_rx, crowdsec_rx, fleet_rx).await;
     shutdown(daemon, &pin_life)
 }
 
@@ -1482,6 +1577,7 @@ async fn event_loop(
     listener: Option<tokio::net::UnixListener>,
     mut refreshed_rx: tokio::sync::mpsc::UnboundedReceiver<Refreshed>,
     mut crowdsec_rx: Option<tokio::sync::mpsc::Receiver<crate::decisions::crowdsec::client::FeedMessage>>,
+    mut fleet_rx: Option<tokio::sync::mpsc::Receiver<fleet::FleetMessage>>,
 ) -> Daemon {
     let (control_tx, mut control_rx) = tokio::sync::mpsc::channel::<ControlRequest>(64);
     let mut ticks = tokio::time::interval(TICK);
@@ -1509,6 +1605,7 @@ async fn event_loop(
                     daemon.crowdsec_lost();
                 }
             },
+            Some(msg) = next_of(&mut fleet_rx) => daemon.fleet_message(msg),
             _ = signals.int.recv() => break,
             _ = signals.term.recv() => break,
         }

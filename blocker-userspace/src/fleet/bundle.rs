@@ -227,20 +227,8 @@ pub fn unpack(
     dir: &Path,
     cache_dir: PathBuf,
 ) -> Result<PolicyTables, BundleError> {
-    if files.len() != manifest.files.len() {
-        return Err(BundleError::Manifest(format!("{} files for {} entries", files.len(), manifest.files.len())));
-    }
-    for (entry, content) in manifest.files.iter().zip(files) {
-        let bad = |reason: String| BundleError::File { path: entry.path.clone(), reason };
-        if content.len() as u64 != entry.bytes {
-            return Err(bad(format!("{} bytes, the manifest says {}", content.len(), entry.bytes)));
-        }
-        if hash_hex(content) != entry.blake2b {
-            return Err(bad("its content is not the one signed".into()));
-        }
-    }
-    let name = format!("bundle of fleet {} revision {}", manifest.fleet, manifest.revision);
-    let mut tables = parse_policy_tables(Path::new(&name), &manifest.config, cache_dir)?;
+    check_files(manifest, files)?;
+    let mut tables = bundle_tables(manifest, cache_dir)?;
     let write_err = |path: &Path, error| BundleError::Write { path: path.display().to_string(), error };
     let staging = dir.with_extension("incoming");
     let _ = std::fs::remove_dir_all(&staging);
@@ -253,6 +241,50 @@ pub fn unpack(
     }
     let _ = std::fs::remove_dir_all(dir);
     std::fs::rename(&staging, dir).map_err(|e| write_err(dir, e))?;
+    relocate(&mut tables.policy, &moved, dir);
+    Ok(tables)
+}
+
+/// Checks each file against the manifest: its size and its hash.
+fn check_files(manifest: &Manifest, files: &[Vec<u8>]) -> Result<(), BundleError> {
+    if files.len() != manifest.files.len() {
+        return Err(BundleError::Manifest(format!("{} files for {} entries", files.len(), manifest.files.len())));
+    }
+    for (entry, content) in manifest.files.iter().zip(files) {
+        let bad = |reason: String| BundleError::File { path: entry.path.clone(), reason };
+        if content.len() as u64 != entry.bytes {
+            return Err(bad(format!("{} bytes, the manifest says {}", content.len(), entry.bytes)));
+        }
+        if hash_hex(content) != entry.blake2b {
+            return Err(bad("its content is not the one signed".into()));
+        }
+    }
+    Ok(())
+}
+
+/// The policy tables of a manifest's config, named as the bundle's in errors.
+fn bundle_tables(manifest: &Manifest, cache_dir: PathBuf) -> Result<PolicyTables, BundleError> {
+    let name = format!("bundle of fleet {} revision {}", manifest.fleet, manifest.revision);
+    Ok(parse_policy_tables(Path::new(&name), &manifest.config, cache_dir)?)
+}
+
+/// A bundle `unpack` wrote under `dir` earlier (the last good one, kept on
+/// disk), its files checked again against the (verified) manifest: a file
+/// changed or lost since is refused. Returns its policy, as `unpack` does.
+pub fn open_unpacked(manifest: &Manifest, dir: &Path, cache_dir: PathBuf) -> Result<PolicyTables, BundleError> {
+    let mut files = Vec::with_capacity(manifest.files.len());
+    let mut moved: HashMap<String, PathBuf> = HashMap::new();
+    for (i, entry) in manifest.files.iter().enumerate() {
+        let path = dir.join(file_name(i, &entry.path));
+        // One byte more than signed: a longer file is seen as one.
+        let content = crate::source::input::read_file(&path, entry.bytes.saturating_add(1))
+            .map_err(|e| BundleError::File { path: entry.path.clone(), reason: e.to_string() })?;
+        files.push(content);
+        moved.insert(entry.path.clone(), path);
+    }
+    check_files(manifest, &files)?;
+    drop(files);
+    let mut tables = bundle_tables(manifest, cache_dir)?;
     relocate(&mut tables.policy, &moved, dir);
     Ok(tables)
 }

@@ -101,6 +101,16 @@ fn kv_of(v: &Value) -> Option<Kv> {
 impl Etcd {
     /// `endpoints`: `http://HOST:PORT` or `HOST:PORT`, at least one.
     pub fn new(endpoints: &[String], timeout: Duration, watch_for: Duration) -> Result<Etcd, EtcdError> {
+        Self::with_tls(endpoints, timeout, watch_for, ureq::tls::TlsConfig::default())
+    }
+
+    /// `new`, with TLS settings for `https://` endpoints (a CA, a client certificate).
+    pub fn with_tls(
+        endpoints: &[String],
+        timeout: Duration,
+        watch_for: Duration,
+        tls: ureq::tls::TlsConfig,
+    ) -> Result<Etcd, EtcdError> {
         let mut out = Vec::new();
         for e in endpoints.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
             let url = if e.contains("://") { e.to_owned() } else { format!("http://{e}") };
@@ -114,6 +124,7 @@ impl Etcd {
         }
         let agent = |global: Option<Duration>| -> ureq::Agent {
             ureq::Agent::config_builder()
+                .tls_config(tls.clone())
                 .timeout_connect(Some(Duration::from_secs(3).min(timeout)))
                 .timeout_global(global)
                 .http_status_as_error(false)

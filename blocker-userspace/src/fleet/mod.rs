@@ -4,6 +4,7 @@
 
 pub mod bundle;
 pub mod etcd;
+pub mod host;
 pub mod sign;
 pub mod store;
 

@@ -33,6 +33,8 @@ pub enum StoreError {
     Damaged { revision: u64, reason: String },
     #[error("another publisher moved `latest` meanwhile; try again")]
     Busy,
+    #[error("the pointer of group {group} is not one: {reason}; point it again with `blocker fleet promote`")]
+    Pointer { group: String, reason: String },
     #[error("rollback: {0}")]
     Rollback(#[from] SignError),
 }
@@ -191,6 +193,24 @@ impl<'a> FleetStore<'a> {
     pub fn pointer(&self, group: &str) -> Result<Option<(Pointer, i64)>, StoreError> {
         let (kv, _) = self.etcd.get(&self.key(&format!("groups/{group}")))?;
         Ok(kv.and_then(|kv| serde_json::from_slice(&kv.value).ok().map(|p| (p, kv.mod_revision))))
+    }
+
+    /// The key of a group's pointer (what its hosts watch).
+    pub fn group_key(&self, group: &str) -> String {
+        self.key(&format!("groups/{group}"))
+    }
+
+    /// A group's pointer as a host reads it: None when the group has none, an
+    /// error when its value is not a pointer; and the store's revision at the
+    /// read, from which a watch goes on (plus one).
+    pub fn pointer_at(&self, group: &str) -> Result<(Option<Pointer>, i64), StoreError> {
+        let (kv, at) = self.etcd.get(&self.group_key(group))?;
+        let Some(kv) = kv else { return Ok((None, at)) };
+        let pointer = serde_json::from_slice(&kv.value).map_err(|e| StoreError::Pointer {
+            group: group.to_owned(),
+            reason: format!("{e} in {}", crate::source::input::quote(&String::from_utf8_lossy(&kv.value))),
+        })?;
+        Ok((Some(pointer), at))
     }
 
     /// Every group that has a pointer.

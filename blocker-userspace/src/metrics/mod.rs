@@ -55,6 +55,7 @@ pub struct DaemonFacts {
     pub bans_refused_full: u64,
     /// The CrowdSec feed, if one is configured.
     pub crowdsec: Option<crate::control::protocol::CrowdsecStatus>,
+    pub fleet: Option<crate::control::protocol::FleetStatus>,
 }
 
 /// One list of the table in force.
@@ -512,6 +513,49 @@ impl prometheus_client::collector::Collector for Scrape {
                     .iter()
                     .map(|(r, n)| ([("lapi", c.lapi_url.as_str()), ("reason", r.as_str())], *n))
                     .chain([([("lapi", c.lapi_url.as_str()), ("reason", "full")], c.refused_full)]),
+            )?;
+        }
+        if let Some(f) = &self.facts.fleet {
+            let labels = [("fleet", f.fleet.as_str()), ("group", f.group.as_str())];
+            gauges(
+                &mut e,
+                "blocker_fleet_revision",
+                "The revision of the fleet's bundle in force on this host.",
+                None,
+                [(labels, f.revision)],
+            )?;
+            // Ages at the scrape, not at the last sync.
+            let now = crate::clock::wall_ms() / 1000;
+            let since = f.last_sync.map(|t| now.saturating_sub(t));
+            gauges(
+                &mut e,
+                "blocker_fleet_last_sync_timestamp",
+                "When the group's pointer was last read from etcd (Unix time).",
+                Some(Unit::Seconds),
+                f.last_sync.map(|t| (labels, t)),
+            )?;
+            gauges(
+                &mut e,
+                "blocker_fleet_seconds_since_sync",
+                "Seconds since the group's pointer was last read from etcd.",
+                None,
+                since.map(|s| (labels, s)),
+            )?;
+            let stale = f.etcd_error.is_some() || since.is_none_or(|s| s > crate::fleet::host::STALE_AFTER.as_secs());
+            gauges(
+                &mut e,
+                "blocker_fleet_stale",
+                "1 when etcd cannot be read, or was not for a while: a newer bundle may exist (the one in force \
+                 stays).",
+                None,
+                [(labels, u64::from(stale))],
+            )?;
+            gauges(
+                &mut e,
+                "blocker_fleet_bundle_refused",
+                "1 when the last bundle offered was refused (its signature, its revision, or its config).",
+                None,
+                [(labels, u64::from(f.refused.is_some()))],
             )?;
         }
         counters(

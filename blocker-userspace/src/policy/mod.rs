@@ -587,6 +587,16 @@ impl Policy {
         self.all_rules().any(|r| r.has_rules())
     }
 
+    /// Whether the policy names anything at all: lists, countries, systems,
+    /// data sources, ports, or addresses never blocked.
+    pub fn names_anything(&self) -> bool {
+        self.has_rules()
+            || self.has_scopes()
+            || !self.country_source.is_empty()
+            || !self.asn_source.is_empty()
+            || !self.never_block.is_empty()
+    }
+
     /// Whether any part of the policy is limited to some traffic.
     pub fn has_scopes(&self) -> bool {
         !self.scopes.is_empty() || !self.ports.is_everything()

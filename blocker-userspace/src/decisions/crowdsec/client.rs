@@ -113,37 +113,12 @@ pub struct PullReport {
 /// The HTTP agent for `opts`, with its TLS settings read: a bad certificate
 /// file refuses the start (and `check-config`), naming its key.
 pub fn agent(opts: &CrowdsecOptions, key_prefix: &str) -> Result<ureq::Agent, super::OptionError> {
-    use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig};
-    let refuse = |key: &str, reason: String| super::OptionError { key: format!("{key_prefix}{key}"), reason };
-    let read = |key: &str, path: &std::path::Path| -> Result<Vec<u8>, super::OptionError> {
-        crate::source::input::read_file(path, 1 << 20).map_err(|e| refuse(key, e.to_string()))
-    };
-    let certs = |key: &str, path: &std::path::Path| -> Result<Vec<Certificate<'static>>, super::OptionError> {
-        let pem = read(key, path)?;
-        let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
-            .filter_map(|i| match i {
-                Ok(PemItem::Certificate(c)) => Some(c),
-                _ => None,
-            })
-            .collect();
-        if certs.is_empty() {
-            return Err(refuse(key, format!("{}: no PEM certificate in it", path.display())));
-        }
-        Ok(certs)
-    };
-    let mut tls = TlsConfig::builder();
-    if let Some(ca) = &opts.tls.ca_cert {
-        tls = tls.root_certs(RootCerts::new_with_certs(&certs("ca_cert", ca)?));
-    }
-    if let (Some(cert), Some(key)) = (&opts.tls.cert, &opts.tls.key) {
-        let chain = certs("cert", cert)?;
-        let pem = read("key", key)?;
-        let key = PrivateKey::from_pem(&pem)
-            .map_err(|e| refuse("key", format!("{}: not a PEM private key ({e})", key.display())))?;
-        tls = tls.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
-    }
+    let tls = opts
+        .tls
+        .config()
+        .map_err(|e| super::OptionError { key: format!("{key_prefix}{}", e.key), reason: e.reason })?;
     Ok(ureq::Agent::config_builder()
-        .tls_config(tls.build())
+        .tls_config(tls)
         .timeout_connect(Some(Duration::from_secs(5)))
         .timeout_recv_response(Some(Duration::from_secs(60)))
         // A startup answer of millions streams for a while; a stalled one ends.

@@ -78,15 +78,8 @@ impl std::fmt::Debug for ApiKey {
     }
 }
 
-/// TLS to the LAPI: a CA to trust instead of the system's, and a client
-/// certificate (with its key) for LAPIs that authenticate bouncers by
-/// certificate.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Tls {
-    pub ca_cert: Option<PathBuf>,
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
-}
+/// TLS to the LAPI (the same settings as etcd's).
+pub use crate::tls::Tls;
 
 /// `[crowdsec]`, checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
