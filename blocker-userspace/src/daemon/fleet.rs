@@ -25,6 +25,8 @@ use crate::{
 pub(super) enum FleetMessage {
     /// The group's pointer was read from etcd (Ok), or could not be (why).
     Synced(Result<(), String>),
+    /// A bundle refused before it was offered: why.
+    Refused(String),
     /// A verified, unpacked bundle to put in force; the answer goes back.
     Offer(Unpacked, tokio::sync::oneshot::Sender<Result<(), String>>),
 }
@@ -37,6 +39,10 @@ struct DaemonHost {
 impl Host for DaemonHost {
     fn synced(&mut self, result: Result<(), String>) {
         let _ = self.tx.blocking_send(FleetMessage::Synced(result));
+    }
+
+    fn refused(&mut self, reason: &str) {
+        let _ = self.tx.blocking_send(FleetMessage::Refused(reason.to_owned()));
     }
 
     fn offer(&mut self, bundle: Unpacked) -> Result<(), String> {

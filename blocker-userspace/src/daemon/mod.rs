@@ -1078,6 +1078,7 @@ impl Daemon {
         let Some(f) = &mut self.fleet else { return };
         match msg {
             fleet::FleetMessage::Synced(result) => f.synced(result),
+            fleet::FleetMessage::Refused(why) => f.refused(&why),
             fleet::FleetMessage::Offer(bundle, reply) => {
                 let (name, revision) = (f.opts.fleet.clone(), bundle.revision);
                 let previous = std::mem::replace(&mut f.bundle, bundle);

@@ -496,6 +496,8 @@ pub trait Host {
     fn synced(&mut self, result: Result<(), String>);
     /// Puts a verified, unpacked bundle in force; Err: refused, nothing changed.
     fn offer(&mut self, bundle: Unpacked) -> Result<(), String>;
+    /// A bundle was refused before it was offered (its signature, its revision).
+    fn refused(&mut self, reason: &str);
 }
 
 /// Follows the group's pointer for ever: reads it, fetches and offers what is
@@ -568,6 +570,7 @@ impl Follower {
             Err(r) => r,
         };
         log::error!("fleet {}: {}; the running table is unchanged", self.opts.fleet, error.reason);
+        host.refused(&error.reason);
         self.state.error = Some(error.reason);
         self.reporter.report(&self.state);
         Err(error.transient)

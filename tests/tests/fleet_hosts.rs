@@ -1,0 +1,361 @@
+//! A fleet of three hosts against a real three-member etcd 3.4: each host is
+//! a daemon in its own namespace pair (XDP on its veth), joined to a hub
+//! namespace where etcd runs. Covered, in one sequence (etcd starts once):
+//! no bundle refuses a start; publish, and every host enforces (status, fleet
+//! status and pings); a staged rollout, canary first, with an etcd member
+//! killed before the promote; a bundle signed by another key refused
+//! everywhere; every etcd member killed (enforcement holds, status says
+//! stale); a host restarted while etcd is down (it enforces the last good
+//! bundle kept on disk, and says so); etcd back (every host syncs again, and
+//! the next publish applies everywhere).
+#![allow(unused_crate_dependencies)]
+
+use std::{path::PathBuf, time::Duration};
+
+use blocker::control::protocol::{FleetStatus, StatusReply};
+use blocker_tests::{
+    daemon::{blocker_bin, blocker_in, Daemon, PinRoot},
+    etcd::{Cluster, Hub},
+    netns::NetnsPair,
+    unique_tag, wait_until,
+};
+
+/// Denied by the first policy, then by the second.
+const FIRST: &str = "198.51.100.2";
+const SECOND: &str = "203.0.113.2";
+
+struct Host {
+    name: String,
+    group: &'static str,
+    net: NetnsPair,
+    root: PinRoot,
+    dir: PathBuf,
+    daemon: Option<Daemon>,
+}
+
+impl Host {
+    fn sock(&self) -> String {
+        self.dir.join("blocker.sock").display().to_string()
+    }
+
+    fn args(&self, endpoints: &str, public: &str) -> Vec<String> {
+        let mut a: Vec<String> = ["--pin-root", self.root.as_str(), "--socket", &self.sock(), "run", "--iface"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.push(self.net.rx_if.clone());
+        for (k, v) in [
+            ("--xdp-mode", "native"),
+            ("--state-dir", &self.dir.join("state").display().to_string()),
+            ("--cache-dir", &self.dir.join("cache").display().to_string()),
+            ("--fleet-etcd", endpoints),
+            ("--fleet", "edge"),
+            ("--fleet-public-key", public),
+            ("--fleet-group", self.group),
+            ("--host-name", &self.name),
+        ] {
+            a.push(k.into());
+            a.push(v.into());
+        }
+        a
+    }
+
+    fn start(&mut self, endpoints: &str, public: &str, log: &str) {
+        let d = Daemon::start(&self.net.rx_ns, &self.args(endpoints, public), &self.dir.join(log)).unwrap();
+        self.daemon = Some(d);
+    }
+
+    fn log(&self) -> String {
+        self.daemon.as_ref().map(Daemon::log_text).unwrap_or_default()
+    }
+
+    fn status(&self) -> StatusReply {
+        let out = std::process::Command::new(blocker_bin())
+            .args(["--socket", &self.sock(), "status", "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn fleet(&self) -> FleetStatus {
+        self.status().fleet.expect("a fleet host")
+    }
+
+    fn status_text(&self) -> String {
+        let out =
+            std::process::Command::new(blocker_bin()).args(["--socket", &self.sock(), "status"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Whether pings from `src` are answered.
+    fn passes(&self, src: &str) -> bool {
+        self.net.ping_from(src, 1).unwrap() == 1
+    }
+}
+
+struct Fleet {
+    hub: Hub,
+    endpoints: String,
+    dir: PathBuf,
+}
+
+impl Fleet {
+    fn cli(&self, args: &[&str]) -> (bool, String) {
+        let out = blocker_in(&self.hub.ns, args).unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    /// Publishes `config` signed by `key` to `group`; returns the output.
+    fn publish(&self, config: &str, key: &str, group: &str) -> String {
+        let (config, key) = (self.path(config), self.path(key));
+        let (ok, out) = self.cli(&[
+            "fleet",
+            "publish",
+            "--etcd",
+            &self.endpoints,
+            "--fleet",
+            "edge",
+            "--config",
+            &config,
+            "--secret-key",
+            &key,
+            "--group",
+            group,
+        ]);
+        assert!(ok, "{out}");
+        out
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let (ok, out) = self.cli(&["fleet", "status", "--etcd", &self.endpoints, "--fleet", "edge", "--json"]);
+        assert!(ok, "{out}");
+        serde_json::from_str(&out).unwrap()
+    }
+
+    /// Every host's (revision, error is null, alive), by name.
+    fn hosts(&self) -> Vec<(String, Option<u64>, bool, bool)> {
+        let v = self.status();
+        let mut out: Vec<_> = v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                (
+                    h["host"].as_str().unwrap().to_owned(),
+                    h["revision"].as_u64(),
+                    h["error"].is_null(),
+                    h["alive"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+fn all_at(hosts: &[Host], revision: u64) -> bool {
+    hosts.iter().all(|h| h.fleet().revision == revision)
+}
+
+#[test]
+fn three_hosts_follow_one_signed_policy_through_a_rollout_and_the_loss_of_etcd() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let hub = Hub::new().unwrap();
+    std::fs::create_dir(dir.join("etcd")).unwrap();
+    let mut cluster = Cluster::start_in(&dir.join("etcd"), &hub).unwrap();
+    let mut hosts: Vec<Host> = ["canary", "default", "default"]
+        .into_iter()
+        .enumerate()
+        .map(|(i, group)| {
+            let net = NetnsPair::new().unwrap();
+            hub.connect(&net.rx_ns, i as u8).unwrap();
+            let hdir = dir.join(format!("host{i}"));
+            std::fs::create_dir(&hdir).unwrap();
+            Host { name: format!("edge-{i}"), group, net, root: PinRoot::new(&unique_tag()), dir: hdir, daemon: None }
+        })
+        .collect();
+    let fleet = Fleet { endpoints: cluster.endpoints(), hub, dir: dir.clone() };
+    for (key, public) in [("fleet.key", "fleet.pub"), ("other.key", "other.pub")] {
+        let (ok, out) =
+            fleet.cli(&["fleet", "keygen", "--secret-key", &fleet.path(key), "--public-key", &fleet.path(public)]);
+        assert!(ok, "{out}");
+    }
+    let public = fleet.path("fleet.pub");
+    let endpoints = fleet.endpoints.clone();
+    // Two policies of lists of their own.
+    std::fs::write(dir.join("first.txt"), "198.51.100.0/24\n").unwrap();
+    std::fs::write(dir.join("second.txt"), "203.0.113.0/24\n").unwrap();
+    for (name, list) in [("first.toml", "first.txt"), ("second.toml", "second.txt")] {
+        std::fs::write(dir.join(name), format!("[policy]\ndeny = [\"{}\"]\n", fleet.path(list))).unwrap();
+    }
+    std::fs::write(
+        dir.join("both.toml"),
+        format!("[policy]\ndeny = [\"{}\", \"{}\"]\n", fleet.path("first.txt"), fleet.path("second.txt")),
+    )
+    .unwrap();
+
+    // No bundle anywhere: the start is refused, saying what to do.
+    let out = blocker_in(
+        &hosts[0].net.rx_ns,
+        &hosts[0].args(&endpoints, &public).iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no bundle to enforce") && err.contains("--fleet-wait"), "{err}");
+
+    // Publish: every host of three enforces revision 1.
+    assert!(fleet.publish("first.toml", "fleet.key", "canary").contains("revision 1"));
+    let (ok, out) = fleet.cli(&[
+        "fleet",
+        "promote",
+        "--etcd",
+        &endpoints,
+        "--fleet",
+        "edge",
+        "--revision",
+        "1",
+        "--group",
+        "default",
+    ]);
+    assert!(ok, "{out}");
+    for h in &mut hosts {
+        h.start(&endpoints, &public, "daemon.log");
+    }
+    for h in &hosts {
+        let f = h.fleet();
+        assert_eq!((f.revision, f.source.as_str(), f.stale), (1, "etcd", false), "{f:?}");
+        assert!(!h.passes(FIRST), "{}: revision 1 drops {FIRST}", h.name);
+        assert!(h.passes(SECOND));
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || fleet
+            .hosts()
+            .iter()
+            .all(|(_, r, ok, alive)| *r == Some(1) && *ok && *alive)),
+        "{}",
+        fleet.status()
+    );
+
+    // A staged rollout: the canary first ...
+    assert!(fleet.publish("second.toml", "fleet.key", "canary").contains("revision 2"));
+    assert!(wait_until(Duration::from_secs(10), || hosts[0].fleet().revision == 2), "{}", hosts[0].log());
+    assert!(hosts[0].passes(FIRST) && !hosts[0].passes(SECOND));
+    std::thread::sleep(Duration::from_secs(1));
+    for h in &hosts[1..] {
+        assert_eq!(h.fleet().revision, 1);
+        assert!(!h.passes(FIRST) && h.passes(SECOND));
+    }
+    // ... then, with one etcd member killed, the rest.
+    cluster.kill_member(0);
+    let (ok, out) = fleet.cli(&[
+        "fleet",
+        "promote",
+        "--etcd",
+        &endpoints,
+        "--fleet",
+        "edge",
+        "--revision",
+        "2",
+        "--group",
+        "default",
+    ]);
+    assert!(ok, "{out}");
+    assert!(wait_until(Duration::from_secs(20), || all_at(&hosts, 2)), "{}", hosts[1].log());
+    for h in &hosts {
+        assert!(h.passes(FIRST) && !h.passes(SECOND), "{}", h.name);
+    }
+    assert!(wait_until(Duration::from_secs(10), || fleet.hosts().iter().all(|(_, r, ok, _)| *r == Some(2) && *ok)));
+    cluster.start_member(0).unwrap();
+
+    // A bundle signed by another key: refused everywhere, revision 2 stays.
+    let out = fleet.publish("both.toml", "other.key", "canary");
+    assert!(out.contains("revision 3"), "{out}");
+    let (ok, out) = fleet.cli(&[
+        "fleet",
+        "promote",
+        "--etcd",
+        &endpoints,
+        "--fleet",
+        "edge",
+        "--revision",
+        "3",
+        "--group",
+        "default",
+    ]);
+    assert!(ok, "{out}");
+    assert!(
+        wait_until(Duration::from_secs(20), || hosts.iter().all(|h| h.fleet().refused.is_some())),
+        "{}",
+        hosts[2].log()
+    );
+    for h in &hosts {
+        let f = h.fleet();
+        assert_eq!(f.revision, 2);
+        assert!(f.refused.as_deref().is_some_and(|r| r.contains("revision 3") && r.contains("signature")), "{f:?}");
+        assert!(!h.passes(SECOND), "still revision 2");
+        assert!(h.status_text().contains("REFUSED"));
+    }
+    assert!(wait_until(Duration::from_secs(10), || fleet.hosts().iter().all(|(_, r, ok, _)| *r == Some(2) && !*ok)));
+
+    // Every etcd member killed: enforcement holds, status says stale.
+    for i in 0..3 {
+        cluster.kill_member(i);
+    }
+    assert!(wait_until(Duration::from_secs(20), || hosts.iter().all(|h| h.fleet().stale)), "{}", hosts[1].log());
+    for h in &hosts {
+        assert!(!h.passes(SECOND), "{} still enforces revision 2", h.name);
+        let text = h.status_text();
+        assert!(text.contains("STALE") && text.contains("revision 2 stays in force"), "{text}");
+    }
+
+    // A host restarted while etcd is down enforces the last good bundle, and says so.
+    let log = hosts[1].daemon.take().unwrap().stop_with(libc::SIGTERM).unwrap();
+    assert!(log.contains("stopping"), "{log}");
+    hosts[1].start(&endpoints, &public, "daemon-restarted.log");
+    let f = hosts[1].fleet();
+    assert_eq!(f.revision, 2);
+    assert!(f.source.contains("last good bundle on disk") && f.stale, "{f:?}");
+    assert!(hosts[1].log().contains("enforcing the last good bundle, revision 2"), "{}", hosts[1].log());
+    assert!(!hosts[1].passes(SECOND) && hosts[1].passes(FIRST));
+
+    // etcd back: every host syncs again, and the next publish applies everywhere.
+    for i in 0..3 {
+        cluster.start_member(i).unwrap();
+    }
+    assert!(wait_until(Duration::from_secs(30), || cluster.healthy()));
+    assert!(wait_until(Duration::from_secs(45), || hosts.iter().all(|h| !h.fleet().stale)), "{}", hosts[1].log());
+    assert!(fleet.publish("both.toml", "fleet.key", "canary").contains("revision 4"));
+    let (ok, out) = fleet.cli(&[
+        "fleet",
+        "promote",
+        "--etcd",
+        &endpoints,
+        "--fleet",
+        "edge",
+        "--revision",
+        "4",
+        "--group",
+        "default",
+    ]);
+    assert!(ok, "{out}");
+    assert!(wait_until(Duration::from_secs(20), || all_at(&hosts, 4)), "{}", hosts[2].log());
+    for h in &hosts {
+        assert!(!h.passes(FIRST) && !h.passes(SECOND), "{}", h.name);
+        assert!(h.fleet().refused.is_none());
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), || fleet
+            .hosts()
+            .iter()
+            .all(|(_, r, ok, alive)| *r == Some(4) && *ok && *alive)),
+        "{}",
+        fleet.status()
+    );
+}
