@@ -751,4 +751,26 @@ mod tests {
             p("[[interface]]\nname = \"eth0\"\n[crowdsec]\nlapi_url = \"http://x/\"\napi_kye = \"k\"\n").unwrap_err();
         assert!(e.to_string().contains("api_kye"), "{e}");
     }
+
+    #[test]
+    fn a_fleet_host_example_parses_and_a_local_policy_beside_fleet_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (secret, public) = (tmp.path().join("fleet.key"), tmp.path().join("fleet.pub"));
+        crate::fleet::keygen(&secret, &public).unwrap();
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/fleet-host.toml")).unwrap();
+        let text = text.replace("/etc/blocker/fleet.pub", public.to_str().unwrap());
+        let o = p(&text).unwrap();
+        let f = o.fleet.as_ref().unwrap();
+        assert_eq!((f.fleet.as_str(), f.group.as_str(), f.endpoints.len(), f.wait), ("edge", "canary", 3, false));
+        assert!(!o.policy.names_anything());
+        for local in ["[policy]\ndeny_countries = [\"CN\"]\n", "[[scope]]\nname = \"web\"\nports = [\"tcp:443\"]\n"] {
+            let e = p(&format!("{text}\n{local}")).unwrap_err().to_string();
+            assert!(e.contains("with [fleet], the policy is the fleet's bundle"), "{e}");
+        }
+        let e = p(&text.replace("name = \"edge\"", "name = \"ed/ge\"")).unwrap_err().to_string();
+        assert!(e.contains("fleet.name"), "{e}");
+        let e = p(&text.replace("group = \"canary\"", "group = \"canary\"\ncolour = 1")).unwrap_err().to_string();
+        assert!(e.contains("colour"), "{e}");
+    }
 }

@@ -76,8 +76,10 @@ fn init_logging(cli: &Cli) {
     // still keeps aya's BTF warning to one debug line).
     let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info,aya::bpf=error"));
-    if let Command::Run(cli::args::RunArgs { ebpf_log_level: level @ 1.., .. }) = &cli.command {
-        let level = *level;
+    if let Some(level) = match &cli.command {
+        Command::Run(args) if args.ebpf_log_level > 0 => Some(args.ebpf_log_level),
+        _ => None,
+    } {
         // Let the records the program was loaded to emit through.
         let filter = ["off", "error", "warn", "info", "debug", "trace"][usize::from(level)];
         builder.parse_filters(&format!("{}={filter}", blocker_common::EBPF_LOG_TARGET));

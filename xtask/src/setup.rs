@@ -77,7 +77,8 @@ pub(crate) fn all() -> Result<()> {
     bpf_linker()?;
     llvm_versions_match()?;
     crowdsec_offline()?;
-    debian_packages(DEBIAN_PACKAGES)
+    debian_packages(DEBIAN_PACKAGES)?;
+    kubernetes_tools()
 }
 
 /// Debian's crowdsec registers with CrowdSec's online API when it is
@@ -85,6 +86,19 @@ pub(crate) fn all() -> Result<()> {
 /// (every later apt-get then fails). A non-empty credentials file written
 /// first skips the step (the package's README.Debian); a half-configured
 /// install is finished.
+/// The Kubernetes base is rendered with kubectl's kustomize (kubectl 1.32 is
+/// on these machines; Debian's kubernetes-client conflicts with it) and checked
+/// against the Kubernetes schemas by kubernetes-validate, from PyPI.
+fn kubernetes_tools() -> Result<()> {
+    if output("sh", &["-c", "command -v kubectl"]).is_none() {
+        bail!("kubectl is missing: install kubectl 1.32 or later (its kustomize renders dist/kubernetes)");
+    }
+    if output("sh", &["-c", "command -v kubernetes-validate"]).is_none() {
+        run("python3", &["-m", "pip", "install", "--quiet", "kubernetes-validate"])?;
+    }
+    Ok(())
+}
+
 fn crowdsec_offline() -> Result<()> {
     let creds = std::path::Path::new("/etc/crowdsec/online_api_credentials.yaml");
     if !creds.exists() {

@@ -36,6 +36,8 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
+// Parsed once per process: the size of its largest variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub(crate) enum Command {
     /// Attach to interfaces and enforce the policy until SIGINT/SIGTERM (SIGHUP reloads).

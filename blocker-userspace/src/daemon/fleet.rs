@@ -28,7 +28,7 @@ pub(super) enum FleetMessage {
     /// A bundle refused before it was offered: why.
     Refused(String),
     /// A verified, unpacked bundle to put in force; the answer goes back.
-    Offer(Unpacked, tokio::sync::oneshot::Sender<Result<(), String>>),
+    Offer(Box<Unpacked>, tokio::sync::oneshot::Sender<Result<(), String>>),
 }
 
 /// The follower's handle on the daemon: blocking sends on its thread.
@@ -47,7 +47,9 @@ impl Host for DaemonHost {
 
     fn offer(&mut self, bundle: Unpacked) -> Result<(), String> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.tx.blocking_send(FleetMessage::Offer(bundle, reply)).map_err(|_| "the daemon is stopping".to_owned())?;
+        self.tx
+            .blocking_send(FleetMessage::Offer(Box::new(bundle), reply))
+            .map_err(|_| "the daemon is stopping".to_owned())?;
         answer.blocking_recv().unwrap_or_else(|_| Err("the daemon is stopping".into()))
     }
 }

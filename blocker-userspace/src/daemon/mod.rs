@@ -1081,7 +1081,7 @@ impl Daemon {
             fleet::FleetMessage::Refused(why) => f.refused(&why),
             fleet::FleetMessage::Offer(bundle, reply) => {
                 let (name, revision) = (f.opts.fleet.clone(), bundle.revision);
-                let previous = std::mem::replace(&mut f.bundle, bundle);
+                let previous = std::mem::replace(&mut f.bundle, *bundle);
                 let result = self.reload(&format!("fleet {name}: revision {revision}"));
                 let f = self.fleet.as_mut().expect("the fleet runs");
                 match &result {

@@ -442,7 +442,7 @@ pub fn starting_bundle(opts: &FleetOptions, state_dir: &Path, cache_dir: &Path) 
         if !opts.wait {
             return Err(HostError::NoBundle { fleet: opts.fleet.clone(), why });
         }
-        let pause = backoff.next();
+        let pause = backoff.next_wait();
         log::warn!("fleet {}: no bundle yet ({why}); asking again in {} s (--fleet-wait)", opts.fleet, pause.as_secs());
         std::thread::sleep(pause);
     }
@@ -475,7 +475,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    pub fn next(&mut self) -> Duration {
+    pub fn next_wait(&mut self) -> Duration {
         let full = Duration::from_secs(1 << self.failures.min(5)).min(MAX_BACKOFF);
         self.failures = self.failures.saturating_add(1);
         let mut b = [0u8; 2];
@@ -524,7 +524,7 @@ impl Follower {
                 Ok(v) => v,
                 Err(e) => {
                     host.synced(Err(e.to_string()));
-                    std::thread::sleep(backoff.next());
+                    std::thread::sleep(backoff.next_wait());
                     continue;
                 }
             };
@@ -542,7 +542,7 @@ impl Follower {
                 Ok(_) | Err(EtcdError::Compacted { .. }) => {}
                 Err(e) => {
                     host.synced(Err(e.to_string()));
-                    std::thread::sleep(backoff.next());
+                    std::thread::sleep(backoff.next_wait());
                 }
             }
         }
@@ -604,16 +604,15 @@ impl Reporter {
             loop {
                 if Instant::now() >= next_keepalive {
                     next_keepalive = Instant::now() + every;
-                    match lease {
-                        Some(id) => match etcd.keepalive(id) {
+                    if let Some(id) = lease {
+                        match etcd.keepalive(id) {
                             Ok(ttl) if ttl > 0 => {}
                             Ok(_) => {
                                 lease = None;
                                 written = false;
                             }
                             Err(e) => log::debug!("fleet: lease keep-alive failed: {e}"),
-                        },
-                        None => {}
+                        }
                     }
                     if lease.is_none() {
                         match etcd.grant(LEASE_TTL_SECONDS) {
@@ -691,10 +690,10 @@ mod tests {
     #[test]
     fn backoff_grows_to_its_bound_with_jitter() {
         let mut b = Backoff::default();
-        let waits: Vec<Duration> = (0..8).map(|_| b.next()).collect();
+        let waits: Vec<Duration> = (0..8).map(|_| b.next_wait()).collect();
         assert!(waits[0] >= Duration::from_millis(500) && waits[0] <= Duration::from_secs(1));
         assert!(waits[7] >= MAX_BACKOFF / 2 && waits[7] <= MAX_BACKOFF, "{waits:?}");
         b.reset();
-        assert!(b.next() <= Duration::from_secs(1));
+        assert!(b.next_wait() <= Duration::from_secs(1));
     }
 }

@@ -697,4 +697,38 @@ mod tests {
         let samples = |t: &str| t.lines().filter(|l| !l.starts_with('#')).map(str::to_owned).collect::<Vec<_>>();
         assert_eq!(samples(&classic), samples(&open));
     }
+
+    #[test]
+    fn a_fleet_hosts_revision_sync_age_and_staleness_are_exposed() {
+        let now = crate::clock::wall_ms() / 1000;
+        let fleet = crate::control::protocol::FleetStatus {
+            fleet: "edge".into(),
+            group: "can\"ary".into(),
+            revision: 7,
+            last_sync: Some(now - 5),
+            ..Default::default()
+        };
+        let with = |f: crate::control::protocol::FleetStatus| {
+            let mut s = scrape();
+            s.facts.fleet = Some(f);
+            s.encode()
+        };
+        let text = with(fleet.clone());
+        for line in [
+            r#"blocker_fleet_revision{fleet="edge",group="can\"ary"} 7"#,
+            r#"blocker_fleet_stale{fleet="edge",group="can\"ary"} 0"#,
+            r#"blocker_fleet_bundle_refused{fleet="edge",group="can\"ary"} 0"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        let age = text
+            .lines()
+            .find_map(|l| l.strip_prefix(r#"blocker_fleet_seconds_since_sync{fleet="edge",group="can\"ary"} "#));
+        assert!(age.is_some_and(|a| a.parse::<u64>().unwrap() >= 5), "{text}");
+        // etcd failing, or no sync for long: stale.
+        let stale = r#"blocker_fleet_stale{fleet="edge",group="can\"ary"} 1"#;
+        let failing = crate::control::protocol::FleetStatus { etcd_error: Some("down".into()), ..fleet.clone() };
+        assert!(with(failing).contains(stale));
+        assert!(with(crate::control::protocol::FleetStatus { last_sync: Some(now - 3600), ..fleet }).contains(stale));
+    }
 }
