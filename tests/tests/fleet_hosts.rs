@@ -31,6 +31,8 @@ struct Host {
     root: PinRoot,
     dir: PathBuf,
     daemon: Option<Daemon>,
+    /// Options of this host's own.
+    extra: Vec<&'static str>,
 }
 
 impl Host {
@@ -57,6 +59,7 @@ impl Host {
             a.push(k.into());
             a.push(v.into());
         }
+        a.extend(self.extra.iter().map(|s| s.to_string()));
         a
     }
 
@@ -132,6 +135,27 @@ impl Fleet {
         out
     }
 
+    fn promote(&self, revision: u64, group: &str) {
+        let rev = revision.to_string();
+        let args =
+            ["fleet", "promote", "--etcd", &self.endpoints, "--fleet", "edge", "--revision", &rev, "--group", group];
+        let (ok, out) = self.cli(&args);
+        assert!(ok, "{out}");
+    }
+
+    /// etcdctl against the cluster, from the hub: what anyone with write
+    /// access to etcd, but not the fleet's key, can do.
+    fn etcdctl(&self, args: &[&str]) {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.hub.ns))
+            .args(["etcdctl", "--endpoints", &self.endpoints])
+            .args(args)
+            .env("ETCDCTL_API", "3")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     fn status(&self) -> serde_json::Value {
         let (ok, out) = self.cli(&["fleet", "status", "--etcd", &self.endpoints, "--fleet", "edge", "--json"]);
         assert!(ok, "{out}");
@@ -178,7 +202,15 @@ fn three_hosts_follow_one_signed_policy_through_a_rollout_and_the_loss_of_etcd()
             hub.connect(&net.rx_ns, i as u8).unwrap();
             let hdir = dir.join(format!("host{i}"));
             std::fs::create_dir(&hdir).unwrap();
-            Host { name: format!("edge-{i}"), group, net, root: PinRoot::new(&unique_tag()), dir: hdir, daemon: None }
+            // The canary waits for the first bundle; the last host has a
+            // table budget too small for a large list.
+            let extra = match i {
+                0 => vec!["--fleet-wait"],
+                2 => vec!["--table-memory", "640KiB"],
+                _ => vec![],
+            };
+            let root = PinRoot::new(&unique_tag());
+            Host { name: format!("edge-{i}"), group, net, root, dir: hdir, daemon: None, extra }
         })
         .collect();
     let fleet = Fleet { endpoints: cluster.endpoints(), hub, dir: dir.clone() };
@@ -189,7 +221,7 @@ fn three_hosts_follow_one_signed_policy_through_a_rollout_and_the_loss_of_etcd()
     }
     let public = fleet.path("fleet.pub");
     let endpoints = fleet.endpoints.clone();
-    // Two policies of lists of their own.
+    // Policies of lists of their own.
     std::fs::write(dir.join("first.txt"), "198.51.100.0/24\n").unwrap();
     std::fs::write(dir.join("second.txt"), "203.0.113.0/24\n").unwrap();
     for (name, list) in [("first.toml", "first.txt"), ("second.toml", "second.txt")] {
@@ -202,30 +234,26 @@ fn three_hosts_follow_one_signed_policy_through_a_rollout_and_the_loss_of_etcd()
     .unwrap();
 
     // No bundle anywhere: the start is refused, saying what to do.
-    let out = blocker_in(
-        &hosts[0].net.rx_ns,
-        &hosts[0].args(&endpoints, &public).iter().map(String::as_str).collect::<Vec<_>>(),
-    )
-    .unwrap();
+    let args = hosts[1].args(&endpoints, &public);
+    let out = blocker_in(&hosts[1].net.rx_ns, &args.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("no bundle to enforce") && err.contains("--fleet-wait"), "{err}");
 
+    // Told to wait, the canary attaches once the first bundle is published.
+    std::thread::scope(|scope| {
+        let canary = &mut hosts[0];
+        let log = canary.dir.join("daemon.log");
+        let (endpoints, public) = (&endpoints, &public);
+        let waiting = scope.spawn(move || canary.start(endpoints, public, "daemon.log"));
+        let said = || std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(wait_until(Duration::from_secs(10), || said().contains("no bundle yet")), "{}", said());
+        assert!(!said().contains("ready:"));
+        assert!(fleet.publish("first.toml", "fleet.key", "canary").contains("revision 1"));
+        waiting.join().unwrap();
+    });
     // Publish: every host of three enforces revision 1.
-    assert!(fleet.publish("first.toml", "fleet.key", "canary").contains("revision 1"));
-    let (ok, out) = fleet.cli(&[
-        "fleet",
-        "promote",
-        "--etcd",
-        &endpoints,
-        "--fleet",
-        "edge",
-        "--revision",
-        "1",
-        "--group",
-        "default",
-    ]);
-    assert!(ok, "{out}");
-    for h in &mut hosts {
+    fleet.promote(1, "default");
+    for h in &mut hosts[1..] {
         h.start(&endpoints, &public, "daemon.log");
     }
     for h in &hosts {
@@ -234,14 +262,11 @@ fn three_hosts_follow_one_signed_policy_through_a_rollout_and_the_loss_of_etcd()
         assert!(!h.passes(FIRST), "{}: revision 1 drops {FIRST}", h.name);
         assert!(h.passes(SECOND));
     }
-    assert!(
-        wait_until(Duration::from_secs(10), || fleet
-            .hosts()
-            .iter()
-            .all(|(_, r, ok, alive)| *r == Some(1) && *ok && *alive)),
-        "{}",
-        fleet.status()
-    );
+    let fleet_ref = &fleet;
+    let every = |revision: u64, ok: bool| {
+        move || fleet_ref.hosts().iter().all(|(_, r, good, alive)| *r == Some(revision) && *good == ok && *alive)
+    };
+    assert!(wait_until(Duration::from_secs(10), every(1, true)), "{}", fleet.status());
 
     // A staged rollout: the canary first ...
     assert!(fleet.publish("second.toml", "fleet.key", "canary").contains("revision 2"));
@@ -254,42 +279,29 @@ fn three_hosts_follow_one_signed_policy_through_a_rollout_and_the_loss_of_etcd()
     }
     // ... then, with one etcd member killed, the rest.
     cluster.kill_member(0);
-    let (ok, out) = fleet.cli(&[
-        "fleet",
-        "promote",
-        "--etcd",
-        &endpoints,
-        "--fleet",
-        "edge",
-        "--revision",
-        "2",
-        "--group",
-        "default",
-    ]);
-    assert!(ok, "{out}");
+    fleet.promote(2, "default");
     assert!(wait_until(Duration::from_secs(20), || all_at(&hosts, 2)), "{}", hosts[1].log());
     for h in &hosts {
         assert!(h.passes(FIRST) && !h.passes(SECOND), "{}", h.name);
     }
-    assert!(wait_until(Duration::from_secs(10), || fleet.hosts().iter().all(|(_, r, ok, _)| *r == Some(2) && *ok)));
+    assert!(wait_until(Duration::from_secs(10), every(2, true)), "{}", fleet.status());
     cluster.start_member(0).unwrap();
+
+    // Whoever writes to etcd without the key cannot send a host back: a
+    // pointer to an older revision without a signed rollback is refused.
+    fleet.etcdctl(&["put", "blocker/edge/groups/canary", r#"{"revision":1}"#]);
+    assert!(wait_until(Duration::from_secs(10), || hosts[0].fleet().refused.is_some()), "{}", hosts[0].log());
+    let f = hosts[0].fleet();
+    assert!(f.refused.as_deref().is_some_and(|r| r.contains("older than the applied 2")), "{f:?}");
+    assert!(f.revision == 2 && !hosts[0].passes(SECOND));
+    // Pointed at what is in force again: nothing stands refused.
+    fleet.promote(2, "canary");
+    assert!(wait_until(Duration::from_secs(10), || hosts[0].fleet().refused.is_none()), "{}", hosts[0].log());
 
     // A bundle signed by another key: refused everywhere, revision 2 stays.
     let out = fleet.publish("both.toml", "other.key", "canary");
     assert!(out.contains("revision 3"), "{out}");
-    let (ok, out) = fleet.cli(&[
-        "fleet",
-        "promote",
-        "--etcd",
-        &endpoints,
-        "--fleet",
-        "edge",
-        "--revision",
-        "3",
-        "--group",
-        "default",
-    ]);
-    assert!(ok, "{out}");
+    fleet.promote(3, "default");
     assert!(
         wait_until(Duration::from_secs(20), || hosts.iter().all(|h| h.fleet().refused.is_some())),
         "{}",
@@ -302,7 +314,7 @@ fn three_hosts_follow_one_signed_policy_through_a_rollout_and_the_loss_of_etcd()
         assert!(!h.passes(SECOND), "still revision 2");
         assert!(h.status_text().contains("REFUSED"));
     }
-    assert!(wait_until(Duration::from_secs(10), || fleet.hosts().iter().all(|(_, r, ok, _)| *r == Some(2) && !*ok)));
+    assert!(wait_until(Duration::from_secs(10), every(2, false)), "{}", fleet.status());
 
     // Every etcd member killed: enforcement holds, status says stale.
     for i in 0..3 {
@@ -332,30 +344,44 @@ fn three_hosts_follow_one_signed_policy_through_a_rollout_and_the_loss_of_etcd()
     assert!(wait_until(Duration::from_secs(30), || cluster.healthy()));
     assert!(wait_until(Duration::from_secs(45), || hosts.iter().all(|h| !h.fleet().stale)), "{}", hosts[1].log());
     assert!(fleet.publish("both.toml", "fleet.key", "canary").contains("revision 4"));
-    let (ok, out) = fleet.cli(&[
-        "fleet",
-        "promote",
-        "--etcd",
-        &endpoints,
-        "--fleet",
-        "edge",
-        "--revision",
-        "4",
-        "--group",
-        "default",
-    ]);
-    assert!(ok, "{out}");
+    fleet.promote(4, "default");
     assert!(wait_until(Duration::from_secs(20), || all_at(&hosts, 4)), "{}", hosts[2].log());
     for h in &hosts {
         assert!(!h.passes(FIRST) && !h.passes(SECOND), "{}", h.name);
         assert!(h.fleet().refused.is_none());
     }
-    assert!(
-        wait_until(Duration::from_secs(15), || fleet
-            .hosts()
-            .iter()
-            .all(|(_, r, ok, alive)| *r == Some(4) && *ok && *alive)),
-        "{}",
-        fleet.status()
-    );
+    assert!(wait_until(Duration::from_secs(15), every(4, true)), "{}", fleet.status());
+
+    // A file changed in etcd after it was signed: refused (published to a
+    // group no host follows, changed, then promoted to the canary).
+    assert!(fleet.publish("second.toml", "fleet.key", "staging").contains("revision 5"));
+    fleet.etcdctl(&["put", "blocker/edge/bundles/00000000000000000005/files/0000/000000", "203.0.114.0/24\n"]);
+    fleet.promote(5, "canary");
+    assert!(wait_until(Duration::from_secs(10), || hosts[0].fleet().refused.is_some()), "{}", hosts[0].log());
+    let f = hosts[0].fleet();
+    assert!(f.refused.as_deref().is_some_and(|r| r.contains("not the one signed")), "{f:?}");
+    assert!(f.revision == 4 && !hosts[0].passes(FIRST) && !hosts[0].passes(SECOND));
+
+    // A bundle that does not compile on one host (its table budget is too
+    // small): refused there, said in the fleet's status, applied elsewhere.
+    // 20,000 addresses over as many /16s: 0.7 MiB of classifier maps, past
+    // the last host's 640 KiB (the earlier tables take 0.5 MiB).
+    let big: String =
+        (0..20_000u32).map(|i| format!("{}.{}.{}.7/32\n", 11 + i % 89, (i / 89) % 256, (i * 7) % 256)).collect();
+    std::fs::write(dir.join("big.txt"), format!("{big}198.51.100.0/24\n")).unwrap();
+    std::fs::write(dir.join("big.toml"), format!("[policy]\ndeny = [\"{}\"]\n", fleet.path("big.txt"))).unwrap();
+    assert!(fleet.publish("big.toml", "fleet.key", "canary").contains("revision 6"));
+    fleet.promote(6, "default");
+    assert!(wait_until(Duration::from_secs(20), || all_at(&hosts[..2], 6)), "{}", hosts[1].log());
+    assert!(wait_until(Duration::from_secs(20), || hosts[2].fleet().refused.is_some()), "{}", hosts[2].log());
+    let f = hosts[2].fleet();
+    assert!(f.revision == 4 && f.refused.as_deref().is_some_and(|r| r.contains("table too large")), "{f:?}");
+    assert!(!hosts[2].passes(SECOND), "host 2 keeps revision 4");
+    assert!(hosts[0].passes(SECOND) && !hosts[0].passes(FIRST));
+    let expected = [
+        ("edge-0".to_owned(), Some(6), true, true),
+        ("edge-1".to_owned(), Some(6), true, true),
+        ("edge-2".to_owned(), Some(4), false, true),
+    ];
+    assert!(wait_until(Duration::from_secs(10), || fleet.hosts() == expected), "{}", fleet.status());
 }

@@ -25,8 +25,8 @@ use crate::{
 pub(super) enum FleetMessage {
     /// The group's pointer was read from etcd (Ok), or could not be (why).
     Synced(Result<(), String>),
-    /// A bundle refused before it was offered: why.
-    Refused(String),
+    /// A bundle refused before it was offered: why (None: nothing stands refused).
+    Refused(Option<String>),
     /// A verified, unpacked bundle to put in force; the answer goes back.
     Offer(Box<Unpacked>, tokio::sync::oneshot::Sender<Result<(), String>>),
 }
@@ -41,8 +41,8 @@ impl Host for DaemonHost {
         let _ = self.tx.blocking_send(FleetMessage::Synced(result));
     }
 
-    fn refused(&mut self, reason: &str) {
-        let _ = self.tx.blocking_send(FleetMessage::Refused(reason.to_owned()));
+    fn refused(&mut self, reason: Option<&str>) {
+        let _ = self.tx.blocking_send(FleetMessage::Refused(reason.map(str::to_owned)));
     }
 
     fn offer(&mut self, bundle: Unpacked) -> Result<(), String> {
@@ -204,8 +204,8 @@ impl FleetRun {
         self.refused = None;
     }
 
-    pub(super) fn refused(&mut self, why: &str) {
-        self.refused = Some(why.to_owned());
+    pub(super) fn refused(&mut self, why: Option<&str>) {
+        self.refused = why.map(str::to_owned);
     }
 
     pub(super) fn status(&self) -> FleetStatus {

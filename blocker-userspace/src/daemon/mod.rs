@@ -1078,7 +1078,7 @@ impl Daemon {
         let Some(f) = &mut self.fleet else { return };
         match msg {
             fleet::FleetMessage::Synced(result) => f.synced(result),
-            fleet::FleetMessage::Refused(why) => f.refused(&why),
+            fleet::FleetMessage::Refused(why) => f.refused(why.as_deref()),
             fleet::FleetMessage::Offer(bundle, reply) => {
                 let (name, revision) = (f.opts.fleet.clone(), bundle.revision);
                 let previous = std::mem::replace(&mut f.bundle, *bundle);
@@ -1089,7 +1089,7 @@ impl Daemon {
                     Err(e) => {
                         let offered = std::mem::replace(&mut f.bundle, previous);
                         crate::fleet::host::discard(&offered);
-                        f.refused(e);
+                        f.refused(Some(e));
                     }
                 }
                 let _ = reply.send(result.map(drop));

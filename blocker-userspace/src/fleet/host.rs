@@ -496,8 +496,10 @@ pub trait Host {
     fn synced(&mut self, result: Result<(), String>);
     /// Puts a verified, unpacked bundle in force; Err: refused, nothing changed.
     fn offer(&mut self, bundle: Unpacked) -> Result<(), String>;
-    /// A bundle was refused before it was offered (its signature, its revision).
-    fn refused(&mut self, reason: &str);
+    /// A bundle was refused before it was offered (its signature, its
+    /// revision); None: the group points at the revision in force again, so
+    /// nothing stands refused.
+    fn refused(&mut self, reason: Option<&str>);
 }
 
 /// Follows the group's pointer for ever: reads it, fetches and offers what is
@@ -552,7 +554,13 @@ impl Follower {
     fn consider(&mut self, store: &FleetStore<'_>, pointer: &Pointer, host: &mut impl Host) -> Result<(), bool> {
         let fetched = fetch_bundle(&self.opts, store, pointer, self.state.revision, &self.state_dir, &self.cache_dir);
         let error = match fetched {
-            Ok(None) => return Ok(()),
+            Ok(None) => {
+                if self.state.error.take().is_some() {
+                    host.refused(None);
+                    self.reporter.report(&self.state);
+                }
+                return Ok(());
+            }
             Ok(Some(bundle)) => {
                 let revision = bundle.revision;
                 match host.offer(bundle) {
@@ -570,7 +578,7 @@ impl Follower {
             Err(r) => r,
         };
         log::error!("fleet {}: {}; the running table is unchanged", self.opts.fleet, error.reason);
-        host.refused(&error.reason);
+        host.refused(Some(&error.reason));
         self.state.error = Some(error.reason);
         self.reporter.report(&self.state);
         Err(error.transient)
