@@ -131,6 +131,11 @@ impl Cluster {
         }
     }
 
+    /// The process ids of the members running now.
+    pub fn pids(&self) -> Vec<u32> {
+        self.members.iter().flatten().map(Child::id).collect()
+    }
+
     /// Whether a quorum answers a linearizable read.
     pub fn healthy(&self) -> bool {
         self.command("etcdctl")

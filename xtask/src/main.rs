@@ -32,7 +32,7 @@ enum Task {
     /// million decisions: time and the daemon's memory).
     Bench {
         /// Which benchmarks to run (default: all).
-        #[arg(value_parser = ["dataplane", "endtoend", "world", "metrics", "bans", "crowdsec"])]
+        #[arg(value_parser = ["dataplane", "endtoend", "world", "metrics", "bans", "crowdsec", "fleet"])]
         only: Vec<String>,
     },
     /// Rebuild the bundled country snapshot (blocker-userspace/data/countries.snapshot).
@@ -99,7 +99,7 @@ fn run() -> Result<()> {
         Task::Bench { only } => {
             setup::bench()?;
             require_root("the benchmarks")?;
-            for bench in ["dataplane", "endtoend", "world", "metrics", "bans", "crowdsec"] {
+            for bench in ["dataplane", "endtoend", "world", "metrics", "bans", "crowdsec", "fleet"] {
                 if only.is_empty() || only.iter().any(|o| o == bench) {
                     cargo(&["bench", "-p", "blocker-userspace", "--bench", bench])?;
                 }

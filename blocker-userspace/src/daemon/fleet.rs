@@ -134,11 +134,14 @@ impl FleetRun {
             applied_at: Some(applied_at.clone()),
             error: start.refused.clone(),
         };
-        let reporter =
-            Reporter::spawn(opts, opts.etcd(host::REQUEST_TIMEOUT).map_err(anyhow::Error::msg)?, state.clone())
-                .context("starting the fleet's reporter")?;
+        let reporter = Reporter::spawn(
+            opts,
+            opts.etcd(host::REQUEST_TIMEOUT, host::REQUEST_TIMEOUT).map_err(anyhow::Error::msg)?,
+            state.clone(),
+        )
+        .context("starting the fleet's reporter")?;
         // Bundles of many MiB come in one answer per file: more time than a get.
-        let etcd = opts.etcd(host::WATCH_ROUND).map_err(anyhow::Error::msg)?;
+        let etcd = opts.etcd(host::BUNDLE_TIMEOUT, host::WATCH_ROUND).map_err(anyhow::Error::msg)?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let follower = Follower {
             opts: opts.clone(),

@@ -131,7 +131,12 @@ impl Etcd {
                 .build()
                 .into()
         };
-        Ok(Etcd { endpoints: out, agent: agent(Some(timeout)), watch_agent: agent(Some(watch_for)), next: 0.into() })
+        // Each client starts at an endpoint of its own: a fleet's hosts spread
+        // over the members.
+        let mut r = [0u8; 4];
+        let _ = getrandom::fill(&mut r);
+        let next = (u32::from_le_bytes(r) as usize % out.len()).into();
+        Ok(Etcd { endpoints: out, agent: agent(Some(timeout)), watch_agent: agent(Some(watch_for)), next })
     }
 
     pub fn endpoints(&self) -> &[String] {
@@ -181,7 +186,12 @@ impl Etcd {
 
     /// Every key under `prefix`, and the store's revision of that listing.
     pub fn range_prefix(&self, prefix: &str) -> Result<(Vec<Kv>, i64), EtcdError> {
-        let body = json!({ "key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix.as_bytes())) });
+        self.range(prefix.as_bytes(), &prefix_end(prefix.as_bytes()))
+    }
+
+    /// Every key from `key` up to (not including) `end`, in one read.
+    pub fn range(&self, key: &[u8], end: &[u8]) -> Result<(Vec<Kv>, i64), EtcdError> {
+        let body = json!({ "key": b64(key), "range_end": b64(end) });
         let (endpoint, v) = self.json("/v3/kv/range", &body)?;
         let kvs = v.get("kvs").and_then(Value::as_array).cloned().unwrap_or_default();
         let out: Option<Vec<Kv>> = kvs.iter().map(kv_of).collect();

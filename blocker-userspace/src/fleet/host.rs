@@ -25,14 +25,16 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     bundle::{self, BundleError, Manifest},
-    etcd::{Etcd, EtcdError},
+    etcd::{Etcd, EtcdError, Event},
     sign::PublicKey,
     store::{check_name, may_follow, FleetStore, HostState, Pointer, StoreError, DEFAULT_GROUP},
 };
 use crate::{config::PolicyTables, source::fetch, tls::Tls};
 
-/// How long one request to etcd may take.
+/// How long one request to etcd may take: a read or a write of a few bytes,
+/// and the download of a bundle's file (a thousand hosts fetch at once).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub const BUNDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A watch streams for this long, then the pointer is read again (which also
 /// proves etcd answers: the last sync).
 pub const WATCH_ROUND: Duration = Duration::from_secs(20);
@@ -158,10 +160,11 @@ fn system_host_name() -> Result<String, String> {
 }
 
 impl FleetOptions {
-    /// A client of the fleet's etcd.
-    pub fn etcd(&self, watch_for: Duration) -> Result<Etcd, String> {
+    /// A client of the fleet's etcd: each request within `timeout`, each
+    /// watch for `watch_for`.
+    pub fn etcd(&self, timeout: Duration, watch_for: Duration) -> Result<Etcd, String> {
         let tls = self.tls.config().map_err(|e| format!("{}: {}", e.key, e.reason))?;
-        Etcd::with_tls(&self.endpoints, REQUEST_TIMEOUT, watch_for, tls).map_err(|e| e.to_string())
+        Etcd::with_tls(&self.endpoints, timeout, watch_for, tls).map_err(|e| e.to_string())
     }
 
     /// Where this fleet's bundles are kept on disk.
@@ -455,7 +458,7 @@ fn ask_etcd(
     state_dir: &Path,
     cache_dir: &Path,
 ) -> Result<Option<Unpacked>, Refusal> {
-    let etcd = opts.etcd(REQUEST_TIMEOUT).map_err(Refusal::lasting)?;
+    let etcd = opts.etcd(BUNDLE_TIMEOUT, WATCH_ROUND).map_err(Refusal::lasting)?;
     let store = FleetStore::new(&etcd, &opts.fleet).map_err(|e| Refusal::lasting(e.to_string()))?;
     let unreachable = |e: StoreError| Refusal { reason: format!("etcd unreachable: {e}"), transient: true };
     let (pointer, _) = store.pointer_at(&opts.group).map_err(|e| match e {
@@ -519,11 +522,34 @@ impl Follower {
         let store = FleetStore::new(etcd, &self.opts.fleet).expect("the fleet's name was checked");
         let key = store.group_key(&self.opts.group);
         let mut backoff = Backoff::default();
+        // Retries of a bundle that could not be fetched (etcd busy, a URL
+        // source down): soon, spread, then less often.
+        let mut retry = Backoff::default();
         // The pointer last refused, and whether it is tried again.
         let mut refused: Option<(Pointer, bool)> = None;
+        // The pointer a watch event carried (its value and revision): no read needed.
+        let mut seen: Option<(Option<Pointer>, i64)> = None;
         loop {
-            let (pointer, at) = match store.pointer_at(&self.opts.group) {
+            let listed = match seen.take() {
+                Some(v) => Ok(v),
+                None => store.pointer_at(&self.opts.group),
+            };
+            let (pointer, at) = match listed {
                 Ok(v) => v,
+                // etcd answered, with a value that is not a pointer: refused
+                // like a bad bundle, and read again later.
+                Err(StoreError::Pointer { group, reason }) => {
+                    host.synced(Ok(()));
+                    let why = StoreError::Pointer { group, reason }.to_string();
+                    if self.state.error.as_deref() != Some(why.as_str()) {
+                        log::error!("fleet {}: {why}; the running table is unchanged", self.opts.fleet);
+                        host.refused(Some(&why));
+                        self.state.error = Some(why);
+                        self.reporter.report(&self.state);
+                    }
+                    std::thread::sleep(retry.next_wait());
+                    continue;
+                }
                 Err(e) => {
                     host.synced(Err(e.to_string()));
                     std::thread::sleep(backoff.next_wait());
@@ -536,11 +562,35 @@ impl Follower {
                 let skip = refused.as_ref().is_some_and(|(r, again)| *r == p && !again);
                 if !skip {
                     refused = self.consider(&store, &p, host).err().map(|transient| (p, transient));
+                    if matches!(refused, Some((_, true))) {
+                        std::thread::sleep(retry.next_wait());
+                        continue;
+                    }
+                    retry.reset();
                 }
             }
             // The next change of the pointer; None: the round ended, or etcd
             // compacted the revision away: read again.
-            match etcd.watch(&key, at + 1, |_, _| false) {
+            let watched = etcd.watch(&key, at + 1, |events, last| {
+                // The group's own key (the prefix also matches longer names).
+                for e in events.iter().rev() {
+                    match e {
+                        Event::Put(kv) if kv.key == key => {
+                            if let Ok(p) = serde_json::from_slice(&kv.value) {
+                                seen = Some((Some(p), last));
+                            }
+                            return false;
+                        }
+                        Event::Delete { key: k, .. } if *k == key => {
+                            seen = Some((None, last));
+                            return false;
+                        }
+                        _ => {}
+                    }
+                }
+                true
+            });
+            match watched {
                 Ok(_) | Err(EtcdError::Compacted { .. }) => {}
                 Err(e) => {
                     host.synced(Err(e.to_string()));

@@ -147,11 +147,18 @@ impl<'a> FleetStore<'a> {
         Ok(())
     }
 
-    /// A bundle's manifest and signature, as stored (to verify before anything else).
+    /// A bundle's manifest and signature, as stored (to verify before anything
+    /// else), in one read: `manifest` and `signature` sort next to each other.
     pub fn bundle_head(&self, revision: u64) -> Result<(Vec<u8>, String), StoreError> {
         let no = || StoreError::NoBundle { fleet: self.fleet.clone(), revision };
-        let manifest = self.etcd.get(&self.bundle_key(revision, "manifest"))?.0.ok_or_else(no)?.value;
-        let signature = self.etcd.get(&self.bundle_key(revision, "signature"))?.0.ok_or_else(no)?.value;
+        let (manifest_key, signature_key) =
+            (self.bundle_key(revision, "manifest"), self.bundle_key(revision, "signature"));
+        let mut end = signature_key.clone().into_bytes();
+        end.push(0);
+        let (kvs, _) = self.etcd.range(manifest_key.as_bytes(), &end)?;
+        let value = |key: &str| kvs.iter().find(|kv| kv.key == key).map(|kv| kv.value.clone());
+        let manifest = value(&manifest_key).ok_or_else(no)?;
+        let signature = value(&signature_key).ok_or_else(no)?;
         Ok((manifest, String::from_utf8_lossy(&signature).into_owned()))
     }
 
