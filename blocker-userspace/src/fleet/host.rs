@@ -746,6 +746,46 @@ mod tests {
     }
 
     #[test]
+    fn the_last_good_bundle_is_kept_checked_again_and_refused_once_changed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        std::fs::write(dir.join("attackers.txt"), "198.51.100.0/24\n").unwrap();
+        let config = dir.join("fleet.toml");
+        std::fs::write(&config, format!("[policy]\ndeny = [\"{}/attackers.txt\"]\n", dir.display())).unwrap();
+        let (secret, public) = crate::fleet::sign::generate().unwrap();
+        let opts = FleetOptions {
+            endpoints: vec!["http://127.0.0.1:1".into()],
+            fleet: "edge".into(),
+            public_key_path: dir.join("fleet.pub"),
+            public_key: public,
+            group: "default".into(),
+            host: "h".into(),
+            wait: false,
+            tls: Tls::default(),
+        };
+        let (state, cache) = (dir.join("state"), dir.join("cache"));
+        assert!(Kept::load(&opts, &state, &cache).unwrap().is_none(), "nothing kept yet");
+        let bundle = crate::fleet::bundle::Bundle::build(&config, "edge", 3).unwrap();
+        let (bytes, sig) = (bundle.manifest_bytes(), bundle.sign(&secret));
+        let unpacked = unpack(&opts, &bundle.manifest, &bytes, &sig, &bundle.files, &state, &cache).unwrap();
+        let applied_at = commit(&opts, &state, &unpacked).unwrap();
+        let kept = Kept::load(&opts, &state, &cache).unwrap().unwrap();
+        assert_eq!((kept.bundle.revision, kept.applied_at), (3, applied_at));
+        let table = crate::compile::table::build_table(&kept.bundle.tables.policy).unwrap();
+        assert!(table.lookup(crate::net::Family::V4, 0xc633_6402).is_some(), "198.51.100.2 is denied");
+
+        // A file changed on disk since: refused, naming why.
+        let file = std::fs::read_dir(unpacked.dir.join("files")).unwrap().next().unwrap().unwrap().path();
+        std::fs::write(&file, "198.51.100.0/25\n").unwrap();
+        let e = Kept::load(&opts, &state, &cache).unwrap_err().to_string();
+        assert!(e.contains("not the one signed"), "{e}");
+        // Another fleet's key: refused.
+        let (_, other) = crate::fleet::sign::generate().unwrap();
+        let e = Kept::load(&FleetOptions { public_key: other, ..opts }, &state, &cache).unwrap_err().to_string();
+        assert!(e.contains("signature") || e.contains("key"), "{e}");
+    }
+
+    #[test]
     fn backoff_grows_to_its_bound_with_jitter() {
         let mut b = Backoff::default();
         let waits: Vec<Duration> = (0..8).map(|_| b.next_wait()).collect();
