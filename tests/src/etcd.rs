@@ -175,6 +175,87 @@ impl Cluster {
     }
 }
 
+/// One etcd member serving https only to clients with a certificate of the
+/// test's CA (`--client-cert-auth`), with the files a client needs.
+pub struct TlsMember {
+    child: Child,
+    pub endpoint: String,
+    pub ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) -> Result<()> {
+    let out = Command::new("openssl").current_dir(dir).args(args).output().context("cannot run openssl")?;
+    if !out.status.success() {
+        bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+impl TlsMember {
+    pub fn start(dir: &std::path::Path) -> Result<TlsMember> {
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend(["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=blocker etcd test CA"]);
+        openssl(dir, &ca)?;
+        // etcd's JSON gateway dials etcd itself with the server's
+        // certificate: it must serve as a client certificate too.
+        for (name, ext) in [
+            ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"),
+            ("client", "extendedKeyUsage=clientAuth\n"),
+        ] {
+            let (key, csr, pem, extfile) =
+                (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+            let mut req = vec!["req"];
+            req.extend(ec);
+            req.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"]);
+            openssl(dir, &req)?;
+            std::fs::write(dir.join(&extfile), ext)?;
+            let sign = ["x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial"];
+            let mut args = sign.to_vec();
+            args.extend(["-out", &pem, "-days", "2", "-extfile", &extfile]);
+            openssl(dir, &args)?;
+        }
+        let (client, peer) = (free_port()?, free_port()?);
+        let endpoint = format!("https://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let log = std::fs::File::create(dir.join("etcd.log"))?;
+        let child = Command::new("etcd")
+            .args(["--name", "tls", "--data-dir"])
+            .arg(dir.join("data"))
+            .args(["--listen-client-urls", &endpoint, "--advertise-client-urls", &endpoint])
+            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("tls={peer_url}")])
+            .arg("--cert-file")
+            .arg(dir.join("server.pem"))
+            .arg("--key-file")
+            .arg(dir.join("server.key"))
+            .arg("--trusted-ca-file")
+            .arg(dir.join("ca.pem"))
+            .arg("--client-cert-auth")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting etcd (setup installs etcd-server)")?;
+        Ok(TlsMember {
+            child,
+            endpoint,
+            ca: dir.join("ca.pem"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        })
+    }
+}
+
+impl Drop for TlsMember {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for i in 0..3 {

@@ -238,3 +238,59 @@ fn publish_promote_rollback_and_status() {
     let (ok, _, err) = publish(None);
     assert!(!ok && err.contains("no etcd endpoint answered"), "{err}");
 }
+
+/// etcd over TLS with client certificates (as a Kubernetes Secret carries
+/// them): the client with the CA and a certificate reads and writes, without
+/// the certificate or without the CA it is refused; the fleet commands take
+/// the same files.
+#[test]
+fn a_member_over_tls_takes_clients_with_a_certificate_only() {
+    use blocker::tls::Tls;
+    use blocker_tests::{daemon::blocker_cli, etcd::TlsMember};
+    let tmp = tempfile::tempdir().unwrap();
+    let member = TlsMember::start(tmp.path()).unwrap();
+    let endpoints = vec![member.endpoint.clone()];
+    let tls = Tls {
+        ca_cert: Some(member.ca.clone()),
+        cert: Some(member.client_cert.clone()),
+        key: Some(member.client_key.clone()),
+    };
+    let with = |t: &Tls| {
+        Etcd::with_tls(&endpoints, Duration::from_secs(5), Duration::from_secs(5), t.config().unwrap()).unwrap()
+    };
+    let etcd = with(&tls);
+    assert!(
+        wait_until(Duration::from_secs(20), || etcd.put("blocker/tls/a", b"one", None).is_ok()),
+        "{}",
+        std::fs::read_to_string(tmp.path().join("etcd.log")).unwrap_or_default()
+    );
+    assert_eq!(etcd.get("blocker/tls/a").unwrap().0.unwrap().value, b"one");
+    let no_cert = with(&Tls { cert: None, key: None, ..tls.clone() });
+    assert!(no_cert.get("blocker/tls/a").is_err(), "no client certificate: refused");
+    let no_ca = with(&Tls::default());
+    let e = no_ca.get("blocker/tls/a").unwrap_err().to_string();
+    assert!(e.contains("no etcd endpoint answered"), "{e}");
+
+    // The fleet's commands, with the same files.
+    let dir = tmp.path();
+    let path = |name: &str| dir.join(name).display().to_string();
+    let out = blocker_cli(&["fleet", "keygen", "--secret-key", &path("k"), "--public-key", &path("k.pub")]).unwrap();
+    assert!(out.status.success());
+    std::fs::write(dir.join("p.toml"), "[policy]\ndeny_countries = [\"CN\"]\n").unwrap();
+    let (ca, cert, key) = (path("ca.pem"), path("client.pem"), path("client.key"));
+    let tls_args = ["--etcd-ca-cert", &ca, "--etcd-cert", &cert, "--etcd-key", &key];
+    let mut publish = vec!["fleet", "publish", "--etcd", &member.endpoint, "--fleet", "edge"];
+    let (config, secret) = (path("p.toml"), path("k"));
+    publish.extend(["--config", &config, "--secret-key", &secret]);
+    let out = blocker_cli(&[publish.as_slice(), &tls_args].concat()).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("revision 1"));
+    let out = blocker_cli(&publish).unwrap();
+    assert!(!out.status.success(), "without the files: refused");
+    let status = ["fleet", "status", "--etcd", &member.endpoint, "--fleet", "edge", "--json"];
+    let out = blocker_cli(&[status.as_slice(), &tls_args].concat()).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["latest"].as_u64(), Some(1), "{v}");
+    let out = blocker_cli(&[status.as_slice(), &["--etcd-cert", &cert]].concat()).unwrap();
+    assert!(!out.status.success(), "a certificate without its key is refused by clap");
+}

@@ -212,6 +212,14 @@ pub(crate) struct FleetAt {
     pub(crate) etcd: Vec<String>,
     #[arg(long, value_name = "NAME")]
     pub(crate) fleet: String,
+    /// A CA certificate to trust for https:// endpoints.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) etcd_ca_cert: Option<PathBuf>,
+    /// A client certificate for etcd (with --etcd-key).
+    #[arg(long, value_name = "FILE", requires = "etcd_key")]
+    pub(crate) etcd_cert: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    pub(crate) etcd_key: Option<PathBuf>,
 }
 
 /// The options of `blocker run`.

@@ -426,7 +426,11 @@ pub(crate) struct FleetHost {
 fn fleet_etcd(at: &super::args::FleetAt) -> Result<blocker::fleet::etcd::Etcd> {
     blocker::fleet::store::check_name("fleet", &at.fleet)?;
     let t = std::time::Duration::from_secs(10);
-    Ok(blocker::fleet::etcd::Etcd::new(&at.etcd, t, t)?)
+    let tls =
+        blocker::tls::Tls { ca_cert: at.etcd_ca_cert.clone(), cert: at.etcd_cert.clone(), key: at.etcd_key.clone() };
+    let refuse = |e: blocker::tls::TlsFileError| anyhow::anyhow!("--etcd-{}: {}", e.key.replace('_', "-"), e.reason);
+    tls.check().map_err(refuse)?;
+    Ok(blocker::fleet::etcd::Etcd::with_tls(&at.etcd, t, t, tls.config().map_err(refuse)?)?)
 }
 
 /// `AS…` (more than two letters) or digits: an AS number, whose errors say
