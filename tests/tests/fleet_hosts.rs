@@ -91,6 +91,18 @@ impl Host {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The verdicts of the live maps on this host's interface (`blocker
+    /// lookup`, read from the pins): (list, action) for each address.
+    fn live(&self, addresses: &[&str]) -> Vec<(Option<String>, String)> {
+        let mut args = vec!["--pin-root", self.root.as_str(), "lookup"];
+        args.extend(addresses);
+        args.extend(["--iface", &self.net.rx_if, "--json"]);
+        let out = blocker_in(&self.net.rx_ns, &args).unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: blocker::control::report::LookupReport = serde_json::from_slice(&out.stdout).unwrap();
+        report.addresses.iter().map(|a| (a.live[0].verdict.list.clone(), a.live[0].verdict.action.clone())).collect()
+    }
+
     /// Whether pings from `src` are answered.
     fn passes(&self, src: &str) -> bool {
         self.net.ping_from(src, 1).unwrap() == 1
@@ -261,6 +273,10 @@ fn three_hosts_follow_one_signed_policy_through_a_rollout_and_the_loss_of_etcd()
         assert_eq!((f.revision, f.source.as_str(), f.stale), (1, "etcd", false), "{f:?}");
         assert!(!h.passes(FIRST), "{}: revision 1 drops {FIRST}", h.name);
         assert!(h.passes(SECOND));
+        // The verdicts of its live maps, under the publisher's list name.
+        let live = h.live(&[FIRST, SECOND]);
+        assert_eq!(live[0], (Some(fleet.path("first.txt")), "drop".to_owned()), "{}", h.name);
+        assert_eq!(live[1].0, None, "{live:?}");
     }
     let fleet_ref = &fleet;
     let every = |revision: u64, ok: bool| {
