@@ -154,6 +154,7 @@ fn main() {
             state_dir: shm.path().join(i.to_string()),
             cache_dir: dir.join("cache"),
             state,
+            seen: 0,
             reporter,
         };
         let etcd = opts.etcd(BUNDLE_TIMEOUT, WATCH_ROUND).unwrap();

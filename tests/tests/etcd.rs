@@ -198,7 +198,14 @@ fn publish_promote_rollback_and_status() {
     ]);
     assert!(ok, "{err}");
     let (pointer, _) = fleet.pointer("default").unwrap().unwrap();
-    assert!(store::may_follow(&pointer, "edge", "default", Some(2), &public).unwrap());
+    assert!(store::may_follow(&pointer, "edge", "default", Some(2), 2, &public).unwrap());
+    // Followed once, never replayed: the rollback took a number of its own (3).
+    assert_eq!((pointer.published, fleet.latest().unwrap()), (3, 3));
+    assert!(!store::may_follow(&pointer, "edge", "default", Some(2), 3, &public).unwrap());
+    // Revision 2, rolled back, is not promoted again: published again it is.
+    let (ok, _, err) =
+        cli(&["fleet", "promote", "--etcd", &endpoints, "--fleet", "edge", "--revision", "2", "--group", "default"]);
+    assert!(!ok && err.contains("publish it again"), "{err}");
     let (ok, _, err) =
         cli(&["fleet", "promote", "--etcd", &endpoints, "--fleet", "edge", "--revision", "9", "--group", "x"]);
     assert!(!ok && err.contains("no bundle of revision 9"), "{err}");
@@ -209,7 +216,7 @@ fn publish_promote_rollback_and_status() {
     let (ok, _, err) =
         cli(&["fleet", "publish", "--etcd", &endpoints, "--fleet", "edge", "--config", &bad, "--secret-key", &key]);
     assert!(!ok && err.contains("XY"), "{err}");
-    assert_eq!(fleet.latest().unwrap(), 2);
+    assert_eq!(fleet.latest().unwrap(), 3);
 
     // Status: a host's state, alive while its lease holds.
     let lease = etcd.grant(2).unwrap();
@@ -225,11 +232,20 @@ fn publish_promote_rollback_and_status() {
     assert!(ok && out.contains("host edge-1 (group canary): revision 2") && !out.contains("NOT ALIVE"), "{out} {err}");
     let (_, json, _) = cli(&["fleet", "status", "--etcd", &endpoints, "--fleet", "edge", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!((v["latest"].as_u64(), v["hosts"][0]["alive"].as_bool()), (Some(2), Some(true)), "{v}");
+    assert_eq!((v["latest"].as_u64(), v["hosts"][0]["alive"].as_bool()), (Some(3), Some(true)), "{v}");
     assert!(v["hosts"][0]["error"].is_null());
     assert!(wait_until(Duration::from_secs(8), || cli(&["fleet", "status", "--etcd", &endpoints, "--fleet", "edge"])
         .1
         .contains("NOT ALIVE")));
+
+    // `latest` damaged by hand: refused, naming it; deleted: counted from
+    // what is stored (the rollback's number included), never taken twice.
+    etcd.put("blocker/edge/latest", b"oops", None).unwrap();
+    let (ok, _, err) = publish(None);
+    assert!(!ok && err.contains("`latest` holds \"oops\""), "{err}");
+    etcd.delete_prefix("blocker/edge/latest").unwrap();
+    let (ok, out, err) = publish(Some("canary"));
+    assert!(ok && out.contains("revision 4"), "{out} {err}");
 
     // etcd down: the publisher is told, naming the endpoints.
     for i in 0..3 {

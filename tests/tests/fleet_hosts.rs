@@ -157,7 +157,7 @@ impl Fleet {
 
     /// etcdctl against the cluster, from the hub: what anyone with write
     /// access to etcd, but not the fleet's key, can do.
-    fn etcdctl(&self, args: &[&str]) {
+    fn etcdctl(&self, args: &[&str]) -> String {
         let out = std::process::Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", self.hub.ns))
             .args(["etcdctl", "--endpoints", &self.endpoints])
@@ -166,6 +166,7 @@ impl Fleet {
             .output()
             .unwrap();
         assert!(out.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     fn status(&self) -> serde_json::Value {
@@ -400,4 +401,45 @@ fn three_hosts_follow_one_signed_policy_through_a_rollout_and_the_loss_of_etcd()
         ("edge-2".to_owned(), Some(4), false, true),
     ];
     assert!(wait_until(Duration::from_secs(10), || fleet.hosts() == expected), "{}", fleet.status());
+
+    // A bundle file changed on disk, then a reload (SIGHUP): refused, the
+    // running table kept (unsigned bytes are never enforced).
+    let files = hosts[1].dir.join("state/fleet/edge/r00000000000000000006/files");
+    let list = std::fs::read_dir(&files).unwrap().next().unwrap().unwrap().path();
+    let mut text = std::fs::read_to_string(&list).unwrap();
+    text.push_str("203.0.113.0/24\n");
+    std::fs::write(&list, text).unwrap();
+    let reloads = hosts[1].status().reloads;
+    hosts[1].daemon.as_ref().unwrap().signal(libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(10), || hosts[1].status().reloads > reloads));
+    let last = hosts[1].status().last_reload.unwrap();
+    assert!(!last.ok && last.error.as_deref().is_some_and(|e| e.contains("not those signed")), "{last:?}");
+    assert!(hosts[1].passes(SECOND), "the changed file is not enforced");
+
+    // A signed rollback is followed once; replayed later, it is refused.
+    let key = fleet.path("fleet.key");
+    let (ok, out) = fleet.cli(&[
+        "fleet",
+        "rollback",
+        "--etcd",
+        &endpoints,
+        "--fleet",
+        "edge",
+        "--revision",
+        "4",
+        "--group",
+        "canary",
+        "--secret-key",
+        &key,
+    ]);
+    assert!(ok, "{out}");
+    assert!(wait_until(Duration::from_secs(10), || hosts[0].fleet().revision == 4), "{}", hosts[0].log());
+    assert!(!hosts[0].passes(SECOND), "revision 4 again");
+    let rollback = fleet.etcdctl(&["get", "--print-value-only", "blocker/edge/groups/canary"]);
+    assert!(fleet.publish("second.toml", "fleet.key", "canary").contains("revision 8"));
+    assert!(wait_until(Duration::from_secs(10), || hosts[0].fleet().revision == 8), "{}", hosts[0].log());
+    fleet.etcdctl(&["put", "blocker/edge/groups/canary", rollback.trim()]);
+    assert!(wait_until(Duration::from_secs(10), || hosts[0].fleet().refused.is_some()), "{}", hosts[0].log());
+    let f = hosts[0].fleet();
+    assert!(f.revision == 8 && f.refused.as_deref().is_some_and(|r| r.contains("replay")), "{f:?}");
 }

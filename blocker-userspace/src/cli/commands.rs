@@ -359,7 +359,16 @@ fn fleet(command: FleetCommand) -> Result<()> {
             let etcd = fleet_etcd(&at)?;
             let fleet = blocker::fleet::store::FleetStore::new(&etcd, &at.fleet)?;
             fleet.bundle_head(revision)?;
-            let current = fleet.pointer(&group)?.map(|(p, _)| p.revision);
+            let pointer_now = fleet.pointer(&group)?.map(|(p, _)| p);
+            if let Some(p) = pointer_now.as_ref().filter(|p| p.rollback.is_some() && revision <= p.published) {
+                bail!(
+                    "group {group} was rolled back to revision {} (rollback number {}): its hosts refuse revision \
+                     {revision} now; publish it again (`blocker fleet publish`) to move them forward",
+                    p.revision,
+                    p.published
+                );
+            }
+            let current = pointer_now.map(|p| p.revision);
             if current.is_some_and(|c| c > revision) {
                 bail!(
                     "group {group} is at revision {}, newer than {revision}: going back is `blocker fleet rollback`",

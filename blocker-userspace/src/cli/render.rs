@@ -136,7 +136,9 @@ pub(crate) fn fleet_status(r: &super::commands::FleetReport) -> String {
     for (g, rev) in &r.groups {
         let _ = writeln!(s, "group {g}: revision {rev}");
     }
-    if r.hosts.is_empty() {
+    if r.hosts.is_empty() && r.groups.is_empty() && r.latest == 0 {
+        let _ = writeln!(s, "nothing of fleet {} is in etcd (no bundle, group or host): check its name", r.fleet);
+    } else if r.hosts.is_empty() {
         let _ = writeln!(s, "no host has reported yet");
     }
     for h in &r.hosts {

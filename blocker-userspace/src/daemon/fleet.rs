@@ -117,6 +117,14 @@ impl FleetRun {
                 opts.host,
                 start.bundle.revision
             ),
+            StartedFrom::Disk { why } if start.refused.is_none() && why == "etcd has nothing newer" => log::info!(
+                "fleet {}: group {} as host {}: revision {}, kept in {} (etcd has nothing newer)",
+                opts.fleet,
+                opts.group,
+                opts.host,
+                start.bundle.revision,
+                start.bundle.dir.display()
+            ),
             StartedFrom::Disk { why } => log::warn!(
                 "fleet {}: group {} as host {}: enforcing the last good bundle, revision {} (applied {applied_at}), \
                  kept in {}: {why}",
@@ -148,6 +156,7 @@ impl FleetRun {
             state_dir: state_dir.to_owned(),
             cache_dir: cache_dir.to_owned(),
             state,
+            seen: start.bundle.sequence,
             reporter: reporter.clone(),
         };
         std::thread::Builder::new()
@@ -173,6 +182,10 @@ impl FleetRun {
                 if let Some((since, _)) = self.failing.take() {
                     let secs = since.elapsed().map_or(0, |d| d.as_secs());
                     log::info!("fleet {}: etcd answers again (after {secs} s)", self.opts.fleet);
+                }
+                if self.last_sync.is_none() && self.from.starts_with("the last good bundle on disk (") {
+                    // Read since: what is newer, the follower offers.
+                    self.from = "the last good bundle on disk (etcd answers since)".into();
                 }
                 self.last_sync = Some(SystemTime::now());
             }

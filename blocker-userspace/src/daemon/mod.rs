@@ -787,12 +787,25 @@ impl Daemon {
     /// options when there is no file.
     fn reloaded_options(&self) -> Result<(Reloaded, Vec<String>)> {
         let (mut reloaded, restart_keys) = self.reloaded_local_options()?;
-        // A fleet's host enforces the bundle in force (or the one offered).
+        // A fleet's host enforces the bundle in force (or the one offered),
+        // its files checked again against the signed manifest: bytes changed
+        // on disk since are never enforced.
         if let Some(f) = &self.fleet {
             let cache_dir = reloaded.policy.cache_dir.clone();
-            reloaded.policy = f.bundle.tables.policy.clone();
+            let files = f.bundle.dir.join("files");
+            let tables =
+                crate::fleet::bundle::open_unpacked(&f.bundle.manifest, &files, cache_dir.clone()).map_err(|e| {
+                    anyhow!(
+                        "{ABORTED}: fleet {} revision {}: the bundle's files in {} are not those signed ({e}); \
+                         the running table stays (a restart takes the bundle from etcd again)",
+                        f.opts.fleet,
+                        f.bundle.revision,
+                        files.display()
+                    )
+                })?;
+            reloaded.policy = tables.policy;
             reloaded.policy.cache_dir = cache_dir;
-            reloaded.reject_per_second = f.bundle.tables.reject_per_second;
+            reloaded.reject_per_second = tables.reject_per_second;
         }
         Ok((reloaded, restart_keys))
     }
@@ -812,6 +825,13 @@ impl Daemon {
         };
         let fresh = crate::config::load(&path).context(ABORTED)?;
         let names = |o: &[InterfaceOptions]| o.iter().map(|i| i.name.clone()).collect::<Vec<_>>();
+        if fresh.fleet.is_some() != self.opts.fleet.is_some() {
+            bail!(
+                "{ABORTED}: [fleet] was added to or removed from {}: where the policy comes from changes only \
+                 when blocker restarts",
+                path.display()
+            );
+        }
         if names(&fresh.interfaces) != names(&self.opts.interfaces) || fresh.pin_root != self.opts.pin_root {
             bail!(
                 "{ABORTED}: the interfaces or the pin root changed in {}; restart blocker to apply that",
@@ -1320,6 +1340,12 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
     let mut fleet_start = match &opts.fleet {
         None => None,
         Some(f) => {
+            if f.wait {
+                // Waiting for the first bundle: a reload has nothing to reload
+                // yet, and SIGHUP's default action would end the daemon.
+                // SAFETY: setting a signal's disposition to ignore.
+                unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+            }
             let start = crate::fleet::host::starting_bundle(f, &opts.state_dir, &opts.policy.cache_dir)?;
             fleet::adopt(&mut opts, &start.bundle);
             Some(start)
@@ -1361,7 +1387,9 @@ pub async fn run(mut opts: RunOptions) -> Result<()> {
     for n in notes {
         log::info!("{n}");
     }
-    let files = opts.watch_debounce.map(|d| FileWatch::new(&opts.policy, d));
+    // A fleet's bundle files are not watched: they change only with a bundle,
+    // and a change on disk is checked against the signed manifest at reload.
+    let files = opts.watch_debounce.filter(|_| opts.fleet.is_none()).map(|d| FileWatch::new(&opts.policy, d));
     let urls = UrlSchedule::new(&opts.policy, Instant::now());
     // Handlers first: whoever acts on "ready" may signal at once, and SIGHUP's
     // default action would end the daemon.
@@ -1606,7 +1634,16 @@ async fn event_loop(
                     daemon.crowdsec_lost();
                 }
             },
-            Some(msg) = next_of(&mut fleet_rx) => daemon.fleet_message(msg),
+            msg = next_of(&mut fleet_rx) => match msg {
+                Some(msg) => daemon.fleet_message(msg),
+                // The follower ended (a bug): said, not left to look like a quiet etcd.
+                None => {
+                    fleet_rx = None;
+                    daemon.fleet_message(fleet::FleetMessage::Synced(Err(
+                        "the fleet's follower stopped (see the log); restart blocker to follow the fleet again".into(),
+                    )));
+                }
+            },
             _ = signals.int.recv() => break,
             _ = signals.term.recv() => break,
         }

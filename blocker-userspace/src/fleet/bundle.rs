@@ -23,8 +23,13 @@ pub const FORMAT: u32 = 1;
 /// The most bytes of one stored part: etcd refuses requests over 1.5 MiB.
 pub const CHUNK_BYTES: usize = 1 << 20;
 /// The most files and bytes a bundle may carry, and the largest manifest.
+/// A host reads each file in one answer of at most 256 MiB of JSON (base64
+/// takes a third more): 128 MiB a file. etcd's default quota is 2 GiB, and
+/// old bundles stay until removed: 512 MiB a bundle. Larger data belongs in
+/// URL sources, which each host fetches itself.
 pub const MAX_FILES: usize = 256;
-pub const MAX_BUNDLE_BYTES: u64 = 2 << 30;
+pub const MAX_FILE_BYTES: u64 = 128 << 20;
+pub const MAX_BUNDLE_BYTES: u64 = 512 << 20;
 pub const MAX_MANIFEST_BYTES: usize = 1 << 20;
 
 /// What a bundle holds, and what its signature covers.
@@ -133,9 +138,15 @@ impl Bundle {
                 return Err(BundleError::TooLarge { what: "more files".into(), max: format!("{MAX_FILES} files") });
             }
             let bytes = crate::source::input::read_file(&path, crate::source::input::MAX_SOURCE_BYTES)?;
+            if bytes.len() as u64 > MAX_FILE_BYTES {
+                return Err(BundleError::TooLarge {
+                    what: format!("{name}, {} bytes", bytes.len()),
+                    max: "128 MiB a file (give larger data as a URL source: each host fetches it itself)".into(),
+                });
+            }
             total += bytes.len() as u64;
             if total > MAX_BUNDLE_BYTES {
-                return Err(BundleError::TooLarge { what: format!("{total} bytes"), max: "2 GiB".into() });
+                return Err(BundleError::TooLarge { what: format!("{total} bytes"), max: "512 MiB".into() });
             }
             manifest.files.push(FileEntry {
                 path: name,
@@ -201,6 +212,23 @@ pub fn verify_manifest(
     }
     if manifest.files.len() > MAX_FILES {
         return Err(BundleError::Manifest(format!("{} files, more than {MAX_FILES}", manifest.files.len())));
+    }
+    // Sizes bound what a host allocates and fetches: checked before either.
+    let mut total = 0u64;
+    for f in &manifest.files {
+        let chunks = f.bytes.div_ceil(CHUNK_BYTES as u64).max(1);
+        if f.bytes > MAX_FILE_BYTES || u64::from(f.chunks) != chunks {
+            return Err(BundleError::Manifest(format!(
+                "{}: {} bytes in {} chunks (at most {MAX_FILE_BYTES} bytes, in chunks of {CHUNK_BYTES})",
+                crate::source::input::quote(&f.path),
+                f.bytes,
+                f.chunks
+            )));
+        }
+        total = total.saturating_add(f.bytes);
+    }
+    if total > MAX_BUNDLE_BYTES {
+        return Err(BundleError::Manifest(format!("{total} bytes of files, more than {MAX_BUNDLE_BYTES}")));
     }
     if let Some(applied) = applied {
         if manifest.revision <= applied && !rollback {
@@ -277,8 +305,13 @@ pub fn open_unpacked(manifest: &Manifest, dir: &Path, cache_dir: PathBuf) -> Res
     for (i, entry) in manifest.files.iter().enumerate() {
         let path = dir.join(file_name(i, &entry.path));
         // One byte more than signed: a longer file is seen as one.
-        let content = crate::source::input::read_file(&path, entry.bytes.saturating_add(1))
-            .map_err(|e| BundleError::File { path: entry.path.clone(), reason: e.to_string() })?;
+        let content = crate::source::input::read_file(&path, entry.bytes.saturating_add(1)).map_err(|e| {
+            let reason = match e {
+                crate::source::input::InputError::TooLarge { .. } => "longer than signed: it changed on disk".into(),
+                other => other.to_string(),
+            };
+            BundleError::File { path: entry.path.clone(), reason }
+        })?;
         files.push(content);
         moved.insert(entry.path.clone(), path);
     }

@@ -170,7 +170,23 @@ impl Etcd {
         Err(EtcdError::Unreachable { endpoints: self.endpoints.join(","), last })
     }
 
+    /// One request and its JSON answer. "Unavailable" (503: a leader being
+    /// elected, as after a member was lost) is asked again a few times, from
+    /// 250 ms to 2 s apart, before it is an error.
     fn json(&self, path: &str, body: &Value) -> Result<(String, Value), EtcdError> {
+        let mut pause = Duration::from_millis(250);
+        loop {
+            match self.json_once(path, body) {
+                Err(EtcdError::Status { status: 503, .. }) if pause <= Duration::from_secs(2) => {
+                    std::thread::sleep(pause);
+                    pause *= 2;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn json_once(&self, path: &str, body: &Value) -> Result<(String, Value), EtcdError> {
         let (endpoint, body) = self.call(&self.agent, path, body)?;
         let value: Value = serde_json::from_reader(body.into_with_config().limit(MAX_ANSWER_BYTES).reader())
             .map_err(|e| EtcdError::Malformed { endpoint: endpoint.clone(), reason: e.to_string() })?;
@@ -197,6 +213,20 @@ impl Etcd {
         let out: Option<Vec<Kv>> = kvs.iter().map(kv_of).collect();
         let out = out.ok_or_else(|| EtcdError::Malformed { endpoint, reason: "a key that is not UTF-8".into() })?;
         Ok((out, v.pointer("/header/revision").map_or(0, int)))
+    }
+
+    /// The last key under `prefix` (in key order), if any: one key, no value.
+    pub fn last_key(&self, prefix: &str) -> Result<Option<String>, EtcdError> {
+        let body = json!({
+            "key": b64(prefix.as_bytes()),
+            "range_end": b64(&prefix_end(prefix.as_bytes())),
+            "limit": "1",
+            "sort_order": "DESCEND",
+            "sort_target": "KEY",
+            "keys_only": true,
+        });
+        let (_, v) = self.json("/v3/kv/range", &body)?;
+        Ok(v.get("kvs").and_then(Value::as_array).and_then(|a| a.first()).and_then(kv_of).map(|kv| kv.key))
     }
 
     /// Puts a value (under a lease, when given); returns the new revision.

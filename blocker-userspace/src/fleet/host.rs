@@ -177,8 +177,9 @@ impl FleetOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     #[error(
-        "fleet {fleet}: no bundle to enforce: {why}. Publish one (`blocker fleet publish --fleet {fleet} ...`), \
-         or start with --fleet-wait (`wait = true` in [fleet]) to attach once one arrives"
+        "fleet {fleet}: no bundle to enforce ({why}), and none kept on disk from an earlier run. Once etcd \
+         answers and holds one (`blocker fleet publish --fleet {fleet} ...`) start again, or start with \
+         --fleet-wait (`wait = true` in [fleet]) to attach when one arrives"
     )]
     NoBundle { fleet: String, why: String },
     #[error("the last good bundle kept in {dir}: {reason}")]
@@ -200,6 +201,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> HostError + '_ {
 struct Current {
     revision: u64,
     applied_at: String,
+    /// The highest sequence followed (`store::may_follow`).
+    #[serde(default)]
+    sequence: u64,
 }
 
 fn revision_dir(base: &Path, revision: u64) -> PathBuf {
@@ -210,6 +214,10 @@ fn revision_dir(base: &Path, revision: u64) -> PathBuf {
 #[derive(Clone, Debug)]
 pub struct Unpacked {
     pub revision: u64,
+    /// Its sequence: its revision, or the number of the rollback that brought it.
+    pub sequence: u64,
+    /// Its verified manifest (what its files are checked against again).
+    pub manifest: Manifest,
     /// When it was published.
     pub created: String,
     /// Its policy, its local sources naming the files under `dir`.
@@ -252,7 +260,15 @@ impl Kept {
         }
         let tables = bundle::open_unpacked(&manifest, &dir.join("files"), cache_dir.to_owned())
             .map_err(|e| kept_err(e.to_string()))?;
-        let bundle = Unpacked { revision: manifest.revision, created: manifest.created, tables, dir };
+        let sequence = current.sequence.max(manifest.revision);
+        let bundle = Unpacked {
+            revision: manifest.revision,
+            sequence,
+            created: manifest.created.clone(),
+            manifest,
+            tables,
+            dir,
+        };
         Ok(Some(Kept { bundle, applied_at: current.applied_at }))
     }
 }
@@ -262,7 +278,7 @@ impl Kept {
 pub fn commit(opts: &FleetOptions, state_dir: &Path, bundle: &Unpacked) -> Result<String, HostError> {
     let base = opts.base_dir(state_dir);
     let applied_at = crate::clock::rfc3339_millis(SystemTime::now());
-    let current = Current { revision: bundle.revision, applied_at: applied_at.clone() };
+    let current = Current { revision: bundle.revision, applied_at: applied_at.clone(), sequence: bundle.sequence };
     let path = base.join("current");
     let staged = base.join("current.incoming");
     let text = serde_json::to_vec(&current).expect("current serializes");
@@ -311,16 +327,18 @@ impl Refusal {
 
 /// Fetches, verifies and unpacks the bundle `pointer` names, for a host that
 /// applied `applied`. None: nothing to do (the pointer is the applied revision).
+#[allow(clippy::too_many_arguments)]
 pub fn fetch_bundle(
     opts: &FleetOptions,
     store: &FleetStore<'_>,
     pointer: &Pointer,
     applied: Option<u64>,
+    seen: u64,
     state_dir: &Path,
     cache_dir: &Path,
 ) -> Result<Option<Unpacked>, Refusal> {
     let (fleet, group, rev) = (&opts.fleet, &opts.group, pointer.revision);
-    let follow = may_follow(pointer, fleet, group, applied, &opts.public_key)
+    let follow = may_follow(pointer, fleet, group, applied, seen, &opts.public_key)
         .map_err(|e| Refusal::lasting(format!("group {group} points back at revision {rev}: {e}")))?;
     if !follow {
         let applied = applied.unwrap_or(0);
@@ -328,18 +346,24 @@ pub fn fetch_bundle(
             return Ok(None);
         }
         return Err(Refusal::lasting(match &pointer.rollback {
-            None => format!(
+            None if rev < applied => format!(
                 "group {group} points at revision {rev}, older than the applied {applied}: refused without a \
                  signed rollback (`blocker fleet rollback`)"
             ),
+            None => format!(
+                "group {group} points at revision {rev}, which a rollback (number {seen}) took back: publish it \
+                 again to apply it"
+            ),
             Some(_) => format!(
-                "group {group}: the rollback to revision {rev} was signed before revision {applied} was published: \
-                 refused (sign a new one with `blocker fleet rollback`)"
+                "group {group}: the rollback to revision {rev} (number {}) is not newer than what this host \
+                 followed ({seen}): refused as a replay (sign a new one with `blocker fleet rollback`)",
+                pointer.published
             ),
         }));
     }
+    // etcd down, or a revision whose bundle is not (yet) there: tried again.
     let etcd_refusal = |e: StoreError| match e {
-        StoreError::Etcd(e) => Refusal { reason: e.to_string(), transient: true },
+        StoreError::Etcd(_) | StoreError::NoBundle { .. } => Refusal { reason: e.to_string(), transient: true },
         other => Refusal::lasting(other.to_string()),
     };
     let (bytes, signature) = store.bundle_head(rev).map_err(etcd_refusal)?;
@@ -353,8 +377,9 @@ pub fn fetch_bundle(
         )));
     }
     let files = store.bundle_files(&manifest).map_err(etcd_refusal)?;
-    let unpacked = unpack(opts, &manifest, &bytes, &signature, &files, state_dir, cache_dir)
+    let mut unpacked = unpack(opts, &manifest, &bytes, &signature, &files, state_dir, cache_dir)
         .map_err(|e| Refusal::lasting(format!("revision {rev}: {e}")))?;
+    unpacked.sequence = if pointer.rollback.is_some() { pointer.published } else { rev };
     drop(files);
     // URL sources new to this host: fetched here, off the daemon's task, as
     // `check-config` fetches them (a reload reads cached copies only).
@@ -388,7 +413,14 @@ fn unpack(
     let tables = bundle::unpack(manifest, files, &dir.join("files"), cache_dir.to_owned())?;
     write_synced(&dir.join("manifest.json"), manifest_bytes)?;
     write_synced(&dir.join("manifest.minisig"), signature.as_bytes())?;
-    Ok(Unpacked { revision: manifest.revision, created: manifest.created.clone(), tables, dir })
+    Ok(Unpacked {
+        revision: manifest.revision,
+        sequence: manifest.revision,
+        created: manifest.created.clone(),
+        manifest: manifest.clone(),
+        tables,
+        dir,
+    })
 }
 
 /// Where the bundle a host starts with came from.
@@ -458,16 +490,21 @@ fn ask_etcd(
     state_dir: &Path,
     cache_dir: &Path,
 ) -> Result<Option<Unpacked>, Refusal> {
+    // The pointer within a request's time (a hung etcd must not hold the
+    // start for long); the bundle's files with the time they may need.
+    let quick = opts.etcd(REQUEST_TIMEOUT, REQUEST_TIMEOUT).map_err(Refusal::lasting)?;
     let etcd = opts.etcd(BUNDLE_TIMEOUT, WATCH_ROUND).map_err(Refusal::lasting)?;
     let store = FleetStore::new(&etcd, &opts.fleet).map_err(|e| Refusal::lasting(e.to_string()))?;
     let unreachable = |e: StoreError| Refusal { reason: format!("etcd unreachable: {e}"), transient: true };
-    let (pointer, _) = store.pointer_at(&opts.group).map_err(|e| match e {
+    let quick_store = FleetStore::new(&quick, &opts.fleet).map_err(|e| Refusal::lasting(e.to_string()))?;
+    let (pointer, _) = quick_store.pointer_at(&opts.group).map_err(|e| match e {
         StoreError::Etcd(_) => unreachable(e),
         other => Refusal::lasting(other.to_string()),
     })?;
     let Some(pointer) = pointer else { return Ok(None) };
     let applied = kept.map(|k| k.bundle.revision);
-    fetch_bundle(opts, &store, &pointer, applied, state_dir, cache_dir)
+    let seen = kept.map_or(0, |k| k.bundle.sequence);
+    fetch_bundle(opts, &store, &pointer, applied, seen, state_dir, cache_dir)
 }
 
 /// Waits of 1 s, 2 s, 4 s ... up to `MAX_BACKOFF`, each cut by a random part
@@ -514,6 +551,8 @@ pub struct Follower {
     pub cache_dir: PathBuf,
     /// The revision in force, and the host's state as last reported.
     pub state: HostState,
+    /// The highest sequence followed (`store::may_follow`).
+    pub seen: u64,
     pub reporter: Reporter,
 }
 
@@ -602,7 +641,8 @@ impl Follower {
 
     /// Fetches and offers what `pointer` names. Err(transient): refused.
     fn consider(&mut self, store: &FleetStore<'_>, pointer: &Pointer, host: &mut impl Host) -> Result<(), bool> {
-        let fetched = fetch_bundle(&self.opts, store, pointer, self.state.revision, &self.state_dir, &self.cache_dir);
+        let fetched =
+            fetch_bundle(&self.opts, store, pointer, self.state.revision, self.seen, &self.state_dir, &self.cache_dir);
         let error = match fetched {
             Ok(None) => {
                 if self.state.error.take().is_some() {
@@ -612,9 +652,10 @@ impl Follower {
                 return Ok(());
             }
             Ok(Some(bundle)) => {
-                let revision = bundle.revision;
+                let (revision, sequence) = (bundle.revision, bundle.sequence);
                 match host.offer(bundle) {
                     Ok(()) => {
+                        self.seen = self.seen.max(sequence);
                         log::info!("fleet {}: revision {revision} applied", self.opts.fleet);
                         self.state.revision = Some(revision);
                         self.state.applied_at = Some(crate::clock::rfc3339_millis(SystemTime::now()));
@@ -659,9 +700,16 @@ impl Reporter {
             let mut written = false;
             let every = Duration::from_secs(LEASE_TTL_SECONDS / 3);
             let mut next_keepalive = Instant::now();
+            // Every sixth round, the state is read back: keys deleted by hand
+            // (or lost with etcd's data) are written again.
+            let mut rounds = 0u32;
             loop {
                 if Instant::now() >= next_keepalive {
                     next_keepalive = Instant::now() + every;
+                    rounds = rounds.wrapping_add(1);
+                    if written && rounds.is_multiple_of(6) && !store.holds(&state).unwrap_or(true) {
+                        written = false;
+                    }
                     if let Some(id) = lease {
                         match etcd.keepalive(id) {
                             Ok(ttl) if ttl > 0 => {}

@@ -4,6 +4,8 @@
 //! - `bundles/REV/files/FILE/CHUNK`: a bundle's files, in chunks of at most 1 MiB;
 //! - `bundles/REV/signature`, then `bundles/REV/manifest`: written last, so a
 //!   bundle whose manifest is there is whole;
+//! - `bundles/REV/rollback`: the statement of the rollback that took REV as
+//!   its number (no bundle has it);
 //! - `groups/GROUP`: the revision a group's hosts apply (`Pointer`);
 //! - `hosts/HOST/state`: what a host applied, and when, and its error;
 //! - `hosts/HOST/alive`: under the host's lease: gone when the host is.
@@ -25,12 +27,17 @@ pub const DEFAULT_GROUP: &str = "default";
 pub enum StoreError {
     #[error(transparent)]
     Etcd(#[from] EtcdError),
-    #[error("{what} {name:?}: 1 to 64 letters, digits, '-', '_' or '.'")]
+    #[error("{what} {name}: 1 to 64 letters, digits, '-', '_' or '.'")]
     Name { what: &'static str, name: String },
     #[error("fleet {fleet} has no bundle of revision {revision} in etcd: `blocker fleet status` lists what is there")]
     NoBundle { fleet: String, revision: u64 },
     #[error("bundle {revision}: {reason}")]
     Damaged { revision: u64, reason: String },
+    #[error(
+        "fleet {fleet}: `latest` holds {value}, not a revision: put the highest revision there (etcdctl put \
+         blocker/{fleet}/latest N) before publishing"
+    )]
+    Latest { fleet: String, value: String },
     #[error("another publisher moved `latest` meanwhile; try again")]
     Busy,
     #[error("the pointer of group {group} is not one: {reason}; point it again with `blocker fleet promote`")]
@@ -114,12 +121,30 @@ impl<'a> FleetStore<'a> {
         Ok(self.latest_kv()?.0)
     }
 
+    /// `latest` and its key's revision. A `latest` that is not a number is
+    /// refused; a missing one (deleted) counts from the highest bundle stored,
+    /// so a revision is never taken twice.
     fn latest_kv(&self) -> Result<(u64, i64), StoreError> {
         let (kv, _) = self.etcd.get(&self.key("latest"))?;
+        let highest = self.highest_bundle()?;
         Ok(match kv {
-            Some(kv) => (String::from_utf8_lossy(&kv.value).trim().parse().unwrap_or(0), kv.mod_revision),
-            None => (0, 0),
+            Some(kv) => {
+                let text = String::from_utf8_lossy(&kv.value);
+                let n: u64 = text.trim().parse().map_err(|_| StoreError::Latest {
+                    fleet: self.fleet.clone(),
+                    value: crate::source::input::quote(&text),
+                })?;
+                (n.max(highest), kv.mod_revision)
+            }
+            None => (highest, 0),
         })
+    }
+
+    /// The highest revision with something stored under `bundles/` (0: none).
+    fn highest_bundle(&self) -> Result<u64, StoreError> {
+        let prefix = self.key("bundles/");
+        let last = self.etcd.last_key(&prefix)?;
+        Ok(last.and_then(|k| k.strip_prefix(&prefix)?.split('/').next()?.parse().ok()).unwrap_or(0))
     }
 
     /// Takes the next revision (compare-and-put on `latest`).
@@ -166,7 +191,8 @@ impl<'a> FleetStore<'a> {
     /// to the manifest's size (the hashes are checked by `bundle::unpack`).
     pub fn bundle_files(&self, manifest: &Manifest) -> Result<Vec<Vec<u8>>, StoreError> {
         let rev = manifest.revision;
-        let total: u64 = manifest.files.iter().map(|f| f.bytes).sum();
+        // (`verify_manifest` bounds each size; this holds whatever the caller.)
+        let total = manifest.files.iter().fold(0u64, |t, f| t.saturating_add(f.bytes));
         if total > MAX_BUNDLE_BYTES {
             return Err(StoreError::Damaged { revision: rev, reason: format!("{total} bytes of files") });
         }
@@ -177,7 +203,7 @@ impl<'a> FleetStore<'a> {
                 let reason = format!("{}: {} chunks stored, {} signed", entry.path, chunks.len(), entry.chunks);
                 return Err(StoreError::Damaged { revision: rev, reason });
             }
-            let mut content = Vec::with_capacity(entry.bytes as usize);
+            let mut content = Vec::with_capacity(entry.bytes.min(MAX_BUNDLE_BYTES) as usize);
             for c in chunks {
                 if c.value.len() > CHUNK_BYTES || content.len() + c.value.len() > entry.bytes as usize {
                     return Err(StoreError::Damaged { revision: rev, reason: format!("{}: too long", entry.path) });
@@ -233,12 +259,16 @@ impl<'a> FleetStore<'a> {
             .collect())
     }
 
-    /// A signed pointer back to an older revision.
+    /// A signed pointer back to an older revision. It takes a revision
+    /// number of its own (no bundle has it), so each rollback is new to the
+    /// hosts, and a replayed one is not.
     pub fn rollback(&self, group: &str, revision: u64, key: &SecretKey) -> Result<Pointer, StoreError> {
         check_name("group", group)?;
         self.bundle_head(revision)?;
-        let published = self.latest()?;
+        let published = self.reserve_revision()?;
         let statement = rollback_statement(&self.fleet, group, revision, published);
+        // Its number is taken for good: kept where a lost `latest` is counted from.
+        self.etcd.put(&self.bundle_key(published, "rollback"), statement.as_bytes(), None)?;
         let pointer = Pointer { revision, rollback: Some(key.sign(statement.as_bytes(), &statement)), published };
         self.point(group, &pointer)?;
         Ok(pointer)
@@ -255,45 +285,64 @@ impl<'a> FleetStore<'a> {
         Ok(())
     }
 
+    /// Whether etcd holds `state` as this host's, with its `alive` key.
+    pub fn holds(&self, state: &HostState) -> Result<bool, StoreError> {
+        let (kv, _) = self.etcd.get(&self.key(&format!("hosts/{}/state", state.host)))?;
+        let same = kv.is_some_and(|kv| serde_json::from_slice::<HostState>(&kv.value).ok().as_ref() == Some(state));
+        Ok(same && self.etcd.get(&self.key(&format!("hosts/{}/alive", state.host)))?.0.is_some())
+    }
+
     /// Every host's state, and whether its lease holds.
     pub fn hosts(&self) -> Result<Vec<(HostState, bool)>, StoreError> {
         let prefix = self.key("hosts/");
         let (kvs, _) = self.etcd.range_prefix(&prefix)?;
         let alive: std::collections::HashSet<&str> =
             kvs.iter().filter_map(|kv| kv.key.strip_prefix(&prefix)?.strip_suffix("/alive")).collect();
+        // The host is the one its key names, whatever its value says.
         Ok(kvs
             .iter()
-            .filter(|kv| kv.key.ends_with("/state"))
-            .filter_map(|kv| serde_json::from_slice::<HostState>(&kv.value).ok())
-            .map(|s| {
-                let up = alive.contains(s.host.as_str());
-                (s, up)
+            .filter_map(|kv| {
+                let name = kv.key.strip_prefix(&prefix)?.strip_suffix("/state")?;
+                let mut s = serde_json::from_slice::<HostState>(&kv.value).unwrap_or_else(|e| HostState {
+                    host: String::new(),
+                    group: "?".into(),
+                    revision: None,
+                    applied_at: None,
+                    error: Some(format!("its state in etcd is not one: {e}")),
+                });
+                s.host = name.to_owned();
+                Some((s, alive.contains(name)))
             })
             .collect())
     }
 }
 
-/// Whether a host that applied `applied` may follow `pointer` of `group`:
-/// forward always; back only with a rollback signed by the fleet's key and
-/// issued after `applied` was published.
+/// Whether a host that applied `applied` may follow `pointer` of `group`.
+/// `seen` is the highest sequence the host followed: the revisions it
+/// applied, and the numbers its rollbacks took (each rollback takes a
+/// revision number of its own, with no bundle). Forward only past `seen`: a
+/// revision rolled back is not applied again unless published again. Back
+/// only with a rollback signed by the fleet's key whose number is past
+/// `seen`: a rollback is followed once, never replayed.
 pub fn may_follow(
     pointer: &Pointer,
     fleet: &str,
     group: &str,
     applied: Option<u64>,
+    seen: u64,
     key: &PublicKey,
 ) -> Result<bool, StoreError> {
     let Some(applied) = applied else { return Ok(true) };
-    if pointer.revision > applied {
-        return Ok(true);
-    }
     if pointer.revision == applied {
         return Ok(false); // nothing to do
+    }
+    if pointer.revision > applied && pointer.rollback.is_none() {
+        return Ok(pointer.revision > seen);
     }
     let Some(sig) = &pointer.rollback else { return Ok(false) };
     let statement = rollback_statement(fleet, group, pointer.revision, pointer.published);
     key.verify(statement.as_bytes(), sig)?;
-    Ok(pointer.published >= applied)
+    Ok(pointer.published > seen)
 }
 
 #[cfg(test)]
@@ -312,17 +361,22 @@ mod tests {
     fn hosts_go_back_only_with_a_fresh_signed_rollback() {
         let (secret, public) = crate::fleet::sign::generate().unwrap();
         let fwd = Pointer { revision: 5, rollback: None, published: 0 };
-        assert!(may_follow(&fwd, "edge", "canary", Some(4), &public).unwrap());
-        assert!(!may_follow(&fwd, "edge", "canary", Some(5), &public).unwrap());
-        assert!(!may_follow(&Pointer { revision: 3, ..fwd.clone() }, "edge", "canary", Some(5), &public).unwrap());
-        let statement = rollback_statement("edge", "canary", 3, 5);
-        let back = Pointer { revision: 3, rollback: Some(secret.sign(statement.as_bytes(), &statement)), published: 5 };
-        assert!(may_follow(&back, "edge", "canary", Some(5), &public).unwrap());
-        // Replayed after the host moved on to 6: ignored.
-        assert!(!may_follow(&back, "edge", "canary", Some(6), &public).unwrap());
+        assert!(may_follow(&fwd, "edge", "canary", Some(4), 4, &public).unwrap());
+        assert!(!may_follow(&fwd, "edge", "canary", Some(5), 5, &public).unwrap());
+        assert!(!may_follow(&Pointer { revision: 3, ..fwd.clone() }, "edge", "canary", Some(5), 5, &public).unwrap());
+        let statement = rollback_statement("edge", "canary", 3, 6);
+        let back = Pointer { revision: 3, rollback: Some(secret.sign(statement.as_bytes(), &statement)), published: 6 };
+        assert!(may_follow(&back, "edge", "canary", Some(5), 5, &public).unwrap());
+        // Replayed after the host moved on to 7: ignored.
+        assert!(!may_follow(&back, "edge", "canary", Some(7), 7, &public).unwrap());
         // Moved to another group, or forged: refused.
-        assert!(may_follow(&back, "edge", "all", Some(5), &public).is_err());
-        let forged = Pointer { published: 9, ..back };
-        assert!(may_follow(&forged, "edge", "canary", Some(8), &public).is_err());
+        assert!(may_follow(&back, "edge", "all", Some(5), 5, &public).is_err());
+        let forged = Pointer { published: 9, ..back.clone() };
+        assert!(may_follow(&forged, "edge", "canary", Some(8), 8, &public).is_err());
+        // Followed once (seen 5 -> 5): replayed after the group went forward
+        // to 5 again, refused; so is 5 itself (rolled back) until published anew.
+        assert!(!may_follow(&back, "edge", "canary", Some(5), 6, &public).unwrap());
+        assert!(!may_follow(&fwd, "edge", "canary", Some(3), 6, &public).unwrap());
+        assert!(may_follow(&Pointer { revision: 7, ..fwd.clone() }, "edge", "canary", Some(3), 6, &public).unwrap());
     }
 }
