@@ -37,53 +37,16 @@ pub struct Certs {
     pub bouncer_key: PathBuf,
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
-    let out = Command::new("openssl").current_dir(dir).args(args).output().context("cannot run openssl")?;
-    if !out.status.success() {
-        bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
 /// Makes the CA, the server's certificate for 127.0.0.1 and a bouncer's.
 fn make_certs(dir: &Path) -> Result<(Certs, PathBuf, PathBuf)> {
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend(["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=blocker test CA"]);
-    openssl(dir, &ca)?;
-    for (name, subject, ext) in [
-        ("server", "/CN=127.0.0.1", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
-        ("bouncer", "/OU=bouncer-ou/CN=blocker", "extendedKeyUsage=clientAuth\n"),
-    ] {
-        let (key, csr, pem, extfile) =
-            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
-        let mut req = vec!["req"];
-        req.extend(ec);
-        req.extend(["-keyout", &key, "-out", &csr, "-subj", subject]);
-        openssl(dir, &req)?;
-        std::fs::write(dir.join(&extfile), ext)?;
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &pem,
-                "-days",
-                "2",
-                "-extfile",
-                &extfile,
-            ],
-        )?;
-    }
+    crate::certs::make_ca(dir, "/CN=blocker test CA")?;
+    crate::certs::make_cert(
+        dir,
+        "server",
+        "/CN=127.0.0.1",
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )?;
+    crate::certs::make_cert(dir, "bouncer", "/OU=bouncer-ou/CN=blocker", "extendedKeyUsage=clientAuth\n")?;
     let certs =
         Certs { ca: dir.join("ca.pem"), bouncer_cert: dir.join("bouncer.pem"), bouncer_key: dir.join("bouncer.key") };
     Ok((certs, dir.join("server.pem"), dir.join("server.key")))

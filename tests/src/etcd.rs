@@ -185,39 +185,14 @@ pub struct TlsMember {
     pub client_key: PathBuf,
 }
 
-fn openssl(dir: &std::path::Path, args: &[&str]) -> Result<()> {
-    let out = Command::new("openssl").current_dir(dir).args(args).output().context("cannot run openssl")?;
-    if !out.status.success() {
-        bail!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
-}
-
 impl TlsMember {
     pub fn start(dir: &std::path::Path) -> Result<TlsMember> {
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-        let mut ca = vec!["req", "-x509"];
-        ca.extend(ec);
-        ca.extend(["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=blocker etcd test CA"]);
-        openssl(dir, &ca)?;
+        crate::certs::make_ca(dir, "/CN=blocker etcd test CA")?;
         // etcd's JSON gateway dials etcd itself with the server's
         // certificate: it must serve as a client certificate too.
-        for (name, ext) in [
-            ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"),
-            ("client", "extendedKeyUsage=clientAuth\n"),
-        ] {
-            let (key, csr, pem, extfile) =
-                (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
-            let mut req = vec!["req"];
-            req.extend(ec);
-            req.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"]);
-            openssl(dir, &req)?;
-            std::fs::write(dir.join(&extfile), ext)?;
-            let sign = ["x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial"];
-            let mut args = sign.to_vec();
-            args.extend(["-out", &pem, "-days", "2", "-extfile", &extfile]);
-            openssl(dir, &args)?;
-        }
+        let server = "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n";
+        crate::certs::make_cert(dir, "server", "/CN=127.0.0.1", server)?;
+        crate::certs::make_cert(dir, "client", "/CN=127.0.0.1", "extendedKeyUsage=clientAuth\n")?;
         let (client, peer) = (free_port()?, free_port()?);
         let endpoint = format!("https://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");

@@ -12,6 +12,7 @@
 // The dev-dependencies are the integration tests'.
 #![cfg_attr(test, allow(unused_crate_dependencies))]
 
+pub mod certs;
 pub mod crowdsec;
 pub mod daemon;
 pub mod etcd;

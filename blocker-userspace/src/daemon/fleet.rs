@@ -81,6 +81,15 @@ pub(super) fn adopt(opts: &mut RunOptions, bundle: &Unpacked) {
     opts.reject_per_second = bundle.tables.reject_per_second;
 }
 
+/// Makes `bundle`, now in force, the last good one on disk; returns when it
+/// was applied (now, if it could not be kept: it is in force all the same).
+fn kept_on_disk(opts: &FleetOptions, state_dir: &Path, bundle: &Unpacked) -> String {
+    host::commit(opts, state_dir, bundle).unwrap_or_else(|e| {
+        log::error!("fleet {}: revision {} is in force but not kept on disk: {e}", opts.fleet, bundle.revision);
+        crate::clock::rfc3339_millis(SystemTime::now())
+    })
+}
+
 fn from_text(from: &StartedFrom) -> String {
     match from {
         StartedFrom::Etcd => "etcd".into(),
@@ -99,14 +108,7 @@ impl FleetRun {
     ) -> Result<(FleetRun, tokio::sync::mpsc::Receiver<FleetMessage>)> {
         let applied_at = match &start.applied_at {
             Some(at) => at.clone(),
-            None => host::commit(opts, state_dir, &start.bundle).unwrap_or_else(|e| {
-                log::error!(
-                    "fleet {}: revision {} is in force but not kept on disk: {e}",
-                    opts.fleet,
-                    start.bundle.revision
-                );
-                crate::clock::rfc3339_millis(SystemTime::now())
-            }),
+            None => kept_on_disk(opts, state_dir, &start.bundle),
         };
         let from = from_text(&start.from);
         match &start.from {
@@ -205,17 +207,7 @@ impl FleetRun {
 
     /// The bundle offered was put in force: it is the last good one now.
     pub(super) fn applied(&mut self, state_dir: &Path) {
-        match host::commit(&self.opts, state_dir, &self.bundle) {
-            Ok(at) => self.applied_at = at,
-            Err(e) => {
-                log::error!(
-                    "fleet {}: revision {} is in force but not kept on disk: {e}",
-                    self.opts.fleet,
-                    self.bundle.revision
-                );
-                self.applied_at = crate::clock::rfc3339_millis(SystemTime::now());
-            }
-        }
+        self.applied_at = kept_on_disk(&self.opts, state_dir, &self.bundle);
         self.from = "etcd".into();
         self.refused = None;
     }
