@@ -32,9 +32,9 @@
 //!
 //! Memory: 4 bytes per `DIR` entry (at least 256 KiB per family, at most one
 //! entry per range of the table above that), then 4 bytes per IPv4 range, 12 per
-//! IPv6 /64-level range and 10 per range inside a cut /64. Every map is an array of
-//! 64-byte blocks (one cache line; arrays round each value up to 8 bytes, so
-//! smaller values would waste memory).
+//! IPv6 /64-level range and 10 per range inside a cut /64. Every map is 64-byte
+//! blocks (one cache line) held in pieces of just under 32 KiB (`PIECE_BLOCKS`),
+//! which the kernel allocates in its huge-page direct map.
 
 /// Bits of the address that index a family's direct table: at least
 /// `MIN_DIR_BITS` (256 KiB), at most `MAX_DIR_BITS` (64 MiB).
@@ -74,8 +74,41 @@ impl Shape {
     }
 }
 
-/// Bytes of one block, the value of every classifier map.
+/// Bytes of one block, the unit every classifier map is indexed in.
 pub const BLOCK_BYTES: usize = 64;
+
+/// Blocks of one piece. Each classifier map is an array of maps whose inner maps
+/// are one-element arrays holding a piece: block `b` is block `b % PIECE_BLOCKS`
+/// of piece `b / PIECE_BLOCKS`.
+///
+/// Why pieces: the kernel allocates an array map of at most 32 KiB (the value and
+/// its 312-byte `struct bpf_array` header, measured on 6.18) with kmalloc, in the
+/// direct map, which 1 GiB and 2 MiB pages back; a larger one, or any mmapable
+/// one, is vmalloc'ed in 4 KiB pages, and each lookup in a table of megabytes
+/// then risks a TLB miss and, in a guest, a nested page walk. 507 blocks (32,448
+/// bytes) is the most that keeps a piece under 32 KiB.
+pub const PIECE_BLOCKS: u32 = 507;
+/// A piece: the value of each inner map. A struct rather than a bare array so
+/// that its BTF type carries its size (aya reads an array's as its element's).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Piece {
+    pub blocks: [Block64; PIECE_BLOCKS as usize],
+}
+
+#[cfg(feature = "user")]
+// SAFETY: plain integers, no padding.
+unsafe impl aya::Pod for Piece {}
+pub const PIECE_BYTES: usize = PIECE_BLOCKS as usize * BLOCK_BYTES;
+/// Pieces of a map of `blocks` blocks (at least one: a map is never empty).
+pub const fn pieces(blocks: usize) -> usize {
+    let n = blocks.div_ceil(PIECE_BLOCKS as usize);
+    if n == 0 {
+        1
+    } else {
+        n
+    }
+}
 pub type Block32 = [u32; 16];
 pub type Block64 = [u64; 8];
 pub type Block16 = [u16; 32];

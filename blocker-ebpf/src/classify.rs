@@ -2,29 +2,60 @@
 //! userspace). The maps are created for each table, sized to it, and filled by
 //! userspace before the program that uses them is swapped onto the interface.
 
-use aya_ebpf::{bindings::BPF_F_MMAPABLE, macros::map, maps::Array, programs::XdpContext};
+use aya_ebpf::{
+    btf_maps::{Array as BtfArray, ArrayOfMaps},
+    macros::{btf_map, map},
+    maps::Array,
+    programs::XdpContext,
+};
 use blocker_common::{
-    classifier::{self, Block16, Block32, Block64, Memory, Shape},
+    classifier::{self, Block16, Block32, Block64, Memory, Piece, Shape, PIECE_BLOCKS},
     scope::{key_of, PortMap, TableInfo, PORT_KEYS, PORT_MAP_BYTES, SCOPE_NONE},
 };
 
 use crate::parse::{self, Packet};
 
-// Sizes here are placeholders: the loader sets each map's size to its table's.
-#[map]
-static BLK_V4_DIR: Array<Block32> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-#[map]
-static BLK_V4_RANGES: Array<Block32> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-#[map]
-static BLK_V6_DIR: Array<Block32> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-#[map]
-static BLK_V6_RANGES: Array<Block64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-#[map]
-static BLK_V6_EXT: Array<Block32> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-#[map]
-static BLK_V6_HKEYS: Array<Block64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
-#[map]
-static BLK_V6_HVALS: Array<Block16> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+/// A classifier map: pieces of `PIECE_BLOCKS` blocks, each an inner map of its
+/// own that the kernel allocates in its direct map (see `classifier::Piece`).
+/// The outer size here is a placeholder: the loader sets it to the table's.
+type Pieces = ArrayOfMaps<BtfArray<Piece, 1, 0>, 1>;
+
+#[btf_map]
+static BLK_V4_DIR: Pieces = ArrayOfMaps::new();
+#[btf_map]
+static BLK_V4_RANGES: Pieces = ArrayOfMaps::new();
+#[btf_map]
+static BLK_V6_DIR: Pieces = ArrayOfMaps::new();
+#[btf_map]
+static BLK_V6_RANGES: Pieces = ArrayOfMaps::new();
+#[btf_map]
+static BLK_V6_EXT: Pieces = ArrayOfMaps::new();
+#[btf_map]
+static BLK_V6_HKEYS: Pieces = ArrayOfMaps::new();
+#[btf_map]
+static BLK_V6_HVALS: Pieces = ArrayOfMaps::new();
+
+/// Block `block` of a classifier map, as a block of `B` (every block type is 64
+/// bytes of plain integers, at most 8-byte aligned, like the piece's).
+#[inline(always)]
+fn block_of<B>(map: &'static Pieces, block: u32) -> Option<&'static B> {
+    // The inner key on the stack: a `&0` would be a constant in .rodata, which
+    // LLVM may place at the address of a read-only global of the same value
+    // (`BLK_OUTBOUND_SCOPE`, 0 at build time), and the loader changes those.
+    let mut first = 0u32;
+    // SAFETY: a write to a local.
+    unsafe { core::ptr::write_volatile(&mut first, 0) };
+    let piece = map.get_value(block / PIECE_BLOCKS, &first)?;
+    // LLVM knows the remainder is below PIECE_BLOCKS and would drop the bounds
+    // check; the verifier does not (it sees a multiply and a subtract). A
+    // volatile read hides what LLVM knows, so the check stays for the verifier.
+    let at = block % PIECE_BLOCKS;
+    // SAFETY: a read of a local.
+    let at = unsafe { core::ptr::read_volatile(&at) };
+    let b: &Block64 = piece.blocks.get(at as usize)?;
+    // SAFETY: B is one of Block16/32/64: the same size, alignment at most 8.
+    Some(unsafe { &*(b as *const Block64).cast::<B>() })
+}
 
 // The bits of the direct tables, set by the loader for each table. Read-only data
 // of a loaded program is frozen, so the verifier knows them as constants.
@@ -83,31 +114,31 @@ impl Memory for Maps {
     }
     #[inline(always)]
     fn v4_dir(&self, block: u32) -> Option<&Block32> {
-        BLK_V4_DIR.get(block)
+        block_of(&BLK_V4_DIR, block)
     }
     #[inline(always)]
     fn v4_ranges(&self, block: u32) -> Option<&Block32> {
-        BLK_V4_RANGES.get(block)
+        block_of(&BLK_V4_RANGES, block)
     }
     #[inline(always)]
     fn v6_dir(&self, block: u32) -> Option<&Block32> {
-        BLK_V6_DIR.get(block)
+        block_of(&BLK_V6_DIR, block)
     }
     #[inline(always)]
     fn v6_ranges(&self, block: u32) -> Option<&Block64> {
-        BLK_V6_RANGES.get(block)
+        block_of(&BLK_V6_RANGES, block)
     }
     #[inline(always)]
     fn v6_ext(&self, block: u32) -> Option<&Block32> {
-        BLK_V6_EXT.get(block)
+        block_of(&BLK_V6_EXT, block)
     }
     #[inline(always)]
     fn v6_host_keys(&self, block: u32) -> Option<&Block64> {
-        BLK_V6_HKEYS.get(block)
+        block_of(&BLK_V6_HKEYS, block)
     }
     #[inline(always)]
     fn v6_host_values(&self, block: u32) -> Option<&Block16> {
-        BLK_V6_HVALS.get(block)
+        block_of(&BLK_V6_HVALS, block)
     }
 }
 

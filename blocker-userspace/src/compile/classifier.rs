@@ -324,12 +324,18 @@ impl Tables<'_> {
 
     /// The same in `scope`'s table.
     pub fn lookup_in(&self, scope: u32, family: Family, addr: u128) -> u16 {
-        let leaf = match family {
-            Family::V4 => format::lookup_v4(self, scope, addr as u32),
-            Family::V6 => format::lookup_v6(self, scope, (addr >> 64) as u64, addr as u64),
-        };
-        leaf.unwrap_or(LEAF_NONE)
+        lookup_leaf(self, scope, family, addr)
     }
+}
+
+/// The leaf the XDP program finds for `addr` in `scope`'s table of `memory` (a
+/// built image, or a loaded table's maps); `LEAF_NONE`: no list.
+pub fn lookup_leaf(memory: &impl Memory, scope: u32, family: Family, addr: u128) -> u16 {
+    let leaf = match family {
+        Family::V4 => format::lookup_v4(memory, scope, addr as u32),
+        Family::V6 => format::lookup_v6(memory, scope, (addr >> 64) as u64, addr as u64),
+    };
+    leaf.unwrap_or(LEAF_NONE)
 }
 
 /// The boundaries of a disjoint sorted range table: (first address, leaf) for

@@ -13,7 +13,7 @@
 
 use std::{
     collections::HashMap,
-    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
+    os::fd::{AsFd as _, AsRawFd as _},
     path::{Path, PathBuf},
 };
 
@@ -27,7 +27,7 @@ use aya::{
     Ebpf,
 };
 use blocker_common::{
-    classifier::{leaf, leaf_action, leaf_list, Shape, BLOCK_BYTES, LEAF_NONE},
+    classifier::{leaf, leaf_action, leaf_list, Block16, Block32, Block64, Memory, Shape, BLOCK_BYTES, LEAF_NONE},
     config, counter,
     events::EventState,
     map_names,
@@ -43,11 +43,12 @@ use super::{
     bans::BanMaps,
     link::{self, LinkError},
     object::{self, ObjectError},
+    pieces::{self, PieceMap},
     pins,
 };
 use crate::{
     compile::{
-        classifier::{build_policy_image, BuildError, Image, Tables, ELEMENT_BYTES},
+        classifier::{build_policy_image, lookup_leaf, BuildError, Image},
         table::{CompiledTable, ScopeTable},
     },
     net::Family,
@@ -190,98 +191,65 @@ where
     T::try_from(map).map_err(MapsError::map(format!("pinned map {} has an unexpected type or size", path.display())))
 }
 
-/// One classifier map (an mmapable BPF array of 64-byte blocks) mapped into this
-/// process.
-struct Mapping {
-    ptr: *mut u8,
-    bytes: usize,
-}
-
-impl Mapping {
-    fn new(fd: BorrowedFd<'_>, blocks: usize, writable: bool, name: &'static str) -> Result<Self> {
-        let bytes = blocks * BLOCK_BYTES;
-        let prot = if writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
-        // SAFETY: mapping a BPF array created with BPF_F_MMAPABLE; the length is at
-        // most the array's data size; unmapped in Drop.
-        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), bytes, prot, libc::MAP_SHARED, fd.as_raw_fd(), 0) };
-        if ptr == libc::MAP_FAILED {
-            return Err(MapsError::Mmap { name, error: std::io::Error::last_os_error() });
-        }
-        Ok(Mapping { ptr: ptr.cast(), bytes })
-    }
-
-    fn slice<T: bytemuck::Pod>(&self) -> &[T] {
-        // SAFETY: ptr maps `bytes` bytes, page-aligned, for as long as self lives.
-        let bytes = unsafe { std::slice::from_raw_parts(self.ptr, self.bytes) };
-        bytemuck::cast_slice(bytes)
-    }
-
-    fn write(&mut self, content: &[u8]) {
-        assert!(content.len() <= self.bytes);
-        // SAFETY: in bounds (checked above); no program uses this map yet.
-        unsafe { std::ptr::copy_nonoverlapping(content.as_ptr(), self.ptr, content.len()) };
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what new() mapped.
-        unsafe { libc::munmap(self.ptr.cast(), self.bytes) };
-    }
-}
-
-/// The seven classifier maps of one table, mapped, with their element counts.
-struct MappedTables {
+/// The seven classifier maps of a loaded table, read piece by piece.
+struct LivePieces {
     shape: Shape,
-    maps: Vec<Mapping>,
-    lengths: [usize; 7],
+    maps: Vec<PieceMap>,
 }
 
-impl MappedTables {
-    /// Maps `fds` (in `map_names::CLASSIFIER` order, with their sizes in blocks)
-    /// whole: a table's content is whole blocks.
-    fn new(fds: &[(BorrowedFd<'_>, usize)], shape: Shape, writable: bool) -> Result<Self> {
-        let lengths = std::array::from_fn(|i| fds[i].1 * BLOCK_BYTES / ELEMENT_BYTES[i]);
-        let mut maps = Vec::new();
-        for ((fd, blocks), name) in fds.iter().zip(map_names::CLASSIFIER) {
-            maps.push(Mapping::new(*fd, *blocks, writable, name)?);
-        }
-        Ok(MappedTables { shape, maps, lengths })
+impl LivePieces {
+    /// `maps` in `map_names::CLASSIFIER` order.
+    fn open(maps: Vec<MapData>, shape: Shape) -> Result<Self> {
+        let maps = maps.into_iter().zip(map_names::CLASSIFIER).map(|(m, name)| PieceMap::open(m, name));
+        Ok(LivePieces { shape, maps: maps.collect::<Result<_>>()? })
     }
 
-    fn read_only(fds: &[(BorrowedFd<'_>, usize)], shape: Shape) -> Result<Self> {
-        MappedTables::new(fds, shape, false)
+    /// Those of a loaded instance.
+    fn of_instance(ebpf: &Ebpf, shape: Shape) -> Result<Self> {
+        let maps = map_names::CLASSIFIER
+            .iter()
+            .map(|name| {
+                let data = match ebpf.map(name) {
+                    Some(Map::ArrayOfMaps(data)) => data,
+                    _ => return Err(MapsError::MissingMap { name }),
+                };
+                let id = data.info().map_err(MapsError::map(format!("map {name}")))?.id();
+                MapData::from_id(id).map_err(MapsError::map(format!("map {name}")))
+            })
+            .collect::<Result<_>>()?;
+        LivePieces::open(maps, shape)
     }
 
-    fn view(&self) -> Tables<'_> {
-        let l = self.lengths;
-        Tables {
-            shape: self.shape,
-            v4_dir: &self.maps[0].slice()[..l[0]],
-            v4_ranges: &self.maps[1].slice()[..l[1]],
-            v6_dir: &self.maps[2].slice()[..l[2]],
-            v6_ranges: &self.maps[3].slice()[..l[3]],
-            v6_ext: &self.maps[4].slice()[..l[4]],
-            v6_host_keys: &self.maps[5].slice()[..l[5]],
-            v6_host_values: &self.maps[6].slice()[..l[6]],
-        }
+    fn memory(&self) -> Result<u64> {
+        self.maps.iter().map(PieceMap::memory).sum()
     }
 }
 
-/// The classifier maps of a loaded instance: fd and size in blocks, in
-/// `map_names::CLASSIFIER` order.
-fn instance_maps(ebpf: &Ebpf) -> Result<Vec<(BorrowedFd<'_>, usize)>> {
-    map_names::CLASSIFIER
-        .iter()
-        .map(|name| match ebpf.map(name) {
-            Some(Map::Array(data)) => Ok((data.fd().as_fd(), max_entries(data, name)?)),
-            _ => Err(MapsError::MissingMap { name }),
-        })
-        .collect()
-}
-
-fn max_entries(map: &MapData, name: &str) -> Result<usize> {
-    Ok(map.info().map_err(MapsError::map(format!("map {name}")))?.max_entries() as usize)
+impl Memory for LivePieces {
+    fn shape(&self) -> Shape {
+        self.shape
+    }
+    fn v4_dir(&self, block: u32) -> Option<&Block32> {
+        self.maps[0].block(block)
+    }
+    fn v4_ranges(&self, block: u32) -> Option<&Block32> {
+        self.maps[1].block(block)
+    }
+    fn v6_dir(&self, block: u32) -> Option<&Block32> {
+        self.maps[2].block(block)
+    }
+    fn v6_ranges(&self, block: u32) -> Option<&Block64> {
+        self.maps[3].block(block)
+    }
+    fn v6_ext(&self, block: u32) -> Option<&Block32> {
+        self.maps[4].block(block)
+    }
+    fn v6_host_keys(&self, block: u32) -> Option<&Block64> {
+        self.maps[5].block(block)
+    }
+    fn v6_host_values(&self, block: u32) -> Option<&Block16> {
+        self.maps[6].block(block)
+    }
 }
 
 /// A program instance with its table: the program that is (or will be) on the
@@ -365,22 +333,14 @@ impl LinkTables {
         let mut take = |name: &'static str| {
             found.remove(name).ok_or_else(|| MapsError::ProgramWithoutMap { program_id, pin: pin.clone(), name })
         };
-        let mut maps = Vec::new();
-        let mut memory = 0;
-        for name in map_names::CLASSIFIER {
-            let map = take(name)?;
-            memory += map_memory(&map)?;
-            maps.push((map, name));
-        }
-        let fds: Vec<(BorrowedFd<'_>, usize)> =
-            maps.iter().map(|(m, name)| Ok((m.fd().as_fd(), max_entries(m, name)?))).collect::<Result<_>>()?;
+        let maps = map_names::CLASSIFIER.iter().map(|name| take(name)).collect::<Result<Vec<_>>>()?;
         let info_map: Array<MapData, TableInfo> =
             Array::try_from(Map::Array(take(map_names::SHAPE)?)).map_err(MapsError::map(map_names::SHAPE))?;
         let info = info_map.get(&0, 0).map_err(MapsError::map(map_names::SHAPE))?;
         let ports = take(map_names::PORT_SCOPES)?;
-        memory += map_memory(&ports)?;
+        let tables = LivePieces::open(maps, info.shape)?;
+        let memory = tables.memory()? + map_memory(&ports)?;
         let port_map = read_port_map(ports, info.scoped != 0)?;
-        let tables = MappedTables::read_only(&fds, info.shape)?;
         let live = LiveTable { tables, scopes: scope_names(&info), port_map, outbound: outbound_of(&info) };
         Ok(Some(LinkTables { live, memory }))
     }
@@ -433,7 +393,7 @@ fn table_info(shape: Shape, scopes: &[ScopeTable<'_>], scoped: bool) -> TableInf
 
 /// A table's maps mapped read-only (see `DataplaneMaps::live_table`).
 pub struct LiveTable {
-    tables: MappedTables,
+    tables: LivePieces,
     /// Its scopes' names, in the order they are tried.
     scopes: Vec<String>,
     /// The port map of a table with scopes.
@@ -454,7 +414,7 @@ impl LiveTable {
 
     /// The same in scope `scope`'s table.
     pub fn lookup_in(&self, scope: u32, family: Family, addr: u128) -> LiveHit {
-        let found = self.tables.view().lookup_in(scope, family, addr);
+        let found = lookup_leaf(&self.tables, scope, family, addr);
         (found != LEAF_NONE).then(|| (leaf_list(found), Action::from_code(leaf_action(found))))
     }
 
@@ -890,7 +850,7 @@ impl DataplaneMaps {
         match (LinkTables::open(&self.dir)?, &self.live) {
             (Some(l), _) => Ok(l.live),
             (None, Some(i)) => Ok(LiveTable {
-                tables: MappedTables::read_only(&instance_maps(&i.ebpf)?, i.info.shape)?,
+                tables: LivePieces::of_instance(&i.ebpf, i.info.shape)?,
                 scopes: scope_names(&i.info),
                 port_map: i.port_map.clone(),
                 outbound: outbound_of(&i.info),
@@ -904,14 +864,13 @@ impl DataplaneMaps {
         let pinned: u64 = pinned_map_memory(&self.dir)?.iter().map(|(_, b)| b).sum();
         let table = match (LinkTables::open(&self.dir)?, &self.live) {
             (Some(l), _) => l.memory,
-            (None, Some(i)) => map_names::CLASSIFIER
-                .iter()
-                .chain(&[map_names::PORT_SCOPES])
-                .map(|name| match i.ebpf.map(name) {
-                    Some(Map::Array(d)) => map_memory(d),
-                    _ => Ok(0),
-                })
-                .sum::<Result<u64>>()?,
+            (None, Some(i)) => {
+                LivePieces::of_instance(&i.ebpf, i.info.shape)?.memory()?
+                    + match i.ebpf.map(map_names::PORT_SCOPES) {
+                        Some(Map::Array(d)) => map_memory(d)?,
+                        _ => 0,
+                    }
+            }
             (None, None) => 0,
         };
         Ok(pinned + table)
@@ -1100,13 +1059,10 @@ fn load_instance(
             Array::try_from(ports).map_err(MapsError::map(map_names::PORT_SCOPES))?;
         ports.set(0, value.as_ref(), 0).map_err(MapsError::map(map_names::PORT_SCOPES))?;
     }
-    let fds = instance_maps(&ebpf)?;
-    let mut tables = MappedTables::new(&fds, image.shape, true)?;
-    for (mapping, content) in tables.maps.iter_mut().zip(image.map_bytes()) {
-        mapping.write(content);
+    for (name, content) in map_names::CLASSIFIER.iter().zip(image.map_bytes()) {
+        let map = ebpf.map_mut(name).ok_or(MapsError::MissingMap { name })?;
+        pieces::fill(map, name, content)?;
     }
-    drop(tables);
-    drop(fds);
     let bytes = image.bytes() + port_map.as_ref().map_or(0, |m| m.len() as u64);
     Ok(Instance { ebpf, info, bytes, port_map })
 }

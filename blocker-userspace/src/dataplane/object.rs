@@ -7,7 +7,10 @@ use aya::{
     programs::{ProgramError, SchedClassifier, Xdp},
     Ebpf, EbpfError, EbpfLoader,
 };
-use blocker_common::{classifier::Shape, map_names, EGRESS_PROGRAM_NAME, PROGRAM_NAME};
+use blocker_common::{
+    classifier::{pieces, Shape},
+    map_names, EGRESS_PROGRAM_NAME, PROGRAM_NAME,
+};
 
 /// The XDP object built from blocker-ebpf by build.rs.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/blocker"));
@@ -34,6 +37,19 @@ pub enum ObjectError {
     NoProgram,
     #[error("the eBPF object has no tc program {EGRESS_PROGRAM_NAME}: the build is broken")]
     NoEgressProgram,
+}
+
+/// The object with its BTF as the kernel accepts it (`super::btf`), made once,
+/// 8-byte aligned like the embedded one (the ELF parser reads it in place).
+fn kernel_object() -> &'static [u8] {
+    static OBJECT: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
+    let words = OBJECT.get_or_init(|| {
+        let fixed = super::btf::with_identifier_names(EBPF_OBJECT);
+        let mut words = vec![0u64; fixed.len().div_ceil(8)];
+        bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..fixed.len()].copy_from_slice(&fixed);
+        words
+    });
+    &bytemuck::cast_slice(words)[..EBPF_OBJECT.len()]
 }
 
 /// aya-log's ring buffer.
@@ -90,10 +106,11 @@ pub fn load(
     let outbound_scope = outbound.unwrap_or(0);
     loader.override_global(map_names::OUTBOUND_SCOPE, &outbound_scope, true);
     for (&map, &blocks) in map_names::CLASSIFIER.iter().zip(table_blocks) {
-        let n = u32::try_from(blocks).map_err(|_| ObjectError::TooManyBlocks { map, blocks })?;
+        // The map holds the table in pieces (`blocker_common::classifier::Piece`).
+        let n = u32::try_from(pieces(blocks)).map_err(|_| ObjectError::TooManyBlocks { map, blocks })?;
         loader.map_max_entries(map, n);
     }
-    let mut ebpf = loader.load(EBPF_OBJECT).map_err(|error| ObjectError::Load { error: Box::new(error) })?;
+    let mut ebpf = loader.load(kernel_object()).map_err(|error| ObjectError::Load { error: Box::new(error) })?;
     let prog = program_mut(&mut ebpf)?;
     prog.load().map_err(|error| ObjectError::Refused { error: Box::new(error) })?;
     if outbound.is_some() {
